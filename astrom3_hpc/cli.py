@@ -1,0 +1,191 @@
+"""`astrom3` command line: one subcommand per job. Heavy imports happen inside the commands so that
+`astrom3 --help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("astrom3")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ingest
+
+def _add_layout_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store layout (see docs/store.md)")
+    g.add_argument("--chunk-objects", type=int, default=64, help="objects per spectra chunk (default 64, ~2 MB)")
+    g.add_argument("--table-chunk", type=int, default=8192, help="objects per chunk of the small tables")
+    g.add_argument("--lc-chunk", type=int, default=131072, help="light-curve points per chunk")
+    g.add_argument("--shard-chunks", type=int, default=0, help="spectra chunks per shard file (0: no sharding)")
+
+
+def _add_ingest(sub) -> None:
+    p = sub.add_parser("ingest", help="build a trimodal Zarr store (synthetic or real survey files)",
+                       description="Preprocess raw objects once and write a versioned Zarr v3 store with splits "
+                                   "and z-score statistics for every split seed. Runs in parallel under "
+                                   "`mpiexec -n N astrom3 ingest ...`. The store appears only when complete.")
+    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "lamost"],
+                   help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout; "
+                        "ztf-vsx / lamost: single-modality real samples")
+    p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
+    p.add_argument("--root", help="input directory for real sources")
+    p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    p.add_argument("--unseen-fraction", type=float, default=0.0,
+                   help="synthetic: fraction of objects from classes absent in training (label -1)")
+    p.add_argument("--mislabel-fraction", type=float, default=0.0, help="synthetic: fraction of wrong labels")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="fail at the first bad object, or skip it and list it in skipped.json")
+    p.add_argument("--error-channel", choices=["sigma", "ivar"], default="sigma",
+                   help="spectrum error channel: sigma (default) or ivar (the reference's behaviour)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--no-progress", action="store_true")
+    _add_layout_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+
+def make_source(args):
+    if args.source == "synthetic":
+        from .data.synthetic import SyntheticSource
+
+        return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
+                               mislabel_fraction=args.mislabel_fraction)
+    if not args.root:
+        raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
+    from .data import readers
+
+    if args.source == "astrom3-raw":
+        return readers.AstroM3RawSource(args.root)
+    if args.source == "ztf-vsx":
+        return readers.ZTFVSXSource(args.root)
+    return readers.LamostSampleSource(args.root)
+
+
+def cmd_ingest(args) -> int:
+    from .data.ingest import IngestOptions, ingest
+
+    source = make_source(args)
+    opts = IngestOptions(on_error=args.on_error, error_channel=args.error_channel, overwrite=args.overwrite,
+                         progress=not args.no_progress,
+                         layout_kw=dict(chunk_objects=args.chunk_objects, table_chunk=args.table_chunk,
+                                        lc_chunk=args.lc_chunk, shard_chunks=args.shard_chunks))
+    summary = ingest(source, args.out, opts)
+    if summary and _is_rank0():
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "RANK"):
+        if k in os.environ:
+            return os.environ[k] == "0"
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# info / inspect
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="summarise a store: objects, classes, splits, provenance")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_info)
+    q = sub.add_parser("inspect", help="read a few loader batches from a store and print their shapes")
+    q.add_argument("store")
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--subset", default="full")
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--batches", type=int, default=3)
+    q.set_defaults(func=cmd_inspect)
+
+
+def cmd_info(args) -> int:
+    from .constants import SPLIT_SEEDS, SUBSET_FACTORS
+    from .data.store import Store
+
+    s = Store(args.store)
+    print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
+    print("provenance:", json.dumps(s.attrs["provenance"]))
+    print("summary:", json.dumps(s.attrs.get("summary", {})))
+    print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}")
+    for seed in SPLIT_SEEDS:
+        for sub in SUBSET_FACTORS:
+            n = [len(s.split(seed, sub, k)) for k in ("train", "val", "test")]
+            print(f"{seed:>5} {sub:>6} {n[0]:>7} {n[1]:>6} {n[2]:>6}")
+    if s.skipped():
+        print(f"skipped objects: {len(s.skipped())} (see {s.path / 'skipped.json'})")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import time
+
+    from .data.loader import LoaderSpec, TrimodalBatches
+
+    b = TrimodalBatches(LoaderSpec(args.store, seed=args.seed, subset=args.subset, batch_size=args.batch_size))
+    t0 = time.perf_counter()
+    n = 0
+    for k, batch in enumerate(b.iter_epoch(0)):
+        if k == 0:
+            for name, v in batch.items():
+                print(f"{name:>10}: {tuple(v.shape)} {v.dtype}")
+        n += len(batch["label"])
+        if k + 1 >= args.batches:
+            break
+    dt = time.perf_counter() - t0
+    print(f"read {n} objects in {dt:.2f} s ({n / dt:.0f} objects/s); {b.num_batches()} batches per epoch")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="astrom3", description="AstroM3 trimodal CLIP for variable stars: "
+                                "data ingestion, distributed pretraining, fine-tuning, sweeps and results.")
+    p.add_argument("--version", action="version", version=f"astrom3-hpc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_ingest(sub)
+    _add_info(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose)
+    from .config import ConfigError
+    from .data.raw import BadInputError
+    from .data.store import StoreError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, StoreError, BadInputError, FileExistsError, FileNotFoundError) as e:
+        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .data.ingest import IngestError
+
+        if isinstance(e, IngestError):
+            print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

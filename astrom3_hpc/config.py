@@ -1,0 +1,288 @@
+"""Typed run configuration: dataclasses loaded from YAML, validated on load, dumped resolved into run dirs.
+
+A config file names only what differs from the defaults; unknown keys are errors (a typo must not silently
+fall back to a default). Overrides from the command line use dotted keys: `train.epochs=3`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .constants import SPLIT_SEEDS, SUBSET_FACTORS
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    store: str = "data/synthetic.zarr"
+    seed: int = 42  # split seed; pretraining and fine-tuning must agree on it
+    subset: str = "full"
+    in_memory: bool = False
+    num_workers: int = 0
+    buffer_chunks: int = 4  # chunks held in the shuffle buffer
+    use_rfr_score: bool = True  # rfr_score is a likely label leak; False zeroes that channel
+
+    def validate(self) -> None:
+        _check(self.seed in SPLIT_SEEDS, "data.seed", f"must be one of {SPLIT_SEEDS}, got {self.seed}")
+        _check(self.subset in SUBSET_FACTORS, "data.subset", f"must be one of {list(SUBSET_FACTORS)}")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.buffer_chunks >= 1, "data.buffer_chunks", "must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "paper"  # "paper" or "det_masked_pooled"; explicit fields below override the preset
+    modalities: list[str] = field(default_factory=lambda: ["photo", "spectra", "meta"])
+    embed_dim: int = 512
+    # Light-curve Informer
+    d_model: int = 128
+    n_layers: int = 8
+    n_heads: int = 4
+    d_ff: int = 512
+    prob_factor: int = 1
+    lc_dropout: float = 0.245
+    deterministic_eval: bool | None = None  # None: taken from the preset
+    attn_padding_mask: bool | None = None
+    lc_pooling: str | None = None  # "flatten" (paper) or "mean"
+    # How per-head attention outputs are merged back into (B, L, d_model). "reference": the reference's
+    # (B, H, L, D) -> view(B, L, H*D) that mixes heads and positions (Informer2020 issue #100, unfixed in the
+    # copy the reference uses); "standard": transpose to (B, L, H, D) first. None: taken from the preset.
+    attn_head_layout: str | None = None
+    # Spectra GalSpecNet
+    spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
+    spec_dropout: float = 0.339
+    # Metadata MLP
+    meta_hidden: int = 512
+    meta_dropout: float = 0.160
+    logit_scale_init: float = 100.0
+    logit_scale_max: float = 100.0
+
+    def validate(self) -> None:
+        _check(self.preset in ("paper", "det_masked_pooled"), "model.preset",
+               "must be 'paper' or 'det_masked_pooled'")
+        _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),
+               "model.modalities", "needs at least two distinct modalities")
+        _check(self.d_model % self.n_heads == 0, "model.d_model", "must be divisible by model.n_heads")
+        _check(self.lc_pooling in (None, "flatten", "mean"), "model.lc_pooling", "must be flatten or mean")
+        _check(self.attn_head_layout in (None, "reference", "standard"), "model.attn_head_layout",
+               "must be reference or standard")
+        _check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
+        _check(self.prob_factor >= 1, "model.prob_factor", "must be >= 1")
+        _check(self.n_layers >= 1 and self.d_ff >= 1, "model.n_layers", "n_layers and d_ff must be >= 1")
+        _check(len(self.spec_channels) >= 1 and all(c >= 1 for c in self.spec_channels),
+               "model.spec_channels", "must be a non-empty list of positive channel counts")
+        _check(1.0 <= self.logit_scale_init <= self.logit_scale_max, "model.logit_scale_init",
+               "must lie in [1, model.logit_scale_max]")
+        _check(not (self.attn_padding_mask is True and self.attn_head_layout == "reference"),
+               "model.attn_padding_mask", "needs model.attn_head_layout 'standard' (the reference layout "
+               "mixes positions across heads, so padded steps would leak into real ones)")
+        for k in ("lc_dropout", "spec_dropout", "meta_dropout"):
+            _check(0.0 <= getattr(self, k) < 1.0, f"model.{k}", "must be in [0, 1)")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.00392
+    betas: list[float] = field(default_factory=lambda: [0.926, 0.999])
+    weight_decay: float = 0.00467
+    warmup_epochs: int = 10
+    warmup_start_factor: float = 1e-5
+    scheduler: str = "plateau"  # "plateau" (paper) or "cosine"
+    plateau_factor: float = 0.1125
+    plateau_patience: int = 3
+    grad_clip: float = 45.0
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+               "must be two numbers in [0, 1)")
+        _check(self.scheduler in ("plateau", "cosine"), "optim.scheduler", "must be plateau or cosine")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 512  # global batch: the contrastive batch spans all ranks
+    early_stop_patience: int = 6
+    zero_stage: int = 0
+    precision: str = "fp32"  # "fp32" or "bf16"
+    deterministic: bool = False
+    max_steps_per_epoch: int | None = None  # cap for demos and tests
+    eval_max_batches: int | None = None
+    checkpoint_every_epochs: int = 1
+    log_every_steps: int = 10
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
+        _check(self.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
+        _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")
+
+
+@dataclass
+class FinetuneConfig:
+    mode: str = "photo"  # photo | spectra | meta | all
+    init: str = "scratch"  # "scratch" or a pretraining run directory
+    fusion: str = "avg"  # for mode "all": avg | concat
+    freeze_encoders: bool = False
+
+    def validate(self) -> None:
+        _check(self.mode in ("photo", "spectra", "meta", "all"), "finetune.mode",
+               "must be photo, spectra, meta or all")
+        _check(self.fusion in ("avg", "concat"), "finetune.fusion", "must be avg or concat")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def validate(self) -> "RunConfig":
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if hasattr(v, "validate"):
+                v.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {msg}")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name, raw in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw, f"{where}.{name}" if where else name)
+        else:
+            kwargs[name] = _coerce(raw, hint, f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """Turn ["train.epochs=3", "model.preset=paper"] into a nested dict, values parsed as YAML scalars."""
+    tree: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (optionally with `base: other.yaml` inheritance), apply overrides, validate."""
+    values: dict = {}
+    if path is not None:
+        values = _load_yaml_tree(Path(path))
+    values = _merge(values, parse_overrides(overrides))
+    where = str(path) if path is not None else "<overrides>"
+    try:
+        cfg = _build(RunConfig, values, "")
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def _load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base' chain")
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = data.pop("base", None)
+    if base is not None:
+        parent = _load_yaml_tree((path.parent / base), seen + (path,))
+        data = _merge(parent, data)
+    return data
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    cfg = _build(RunConfig, values, "")
+    cfg.validate()
+    return cfg
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the fully resolved config (every field, defaults included) atomically."""
+    from .atomic import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Data: raw sources (synthetic generator, survey file readers) -> preprocessing -> Zarr store -> loader."""

@@ -1,0 +1,302 @@
+"""Build a store from any RawSource: one path for synthetic and real data, serial or under `mpiexec`.
+
+Phase 1: every rank preprocesses a contiguous range of whole blocks (see Layout.block) and writes the
+per-object arrays there directly; its light-curve points go to a private part array (their global offsets
+are unknown until every rank has counted). Phase 2: each rank copies the light-curve chunks it owns from the
+parts into the final flat array. Rank 0 then writes offsets, splits and z-score statistics, marks the store
+complete and renames it into place. Until that rename the store exists only under a `.tmp-` name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .. import __version__
+from ..atomic import replace_dir, write_json
+from ..constants import SPLIT_SEEDS
+from ..progress import Progress
+from .preprocess import preprocess
+from .raw import BadInputError, RawSource
+from .splits import all_splits
+from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
+
+log = logging.getLogger("astrom3")
+
+
+class IngestError(RuntimeError):
+    pass
+
+
+@dataclass
+class IngestOptions:
+    on_error: str = "fail"  # "fail": stop at the first bad object; "skip": record it in skipped.json
+    error_channel: str = "sigma"  # spectrum error channel: "sigma" or the reference's "ivar"
+    overwrite: bool = False
+    progress: bool = True
+    layout_kw: dict[str, int] = field(default_factory=dict)  # chunk_objects, table_chunk, lc_chunk, shard_chunks
+
+
+class _Comm:
+    """The few collectives ingestion needs, over mpi4py when launched by mpiexec, trivial otherwise."""
+
+    def __init__(self):
+        self.mpi = None
+        if any(k in os.environ for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")):
+            from mpi4py import MPI
+
+            if MPI.COMM_WORLD.Get_size() > 1:
+                self.mpi = MPI.COMM_WORLD
+        self.rank = self.mpi.Get_rank() if self.mpi else 0
+        self.size = self.mpi.Get_size() if self.mpi else 1
+
+    def bcast(self, obj):
+        return self.mpi.bcast(obj, root=0) if self.mpi else obj
+
+    def allgather(self, obj) -> list:
+        return self.mpi.allgather(obj) if self.mpi else [obj]
+
+    def barrier(self) -> None:
+        if self.mpi:
+            self.mpi.Barrier()
+
+
+def _rank_range(n_objects: int, block: int, rank: int, size: int) -> tuple[int, int]:
+    n_blocks = -(-n_objects // block)
+    b0 = n_blocks * rank // size
+    b1 = n_blocks * (rank + 1) // size
+    return min(b0 * block, n_objects), min(b1 * block, n_objects)
+
+
+def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = None) -> dict[str, Any]:
+    """Build the store at `out` from `source`. Every rank of an MPI job calls this with the same arguments."""
+    opt = options or IngestOptions()
+    if opt.on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {opt.on_error!r}")
+    comm = _Comm()
+    out = Path(out).resolve()
+    layout = Layout(n_objects=len(source), **opt.layout_kw)
+    t0 = time.perf_counter()
+
+    # Rank 0 creates the temporary store; the others open it after the broadcast.
+    setup = None
+    if comm.rank == 0:
+        try:
+            setup = _create(source, out, layout, opt, comm.size)
+        except Exception as e:  # noqa: BLE001 - forwarded to every rank
+            setup = e
+    setup = comm.bcast(setup)
+    if isinstance(setup, Exception):
+        raise setup
+    tmp = Path(setup)
+
+    status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0}
+    lo, hi = _rank_range(layout.n_objects, layout.block, comm.rank, comm.size)
+    try:
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            _phase1(source, tmp, layout, opt, comm, lo, hi, status)
+    except Exception as e:  # noqa: BLE001
+        status["error"] = f"{type(e).__name__}: {e}" if isinstance(e, BadInputError) else traceback.format_exc()
+    statuses = comm.allgather(status)
+    errors = [s["error"] for s in statuses if s["error"]]
+    if errors:
+        comm.barrier()
+        if comm.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise IngestError(f"ingestion into {out} failed, nothing was written:\n" + "\n".join(errors))
+
+    part_sizes = [s["lc_points"] for s in statuses]
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        if comm.rank == 0:
+            root = zarr.open_group(str(tmp), mode="r+")
+            root.create_array("lc/values", shape=(sum(part_sizes), 3), chunks=(layout.lc_chunk, 3),
+                              dtype="float32", compressors=compressor(), fill_value=0)
+        comm.barrier()
+        _phase2_lc(tmp, layout, part_sizes, comm)
+        comm.barrier()
+        skipped = sorted((s for st in statuses for s in st["skipped"]), key=lambda s: s["index"])
+        summary = None
+        if comm.rank == 0:
+            summary = _finish(tmp, out, layout, skipped, opt, time.perf_counter() - t0, comm.size)
+    summary = comm.bcast(summary)
+    return summary
+
+
+def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_ranks: int) -> str:
+    if out.exists() and not opt.overwrite:
+        raise FileExistsError(f"store {out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    root = zarr.open_group(str(tmp), mode="w")
+    root.attrs.update({
+        "schema_version": SCHEMA_VERSION,
+        "complete": False,
+        "n_objects": layout.n_objects,
+        "class_names": list(source.class_names()),
+        "modalities": list(MODALITIES),
+        "layout": {"chunk_objects": layout.chunk_objects, "table_chunk": layout.table_chunk,
+                   "lc_chunk": layout.lc_chunk, "shard_chunks": layout.shard_chunks},
+        "preprocessing": {"spectrum_error_channel": opt.error_channel, "spectrum_grid": [3850.0, 8998.0, 2.0],
+                          "on_error": opt.on_error},
+        "provenance": {"source": source.describe(), "astrom3_hpc_version": __version__, "mpi_ranks": n_ranks},
+    })
+    create_arrays(root, layout)
+    return str(tmp)
+
+
+class _TableBuffer:
+    """Rows of the small per-object arrays for one table chunk, written when the chunk is whole."""
+
+    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta")
+
+    def __init__(self, root: zarr.Group, start: int):
+        self.root = root
+        self.start = start
+        self.rows: dict[str, list] = {k: [] for k in self.names}
+
+    def add(self, **row) -> None:
+        for k in self.names:
+            self.rows[k].append(row[k])
+
+    def flush(self) -> None:
+        n = len(self.rows["label"])
+        if n:
+            for k in self.names:
+                self.root[k][self.start:self.start + n] = np.asarray(self.rows[k])
+        self.start += n
+        self.rows = {k: [] for k in self.names}
+
+
+def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, comm: _Comm,
+            lo: int, hi: int, status: dict) -> None:
+    root = zarr.open_group(str(tmp), mode="r+")
+    part = root.create_array(f"parts/lc{comm.rank}", shape=(0, 3), chunks=(layout.lc_chunk, 3),
+                             dtype="float32", compressors=compressor(), fill_value=0) if hi > lo else None
+    lc_buf: list[np.ndarray] = []
+    lc_buffered = 0
+    table = _TableBuffer(root, lo)
+    spec_arr = root["spec"]
+    n_mod = len(MODALITIES)
+
+    def flush_lc(final: bool) -> None:
+        nonlocal lc_buf, lc_buffered
+        if not lc_buf:
+            return
+        data = np.concatenate(lc_buf)
+        # Only whole chunks go out before the end, so no chunk of the part is ever rewritten.
+        n_write = len(data) if final else (len(data) // layout.lc_chunk) * layout.lc_chunk
+        if n_write:
+            start = part.shape[0]
+            part.resize((start + n_write, 3))
+            part[start:start + n_write] = data[:n_write]
+        lc_buf = [data[n_write:]] if n_write < len(data) else []
+        lc_buffered = len(data) - n_write
+
+    with Progress(hi - lo, f"ingest rank {comm.rank}", enabled=opt.progress and comm.rank == 0) as bar:
+        for c0 in range(lo, hi, layout.chunk_objects):
+            c1 = min(c0 + layout.chunk_objects, hi)
+            spec_block = np.zeros((c1 - c0, *spec_arr.shape[1:]), dtype=np.float32)
+            for i in range(c0, c1):
+                label = -1
+                try:
+                    obj = source.get(i)
+                    label = obj.label
+                    pre, present = preprocess(obj, MODALITIES, opt.error_channel)
+                except BadInputError as e:
+                    if opt.on_error == "fail":
+                        raise
+                    status["skipped"].append({"index": i, "object_id": e.object_id, "source": e.source,
+                                              "reason": e.reason})
+                    table.add(object_id=_as_id(e.object_id), label=label, valid=False,
+                              present=np.zeros(n_mod, bool), **{"lc/length": 0, "lc/stats": np.zeros(2, np.float32)},
+                              aux=np.zeros(4, np.float32), meta=np.zeros(34, np.float32))
+                    continue
+                spec_block[i - c0] = pre.spec
+                lc_buf.append(pre.lc_values)
+                lc_buffered += len(pre.lc_values)
+                table.add(object_id=obj.object_id, label=obj.label, valid=True, present=present,
+                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats}, aux=pre.aux, meta=pre.meta)
+            spec_arr[c0:c1] = spec_block
+            if len(table.rows["label"]) >= layout.table_chunk or c1 == hi:
+                table.flush()
+            if lc_buffered >= layout.lc_chunk:
+                flush_lc(final=False)
+            bar.update(c1 - c0, skipped=len(status["skipped"]))
+    flush_lc(final=True)
+    status["lc_points"] = part.shape[0] if part is not None else 0
+
+
+def _as_id(object_id: Any) -> int:
+    try:
+        return int(object_id)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) -> None:
+    """Copy light-curve points from the rank parts into the final array; each rank owns whole chunks."""
+    root = zarr.open_group(str(tmp), mode="r+")
+    dst = root["lc/values"]
+    total = dst.shape[0]
+    starts = np.concatenate([[0], np.cumsum(part_sizes)])
+    n_chunks = -(-total // layout.lc_chunk)
+    k0, k1 = n_chunks * comm.rank // comm.size, n_chunks * (comm.rank + 1) // comm.size
+    for k in range(k0, k1):
+        g0, g1 = k * layout.lc_chunk, min((k + 1) * layout.lc_chunk, total)
+        pieces = []
+        for r, size in enumerate(part_sizes):
+            a, b = max(g0, starts[r]), min(g1, starts[r] + size)
+            if a < b:
+                pieces.append(root[f"parts/lc{r}"][a - starts[r]:b - starts[r]])
+        dst[g0:g1] = np.concatenate(pieces)
+
+
+def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions, elapsed: float,
+            n_ranks: int) -> dict[str, Any]:
+    root = zarr.open_group(str(tmp), mode="r+")
+    lengths = root["lc/length"][:].astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    root.create_array("lc/offsets", data=offsets, chunks=(max(len(offsets), 1),), compressors=compressor())
+    labels = root["label"][:].astype(np.int64)
+    valid = root["valid"][:] & (labels >= 0)
+    present = root["present"][:]
+    meta = root["meta"][:].astype(np.float64)
+    aux = root["aux"][:].astype(np.float64)
+    for seed in SPLIT_SEEDS:
+        sets = all_splits(labels, valid, seed)
+        for subset, parts in sets.items():
+            for split, idx in parts.items():
+                root.create_array(f"splits/seed{seed}/{subset}/{split}", data=idx.astype(np.int64),
+                                  chunks=(max(len(idx), 1),), compressors=compressor())
+        train = sets["full"]["train"]
+        stats = {}
+        for name, values, col in (("meta", meta, 2), ("aux", aux, 0)):
+            rows = train[present[train, col]]
+            mean = values[rows].mean(axis=0) if len(rows) else np.zeros(values.shape[1])
+            std = values[rows].std(axis=0) if len(rows) else np.ones(values.shape[1])
+            std[std == 0] = 1.0  # a constant column carries no information; keep it at 0 instead of NaN
+            stats[f"{name}_mean"], stats[f"{name}_std"] = mean.astype(np.float32), std.astype(np.float32)
+        for k, v in stats.items():
+            root.create_array(f"stats/seed{seed}/{k}", data=v, chunks=v.shape, compressors=compressor())
+    shutil.rmtree(tmp / "parts", ignore_errors=True)
+    write_json(tmp / "skipped.json", skipped)
+    counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
+    summary = {
+        "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),
+        "n_skipped": len(skipped), "lc_points": int(offsets[-1]), "seconds": round(elapsed, 2),
+        "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": n_ranks,
+        "class_counts": dict(zip(root.attrs["class_names"], counts.tolist())),
+    }
+    root.attrs.update({"complete": True, "summary": summary})
+    replace_dir(tmp, out)
+    return summary

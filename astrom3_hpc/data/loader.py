@@ -1,0 +1,184 @@
+"""Batches of model inputs from a store, sharded over ranks, shuffled at chunk level, resumable.
+
+Per epoch the order is a pure function of (seed, epoch): chunks of the split are permuted, rows are shuffled
+within groups of `buffer_chunks` chunks, and each rank takes one contiguous slice of that order, so ranks are
+disjoint and each reads a few whole chunks per stretch of batches instead of scattering single-row reads.
+Resuming at (epoch, batch k) rebuilds the same order and skips k batches without reading them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..constants import AUX_COLUMNS, SEQ_LEN
+from .store import Store, StoreError
+
+_RFR = AUX_COLUMNS.index("rfr_score")
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    store: str
+    seed: int = 42
+    subset: str = "full"
+    split: str = "train"
+    batch_size: int = 64  # per rank
+    train: bool = True  # random windows + shuffling; False: centre windows, store order
+    world_size: int = 1
+    rank: int = 0
+    buffer_chunks: int = 4
+    use_rfr_score: bool = True
+    in_memory: bool = False
+    drop_last: bool | None = None  # default: True when training
+
+
+class TrimodalBatches:
+    """Iterates batches (dicts of tensors) for one rank. Picklable; arrays open lazily in each process."""
+
+    def __init__(self, spec: LoaderSpec):
+        self.spec = spec
+        store = Store(spec.store)
+        self.chunk = store.chunk_objects
+        self.rows = store.split(spec.seed, spec.subset, spec.split)
+        if len(self.rows) == 0:
+            raise StoreError(f"{spec.store}: split seed{spec.seed}/{spec.subset}/{spec.split} is empty")
+        stats = store.stats(spec.seed)
+        r = store.root
+        # The per-object tables are small (tens of bytes per object): hold them z-scored in memory.
+        self.labels = r["label"][:].astype(np.int64)
+        self.object_id = r["object_id"][:]
+        self.present = r["present"][:]
+        self.offsets = store.offsets
+        self.meta = ((r["meta"][:] - stats["meta_mean"]) / stats["meta_std"]).astype(np.float32)
+        aux = ((r["aux"][:] - stats["aux_mean"]) / stats["aux_std"]).astype(np.float32)
+        if not spec.use_rfr_score:
+            aux[:, _RFR] = 0.0
+        # Per-step auxiliary channels: 4 z-scored photometric features, log10 MAD, time span in years.
+        self.aux_steps = np.concatenate([aux, r["lc/stats"][:]], axis=1).astype(np.float32)
+        self.lc_present = self.present[:, 0]
+        self._pid = None
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
+        self._cache_cap = 2 * spec.buffer_chunks + 2
+        self._full: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- order -------------------------------------------------------------------------------------------
+    def rank_rows(self, epoch: int) -> np.ndarray:
+        s = self.spec
+        rows = self.rows
+        if s.train:
+            rng = np.random.default_rng([s.seed, epoch])
+            chunk_ids = rows // self.chunk
+            bounds = np.flatnonzero(np.diff(chunk_ids)) + 1
+            groups = np.split(rows, bounds)
+            order = rng.permutation(len(groups))
+            pieces = []
+            for g0 in range(0, len(order), s.buffer_chunks):
+                buf = np.concatenate([groups[j] for j in order[g0:g0 + s.buffer_chunks]])
+                pieces.append(buf[rng.permutation(len(buf))])
+            rows = np.concatenate(pieces)
+        # Equal row counts per rank (dropping fewer than world_size rows) keep collectives in step.
+        per_rank = len(rows) // s.world_size
+        return rows[s.rank * per_rank:(s.rank + 1) * per_rank]
+
+    def num_batches(self, epoch: int = 0) -> int:
+        n = len(self.rows) // self.spec.world_size
+        drop = self.spec.train if self.spec.drop_last is None else self.spec.drop_last
+        return n // self.spec.batch_size if drop else -(-n // self.spec.batch_size)
+
+    def batch_rows(self, epoch: int) -> list[np.ndarray]:
+        rows = self.rank_rows(epoch)
+        b = self.spec.batch_size
+        return [rows[i:i + b] for i in range(0, self.num_batches(epoch) * b, b)][: self.num_batches(epoch)]
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def _open(self):
+        if self._pid != os.getpid():
+            store = Store(self.spec.store, check_chunks=False)
+            self._spec_arr = store.array("spec")
+            self._lc_arr = store.array("lc/values")
+            self._cache.clear()
+            self._pid = os.getpid()
+            if self.spec.in_memory and self._full is None:
+                self._full = (self._spec_arr[:], self._lc_arr[:])
+
+    def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray, int]:
+        hit = self._cache.get(c)
+        if hit is not None:
+            self._cache.move_to_end(c)
+            return hit
+        a, b = c * self.chunk, min((c + 1) * self.chunk, len(self.labels))
+        p0, p1 = int(self.offsets[a]), int(self.offsets[b])
+        entry = (self._spec_arr[a:b], self._lc_arr[p0:p1], p0)
+        self._cache[c] = entry
+        if len(self._cache) > self._cache_cap:
+            self._cache.popitem(last=False)
+        return entry
+
+    def make_batch(self, rows: np.ndarray, epoch: int, batch_index: int) -> dict[str, torch.Tensor]:
+        self._open()
+        s = self.spec
+        n = len(rows)
+        spec = np.empty((n, 3, self._spec_arr.shape[2]), dtype=np.float32)
+        lc = np.zeros((n, SEQ_LEN, 9), dtype=np.float32)
+        mask = np.zeros((n, SEQ_LEN), dtype=np.float32)
+        rng = np.random.default_rng([s.seed, epoch, s.rank, batch_index])
+        for j, row in enumerate(rows):
+            if self._full is not None:
+                spec[j] = self._full[0][row]
+                values, base = self._full[1], 0
+            else:
+                c = int(row) // self.chunk
+                spec_c, values, base = self._chunk(c)
+                spec[j] = spec_c[row - c * self.chunk]
+            p0, p1 = int(self.offsets[row]) - base, int(self.offsets[row + 1]) - base
+            length = p1 - p0
+            if length > SEQ_LEN:
+                start = int(rng.integers(0, length - SEQ_LEN + 1)) if s.train else (length - SEQ_LEN) // 2
+                p0, length = p0 + start, SEQ_LEN
+            lc[j, :length, :3] = values[p0:p0 + length]
+            mask[j, :length] = 1.0
+        lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
+        return {
+            "lc": torch.from_numpy(lc),
+            "lc_mask": torch.from_numpy(mask),
+            "spec": torch.from_numpy(spec),
+            "meta": torch.from_numpy(self.meta[rows]),
+            "label": torch.from_numpy(self.labels[rows]),
+            "object_id": torch.from_numpy(self.object_id[rows].astype(np.int64)),
+            "present": torch.from_numpy(self.present[rows]),
+            "index": torch.from_numpy(rows.astype(np.int64)),
+        }
+
+    def iter_epoch(self, epoch: int, start_batch: int = 0, worker: int = 0, n_workers: int = 1
+                   ) -> Iterator[dict[str, torch.Tensor]]:
+        for k, rows in enumerate(self.batch_rows(epoch)):
+            if k >= start_batch and (k - start_batch) % n_workers == worker:
+                yield self.make_batch(rows, epoch, k)
+
+
+class _EpochDataset(torch.utils.data.IterableDataset):
+    """Worker w of W yields batches w, w+W, ...; the DataLoader takes workers round-robin, so the batch
+    order is the same as with no workers."""
+
+    def __init__(self, batches: TrimodalBatches, epoch: int, start_batch: int):
+        self.batches, self.epoch, self.start_batch = batches, epoch, start_batch
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        return self.batches.iter_epoch(self.epoch, self.start_batch, w, n)
+
+
+def epoch_loader(batches: TrimodalBatches, epoch: int, start_batch: int = 0, num_workers: int = 0):
+    """An iterable over one epoch's batches for this rank, starting at `start_batch` (for exact resume)."""
+    if num_workers == 0:
+        return batches.iter_epoch(epoch, start_batch)
+    return torch.utils.data.DataLoader(_EpochDataset(batches, epoch, start_batch), batch_size=None,
+                                       num_workers=num_workers, persistent_workers=False,
+                                       multiprocessing_context="fork" if os.name == "posix" else None)

@@ -1,0 +1,72 @@
+"""Train/val/test splits per seed and the label-fraction subsets (spec section 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..constants import SPLIT_FRACTIONS, SUBSET_FACTORS
+
+
+def split_indices(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """80/10/10 split of the valid objects, stratified by class so every class appears in every split.
+
+    Returns sorted row indices (sorted so the loader reads chunk-aligned runs).
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    rows = np.flatnonzero(valid)
+    for c in np.unique(labels[rows]):
+        idx = rows[labels[rows] == c]
+        idx = idx[rng.permutation(len(idx))]
+        n_train = int(round(SPLIT_FRACTIONS[0] * len(idx)))
+        n_val = int(round(SPLIT_FRACTIONS[1] * len(idx)))
+        out["train"].append(idx[:n_train])
+        out["val"].append(idx[n_train:n_train + n_val])
+        out["test"].append(idx[n_train + n_val:])
+    return {k: np.sort(np.concatenate(v)) if v else np.zeros(0, np.int64) for k, v in out.items()}
+
+
+def subset_threshold(class_counts: list[int] | np.ndarray, factor: int) -> int:
+    """Water-filling cap T: the per-class maximum that leaves about len(split) // factor objects.
+
+    Follows the reference exactly, including its floor division (T may fall below the smallest class).
+    """
+    counts = np.sort(np.asarray(class_counts, dtype=np.int64))
+    k = len(counts)
+    goal = int(counts.sum()) // factor
+    count = k * int(counts[0])
+    i = 1
+    while i < k and count + (k - i) * int(counts[i] - counts[i - 1]) < goal:
+        count += (k - i) * int(counts[i] - counts[i - 1])
+        i += 1
+    return (goal - count) // (k - i) + int(counts[i - 1])
+
+
+def subset_indices(idx: np.ndarray, labels: np.ndarray, factor: int, seed: int) -> np.ndarray:
+    """Cap every class of the split `idx` at the water-filling threshold by seeded random down-sampling."""
+    if factor == 1:
+        return np.sort(idx)
+    lab = labels[idx]
+    classes, counts = np.unique(lab, return_counts=True)
+    # On tiny splits (a few objects per class) the cap can reach 0 or below; keep one object per class
+    # rather than an empty split. Stores of the paper's size never get near this.
+    t = max(subset_threshold(counts, factor), 1)
+    rng = np.random.default_rng([seed, factor])
+    keep = []
+    for c in classes:
+        members = idx[lab == c]
+        if len(members) > t:
+            members = members[np.sort(rng.choice(len(members), size=t, replace=False))]
+        keep.append(members)
+    return np.sort(np.concatenate(keep))
+
+
+def all_splits(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """{subset: {split: indices}} for one seed; sub-X caps val and test too, as the reference does."""
+    base = split_indices(labels, valid, seed)
+    out = {"full": base}
+    for name, f in SUBSET_FACTORS.items():
+        if f == 1:
+            continue
+        out[name] = {k: subset_indices(v, labels, f, seed) for k, v in base.items()}
+    return out

@@ -1,0 +1,153 @@
+"""The trimodal Zarr v3 store: layout, creation and validated opening. See docs/store.md.
+
+Everything per object lives on one object axis; ragged light curves are flat values plus offsets. Spectra
+dominate the bytes, so their chunk length (`chunk_objects`) is the unit the loader shuffles and MPI ranks own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from ..constants import (AUX_COLUMNS, CLASS_NAMES, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN, SPLIT_SEEDS,
+                         SUBSET_FACTORS)
+
+SCHEMA_VERSION = 1
+MODALITIES = ("photo", "spectra", "meta")
+SPLITS = ("train", "val", "test")
+
+
+class StoreError(RuntimeError):
+    """The store is missing, incomplete, corrupt or of another schema; the message names the path and key."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    n_objects: int
+    chunk_objects: int = 64  # spectra: 64 x 3 x 2575 x 4 B = 2 MB per chunk before compression
+    table_chunk: int = 8192  # per-object tables (meta, aux, labels): 8192 x 34 x 4 B = 1.1 MB
+    lc_chunk: int = 131072  # light-curve points: 131072 x 3 x 4 B = 1.5 MB
+    shard_chunks: int = 0  # spectra chunks per shard (0: unsharded, one file per chunk)
+
+    @property
+    def block(self) -> int:
+        """Objects per write unit: ranks owning whole blocks never share a chunk or a shard file."""
+        spec_unit = self.chunk_objects * max(self.shard_chunks, 1)
+        return int(np.lcm(spec_unit, self.table_chunk))
+
+    def validate(self) -> None:
+        for name in ("chunk_objects", "table_chunk", "lc_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"store layout: {name} must be >= 1")
+
+
+def compressor() -> list:
+    # zstd at a low level: spectra compress ~3x and decompress far faster than the loader consumes them.
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
+
+
+# name: (trailing shape, dtype, which chunk length along axis 0)
+PER_OBJECT_ARRAYS: dict[str, tuple[tuple[int, ...], str, str]] = {
+    "object_id": ((), "int64", "table_chunk"),
+    "label": ((), "int16", "table_chunk"),
+    "valid": ((), "bool", "table_chunk"),  # False: the object was skipped at ingestion (see skipped.json)
+    "present": ((len(MODALITIES),), "bool", "table_chunk"),
+    "lc/length": ((), "int32", "table_chunk"),
+    "lc/stats": ((2,), "float32", "table_chunk"),
+    "aux": ((len(AUX_COLUMNS),), "float32", "table_chunk"),
+    "meta": ((len(META_COLUMNS),), "float32", "table_chunk"),
+    "spec": ((SPEC_CHANNELS, SPEC_LEN), "float32", "chunk_objects"),
+}
+
+
+def create_arrays(root: zarr.Group, layout: Layout) -> None:
+    """Create every per-object array (empty) in a new store group. One process calls this."""
+    layout.validate()
+    n = layout.n_objects
+    for name, (trail, dtype, chunk_attr) in PER_OBJECT_ARRAYS.items():
+        c = getattr(layout, chunk_attr)
+        shards = None
+        if name == "spec" and layout.shard_chunks:
+            shards = (c * layout.shard_chunks, *trail)
+        root.create_array(name, shape=(n, *trail), chunks=(c, *trail), shards=shards, dtype=dtype,
+                          compressors=compressor(), fill_value=0)
+
+
+def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); build one with `astrom3 ingest`")
+    return zarr.open_group(str(path), mode=mode)
+
+
+class Store:
+    """Read access to a finished store, validated on open."""
+
+    def __init__(self, path: str | Path, check_chunks: bool = True):
+        self.path = Path(path)
+        self.root = open_group(self.path, "r")
+        a = dict(self.root.attrs)
+        if a.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema_version {a.get('schema_version')!r}, this code reads "
+                             f"{SCHEMA_VERSION}; rebuild the store with `astrom3 ingest`")
+        if not a.get("complete"):
+            raise StoreError(f"{self.path}: the store is not marked complete (interrupted build?)")
+        self.attrs = a
+        self.n_objects = int(a["n_objects"])
+        self.class_names = tuple(a["class_names"])
+        self.chunk_objects = int(a["layout"]["chunk_objects"])
+        for name in list(PER_OBJECT_ARRAYS) + ["lc/values", "lc/offsets"]:
+            if name not in self.root:
+                raise StoreError(f"{self.path}: array '{name}' is missing")
+        if check_chunks:
+            self.check_chunks()
+
+    def check_chunks(self) -> None:
+        """Zarr reads a missing chunk as fill values without complaint; refuse such a store instead."""
+        for name in list(PER_OBJECT_ARRAYS) + ["lc/values", "lc/offsets"]:
+            arr = self.root[name]
+            if arr.shape[0] == 0:
+                continue
+            expected = int(np.prod([-(-s // c) for s, c in zip(arr.shape, arr.shards or arr.chunks)]))
+            have = arr._nshards_initialized() if arr.shards else arr.nchunks_initialized
+            if have != expected:
+                raise StoreError(f"{self.path}: array '{name}' has {have} of {expected} "
+                                 f"{'shards' if arr.shards else 'chunks'} on disk (missing or deleted chunk files)")
+
+    def array(self, name: str) -> zarr.Array:
+        return self.root[name]
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return self.root["label"][:].astype(np.int64)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        return self.root["lc/offsets"][:]
+
+    def split(self, seed: int, subset: str = "full", split: str = "train") -> np.ndarray:
+        key = f"splits/seed{seed}/{subset}/{split}"
+        if seed not in SPLIT_SEEDS or subset not in SUBSET_FACTORS or split not in SPLITS:
+            raise StoreError(f"no such split '{key}' (seeds {SPLIT_SEEDS}, subsets {list(SUBSET_FACTORS)})")
+        if key not in self.root:
+            raise StoreError(f"{self.path}: split array '{key}' is missing")
+        return self.root[key][:].astype(np.int64)
+
+    def stats(self, seed: int) -> dict[str, np.ndarray]:
+        """Train-split z-score statistics of the given seed (population std, as the reference)."""
+        key = f"stats/seed{seed}"
+        if key not in self.root:
+            raise StoreError(f"{self.path}: statistics '{key}' are missing")
+        g = self.root[key]
+        return {k: g[k][:] for k in ("meta_mean", "meta_std", "aux_mean", "aux_std")}
+
+    def skipped(self) -> list[dict[str, Any]]:
+        p = self.path / "skipped.json"
+        return json.loads(p.read_text()) if p.exists() else []

@@ -1,0 +1,34 @@
+"""Shared fixtures. Real components only: stores are built by the real ingestion from the real generator."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+
+SMALL_LAYOUT = dict(chunk_objects=16, table_chunk=64, lc_chunk=4096)
+
+
+def build_synthetic_store(path: Path, n: int = 640, seed: int = 0, **kw) -> Path:
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+
+    src = SyntheticSource(n, seed=seed, **kw)
+    ingest(src, path, IngestOptions(on_error="skip", progress=False, layout_kw=SMALL_LAYOUT))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """640 synthetic objects, small chunks so that several ranks and chunks are exercised."""
+    return build_synthetic_store(tmp_path_factory.mktemp("store") / "tiny.zarr")
