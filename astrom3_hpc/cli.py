@@ -150,6 +150,87 @@ def cmd_inspect(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# training jobs
+
+def _add_train_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (see configs/); unspecified keys keep their defaults")
+    p.add_argument("--run-dir", required=True,
+                   help="output directory; rerunning with the same directory resumes from its last checkpoint")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. --set train.epochs=3 data.store=data/x.zarr")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --run-dir")
+    p.add_argument("--stop-after-steps", type=int, default=None,
+                   help="checkpoint and exit (code 75) after this many steps, as on preemption (for testing)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("pretrain", help="contrastive pretraining (DeepSpeed; any launcher)",
+                       description="CLIP pretraining over all pairs of the configured modalities with global-"
+                                   "batch negatives. Start it with srun, mpiexec, torchrun, deepspeed or as one "
+                                   "process. SIGUSR1/SIGTERM checkpoint and exit with code 75 for requeue.")
+    _add_train_common(p)
+    p.set_defaults(func=cmd_pretrain)
+    q = sub.add_parser("finetune", help="fine-tune a classifier from scratch or from a pretraining run",
+                       description="Trains a single-modality or multimodal classifier and evaluates it on the "
+                                   "sub-X test set and on the full test set (accuracy, macro-F1, per-class "
+                                   "recall, confusion matrix). Refuses a pretraining run of another split seed.")
+    _add_train_common(q)
+    q.add_argument("--mode", choices=["photo", "spectra", "meta", "all"], help="overrides finetune.mode")
+    q.add_argument("--subset", choices=["full", "sub50", "sub25", "sub10"], help="overrides data.subset")
+    q.add_argument("--seed", type=int, help="split seed; overrides data.seed")
+    q.add_argument("--init", help="'scratch' or a pretraining run directory; overrides finetune.init")
+    q.set_defaults(func=cmd_finetune)
+    e = sub.add_parser("evaluate-embeddings", help="centroid and 1-NN accuracy of a pretrained model's embeddings")
+    e.add_argument("run_dir", help="a finished pretraining run directory")
+    e.set_defaults(func=cmd_evaluate_embeddings)
+
+
+def _load_cfg(args, extra: list[str] | None = None):
+    from .config import load_config
+
+    return load_config(args.config, list(args.set) + (extra or []))
+
+
+def cmd_pretrain(args) -> int:
+    from .train.pretrain import Pretrainer
+
+    cfg = _load_cfg(args)
+    return Pretrainer(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
+                      resume=not args.no_resume).run_job()
+
+
+def cmd_finetune(args) -> int:
+    from .train.finetune import Finetuner
+
+    extra = []
+    for flag, key in (("mode", "finetune.mode"), ("subset", "data.subset"), ("seed", "data.seed"),
+                      ("init", "finetune.init")):
+        v = getattr(args, flag)
+        if v is not None:
+            extra.append(f"{key}={v}")
+    cfg = _load_cfg(args, extra)
+    return Finetuner(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
+                     resume=not args.no_resume).run_job()
+
+
+def cmd_evaluate_embeddings(args) -> int:
+    from .config import config_from_dict
+    from .train.pretrain import Pretrainer, evaluate_embeddings
+    from .train.rundir import read_run_config
+
+    cfg = config_from_dict(read_run_config(args.run_dir))
+    t = Pretrainer(cfg, args.run_dir)
+    t.setup_distributed()
+    t.setup_data()
+    t.setup_engine()
+    t.load_best()
+    out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)
+    if t.is_main:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="astrom3", description="AstroM3 trimodal CLIP for variable stars: "
@@ -159,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_ingest(sub)
     _add_info(sub)
+    _add_train(sub)
     return p
 
 
@@ -175,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, StoreError, BadInputError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, StoreError, BadInputError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:

@@ -35,7 +35,7 @@ class LoaderSpec:
     buffer_chunks: int = 4
     use_rfr_score: bool = True
     in_memory: bool = False
-    drop_last: bool | None = None  # default: True when training
+    read_spectra: bool = True  # False: skip the dominant spectra reads (light-curve or metadata-only jobs)
 
 
 class TrimodalBatches:
@@ -68,33 +68,47 @@ class TrimodalBatches:
         self._full: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- order -------------------------------------------------------------------------------------------
-    def rank_rows(self, epoch: int) -> np.ndarray:
+    def _shuffled(self, epoch: int) -> np.ndarray:
         s = self.spec
-        rows = self.rows
-        if s.train:
-            rng = np.random.default_rng([s.seed, epoch])
-            chunk_ids = rows // self.chunk
-            bounds = np.flatnonzero(np.diff(chunk_ids)) + 1
-            groups = np.split(rows, bounds)
-            order = rng.permutation(len(groups))
-            pieces = []
-            for g0 in range(0, len(order), s.buffer_chunks):
-                buf = np.concatenate([groups[j] for j in order[g0:g0 + s.buffer_chunks]])
-                pieces.append(buf[rng.permutation(len(buf))])
-            rows = np.concatenate(pieces)
-        # Equal row counts per rank (dropping fewer than world_size rows) keep collectives in step.
-        per_rank = len(rows) // s.world_size
-        return rows[s.rank * per_rank:(s.rank + 1) * per_rank]
-
-    def num_batches(self, epoch: int = 0) -> int:
-        n = len(self.rows) // self.spec.world_size
-        drop = self.spec.train if self.spec.drop_last is None else self.spec.drop_last
-        return n // self.spec.batch_size if drop else -(-n // self.spec.batch_size)
+        rng = np.random.default_rng([s.seed, epoch])
+        chunk_ids = self.rows // self.chunk
+        groups = np.split(self.rows, np.flatnonzero(np.diff(chunk_ids)) + 1)
+        order = rng.permutation(len(groups))
+        pieces = []
+        for g0 in range(0, len(order), s.buffer_chunks):
+            buf = np.concatenate([groups[j] for j in order[g0:g0 + s.buffer_chunks]])
+            pieces.append(buf[rng.permutation(len(buf))])
+        return np.concatenate(pieces)
 
     def batch_rows(self, epoch: int) -> list[np.ndarray]:
-        rows = self.rank_rows(epoch)
-        b = self.spec.batch_size
-        return [rows[i:i + b] for i in range(0, self.num_batches(epoch) * b, b)][: self.num_batches(epoch)]
+        """This rank's batches for `epoch`; every rank gets the same number of batches.
+
+        Training: shuffled, each rank one contiguous slice of the order, incomplete batches dropped.
+        Evaluation: store order, every row used: each global batch is split across ranks (sizes differ by at
+        most one), so metrics cover the whole split.
+        """
+        s = self.spec
+        b = s.batch_size
+        if s.train:
+            rows = self._shuffled(epoch)
+            per_rank = len(rows) // s.world_size
+            mine = rows[s.rank * per_rank:(s.rank + 1) * per_rank]
+            return [mine[i * b:(i + 1) * b] for i in range(per_rank // b)]
+        g = b * s.world_size
+        starts = list(range(0, len(self.rows), g))
+        if len(starts) > 1 and len(self.rows) - starts[-1] < s.world_size:
+            starts.pop()  # a tail too short to give every rank a row joins the previous global batch
+        bounds = starts[1:] + [len(self.rows)]
+        return [np.array_split(self.rows[a:z], s.world_size)[s.rank] for a, z in zip(starts, bounds)]
+
+    def rank_rows(self, epoch: int) -> np.ndarray:
+        return np.concatenate(self.batch_rows(epoch)) if self.num_batches() else np.zeros(0, np.int64)
+
+    def num_batches(self, epoch: int = 0) -> int:
+        s = self.spec
+        if s.train:
+            return (len(self.rows) // s.world_size) // s.batch_size
+        return len(self.batch_rows(epoch))
 
     # -- reading -----------------------------------------------------------------------------------------
     def _open(self):
@@ -105,7 +119,7 @@ class TrimodalBatches:
             self._cache.clear()
             self._pid = os.getpid()
             if self.spec.in_memory and self._full is None:
-                self._full = (self._spec_arr[:], self._lc_arr[:])
+                self._full = (self._spec_arr[:] if self.spec.read_spectra else None, self._lc_arr[:])
 
     def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray, int]:
         hit = self._cache.get(c)
@@ -114,7 +128,7 @@ class TrimodalBatches:
             return hit
         a, b = c * self.chunk, min((c + 1) * self.chunk, len(self.labels))
         p0, p1 = int(self.offsets[a]), int(self.offsets[b])
-        entry = (self._spec_arr[a:b], self._lc_arr[p0:p1], p0)
+        entry = (self._spec_arr[a:b] if self.spec.read_spectra else None, self._lc_arr[p0:p1], p0)
         self._cache[c] = entry
         if len(self._cache) > self._cache_cap:
             self._cache.popitem(last=False)
@@ -124,18 +138,19 @@ class TrimodalBatches:
         self._open()
         s = self.spec
         n = len(rows)
-        spec = np.empty((n, 3, self._spec_arr.shape[2]), dtype=np.float32)
+        spec = np.empty((n, 3, self._spec_arr.shape[2]), dtype=np.float32) if s.read_spectra else None
         lc = np.zeros((n, SEQ_LEN, 9), dtype=np.float32)
         mask = np.zeros((n, SEQ_LEN), dtype=np.float32)
         rng = np.random.default_rng([s.seed, epoch, s.rank, batch_index])
         for j, row in enumerate(rows):
             if self._full is not None:
-                spec[j] = self._full[0][row]
-                values, base = self._full[1], 0
+                spec_c, values, base, pos = self._full[0], self._full[1], 0, row
             else:
                 c = int(row) // self.chunk
                 spec_c, values, base = self._chunk(c)
-                spec[j] = spec_c[row - c * self.chunk]
+                pos = row - c * self.chunk
+            if spec is not None:
+                spec[j] = spec_c[pos]
             p0, p1 = int(self.offsets[row]) - base, int(self.offsets[row + 1]) - base
             length = p1 - p0
             if length > SEQ_LEN:
@@ -144,16 +159,18 @@ class TrimodalBatches:
             lc[j, :length, :3] = values[p0:p0 + length]
             mask[j, :length] = 1.0
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
-        return {
+        out = {
             "lc": torch.from_numpy(lc),
             "lc_mask": torch.from_numpy(mask),
-            "spec": torch.from_numpy(spec),
             "meta": torch.from_numpy(self.meta[rows]),
             "label": torch.from_numpy(self.labels[rows]),
             "object_id": torch.from_numpy(self.object_id[rows].astype(np.int64)),
             "present": torch.from_numpy(self.present[rows]),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
+        if spec is not None:
+            out["spec"] = torch.from_numpy(spec)
+        return out
 
     def iter_epoch(self, epoch: int, start_batch: int = 0, worker: int = 0, n_workers: int = 1
                    ) -> Iterator[dict[str, torch.Tensor]]:

@@ -1,0 +1,94 @@
+"""Classification and embedding metrics (no ranks here: callers gather first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def classification_report(y_true, y_pred, class_names) -> dict:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    k = len(class_names)
+    cm = confusion(y_true, y_pred, k)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    tp = np.diag(cm).astype(float)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "per_class_recall": {c: float(r) for c, r, p in zip(class_names, recall, present) if p},
+        "confusion": cm.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def plot_confusion(report: dict, path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .atomic import atomic_path
+
+    cm = np.asarray(report["confusion"], dtype=float)
+    names = report["class_names"]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def retrieval_top1(a: np.ndarray, b: np.ndarray) -> float:
+    """Cross-modal retrieval: share of objects whose nearest other-modality embedding is their own,
+    averaged over both directions."""
+    sim = a @ b.T
+    idx = np.arange(len(a))
+    return float(((sim.argmax(1) == idx).mean() + (sim.argmax(0) == idx).mean()) / 2)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def centroid_accuracy(train_x, train_y, test_x, test_y, n_classes: int) -> float:
+    train_x, test_x = _normalise(train_x), _normalise(test_x)
+    cents = np.stack([_normalise(train_x[train_y == c].mean(0, keepdims=True))[0] if (train_y == c).any()
+                      else np.zeros(train_x.shape[1]) for c in range(n_classes)])
+    return float(((test_x @ cents.T).argmax(1) == test_y).mean())
+
+
+def knn1_accuracy(train_x, train_y, test_x, test_y, block: int = 4096) -> float:
+    train_x, test_x = _normalise(train_x), _normalise(test_x)
+    pred = np.concatenate([train_y[(test_x[i:i + block] @ train_x.T).argmax(1)]
+                           for i in range(0, len(test_x), block)])
+    return float((pred == test_y).mean())
+
+
+def averaged_embedding(embs: dict[str, np.ndarray]) -> np.ndarray:
+    return _normalise(np.mean([_normalise(v) for v in embs.values()], axis=0))

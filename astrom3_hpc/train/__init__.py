@@ -1,0 +1,1 @@
+"""Training jobs: one Trainer (engine, loop, checkpoints, preemption) shared by pretraining and fine-tuning."""

@@ -1,0 +1,96 @@
+"""Checkpoints: DeepSpeed engine state on every rank, plus our client state and each rank's RNG states.
+
+Layout: checkpoints/<tag>/ (DeepSpeed files, rng_rank<r>.pt), and checkpoints/latest.json written atomically
+by rank 0 after every rank finished writing: a checkpoint is valid only once latest.json names it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..atomic import atomic_path, write_json
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2) -> None:
+    ckpt_dir = Path(ckpt_dir)
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    with atomic_path(ckpt_dir / tag / f"rng_rank{_rank()}.pt") as tmp:
+        torch.save(rng_state(), tmp)
+    _barrier()
+    if _rank() == 0:
+        write_json(ckpt_dir / "latest.json", {"tag": tag, "step": client_state.get("step"),
+                                              "epoch": client_state.get("epoch")})
+        tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")),
+                      key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1)
+        for old in tags[:-keep]:
+            if old.name != tag:
+                shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+
+
+def latest_tag(ckpt_dir: Path) -> str | None:
+    p = Path(ckpt_dir) / "latest.json"
+    if not p.exists():
+        return None
+    import json
+
+    return json.loads(p.read_text())["tag"]
+
+
+def load(engine, ckpt_dir: Path, tag: str) -> dict[str, Any]:
+    path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                          load_lr_scheduler_states=False)
+    if path is None:
+        raise FileNotFoundError(f"checkpoint {ckpt_dir}/{tag} could not be loaded")
+    rng_file = Path(ckpt_dir) / tag / f"rng_rank{_rank()}.pt"
+    if not rng_file.exists():
+        raise FileNotFoundError(f"{rng_file} is missing: the checkpoint was written by a different world size "
+                                f"(resume with the same number of ranks)")
+    set_rng_state(torch.load(rng_file, weights_only=False))
+    return client
+
+
+BEST_MODEL = "best_model.pt"
+
+
+def save_weights(model: torch.nn.Module, path: Path, meta: dict) -> None:
+    """A portable fp32 state dict (what fine-tuning and the science tools load), written atomically."""
+    state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
+             for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+
+
+def load_weights(path: Path) -> dict:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist (did the run finish?)")
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,82 @@
+"""The DeepSpeed engine, built from the typed config.
+
+A client `torch.optim.Adam` (the paper's optimizer, L2 weight decay) keeps DeepSpeed from JIT-compiling
+FusedAdam on CPU; learning rates are set by `LRSchedule` on the engine's optimizer param groups, so the
+schedule's state travels in our checkpoints rather than in DeepSpeed's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+
+# DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
+# once per install (see .ci/setup.sh) rather than once per home directory.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(on: bool) -> None:
+    if on:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+
+
+def ds_config(cfg: RunConfig, world_size: int, micro_batch: int | None = None) -> dict:
+    t = cfg.train
+    if t.batch_size % world_size:
+        raise ValueError(f"train.batch_size {t.batch_size} must be divisible by the world size {world_size}")
+    micro = micro_batch or t.batch_size // world_size
+    return {
+        "train_batch_size": micro * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": {"stage": t.zero_stage},
+        "bf16": {"enabled": t.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int):
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                           weight_decay=cfg.optim.weight_decay)
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt,
+                                                   config=ds_config(cfg, world_size))
+    return engine, optimizer
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def to_device(batch: dict, device, float_dtype=None) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if float_dtype is not None and v.is_floating_point():
+                v = v.to(float_dtype)
+        out[k] = v
+    return out

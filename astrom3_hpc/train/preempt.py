@@ -1,0 +1,48 @@
+"""Preemption: SIGUSR1 or SIGTERM asks every rank to checkpoint at the next step boundary and exit.
+
+The handler only sets a flag; ranks agree on it through an all-reduce at each step boundary, so all of them
+stop after the same step even if the signal reached them at different moments.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger("astrom3")
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job scripts requeue on this code
+
+
+class Preemption:
+    def __init__(self, signals=(signal.SIGUSR1, signal.SIGTERM)):
+        self.requested = False
+        self.signal_name: str | None = None
+        self._previous = {}
+        for s in signals:
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners): no handler
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def request(self, reason: str = "request") -> None:
+        self.requested = True
+        self.signal_name = reason
+
+    def agreed(self) -> bool:
+        """True on every rank if any rank was signalled."""
+        flag = torch.tensor([1.0 if self.requested else 0.0])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,126 @@
+"""Contrastive (CLIP) pretraining over all pairs of the configured modalities, global-batch negatives."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import write_json
+from ..data.store import MODALITIES
+from ..evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
+from ..loss import ContrastiveLoss
+from .engine import to_device
+from .trainer import Trainer, gather_objects, mean_over_ranks
+
+log = logging.getLogger("astrom3")
+
+
+
+def presence(batch: dict, modalities) -> dict[str, torch.Tensor]:
+    """Per-modality presence from the store's (B, 3) mask; modalities the store lacks count as present."""
+    p = batch.get("present")
+    out = {}
+    for m in modalities:
+        if p is not None and m in MODALITIES:
+            out[m] = p[:, MODALITIES.index(m)]
+    return out
+
+
+
+@torch.no_grad()
+def embed_batches(model, batches, device, float_dtype=None, modalities=None) -> dict[str, np.ndarray]:
+    """Embeddings of one rank's share of a split, gathered from every rank (rank order = split order)."""
+    model.eval()
+    mods = modalities or list(model.modalities)
+    local: dict[str, list] = {m: [] for m in mods}
+    local.update(label=[], index=[], present=[])
+    for batch in batches.iter_epoch(0):
+        b = to_device(batch, device, float_dtype)
+        for m in mods:
+            local[m].append(model.encode(m, b).float().cpu().numpy())
+        local["label"].append(batch["label"].numpy())
+        local["index"].append(batch["index"].numpy())
+        local["present"].append(batch["present"].numpy())
+    local = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in local.items()}
+    parts = gather_objects(local)
+    return {k: np.concatenate([p[k] for p in parts]) for k in local}
+
+
+class Pretrainer(Trainer):
+    kind = "pretrain"
+
+    def build_model(self) -> torch.nn.Module:
+        from ..model import build_clip
+
+        self.modalities = list(self.cfg.model.modalities)
+        self.loss_fn = ContrastiveLoss(self.modalities)
+        return build_clip(self.cfg.model)
+
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        emb = self.engine(batch)
+        total, _ = self.loss_fn(emb, self.model.logit_scales(), presence(batch, self.modalities))
+        return total
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.engine.eval()
+        loss_sum, n_batches = 0.0, 0
+        embs: dict[str, list] = {m: [] for m in self.modalities}
+        pres: list = []
+        for batch in self.val_batches.iter_epoch(0):
+            if self.cfg.train.eval_max_batches and n_batches >= self.cfg.train.eval_max_batches:
+                break
+            batch = to_device(batch, self.device, self.float_dtype)
+            emb = self.engine(batch)
+            loss, _ = self.loss_fn(emb, self.model.logit_scales(), presence(batch, self.modalities))
+            loss_sum += float(loss)
+            n_batches += 1
+            for m in self.modalities:
+                embs[m].append(emb[m].float().cpu().numpy())
+            pres.append(batch["present"].cpu().numpy())
+        # loss_r averages to the global-batch loss over ranks; every rank ran the same number of batches.
+        out = {"loss": mean_over_ranks(loss_sum / max(n_batches, 1))}
+        gathered = gather_objects({m: np.concatenate(v) for m, v in embs.items()} | {"present": np.concatenate(pres)})
+        allemb = {m: np.concatenate([g[m] for g in gathered]) for m in self.modalities}
+        present = np.concatenate([g["present"] for g in gathered])
+        for a, b in self.loss_fn.pairs:
+            ok = np.ones(len(present), bool)
+            for m in (a, b):
+                if m in MODALITIES:
+                    ok &= present[:, MODALITIES.index(m)]
+            out[f"top1_{a}_{b}"] = retrieval_top1(allemb[a][ok], allemb[b][ok]) if ok.sum() else float("nan")
+        return out
+
+    def finish(self) -> dict[str, Any]:
+        self.load_best()
+        emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None)
+        return {"kind": "pretrain", "seed": self.cfg.data.seed, "epochs_run": self.state.epoch,
+                "steps": self.state.step, "world_size": self.world, "best_epoch": self.best_val.get("epoch"),
+                "best_val": self.best_val, "embedding_eval": emb_eval}
+
+
+
+def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None) -> dict[str, Any]:
+    """Frozen-embedding classification (spec section 4): class-centroid and 1-nearest-neighbour accuracy on the
+    test split from train-split embeddings, per modality and for the averaged embedding."""
+    from ..constants import N_CLASSES
+
+    kw = {"read_spectra": True}
+    train = embed_batches(model, trainer.loader("train", train=False, subset="full", **kw), trainer.device,
+                          trainer.float_dtype)
+    test = embed_batches(model, trainer.loader("test", train=False, subset="full", **kw), trainer.device,
+                         trainer.float_dtype)
+    mods = list(model.modalities)
+    out: dict[str, Any] = {"n_train": int(len(train["label"])), "n_test": int(len(test["label"]))}
+    views = {m: (train[m], test[m]) for m in mods}
+    views["average"] = (averaged_embedding({m: train[m] for m in mods}), averaged_embedding({m: test[m] for m in mods}))
+    for name, (tr, te) in views.items():
+        out[f"centroid_{name}"] = centroid_accuracy(tr, train["label"], te, test["label"], N_CLASSES)
+        out[f"knn1_{name}"] = knn1_accuracy(tr, train["label"], te, test["label"])
+    if write_to is not None:
+        write_json(Path(write_to) / "embedding_eval.json", out)
+    return out

@@ -1,0 +1,277 @@
+"""One Trainer for every training job, in small named steps; pretraining and fine-tuning fill in the task.
+
+    setup_distributed -> setup_data -> build_model -> setup_engine -> resume
+    for epoch: train_epoch (train_step ... , preemption check at each step boundary) -> validate -> end_epoch
+    finish (final evaluation, metrics.json)
+
+Exact resume: a checkpoint holds the engine (weights, optimizer), the schedule and early-stopping state, the
+position (epoch, batch in epoch, step), the running epoch sums, and every rank's RNG states; the loader's order
+and windows are functions of (seed, epoch, rank, batch). A resumed run therefore replays the same steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .. import dist as adist
+from ..config import RunConfig
+from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
+from ..data.store import Store
+from ..progress import Progress
+from . import checkpoint
+from .engine import build_engine, seed_everything, set_deterministic, set_lr, to_device
+from .preempt import EXIT_PREEMPTED, Preemption
+from .rundir import RunDir, env_info
+from .schedule import EarlyStopping, LRSchedule
+
+log = logging.getLogger("astrom3")
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_batches: int = 0
+    finished_training: bool = False
+
+
+class Trainer:
+    kind = "train"
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, stop_after_steps: int | None = None,
+                 resume: bool = True):
+        self.cfg = cfg
+        self.run_path = Path(run_dir)
+        self.stop_after_steps = stop_after_steps
+        self.resume_enabled = resume
+        self.state = TrainState()
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    def setup_distributed(self) -> None:
+        self.env = adist.init()
+        self.rank, self.world = self.env.rank, self.env.world_size
+        self.is_main = self.rank == 0
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+            else torch.device("cpu")
+        set_deterministic(self.cfg.train.deterministic)
+        self.run = RunDir(self.run_path, self.is_main)
+        if dist.is_initialized():
+            dist.barrier()
+
+    def loader(self, split: str, train: bool, subset: str | None = None, **kw) -> TrimodalBatches:
+        d = self.cfg.data
+        return TrimodalBatches(LoaderSpec(
+            store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
+            batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
+            rank=self.rank, buffer_chunks=d.buffer_chunks, use_rfr_score=d.use_rfr_score,
+            in_memory=d.in_memory, **kw))
+
+    def setup_data(self) -> None:
+        self.store = Store(self.cfg.data.store)
+        self.train_batches = self.loader("train", train=True)
+        self.val_batches = self.loader("val", train=False)
+        if self.train_batches.num_batches() == 0:
+            raise ValueError(f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, "
+                             f"{self.cfg.data.subset}) has fewer objects than one global batch "
+                             f"({self.cfg.train.batch_size}); lower train.batch_size")
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def setup_engine(self) -> None:
+        # Same seed on every rank for the weights; per-rank seeds for dropout and sampling afterwards.
+        seed_everything(self.cfg.data.seed)
+        model = self.build_model()
+        self.engine, self.optimizer = build_engine(model, self.cfg, self.world)
+        self.model = self.engine.module
+        seed_everything(self.cfg.data.seed * 1000 + 17 + self.rank)
+        self.schedule = LRSchedule.from_config(self.cfg.optim, self.cfg.train.epochs)
+        self.early = EarlyStopping(self.cfg.train.early_stop_patience)
+        self.float_dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
+        self.best_val: dict = {}
+
+    def resume(self) -> bool:
+        tag = checkpoint.latest_tag(self.run.ckpt_dir) if self.resume_enabled else None
+        if tag is None:
+            return False
+        client = checkpoint.load(self.engine, self.run.ckpt_dir, tag)
+        self.state = TrainState(**client["state"])
+        self.schedule.load_state_dict(client["schedule"])
+        self.early.load_state_dict(client["early"])
+        self.load_task_state(client.get("task", {}))
+        self.run.truncate_after(self.state.step, self.state.epoch)
+        if self.is_main:
+            log.info("resumed from %s: epoch %d, batch %d, step %d", tag, self.state.epoch,
+                     self.state.batch_in_epoch, self.state.step)
+        return True
+
+    def task_state(self) -> dict:
+        return {"best_val": self.best_val}
+
+    def load_task_state(self, d: dict) -> None:
+        self.best_val = d.get("best_val", {})
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_step(self, batch: dict) -> torch.Tensor:
+        self.engine.train()
+        batch = to_device(batch, self.device, self.float_dtype)
+        loss = self.compute_loss(batch)
+        self.engine.backward(loss)
+        self.engine.step()
+        return loss.detach().float()
+
+    def validate(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def save_checkpoint(self) -> None:
+        client = {"state": asdict(self.state), "schedule": self.schedule.state_dict(),
+                  "early": self.early.state_dict(), "task": self.task_state(), "kind": self.kind}
+        checkpoint.save(self.engine, self.run.ckpt_dir, f"step{self.state.step}", client)
+
+    def on_best(self, epoch: int, val: dict) -> None:
+        """Validation loss improved: keep these weights (the model that later stages and the test use)."""
+        self.best_val = {"epoch": epoch, **val}
+        if self.is_main:
+            checkpoint.save_weights(self.model, self.run.path / checkpoint.BEST_MODEL,
+                                    {"epoch": epoch, "val": val, "seed": self.cfg.data.seed,
+                                     "store": str(Path(self.cfg.data.store).resolve()), "kind": self.kind})
+
+    def load_best(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+        state = checkpoint.load_weights(self.run.path / checkpoint.BEST_MODEL)["state_dict"]
+        own = self.model.state_dict()
+        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+    def train_epoch(self) -> str:
+        """Runs the rest of the current epoch; returns "done" or "preempted"."""
+        st = self.state
+        set_lr(self.optimizer, self.schedule.lr(st.epoch))
+        n = self.train_batches.num_batches()
+        t0 = time.perf_counter()
+        with Progress(n - st.batch_in_epoch, f"epoch {st.epoch}", enabled=self.is_main) as bar:
+            for batch in epoch_loader(self.train_batches, st.epoch, st.batch_in_epoch, self.cfg.data.num_workers):
+                if self.cfg.train.max_steps_per_epoch and st.batch_in_epoch >= self.cfg.train.max_steps_per_epoch:
+                    break
+                loss = self.train_step(batch)
+                # One small all-reduce per step carries both the loss (for logging) and the preemption flag.
+                local_stop = self.preempt.requested or (self.stop_after_steps is not None
+                                                        and st.step + 1 >= self.stop_after_steps)
+                packed = torch.stack([loss.reshape(()), torch.tensor(float(local_stop))])
+                if dist.is_initialized() and self.world > 1:
+                    dist.all_reduce(packed)
+                    packed[0] /= self.world
+                step_loss = float(packed[0])
+                st.step += 1
+                st.batch_in_epoch += 1
+                st.epoch_loss_sum += step_loss
+                st.epoch_batches += 1
+                if st.step % self.cfg.train.log_every_steps == 0 or st.batch_in_epoch == 1:
+                    self.run.log_step({"step": st.step, "epoch": st.epoch, "loss": step_loss,
+                                       "lr": self.optimizer.param_groups[0]["lr"]})
+                bar.update(1, loss=f"{step_loss:.4f}")
+                if packed[1] > 0:
+                    return "preempted"
+        self.epoch_seconds = time.perf_counter() - t0
+        return "done"
+
+    def end_epoch(self, val: dict[str, float]) -> None:
+        st = self.state
+        train_loss = st.epoch_loss_sum / max(st.epoch_batches, 1)
+        improved = self.early.update(st.epoch, val["loss"])
+        if improved:
+            self.on_best(st.epoch, val)
+        self.schedule.end_epoch(st.epoch, val["loss"])
+        row = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss,
+               "lr": self.optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in val.items()},
+               "best": improved, "seconds": round(getattr(self, "epoch_seconds", 0.0), 3)}
+        self.run.log_epoch(row)
+        if self.is_main:
+            log.info("epoch %d: train loss %.4f, val %s", st.epoch, train_loss,
+                     ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        st.epoch_loss_sum = 0.0
+        st.epoch_batches = 0
+
+    def finish(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- the job -------------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "world_size": self.world, "launcher": self.env.launcher,
+                "store": str(Path(self.cfg.data.store).resolve()),
+                "store_provenance": self.store.attrs.get("provenance"), **env_info()}
+
+    def run_job(self) -> int:
+        """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
+        self.setup_distributed()
+        self.setup_data()
+        self.setup_engine()
+        self.preempt = Preemption()
+        resumed = self.resume()
+        if not resumed:
+            self.run.write_config(self.cfg, self.info())
+        st = self.state
+        try:
+            while not st.finished_training and st.epoch < self.cfg.train.epochs:
+                if self.train_epoch() == "preempted":
+                    self.save_checkpoint()
+                    if self.is_main:
+                        log.warning("stopped at step %d (%s); checkpoint written, exit %d for requeue",
+                                    st.step, self.preempt.signal_name or "stop_after_steps", EXIT_PREEMPTED)
+                    return EXIT_PREEMPTED
+                self.end_epoch(self.validate())
+                if self.early.should_stop:
+                    st.finished_training = True
+                    if self.is_main:
+                        log.info("early stopping after epoch %d (best epoch %d)", st.epoch - 1, self.early.best_epoch)
+                if st.finished_training or st.epoch % self.cfg.train.checkpoint_every_epochs == 0 \
+                        or st.epoch == self.cfg.train.epochs:
+                    self.save_checkpoint()
+            st.finished_training = True
+            metrics = self.finish()
+            self.run.finish(metrics)
+            if self.is_main:
+                log.info("finished: %s", {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+            return 0
+        finally:
+            self.preempt.restore()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a list of one without a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def mean_over_ranks(value: float, weight: float = 1.0) -> float:
+    t = torch.tensor([value * weight, weight], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return float(t[0] / t[1]) if t[1] > 0 else math.nan
+
+
+def exit_code_from(fn) -> None:
+    """Run a job function and exit with its code (used by the thin job entry points)."""
+    sys.exit(fn())

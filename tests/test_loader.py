@@ -1,0 +1,119 @@
+"""The loader: shapes and masks, determinism, rank disjointness, exact resume, workers, in-memory mode."""
+
+import numpy as np
+import pytest
+import torch
+
+from astrom3_hpc.constants import SEQ_LEN
+from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader
+from astrom3_hpc.data.store import Store
+
+
+def _spec(store, **kw):
+    return LoaderSpec(str(store), **{"batch_size": 16, **kw})
+
+
+def test_batch_shapes_and_masks(tiny_store):
+    b = TrimodalBatches(_spec(tiny_store))
+    batch = next(b.iter_epoch(0))
+    assert batch["lc"].shape == (16, SEQ_LEN, 9) and batch["lc_mask"].shape == (16, SEQ_LEN)
+    assert batch["spec"].shape == (16, 3, 2575) and batch["meta"].shape == (16, 34)
+    assert batch["label"].dtype == torch.int64 and batch["present"].shape == (16, 3)
+    s = Store(tiny_store)
+    lengths = np.diff(s.offsets)[batch["index"].numpy()]
+    np.testing.assert_array_equal(batch["lc_mask"].sum(1).numpy(), np.minimum(lengths, SEQ_LEN))
+    for j in range(16):
+        n = int(batch["lc_mask"][j].sum())
+        assert torch.all(batch["lc"][j, n:, :3] == 0)  # zero padding at the end
+        assert torch.all(batch["lc"][j, :, 3:] == batch["lc"][j, 0, 3:])  # aux repeated on every step
+
+
+def test_train_windows_are_random_eval_windows_centred(tiny_store):
+    s = Store(tiny_store)
+    long_rows = np.flatnonzero(np.diff(s.offsets) > SEQ_LEN + 50)
+    rows = np.intersect1d(long_rows, s.split(42, "full", "val"))[:4]
+    ev = TrimodalBatches(_spec(tiny_store, split="val", train=False))
+    a = ev.make_batch(rows, epoch=0, batch_index=0)
+    b = ev.make_batch(rows, epoch=5, batch_index=3)
+    assert torch.equal(a["lc"], b["lc"])
+    values = s.root["lc/values"]
+    r = rows[0]
+    n = s.offsets[r + 1] - s.offsets[r]
+    start = s.offsets[r] + (n - SEQ_LEN) // 2
+    np.testing.assert_array_equal(a["lc"][0, :, :3].numpy(), values[start:start + SEQ_LEN])
+    tr = TrimodalBatches(_spec(tiny_store, split="val", train=True))
+    c = tr.make_batch(rows, epoch=0, batch_index=0)
+    d = tr.make_batch(rows, epoch=1, batch_index=0)
+    assert not torch.equal(c["lc"], d["lc"])
+    assert torch.equal(c["lc"], tr.make_batch(rows, epoch=0, batch_index=0)["lc"])
+
+
+def test_epoch_order_is_deterministic_and_changes_per_epoch(tiny_store):
+    a = TrimodalBatches(_spec(tiny_store))
+    b = TrimodalBatches(_spec(tiny_store))
+    np.testing.assert_array_equal(a.rank_rows(3), b.rank_rows(3))
+    assert not np.array_equal(a.rank_rows(3), a.rank_rows(4))
+    assert sorted(a.rank_rows(0)) == sorted(Store(tiny_store).split(42, "full", "train"))
+
+
+def test_chunk_level_shuffle_reads_few_chunks_per_batch(tiny_store):
+    b = TrimodalBatches(_spec(tiny_store, buffer_chunks=2))
+    chunks_per_batch = [len(np.unique(r // b.chunk)) for r in b.batch_rows(0)]
+    # A fully random order would touch ~all 40 chunks every batch; the buffer bounds it.
+    assert max(chunks_per_batch) <= 2 * 2 + 1
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_are_disjoint_and_equal_sized(tiny_store, world):
+    parts = [TrimodalBatches(_spec(tiny_store, world_size=world, rank=r)).rank_rows(2) for r in range(world)]
+    assert len({len(p) for p in parts}) == 1
+    allrows = np.concatenate(parts)
+    assert len(np.unique(allrows)) == len(allrows)
+    n_train = len(Store(tiny_store).split(42, "full", "train"))
+    assert n_train - world * 16 < len(allrows) <= n_train  # only incomplete batches are dropped
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_eval_batches_cover_the_split_with_equal_batch_counts(tiny_store, world):
+    bs = [TrimodalBatches(_spec(tiny_store, split="test", train=False, world_size=world, rank=r))
+          for r in range(world)]
+    counts = {b.num_batches() for b in bs}
+    assert len(counts) == 1
+    for k in range(counts.pop()):
+        sizes = [len(b.batch_rows(0)[k]) for b in bs]
+        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    allrows = np.concatenate([b.rank_rows(0) for b in bs])
+    np.testing.assert_array_equal(np.sort(allrows), Store(tiny_store).split(42, "full", "test"))
+
+
+def test_spectra_reads_can_be_skipped(tiny_store):
+    batch = next(TrimodalBatches(_spec(tiny_store, read_spectra=False)).iter_epoch(0))
+    assert "spec" not in batch and batch["lc"].shape[0] == 16
+
+
+def test_resume_from_position_gives_identical_batches(tiny_store):
+    b = TrimodalBatches(_spec(tiny_store))
+    full = list(b.iter_epoch(1))
+    resumed = list(TrimodalBatches(_spec(tiny_store)).iter_epoch(1, start_batch=5))
+    assert len(resumed) == len(full) - 5
+    for x, y in zip(full[5:], resumed):
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_workers_and_in_memory_give_the_same_batches(tiny_store):
+    b = TrimodalBatches(_spec(tiny_store))
+    ref = list(epoch_loader(b, 0))
+    with_workers = list(epoch_loader(TrimodalBatches(_spec(tiny_store)), 0, num_workers=2))
+    mem = list(epoch_loader(TrimodalBatches(_spec(tiny_store, in_memory=True)), 0))
+    assert len(ref) == len(with_workers) == len(mem)
+    for x, y, z in zip(ref, with_workers, mem):
+        for k in x:
+            assert torch.equal(x[k], y[k]) and torch.equal(x[k], z[k]), k
+
+
+def test_rfr_score_can_be_excluded(tiny_store):
+    with_rfr = next(TrimodalBatches(_spec(tiny_store)).iter_epoch(0))
+    without = next(TrimodalBatches(_spec(tiny_store, use_rfr_score=False)).iter_epoch(0))
+    assert torch.all(without["lc"][:, :, 6] == 0) and not torch.all(with_rfr["lc"][:, :, 6] == 0)
+    assert torch.equal(with_rfr["lc"][:, :, :6], without["lc"][:, :, :6])
