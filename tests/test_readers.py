@@ -1,0 +1,457 @@
+"""Readers for real survey files (astrom3_hpc.data.readers): real shared data plus fixtures in the exact formats."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import multiprocessing as mp
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astrom3_hpc.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
+from astrom3_hpc.data.raw import BadInputError, RawObject
+from astrom3_hpc.data.readers import (
+    AstroM3RawSource, LamostSampleSource, Stripe82RRLyraeSource, ZTFVSXSource, icrs_to_galactic, mag_to_flux_mjy,
+    read_asassn_dat, read_lamost_fits, read_stripe82_long, read_ztf_vsx_long,
+)
+
+try:
+    from tests import fixtures_raw as fx
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    import fixtures_raw as fx
+
+REAL = Path("/work/shared/realdata")
+LAMOST_DIR = REAL / "lamost_dr1_sample"
+ZTF_DIR = REAL / "ztf_vsx"
+S82_DIR = REAL / "sesar2010_rrlyrae"
+
+needs_lamost = pytest.mark.skipif(not (LAMOST_DIR / "fits").is_dir(), reason="shared LAMOST sample not present")
+needs_ztf = pytest.mark.skipif(not ZTF_DIR.is_dir(), reason="shared ZTF VSX data not present")
+needs_s82 = pytest.mark.skipif(not S82_DIR.is_dir(), reason="shared Stripe 82 data not present")
+
+
+def assert_names(exc: BadInputError, object_id, *fragments: str) -> None:
+    msg = str(exc)
+    assert str(object_id) in msg, msg
+    for f in fragments:
+        assert f in msg, msg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ASAS-SN .dat
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_asassn_dat_round_trip_path_bytes_and_gzip(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = fx.make_asassn_rows(rng, n=80)
+    p = fx.write_asassn_dat(tmp_path / "ASASSN-VJ000001.00+000001.0.dat", rows)
+    lc = read_asassn_dat(p, 7)
+    assert lc.dtype == np.float64 and lc.shape == (80, 3)
+    np.testing.assert_array_equal(lc, rows[:, [0, 3, 4]])
+    np.testing.assert_array_equal(read_asassn_dat(p.read_bytes(), 7, source="x.zip:a.dat"), lc)
+    np.testing.assert_array_equal(read_asassn_dat(gzip.compress(p.read_bytes()), 7), lc)
+
+
+def test_asassn_dat_drops_bad_rows_keeps_order():
+    text = ("header one\nheader two\n"
+            "2458000.1 13.1 0.02 10.5 0.2\n"
+            "2458000.2 >17.5 99.99 0.1 0.3\n"  # MAG upper limit: flux still usable
+            "2458000.3 13.2 0.02 nan 0.2\n"  # non-finite flux
+            "2458000.4 13.3 0.02\n"  # short row
+            "2458000.5 13.4 0.02 abc 0.2\n"  # unparsable
+            "# a comment\n"
+            "2457999.9 13.0 0.02 11.0 inf\n"  # non-finite error
+            "2457999.8 13.0 0.02 11.5 0.25 extra\n")  # extra column tolerated
+    lc = read_asassn_dat(text.encode(), 1)
+    np.testing.assert_array_equal(lc, [[2458000.1, 10.5, 0.2], [2458000.2, 0.1, 0.3], [2457999.8, 11.5, 0.25]])
+
+
+def test_asassn_dat_errors_name_object_and_file(tmp_path):
+    with pytest.raises(BadInputError) as e:
+        read_asassn_dat(tmp_path / "nope.dat", 123456789)
+    assert_names(e.value, 123456789, "nope.dat", "not found")
+    p = fx.write_empty_dat(tmp_path / "empty.dat")
+    with pytest.raises(BadInputError) as e:
+        read_asassn_dat(p, 42)
+    assert_names(e.value, 42, "empty.dat", "empty light curve")
+    with pytest.raises(BadInputError) as e:
+        read_asassn_dat(b"h\nh\nfoo bar baz qux quux\n", 5, source="photometry.zip:vardb_files/X.dat")
+    assert_names(e.value, 5, "photometry.zip:vardb_files/X.dat", "empty light curve")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LAMOST FITS: the real DR1 sample
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lamost_files():
+    files = sorted((LAMOST_DIR / "fits").glob("*.fits"))
+    return files
+
+
+@needs_lamost
+def test_real_lamost_sample_all_files_match_direct_astropy_read(lamost_files):
+    from astropy.io import fits
+
+    assert len(lamost_files) == 176
+    wmin, wmax, n_zero_ivar = np.inf, -np.inf, 0
+    for f in lamost_files:
+        wave, flux, ivar = read_lamost_fits(f, f.name)
+        assert wave.dtype == flux.dtype == ivar.dtype == np.float64
+        assert wave.shape == flux.shape == ivar.shape == (3904,)
+        assert np.all(np.diff(wave) > 0) and np.all(ivar >= 0)
+        with fits.open(f, memmap=False) as h:
+            d = h[0].data
+            c0, c1 = h[0].header["COEFF0"], h[0].header["COEFF1"]
+        np.testing.assert_array_equal(flux, d[0].astype(np.float64))
+        np.testing.assert_array_equal(ivar, d[1].astype(np.float64))
+        np.testing.assert_allclose(wave, 10 ** (c0 + np.arange(d.shape[1]) * c1), rtol=1e-12)
+        wmin, wmax = min(wmin, wave[0]), max(wmax, wave[-1])
+        n_zero_ivar += int((ivar == 0).sum())
+    assert 3699.0 < wmin < 3701.0 and 9080.0 < wmax < 9090.0
+    assert n_zero_ivar > 0  # masked pixels carry ivar 0
+
+
+@needs_lamost
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_table_layout_equals_image_layout(tmp_path, lamost_files, per_pixel):
+    from astropy.io import fits
+
+    src = lamost_files[3]
+    with fits.open(src, memmap=False) as h:
+        d, hdr = h[0].data.astype(np.float32), h[0].header
+    spec = {"coeff0": hdr["COEFF0"], "coeff1": hdr["COEFF1"], "n_pix": d.shape[1], "flux": d[0], "ivar": d[1],
+            "norm": d[2], "andmask": d[3], "ormask": d[4],
+            "wave": 10 ** (hdr["COEFF0"] + np.arange(d.shape[1]) * hdr["COEFF1"])}
+    table = fx.write_lamost_fits_table(tmp_path / "dr5.fits", spec, per_pixel=per_pixel)
+    image = fx.write_lamost_fits_image(tmp_path / "dr1.fits.gz", spec)
+    w_t, f_t, i_t = read_lamost_fits(table, 1)
+    w_i, f_i, i_i = read_lamost_fits(image, 1)
+    w_0, f_0, i_0 = read_lamost_fits(src, 1)
+    np.testing.assert_array_equal(f_t, f_i)
+    np.testing.assert_array_equal(i_t, i_i)
+    np.testing.assert_array_equal(f_i, f_0)
+    np.testing.assert_array_equal(w_i, w_0)
+    np.testing.assert_allclose(w_t, w_i, rtol=1e-7)  # the table stores wavelength as float32, like DR5+
+
+
+def test_lamost_fixture_both_layouts_read_as_expected(tmp_path):
+    spec = fx.make_lamost_spectrum(np.random.default_rng(3), n_pix=500)
+    for layout, path in (("image", fx.write_lamost_fits_image(tmp_path / "a.fits", spec)),
+                         ("table", fx.write_lamost_fits_table(tmp_path / "b.fits", spec))):
+        got = read_lamost_fits(path, 9)
+        for g, want in zip(got, fx.expected_spectrum(spec, layout)):
+            np.testing.assert_array_equal(g, want)
+    assert (got[2] == 0).sum() >= 5
+    gz = fx.write_lamost_fits_image(tmp_path / "c.fits.gz", spec)
+    for g, want in zip(read_lamost_fits(gz.read_bytes(), 9, source="x.zip:c.fits.gz"),
+                       fx.expected_spectrum(spec, "image")):
+        np.testing.assert_array_equal(g, want)
+
+
+def test_lamost_masks_non_finite_pixels(tmp_path):
+    spec = fx.make_lamost_spectrum(np.random.default_rng(4), n_pix=200, mask_frac=0.0)
+    spec["flux"][10] = np.nan
+    spec["ivar"][11] = -1.0
+    spec["ivar"][12] = np.inf
+    wave, flux, ivar = read_lamost_fits(fx.write_lamost_fits_image(tmp_path / "m.fits", spec), 1)
+    assert flux[10] == 0 and ivar[10] == 0 and ivar[11] == 0 and ivar[12] == 0 and flux[12] == 0
+    assert np.all(np.isfinite(flux)) and np.all(ivar[13:] > 0)
+
+
+@needs_lamost
+def test_lamost_bad_inputs_raise_naming_the_file(tmp_path, lamost_files):
+    cases = {
+        "missing.fits": None,
+        "garbage.fits": lambda p: fx.write_garbage(p),
+        "truncated.fits": lambda p: fx.write_truncated_copy(lamost_files[0], p),
+        "tiny.fits": lambda p: fx.write_truncated_copy(lamost_files[0], p, keep_fraction=0.01),
+        "truncated.fits.gz": lambda p: (fx.write_lamost_fits_image(
+            p, fx.make_lamost_spectrum(np.random.default_rng(0))), fx.write_truncated_copy(p))[-1],
+    }
+    for name, make in cases.items():
+        p = tmp_path / name
+        if make is not None:
+            make(p)
+        with pytest.raises(BadInputError) as e:
+            read_lamost_fits(p, 987654321)
+        assert_names(e.value, 987654321, name)
+    with pytest.raises(BadInputError, match="truncated"):
+        read_lamost_fits(tmp_path / "truncated.fits", 1)
+    from astropy.io import fits  # a FITS file that is not a spectrum
+    fits.PrimaryHDU(data=np.zeros(10, np.float32)).writeto(tmp_path / "vec.fits")
+    with pytest.raises(BadInputError, match="not a .5, N. spectrum image"):
+        read_lamost_fits(tmp_path / "vec.fits", 1)
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="FLUX", format="E", array=np.ones(4, np.float32))])]).writeto(tmp_path / "t.fits")
+    with pytest.raises(BadInputError, match="IVAR"):
+        read_lamost_fits(tmp_path / "t.fits", 1)
+
+
+@needs_lamost
+def test_lamost_sample_source():
+    src = LamostSampleSource(LAMOST_DIR)
+    assert len(src) == 176 and src.class_names() == CLASS_NAMES
+    assert len({src.get(i).object_id for i in (0, 1, 2)}) == 3
+    o = src.get(0)
+    assert isinstance(o, RawObject) and o.label == -1 and o.extra["modalities"] == ("spectra",)
+    assert o.object_id == 258151458599632  # objname of spec-55862-B6212_sp06-003.fits
+    assert o.lc.shape == (0, 3) and o.meta.shape == (34,) and o.aux.shape == (4,) and np.isnan(o.aux).all()
+    from astropy.coordinates import SkyCoord
+    g = SkyCoord(ra=99.316263, dec=27.23237, unit="deg", frame="icrs").galactic
+    assert abs(o.meta[META_COLUMNS.index("l")] - g.l.deg) < 1e-3
+    assert abs(o.meta[META_COLUMNS.index("b")] - g.b.deg) < 1e-3
+    assert np.isnan(o.meta[META_COLUMNS.index("parallax")])
+    assert src.describe()["n_objects"] == 176
+
+
+def test_icrs_to_galactic_known_points():
+    lon, lat = icrs_to_galactic(266.40498829, -28.93617776)  # Sgr A* region: the Galactic centre
+    assert abs(((lon + 180) % 360) - 180) < 0.1 and abs(lat) < 0.1
+    lon, lat = icrs_to_galactic(192.85948, 27.12825)  # north Galactic pole
+    assert lat > 89.99
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ZTF VSX and Stripe 82 long tables
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_mag_to_flux():
+    flux, err = mag_to_flux_mjy(np.array([16.4, 0.0]), np.array([0.1, 0.0]))
+    assert abs(flux[0] - 3631e3 * 10 ** (-0.4 * 16.4)) < 1e-12 and abs(flux[1] - 3631e3) < 1e-6
+    assert abs(err[0] - flux[0] * 0.1 * math.log(10) / 2.5) < 1e-15
+
+
+@needs_ztf
+def test_ztf_long_table_grouping():
+    tab = read_ztf_vsx_long(ZTF_DIR / "ztf_vsx_lightcurves_long.csv.gz")
+    assert len(tab) == 439 and tab.n_rows_file == 578494
+    assert set(tab.band_names) == {"g", "r", "i"}
+    assert sum(tab.count(o, "r") for o in tab.object_ids) + sum(tab.count(o, "g") for o in tab.object_ids) \
+        + sum(tab.count(o, "i") for o in tab.object_ids) == 578494 - tab.n_dropped
+    oid = 636161  # first object in the file: its first r-band row is (58197.43081, 13.95, 0.011)
+    m = tab.get_mag(oid, 2)
+    np.testing.assert_array_equal(m[0], [58197.43081, 13.95, 0.011])
+    lc = tab.get(oid, "r")
+    f, e = mag_to_flux_mjy(13.95, 0.011)
+    np.testing.assert_allclose(lc[0], [58197.43081, f, e], rtol=1e-14)
+
+
+@needs_ztf
+def test_ztf_source():
+    src = ZTFVSXSource(ZTF_DIR)
+    assert len(src) == 439
+    labels = [src.get(i).label for i in range(len(src))]
+    counts = {CLASS_NAMES[k]: labels.count(k) for k in set(labels) if k >= 0}
+    assert counts == {"RRAB": 151, "RRC": 47, "HADS": 35, "DSCT": 8, "EW": 1, "EB": 1}
+    assert labels.count(-1) == 439 - 243
+    o = src.get(0)
+    with open(ZTF_DIR / "ztf_vsx_objects.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert o.object_id == int(row["vsx_oid"]) and o.extra["modalities"] == ("photo",)
+    assert o.spec_wave.size == o.spec_flux.size == o.spec_ivar.size == 0
+    assert o.lc.ndim == 2 and o.lc.shape[1] == 3 and o.lc.shape[0] > 100
+    assert o.meta[META_COLUMNS.index("parallax")] == pytest.approx(1000 / float(row["distance"]))
+    assert o.meta[META_COLUMNS.index("l")] == pytest.approx(float(row["l"]))
+    assert o.aux[AUX_COLUMNS.index("period")] == pytest.approx(float(row["period"]))
+    assert np.isnan(o.meta[META_COLUMNS.index("ruwe")]) and np.isnan(o.aux[AUX_COLUMNS.index("rfr_score")])
+    g = ZTFVSXSource(ZTF_DIR, band="g").get(0)
+    assert g.lc.shape[0] != o.lc.shape[0]
+    clone = pickle.loads(pickle.dumps(src))  # the long table is not pickled: re-read on first use
+    assert clone._table is None
+
+
+@needs_s82
+def test_stripe82_grouping_and_source():
+    tab = read_stripe82_long(S82_DIR / "sesar2010_rrlyrae_lightcurves.csv.gz")
+    assert len(tab) == 483
+    assert 0 < tab.n_dropped < 1000  # SDSS 99.999 sentinels
+    med = np.median([tab.count(o, "r") for o in tab.object_ids])
+    assert 50 <= med <= 65
+    src = Stripe82RRLyraeSource(S82_DIR, band="g")
+    assert len(src) == 483
+    labels = [src.get(i).label for i in range(len(src))]
+    assert set(labels) == {CLASS_NAMES.index("RRAB"), CLASS_NAMES.index("RRC")}
+    o = src.get(0)
+    assert o.object_id == 4099 and o.aux[AUX_COLUMNS.index("period")] == pytest.approx(0.641754351271)
+    assert o.extra["modalities"] == ("photo",) and np.all(o.lc[:, 1] > 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# AstroM3 raw layout
+# ----------------------------------------------------------------------------------------------------------------
+
+def assert_object_matches(got: RawObject, want: dict) -> None:
+    assert got.object_id == want["object_id"] and got.label == want["label"]
+    np.testing.assert_array_equal(got.lc, want["lc"])
+    np.testing.assert_array_equal(got.spec_wave, want["wave"])
+    np.testing.assert_array_equal(got.spec_flux, want["flux"])
+    np.testing.assert_array_equal(got.spec_ivar, want["ivar"])
+    np.testing.assert_array_equal(got.meta, want["meta"])  # NaN == NaN for array_equal on float arrays
+    np.testing.assert_array_equal(got.aux, want["aux"])
+    assert got.extra["split"] == want["split"] and got.extra["modalities"] == ("photo", "spectra", "meta")
+
+
+@pytest.fixture(scope="module", params=["zip", "dir"])
+def layout(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"astrom3_{request.param}")
+    return fx.write_astrom3_raw_layout(root, n_objects=20, seed=11, lc_container=request.param)
+
+
+def test_astrom3_round_trip(layout):
+    src = AstroM3RawSource(layout["root"])
+    assert len(src) == layout["n_objects"] == 20 and src.class_names() == CLASS_NAMES
+    for i, want in enumerate(layout["objects"]):
+        assert_object_matches(src.get(i), want)
+    first = [o for o in layout["objects"] if np.isnan(o["meta"]).any()]
+    assert first and np.isnan(src.get(layout["objects"].index(first[0])).meta[META_COLUMNS.index("w4_mag")])
+    d = src.describe()
+    assert d["n_objects"] == 20 and set(d["split_files"]) == {"train", "val", "test"}
+    assert sum(d["n_per_split"].values()) == 20 and ("zip" in d["photometry"]) == (layout["lc_container"] == "zip")
+    assert sorted({o["target"] for o in layout["objects"]}) == sorted(CLASS_NAMES)
+    src.close()
+
+
+def _get_in_child(args):
+    src, i = args
+    o = src.get(i)
+    return o.object_id, float(o.lc.sum()), float(o.spec_flux.sum())
+
+
+_FORK_SRC = None
+
+
+def _get_forked(i):
+    o = _FORK_SRC.get(i)
+    return o.object_id, float(o.lc.sum()), float(o.spec_flux.sum())
+
+
+def test_astrom3_source_is_pickle_and_fork_safe(layout):
+    global _FORK_SRC
+    src = AstroM3RawSource(layout["root"])
+    want = [(o.object_id, float(o.lc.sum()), float(o.spec_flux.sum())) for o in (src.get(i) for i in range(6))]
+    clone = pickle.loads(pickle.dumps(src))  # the open zip handle is not pickled
+    assert clone._lc._zip is None
+    assert [_get_in_child((clone, i)) for i in range(6)] == want
+    _FORK_SRC = src  # the parent holds an open zip; forked children must reopen it
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        assert pool.map(_get_forked, range(6)) == want
+    _FORK_SRC = None
+
+
+def test_astrom3_split_files_and_flat_spectra(tmp_path):
+    lay = fx.write_astrom3_raw_layout(tmp_path / "a", n_objects=6, seed=2, lc_container="zip")
+    root = lay["root"]
+    # The authors' research layout: preprocessed_data/.../spectra_and_v_{split}.csv, a flat spectra directory,
+    # asassnvarlc_vband_complete.zip; and members under another prefix are found by base name.
+    flat = root / "Spectra" / "v2"
+    flat.mkdir(parents=True)
+    for o in lay["objects"]:
+        shutil.copy(o["spec_path"], flat / o["spec_filename"])
+    pre = root / "preprocessed_data" / "full_lb"
+    pre.mkdir(parents=True)
+    paths = []
+    for split, p in lay["split_files"].items():
+        q = pre / f"spectra_and_v_{split}.csv"
+        shutil.copy(p, q)
+        paths.append(q)
+    with zipfile.ZipFile(lay["photometry"]) as zin, \
+            zipfile.ZipFile(root / "asassnvarlc_vband_complete.zip", "w") as zout:
+        for n in zin.namelist():
+            zout.writestr("photometry/" + n.rsplit("/", 1)[-1], zin.read(n))
+    src = AstroM3RawSource(root, split_files=paths, photometry="asassnvarlc_vband_complete.zip",
+                           spectra_dir="Spectra/v2")
+    assert set(src.split_files) == {"spectra_and_v_train", "spectra_and_v_val", "spectra_and_v_test"}
+    for i, want in enumerate(lay["objects"]):
+        got = src.get(i)
+        np.testing.assert_array_equal(got.lc, want["lc"])
+        np.testing.assert_array_equal(got.spec_flux, want["flux"])
+
+
+@pytest.fixture()
+def small_layout(tmp_path):
+    return fx.write_astrom3_raw_layout(tmp_path / "raw", n_objects=4, seed=5, lc_container="zip")
+
+
+@pytest.mark.parametrize("mode", ["missing", "empty", "garbage"])
+def test_astrom3_bad_light_curve(small_layout, mode):
+    o = fx.corrupt_light_curve(small_layout, 1, mode)
+    src = AstroM3RawSource(small_layout["root"])
+    with pytest.raises(BadInputError) as e:
+        src.get(1)
+    assert_names(e.value, o["object_id"], o["name"].replace(" ", "") + ".dat", "photometry.zip")
+    assert e.value.object_id == o["object_id"]
+    assert_object_matches(src.get(0), small_layout["objects"][0])  # the others still read
+
+
+@pytest.mark.parametrize("mode", ["missing", "garbage", "truncated"])
+def test_astrom3_bad_spectrum(small_layout, mode):
+    o = fx.corrupt_spectrum(small_layout, 2, mode)
+    src = AstroM3RawSource(small_layout["root"])
+    with pytest.raises(BadInputError) as e:
+        src.get(2)
+    assert_names(e.value, o["object_id"], o["spec_filename"])
+    assert_object_matches(src.get(3), small_layout["objects"][3])
+
+
+def test_astrom3_bad_light_curve_in_directory(tmp_path):
+    lay = fx.write_astrom3_raw_layout(tmp_path / "raw", n_objects=3, seed=6, lc_container="dir")
+    for mode, k in (("missing", 0), ("empty", 1)):
+        o = fx.corrupt_light_curve(lay, k, mode)
+        with pytest.raises(BadInputError) as e:
+            AstroM3RawSource(lay["root"]).get(k)
+        assert_names(e.value, o["object_id"], o["name"].replace(" ", "") + ".dat")
+
+
+@pytest.mark.parametrize("column", ["ruwe", "rfr_score", "spec_filename", "id"])
+def test_astrom3_missing_csv_column(small_layout, column):
+    path = small_layout["split_files"]["val"]
+    fx.drop_csv_column(path, column)
+    with pytest.raises(BadInputError) as e:
+        AstroM3RawSource(small_layout["root"])
+    assert_names(e.value, "*", str(path), repr(column))
+
+
+def test_astrom3_unknown_class_and_bad_values(small_layout):
+    path = small_layout["split_files"]["train"]
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    h = rows[0]
+    rows[1][h.index("target")] = "CWA"
+    rows[2][h.index("pmra")] = "not-a-number"
+    rows[2][h.index("parallax")] = "nan"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    src = AstroM3RawSource(small_layout["root"])
+    with pytest.raises(BadInputError) as e:
+        src.get(0)
+    assert_names(e.value, small_layout["objects"][0]["object_id"], "train.csv", "CWA")
+    with pytest.raises(BadInputError) as e:
+        src.get(1)
+    assert_names(e.value, small_layout["objects"][1]["object_id"], "train.csv", "pmra")
+    lenient = AstroM3RawSource(small_layout["root"], allow_unknown_class=True)
+    assert lenient.get(0).label == -1
+
+
+def test_astrom3_duplicate_ids_refused(small_layout):
+    val, train = small_layout["split_files"]["val"], small_layout["split_files"]["train"]
+    with open(train, newline="") as fh:
+        extra = list(csv.reader(fh))[1]
+    with open(val, "a", newline="") as fh:
+        csv.writer(fh).writerow(extra)
+    with pytest.raises(BadInputError, match="duplicate object id"):
+        AstroM3RawSource(small_layout["root"])
+
+
+def test_astrom3_missing_catalogue_and_container(tmp_path, small_layout):
+    with pytest.raises(BadInputError, match="catalogue CSV not found"):
+        AstroM3RawSource(small_layout["root"], seed=0)
+    with pytest.raises(FileNotFoundError):
+        AstroM3RawSource(tmp_path / "nothing-here")
