@@ -21,4 +21,5 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" DS_ACCELERATOR=cpu
-if [ -f astrom3_hpc/dist/warmup.py ]; then python -m astrom3_hpc.dist.warmup; fi
+python -m astrom3_hpc.train.warmup > .venv/warmup.log 2>&1 || { cat .venv/warmup.log >&2; exit 1; }
+tail -n 1 .venv/warmup.log

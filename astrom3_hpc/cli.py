@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(sub)
     _add_info(sub)
     _add_train(sub)
+    from . import collect, demo
+
+    collect.add_parser(sub)
+    demo.add_parser(sub)
     return p
 
 

@@ -47,8 +47,9 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
         torch.save(rng_state(), tmp)
     _barrier()
     if _rank() == 0:
-        write_json(ckpt_dir / "latest.json", {"tag": tag, "step": client_state.get("step"),
-                                              "epoch": client_state.get("epoch")})
+        pos = client_state.get("state", {})
+        write_json(ckpt_dir / "latest.json", {"tag": tag, "step": pos.get("step"), "epoch": pos.get("epoch"),
+                                              "batch_in_epoch": pos.get("batch_in_epoch")})
         tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")),
                       key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1)
         for old in tags[:-keep]:

@@ -106,7 +106,8 @@ class Finetuner(Trainer):
     def finish(self) -> dict[str, Any]:
         self.load_best()
         f, d = self.cfg.finetune, self.cfg.data
-        out: dict[str, Any] = {"kind": "finetune", "mode": f.mode, "subset": d.subset, "seed": d.seed,
+        out: dict[str, Any] = {"kind": "finetune", "mode": f.mode, "fusion": f.fusion, "subset": d.subset,
+                               "seed": d.seed,
                                "init": "scratch" if f.init == "scratch" else "clip",
                                "init_dir": None if f.init == "scratch" else str(Path(f.init).resolve()),
                                "use_rfr_score": d.use_rfr_score, "best_val": self.best_val,

@@ -252,6 +252,7 @@ class Trainer:
             return 0
         finally:
             self.preempt.restore()
+            adist.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -1,0 +1,139 @@
+"""Sweeps: the paper's grid of fine-tuning tasks as a manifest file, one run directory per task.
+
+    <sweep>/manifest.json           tasks + how to run them (config, store, overrides), written atomically
+    <sweep>/pretrain/s<seed>/       one pretraining run per split seed
+    <sweep>/runs/<mode>-<subset>-s<seed>-<init>/   one fine-tuning run per task
+    <sweep>/logs/                   scheduler output
+
+A task is done when its run directory holds metrics.json (written atomically, only on success): that is all
+`--resume-missing` and the collector look at.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json
+from .constants import SPLIT_SEEDS, SUBSET_FACTORS
+
+MODES = ("photo", "spectra", "meta", "all")
+INITS = ("clip", "scratch")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Task:
+    index: int
+    mode: str
+    subset: str
+    seed: int
+    init: str  # "clip" (from pretrain_dir) or "scratch"
+    run_dir: str  # relative to the sweep directory
+
+    @property
+    def name(self) -> str:
+        return Path(self.run_dir).name
+
+
+@dataclass
+class Sweep:
+    root: Path
+    tasks: list[Task]
+    finetune_config: str | None = None
+    pretrain_config: str | None = None
+    store: str | None = None
+    sets: list[str] = field(default_factory=list)  # overrides applied to every fine-tuning task
+    pretrain_sets: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({t.seed for t in self.tasks})
+
+    def pretrain_dir(self, seed: int) -> Path:
+        return self.root / "pretrain" / f"s{seed}"
+
+    def run_dir(self, task: Task) -> Path:
+        return self.root / task.run_dir
+
+    def done(self, task: Task) -> bool:
+        return (self.run_dir(task) / "metrics.json").exists()
+
+    def missing(self) -> list[Task]:
+        return [t for t in self.tasks if not self.done(t)]
+
+    def task_argv(self, task: Task) -> list[str]:
+        """Arguments of `astrom3 finetune` for one task."""
+        argv = ["finetune", "--run-dir", str(self.run_dir(task)), "--mode", task.mode, "--subset", task.subset,
+                "--seed", str(task.seed), "--init",
+                str(self.pretrain_dir(task.seed)) if task.init == "clip" else "scratch"]
+        if self.finetune_config:
+            argv += ["--config", self.finetune_config]
+        sets = ([f"data.store={self.store}"] if self.store else []) + list(self.sets)
+        if sets:
+            argv += ["--set", *sets]
+        return argv
+
+    def pretrain_argv(self, seed: int) -> list[str]:
+        argv = ["pretrain", "--run-dir", str(self.pretrain_dir(seed))]
+        if self.pretrain_config:
+            argv += ["--config", self.pretrain_config]
+        sets = ([f"data.store={self.store}"] if self.store else []) + [f"data.seed={seed}"] + list(self.pretrain_sets)
+        return argv + ["--set", *sets]
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        d = asdict(self)
+        d["root"] = str(self.root)
+        write_json(self.root / MANIFEST, d)
+
+    @classmethod
+    def load(cls, root: str | Path) -> "Sweep":
+        root = Path(root)
+        p = root / MANIFEST
+        if not p.exists():
+            raise FileNotFoundError(f"{root} is not a sweep directory (no {MANIFEST})")
+        d = json.loads(p.read_text())
+        d["root"] = root  # the directory may have moved since it was written
+        d["tasks"] = [Task(**t) for t in d["tasks"]]
+        return cls(**d)
+
+
+def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), inits=INITS) -> list[Task]:
+    """The grid seed x mode x subset x init, ordered by seed so each seed's tasks form one array block."""
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
+    for s in subsets:
+        if s not in SUBSET_FACTORS:
+            raise ValueError(f"unknown subset {s!r}; choose from {list(SUBSET_FACTORS)}")
+    for i in inits:
+        if i not in INITS:
+            raise ValueError(f"unknown init {i!r}; choose from {INITS}")
+    tasks = []
+    for seed in seeds:
+        if seed not in SPLIT_SEEDS:
+            raise ValueError(f"unknown split seed {seed}; choose from {SPLIT_SEEDS}")
+        for mode in modes:
+            for subset in subsets:
+                for init in inits:
+                    tasks.append(Task(len(tasks), mode, subset, seed, init,
+                                      f"runs/{mode}-{subset}-s{seed}-{init}"))
+    return tasks
+
+
+def run_task(sweep_dir: str | Path, index: int) -> int:
+    """Run task `index` of a sweep in this process (what each array task does)."""
+    from .cli import main
+
+    sw = Sweep.load(sweep_dir)
+    if not 0 <= index < len(sw.tasks):
+        raise IndexError(f"sweep {sweep_dir} has tasks 0..{len(sw.tasks) - 1}, not {index}")
+    return main(sw.task_argv(sw.tasks[index]))
+
+
+def summary(sw: Sweep) -> dict[str, Any]:
+    return {"tasks": len(sw.tasks), "done": sum(sw.done(t) for t in sw.tasks), "seeds": sw.seeds}

@@ -1,0 +1,177 @@
+"""Real training jobs: DeepSpeed engines on CPU/gloo, started by torchrun, mpiexec or as one process.
+
+Exact resume (bitwise on CPU in deterministic mode), preemption by a real SIGUSR1, fine-tuning from scratch
+and from a pretraining run, and the refusal of a pretraining run of another split seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dist_helpers import child_env, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FAST = ["train.epochs=2", "train.max_steps_per_epoch=4", "train.log_every_steps=1"]
+
+
+def _cmd(kind: str, run_dir: Path, store: Path, world: int, launcher: str, sets=(), extra=()) -> list[str]:
+    job = str(ROOT / "jobs" / f"{kind}.py")
+    args = ["--config", str(ROOT / "configs" / "test.yaml"), "--run-dir", str(run_dir), *extra,
+            "--set", f"data.store={store}", *FAST, *sets]
+    if world == 1 and launcher == "single":
+        return [sys.executable, job, *args]
+    if launcher == "torchrun":
+        return [str(BIN / "torchrun"), "--nproc_per_node", str(world), "--master_port", str(free_port()),
+                job, *args]
+    if launcher == "mpiexec":
+        return ["mpiexec", "-n", str(world), sys.executable, job, *args]
+    raise ValueError(launcher)
+
+
+def run_job(kind, run_dir, store, world=1, launcher="single", sets=(), extra=(), timeout=420, check=True):
+    r = subprocess.run(_cmd(kind, run_dir, store, world, launcher, sets, extra), env=child_env(),
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{kind} exited {r.returncode}\n{r.stderr[-4000:]}")
+    return r
+
+
+def steps(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+
+
+def epochs(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "best_model.pt", weights_only=False)["state_dict"]
+
+
+def final_module(run_dir: Path) -> dict:
+    tag = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["tag"]
+    return torch.load(run_dir / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+
+
+@pytest.fixture(scope="module")
+def pretrained_2rank(tiny_store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("pre") / "run"
+    run_job("pretrain", run, tiny_store, world=2, launcher="torchrun")
+    return run
+
+
+@pytest.mark.timeout(900)
+def test_two_rank_pretraining_writes_a_complete_run_dir(pretrained_2rank):
+    run = pretrained_2rank
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["kind"] == "pretrain" and m["world_size"] == 2 and m["steps"] == 8
+    info = json.loads((run / "run.json").read_text())
+    assert info["launcher"] == "torchrun"
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["model"]["preset"] == "paper"  # fully resolved
+    rows = epochs(run)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert {"val_loss", "val_top1_photo_spectra", "val_top1_photo_meta", "val_top1_spectra_meta"} <= set(rows[0])
+    assert [s["step"] for s in steps(run)] == list(range(1, 9))
+    ev = m["embedding_eval"]
+    for k in ("centroid_photo", "knn1_spectra", "knn1_average"):
+        assert 0.0 <= ev[k] <= 1.0
+
+
+@pytest.mark.timeout(900)
+def test_resume_after_stop_is_exact(pretrained_2rank, tiny_store, tmp_path):
+    run = tmp_path / "resumed"
+    r = run_job("pretrain", run, tiny_store, world=2, launcher="torchrun", extra=["--stop-after-steps", "5"],
+                check=False)
+    # torchrun reports any non-zero child as its own failure (exit 1) and names the child's code.
+    assert r.returncode == 1 and "exitcode  : 75" in r.stderr, r.stderr[-3000:]
+    assert not (run / "metrics.json").exists()
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 5
+    run_job("pretrain", run, tiny_store, world=2, launcher="torchrun")
+    assert steps(run) == steps(pretrained_2rank)  # same losses, bit for bit
+    assert epochs(run) == epochs(pretrained_2rank)
+    a, b = final_module(run), final_module(pretrained_2rank)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(600)
+def test_mpiexec_launch(tiny_store, tmp_path):
+    run = tmp_path / "mpi"
+    run_job("pretrain", run, tiny_store, world=2, launcher="mpiexec",
+            sets=["train.epochs=1", "train.max_steps_per_epoch=2"])
+    assert json.loads((run / "run.json").read_text())["launcher"] == "mpi"
+    assert json.loads((run / "metrics.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.timeout(600)
+def test_zero2_bf16_two_ranks(tiny_store, tmp_path):
+    run = tmp_path / "z2"
+    run_job("pretrain", run, tiny_store, world=2, launcher="torchrun",
+            sets=["train.epochs=1", "train.max_steps_per_epoch=3", "train.zero_stage=2", "train.precision=bf16",
+                  "train.deterministic=false"])
+    losses = [s["loss"] for s in steps(run)]
+    assert len(losses) == 3 and all(0 < x < 1e4 for x in losses)
+
+
+@pytest.mark.timeout(600)
+def test_sigusr1_checkpoints_exits_75_and_resumes(tiny_store, tmp_path):
+    run = tmp_path / "sig"
+    cmd = _cmd("pretrain", run, tiny_store, 1, "single", sets=["train.epochs=3", "train.max_steps_per_epoch=6"])
+    p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if (run / "steps.jsonl").exists() and len((run / "steps.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGUSR1)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 75, err[-3000:]
+    stopped_at = json.loads((run / "checkpoints" / "latest.json").read_text())["step"]
+    assert stopped_at >= 2 and not (run / "metrics.json").exists()
+    run_job("pretrain", run, tiny_store, sets=["train.epochs=3", "train.max_steps_per_epoch=6"])
+    assert [s["step"] for s in steps(run)] == list(range(1, 19))
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 18
+
+
+@pytest.mark.timeout(900)
+def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, tiny_store, tmp_path):
+    for init in ("scratch", str(pretrained_2rank)):
+        run = tmp_path / ("ft-" + ("scratch" if init == "scratch" else "clip"))
+        run_job("finetune", run, tiny_store, extra=["--mode", "photo", "--subset", "sub50", "--seed", "42",
+                                                     "--init", init])
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["init"] == ("scratch" if init == "scratch" else "clip") and m["subset"] == "sub50"
+        assert m["test"]["n"] < m["test_full"]["n"]  # the sub-X test set and the full one
+        for rep in (m["test"], m["test_full"]):
+            assert 0 <= rep["accuracy"] <= 1 and len(rep["confusion"]) == 10
+            assert sum(map(sum, rep["confusion"])) == rep["n"]
+        assert (run / "confusion_test.png").stat().st_size > 1000
+        assert (run / "confusion_test_full.png").exists()
+
+
+@pytest.mark.timeout(600)
+def test_finetune_refuses_a_pretraining_run_of_another_seed(pretrained_2rank, tiny_store, tmp_path):
+    run = tmp_path / "leak"
+    r = run_job("finetune", run, tiny_store, extra=["--mode", "photo", "--seed", "0", "--init",
+                                                     str(pretrained_2rank)], check=False)
+    assert r.returncode == 2
+    assert "split seed 42" in r.stderr and "seed 0" in r.stderr and "test leak" in r.stderr
+    assert not (run / "metrics.json").exists()
