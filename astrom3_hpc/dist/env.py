@@ -1,0 +1,532 @@
+"""Who am I in the job? One place decides, whichever launcher started the process.
+
+`detect()` reads the environment and returns a `DistEnv`; `init()` exports the standard torch variables
+(RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and initialises
+`torch.distributed`. Everything else in the package asks this module (or `torch.distributed`) for ranks.
+
+Launcher precedence (first match wins):
+
+1. ``env`` / ``torchrun``: ``RANK`` and ``WORLD_SIZE`` are set. Explicit variables always win: torchrun and the
+   DeepSpeed launcher set them, Submitit's ``TorchDistributedEnvironment().export()`` sets them, and
+   ``init()`` itself exports them (so a second ``detect()`` after ``init()`` agrees with the first; init also
+   exports ASTROM3_DIST_LAUNCHER so the launcher name survives). torchrun
+   inside an ``srun`` step also carries SLURM variables that describe the srun task, not the torchrun worker:
+   RANK must win over them. The launcher reads ``torchrun`` when ``TORCHELASTIC_RUN_ID`` is present.
+   If MASTER_ADDR/PORT are missing (hand-set RANK/WORLD_SIZE) they are taken from the SLURM step when there
+   is one, else 127.0.0.1 and 29500.
+2. ``slurm`` (srun direct launch): ``SLURM_PROCID`` plus a step id (``SLURM_STEP_ID``/``SLURM_STEPID``).
+   The step id is required because an ``sbatch`` batch script also carries ``SLURM_PROCID=0`` and the job's
+   ``SLURM_NTASKS``: a plain ``python train.py`` in a batch script is a single process, not rank 0 of N.
+   If MPI variables (``PMI_RANK``/``OMPI_COMM_WORLD_RANK``) are present too and agree with the SLURM ones,
+   srun launched us directly with a PMI plugin: it stays ``slurm``. World size from ``SLURM_STEP_NUM_TASKS``
+   (then ``SLURM_NTASKS``), local rank ``SLURM_LOCALID``, local world size from
+   ``SLURM_STEP_TASKS_PER_NODE`` (``2(x3),1`` form) at ``SLURM_NODEID``. Master = first host of
+   ``SLURM_STEP_NODELIST`` (then ``SLURM_JOB_NODELIST``/``SLURM_NODELIST``), expanded with
+   ``scontrol show hostnames`` when that works, else the pure-Python ``expand_nodelist``. Port:
+   ``MASTER_PORT`` if set, else derived from ``SLURM_JOB_ID`` and the step id (``slurm_port``).
+3. ``mpi`` (mpiexec/mpirun): Open MPI ``OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}`` or MPICH/Hydra
+   ``PMI_RANK``/``PMI_SIZE``/``MPI_LOCALRANKID``/``MPI_LOCALNRANKS``. mpiexec inside an allocation lands here
+   even though SLURM variables (of the batch step) are present, because they disagree with the MPI ones.
+   MASTER_ADDR: the environment's if set; else 127.0.0.1 when all ranks share one host (local world size ==
+   world size), else rank 0's address broadcast with mpi4py. MASTER_PORT: the environment's if set, else a
+   free port chosen by rank 0 and broadcast with mpi4py. **So for the mpi launcher with world size > 1 and
+   MASTER_PORT unset, the first `detect()` is collective**: every rank must call it (the result is cached,
+   later calls are local). The torch wheel has no MPI backend: MPI only launches ranks; tensors go through
+   gloo/nccl.
+4. ``single``: one process, rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import os
+import re
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+DEFAULT_MASTER_PORT = 29500
+SINGLE_HOST_ADDR = "127.0.0.1"
+LAUNCHER_VAR = "ASTROM3_DIST_LAUNCHER"  # exported by init() so later detect() calls report the same launcher
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    master_addr: str
+    master_port: int
+    launcher: str  # "torchrun" | "env" | "slurm" | "mpi" | "single"
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def as_env(self) -> dict[str, str]:
+        """The standard torch variables for this process."""
+        return {
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.world_size),
+            "LOCAL_RANK": str(self.local_rank),
+            "LOCAL_WORLD_SIZE": str(self.local_world_size),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+        }
+
+
+# --------------------------------------------------------------------------------------------- SLURM parsing
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Expand a SLURM hostlist (``node[01-03,07],gpu5``, ``a[1-2]-b[3,5]``) in order, keeping zero padding."""
+    hosts: list[str] = []
+    for item in _split_top_level(nodelist.strip()):
+        if item:
+            hosts.extend(_expand_item(item))
+    return hosts
+
+
+def _split_top_level(s: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in s:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in nodelist {s!r}")
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"unbalanced '[' in nodelist {s!r}")
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def _expand_item(item: str) -> list[str]:
+    m = re.search(r"\[([^\[\]]*)\]", item)
+    if m is None:
+        return [item]
+    prefix, suffix = item[: m.start()], item[m.end():]
+    out = []
+    for rng in m.group(1).split(","):
+        rng = rng.strip()
+        if "-" in rng:
+            lo, hi = rng.split("-", 1)
+            width = len(lo)
+            if not (lo.isdigit() and hi.isdigit()) or int(hi) < int(lo):
+                raise ValueError(f"bad range {rng!r} in nodelist item {item!r}")
+            values = [str(v).zfill(width) for v in range(int(lo), int(hi) + 1)]
+        else:
+            if not rng:
+                raise ValueError(f"empty range in nodelist item {item!r}")
+            values = [rng]
+        for v in values:
+            # The suffix may hold further bracket groups (a[1-2]-b[3,5]).
+            out.extend(_expand_item(prefix + v + suffix))
+    return out
+
+
+def scontrol_hostnames(nodelist: str, timeout: float = 5.0) -> list[str] | None:
+    """``scontrol show hostnames``; None when scontrol is missing, fails (no SLURM_CONF...) or hangs."""
+    try:
+        res = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode != 0:
+        return None
+    hosts = [h for h in res.stdout.split() if h]
+    return hosts or None
+
+
+def first_host(nodelist: str, use_scontrol: bool = True) -> str:
+    hosts = scontrol_hostnames(nodelist) if use_scontrol else None
+    if not hosts:
+        hosts = expand_nodelist(nodelist)
+    if not hosts:
+        raise ValueError(f"empty SLURM nodelist {nodelist!r}")
+    return hosts[0]
+
+
+def expand_tasks_per_node(spec: str) -> list[int]:
+    """``2(x3),1`` -> [2, 2, 2, 1] (SLURM_TASKS_PER_NODE / SLURM_STEP_TASKS_PER_NODE)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part)
+        if m is None:
+            raise ValueError(f"bad tasks-per-node spec {spec!r}")
+        out.extend([int(m.group(1))] * int(m.group(2) or 1))
+    return out
+
+
+def slurm_port(job_id: str | int, step_id: str | int | None = None) -> int:
+    """A port every rank of one SLURM step derives identically: 15000 + (job*7 + step) mod 20000.
+
+    Different jobs (and concurrent steps of one job) land on different ports unless they collide mod 20000;
+    set MASTER_PORT explicitly to override.
+    """
+    try:
+        step = int(step_id) if step_id is not None else 0
+    except ValueError:  # "batch", "extern"
+        step = 0
+    digits = re.sub(r"\D", "", str(job_id)) or "0"  # array jobs: "123_4" -> 1234
+    return 15000 + (int(digits) * 7 + step) % 20000
+
+
+# --------------------------------------------------------------------------------------------------- detect
+
+_MPI_CACHE: dict[tuple, tuple[str, int, int, int]] = {}
+
+
+def _int(env: Mapping[str, str], *names: str) -> int | None:
+    for n in names:
+        v = env.get(n)
+        if v not in (None, ""):
+            return int(v)
+    return None
+
+
+def _slurm_step(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """Rank info of an srun step, or None (no step: not SLURM, or an sbatch batch script)."""
+    if env.get("SLURM_PROCID") in (None, ""):
+        return None
+    step_id = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID"))
+    if step_id in (None, ""):
+        return None
+    rank = int(env["SLURM_PROCID"])
+    world = _int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS") or 1
+    local_rank = _int(env, "SLURM_LOCALID") or 0
+    local_world = None
+    tpn = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    node_id = _int(env, "SLURM_NODEID")
+    if tpn:
+        try:
+            counts = expand_tasks_per_node(tpn)
+            local_world = counts[node_id or 0] if (node_id or 0) < len(counts) else None
+        except ValueError:
+            local_world = None
+    if local_world is None:
+        nnodes = _int(env, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES") or 1
+        local_world = world if nnodes == 1 else max(1, world // nnodes)
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    return dict(rank=rank, world=world, local_rank=local_rank, local_world=local_world, nodelist=nodelist,
+                job_id=env.get("SLURM_JOB_ID", env.get("SLURM_JOBID", "0")), step_id=step_id)
+
+
+def _mpi_vars(env: Mapping[str, str]) -> dict[str, Any] | None:
+    if env.get("OMPI_COMM_WORLD_RANK") not in (None, "") and env.get("OMPI_COMM_WORLD_SIZE") not in (None, ""):
+        return dict(rank=int(env["OMPI_COMM_WORLD_RANK"]), world=int(env["OMPI_COMM_WORLD_SIZE"]),
+                    local_rank=_int(env, "OMPI_COMM_WORLD_LOCAL_RANK"),
+                    local_world=_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"), flavour="openmpi")
+    if env.get("PMI_RANK") not in (None, "") and env.get("PMI_SIZE") not in (None, ""):
+        return dict(rank=int(env["PMI_RANK"]), world=int(env["PMI_SIZE"]),
+                    local_rank=_int(env, "MPI_LOCALRANKID"), local_world=_int(env, "MPI_LOCALNRANKS"),
+                    flavour="mpich")
+    return None
+
+
+def _slurm_master(step: dict[str, Any], env: Mapping[str, str], use_scontrol: bool) -> tuple[str, int]:
+    addr = env.get("MASTER_ADDR") or (first_host(step["nodelist"], use_scontrol) if step["nodelist"]
+                                      else SINGLE_HOST_ADDR)
+    port = _int(env, "MASTER_PORT") or slurm_port(step["job_id"], step["step_id"])
+    return addr, port
+
+
+def detect(environ: Mapping[str, str] | None = None, *, use_scontrol: bool = True,
+           use_mpi4py: bool = True) -> DistEnv:
+    """Decide rank/world/master from the launcher's environment (see the module docstring for precedence).
+
+    `environ` defaults to os.environ (tests pass a dict). With the mpi launcher and world size > 1, the first
+    call may be collective (mpi4py broadcast of rank 0's port/address; see module docstring); pass
+    ``use_mpi4py=False`` to forbid that (then 127.0.0.1 and MASTER_PORT or 29500 are used).
+    """
+    env = os.environ if environ is None else environ
+
+    # 1. Explicit torch variables.
+    if env.get("RANK") not in (None, "") and env.get("WORLD_SIZE") not in (None, ""):
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local_rank = _int(env, "LOCAL_RANK")
+        local_world = _int(env, "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
+        launcher = ("torchrun" if env.get("TORCHELASTIC_RUN_ID")
+                    else env.get(LAUNCHER_VAR) or "env")  # init() records the launcher it detected
+        step = _slurm_step(env)
+        if env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
+            addr, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+        elif step is not None and step["nodelist"]:
+            addr, port = _slurm_master(step, env, use_scontrol)
+        else:
+            addr = env.get("MASTER_ADDR") or SINGLE_HOST_ADDR
+            port = _int(env, "MASTER_PORT") or DEFAULT_MASTER_PORT
+        if local_rank is None:
+            local_rank = rank if (local_world is None or local_world == world) else rank % local_world
+        if local_world is None:
+            local_world = world
+        return _checked(DistEnv(rank, world, local_rank, local_world, addr, port, launcher))
+
+    step = _slurm_step(env)
+    mpi = _mpi_vars(env)
+
+    # 2. srun direct launch (possibly with a PMI plugin, in which case the MPI variables agree).
+    if step is not None and (mpi is None or (mpi["rank"] == step["rank"] and mpi["world"] == step["world"])):
+        addr, port = _slurm_master(step, env, use_scontrol)
+        return _checked(DistEnv(step["rank"], step["world"], step["local_rank"], step["local_world"], addr, port,
+                                "slurm"))
+
+    # 3. mpiexec.
+    if mpi is not None:
+        return _checked(_detect_mpi(mpi, env, use_mpi4py))
+
+    # 4. Single process.
+    return DistEnv(0, 1, 0, 1, env.get("MASTER_ADDR") or SINGLE_HOST_ADDR,
+                   _int(env, "MASTER_PORT") or DEFAULT_MASTER_PORT, "single")
+
+
+def _detect_mpi(mpi: dict[str, Any], env: Mapping[str, str], use_mpi4py: bool) -> DistEnv:
+    rank, world = mpi["rank"], mpi["world"]
+    local_rank, local_world = mpi["local_rank"], mpi["local_world"]
+    addr, port = env.get("MASTER_ADDR") or None, _int(env, "MASTER_PORT")
+    need_comm = world > 1 and (local_rank is None or local_world is None or port is None
+                               or (addr is None and local_world != world))
+    if need_comm and use_mpi4py:
+        key = (rank, world, addr, port)
+        if key not in _MPI_CACHE:
+            _MPI_CACHE[key] = _mpi_exchange(addr, port, local_rank, local_world)
+        addr, port, local_rank, local_world = _MPI_CACHE[key]
+    if local_rank is None:
+        local_rank = rank
+    if local_world is None:
+        local_world = world
+    if addr is None:
+        addr = SINGLE_HOST_ADDR if local_world == world else _own_address()
+    if port is None:
+        port = DEFAULT_MASTER_PORT
+    return DistEnv(rank, world, local_rank, local_world, addr, port, "mpi")
+
+
+def _mpi_exchange(addr: str | None, port: int | None, local_rank: int | None,
+                  local_world: int | None) -> tuple[str, int, int, int]:
+    """Collective over MPI.COMM_WORLD: node-local rank/size, rank 0's address (multi-host) and a free port."""
+    from mpi4py import MPI  # imported only here: initialises MPI
+
+    comm = MPI.COMM_WORLD
+    if local_rank is None or local_world is None:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+        local_rank, local_world = node.Get_rank(), node.Get_size()
+        node.Free()
+    single_host = comm.allreduce(local_world, op=MPI.MIN) == comm.Get_size()
+    if comm.Get_rank() == 0:
+        mine_addr = addr or (SINGLE_HOST_ADDR if single_host else _own_address())
+        mine_port = port or find_free_port(SINGLE_HOST_ADDR if single_host else "")
+    else:
+        mine_addr = mine_port = None
+    addr, port = comm.bcast((mine_addr, mine_port), root=0)
+    return addr, int(port), int(local_rank), int(local_world)
+
+
+def _checked(e: DistEnv) -> DistEnv:
+    if not (0 <= e.rank < e.world_size):
+        raise ValueError(f"rank {e.rank} outside world size {e.world_size} (launcher {e.launcher})")
+    if not (0 <= e.local_rank < max(e.local_world_size, 1)):
+        raise ValueError(f"local rank {e.local_rank} outside local world size {e.local_world_size}")
+    return e
+
+
+# ------------------------------------------------------------------------------------------ network helpers
+
+def find_free_port(host: str = SINGLE_HOST_ADDR) -> int:
+    """A TCP port free right now on `host` (racy by nature: use it promptly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def interface_addresses() -> dict[str, str]:
+    """IPv4 address of each interface that has one (Linux SIOCGIFADDR)."""
+    out = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                req = struct.pack("256s", name.encode()[:15])
+                res = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
+                out[name] = socket.inet_ntoa(res[20:24])
+            except OSError:
+                continue
+    return out
+
+
+def route_source_address(target: str) -> str | None:
+    """The local IPv4 address the kernel would use to reach `target` (UDP connect: no packet is sent)."""
+    try:
+        target_ip = socket.gethostbyname(target)
+    except OSError:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((target_ip, 9))
+            return s.getsockname()[0]
+        except OSError:
+            return None
+
+
+def gloo_socket_ifname(master_addr: str, environ: Mapping[str, str] | None = None, *,
+                       multi_host: bool = False) -> str | None:
+    """GLOO_SOCKET_IFNAME to use: the environment's if set, else the interface holding the address this host
+    uses to reach `master_addr` (``lo`` for 127.0.0.1). With ``multi_host=True`` a loopback answer (the master
+    is this host and its name resolves to 127.0.1.1, as Debian's /etc/hosts does) is replaced by the interface
+    of this host's outward address, since peers on other hosts cannot reach a loopback socket. None if it
+    cannot be determined."""
+    env = os.environ if environ is None else environ
+    if env.get("GLOO_SOCKET_IFNAME"):
+        return env["GLOO_SOCKET_IFNAME"]
+    src = route_source_address(master_addr)
+    if src is None:
+        return None
+    if multi_host and src.startswith("127."):
+        src = _own_address()
+    addrs = interface_addresses()
+    for name, a in addrs.items():
+        if a == src:
+            return name
+    if src.startswith("127."):
+        for name, a in addrs.items():
+            if a.startswith("127."):
+                return name
+    return None
+
+
+def _own_address() -> str:
+    """This host's address for other hosts to reach: GLOO_SOCKET_IFNAME's address if set, else the hostname's
+    address if not loopback, else the first non-loopback interface address."""
+    addrs = interface_addresses()
+    ifname = os.environ.get("GLOO_SOCKET_IFNAME")
+    if ifname and ifname in addrs:
+        return addrs[ifname]
+    try:
+        a = socket.gethostbyname(socket.gethostname())
+        if not a.startswith("127."):
+            return a
+    except OSError:
+        pass
+    for name, a in addrs.items():
+        if not a.startswith("127."):
+            return a
+    return SINGLE_HOST_ADDR
+
+
+# ------------------------------------------------------------------------------------------------ init etc.
+
+def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *, force_group: bool = False,
+         set_gloo_ifname: bool = True, environ: Mapping[str, str] | None = None) -> DistEnv:
+    """Detect, export RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE/MASTER_ADDR/MASTER_PORT and initialise
+    torch.distributed (``env://``) when world size > 1 (or with ``force_group=True``, a 1-process group).
+
+    backend: None -> "nccl" when CUDA is available, else "gloo". With CUDA, the current device is set to
+    ``local_rank % device_count`` first. GLOO_SOCKET_IFNAME is set (if unset) to the interface that reaches
+    MASTER_ADDR (never loopback when the job spans hosts, see `gloo_socket_ifname`). Idempotent: if
+    torch.distributed is already initialised, only checks it matches. DeepSpeed: call this first; then
+    ``deepspeed.init_distributed(dist_backend=...)`` reuses the group.
+    """
+    import torch
+    import torch.distributed as tdist
+
+    env = detect(environ)
+    os.environ.update(env.as_env())
+    os.environ[LAUNCHER_VAR] = env.launcher
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+    if tdist.is_available() and tdist.is_initialized():
+        if tdist.get_world_size() != env.world_size or tdist.get_rank() != env.rank:
+            raise RuntimeError(f"torch.distributed already initialised as rank {tdist.get_rank()}/"
+                               f"{tdist.get_world_size()}, environment says {env.rank}/{env.world_size}")
+        return env
+    if env.world_size > 1 or force_group:
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if set_gloo_ifname and not os.environ.get("GLOO_SOCKET_IFNAME"):
+            ifname = gloo_socket_ifname(env.master_addr, multi_host=env.local_world_size < env.world_size)
+            if ifname:
+                os.environ["GLOO_SOCKET_IFNAME"] = ifname
+        if not isinstance(timeout, _dt.timedelta):
+            timeout = _dt.timedelta(seconds=float(timeout))
+        tdist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
+                                 world_size=env.world_size, timeout=timeout)
+    return env
+
+
+def is_initialized() -> bool:
+    import torch.distributed as tdist
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def get_rank() -> int:
+    import torch.distributed as tdist
+    return tdist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    import torch.distributed as tdist
+    return tdist.get_world_size() if is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 of the initialised group; without a group, rank 0 per the environment (single -> True)."""
+    if is_initialized():
+        return get_rank() == 0
+    return detect(use_mpi4py=False).rank == 0
+
+
+def barrier() -> None:
+    if is_initialized() and get_world_size() > 1:
+        import torch.distributed as tdist
+        tdist.barrier()
+
+
+def all_reduce_mean(tensor):
+    """Mean of `tensor` over ranks, returned as a new tensor (the input is not modified). No group -> a copy."""
+    import torch.distributed as tdist
+    out = tensor.detach().clone()
+    if is_initialized() and get_world_size() > 1:
+        tdist.all_reduce(out, op=tdist.ReduceOp.SUM)
+        if out.is_floating_point() or out.is_complex():
+            out /= get_world_size()
+        else:
+            out = out.double() / get_world_size()
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """`obj` from rank `src` on every rank (any picklable object). No group -> `obj`."""
+    if not (is_initialized() and get_world_size() > 1):
+        return obj
+    import torch.distributed as tdist
+    buf = [obj if get_rank() == src else None]
+    tdist.broadcast_object_list(buf, src=src)
+    return buf[0]
+
+
+def cleanup() -> None:
+    """Destroy the process group if one exists (safe to call always)."""
+    if is_initialized():
+        import torch.distributed as tdist
+        tdist.destroy_process_group()
+
+
+__all__ = [
+    "DistEnv", "detect", "init", "cleanup", "is_initialized", "get_rank", "get_world_size", "is_main",
+    "barrier", "all_reduce_mean", "broadcast_object", "expand_nodelist", "first_host", "expand_tasks_per_node",
+    "slurm_port", "find_free_port", "gloo_socket_ifname", "interface_addresses", "route_source_address",
+]
