@@ -1,0 +1,63 @@
+"""GalSpecNet spectra encoder (spec section 3): a small 1D CNN over the (3, 2575) resampled spectrum.
+
+Conv1d(c_in -> 64 -> 64 -> 32 -> 32, kernel 3, no padding), ReLU after every convolution, MaxPool1d(4) after all
+but the last one, then flatten and dropout (the reference's order). The flatten width depends on the grid
+length and is derived from it (`flatten_size`), never hard-coded: 32 * 37 = 1184 for 2575 points.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..constants import SPEC_CHANNELS, SPEC_LEN
+
+
+def flatten_size(length: int, channels: list[int] | tuple[int, ...], kernel_size: int = 3, pool: int = 4) -> int:
+    """Number of features GalSpecNet produces for a spectrum of `length` points (formula, no forward pass)."""
+    n = length
+    for i in range(len(channels)):
+        n = n - (kernel_size - 1)  # valid convolution, stride 1
+        if n < 1:
+            raise ValueError(f"spectrum of length {length} is too short for {len(channels)} convolutions")
+        if i < len(channels) - 1:
+            n = n // pool  # MaxPool1d(pool): stride = pool, floor
+            if n < 1:
+                raise ValueError(f"spectrum of length {length} is too short for the pooling stack")
+    return channels[-1] * n
+
+
+class GalSpecNet(nn.Module):
+    """forward(spec (B, c_in, length)) -> (B, out_features)."""
+
+    def __init__(self, *, in_channels: int = SPEC_CHANNELS, length: int = SPEC_LEN,
+                 channels: list[int] | tuple[int, ...] = (64, 64, 32, 32), kernel_size: int = 3, pool: int = 4,
+                 dropout: float = 0.0):
+        super().__init__()
+        chans = [in_channels, *channels]
+        layers: list[nn.Module] = []
+        for i in range(len(channels)):
+            layers.append(nn.Conv1d(chans[i], chans[i + 1], kernel_size=kernel_size))
+            layers.append(nn.ReLU())
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool1d(kernel_size=pool))
+        self.layers = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.length = length
+        self.out_features = flatten_size(length, list(channels), kernel_size, pool)
+        # Cross-check the formula against a dry forward pass (cheap: one sample, no grad).
+        with torch.no_grad():
+            dry = self.layers(torch.zeros(1, in_channels, length)).flatten(1).shape[1]
+        if dry != self.out_features:  # pragma: no cover - a formula bug, not a user error
+            raise AssertionError(f"GalSpecNet flatten formula {self.out_features} != dry run {dry}")
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if spec.shape[-1] != self.length:
+            raise ValueError(f"GalSpecNet built for {self.length}-point spectra, got {spec.shape[-1]}")
+        x = self.layers(spec.to(self.layers[0].weight.dtype))
+        return self.dropout(x.flatten(1))
+
+
+def build_galspecnet(cfg) -> GalSpecNet:
+    """Encoder factory for the "spectra" modality from a resolved ModelConfig."""
+    return GalSpecNet(channels=list(cfg.spec_channels), dropout=cfg.spec_dropout)

@@ -1,0 +1,44 @@
+"""Model presets: fill the `None` options of a ModelConfig.
+
+    paper              deterministic_eval=False, attn_padding_mask=False, lc_pooling="flatten",
+                       attn_head_layout="reference"   (the reference implementation, quirks included)
+    det_masked_pooled  deterministic_eval=True,  attn_padding_mask=True,  lc_pooling="mean",
+                       attn_head_layout="standard"
+
+Explicitly set fields win over the preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import ConfigError, ModelConfig
+
+PRESET_OPTIONS: dict[str, dict[str, object]] = {
+    "paper": {
+        "deterministic_eval": False,
+        "attn_padding_mask": False,
+        "lc_pooling": "flatten",
+        "attn_head_layout": "reference",
+    },
+    "det_masked_pooled": {
+        "deterministic_eval": True,
+        "attn_padding_mask": True,
+        "lc_pooling": "mean",
+        "attn_head_layout": "standard",
+    },
+}
+
+
+def resolve(cfg: ModelConfig) -> ModelConfig:
+    """Return a copy of `cfg` with every preset-controlled None filled from `cfg.preset`; validates it."""
+    if cfg.preset not in PRESET_OPTIONS:
+        raise ConfigError(f"config key 'model.preset' must be one of {sorted(PRESET_OPTIONS)}, got {cfg.preset!r}")
+    fill = {k: v for k, v in PRESET_OPTIONS[cfg.preset].items() if getattr(cfg, k) is None}
+    out = dataclasses.replace(cfg, modalities=list(cfg.modalities), spec_channels=list(cfg.spec_channels), **fill)
+    out.validate()
+    return out
+
+
+def is_resolved(cfg: ModelConfig) -> bool:
+    return all(getattr(cfg, k) is not None for k in PRESET_OPTIONS["paper"])
