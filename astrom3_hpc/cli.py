@@ -26,7 +26,7 @@ def _add_layout_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("store layout (see docs/store.md)")
     g.add_argument("--chunk-objects", type=int, default=64, help="objects per spectra chunk (default 64, ~2 MB)")
     g.add_argument("--table-chunk", type=int, default=8192, help="objects per chunk of the small tables")
-    g.add_argument("--lc-chunk", type=int, default=131072, help="light-curve points per chunk")
+    g.add_argument("--lc-chunk", type=int, default=32768, help="light-curve points per chunk")
     g.add_argument("--shard-chunks", type=int, default=0, help="spectra chunks per shard file (0: no sharding)")
 
 

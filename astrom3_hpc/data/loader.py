@@ -65,6 +65,7 @@ class TrimodalBatches:
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         self._cache_cap = 2 * spec.buffer_chunks + 2
+        self._lc_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._full: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- order -------------------------------------------------------------------------------------------
@@ -116,7 +117,9 @@ class TrimodalBatches:
             store = Store(self.spec.store, check_chunks=False)
             self._spec_arr = store.array("spec")
             self._lc_arr = store.array("lc/values")
+            self._lc_chunk = self._lc_arr.chunks[0]
             self._cache.clear()
+            self._lc_cache.clear()
             self._pid = os.getpid()
             if self.spec.in_memory and self._full is None:
                 self._full = (self._spec_arr[:] if self.spec.read_spectra else None, self._lc_arr[:])
@@ -128,11 +131,32 @@ class TrimodalBatches:
             return hit
         a, b = c * self.chunk, min((c + 1) * self.chunk, len(self.labels))
         p0, p1 = int(self.offsets[a]), int(self.offsets[b])
-        entry = (self._spec_arr[a:b] if self.spec.read_spectra else None, self._lc_arr[p0:p1], p0)
+        entry = (self._spec_arr[a:b] if self.spec.read_spectra else None, self._lc_points(p0, p1), p0)
         self._cache[c] = entry
         if len(self._cache) > self._cache_cap:
             self._cache.popitem(last=False)
         return entry
+
+    def _lc_points(self, p0: int, p1: int) -> np.ndarray:
+        """Points [p0, p1) through an LRU of whole decoded lc/values chunks: an object chunk's points rarely
+        align with lc chunks, and slicing would decode the same lc chunk once per object chunk touching it."""
+        if p1 <= p0:
+            return np.zeros((0, 3), np.float32)
+        c = self._lc_chunk
+        parts = []
+        for k in range(p0 // c, (p1 - 1) // c + 1):
+            block = self._lc_cache.get(k)
+            if block is None:
+                block = self._lc_arr[k * c:(k + 1) * c]
+                self._lc_cache[k] = block
+                if len(self._lc_cache) > 4:
+                    self._lc_cache.popitem(last=False)
+            else:
+                self._lc_cache.move_to_end(k)
+            parts.append(block)
+        base = (p0 // c) * c
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return data[p0 - base:p1 - base]
 
     def make_batch(self, rows: np.ndarray, epoch: int, batch_index: int) -> dict[str, torch.Tensor]:
         self._open()
@@ -142,22 +166,31 @@ class TrimodalBatches:
         lc = np.zeros((n, SEQ_LEN, 9), dtype=np.float32)
         mask = np.zeros((n, SEQ_LEN), dtype=np.float32)
         rng = np.random.default_rng([s.seed, epoch, s.rank, batch_index])
-        for j, row in enumerate(rows):
-            if self._full is not None:
-                spec_c, values, base, pos = self._full[0], self._full[1], 0, row
-            else:
-                c = int(row) // self.chunk
-                spec_c, values, base = self._chunk(c)
-                pos = row - c * self.chunk
+        # Window of each light curve, vectorised: random start when training, centred when evaluating.
+        first = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - first
+        spare = np.maximum(lengths - SEQ_LEN, 0)
+        starts = (rng.random(n) * (spare + 1)).astype(np.int64) if s.train else spare // 2
+        take = np.minimum(lengths, SEQ_LEN)
+        steps = np.arange(SEQ_LEN)
+        mask[:] = steps[None, :] < take[:, None]
+        point = first[:, None] + starts[:, None] + np.minimum(steps[None, :], np.maximum(take[:, None] - 1, 0))
+        if self._full is not None:
             if spec is not None:
-                spec[j] = spec_c[pos]
-            p0, p1 = int(self.offsets[row]) - base, int(self.offsets[row + 1]) - base
-            length = p1 - p0
-            if length > SEQ_LEN:
-                start = int(rng.integers(0, length - SEQ_LEN + 1)) if s.train else (length - SEQ_LEN) // 2
-                p0, length = p0 + start, SEQ_LEN
-            lc[j, :length, :3] = values[p0:p0 + length]
-            mask[j, :length] = 1.0
+                spec[:] = self._full[0][rows]
+            values = self._full[1]
+            if len(values):
+                lc[:, :, :3] = values[np.minimum(point, len(values) - 1)]
+        else:
+            chunk_of = rows // self.chunk
+            for c in np.unique(chunk_of):
+                sel = np.flatnonzero(chunk_of == c)
+                spec_c, values, base = self._chunk(int(c))
+                if spec is not None:
+                    spec[sel] = spec_c[rows[sel] - c * self.chunk]
+                if len(values):
+                    lc[sel, :, :3] = values[np.clip(point[sel] - base, 0, len(values) - 1)]
+        lc[:, :, :3] *= mask[:, :, None]
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
         out = {
             "lc": torch.from_numpy(lc),

@@ -1,0 +1,73 @@
+"""Ingestion scaling: wall time, objects/s and peak RSS for synthetic stores of growing size.
+
+Each size runs in its own process (optionally under mpiexec) so peak RSS is that build's alone. Memory must
+stay flat as N grows (streaming in bounded blocks); the last line extrapolates the time for the ASAS-SN
+variable-star catalogue (~690,000 objects).
+
+    python benchmarks/ingest_scaling.py [--sizes 20000 200000] [--ranks 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ASASSN_VARIABLES = 690_000
+
+
+def run(n: int, ranks: int, out: Path) -> dict:
+    astrom3 = str(Path(sys.executable).parent / "astrom3")
+    cmd = [astrom3, "ingest", "synthetic", "-n", str(n), "--out", str(out), "--on-error", "skip", "--no-progress"]
+    if ranks > 1:
+        cmd = ["mpiexec", "-n", str(ranks), *cmd]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    # GNU time reports the largest RSS of any process in the tree it waits for (per rank under mpiexec).
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(r.stderr[-3000:])
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"n": n, "wall_s": wall, "obj_per_s": n / wall, "peak_rss_mb": rss_kb / 1024,
+            "store_mb": size / 2**20, "n_valid": summary["n_valid"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
+    ap.add_argument("--ranks", type=int, default=1)
+    ap.add_argument("--dir", default=None, help="where to build (default: a temp dir, removed afterwards)")
+    args = ap.parse_args()
+    if not shutil.which("time") and not Path("/usr/bin/time").exists():
+        raise SystemExit("needs GNU time (/usr/bin/time): apt-get install time")
+    root = Path(args.dir or tempfile.mkdtemp(prefix="ingest-bench-"))
+    rows = []
+    for n in args.sizes:
+        out = root / f"s{n}.zarr"
+        rows.append(run(n, args.ranks, out))
+        shutil.rmtree(out, ignore_errors=True)
+        r = rows[-1]
+        print(f"n={n:>8}: {r['wall_s']:8.1f} s  {r['obj_per_s']:8.0f} obj/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
+              f"store {r['store_mb']:8.0f} MB", flush=True)
+    if not args.dir:
+        shutil.rmtree(root, ignore_errors=True)
+    a, b = rows[0], rows[-1]
+    print(f"\nranks {args.ranks}; RSS ratio {b['n']}/{a['n']} objects: {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x "
+          f"for {b['n'] / a['n']:.0f}x the objects (flat is ~1x; target < 4 GB)")
+    print(f"extrapolated ASAS-SN variable catalogue ({ASASSN_VARIABLES:,} objects): "
+          f"{ASASSN_VARIABLES / b['obj_per_s'] / 60:.1f} min at {b['obj_per_s']:.0f} obj/s, "
+          f"~{b['store_mb'] / b['n'] * ASASSN_VARIABLES / 1024:.1f} GB on disk")
+
+
+if __name__ == "__main__":
+    main()

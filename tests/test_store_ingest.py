@@ -1,0 +1,197 @@
+"""Ingestion into the Zarr store: round trips, atomicity, bad input, and MPI builds equal to serial ones."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from astrom3_hpc.data.ingest import IngestError, IngestOptions, ingest
+from astrom3_hpc.data.preprocess import preprocess
+from astrom3_hpc.data.raw import BadInputError
+from astrom3_hpc.data.store import SCHEMA_VERSION, Store, StoreError
+from astrom3_hpc.data.synthetic import SyntheticSource
+from conftest import SMALL_LAYOUT, build_synthetic_store
+
+
+class Corrupting:
+    """A real generator whose chosen objects are broken the ways real files break."""
+
+    def __init__(self, n, faults):
+        self.inner = SyntheticSource(n, seed=3, missing_rate=0.0)
+        self.faults = faults
+
+    def __len__(self):
+        return len(self.inner)
+
+    def describe(self):
+        return {"name": "corrupting", **self.inner.describe()}
+
+    def class_names(self):
+        return self.inner.class_names()
+
+    def get(self, i):
+        obj = self.inner.get(i)
+        kind = self.faults.get(i)
+        obj.source = f"obj{i}.dat"
+        if kind == "missing_file":
+            raise BadInputError(obj.object_id, f"lc/obj{i}.dat", "file not found")
+        if kind == "empty_lc":
+            obj.lc = np.zeros((0, 3))
+        if kind == "flat_spectrum":
+            obj.spec_flux = np.full_like(obj.spec_flux, 2.0)
+        if kind == "nan_meta":
+            obj.meta[5] = np.nan
+        return obj
+
+
+def test_round_trip_values_equal_preprocessing(tiny_store):
+    s = Store(tiny_store)
+    src = SyntheticSource(640, seed=0)
+    assert s.attrs["schema_version"] == SCHEMA_VERSION and s.n_objects == 640
+    assert s.attrs["provenance"]["source"]["seed"] == 0
+    skipped = {d["index"] for d in s.skipped()}
+    r = s.root
+    for i in [0, 1, 17, 255, 639]:
+        if i in skipped:
+            continue
+        pre, present = preprocess(src.get(i))
+        a, b = s.offsets[i], s.offsets[i + 1]
+        np.testing.assert_array_equal(r["lc/values"][a:b], pre.lc_values)
+        np.testing.assert_array_equal(r["spec"][i], pre.spec)
+        np.testing.assert_array_equal(r["meta"][i], pre.meta)
+        np.testing.assert_array_equal(r["aux"][i], pre.aux)
+        assert r["object_id"][i] == src.get(i).object_id and r["label"][i] == src.get(i).label
+
+
+def test_splits_and_stats_stored_for_every_seed(tiny_store):
+    s = Store(tiny_store)
+    valid = s.root["valid"][:]
+    for seed in (42, 0, 66, 12, 123):
+        tr, va, te = (s.split(seed, "full", k) for k in ("train", "val", "test"))
+        assert not set(tr) & set(te) and not set(tr) & set(va) and not set(va) & set(te)
+        assert valid[np.concatenate([tr, va, te])].all()
+        st = s.stats(seed)
+        np.testing.assert_allclose(st["meta_mean"], s.root["meta"][:][tr].mean(0), rtol=1e-4, atol=1e-5)
+        assert len(s.split(seed, "sub10", "train")) < len(tr)
+
+
+def test_store_chunks_are_at_least_a_megabyte_by_default():
+    from astrom3_hpc.data.store import Layout
+
+    lay = Layout(n_objects=1)
+    assert lay.chunk_objects * 3 * 2575 * 4 >= 1_000_000
+    assert lay.table_chunk * 34 * 4 >= 1_000_000
+    assert lay.lc_chunk * 3 * 4 >= 250_000  # points axis: sized to one spectra chunk's light curves
+
+
+@pytest.mark.parametrize("kind,reason", [("missing_file", "file not found"), ("empty_lc", "empty light curve"),
+                                          ("flat_spectrum", "flat spectrum"), ("nan_meta", "NaN")])
+def test_bad_input_fails_naming_object_and_file_and_leaves_nothing(tmp_path, kind, reason):
+    src = Corrupting(40, {7: kind})
+    out = tmp_path / "s.zarr"
+    with pytest.raises(IngestError) as e:
+        ingest(src, out, IngestOptions(progress=False, layout_kw=SMALL_LAYOUT))
+    oid = src.inner.get(7).object_id
+    assert f"object {oid}" in str(e.value) and "obj7.dat" in str(e.value) and reason in str(e.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_skip_writes_a_report_and_keeps_the_rest(tmp_path):
+    faults = {3: "missing_file", 9: "empty_lc", 20: "flat_spectrum", 33: "nan_meta"}
+    out = tmp_path / "s.zarr"
+    summary = ingest(Corrupting(40, faults), out, IngestOptions(on_error="skip", progress=False,
+                                                                  layout_kw=SMALL_LAYOUT))
+    s = Store(out)
+    report = json.loads((out / "skipped.json").read_text())
+    assert [d["index"] for d in report] == sorted(faults)
+    assert summary["n_skipped"] == 4
+    assert not s.root["valid"][:][sorted(faults)].any()
+    for seed in (42, 0):
+        for k in ("train", "val", "test"):
+            assert not set(s.split(seed, "full", k)) & set(faults)
+
+
+def test_existing_store_is_not_overwritten_without_flag(tiny_store):
+    with pytest.raises(FileExistsError, match="already exists"):
+        ingest(SyntheticSource(10), tiny_store, IngestOptions(progress=False))
+
+
+def test_interrupted_build_never_looks_finished(tmp_path):
+    class Exploding(Corrupting):
+        def get(self, i):
+            if i == 30:
+                raise KeyboardInterrupt
+            return super().get(i)
+
+    out = tmp_path / "s.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        ingest(Exploding(40, {}), out, IngestOptions(progress=False, layout_kw=SMALL_LAYOUT))
+    assert not out.exists()
+    leftovers = list(tmp_path.iterdir())
+    assert all(p.name.startswith(".s.zarr.tmp-") for p in leftovers)
+    for p in leftovers:
+        with pytest.raises(StoreError, match="not marked complete"):
+            Store(p)
+
+
+def test_wrong_schema_version_and_missing_chunk_are_refused(tmp_path, tiny_store):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    g = zarr.open_group(str(copy), mode="r+")
+    g.attrs["schema_version"] = 99
+    with pytest.raises(StoreError, match="schema_version 99"):
+        Store(copy)
+    g.attrs["schema_version"] = SCHEMA_VERSION
+    Store(copy)
+    chunk = next(p for p in (copy / "spec" / "c").rglob("*") if p.is_file())
+    chunk.unlink()
+    with pytest.raises(StoreError, match="array 'spec' has .* chunks on disk"):
+        Store(copy)
+
+
+def test_sharded_store_reads_the_same(tmp_path, tiny_store):
+    out = tmp_path / "sharded.zarr"
+    ingest(SyntheticSource(640, seed=0), out, IngestOptions(on_error="skip", progress=False,
+                                                              layout_kw={**SMALL_LAYOUT, "shard_chunks": 4}))
+    a, b = Store(tiny_store), Store(out)
+    assert b.root["spec"].shards is not None
+    np.testing.assert_array_equal(a.root["spec"][100:140], b.root["spec"][100:140])
+
+
+def _venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_build_equals_serial_build(tmp_path, tiny_store):
+    out = tmp_path / "mpi.zarr"
+    env = {**os.environ, "PATH": f"{_venv_bin()}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    cmd = ["mpiexec", "-n", "2", "astrom3", "ingest", "synthetic", "-n", "640", "--seed", "0", "--out", str(out),
+           "--on-error", "skip", "--no-progress", "--chunk-objects", "16", "--table-chunk", "64",
+           "--lc-chunk", "4096"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = Store(tiny_store), Store(out)
+    assert b.attrs["provenance"]["mpi_ranks"] == 2
+    for name in ["object_id", "label", "valid", "present", "lc/length", "lc/stats", "lc/offsets", "lc/values",
+                 "aux", "meta", "spec"]:
+        np.testing.assert_array_equal(a.root[name][:], b.root[name][:], err_msg=name)
+    for seed in (42, 123):
+        for sub in ("full", "sub10"):
+            np.testing.assert_array_equal(a.split(seed, sub, "train"), b.split(seed, sub, "train"))
+        for k, v in a.stats(seed).items():
+            np.testing.assert_array_equal(v, b.stats(seed)[k])
+    assert a.skipped() == b.skipped()
+
+
+def test_cli_errors_are_clear_and_nonzero(tmp_path):
+    r = subprocess.run([str(_venv_bin() / "astrom3"), "info", str(tmp_path / "nope.zarr")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "nope.zarr is not a Zarr v3 store" in r.stderr
