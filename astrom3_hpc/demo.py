@@ -89,7 +89,7 @@ def cmd_demo(args) -> int:
                     raise RuntimeError(f"fine-tuning task {t.name} failed (exit {p.returncode})")
     from .collect import collect
 
-    results = collect(sweep_dir)
+    results = collect(sweep_dir, stream=sys.stdout)
     _print_margin(sw)
     log.info("demo finished in %.1f min; results in %s", (time.perf_counter() - t_start) / 60,
              sweep_dir / "results")

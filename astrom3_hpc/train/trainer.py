@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from .. import dist as adist
+from ..dist.env import find_free_port
 from ..config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
@@ -60,7 +61,12 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------------
     def setup_distributed(self) -> None:
-        self.env = adist.init()
+        import os
+
+        if adist.detect(use_scontrol=False, use_mpi4py=False).launcher == "single" and "MASTER_PORT" not in os.environ:
+            # Without a group DeepSpeed creates one on port 29500: two one-process jobs on a node would collide.
+            os.environ["MASTER_PORT"] = str(find_free_port())
+        self.env = adist.init(force_group=True)
         self.rank, self.world = self.env.rank, self.env.world_size
         self.is_main = self.rank == 0
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
