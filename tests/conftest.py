@@ -32,3 +32,8 @@ def build_synthetic_store(path: Path, n: int = 640, seed: int = 0, **kw) -> Path
 def tiny_store(tmp_path_factory) -> Path:
     """640 synthetic objects, small chunks so that several ranks and chunks are exercised."""
     return build_synthetic_store(tmp_path_factory.mktemp("store") / "tiny.zarr")
+
+
+# The real single-node and multi-host SLURM clusters (started on first use; under CI=true a cluster that
+# cannot start fails the test instead of skipping it).
+from slurm_cluster import slurm_cluster, slurm_multihost_cluster  # noqa: E402,F401
