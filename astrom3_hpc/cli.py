@@ -35,9 +35,10 @@ def _add_ingest(sub) -> None:
                        description="Preprocess raw objects once and write a versioned Zarr v3 store with splits "
                                    "and z-score statistics for every split seed. Runs in parallel under "
                                    "`mpiexec -n N astrom3 ingest ...`. The store appears only when complete.")
-    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "lamost"],
-                   help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout; "
-                        "ztf-vsx / lamost: single-modality real samples")
+    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost"],
+                   help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout "
+                        "(split CSVs, light-curve zip or directory, LAMOST FITS); ztf-vsx, stripe82 (light "
+                        "curves) and lamost (spectra): single-modality real samples")
     p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
     p.add_argument("--root", help="input directory for real sources")
     p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects")
@@ -69,6 +70,8 @@ def make_source(args):
         return readers.AstroM3RawSource(args.root)
     if args.source == "ztf-vsx":
         return readers.ZTFVSXSource(args.root)
+    if args.source == "stripe82":
+        return readers.Stripe82RRLyraeSource(args.root)
     return readers.LamostSampleSource(args.root)
 
 

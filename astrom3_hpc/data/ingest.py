@@ -15,6 +15,7 @@ import shutil
 import time
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,9 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
         comm.barrier()
         if comm.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise IngestError(f"ingestion into {out} failed, nothing was written:\n" + "\n".join(errors))
+        hint = "" if opt.on_error == "skip" else \
+            "\n(--on-error skip keeps going and lists bad objects in skipped.json)"
+        raise IngestError(f"ingestion into {out} failed, nothing was written:\n" + "\n".join(errors) + hint)
 
     part_sizes = [s["lc_points"] for s in statuses]
     with zarr.config.set({"array.write_empty_chunks": True}):
@@ -282,8 +285,11 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
         stats = {}
         for name, values, col in (("meta", meta, 2), ("aux", aux, 0)):
             rows = train[present[train, col]]
-            mean = values[rows].mean(axis=0) if len(rows) else np.zeros(values.shape[1])
-            std = values[rows].std(axis=0) if len(rows) else np.ones(values.shape[1])
+            # nan-aware: a catalogue value a source lacks (rfr_score outside ASAS-SN) is stored as NaN.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns and empty splits
+                mean = np.nan_to_num(np.nanmean(values[rows], axis=0), nan=0.0)
+                std = np.nan_to_num(np.nanstd(values[rows], axis=0), nan=1.0)
             std[std == 0] = 1.0  # a constant column carries no information; keep it at 0 instead of NaN
             stats[f"{name}_mean"], stats[f"{name}_std"] = mean.astype(np.float32), std.astype(np.float32)
         for k, v in stats.items():

@@ -56,7 +56,8 @@ class TrimodalBatches:
         self.present = r["present"][:]
         self.offsets = store.offsets
         self.meta = ((r["meta"][:] - stats["meta_mean"]) / stats["meta_std"]).astype(np.float32)
-        aux = ((r["aux"][:] - stats["aux_mean"]) / stats["aux_std"]).astype(np.float32)
+        # A catalogue value the source lacked (NaN) gets the train mean: 0 after z-scoring.
+        aux = np.nan_to_num((r["aux"][:] - stats["aux_mean"]) / stats["aux_std"], nan=0.0).astype(np.float32)
         if not spec.use_rfr_score:
             aux[:, _RFR] = 0.0
         # Per-step auxiliary channels: 4 z-scored photometric features, log10 MAD, time span in years.

@@ -121,14 +121,37 @@ def metadata(meta: np.ndarray, object_id, source: str) -> np.ndarray:
     return meta.astype(np.float32)
 
 
-def aux_features(aux: np.ndarray, object_id, source: str) -> np.ndarray:
+def lafler_kinman(t: np.ndarray, y: np.ndarray, period: float) -> float:
+    """Lafler-Kinman string-length statistic of y folded at `period` (small for a good period)."""
+    order = np.argsort(np.mod(t, period) / period, kind="stable")
+    yy = y[order]
+    den = np.sum((yy - yy.mean()) ** 2)
+    return float(np.sum(np.diff(yy) ** 2) / den) if den > 0 else float("nan")
+
+
+def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None = None) -> np.ndarray:
+    """amplitude, log10 period, lksl_statistic, rfr_score.
+
+    Catalogue values are used as given. Sources that are not the ASAS-SN catalogue (ZTF, Stripe 82) have a period
+    but lack the rest: amplitude (mag, 2.5-97.5 percentile range of the flux) and the Lafler-Kinman statistic are
+    then computed from the light curve itself, and a missing rfr_score stays NaN: the loader imputes the train
+    mean for it (0 after z-scoring). The period is required.
+    """
     aux = np.asarray(aux, dtype=np.float64).copy()
     if aux.shape != (4,):
         raise BadInputError(object_id, source, f"aux features must have 4 values, got {aux.shape}")
-    if not np.all(np.isfinite(aux)):
-        raise BadInputError(object_id, source, "NaN in photometric aux features (amplitude, period, lksl, rfr)")
-    if aux[1] <= 0:
-        raise BadInputError(object_id, source, f"period must be positive, got {aux[1]}")
+    if not (np.isfinite(aux[1]) and aux[1] > 0):
+        raise BadInputError(object_id, source, f"period must be a positive number, got {aux[1]}")
+    if lc is not None and len(lc) >= 3:
+        t, flux = lc[:, 0], lc[:, 1]
+        if not np.isfinite(aux[0]) and np.all(flux > 0):
+            lo, hi = np.percentile(flux, [2.5, 97.5])
+            aux[0] = 2.5 * np.log10(hi / lo)
+        if not np.isfinite(aux[2]):
+            aux[2] = lafler_kinman(t, flux, aux[1])
+    if not np.all(np.isfinite(aux[:3])):
+        raise BadInputError(object_id, source, "NaN in photometric aux features (amplitude, lksl_statistic) "
+                                               "that cannot be derived from the light curve")
     aux[1] = np.log10(aux[1])
     return aux.astype(np.float32)
 
@@ -145,7 +168,7 @@ def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra"
     src = obj.source or "<unknown source>"
     if "photo" in has:
         lc_values, lc_stats = light_curve(obj.lc, obj.object_id, src)
-        aux = aux_features(obj.aux, obj.object_id, src)
+        aux = aux_features(obj.aux, obj.object_id, src, np.asarray(obj.lc, dtype=np.float64))
     else:
         lc_values, lc_stats = np.zeros((0, 3), np.float32), np.zeros(2, np.float32)
         aux = np.zeros(4, np.float32)

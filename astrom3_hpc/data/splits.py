@@ -44,7 +44,7 @@ def subset_threshold(class_counts: list[int] | np.ndarray, factor: int) -> int:
 
 def subset_indices(idx: np.ndarray, labels: np.ndarray, factor: int, seed: int) -> np.ndarray:
     """Cap every class of the split `idx` at the water-filling threshold by seeded random down-sampling."""
-    if factor == 1:
+    if factor == 1 or len(idx) == 0:
         return np.sort(idx)
     lab = labels[idx]
     classes, counts = np.unique(lab, return_counts=True)
