@@ -867,7 +867,33 @@ def _band_name(band: str | int, allowed: Iterable[str]) -> str:
     return name
 
 
-class ZTFVSXSource:
+class _LongTableSource:
+    """A light-curve-only source over one long-format table, parsed lazily once per process (never pickled to
+    workers or ranks: each re-reads it on first use)."""
+
+    _table: "LongLightCurves | None" = None
+    lc_path: Path
+
+    @staticmethod
+    def _read_table(path) -> "LongLightCurves":
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        st = self.__dict__.copy()
+        st["_table"] = None
+        return st
+
+    @property
+    def table(self) -> "LongLightCurves":
+        if self._table is None:
+            self._table = self._read_table(self.lc_path)
+        return self._table
+
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES
+
+
+class ZTFVSXSource(_LongTableSource):
     """The shared ZTF DR3 VSX set (``ztf_vsx_objects.csv`` + ``ztf_vsx_lightcurves_long.csv.gz``) as RawObjects.
 
     Light-curve only (``extra["modalities"] == ("photo",)``): one band (ZTF r = filter 2 by default), time in
@@ -895,22 +921,10 @@ class ZTFVSXSource:
                 raise BadInputError("*", str(self.objects_path), f"missing column {c!r} in the CSV header")
         self._table: LongLightCurves | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        st = self.__dict__.copy()
-        st["_table"] = None
-        return st
-
-    @property
-    def table(self) -> LongLightCurves:
-        if self._table is None:
-            self._table = read_ztf_vsx_long(self.lc_path)
-        return self._table
+    _read_table = staticmethod(read_ztf_vsx_long)
 
     def __len__(self) -> int:
         return len(self._cat)
-
-    def class_names(self) -> tuple[str, ...]:
-        return CLASS_NAMES
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ztf_vsx", "objects_csv": str(self.objects_path), "lc_csv": str(self.lc_path),
@@ -976,7 +990,7 @@ def _read_mrt_amplitudes(path: Path) -> dict[int, dict[str, float]]:
     return out
 
 
-class Stripe82RRLyraeSource:
+class Stripe82RRLyraeSource(_LongTableSource):
     """The shared SDSS Stripe 82 RR Lyrae set (Sesar et al. 2010) as light-curve-only RawObjects.
 
     One band (g or r, default r; u, i, z accepted), MJD, flux in mJy (`mag_to_flux_mjy`; SDSS 99.999 sentinels
@@ -1017,22 +1031,10 @@ class Stripe82RRLyraeSource:
         known = set(order)
         self._ids = order + sorted(i for i in ids if i not in known) if order else ids
 
-    def __getstate__(self) -> dict[str, Any]:
-        st = self.__dict__.copy()
-        st["_table"] = None
-        return st
-
-    @property
-    def table(self) -> LongLightCurves:
-        if self._table is None:
-            self._table = read_stripe82_long(self.lc_path)
-        return self._table
+    _read_table = staticmethod(read_stripe82_long)
 
     def __len__(self) -> int:
         return len(self._ids)
-
-    def class_names(self) -> tuple[str, ...]:
-        return CLASS_NAMES
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "stripe82_rrlyrae", "lc_csv": str(self.lc_path), "periods_csv": str(self.periods_path),
