@@ -12,10 +12,10 @@ stamp=.venv/.astrom3-installed
 want=$(cat setup.cfg setup.py | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "[setup] installing into .venv (about a minute)"
-  pip install -q --disable-pip-version-check --upgrade pip wheel setuptools 2>&1 | grep -v "is ignored" || true
+  pip install -q --disable-pip-version-check --upgrade pip wheel setuptools 2>&1 | { grep -v "is ignored" || true; }
   # The CPU wheel first: with torch==2.13.0 satisfied, nothing below pulls a CUDA build.
-  pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
-  pip install -q --disable-pip-version-check -e '.[test,mpi]' 2>&1 | grep -v "is ignored" || true
+  pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
+  pip install -q --disable-pip-version-check -e '.[test,mpi,science]' 2>&1 | { grep -v "is ignored" || true; }
   python -c "import torch, deepspeed, zarr, mpi4py, submitit" >/dev/null 2>&1 \
     || { echo "[setup] install failed: the stack does not import" >&2; exit 1; }
   echo "$want" > "$stamp"

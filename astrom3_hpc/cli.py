@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(sub)
     _add_info(sub)
     _add_train(sub)
+    from .science.cli import add_parsers as add_science_parsers
+
+    add_science_parsers(sub)
     from . import collect, demo
 
     collect.add_parser(sub)

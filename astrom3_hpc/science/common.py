@@ -1,0 +1,223 @@
+"""Shared pieces of the science tools: run directories, the trained model, the embeddings store, metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("astrom3")
+
+SCIENCE_DIR = "science"
+EMBEDDINGS = "embeddings.zarr"
+EMBEDDINGS_SCHEMA = "astrom3-embeddings/1"
+AVERAGE = "average"  # the L2-normalised mean of the normalised per-modality embeddings
+
+
+def science_dir(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where the science tools write: `out_dir` if given, else RUN_DIR/science."""
+    return Path(out_dir) if out_dir is not None else Path(run_dir) / SCIENCE_DIR
+
+
+def run_config(run_dir: str | Path):
+    from ..config import config_from_dict
+    from ..train.rundir import read_run_config
+
+    return config_from_dict(read_run_config(run_dir))
+
+
+def load_model(run_dir: str | Path, device=None):
+    """The pretrained CLIP model of a finished pretraining run (best weights), in eval mode.
+
+    Returns (model, cfg, meta) where meta is what the run saved with the weights (epoch, val metrics, seed).
+    """
+    import torch
+
+    from ..model import build_clip
+    from ..train.checkpoint import BEST_MODEL, load_weights
+
+    cfg = run_config(run_dir)
+    blob = load_weights(Path(run_dir) / BEST_MODEL)
+    meta = blob.get("meta", {})
+    if meta.get("kind", "pretrain") != "pretrain":
+        raise ValueError(f"{run_dir} is a {meta.get('kind')} run; the science tools need a pretraining run")
+    model = build_clip(cfg.model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(blob["state_dict"]))
+    if missing:
+        raise ValueError(f"{run_dir}/{BEST_MODEL} lacks parameters {missing[:5]} (not a CLIP pretraining run?)")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in blob["state_dict"].items() if k in own})
+    model.to(device or torch.device("cpu")).eval()
+    return model, cfg, meta
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def average_embedding(parts: list[np.ndarray], present: np.ndarray | None = None) -> np.ndarray:
+    """L2-normalised mean of the L2-normalised per-modality embeddings (the paper's 'avg' fusion).
+
+    present: optional (N, len(parts)) bool; the mean then runs over each object's present modalities only
+    (an object with none present falls back to all)."""
+    stack = np.stack([normalise(p) for p in parts])  # (M, N, D)
+    if present is None:
+        return normalise(stack.mean(0))
+    w = np.asarray(present, dtype=np.float32).T  # (M, N)
+    w[:, w.sum(0) == 0] = 1.0
+    return normalise((stack * w[:, :, None]).sum(0) / w.sum(0)[:, None])
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+@dataclass
+class Embeddings:
+    """An embeddings store read into memory (rows in store-row order)."""
+
+    path: Path
+    vectors: dict[str, np.ndarray]  # view name (modality or "average") -> (N, D) float32, unit norm
+    object_id: np.ndarray  # (N,) int64
+    row: np.ndarray  # (N,) int64, row index in the data store
+    label: np.ndarray  # (N,) int64, -1 for objects of classes unseen in training
+    present: np.ndarray  # (N, n_store_modalities) bool
+    splits: dict[str, np.ndarray]  # "train"/"val"/"test" -> (N,) bool, membership in the full subset
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.attrs["modalities"])
+
+    @property
+    def views(self) -> list[str]:
+        return self.modalities + [AVERAGE]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs["class_names"])
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def class_name(self, label: int) -> str:
+        return self.class_names[label] if 0 <= label < len(self.class_names) else "unseen"
+
+    def position_of_object(self, object_id: int) -> int:
+        hit = np.flatnonzero(self.object_id == int(object_id))
+        if len(hit) == 0:
+            raise ValueError(f"object id {object_id} is not in {self.path} ({len(self)} objects)")
+        return int(hit[0])
+
+    def position_of_row(self, row: int) -> int:
+        hit = np.flatnonzero(self.row == int(row))
+        if len(hit) == 0:
+            raise ValueError(f"store row {row} is not in {self.path}")
+        return int(hit[0])
+
+    def view(self, name: str) -> np.ndarray:
+        if name not in self.vectors:
+            raise ValueError(f"no embedding '{name}' in {self.path}; have {sorted(self.vectors)}")
+        return self.vectors[name]
+
+    def has(self, name: str) -> np.ndarray:
+        """(N,) bool: objects that have view `name` (a modality the store marks absent has no embedding worth
+        using; the average needs at least one present modality)."""
+        cols = list(self.attrs.get("store_modalities", []))
+        if name == AVERAGE:
+            idx = [cols.index(m) for m in self.modalities if m in cols]
+            return self.present[:, idx].any(1) if idx else np.ones(len(self), bool)
+        if name in cols:
+            return self.present[:, cols.index(name)].copy()
+        return np.ones(len(self), bool)
+
+    def split_name(self, i: int) -> str:
+        for s, m in self.splits.items():
+            if m[i]:
+                return s
+        return "-"
+
+
+def read_embeddings(path: str | Path) -> Embeddings:
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise FileNotFoundError(f"{path} is not an embeddings store; create it with `astrom3 embed RUN_DIR`")
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    if attrs.get("schema") != EMBEDDINGS_SCHEMA or not attrs.get("complete"):
+        raise ValueError(f"{path}: not a complete {EMBEDDINGS_SCHEMA} store (schema {attrs.get('schema')!r}, "
+                         f"complete {attrs.get('complete')!r}); rerun `astrom3 embed`")
+    views = list(attrs["modalities"]) + [AVERAGE]
+    return Embeddings(
+        path=path,
+        vectors={v: root[f"emb/{v}"][:] for v in views},
+        object_id=root["object_id"][:].astype(np.int64),
+        row=root["row"][:].astype(np.int64),
+        label=root["label"][:].astype(np.int64),
+        present=root["present"][:].astype(bool),
+        splits={s: root[f"split/{s}"][:].astype(bool) for s in ("train", "val", "test")},
+        attrs=attrs,
+    )
+
+
+def embeddings_for(run_dir: str | Path, out_dir: str | Path | None = None, embeddings: str | Path | None = None,
+                   auto: bool = True) -> Embeddings:
+    """The embeddings of a run: `embeddings` if given, else SCIENCE_DIR/embeddings.zarr, computed (one process)
+    when missing and `auto`."""
+    path = Path(embeddings) if embeddings else science_dir(run_dir, out_dir) / EMBEDDINGS
+    if not (path / "zarr.json").exists() and auto and embeddings is None:
+        from .embed import embed_run
+
+        log.info("%s does not exist yet: embedding the run's store first (astrom3 embed)", path)
+        embed_run(run_dir, out=path)
+    return read_embeddings(path)
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` (higher = more likely positive); ties count one half.
+    NaN when one of the two groups is empty. (Mann-Whitney U with average ranks.)"""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks for ties
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def precision_at_k(scores: np.ndarray, positive: np.ndarray, k: int) -> float:
+    """Share of positives among the k highest scores (stable order: earlier rows win ties)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    k = int(min(k, len(scores)))
+    if k <= 0:
+        return float("nan")
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(positive[top].mean())
+
+
+def detection_metrics(scores: np.ndarray, positive: np.ndarray, ks=(10, 50, 100)) -> dict[str, Any]:
+    """ROC AUC, precision@k for fixed k and at k = number of positives (R-precision), base rate.
+    Objects without a finite score (e.g. lacking the modality) are left out."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    ok = np.isfinite(scores)
+    scores, positive = scores[ok], positive[ok]
+    n_pos = int(positive.sum())
+    out: dict[str, Any] = {"n": int(len(positive)), "n_positive": n_pos,
+                           "base_rate": float(positive.mean()) if len(positive) else float("nan"),
+                           "roc_auc": roc_auc(scores, positive)}
+    for k in ks:
+        if k <= len(positive):
+            out[f"precision_at_{k}"] = precision_at_k(scores, positive, k)
+    out["r_precision"] = precision_at_k(scores, positive, n_pos) if n_pos else float("nan")
+    return out

@@ -1,0 +1,227 @@
+"""`astrom3 embed`: embeddings of every valid object of a store under a pretrained model, as a Zarr v3 store.
+
+Layout of RUN_DIR/science/embeddings.zarr (one row per embedded object, in store-row order):
+
+    emb/<modality>   (N, D) float32   L2-normalised embedding of each modality of the model
+    emb/average      (N, D) float32   L2-normalised mean of the normalised embeddings of the modalities the
+                                      object has
+    object_id        (N,)   int64     the store's object id
+    row              (N,)   int64     row index in the data store (= generator index for synthetic stores)
+    label            (N,)   int16     stored label, -1 for classes unseen in training
+    present          (N, 3) bool      modalities the object has (photo, spectra, meta)
+    split/{train,val,test} (N,) bool  membership in the full subset of the run's split seed
+    attrs: schema, complete, modalities, embed_dim, class_names, run_dir, store, store_provenance, split_seed,
+           sample_seed, model_meta, n_objects, world_size
+
+Distributed: under torchrun / srun / mpiexec every rank embeds a contiguous, chunk-aligned range of the output
+rows and writes it directly into the temporary store that rank 0 created; rank 0 marks it complete and renames
+it into place after a barrier. One process does the same alone. Readers never see a partial store.
+
+Light curves: the paper preset samples attention keys at evaluation time. The sampler is re-seeded with
+`sample_seed` before every batch; in the reference layout one index table is shared by the whole batch, so an
+object's embedding is a function of the object alone (not of its batch or rank).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import replace_dir
+from .common import AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, average_embedding, load_model, science_dir
+
+log = logging.getLogger("astrom3")
+
+CHUNK_ROWS = 4096
+DEFAULT_SAMPLE_SEED = 0
+
+
+def select_rows(store, seed: int, splits: list[str] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows to embed (sorted) and their split membership. splits None: every valid object, unseen-class
+    objects (in no split) included; else the union of the named splits of the full subset."""
+    valid = store.root["valid"][:].astype(bool)
+    members = {s: store.split(seed, "full", s) for s in ("train", "val", "test")}
+    if splits:
+        unknown = sorted(set(splits) - set(members))
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}; choose from train, val, test")
+        rows = np.unique(np.concatenate([members[s] for s in splits]))
+    else:
+        rows = np.flatnonzero(valid)
+    flags = {s: np.isin(rows, m) for s, m in members.items()}
+    return rows.astype(np.int64), flags
+
+
+def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_seed: int = DEFAULT_SAMPLE_SEED,
+                device=None) -> dict[str, np.ndarray]:
+    """Normalised embeddings per modality of the given store rows, with evaluation (centre) windows."""
+    import torch
+
+    from ..train.engine import to_device
+
+    mods = list(model.modalities)
+    out: dict[str, list] = {m: [] for m in mods}
+    dev = device or next(model.parameters()).device
+    with torch.no_grad():
+        for k, a in enumerate(range(0, len(rows), batch_size)):
+            batch = to_device(batches.make_batch(rows[a:a + batch_size], 0, k), dev)
+            for m in mods:
+                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                    torch.manual_seed(sample_seed)
+                    out[m].append(model.encode(m, batch).float().cpu().numpy())
+    dim = model.cfg.embed_dim
+    return {m: np.concatenate(v) if v else np.zeros((0, dim), np.float32) for m, v in out.items()}
+
+
+def _rank_range(n: int, chunk: int, rank: int, world: int) -> tuple[int, int]:
+    n_chunks = -(-n // chunk)
+    c0, c1 = n_chunks * rank // world, n_chunks * (rank + 1) // world
+    return min(c0 * chunk, n), min(c1 * chunk, n)
+
+
+def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list[str] | None = None,
+              out: str | Path | None = None, batch_size: int = 256, sample_seed: int = DEFAULT_SAMPLE_SEED,
+              chunk_rows: int = CHUNK_ROWS, progress: bool = False) -> dict[str, Any]:
+    """Embed a store under the run's best model into `out` (default RUN_DIR/science/embeddings.zarr).
+
+    Call it on every rank of a distributed job (it initialises the process group via astrom3_hpc.dist.env) or
+    in one process. Returns a summary (on every rank).
+    """
+    import torch
+    import torch.distributed as tdist
+    import zarr
+
+    from .. import dist as adist
+    from ..data.loader import LoaderSpec, TrimodalBatches
+    from ..data.store import Store, compressor
+    from ..progress import Progress
+
+    t0 = time.perf_counter()
+    # A process group only when launched as several ranks (one process leaves os.environ alone).
+    if adist.is_initialized() or adist.detect(use_mpi4py=False).world_size > 1:
+        adist.init()
+    rank, world = adist.get_rank(), adist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    model, cfg, meta = load_model(run_dir, device)
+    store_path = Path(store) if store is not None else Path(cfg.data.store)
+    if not store_path.exists():
+        raise FileNotFoundError(f"store {store_path} (from the run's config) does not exist; pass --store")
+    st = Store(store_path)
+    seed = cfg.data.seed
+    rows, flags = select_rows(st, seed, splits)
+    n, dim = len(rows), int(cfg.model.embed_dim)
+    mods = list(model.modalities)
+    out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
+    batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split="train", train=False,
+                                         batch_size=batch_size, use_rfr_score=cfg.data.use_rfr_score,
+                                         read_spectra="spectra" in mods))
+
+    # Rank 0 creates the temporary store (every array, the small tables filled in); the others get its path.
+    setup: Any = None
+    if rank == 0:
+        try:
+            setup = str(_create(out, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows,
+                                sample_seed, world, compressor))
+        except Exception as e:  # noqa: BLE001 - forwarded to every rank
+            setup = e
+    setup = adist.broadcast_object(setup)
+    if isinstance(setup, Exception):
+        raise setup
+    tmp = Path(setup)
+
+    lo, hi = _rank_range(n, chunk_rows, rank, world)
+    error = None
+    try:
+        root = zarr.open_group(str(tmp), mode="r+")
+        with Progress(hi - lo, f"embed rank {rank}", enabled=progress and rank == 0) as bar:
+            for a in range(lo, hi, chunk_rows):
+                z = min(a + chunk_rows, hi)
+                emb = encode_rows(model, batches, rows[a:z], batch_size, sample_seed, device)
+                for m in mods:
+                    root[f"emb/{m}"][a:z] = emb[m]
+                root[f"emb/{AVERAGE}"][a:z] = average_embedding([emb[m] for m in mods], _presence(st, rows[a:z], mods))
+                bar.update(z - a)
+    except Exception as e:  # noqa: BLE001
+        import traceback
+
+        error = f"rank {rank}: {traceback.format_exc()}"
+        log.error("embedding failed on rank %d: %s", rank, e)
+    errors = [e for e in _all_gather(error, tdist) if e]
+    if errors:
+        adist.barrier()
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError("embedding failed, nothing was written:\n" + "\n".join(errors))
+    adist.barrier()
+    elapsed = time.perf_counter() - t0
+    summary = {"embeddings": str(out), "n_objects": n, "embed_dim": dim, "modalities": mods + [AVERAGE],
+               "world_size": world, "seconds": round(elapsed, 2),
+               "objects_per_second": round(n / max(elapsed, 1e-9), 1)}
+    if rank == 0:
+        root = zarr.open_group(str(tmp), mode="r+")
+        root.attrs.update({"complete": True, "summary": summary})
+        replace_dir(tmp, out)
+        log.info("embedded %d objects (%s) into %s in %.1f s on %d rank(s)", n, ", ".join(mods), out, elapsed,
+                 world)
+    adist.barrier()
+    return summary
+
+
+def _presence(st, rows: np.ndarray, mods: list[str]) -> np.ndarray:
+    """(len(rows), len(mods)) bool: which of the model's modalities each object has (True for modalities the
+    store does not track)."""
+    from ..data.store import MODALITIES
+
+    p = st.root["present"].oindex[rows] if len(rows) else np.zeros((0, len(MODALITIES)), bool)
+    return np.stack([p[:, MODALITIES.index(m)] if m in MODALITIES else np.ones(len(rows), bool) for m in mods],
+                    axis=1)
+
+
+def _all_gather(obj, tdist) -> list:
+    if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
+        parts = [None] * tdist.get_world_size()
+        tdist.all_gather_object(parts, obj)
+        return parts
+    return [obj]
+
+
+def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed,
+            world, compressor) -> Path:
+    import zarr
+
+    from ..data.store import MODALITIES
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    n = len(rows)
+    c = max(min(chunk_rows, n), 1)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        root = zarr.open_group(str(tmp), mode="w")
+        for v in mods + [AVERAGE]:
+            root.create_array(f"emb/{v}", shape=(n, dim), chunks=(c, dim), dtype="float32",
+                              compressors=compressor(), fill_value=0)
+        present = st.root["present"][:][rows]
+        tables = {"object_id": st.root["object_id"][:][rows].astype(np.int64), "row": rows.astype(np.int64),
+                  "label": st.labels[rows].astype(np.int16), "present": present.astype(bool),
+                  **{f"split/{s}": f.astype(bool) for s, f in flags.items()}}
+        for name, data in tables.items():
+            root.create_array(name, shape=data.shape, chunks=(c, *data.shape[1:]), dtype=data.dtype,
+                              compressors=compressor(), fill_value=0)
+            if n:
+                root[name][:] = data
+        root.attrs.update({
+            "schema": EMBEDDINGS_SCHEMA, "complete": False, "modalities": mods, "embed_dim": dim,
+            "store_modalities": list(MODALITIES), "class_names": list(st.class_names),
+            "run_dir": str(Path(run_dir).resolve()), "store": str(Path(store_path).resolve()),
+            "store_provenance": st.attrs.get("provenance"), "split_seed": int(cfg.data.seed),
+            "sample_seed": int(sample_seed), "model_preset": cfg.model.preset,
+            "model_meta": {k: v for k, v in meta.items() if k in ("epoch", "seed", "kind", "val")},
+            "n_objects": n, "world_size": world, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+    return tmp
