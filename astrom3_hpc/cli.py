@@ -247,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .science.cli import add_parsers as add_science_parsers
 
     add_science_parsers(sub)
-    from . import collect, demo
+    from . import collect, demo, launch
+
+    launch.add_parsers(sub)
 
     collect.add_parser(sub)
     demo.add_parser(sub)

@@ -2,11 +2,18 @@
 
 The handler only sets a flag; ranks agree on it through an all-reduce at each step boundary, so all of them
 stop after the same step even if the signal reached them at different moments.
+
+Inside a Submitit job (``SUBMITIT_EXECUTOR`` set) Submitit's own preemption signal (``SUBMITIT_PREEMPT_SIGNAL``,
+USR2 by default, sent ``signal_delay_s`` before the time limit) is handled the same way: while training runs our
+handler replaces Submitit's (which would checkpoint and requeue from rank 0 alone, mid-step); ``restore()`` gives
+it back, and the Submitit job function (astrom3_hpc.launch) then triggers Submitit's requeue once every rank has
+written the checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import torch
@@ -17,8 +24,20 @@ log = logging.getLogger("astrom3")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job scripts requeue on this code
 
 
+def default_signals() -> tuple[signal.Signals, ...]:
+    """SIGUSR1 and SIGTERM, plus Submitit's preemption signal inside a Submitit job."""
+    sigs = [signal.SIGUSR1, signal.SIGTERM]
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        extra = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+        if extra is not None and extra not in sigs:
+            sigs.append(extra)
+    return tuple(sigs)
+
+
 class Preemption:
-    def __init__(self, signals=(signal.SIGUSR1, signal.SIGTERM)):
+    def __init__(self, signals=None):
+        if signals is None:
+            signals = default_signals()
         self.requested = False
         self.signal_name: str | None = None
         self._previous = {}

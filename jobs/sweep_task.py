@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""One task of a fine-tuning sweep: what each SLURM array task runs (slurm/finetune_array.sh).
+
+    python jobs/sweep_task.py runs/sweep 7          # task 7 of runs/sweep/manifest.json
+    python jobs/sweep_task.py runs/sweep            # the index from $SLURM_ARRAY_TASK_ID
+
+Exit codes are those of `astrom3 finetune` (0 done, 75 preempted after a checkpoint, 2 bad input); a task whose
+run directory already holds metrics.json exits 0 at once. The logic lives in astrom3_hpc.launch.
+"""
+import sys
+
+from astrom3_hpc.launch import sweep_task_main
+
+if __name__ == "__main__":
+    sys.exit(sweep_task_main(sys.argv[1:]))
