@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .atomic import write_json
+from .dist.env import rendezvous_address
 from .constants import SPLIT_SEEDS, SUBSET_FACTORS
 from .sweep import INITS, MANIFEST, MODES, Sweep, make_tasks
 
@@ -105,28 +106,11 @@ def slurm_available(timeout: float = 10.0) -> bool:
     return r.returncode == 0 and "UP" in r.stdout
 
 
+
 def default_cluster() -> str:
     """"slurm" when a controller answers, else "local". (Submitit's AutoExecutor would pick SLURM whenever srun is
     on PATH, daemons or not: the suite always passes ``cluster=`` explicitly.)"""
     return "slurm" if slurm_available() else "local"
-
-
-def rendezvous_address(host: str) -> str:
-    """An address other nodes can reach ``host`` at: the host itself when its name resolves, else its NodeAddr from
-    ``scontrol show node`` (clusters whose node names are not in DNS), else the name unchanged."""
-    try:
-        socket.gethostbyname(host)
-        return host
-    except OSError:
-        pass
-    try:
-        r = subprocess.run(["scontrol", "show", "node", host], capture_output=True, text=True, timeout=15)
-        m = re.search(r"\bNodeAddr=(\S+)", r.stdout)
-        if r.returncode == 0 and m:
-            return m.group(1)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return host
 
 
 def _queued(job_ids: Iterable[str]) -> list[str]:

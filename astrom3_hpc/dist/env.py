@@ -238,9 +238,30 @@ def _mpi_vars(env: Mapping[str, str]) -> dict[str, Any] | None:
     return None
 
 
+def rendezvous_address(host: str) -> str:
+    """An address other nodes can reach ``host`` at: the host itself when its name resolves, else its NodeAddr from
+    ``scontrol show node`` (clusters whose node names are not in DNS), else the name unchanged."""
+    try:
+        socket.gethostbyname(host)
+        return host
+    except OSError:
+        pass
+    try:
+        r = subprocess.run(["scontrol", "show", "node", host], capture_output=True, text=True, timeout=15)
+        m = re.search(r"\bNodeAddr=(\S+)", r.stdout)
+        if r.returncode == 0 and m:
+            return m.group(1)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return host
+
+
 def _slurm_master(step: dict[str, Any], env: Mapping[str, str], use_scontrol: bool) -> tuple[str, int]:
-    addr = env.get("MASTER_ADDR") or (first_host(step["nodelist"], use_scontrol) if step["nodelist"]
-                                      else SINGLE_HOST_ADDR)
+    addr = env.get("MASTER_ADDR")
+    if not addr:
+        addr = first_host(step["nodelist"], use_scontrol) if step["nodelist"] else SINGLE_HOST_ADDR
+        if use_scontrol and addr != SINGLE_HOST_ADDR:
+            addr = rendezvous_address(addr)
     port = _int(env, "MASTER_PORT") or slurm_port(step["job_id"], step["step_id"])
     return addr, port
 
