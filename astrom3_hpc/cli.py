@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from . import __version__
 
@@ -256,29 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+             expected_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse, set up logging and run the chosen subcommand. Bad input (a config key, a store, a file, an object)
+    ends with one clear line naming it and exit code 2, not a traceback."""
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _setup_logging(args.verbose)
+    _setup_logging(getattr(args, "verbose", False))
     from .config import ConfigError
+    from .data.ingest import IngestError
     from .data.raw import BadInputError
     from .data.store import StoreError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, StoreError, BadInputError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, StoreError, BadInputError, IngestError, FileExistsError, FileNotFoundError, ValueError,
+            *expected_errors) as e:
         print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        from .data.ingest import IngestError
 
-        if isinstance(e, IngestError):
-            print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

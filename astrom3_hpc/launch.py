@@ -900,17 +900,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     add_parsers(sub)
-    a = ap.parse_args(argv)
-    if not getattr(a, "func", None):
-        ap.print_help()
-        return 2
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    try:
-        return int(a.func(a) or 0)
-    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"astrom3 {a.command}: error: {e}", file=sys.stderr)
-        return 2
+    from .cli import dispatch
+
+    return dispatch(ap, argv, expected_errors=(RuntimeError,))
 
 
 if __name__ == "__main__":

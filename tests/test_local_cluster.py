@@ -12,7 +12,6 @@ import pytest
 
 # The fixtures normally come from tests/conftest.py; importing them here keeps this file usable on its own
 # (both definitions share one cluster per process).
-from slurm_cluster import slurm_cluster, slurm_multihost_cluster  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
 

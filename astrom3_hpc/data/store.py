@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ..constants import (AUX_COLUMNS, CLASS_NAMES, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN, SPLIT_SEEDS,
+from ..constants import (AUX_COLUMNS, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN, SPLIT_SEEDS,
                          SUBSET_FACTORS)
 
 SCHEMA_VERSION = 1

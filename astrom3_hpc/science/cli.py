@@ -269,24 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The science subcommands alone, with the error handling of `astrom3`."""
-    import logging
+    from ..cli import dispatch
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    from ..config import ConfigError
-    from ..data.raw import BadInputError
-    from ..data.store import StoreError
-
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, StoreError, BadInputError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

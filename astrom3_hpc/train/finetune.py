@@ -16,7 +16,7 @@ from ..evaluate import classification_report, plot_confusion
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .rundir import read_run_config
-from .trainer import Trainer, gather_objects, mean_over_ranks
+from .trainer import Trainer, gather_objects
 
 log = logging.getLogger("astrom3")
 
