@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# The fixtures normally come from tests/conftest.py; importing them here keeps this file usable on its own
-# (both definitions share one cluster per process).
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(120)]
 

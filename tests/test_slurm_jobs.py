@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from dist_helpers import child_env
-from slurm_cluster import slurm_cluster  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -16,7 +16,7 @@ from astrom3_hpc.data.preprocess import preprocess
 from astrom3_hpc.data.raw import BadInputError
 from astrom3_hpc.data.store import SCHEMA_VERSION, Store, StoreError
 from astrom3_hpc.data.synthetic import SyntheticSource
-from conftest import SMALL_LAYOUT, build_synthetic_store
+from conftest import SMALL_LAYOUT
 
 
 class Corrupting:

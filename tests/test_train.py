@@ -7,7 +7,6 @@ and from a pretraining run, and the refusal of a pretraining run of another spli
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
