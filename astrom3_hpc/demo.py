@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="sweep directory (default runs/demo)")
     p.add_argument("--store", default="data/synthetic.zarr", help="store to build or reuse")
-    p.add_argument("-n", "--n-objects", type=int, default=8000, help="synthetic objects (default 8000)")
+    p.add_argument("-n", "--n-objects", type=int, default=6000, help="synthetic objects (default 6000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 0], help="split seeds (default 42 0)")
     p.add_argument("--ranks", type=int, default=2, help="processes for ingestion and pretraining (default 2)")
     p.add_argument("--pretrain-config", default=str(ROOT / "configs" / "demo.yaml"))

@@ -16,6 +16,21 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _find_realdata() -> Path:
+    """The shared real survey samples: $ASTROM3_REALDATA, else shared/realdata beside the checkout (where CI puts
+    it), else the developers' /work/shared/realdata."""
+    candidates = [os.environ.get("ASTROM3_REALDATA"), ROOT.parent / "shared" / "realdata", "/work/shared/realdata"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return ROOT.parent / "shared" / "realdata"
+
+
+REALDATA = _find_realdata()
+
 SMALL_LAYOUT = dict(chunk_objects=16, table_chunk=64, lc_chunk=4096)
 
 

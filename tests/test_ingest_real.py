@@ -15,9 +15,9 @@ from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
 from astrom3_hpc.data.preprocess import preprocess
 from astrom3_hpc.data.readers import AstroM3RawSource
 from astrom3_hpc.data.store import Store
+from conftest import REALDATA as REAL
 from fixtures_raw import corrupt_light_curve, corrupt_spectrum, write_astrom3_raw_layout
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 ASTROM3 = str(Path(sys.executable).parent / "astrom3")
 SMALL = ["--chunk-objects", "8", "--table-chunk", "32", "--lc-chunk", "2048", "--no-progress"]
 
