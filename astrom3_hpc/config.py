@@ -29,6 +29,7 @@ class DataConfig:
     in_memory: bool = False
     num_workers: int = 0
     buffer_chunks: int = 4  # chunks held in the shuffle buffer
+    streams: int = 8  # interleaved runs of batches per epoch; num_workers should divide it (data/loader.py)
     use_rfr_score: bool = True  # rfr_score is a likely label leak; False zeroes that channel
 
     def validate(self) -> None:
@@ -36,6 +37,7 @@ class DataConfig:
         _check(self.subset in SUBSET_FACTORS, "data.subset", f"must be one of {list(SUBSET_FACTORS)}")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _check(self.buffer_chunks >= 1, "data.buffer_chunks", "must be >= 1")
+        _check(self.streams >= 1, "data.streams", "must be >= 1")
 
 
 @dataclass

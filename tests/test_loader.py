@@ -1,5 +1,7 @@
 """The loader: shapes and masks, determinism, rank disjointness, exact resume, workers, in-memory mode."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +122,70 @@ def test_rfr_score_can_be_excluded(tiny_store):
     without = next(TrimodalBatches(_spec(tiny_store, use_rfr_score=False)).iter_epoch(0))
     assert torch.all(without["lc"][:, :, 6] == 0) and not torch.all(with_rfr["lc"][:, :, 6] == 0)
     assert torch.equal(with_rfr["lc"][:, :, :6], without["lc"][:, :, :6])
+
+
+def test_direct_chunk_reads_equal_zarr_reads(tiny_store):
+    from astrom3_hpc.data.chunks import ChunkReader
+
+    s = Store(tiny_store)
+    for name in ("spec", "lc/values", "meta"):
+        arr = s.array(name)
+        r = ChunkReader(arr)
+        assert r.direct, name  # the layout `astrom3 ingest` writes is read without zarr's per-chunk overhead
+        n_chunks = -(-arr.shape[0] // r.rows)
+        for k in range(n_chunks):  # the last chunk is partial in every one of these arrays
+            np.testing.assert_array_equal(r.read(k), arr[k * r.rows:(k + 1) * r.rows], err_msg=f"{name} {k}")
+        with pytest.raises(IndexError):
+            r.read(n_chunks)
+
+
+def test_sharded_store_falls_back_to_zarr_and_gives_the_same_batches(tmp_path, tiny_store):
+    from astrom3_hpc.data.chunks import ChunkReader
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from conftest import SMALL_LAYOUT
+
+    out = tmp_path / "sharded.zarr"
+    ingest(SyntheticSource(640, seed=0), out, IngestOptions(on_error="skip", progress=False,
+                                                              layout_kw={**SMALL_LAYOUT, "shard_chunks": 4}))
+    assert not ChunkReader(Store(out).array("spec")).direct
+    for x, y in zip(TrimodalBatches(_spec(tiny_store)).iter_epoch(1), TrimodalBatches(_spec(out)).iter_epoch(1)):
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+def test_each_chunk_is_decoded_once_per_epoch_and_the_cache_stays_small(tiny_store, streams):
+    b = TrimodalBatches(_spec(tiny_store, streams=streams))
+    b._open()
+    reads, largest = [], 0
+    inner = b._spec_chunks.read
+
+    def counting(k):
+        reads.append(k)
+        return inner(k)
+
+    b._spec_chunks.read = counting
+    for _ in b.iter_epoch(0):
+        largest = max(largest, len(b._cache))
+    # Decoded once per run of batches that needs it: runs are contiguous stretches of the shuffled order, so
+    # only a chunk group straddling the border of two runs is decoded twice.
+    one_run = TrimodalBatches(_spec(tiny_store, streams=1)).batch_rows(0)
+    per_run = -(-len(one_run) // streams)
+    runs_touching = Counter()
+    for j in range(streams):
+        runs_touching.update({int(c) for r in one_run[j * per_run:(j + 1) * per_run] for c in np.unique(r // b.chunk)})
+    assert Counter(reads) == runs_touching
+    assert len(reads) - len(runs_touching) <= (streams - 1) * b.spec.buffer_chunks
+    assert largest <= streams * (2 * b.spec.buffer_chunks + 2)
+
+
+def test_batches_are_dealt_from_interleaved_runs(tiny_store):
+    one = TrimodalBatches(_spec(tiny_store, streams=1)).batch_rows(0)
+    four = TrimodalBatches(_spec(tiny_store, streams=4)).batch_rows(0)
+    run = -(-len(one) // 4)
+    assert len(one) == len(four) and run > 1
+    # Position 1 of the dealt order is the first batch of the second run.
+    np.testing.assert_array_equal(four[0], one[0])
+    np.testing.assert_array_equal(four[1], one[run])
+    assert sorted(map(tuple, one)) == sorted(map(tuple, four))

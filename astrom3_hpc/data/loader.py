@@ -3,6 +3,9 @@
 Per epoch the order is a pure function of (seed, epoch): chunks of the split are permuted, rows are shuffled
 within groups of `buffer_chunks` chunks, and each rank takes one contiguous slice of that order, so ranks are
 disjoint and each reads a few whole chunks per stretch of batches instead of scattering single-row reads.
+The rank's batches are then dealt from `streams` contiguous runs in turn (run 0's first batch, run 1's
+first, ..., run 0's second, ...): DataLoader workers take batches round-robin, so with a worker count that
+divides `streams` each worker walks whole runs and never decodes a chunk another worker also decodes.
 Resuming at (epoch, batch k) rebuilds the same order and skips k batches without reading them.
 """
 
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from ..constants import AUX_COLUMNS, SEQ_LEN
+from .chunks import ChunkReader
 from .store import Store, StoreError
 
 _RFR = AUX_COLUMNS.index("rfr_score")
@@ -33,9 +37,17 @@ class LoaderSpec:
     world_size: int = 1
     rank: int = 0
     buffer_chunks: int = 4
+    streams: int = 8  # interleaved runs of batches; DataLoader workers should divide it (see module doc)
     use_rfr_score: bool = True
     in_memory: bool = False
     read_spectra: bool = True  # False: skip the dominant spectra reads (light-curve or metadata-only jobs)
+
+
+def _empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 batch buffer; inside a DataLoader worker it is born in shared memory, because the worker
+    would otherwise copy every tensor into shared memory to send it (measured: about halves a worker's rate)."""
+    t = torch.empty(shape, dtype=torch.float32)
+    return t.share_memory_() if torch.utils.data.get_worker_info() is not None else t
 
 
 class TrimodalBatches:
@@ -65,7 +77,8 @@ class TrimodalBatches:
         self.lc_present = self.present[:, 0]
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
-        self._cache_cap = 2 * spec.buffer_chunks + 2
+        # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
+        self._cache_cap = max(2 * spec.buffer_chunks + 2, 64)
         self._lc_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._full: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -95,7 +108,11 @@ class TrimodalBatches:
             rows = self._shuffled(epoch)
             per_rank = len(rows) // s.world_size
             mine = rows[s.rank * per_rank:(s.rank + 1) * per_rank]
-            return [mine[i * b:(i + 1) * b] for i in range(per_rank // b)]
+            # Sorted within a batch (membership stays random): rows of one chunk are then contiguous, so
+            # make_batch copies each chunk's rows straight into place once instead of gathering then scattering.
+            batches = [np.sort(mine[i * b:(i + 1) * b]) for i in range(per_rank // b)]
+            run = -(-len(batches) // max(s.streams, 1))
+            return [batches[j * run + i] for i in range(run) for j in range(s.streams) if j * run + i < len(batches)]
         g = b * s.world_size
         starts = list(range(0, len(self.rows), g))
         if len(starts) > 1 and len(self.rows) - starts[-1] < s.world_size:
@@ -118,7 +135,12 @@ class TrimodalBatches:
             store = Store(self.spec.store, check_chunks=False)
             self._spec_arr = store.array("spec")
             self._lc_arr = store.array("lc/values")
-            self._lc_chunk = self._lc_arr.chunks[0]
+            self._spec_chunks = ChunkReader(self._spec_arr)
+            self._lc_chunks = ChunkReader(self._lc_arr)
+            self._lc_chunk = self._lc_chunks.rows
+            if self._spec_chunks.rows != self.chunk:
+                raise StoreError(f"{self.spec.store}: spec chunks of {self._spec_chunks.rows} objects, but the "
+                                 f"store's layout says chunk_objects={self.chunk}")
             self._cache.clear()
             self._lc_cache.clear()
             self._pid = os.getpid()
@@ -132,7 +154,8 @@ class TrimodalBatches:
             return hit
         a, b = c * self.chunk, min((c + 1) * self.chunk, len(self.labels))
         p0, p1 = int(self.offsets[a]), int(self.offsets[b])
-        entry = (self._spec_arr[a:b] if self.spec.read_spectra else None, self._lc_points(p0, p1), p0)
+        spec = self._spec_chunks.read(c) if self.spec.read_spectra else None
+        entry = (spec, self._lc_points(p0, p1), p0)
         self._cache[c] = entry
         if len(self._cache) > self._cache_cap:
             self._cache.popitem(last=False)
@@ -148,7 +171,7 @@ class TrimodalBatches:
         for k in range(p0 // c, (p1 - 1) // c + 1):
             block = self._lc_cache.get(k)
             if block is None:
-                block = self._lc_arr[k * c:(k + 1) * c]
+                block = self._lc_chunks.read(k)
                 self._lc_cache[k] = block
                 if len(self._lc_cache) > 4:
                     self._lc_cache.popitem(last=False)
@@ -163,9 +186,11 @@ class TrimodalBatches:
         self._open()
         s = self.spec
         n = len(rows)
-        spec = np.empty((n, 3, self._spec_arr.shape[2]), dtype=np.float32) if s.read_spectra else None
-        lc = np.zeros((n, SEQ_LEN, 9), dtype=np.float32)
-        mask = np.zeros((n, SEQ_LEN), dtype=np.float32)
+        spec_t = _empty((n, 3, self._spec_arr.shape[2])) if s.read_spectra else None
+        lc_t, mask_t = _empty((n, SEQ_LEN, 9)), _empty((n, SEQ_LEN))
+        spec = spec_t.numpy() if spec_t is not None else None
+        lc, mask = lc_t.numpy(), mask_t.numpy()
+        lc[:, :, :3] = 0  # rows of a chunk without light-curve points are not written below; 3: always are
         rng = np.random.default_rng([s.seed, epoch, s.rank, batch_index])
         # Window of each light curve, vectorised: random start when training, centred when evaluating.
         first = self.offsets[rows]
@@ -187,30 +212,42 @@ class TrimodalBatches:
             for c in np.unique(chunk_of):
                 sel = np.flatnonzero(chunk_of == c)
                 spec_c, values, base = self._chunk(int(c))
+                if sel[-1] - sel[0] + 1 == len(sel):
+                    sel = slice(sel[0], sel[-1] + 1)
                 if spec is not None:
-                    spec[sel] = spec_c[rows[sel] - c * self.chunk]
+                    if isinstance(sel, slice):
+                        np.take(spec_c, rows[sel] - c * self.chunk, axis=0, out=spec[sel])
+                    else:
+                        spec[sel] = spec_c[rows[sel] - c * self.chunk]
                 if len(values):
                     lc[sel, :, :3] = values[np.clip(point[sel] - base, 0, len(values) - 1)]
         lc[:, :, :3] *= mask[:, :, None]
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
         out = {
-            "lc": torch.from_numpy(lc),
-            "lc_mask": torch.from_numpy(mask),
+            "lc": lc_t,
+            "lc_mask": mask_t,
             "meta": torch.from_numpy(self.meta[rows]),
             "label": torch.from_numpy(self.labels[rows]),
             "object_id": torch.from_numpy(self.object_id[rows].astype(np.int64)),
             "present": torch.from_numpy(self.present[rows]),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
-        if spec is not None:
-            out["spec"] = torch.from_numpy(spec)
+        if spec_t is not None:
+            out["spec"] = spec_t
         return out
 
     def iter_epoch(self, epoch: int, start_batch: int = 0, worker: int = 0, n_workers: int = 1
                    ) -> Iterator[dict[str, torch.Tensor]]:
-        for k, rows in enumerate(self.batch_rows(epoch)):
-            if k >= start_batch and (k - start_batch) % n_workers == worker:
-                yield self.make_batch(rows, epoch, k)
+        mine = [(k, rows) for k, rows in enumerate(self.batch_rows(epoch))
+                if k >= start_batch and (k - start_batch) % n_workers == worker]
+        # Keep a decoded chunk only while one of this process's next few batches (one per stream it walks)
+        # still needs it: bounded memory, and no chunk is decoded twice within a stream.
+        ahead = max(1, -(-self.spec.streams // n_workers))
+        for i, (k, rows) in enumerate(mine):
+            yield self.make_batch(rows, epoch, k)
+            keep = {int(c) for _, r in mine[i + 1:i + 1 + ahead] for c in np.unique(r // self.chunk)}
+            for c in [c for c in self._cache if c not in keep]:
+                del self._cache[c]
 
 
 class _EpochDataset(torch.utils.data.IterableDataset):

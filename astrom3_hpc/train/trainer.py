@@ -80,7 +80,7 @@ class Trainer:
         return TrimodalBatches(LoaderSpec(
             store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
             batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
-            rank=self.rank, buffer_chunks=d.buffer_chunks, use_rfr_score=d.use_rfr_score,
+            rank=self.rank, buffer_chunks=d.buffer_chunks, streams=d.streams, use_rfr_score=d.use_rfr_score,
             in_memory=d.in_memory, **kw))
 
     def setup_data(self) -> None:
