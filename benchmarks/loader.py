@@ -29,19 +29,27 @@ from astrom3_hpc.data.ingest import IngestOptions, ingest  # noqa: E402
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader  # noqa: E402
 from astrom3_hpc.data.preprocess import preprocess  # noqa: E402
 from astrom3_hpc.data.store import Store  # noqa: E402
+from astrom3_hpc.data.readers import AstroM3RawSource  # noqa: E402
 from astrom3_hpc.data.synthetic import SyntheticSource  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures_raw import write_astrom3_raw_layout  # noqa: E402
 
 
 class PerItemDataset(torch.utils.data.Dataset):
-    def __init__(self, objs, stats, rng_seed=0):
-        self.objs, self.stats = objs, stats
+    """The reference's way: every access redoes the object's preprocessing (and, given a file-reading `get`,
+    its file parsing too)."""
+
+    def __init__(self, get, n, stats, rng_seed=0):
+        self.get, self.n, self.stats = get, n, stats
         self.rng = np.random.default_rng(rng_seed)
 
     def __len__(self):
-        return len(self.objs)
+        return self.n
 
     def __getitem__(self, i):
-        pre, present = preprocess(self.objs[i])
+        obj = self.get(i)
+        pre, present = preprocess(obj)
         v = pre.lc_values
         n = len(v)
         if n > SEQ_LEN:
@@ -54,7 +62,7 @@ class PerItemDataset(torch.utils.data.Dataset):
         lc[:, 3:] = np.concatenate([aux, pre.lc_stats])
         meta = (pre.meta - self.stats["meta_mean"]) / self.stats["meta_std"]
         return {"lc": lc, "lc_mask": mask, "spec": pre.spec, "meta": meta.astype(np.float32),
-                "label": self.objs[i].label}
+                "label": obj.label}
 
 
 def cpu_seconds() -> float:
@@ -81,6 +89,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--store", help="reuse a store built from SyntheticSource(n, seed 0)")
+    ap.add_argument("--raw-objects", type=int, default=2000, help="objects in the raw-file layout baseline")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory()
@@ -99,10 +108,20 @@ def main() -> None:
     # Steady state is what a training job sees: every loader first runs untimed (a few batches for the
     # baseline, whose cost does not change; a whole epoch for ours, whose first pass also grows the heap and
     # loads in-memory arrays), then one epoch is timed.
-    base = PerItemDataset(objs, stats)
-    base_loader = lambda: torch.utils.data.DataLoader(base, batch_size=args.batch, shuffle=True, drop_last=True)  # noqa: E731
-    rate(base_loader, 2 * args.batch)
-    base_rate = rate(base_loader, n_epoch)
+    def per_item(get, n, timed):
+        ds = PerItemDataset(get, n, stats)
+        make = lambda: torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True)  # noqa: E731
+        rate(make, args.batch)
+        return rate(make, timed)
+
+    base_rate = per_item(objs.__getitem__, len(objs), n_epoch)
+    # The reference's dataset also parses each object's files on every access (light curve from the
+    # photometry zip, LAMOST FITS): the same preprocessing behind our own readers, on raw files in the
+    # published layout (light curves of 100-1600 points, like the synthetic store's).
+    raw = write_astrom3_raw_layout(Path(tmp.name) / "raw", n_objects=args.raw_objects, lc_points=(100, 1600),
+                                   with_nan_meta=False)
+    raw_src = AstroM3RawSource(raw["root"], splits=("train",))
+    raw_rate = per_item(raw_src.get, len(raw_src), (len(raw_src) // args.batch - 1) * args.batch)
 
     def ours(workers: int = 0, **kw):
         b = TrimodalBatches(LoaderSpec(str(store), batch_size=args.batch, **kw))
@@ -115,6 +134,11 @@ def main() -> None:
     print(f"{'loader':<34}{'samples/s':>11}{'cores busy':>12}{'per core':>10}{'x baseline/core':>17}")
     for name, (r, per_cpu) in [("baseline: per-item preprocessing", base_rate), *rows]:
         print(f"{name:<34}{r:>11.0f}{r / per_cpu:>12.2f}{per_cpu:>10.0f}{per_cpu / base_rate[1]:>17.1f}")
+    r, per_cpu = raw_rate
+    print(f"\nthe reference's full per-item path (parse zip + FITS, then preprocess): {r:.0f} samples/s, "
+          f"{per_cpu:.0f} per core")
+    for name, (r, per_cpu) in rows:
+        print(f"  {name:<32} {per_cpu / raw_rate[1]:6.1f}x that per core")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
