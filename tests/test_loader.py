@@ -139,19 +139,30 @@ def test_direct_chunk_reads_equal_zarr_reads(tiny_store):
             r.read(n_chunks)
 
 
-def test_sharded_store_falls_back_to_zarr_and_gives_the_same_batches(tmp_path, tiny_store):
+@pytest.mark.parametrize("layout,direct", [({"shard_chunks": 4}, False), ({"compression": "none"}, True)])
+def test_other_layouts_give_the_same_batches(tmp_path, tiny_store, layout, direct):
+    """Sharded stores go through zarr; uncompressed ones are memory-mapped. Batches are identical."""
     from astrom3_hpc.data.chunks import ChunkReader
     from astrom3_hpc.data.ingest import IngestOptions, ingest
     from astrom3_hpc.data.synthetic import SyntheticSource
     from conftest import SMALL_LAYOUT
 
-    out = tmp_path / "sharded.zarr"
+    out = tmp_path / "other.zarr"
     ingest(SyntheticSource(640, seed=0), out, IngestOptions(on_error="skip", progress=False,
-                                                              layout_kw={**SMALL_LAYOUT, "shard_chunks": 4}))
-    assert not ChunkReader(Store(out).array("spec")).direct
-    for x, y in zip(TrimodalBatches(_spec(tiny_store)).iter_epoch(1), TrimodalBatches(_spec(out)).iter_epoch(1)):
-        for k in x:
-            assert torch.equal(x[k], y[k]), k
+                                                              layout_kw={**SMALL_LAYOUT, **layout}))
+    other = Store(out)
+    assert ChunkReader(other.array("spec")).direct is direct
+    if "compression" in layout:
+        assert other.attrs["layout"]["compression"] == "none"
+        assert other.array("spec").metadata.codecs[-1].__class__.__name__ == "BytesCodec"
+        r, arr = ChunkReader(other.array("lc/values")), other.array("lc/values")
+        last = (arr.shape[0] - 1) // r.rows
+        np.testing.assert_array_equal(r.read(last), arr[last * r.rows:])
+    ref, got = TrimodalBatches(_spec(tiny_store)), TrimodalBatches(_spec(out))
+    for epoch in (1, 2):  # the second epoch reads chunks the first one already mapped
+        for x, y in zip(ref.iter_epoch(epoch), got.iter_epoch(epoch)):
+            for k in x:
+                assert torch.equal(x[k], y[k]), k
 
 
 @pytest.mark.parametrize("streams", [1, 4])

@@ -90,6 +90,17 @@ def test_store_chunks_are_at_least_a_megabyte_by_default():
     assert lay.lc_chunk * 3 * 4 >= 250_000  # points axis: sized to one spectra chunk's light curves
 
 
+def test_unknown_compression_is_refused_by_name(tmp_path):
+    from astrom3_hpc.data.store import Layout
+
+    with pytest.raises(ValueError, match="compression must be one of .* got 'zstd'"):
+        Layout(n_objects=1, compression="zstd").validate()
+    with pytest.raises(IngestError, match="compression"):
+        ingest(SyntheticSource(10, seed=0), tmp_path / "x.zarr",
+               IngestOptions(progress=False, layout_kw={"compression": "zstd"}))
+    assert not (tmp_path / "x.zarr").exists()
+
+
 @pytest.mark.parametrize("kind,reason", [("missing_file", "file not found"), ("empty_lc", "empty light curve"),
                                           ("flat_spectrum", "flat spectrum"), ("nan_meta", "NaN")])
 def test_bad_input_fails_naming_object_and_file_and_leaves_nothing(tmp_path, kind, reason):

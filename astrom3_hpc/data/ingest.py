@@ -45,7 +45,7 @@ class IngestOptions:
     error_channel: str = "sigma"  # spectrum error channel: "sigma" or the reference's "ivar"
     overwrite: bool = False
     progress: bool = True
-    layout_kw: dict[str, int] = field(default_factory=dict)  # chunk_objects, table_chunk, lc_chunk, shard_chunks
+    layout_kw: dict[str, Any] = field(default_factory=dict)  # store.Layout fields: chunk sizes, shards, compression
 
 
 class _Comm:
@@ -87,6 +87,10 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
     comm = _Comm()
     out = Path(out).resolve()
     layout = Layout(n_objects=len(source), **opt.layout_kw)
+    try:
+        layout.validate()
+    except ValueError as e:
+        raise IngestError(f"ingestion into {out}: {e}") from None
     t0 = time.perf_counter()
 
     # Rank 0 creates the temporary store; the others open it after the broadcast.
@@ -123,7 +127,7 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
         if comm.rank == 0:
             root = zarr.open_group(str(tmp), mode="r+")
             root.create_array("lc/values", shape=(sum(part_sizes), 3), chunks=(layout.lc_chunk, 3),
-                              dtype="float32", compressors=compressor(), fill_value=0)
+                              dtype="float32", compressors=compressor(layout.compression), fill_value=0)
         comm.barrier()
         _phase2_lc(tmp, layout, part_sizes, comm)
         comm.barrier()
@@ -148,7 +152,8 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
         "class_names": list(source.class_names()),
         "modalities": list(MODALITIES),
         "layout": {"chunk_objects": layout.chunk_objects, "table_chunk": layout.table_chunk,
-                   "lc_chunk": layout.lc_chunk, "shard_chunks": layout.shard_chunks},
+                   "lc_chunk": layout.lc_chunk, "shard_chunks": layout.shard_chunks,
+                   "compression": layout.compression},
         "preprocessing": {"spectrum_error_channel": opt.error_channel, "spectrum_grid": [3850.0, 8998.0, 2.0],
                           "on_error": opt.on_error},
         "provenance": {"source": source.describe(), "astrom3_hpc_version": __version__, "mpi_ranks": n_ranks},
@@ -183,8 +188,8 @@ class _TableBuffer:
 def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, comm: _Comm,
             lo: int, hi: int, status: dict) -> None:
     root = zarr.open_group(str(tmp), mode="r+")
-    part = root.create_array(f"parts/lc{comm.rank}", shape=(0, 3), chunks=(layout.lc_chunk, 3),
-                             dtype="float32", compressors=compressor(), fill_value=0) if hi > lo else None
+    part = root.create_array(f"parts/lc{comm.rank}", shape=(0, 3), chunks=(layout.lc_chunk, 3), dtype="float32",
+                             compressors=compressor(layout.compression), fill_value=0) if hi > lo else None
     lc_buf: list[np.ndarray] = []
     lc_buffered = 0
     table = _TableBuffer(root, lo)

@@ -37,6 +37,9 @@ class Layout:
     # object chunk touches 2-3 lc chunks; larger lc chunks get decoded once per object chunk touching them.
     lc_chunk: int = 32768
     shard_chunks: int = 0  # spectra chunks per shard (0: unsharded, one file per chunk)
+    # Spectra and light-curve points: "lz4" (Blosc) or "none", which takes ~1.85x the disk for spectra and
+    # lets the loader map chunk files and copy rows straight out of the page cache (see docs/store.md).
+    compression: str = "lz4"
 
     @property
     def block(self) -> int:
@@ -48,9 +51,16 @@ class Layout:
         for name in ("chunk_objects", "table_chunk", "lc_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"store layout: {name} must be >= 1")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"store layout: compression must be one of {COMPRESSIONS}, got {self.compression!r}")
 
 
-def compressor() -> list:
+COMPRESSIONS = ("lz4", "none")
+
+
+def compressor(compression: str = "lz4") -> list | None:
+    if compression == "none":
+        return None
     # Noisy float spectra compress ~1.9x with any Blosc codec; lz4 with byte shuffle keeps that ratio (1.86 vs
     # zstd's 1.93) and decodes ~1.5x faster (765 vs 520 MB/s per chunk, measured on synthetic spectra), and
     # decoding is what the loader waits on. See docs/store.md.
@@ -81,7 +91,7 @@ def create_arrays(root: zarr.Group, layout: Layout) -> None:
         if name == "spec" and layout.shard_chunks:
             shards = (c * layout.shard_chunks, *trail)
         root.create_array(name, shape=(n, *trail), chunks=(c, *trail), shards=shards, dtype=dtype,
-                          compressors=compressor(), fill_value=0)
+                          compressors=compressor(layout.compression if name == "spec" else "lz4"), fill_value=0)
 
 
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
