@@ -123,6 +123,7 @@ def cmd_info(args) -> int:
 
     s = Store(args.store)
     print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
+    print("layout:", json.dumps({"compression": "lz4", **s.attrs["layout"]}))  # stores before the option: lz4
     print("provenance:", json.dumps(s.attrs["provenance"]))
     print("summary:", json.dumps(s.attrs.get("summary", {})))
     print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}")

@@ -206,3 +206,16 @@ def test_cli_errors_are_clear_and_nonzero(tmp_path):
     r = subprocess.run([str(_venv_bin() / "astrom3"), "info", str(tmp_path / "nope.zarr")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "nope.zarr is not a Zarr v3 store" in r.stderr
+
+
+def test_cli_builds_an_uncompressed_store_and_info_shows_its_layout(tmp_path):
+    out = tmp_path / "raw.zarr"
+    astrom3 = str(_venv_bin() / "astrom3")
+    r = subprocess.run([astrom3, "ingest", "synthetic", "-n", "40", "--out", str(out), "--compression", "none",
+                        "--chunk-objects", "16", "--table-chunk", "64", "--lc-chunk", "4096", "--no-progress",
+                        "--on-error", "skip"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([astrom3, "info", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    layout = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("layout:"))[len("layout:"):])
+    assert layout["compression"] == "none" and layout["chunk_objects"] == 16
