@@ -200,3 +200,26 @@ def test_batches_are_dealt_from_interleaved_runs(tiny_store):
     np.testing.assert_array_equal(four[0], one[0])
     np.testing.assert_array_equal(four[1], one[run])
     assert sorted(map(tuple, one)) == sorted(map(tuple, four))
+
+
+def test_mapped_chunks_are_bounded_so_big_stores_do_not_exhaust_file_descriptors(tmp_path, monkeypatch):
+    import os
+
+    from astrom3_hpc.data import chunks
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from conftest import SMALL_LAYOUT
+
+    out = tmp_path / "raw.zarr"
+    ingest(SyntheticSource(200, seed=1), out, IngestOptions(on_error="skip", progress=False,
+                                                              layout_kw={**SMALL_LAYOUT, "compression": "none"}))
+    monkeypatch.setattr(chunks, "max_mapped", lambda: 3)
+    arr = Store(out).array("spec")
+    r = chunks.ChunkReader(arr)
+    fds = len(os.listdir("/proc/self/fd"))
+    n_chunks = -(-arr.shape[0] // r.rows)
+    assert n_chunks > 6
+    for k in range(n_chunks):
+        np.testing.assert_array_equal(r.read(k), arr[k * r.rows:(k + 1) * r.rows])
+    assert len(r._mapped) == 3
+    assert len(os.listdir("/proc/self/fd")) <= fds + 3

@@ -15,6 +15,8 @@ semantics), goes through zarr.
 from __future__ import annotations
 
 import mmap
+import resource
+from collections import OrderedDict
 from pathlib import Path
 
 import numcodecs.blosc
@@ -22,6 +24,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
+
+
+def max_mapped() -> int:
+    """Uncompressed chunks kept mapped per array and process: an eighth of `ulimit -n` (two arrays, DataLoader
+    workers and everything else need descriptors too), between 16 and 4096."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 4096 if soft == resource.RLIM_INFINITY else max(16, min(4096, soft // 8))
 
 
 def _direct_dir(arr: zarr.Array) -> Path | None:
@@ -51,7 +60,10 @@ class ChunkReader:
         self.dir = _direct_dir(arr)
         self.compressed = len(arr.metadata.codecs) > 1
         self._zeros = (0,) * len(self.trailing)
-        self._mapped: dict[int, np.ndarray] = {}  # uncompressed chunks stay mapped: at most one map per file
+        # Uncompressed chunks stay mapped (no page faults on the next epoch), but every map holds a file
+        # descriptor, so only the most recently used ones are kept: a big store would hit `ulimit -n`.
+        self._mapped: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._max_mapped = max_mapped()
 
     @property
     def direct(self) -> bool:
@@ -66,6 +78,7 @@ class ChunkReader:
             return self.arr[a:a + n]
         hit = self._mapped.get(k)
         if hit is not None:
+            self._mapped.move_to_end(k)
             return hit
         path = self.dir / self.arr.metadata.encode_chunk_key((k, *self._zeros))
         try:
@@ -79,6 +92,8 @@ class ChunkReader:
         if not self.compressed:
             chunk = np.frombuffer(mapped, dtype=self.dtype).reshape(self.rows, *self.trailing)[:n]
             self._mapped[k] = chunk
+            if len(self._mapped) > self._max_mapped:
+                self._mapped.popitem(last=False)  # unmapped once the loader's own cache lets go of it too
             return chunk
         # numcodecs' blosc decodes single-threaded outside zarr's threads (use_threads is False by default),
         # which keeps DataLoader's forked workers safe and the per-core numbers honest.
