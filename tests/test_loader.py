@@ -223,3 +223,20 @@ def test_mapped_chunks_are_bounded_so_big_stores_do_not_exhaust_file_descriptors
         np.testing.assert_array_equal(r.read(k), arr[k * r.rows:(k + 1) * r.rows])
     assert len(r._mapped) == 3
     assert len(os.listdir("/proc/self/fd")) <= fds + 3
+
+
+@pytest.mark.parametrize("compression", ["lz4", "none"])
+def test_a_corrupt_chunk_file_is_a_clear_error_naming_it(tmp_path, compression):
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.store import StoreError
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from conftest import SMALL_LAYOUT
+
+    out = tmp_path / "s.zarr"
+    ingest(SyntheticSource(100, seed=2), out, IngestOptions(on_error="skip", progress=False,
+                                                              layout_kw={**SMALL_LAYOUT, "compression": compression}))
+    chunk = out / "spec" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:1000])  # truncated, as by a full disk or an interrupted copy
+    b = TrimodalBatches(_spec(out, train=False, batch_size=100))
+    with pytest.raises(StoreError, match=r"spec/c/1/0/0: chunk 1 of array 'spec' is corrupt"):
+        list(b.iter_epoch(0))

@@ -25,6 +25,8 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from .store import StoreError
+
 
 def max_mapped() -> int:
     """Uncompressed chunks kept mapped per array and process: an eighth of `ulimit -n` (two arrays, DataLoader
@@ -89,13 +91,17 @@ class ChunkReader:
                     mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:
             return self.arr[a:a + n]
-        if not self.compressed:
-            chunk = np.frombuffer(mapped, dtype=self.dtype).reshape(self.rows, *self.trailing)[:n]
-            self._mapped[k] = chunk
-            if len(self._mapped) > self._max_mapped:
-                self._mapped.popitem(last=False)  # unmapped once the loader's own cache lets go of it too
-            return chunk
-        # numcodecs' blosc decodes single-threaded outside zarr's threads (use_threads is False by default),
-        # which keeps DataLoader's forked workers safe and the per-core numbers honest.
-        flat = np.frombuffer(numcodecs.blosc.decompress(raw), dtype=self.dtype)
-        return flat.reshape(self.rows, *self.trailing)[:n]
+        try:
+            if not self.compressed:
+                chunk = np.frombuffer(mapped, dtype=self.dtype).reshape(self.rows, *self.trailing)[:n]
+                self._mapped[k] = chunk
+                if len(self._mapped) > self._max_mapped:
+                    self._mapped.popitem(last=False)  # unmapped once the loader's own cache lets go of it too
+                return chunk
+            # numcodecs' blosc decodes single-threaded outside zarr's threads (use_threads is False by
+            # default), which keeps DataLoader's forked workers safe and the per-core numbers honest.
+            flat = np.frombuffer(numcodecs.blosc.decompress(raw), dtype=self.dtype)
+            return flat.reshape(self.rows, *self.trailing)[:n]
+        except (ValueError, RuntimeError) as e:  # a truncated or overwritten chunk file
+            raise StoreError(f"{path}: chunk {k} of array '{self.arr.path}' is corrupt ({e}); "
+                             f"rebuild the store with `astrom3 ingest`") from None
