@@ -137,7 +137,6 @@ class TrimodalBatches:
             self._lc_arr = store.array("lc/values")
             self._spec_chunks = ChunkReader(self._spec_arr)
             self._lc_chunks = ChunkReader(self._lc_arr)
-            self._lc_chunk = self._lc_chunks.rows
             if self._spec_chunks.rows != self.chunk:
                 raise StoreError(f"{self.spec.store}: spec chunks of {self._spec_chunks.rows} objects, but the "
                                  f"store's layout says chunk_objects={self.chunk}")
@@ -166,7 +165,7 @@ class TrimodalBatches:
         align with lc chunks, and slicing would decode the same lc chunk once per object chunk touching it."""
         if p1 <= p0:
             return np.zeros((0, 3), np.float32)
-        c = self._lc_chunk
+        c = self._lc_chunks.rows
         parts = []
         for k in range(p0 // c, (p1 - 1) // c + 1):
             block = self._lc_cache.get(k)
@@ -205,7 +204,7 @@ class TrimodalBatches:
         point = first[:, None] + starts[:, None] + np.minimum(steps[None, :], np.maximum(take[:, None] - 1, 0))
         if self._full is not None:
             if spec is not None:
-                spec[:] = self._full[0][rows]
+                np.take(self._full[0], rows, axis=0, out=spec)
             values = self._full[1]
             if len(values):
                 np.take(values, np.minimum(point, len(values) - 1), axis=0, out=pts)
