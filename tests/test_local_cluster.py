@@ -91,9 +91,14 @@ def test_scancel_shows_cancelled(slurm_cluster, tmp_path):
     job = slurm_cluster.sbatch(["-o", tmp_path / "sleep.out", script])
     try:
         slurm_cluster.wait_state(job, "RUNNING", timeout=60)
+        # RUNNING is set when slurmctld hands the job to slurmd, before the batch
+        # script has executed a line; cancel only once the script is really running.
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline, f"job {job} is RUNNING but its script never started"
+            time.sleep(0.2)
         slurm_cluster.scancel(job)
         assert slurm_cluster.wait(job, timeout=60) == "CANCELLED"
-        assert (tmp_path / "started").exists()
     finally:
         slurm_cluster.run(["scancel", job], check=False)
 
