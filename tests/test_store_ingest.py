@@ -101,6 +101,15 @@ def test_unknown_compression_is_refused_by_name(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_cli_compression_choices_are_the_store_layouts():
+    from astrom3_hpc.cli import build_parser
+    from astrom3_hpc.data.store import COMPRESSIONS, Layout
+
+    ingest_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["ingest"]
+    opt = next(a for a in ingest_parser._actions if a.dest == "compression")
+    assert tuple(opt.choices) == COMPRESSIONS and opt.default == Layout(n_objects=1).compression == "none"
+
+
 @pytest.mark.parametrize("kind,reason", [("missing_file", "file not found"), ("empty_lc", "empty light curve"),
                                           ("flat_spectrum", "flat spectrum"), ("nan_meta", "NaN")])
 def test_bad_input_fails_naming_object_and_file_and_leaves_nothing(tmp_path, kind, reason):

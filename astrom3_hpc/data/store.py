@@ -37,9 +37,10 @@ class Layout:
     # object chunk touches 2-3 lc chunks; larger lc chunks get decoded once per object chunk touching them.
     lc_chunk: int = 32768
     shard_chunks: int = 0  # spectra chunks per shard (0: unsharded, one file per chunk)
-    # Spectra and light-curve points: "lz4" (Blosc) or "none", which takes ~1.85x the disk for spectra and
-    # lets the loader map chunk files and copy rows straight out of the page cache (see docs/store.md).
-    compression: str = "lz4"
+    # Spectra and light-curve points: "none" (the loader copies rows straight out of the page cache), "lz4hc"
+    # (half the disk, ~2.5x slower to load) or "lz4" (faster to write than lz4hc, slower to read). See
+    # compressor() and docs/store.md.
+    compression: str = "none"
 
     @property
     def block(self) -> int:
@@ -55,16 +56,21 @@ class Layout:
             raise ValueError(f"store layout: compression must be one of {COMPRESSIONS}, got {self.compression!r}")
 
 
-COMPRESSIONS = ("lz4", "none")
+COMPRESSIONS = ("none", "lz4hc", "lz4")
 
 
 def compressor(compression: str = "lz4") -> list | None:
+    """Codecs for an array; the small per-object tables always use "lz4" (read once per job, fast to write).
+
+    Measured on synthetic spectra chunks, single-threaded (benchmarks/RESULTS.md): Blosc lz4hc (level 5, byte
+    shuffle) compresses 1.95x and decodes at ~8.5 GB/s; lz4 compresses 1.86x and decodes at ~5.1 GB/s but
+    encodes ~20x faster (2 GB/s against 110 MB/s); zstd level 1 gives 1.91x at 1.9 GB/s. Decoding is what a
+    compressed store's loader spends most of its time on, and every rank decodes its own copy, so the bulk
+    arrays default to "none": ranks on a node then share one page-cache copy and only copy rows.
+    """
     if compression == "none":
         return None
-    # Noisy float spectra compress ~1.9x with any Blosc codec; lz4 with byte shuffle keeps that ratio (1.86 vs
-    # zstd's 1.93) and decodes ~1.5x faster (765 vs 520 MB/s per chunk, measured on synthetic spectra), and
-    # decoding is what the loader waits on. See docs/store.md.
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+    return [BloscCodec(cname=compression, clevel=5, shuffle="shuffle")]
 
 
 # name: (trailing shape, dtype, which chunk length along axis 0)
