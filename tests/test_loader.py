@@ -117,6 +117,54 @@ def test_workers_and_in_memory_give_the_same_batches(tiny_store):
             assert torch.equal(x[k], y[k]) and torch.equal(x[k], z[k]), k
 
 
+def _same(xs, ys):
+    xs, ys = list(xs), list(ys)
+    assert len(xs) == len(ys)
+    for x, y in zip(xs, ys):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_recycled_batch_memory_is_never_overwritten_while_reachable(tiny_store):
+    b = TrimodalBatches(_spec(tiny_store))
+    rows = b.batch_rows(0)
+    arena = b._local_arena()
+    held = [b.make_batch(r, 0, k) for k, r in enumerate(rows[:6])]  # more than the slots: the rest is fresh
+    assert [arena.owns(x["spec"]) for x in held] == [True] * arena.slots + [False] * (6 - arena.slots)
+    copies = [{k: v.clone() for k, v in x.items()} for x in held]
+    view = held[0]["spec"][:2]  # a view alone keeps its slot
+    del held[0]
+    for k, r in enumerate(rows[6:12]):
+        b.make_batch(r, 0, k)  # dropped at once: these reuse one free slot over and over
+    assert torch.equal(view, copies[0]["spec"][:2])
+    _same(held, copies[1:])
+    ptr = view.data_ptr()
+    del view
+    again = b.make_batch(rows[0], 0, 0)
+    assert again["spec"].data_ptr() == ptr  # the slot is free once nothing reaches it
+    _same([again], [copies[0]])
+
+
+def test_persistent_workers_fill_shared_slots_and_match_in_process_batches(tiny_store):
+    ref = TrimodalBatches(_spec(tiny_store))
+    b = TrimodalBatches(_spec(tiny_store))
+    try:
+        _same(epoch_loader(b, 0, num_workers=2), ref.iter_epoch(0))  # all held at once: slots, then fresh memory
+        arena = b._workers[2][1]
+        in_slots = 0
+        for x, y in zip(epoch_loader(b, 1, num_workers=2), ref.iter_epoch(1)):  # one at a time: slots only
+            _same([x], [y])
+            in_slots += arena.owns(x["spec"]) and arena.owns(x["lc"]) and arena.owns(x["lc_mask"])
+        assert in_slots == ref.num_batches()
+        it = iter(epoch_loader(b, 2, num_workers=2))
+        next(it)
+        del it  # an abandoned epoch (preemption): the next one, resumed mid-way, is still exact
+        _same(epoch_loader(b, 2, start_batch=3, num_workers=2), ref.iter_epoch(2, start_batch=3))
+    finally:
+        b.close()
+
+
 def test_rfr_score_can_be_excluded(tiny_store):
     with_rfr = next(TrimodalBatches(_spec(tiny_store)).iter_epoch(0))
     without = next(TrimodalBatches(_spec(tiny_store, use_rfr_score=False)).iter_epoch(0))
@@ -139,9 +187,11 @@ def test_direct_chunk_reads_equal_zarr_reads(tiny_store):
             r.read(n_chunks)
 
 
-@pytest.mark.parametrize("layout,direct", [({"shard_chunks": 4}, False), ({"compression": "none"}, True)])
+@pytest.mark.parametrize("layout,direct", [({"shard_chunks": 4}, False), ({"compression": "lz4hc"}, True),
+                                           ({"compression": "lz4"}, True)])
 def test_other_layouts_give_the_same_batches(tmp_path, tiny_store, layout, direct):
-    """Sharded stores go through zarr; uncompressed ones are memory-mapped. Batches are identical."""
+    """Sharded stores go through zarr; compressed ones are decoded chunk by chunk. Batches are identical to
+    the default (uncompressed, memory-mapped) layout's."""
     from astrom3_hpc.data.chunks import ChunkReader
     from astrom3_hpc.data.ingest import IngestOptions, ingest
     from astrom3_hpc.data.synthetic import SyntheticSource
@@ -152,12 +202,17 @@ def test_other_layouts_give_the_same_batches(tmp_path, tiny_store, layout, direc
                                                               layout_kw={**SMALL_LAYOUT, **layout}))
     other = Store(out)
     assert ChunkReader(other.array("spec")).direct is direct
+    assert Store(tiny_store).array("spec").metadata.codecs[-1].__class__.__name__ == "BytesCodec"
     if "compression" in layout:
-        assert other.attrs["layout"]["compression"] == "none"
-        assert other.array("spec").metadata.codecs[-1].__class__.__name__ == "BytesCodec"
+        assert other.attrs["layout"]["compression"] == layout["compression"]
+        for name in ("spec", "lc/values"):
+            assert other.array(name).metadata.codecs[-1].cname.value == layout["compression"], name
         r, arr = ChunkReader(other.array("lc/values")), other.array("lc/values")
         last = (arr.shape[0] - 1) // r.rows
         np.testing.assert_array_equal(r.read(last), arr[last * r.rows:])
+        out_buf = np.full((r.rows, 3), np.nan, np.float32)
+        np.testing.assert_array_equal(r.read(0, out=out_buf), arr[:r.rows])  # decoded in place
+        np.testing.assert_array_equal(out_buf, arr[:r.rows])
     ref, got = TrimodalBatches(_spec(tiny_store)), TrimodalBatches(_spec(out))
     for epoch in (1, 2):  # the second epoch reads chunks the first one already mapped
         for x, y in zip(ref.iter_epoch(epoch), got.iter_epoch(epoch)):
@@ -172,9 +227,9 @@ def test_each_chunk_is_decoded_once_per_epoch_and_the_cache_stays_small(tiny_sto
     reads, largest = [], 0
     inner = b._spec_chunks.read
 
-    def counting(k):
+    def counting(k, out=None):
         reads.append(k)
-        return inner(k)
+        return inner(k, out)
 
     b._spec_chunks.read = counting
     for _ in b.iter_epoch(0):
@@ -225,7 +280,7 @@ def test_mapped_chunks_are_bounded_so_big_stores_do_not_exhaust_file_descriptors
     assert len(os.listdir("/proc/self/fd")) <= fds + 3
 
 
-@pytest.mark.parametrize("compression", ["lz4", "none"])
+@pytest.mark.parametrize("compression", ["lz4hc", "none"])
 def test_a_corrupt_chunk_file_is_a_clear_error_naming_it(tmp_path, compression):
     from astrom3_hpc.data.ingest import IngestOptions, ingest
     from astrom3_hpc.data.store import StoreError

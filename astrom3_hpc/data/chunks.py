@@ -71,7 +71,9 @@ class ChunkReader:
     def direct(self) -> bool:
         return self.dir is not None
 
-    def read(self, k: int) -> np.ndarray:
+    def read(self, k: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Chunk k. `out` (C-contiguous, `rows` rows): decode into it when the chunk is compressed, rather than
+        into fresh memory; the result may still be another array (mapped or read through zarr)."""
         a = k * self.rows
         n = min(self.rows, self.length - a)
         if n <= 0:
@@ -100,6 +102,9 @@ class ChunkReader:
                 return chunk
             # numcodecs' blosc decodes single-threaded outside zarr's threads (use_threads is False by
             # default), which keeps DataLoader's forked workers safe and the per-core numbers honest.
+            if out is not None and out.shape[0] == self.rows:
+                numcodecs.blosc.decompress(raw, out)
+                return out[:n]
             flat = np.frombuffer(numcodecs.blosc.decompress(raw), dtype=self.dtype)
             return flat.reshape(self.rows, *self.trailing)[:n]
         except (ValueError, RuntimeError) as e:  # a truncated or overwritten chunk file

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..constants import AUX_COLUMNS, SEQ_LEN
+from .arena import BatchArena
 from .chunks import ChunkReader
 from .store import Store, StoreError
 
@@ -79,8 +80,12 @@ class TrimodalBatches:
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
         self._cache_cap = max(2 * spec.buffer_chunks + 2, 64)
-        self._lc_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._full: tuple[np.ndarray, np.ndarray] | None = None
+        self.spec_len = int(r["spec"].shape[2])
+        self._arena: tuple[int, BatchArena] | None = None
+        self._workers: dict[int, tuple[int, BatchArena, torch.utils.data.DataLoader]] = {}
+        self._pts: np.ndarray | None = None
+        self._pts_pid: int | None = None
 
     # -- order -------------------------------------------------------------------------------------------
     def _shuffled(self, epoch: int) -> np.ndarray:
@@ -141,7 +146,6 @@ class TrimodalBatches:
                 raise StoreError(f"{self.spec.store}: spec chunks of {self._spec_chunks.rows} objects, but the "
                                  f"store's layout says chunk_objects={self.chunk}")
             self._cache.clear()
-            self._lc_cache.clear()
             self._pid = os.getpid()
             if self.spec.in_memory and self._full is None:
                 self._full = (self._spec_arr[:] if self.spec.read_spectra else None, self._lc_arr[:])
@@ -161,37 +165,91 @@ class TrimodalBatches:
         return entry
 
     def _lc_points(self, p0: int, p1: int) -> np.ndarray:
-        """Points [p0, p1) through an LRU of whole decoded lc/values chunks: an object chunk's points rarely
-        align with lc chunks, and slicing would decode the same lc chunk once per object chunk touching it."""
+        """Points [p0, p1): the lc/values chunks holding them, decoded straight into one contiguous buffer.
+
+        An object chunk's points rarely align with lc chunks, so the chunks at its two ends are shared with
+        neighbouring object chunks; those come up at random points of a shuffled epoch, so caching them buys
+        little (measured) while concatenating cached pieces would copy every point once more.
+        """
         if p1 <= p0:
             return np.zeros((0, 3), np.float32)
         c = self._lc_chunks.rows
-        parts = []
-        for k in range(p0 // c, (p1 - 1) // c + 1):
-            block = self._lc_cache.get(k)
-            if block is None:
-                block = self._lc_chunks.read(k)
-                self._lc_cache[k] = block
-                if len(self._lc_cache) > 4:
-                    self._lc_cache.popitem(last=False)
-            else:
-                self._lc_cache.move_to_end(k)
-            parts.append(block)
-        base = (p0 // c) * c
-        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return data[p0 - base:p1 - base]
+        k0, k1 = p0 // c, (p1 - 1) // c + 1
+        if k1 - k0 == 1:
+            data = self._lc_chunks.read(k0)
+        else:
+            data = np.empty(((k1 - k0) * c, 3), np.float32)
+            for k in range(k0, k1):
+                block = data[(k - k0) * c:(k - k0 + 1) * c]
+                got = self._lc_chunks.read(k, out=block)
+                if got.base is not block.base or got.ctypes.data != block.ctypes.data:
+                    block[:len(got)] = got  # mapped, or read through zarr
+        return data[p0 - k0 * c:p1 - k0 * c]
+
+    def _fields(self) -> dict[str, tuple[int, ...]]:
+        """The big float32 batch entries and their per-object shapes (the ones worth recycled memory)."""
+        f = {"lc": (SEQ_LEN, 9), "lc_mask": (SEQ_LEN,)}
+        if self.spec.read_spectra:
+            f["spec"] = (3, self.spec_len)
+        return f
+
+    def _local_arena(self) -> BatchArena | None:
+        """This process's recycled batch slots (None inside a DataLoader worker: its batches must be sent)."""
+        if torch.utils.data.get_worker_info() is not None:
+            return None
+        if self._arena is None or self._arena[0] != os.getpid():
+            # The consumer holds a batch while the next is built, and autograd may keep the inputs of one
+            # more until backward: 4 slots cover that; a consumer holding more gets fresh memory.
+            self._arena = (os.getpid(), BatchArena(self._fields(), self.spec.batch_size + 1, 4, shared=False))
+        return self._arena[1]
 
     def make_batch(self, rows: np.ndarray, epoch: int, batch_index: int) -> dict[str, torch.Tensor]:
+        arena = self._local_arena()
+        slot = arena.claim(range(arena.slots)) if arena is not None and len(rows) <= arena.rows else None
+        if slot is None:
+            big = {k: _empty((len(rows), *shape)) for k, shape in self._fields().items()}
+            return {**big, **self._fill(rows, epoch, batch_index, {k: t.numpy() for k, t in big.items()})}
+        try:
+            small = self._fill(rows, epoch, batch_index, arena.arrays(slot, len(rows)))
+        except BaseException:
+            arena.release_unhanded(range(slot, slot + 1))
+            raise
+        return {**arena.hand_out(slot, len(rows)), **small}
+
+    def _make_in_slot(self, rows: np.ndarray, epoch: int, batch_index: int, arena: BatchArena, mine: range):
+        """In a DataLoader worker: fill one of this worker's shared slots and return only its number; with
+        every slot still held by the consumer, fall back to a batch in fresh shared memory."""
+        slot = arena.claim(mine) if len(rows) <= arena.rows else None
+        if slot is None:
+            return self.make_batch(rows, epoch, batch_index)
+        try:
+            small = self._fill(rows, epoch, batch_index, arena.arrays(slot, len(rows)))
+        except BaseException:
+            arena.release_unhanded(range(slot, slot + 1))
+            raise
+        # The small entries travel pickled by value: as tensors each would cost a shared-memory segment and a
+        # file-descriptor handshake per batch (measured: most of the main process's time per batch).
+        return _InSlot(slot, len(rows), {k: v.numpy() for k, v in small.items()})
+
+    def _scratch_points(self, n: int) -> np.ndarray:
+        if self._pts is None or len(self._pts) < n or self._pts_pid != os.getpid():
+            self._pts, self._pts_pid = np.empty((max(n, self.spec.batch_size + 1), SEQ_LEN, 3), np.float32), os.getpid()
+        return self._pts[:n]
+
+    def _fill(self, rows: np.ndarray, epoch: int, batch_index: int, out: dict[str, np.ndarray]
+              ) -> dict[str, torch.Tensor]:
+        """Write the big entries of a batch into `out` (arrays of n rows); return the small ones as tensors.
+
+        Every gather uses mode="clip" on indices already known to be in range: with the default mode numpy
+        gathers into a temporary and copies it over (`out` is buffered), which doubles the bytes moved.
+        """
         self._open()
         s = self.spec
         n = len(rows)
-        spec_t = _empty((n, 3, self._spec_arr.shape[2])) if s.read_spectra else None
-        lc_t, mask_t = _empty((n, SEQ_LEN, 9)), _empty((n, SEQ_LEN))
-        spec = spec_t.numpy() if spec_t is not None else None
-        lc, mask = lc_t.numpy(), mask_t.numpy()
-        # Points are gathered into a contiguous buffer, masked there, and written into lc's strided channels
-        # once (strided numpy passes cost ~4x contiguous ones).
-        pts = np.empty((n, SEQ_LEN, 3), dtype=np.float32)
+        spec, lc, mask = out.get("spec"), out["lc"], out["lc_mask"]
+        # Points are gathered into a contiguous scratch buffer, masked there, and written into lc's strided
+        # channels once (strided numpy passes cost ~4x contiguous ones).
+        pts = self._scratch_points(n)
         rng = np.random.default_rng([s.seed, epoch, s.rank, batch_index])
         # Window of each light curve, vectorised: random start when training, centred when evaluating.
         first = self.offsets[rows]
@@ -204,10 +262,10 @@ class TrimodalBatches:
         point = first[:, None] + starts[:, None] + np.minimum(steps[None, :], np.maximum(take[:, None] - 1, 0))
         if self._full is not None:
             if spec is not None:
-                np.take(self._full[0], rows, axis=0, out=spec)
+                np.take(self._full[0], rows, axis=0, out=spec, mode="clip")
             values = self._full[1]
             if len(values):
-                np.take(values, np.minimum(point, len(values) - 1), axis=0, out=pts)
+                np.take(values, point, axis=0, out=pts, mode="clip")
             else:
                 pts[:] = 0
         else:
@@ -219,62 +277,111 @@ class TrimodalBatches:
                     sel = slice(sel[0], sel[-1] + 1)
                 if spec is not None:
                     if isinstance(sel, slice):
-                        np.take(spec_c, rows[sel] - c * self.chunk, axis=0, out=spec[sel])
+                        np.take(spec_c, rows[sel] - c * self.chunk, axis=0, out=spec[sel], mode="clip")
                     else:
                         spec[sel] = spec_c[rows[sel] - c * self.chunk]
                 if not len(values):
                     pts[sel] = 0  # no points in this chunk: the mask below is all zero, but empty memory may hold NaN
                 elif isinstance(sel, slice):
-                    np.take(values, np.clip(point[sel] - base, 0, len(values) - 1), axis=0, out=pts[sel])
+                    np.take(values, point[sel] - base, axis=0, out=pts[sel], mode="clip")
                 else:
                     pts[sel] = values[np.clip(point[sel] - base, 0, len(values) - 1)]
         pts *= mask[:, :, None]
         lc[:, :, :3] = pts
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
-        out = {
-            "lc": lc_t,
-            "lc_mask": mask_t,
+        return {
             "meta": torch.from_numpy(self.meta[rows]),
             "label": torch.from_numpy(self.labels[rows]),
             "object_id": torch.from_numpy(self.object_id[rows].astype(np.int64)),
             "present": torch.from_numpy(self.present[rows]),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
-        if spec_t is not None:
-            out["spec"] = spec_t
-        return out
 
-    def iter_epoch(self, epoch: int, start_batch: int = 0, worker: int = 0, n_workers: int = 1
-                   ) -> Iterator[dict[str, torch.Tensor]]:
+    def iter_epoch(self, epoch: int, start_batch: int = 0, worker: int = 0, n_workers: int = 1,
+                   shared: tuple[BatchArena, range] | None = None) -> Iterator[dict[str, torch.Tensor]]:
         mine = [(k, rows) for k, rows in enumerate(self.batch_rows(epoch))
                 if k >= start_batch and (k - start_batch) % n_workers == worker]
         # Keep a decoded chunk only while one of this process's next few batches (one per stream it walks)
         # still needs it: bounded memory, and no chunk is decoded twice within a stream.
         ahead = max(1, -(-self.spec.streams // n_workers))
         for i, (k, rows) in enumerate(mine):
-            yield self.make_batch(rows, epoch, k)
+            yield self.make_batch(rows, epoch, k) if shared is None else self._make_in_slot(rows, epoch, k, *shared)
             keep = {int(c) for _, r in mine[i + 1:i + 1 + ahead] for c in np.unique(r // self.chunk)}
             for c in [c for c in self._cache if c not in keep]:
                 del self._cache[c]
 
+    def worker_epoch(self, epoch: int, start_batch: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch from `num_workers` persistent DataLoader workers that fill shared batch slots."""
+        pool = self._workers.get(num_workers)
+        if pool is None or pool[0] != os.getpid():
+            arena = BatchArena(self._fields(), self.spec.batch_size + 1, num_workers * SLOTS_PER_WORKER, shared=True)
+            loader = torch.utils.data.DataLoader(
+                _EpochDataset(self._detached(), arena), batch_size=None, num_workers=num_workers, persistent_workers=True,
+                prefetch_factor=SLOTS_PER_WORKER - 2,
+                multiprocessing_context="fork" if os.name == "posix" else None)
+            pool = self._workers[num_workers] = (os.getpid(), arena, loader)
+        _, arena, loader = pool
+        # Batches of an abandoned epoch that never reached the consumer: the DataLoader drops them when it
+        # resets its workers, and each slot's only writer is its worker, which finishes one batch at a time.
+        arena.release_unhanded(range(arena.slots))
+        arena.words[:] = (epoch, start_batch)  # read by each worker's _EpochDataset.__iter__
+        for item in loader:
+            if isinstance(item, _InSlot):
+                item = {**arena.hand_out(item.slot, item.n), **{k: torch.from_numpy(v) for k, v in item.small.items()}}
+            yield item
+
+    def close(self) -> None:
+        """Stop this process's persistent DataLoader workers (they also stop when the object is collected)."""
+        pools, self._workers = self._workers, {}
+        for pid, _, loader in pools.values():
+            it = getattr(loader, "_iterator", None)
+            if pid == os.getpid() and it is not None:
+                it._shutdown_workers()
+
+    def _detached(self) -> TrimodalBatches:
+        """A copy without this object's worker pools: the workers' dataset must not point back at the object
+        that owns the DataLoader, or the cycle would keep worker processes alive until a garbage collection."""
+        clone = object.__new__(TrimodalBatches)
+        clone.__dict__.update(self.__getstate__())
+        return clone
+
+    def __getstate__(self):
+        # Worker pools, recycled slots and decoded chunks belong to the process that made them.
+        state = dict(self.__dict__)
+        state.update(_workers={}, _arena=None, _pts=None, _pid=None, _cache=OrderedDict())
+        return state
+
+
+SLOTS_PER_WORKER = 4  # DataLoader prefetch (2) + the batch the consumer holds + the one being replaced
+
+
+@dataclass
+class _InSlot:
+    """A worker's batch: its big entries are in shared slot `slot` (first n rows), the small ones here as
+    numpy arrays."""
+    slot: int
+    n: int
+    small: dict
+
 
 class _EpochDataset(torch.utils.data.IterableDataset):
-    """Worker w of W yields batches w, w+W, ...; the DataLoader takes workers round-robin, so the batch
-    order is the same as with no workers."""
+    """Worker w of W yields batches w, w+W, ... of the epoch named in the arena's words (the workers persist
+    across epochs); the DataLoader takes workers round-robin, so the batch order is the same as with no
+    workers."""
 
-    def __init__(self, batches: TrimodalBatches, epoch: int, start_batch: int):
-        self.batches, self.epoch, self.start_batch = batches, epoch, start_batch
+    def __init__(self, batches: TrimodalBatches, arena: BatchArena):
+        self.batches, self.arena = batches, arena
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w, n = (info.id, info.num_workers) if info else (0, 1)
-        return self.batches.iter_epoch(self.epoch, self.start_batch, w, n)
+        epoch, start = (int(x) for x in self.arena.words)
+        mine = range(w * SLOTS_PER_WORKER, (w + 1) * SLOTS_PER_WORKER)
+        return self.batches.iter_epoch(epoch, start, w, n, shared=(self.arena, mine))
 
 
 def epoch_loader(batches: TrimodalBatches, epoch: int, start_batch: int = 0, num_workers: int = 0):
     """An iterable over one epoch's batches for this rank, starting at `start_batch` (for exact resume)."""
     if num_workers == 0:
         return batches.iter_epoch(epoch, start_batch)
-    return torch.utils.data.DataLoader(_EpochDataset(batches, epoch, start_batch), batch_size=None,
-                                       num_workers=num_workers, persistent_workers=False,
-                                       multiprocessing_context="fork" if os.name == "posix" else None)
+    return batches.worker_epoch(epoch, start_batch, num_workers)
