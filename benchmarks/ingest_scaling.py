@@ -23,9 +23,11 @@ from pathlib import Path
 ASASSN_VARIABLES = 690_000
 
 
-def run(n: int, ranks: int, out: Path) -> dict:
+def run(n: int, ranks: int, out: Path, compression: str | None) -> dict:
     astrom3 = str(Path(sys.executable).parent / "astrom3")
     cmd = [astrom3, "ingest", "synthetic", "-n", str(n), "--out", str(out), "--on-error", "skip", "--no-progress"]
+    if compression:
+        cmd += ["--compression", compression]
     if ranks > 1:
         cmd = ["mpiexec", "-n", str(ranks), *cmd]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
@@ -46,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--ranks", type=int, default=1)
+    ap.add_argument("--compression", default=None, help="store layout option (default: ingest's default)")
     ap.add_argument("--dir", default=None, help="where to build (default: a temp dir, removed afterwards)")
     args = ap.parse_args()
     if not shutil.which("time") and not Path("/usr/bin/time").exists():
@@ -54,7 +57,7 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         out = root / f"s{n}.zarr"
-        rows.append(run(n, args.ranks, out))
+        rows.append(run(n, args.ranks, out, args.compression))
         shutil.rmtree(out, ignore_errors=True)
         r = rows[-1]
         print(f"n={n:>8}: {r['wall_s']:8.1f} s  {r['obj_per_s']:8.0f} obj/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
@@ -62,7 +65,7 @@ def main() -> None:
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
     a, b = rows[0], rows[-1]
-    print(f"\nranks {args.ranks}; RSS ratio {b['n']}/{a['n']} objects: {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x "
+    print(f"\nranks {args.ranks}, compression {args.compression or 'default'}; RSS ratio {b['n']}/{a['n']} objects: {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x "
           f"for {b['n'] / a['n']:.0f}x the objects (flat is ~1x; target < 4 GB)")
     print(f"extrapolated ASAS-SN variable catalogue ({ASASSN_VARIABLES:,} objects): "
           f"{ASASSN_VARIABLES / b['obj_per_s'] / 60:.1f} min at {b['obj_per_s']:.0f} obj/s, "

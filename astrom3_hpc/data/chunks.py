@@ -6,8 +6,9 @@ spends about 0.8 ms of bookkeeping per chunk (event-loop round trips, buffer wra
 to decode a 2 MB spectra chunk and 0.13 ms for a light-curve chunk (measured on a 20,000-object store). For
 the layouts `astrom3 ingest` writes (unsharded, on a local filesystem, `bytes` alone or `bytes` + one
 `blosc`, chunked along axis 0 only) the Zarr v3 specification fixes everything needed to read a chunk file,
-so read it directly: Blosc chunks are decoded with numcodecs, uncompressed chunks are memory-mapped and kept
-mapped (as many as `ulimit -n` comfortably allows), so rows are copied straight out of the page cache (one copy per node, shared by every process).
+so read it directly: Blosc chunks are decoded with numcodecs (into a caller's buffer when given one),
+uncompressed chunks are memory-mapped and kept mapped (as many as `ulimit -n` comfortably allows), so rows
+are copied straight out of the page cache (one copy per node, shared by every process).
 Any other layout (sharded, remote store, other codecs), and a chunk file that is absent (zarr's fill-value
 semantics), goes through zarr.
 """

@@ -182,7 +182,7 @@ class TrimodalBatches:
             for k in range(k0, k1):
                 block = data[(k - k0) * c:(k - k0 + 1) * c]
                 got = self._lc_chunks.read(k, out=block)
-                if got.base is not block.base or got.ctypes.data != block.ctypes.data:
+                if got.ctypes.data != block.ctypes.data:
                     block[:len(got)] = got  # mapped, or read through zarr
         return data[p0 - k0 * c:p1 - k0 * c]
 
@@ -232,8 +232,10 @@ class TrimodalBatches:
         return _InSlot(slot, len(rows), {k: v.numpy() for k, v in small.items()})
 
     def _scratch_points(self, n: int) -> np.ndarray:
+        """A per-process buffer for a batch's light-curve points (never handed out, so reused every batch)."""
         if self._pts is None or len(self._pts) < n or self._pts_pid != os.getpid():
-            self._pts, self._pts_pid = np.empty((max(n, self.spec.batch_size + 1), SEQ_LEN, 3), np.float32), os.getpid()
+            self._pts = np.empty((max(n, self.spec.batch_size + 1), SEQ_LEN, 3), np.float32)
+            self._pts_pid = os.getpid()
         return self._pts[:n]
 
     def _fill(self, rows: np.ndarray, epoch: int, batch_index: int, out: dict[str, np.ndarray]
@@ -316,9 +318,9 @@ class TrimodalBatches:
         if pool is None or pool[0] != os.getpid():
             arena = BatchArena(self._fields(), self.spec.batch_size + 1, num_workers * SLOTS_PER_WORKER, shared=True)
             loader = torch.utils.data.DataLoader(
-                _EpochDataset(self._detached(), arena), batch_size=None, num_workers=num_workers, persistent_workers=True,
-                prefetch_factor=SLOTS_PER_WORKER - 2,
-                multiprocessing_context="fork" if os.name == "posix" else None)
+                _EpochDataset(self._detached(), arena), batch_size=None, num_workers=num_workers,
+                persistent_workers=True, prefetch_factor=SLOTS_PER_WORKER - 2,
+                multiprocessing_context="fork")  # workers must inherit the shared slots (Linux and macOS)
             pool = self._workers[num_workers] = (os.getpid(), arena, loader)
         _, arena, loader = pool
         # Batches of an abandoned epoch that never reached the consumer: the DataLoader drops them when it
@@ -327,7 +329,8 @@ class TrimodalBatches:
         arena.words[:] = (epoch, start_batch)  # read by each worker's _EpochDataset.__iter__
         for item in loader:
             if isinstance(item, _InSlot):
-                item = {**arena.hand_out(item.slot, item.n), **{k: torch.from_numpy(v) for k, v in item.small.items()}}
+                small = {k: torch.from_numpy(v) for k, v in item.small.items()}
+                item = {**arena.hand_out(item.slot, item.n), **small}
             yield item
 
     def close(self) -> None:
