@@ -165,6 +165,26 @@ def test_persistent_workers_fill_shared_slots_and_match_in_process_batches(tiny_
         b.close()
 
 
+def test_persistent_workers_stop_when_the_batches_object_is_dropped(tiny_store):
+    import gc
+    import os
+    import time
+
+    b = TrimodalBatches(_spec(tiny_store))
+    assert sum(1 for _ in epoch_loader(b, 0, num_workers=2)) == b.num_batches()
+    pids = [w.pid for w in b._workers[2][2]._iterator._workers]
+    assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
+    gc.disable()  # no cycle collector: dropping the last reference alone must stop them
+    try:
+        del b
+        deadline = time.monotonic() + 20
+        while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        gc.enable()
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+
+
 def test_rfr_score_can_be_excluded(tiny_store):
     with_rfr = next(TrimodalBatches(_spec(tiny_store)).iter_epoch(0))
     without = next(TrimodalBatches(_spec(tiny_store, use_rfr_score=False)).iter_epoch(0))
