@@ -110,6 +110,18 @@ def test_resume_after_stop_is_exact(pretrained_2rank, tiny_store, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.timeout(900)
+def test_dataloader_workers_give_the_same_training_run(pretrained_2rank, tiny_store, tmp_path):
+    """Persistent workers filling shared batch slots, on each of 2 ranks; every epoch stops after 4 steps, so
+    each one abandons a partly consumed worker epoch. Losses and weights equal the in-process loader's."""
+    run = tmp_path / "workers"
+    run_job("pretrain", run, tiny_store, world=2, launcher="torchrun", sets=["data.num_workers=2"])
+    assert steps(run) == steps(pretrained_2rank)
+    a, b = final_module(run), final_module(pretrained_2rank)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(600)
 def test_mpiexec_launch(tiny_store, tmp_path):

@@ -320,7 +320,11 @@ class TrimodalBatches:
             loader = torch.utils.data.DataLoader(
                 _EpochDataset(self._detached(), arena), batch_size=None, num_workers=num_workers,
                 persistent_workers=True, prefetch_factor=SLOTS_PER_WORKER - 2,
-                multiprocessing_context="fork")  # workers must inherit the shared slots (Linux and macOS)
+                multiprocessing_context="fork",  # workers must inherit the shared slots (Linux and macOS)
+                # Starting workers draws a seed from the generator; from the global one that would shift the
+                # model's own random stream (dropout, ProbSparse sampling) and break exact resume. Batches
+                # take their randomness from (seed, epoch, rank, batch) alone.
+                generator=torch.Generator().manual_seed(0))
             pool = self._workers[num_workers] = (os.getpid(), arena, loader)
         _, arena, loader = pool
         # Batches of an abandoned epoch that never reached the consumer: the DataLoader drops them when it
