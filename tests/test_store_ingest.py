@@ -217,14 +217,22 @@ def test_cli_errors_are_clear_and_nonzero(tmp_path):
     assert r.returncode == 2 and "nope.zarr is not a Zarr v3 store" in r.stderr
 
 
-def test_cli_builds_an_uncompressed_store_and_info_shows_its_layout(tmp_path):
-    out = tmp_path / "raw.zarr"
+def test_cli_builds_a_compressed_store_and_info_shows_its_layout(tmp_path):
+    import os
+
+    out = tmp_path / "small.zarr"
     astrom3 = str(_venv_bin() / "astrom3")
-    r = subprocess.run([astrom3, "ingest", "synthetic", "-n", "40", "--out", str(out), "--compression", "none",
+    r = subprocess.run([astrom3, "ingest", "synthetic", "-n", "40", "--out", str(out), "--compression", "lz4hc",
                         "--chunk-objects", "16", "--table-chunk", "64", "--lc-chunk", "4096", "--no-progress",
                         "--on-error", "skip"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([astrom3, "info", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     layout = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("layout:"))[len("layout:"):])
-    assert layout["compression"] == "none" and layout["chunk_objects"] == 16
+    assert layout["compression"] == "lz4hc" and layout["chunk_objects"] == 16
+    # A reader that went away (`astrom3 info store | head -1`) ends the command quietly, without a traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    r = subprocess.run([astrom3, "info", str(out)], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert r.returncode == 141 and "Traceback" not in r.stderr, r.stderr
