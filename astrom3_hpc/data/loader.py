@@ -82,10 +82,9 @@ class TrimodalBatches:
         self._cache_cap = max(2 * spec.buffer_chunks + 2, 64)
         self._full: tuple[np.ndarray, np.ndarray] | None = None
         self.spec_len = int(r["spec"].shape[2])
-        self._arena: tuple[int, BatchArena] | None = None
-        self._workers: dict[int, tuple[int, BatchArena, torch.utils.data.DataLoader]] = {}
+        self._arena: BatchArena | None = None
         self._pts: np.ndarray | None = None
-        self._pts_pid: int | None = None
+        self._workers: dict[int, tuple[int, BatchArena, torch.utils.data.DataLoader]] = {}
 
     # -- order -------------------------------------------------------------------------------------------
     def _shuffled(self, epoch: int) -> np.ndarray:
@@ -145,7 +144,9 @@ class TrimodalBatches:
             if self._spec_chunks.rows != self.chunk:
                 raise StoreError(f"{self.spec.store}: spec chunks of {self._spec_chunks.rows} objects, but the "
                                  f"store's layout says chunk_objects={self.chunk}")
+            # Decoded chunks, batch slots and scratch memory belong to the process that made them.
             self._cache.clear()
+            self._arena, self._pts = None, None
             self._pid = os.getpid()
             if self.spec.in_memory and self._full is None:
                 self._full = (self._spec_arr[:] if self.spec.read_spectra else None, self._lc_arr[:])
@@ -197,11 +198,12 @@ class TrimodalBatches:
         """This process's recycled batch slots (None inside a DataLoader worker: its batches must be sent)."""
         if torch.utils.data.get_worker_info() is not None:
             return None
-        if self._arena is None or self._arena[0] != os.getpid():
+        self._open()
+        if self._arena is None:
             # The consumer holds a batch while the next is built, and autograd may keep the inputs of one
             # more until backward: 4 slots cover that; a consumer holding more gets fresh memory.
-            self._arena = (os.getpid(), BatchArena(self._fields(), self.spec.batch_size + 1, 4, shared=False))
-        return self._arena[1]
+            self._arena = BatchArena(self._fields(), self.spec.batch_size + 1, 4, shared=False)
+        return self._arena
 
     def make_batch(self, rows: np.ndarray, epoch: int, batch_index: int) -> dict[str, torch.Tensor]:
         arena = self._local_arena()
@@ -209,11 +211,7 @@ class TrimodalBatches:
         if slot is None:
             big = {k: _empty((len(rows), *shape)) for k, shape in self._fields().items()}
             return {**big, **self._fill(rows, epoch, batch_index, {k: t.numpy() for k, t in big.items()})}
-        try:
-            small = self._fill(rows, epoch, batch_index, arena.arrays(slot, len(rows)))
-        except BaseException:
-            arena.release_unhanded(range(slot, slot + 1))
-            raise
+        small = self._fill_slot(arena, slot, rows, epoch, batch_index)
         return {**arena.hand_out(slot, len(rows)), **small}
 
     def _make_in_slot(self, rows: np.ndarray, epoch: int, batch_index: int, arena: BatchArena, mine: range):
@@ -222,20 +220,23 @@ class TrimodalBatches:
         slot = arena.claim(mine) if len(rows) <= arena.rows else None
         if slot is None:
             return self.make_batch(rows, epoch, batch_index)
-        try:
-            small = self._fill(rows, epoch, batch_index, arena.arrays(slot, len(rows)))
-        except BaseException:
-            arena.release_unhanded(range(slot, slot + 1))
-            raise
+        small = self._fill_slot(arena, slot, rows, epoch, batch_index)
         # The small entries travel pickled by value: as tensors each would cost a shared-memory segment and a
         # file-descriptor handshake per batch (measured: most of the main process's time per batch).
         return _InSlot(slot, len(rows), {k: v.numpy() for k, v in small.items()})
 
+    def _fill_slot(self, arena: BatchArena, slot: int, rows: np.ndarray, epoch: int, batch_index: int
+                   ) -> dict[str, torch.Tensor]:
+        try:
+            return self._fill(rows, epoch, batch_index, arena.arrays(slot, len(rows)))
+        except BaseException:
+            arena.release_unhanded(range(slot, slot + 1))  # a failed batch must not leak its slot
+            raise
+
     def _scratch_points(self, n: int) -> np.ndarray:
         """A per-process buffer for a batch's light-curve points (never handed out, so reused every batch)."""
-        if self._pts is None or len(self._pts) < n or self._pts_pid != os.getpid():
+        if self._pts is None or len(self._pts) < n:
             self._pts = np.empty((max(n, self.spec.batch_size + 1), SEQ_LEN, 3), np.float32)
-            self._pts_pid = os.getpid()
         return self._pts[:n]
 
     def _fill(self, rows: np.ndarray, epoch: int, batch_index: int, out: dict[str, np.ndarray]
