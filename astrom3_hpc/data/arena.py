@@ -93,17 +93,19 @@ class BatchArena:
     def hand_out(self, slot: int, n: int) -> dict[str, torch.Tensor]:
         """The slot's fields as tensors; the slot becomes FREE when the last of them (and of their views) dies."""
         self.state[slot] = HANDED
-        live = [len(self.fields)]
+        # Tensors can die in any thread (autograd frees saved inputs in its own): set.discard is atomic under
+        # the GIL where a counter's read-modify-write is not, and setting FREE twice is harmless.
+        live = set(self.fields)
         state = self.state
 
-        def release() -> None:
-            live[0] -= 1
-            if live[0] == 0:
+        def release(name: str) -> None:
+            live.discard(name)
+            if not live:
                 state[slot] = FREE
 
         out = {}
         for name in self.fields:
             a = self._array(slot, name, n)
-            weakref.finalize(a, release).atexit = False
+            weakref.finalize(a, release, name).atexit = False
             out[name] = torch.from_numpy(a)
         return out
