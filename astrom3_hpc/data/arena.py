@@ -21,6 +21,7 @@ frees it.
 from __future__ import annotations
 
 import mmap
+import threading
 import weakref
 
 import numpy as np
@@ -93,14 +94,17 @@ class BatchArena:
     def hand_out(self, slot: int, n: int) -> dict[str, torch.Tensor]:
         """The slot's fields as tensors; the slot becomes FREE when the last of them (and of their views) dies."""
         self.state[slot] = HANDED
-        # Tensors can die in any thread (autograd frees saved inputs in its own): set.discard is atomic under
-        # the GIL where a counter's read-modify-write is not, and setting FREE twice is harmless.
-        live = set(self.fields)
+        # Tensors can die in any thread (autograd frees saved inputs in its own), so exactly one release,
+        # the one that empties the set under the lock, frees the slot: a late second FREE could otherwise
+        # land after the owner had already claimed the slot again.
+        live, lock = set(self.fields), threading.Lock()
         state = self.state
 
         def release(name: str) -> None:
-            live.discard(name)
-            if not live:
+            with lock:
+                live.discard(name)
+                last = not live
+            if last:
                 state[slot] = FREE
 
         out = {}
