@@ -58,9 +58,6 @@ class BatchArena:
         self.state = np.frombuffer(self._mem, np.uint8, count=self.slots)
         self.words = np.frombuffer(self._mem, np.int64, count=2, offset=words_at)
 
-    def fits(self, fields: dict[str, tuple[int, ...]], rows: int) -> bool:
-        return rows <= self.rows and all(self.fields.get(k) == tuple(v) for k, v in fields.items())
-
     def owns(self, t: torch.Tensor) -> bool:
         """Whether a tensor's memory lies in this arena's slots."""
         lo = self.state.ctypes.data + self._head
@@ -75,8 +72,8 @@ class BatchArena:
         return None
 
     def release_unhanded(self, candidates: range) -> None:
-        """FILLING slots whose batch will never be handed out (an abandoned epoch) become FREE again. Only
-        safe when no owner is filling them any more, or when the owner is the caller's own process."""
+        """FILLING slots become FREE again, for batches that will never be handed out (a fill that failed, an
+        abandoned epoch). The caller must know that no batch filled in them reaches a consumer."""
         for s in candidates:
             if self.state[s] == FILLING:
                 self.state[s] = FREE
