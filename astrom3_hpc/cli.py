@@ -30,8 +30,9 @@ def _add_layout_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard-chunks", type=int, default=0, help="spectra chunks per shard file (0: no sharding)")
     g.add_argument("--compression", choices=["none", "lz4hc", "lz4"], default="none",
                    help="spectra and light-curve points: none (default: the loader copies rows straight from "
-                        "the page cache, one copy per node), lz4hc (half the disk, ~2.5x slower to load) or "
-                        "lz4 (like lz4hc but ~3x faster to write and slower to read)")
+                        "the page cache, one copy per node), lz4hc (half the disk, ~2.5x slower to load, "
+                        "ingestion ~1.5x slower) or lz4 (like lz4hc, but ingests as fast as none and loads "
+                        "~1.25x slower than lz4hc)")
 
 
 def _add_ingest(sub) -> None:
