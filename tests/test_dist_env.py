@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -190,9 +191,11 @@ def test_tasks_per_node():
 
 def test_slurm_port_deterministic_and_distinct():
     p = slurm_port("123456", "0")
-    assert p == slurm_port(123456, 0) and 15000 <= p < 35000
+    assert p == slurm_port(123456, 0) and 15000 <= p < 32000
     assert slurm_port("123456", "1") != p and slurm_port("123457", "0") != p
-    assert 15000 <= slurm_port("77_3", "batch") < 35000
+    assert 15000 <= slurm_port("77_3", "batch") < 32000
+    # below the ephemeral range, where outgoing connections take their local ports
+    assert max(slurm_port(j, 0) for j in range(0, 40000, 7)) < 32768
 
 
 # ------------------------------------------------------------------------------------- gloo interface
@@ -265,6 +268,42 @@ def test_init_forced_one_process_group(clean_env):
     torch.testing.assert_close(denv.all_reduce_mean(torch.tensor([3.0])), torch.tensor([3.0]))
     denv.barrier()
     denv.cleanup()
+    assert not denv.is_initialized()
+
+
+def _one_node_step(clean_env, job_id: str, rank: int, tasks: int) -> None:
+    for k, v in {"SLURM_JOB_ID": job_id, "SLURM_STEP_ID": "0", "SLURM_PROCID": str(rank),
+                 "SLURM_STEP_NUM_TASKS": str(tasks), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
+                 "SLURM_STEP_TASKS_PER_NODE": str(tasks), "SLURM_STEP_NODELIST": "localhost"}.items():
+        clean_env.setenv(k, v)
+
+
+def _listen(port: int):
+    s = socket.socket()
+    s.bind(("", port))
+    s.listen()
+    return s
+
+
+def test_one_rank_step_takes_a_free_port_not_the_derived_one(clean_env):
+    """A SLURM array's one-rank tasks each derive a fixed port from their job id; one landed on the test
+    cluster's MariaDB port and failed. Nobody has to agree on a one-rank group's port, so it is a free one."""
+    _one_node_step(clean_env, "260", rank=0, tasks=1)
+    derived = slurm_port("260", "0")
+    with _listen(derived):
+        e = denv.init()
+        assert e.launcher == "slurm" and e.world_size == 1 and e.master_port != derived
+        assert os.environ["MASTER_PORT"] == str(e.master_port) and denv.port_is_free(e.master_port)
+    denv.cleanup()
+
+
+def test_rank0_names_a_derived_port_that_is_taken(clean_env):
+    _one_node_step(clean_env, "261", rank=0, tasks=2)
+    derived = slurm_port("261", "0")
+    with _listen(derived):
+        with pytest.raises(RuntimeError, match=rf"rendezvous port {derived} \(derived from SLURM_JOB_ID.*"
+                                                r"already in use on this host.*set MASTER_PORT"):
+            denv.init(timeout=5)
     assert not denv.is_initialized()
 
 

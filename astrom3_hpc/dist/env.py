@@ -23,7 +23,8 @@ Launcher precedence (first match wins):
    ``SLURM_STEP_TASKS_PER_NODE`` (``2(x3),1`` form) at ``SLURM_NODEID``. Master = first host of
    ``SLURM_STEP_NODELIST`` (then ``SLURM_JOB_NODELIST``/``SLURM_NODELIST``), expanded with
    ``scontrol show hostnames`` when that works, else the pure-Python ``expand_nodelist``. Port:
-   ``MASTER_PORT`` if set, else derived from ``SLURM_JOB_ID`` and the step id (``slurm_port``).
+   ``MASTER_PORT`` if set, else derived from ``SLURM_JOB_ID`` and the step id (``slurm_port``); `init` gives a
+   one-rank step a free port instead (no peer has to agree on it).
 3. ``mpi`` (mpiexec/mpirun): Open MPI ``OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}`` or MPICH/Hydra
    ``PMI_RANK``/``PMI_SIZE``/``MPI_LOCALRANKID``/``MPI_LOCALNRANKS``. mpiexec inside an allocation lands here
    even though SLURM variables (of the batch step) are present, because they disagree with the MPI ones.
@@ -38,6 +39,7 @@ Launcher precedence (first match wins):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import fcntl
 import os
@@ -172,18 +174,23 @@ def expand_tasks_per_node(spec: str) -> list[int]:
     return out
 
 
-def slurm_port(job_id: str | int, step_id: str | int | None = None) -> int:
-    """A port every rank of one SLURM step derives identically: 15000 + (job*7 + step) mod 20000.
+SLURM_PORT_RANGE = (15000, 32000)  # below Linux's ephemeral ports (32768-60999), where outgoing sockets bind
 
-    Different jobs (and concurrent steps of one job) land on different ports unless they collide mod 20000;
-    set MASTER_PORT explicitly to override.
+
+def slurm_port(job_id: str | int, step_id: str | int | None = None) -> int:
+    """A port every rank of one SLURM step derives identically: 15000 + (job*7 + step) mod 17000.
+
+    Different jobs (and concurrent steps of one job) land on different ports unless they collide mod 17000;
+    set MASTER_PORT explicitly to override. A service listening on the derived port makes rank 0 fail with
+    an error that says so (`init`); one-rank steps never use it (`init` takes a free port).
     """
     try:
         step = int(step_id) if step_id is not None else 0
     except ValueError:  # "batch", "extern"
         step = 0
     digits = re.sub(r"\D", "", str(job_id)) or "0"  # array jobs: "123_4" -> 1234
-    return 15000 + (int(digits) * 7 + step) % 20000
+    lo, hi = SLURM_PORT_RANGE
+    return lo + (int(digits) * 7 + step) % (hi - lo)
 
 
 # --------------------------------------------------------------------------------------------------- detect
@@ -367,6 +374,26 @@ def _checked(e: DistEnv) -> DistEnv:
 
 # ------------------------------------------------------------------------------------------ network helpers
 
+def port_is_free(port: int, host: str = "") -> bool:
+    """Whether a listening socket could bind `port` on `host` now (as TCPStore's does, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_user(port: int) -> str:
+    """Who listens on `port`, as `ss` tells it (best effort, for error messages)."""
+    try:
+        r = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5)
+        return " ".join(r.stdout.split()) or "unknown process"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown process"
+
+
 def find_free_port(host: str = SINGLE_HOST_ADDR) -> int:
     """A TCP port free right now on `host` (racy by nature: use it promptly)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -464,7 +491,19 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
     import torch
     import torch.distributed as tdist
 
+    given = os.environ if environ is None else environ
     env = detect(environ)
+    if not given.get("MASTER_PORT"):
+        if env.world_size == 1:
+            # Nobody has to agree on a one-rank group's port: a free one cannot collide with a service or with
+            # another one-rank job on the node (a SLURM array's tasks would otherwise derive fixed ports).
+            env = dataclasses.replace(env, master_port=find_free_port(""))
+        elif env.rank == 0 and not port_is_free(env.master_port):
+            how = ("derived from SLURM_JOB_ID and the step id, see dist.env.slurm_port" if env.launcher == "slurm"
+                   else "MASTER_PORT was not set")
+            raise RuntimeError(
+                f"rendezvous port {env.master_port} ({how}) is already in use on this host by "
+                f"{_port_user(env.master_port)}; set MASTER_PORT to a free port for every rank")
     os.environ.update(env.as_env())
     os.environ[LAUNCHER_VAR] = env.launcher
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
@@ -549,5 +588,5 @@ def cleanup() -> None:
 __all__ = [
     "DistEnv", "detect", "init", "cleanup", "is_initialized", "get_rank", "get_world_size", "is_main",
     "barrier", "all_reduce_mean", "broadcast_object", "expand_nodelist", "first_host", "expand_tasks_per_node",
-    "slurm_port", "find_free_port", "gloo_socket_ifname", "interface_addresses", "route_source_address",
+    "slurm_port", "find_free_port", "port_is_free", "gloo_socket_ifname", "interface_addresses", "route_source_address",
 ]

@@ -12,7 +12,7 @@
 # lc_init_multi: state dir, ports and network names from ASTROM3_SLURM_MULTI_* (separate from the
 # single-node cluster so that both can run at once).
 lc_init_multi() {
-    lc_init "${ASTROM3_SLURM_MULTI_DIR:-/tmp/astrom3-slurm-multi}" "${ASTROM3_SLURM_MULTI_PORT_BASE:-16827}" \
+    lc_init "${ASTROM3_SLURM_MULTI_DIR:-/tmp/astrom3-slurm-multi}" "${ASTROM3_SLURM_MULTI_PORT_BASE:-14827}" \
         "${ASTROM3_SLURM_MULTI_CLUSTER:-astrom3multi}"
     LC_NET_PREFIX="${ASTROM3_SLURM_NET_PREFIX:-a3s}"
     LC_SUBNET="${ASTROM3_SLURM_SUBNET:-10.213.7}"

@@ -6,7 +6,7 @@
 #   slurm/local-cluster/start-multi.sh [--hosts N]     (also: start.sh --hosts N)
 #   eval "$(slurm/local-cluster/start-multi.sh)"       # or: . /tmp/astrom3-slurm-multi/env.sh
 #
-# Env: ASTROM3_SLURM_MULTI_DIR (default /tmp/astrom3-slurm-multi), ASTROM3_SLURM_MULTI_PORT_BASE (16827),
+# Env: ASTROM3_SLURM_MULTI_DIR (default /tmp/astrom3-slurm-multi), ASTROM3_SLURM_MULTI_PORT_BASE (14827),
 # ASTROM3_SLURM_NET_PREFIX (a3s: bridge a3sbr0, namespaces a3s-node<i>, interface a3s0 in each),
 # ASTROM3_SLURM_SUBNET (10.213.7: bridge .1, hosts .11, .12, ...), ASTROM3_SLURM_CPUS, ASTROM3_SLURM_MEM_MB
 # (per fake host), ASTROM3_SLURM_START_TIMEOUT. Needs root (ip netns, veth, bridge).

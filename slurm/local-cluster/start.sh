@@ -7,7 +7,7 @@
 #
 # Idempotent: daemons already running (recorded PID alive + scontrol ping) are left alone; dead ones are
 # restarted. Prints `export ...` lines on stdout; progress and errors go to stderr.
-# Env: ASTROM3_SLURM_DIR, ASTROM3_SLURM_PORT_BASE (default 16817: slurmctld, +1 slurmd, +2 slurmdbd,
+# Env: ASTROM3_SLURM_DIR, ASTROM3_SLURM_PORT_BASE (default 14817: slurmctld, +1 slurmd, +2 slurmdbd,
 # +3 MariaDB), ASTROM3_SLURM_CPUS, ASTROM3_SLURM_MEM_MB, ASTROM3_SLURM_START_TIMEOUT (s, default 60),
 # ASTROM3_SLURM_CLUSTER (default astrom3).
 set -euo pipefail
@@ -23,7 +23,7 @@ fi
 
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lc_init "${ASTROM3_SLURM_DIR:-/tmp/astrom3-slurm}" "${ASTROM3_SLURM_PORT_BASE:-16817}" astrom3
+lc_init "${ASTROM3_SLURM_DIR:-/tmp/astrom3-slurm}" "${ASTROM3_SLURM_PORT_BASE:-14817}" astrom3
 NODE="$LC_HOST"
 
 # Fast path: everything recorded as running and the controller answers.

@@ -12,7 +12,7 @@ if [ "${1:-}" = --multi ]; then
     . "$HERE/lib-multi.sh"
     lc_init_multi
 else
-    lc_init "${ASTROM3_SLURM_DIR:-/tmp/astrom3-slurm}" "${ASTROM3_SLURM_PORT_BASE:-16817}" astrom3
+    lc_init "${ASTROM3_SLURM_DIR:-/tmp/astrom3-slurm}" "${ASTROM3_SLURM_PORT_BASE:-14817}" astrom3
 fi
 rc=0
 echo "state dir: $LC_STATE   SLURM_CONF=$LC_CONF"

@@ -7,7 +7,7 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-lc_init "${ASTROM3_SLURM_DIR:-/tmp/astrom3-slurm}" "${ASTROM3_SLURM_PORT_BASE:-16817}" astrom3
+lc_init "${ASTROM3_SLURM_DIR:-/tmp/astrom3-slurm}" "${ASTROM3_SLURM_PORT_BASE:-14817}" astrom3
 purge=0
 case "${1:-}" in
     --purge) purge=1 ;;
