@@ -302,6 +302,9 @@ def _export_torch_env(env) -> None:
         os.environ["MASTER_ADDR"] = rendezvous_address(os.environ["MASTER_ADDR"])
     else:
         os.environ["MASTER_ADDR"] = "127.0.0.1"
+        # Submitit derives a port from the job id; a one-task job needs no agreed port, and dist.env.init takes
+        # a free one when none is set (concurrent array tasks on a node could otherwise collide).
+        os.environ.pop("MASTER_PORT", None)
     os.environ["ASTROM3_DIST_LAUNCHER"] = "submitit"
     os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SLURM_CPUS_PER_TASK", "1"))
 
