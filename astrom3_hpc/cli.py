@@ -28,6 +28,7 @@ def _add_layout_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--table-chunk", type=int, default=8192, help="objects per chunk of the small tables")
     g.add_argument("--lc-chunk", type=int, default=32768, help="light-curve points per chunk")
     g.add_argument("--shard-chunks", type=int, default=0, help="spectra chunks per shard file (0: no sharding)")
+    # store.COMPRESSIONS and Layout's default, spelled out so `--help` need not import zarr (a test ties them).
     g.add_argument("--compression", choices=["none", "lz4hc", "lz4"], default="none",
                    help="spectra and light-curve points: none (default: the loader copies rows straight from "
                         "the page cache, one copy per node), lz4hc (half the disk, ~2.5x slower to load, "

@@ -374,15 +374,20 @@ def _checked(e: DistEnv) -> DistEnv:
 
 # ------------------------------------------------------------------------------------------ network helpers
 
-def port_is_free(port: int, host: str = "") -> bool:
-    """Whether a listening socket could bind `port` on `host` now (as TCPStore's does, SO_REUSEADDR)."""
+def _bind(host: str, port: int) -> int | None:
+    """The port a listening socket gets when it binds (`host`, `port`) now, as TCPStore's does (SO_REUSEADDR);
+    None if that fails. Port 0 asks the kernel for a free one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
-            return False
-    return True
+            return None
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "") -> bool:
+    return _bind(host, port) is not None
 
 
 def _port_user(port: int) -> str:
@@ -396,10 +401,10 @@ def _port_user(port: int) -> str:
 
 def find_free_port(host: str = SINGLE_HOST_ADDR) -> int:
     """A TCP port free right now on `host` (racy by nature: use it promptly)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    port = _bind(host, 0)
+    if port is None:
+        raise OSError(f"cannot bind any port on {host!r}")
+    return port
 
 
 def interface_addresses() -> dict[str, str]:
@@ -588,5 +593,6 @@ def cleanup() -> None:
 __all__ = [
     "DistEnv", "detect", "init", "cleanup", "is_initialized", "get_rank", "get_world_size", "is_main",
     "barrier", "all_reduce_mean", "broadcast_object", "expand_nodelist", "first_host", "expand_tasks_per_node",
-    "slurm_port", "find_free_port", "port_is_free", "gloo_socket_ifname", "interface_addresses", "route_source_address",
+    "slurm_port", "find_free_port", "port_is_free", "gloo_socket_ifname", "interface_addresses",
+    "route_source_address",
 ]
