@@ -6,8 +6,9 @@ light curve and collates with torch's default collate. The raw objects are held 
 pays no file parsing: its cost is preprocessing alone. Ours reads the preprocessed Zarr store by whole chunks,
 in each layout `astrom3 ingest --compression` offers (none, the default, whose chunk files are memory-mapped;
 lz4hc; lz4), with 0 and 2 DataLoader workers, or holds it in memory.
-Both run in this process on the same objects, warmed up; ours over --epochs timed epochs (median shown); "per core" divides by the CPU
-time of the process and its workers, so neither threads nor workers can flatter it.
+Both run in this process on the same objects, warmed up; ours over --epochs timed epochs (median shown).
+"Per core" divides by the CPU time of the process and its workers, so neither threads nor workers can
+flatter it.
 
     python benchmarks/loader.py [--n 20000] [--batch 512] [--epochs 3] [--dir keep-stores-here]
 """
