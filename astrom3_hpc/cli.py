@@ -52,6 +52,23 @@ def _add_ingest(sub) -> None:
     p.add_argument("--unseen-fraction", type=float, default=0.0,
                    help="synthetic: fraction of objects from classes absent in training (label -1)")
     p.add_argument("--mislabel-fraction", type=float, default=0.0, help="synthetic: fraction of wrong labels")
+    p.add_argument("--missing-rate", type=float, default=0.0,
+                   help="synthetic: fraction of objects given one NaN metadata value, to exercise --meta-nan "
+                        "(default 0 here; the Python generator's default is 0.003)")
+    p.add_argument("--meta-nan", choices=["fail", "skip", "impute"], default="fail",
+                   help="NaN metadata: fail (default, names object and column), skip the object, or impute the "
+                        "split seed's train median (a presence mask is stored; see docs/store.md)")
+    p.add_argument("--splits-from", metavar="DIR",
+                   help="split files DIR/{subset}/{seed}/{train,val,test}.csv to keep (astrom3-raw: ROOT/splits "
+                        "by default); absent (subset, seed) pairs are generated")
+    g = p.add_argument_group("astrom3-raw: the authors' research layout (paths relative to --root)")
+    g.add_argument("--catalogue", action="append", default=[], metavar="SPLIT=CSV",
+                   help="catalogue CSV per split, e.g. train=preprocessed_data/full_lb/spectra_and_v_train.csv "
+                        "(repeatable; default splits/full/42/{train,val,test}.csv)")
+    g.add_argument("--photometry", metavar="PATH", help="light-curve zip or directory (default: the first of "
+                   "photometry.zip, photometry/, asassnvarlc_vband_complete.zip, vardb_files/)")
+    g.add_argument("--spectra-dir", metavar="DIR", help="LAMOST FITS directory, flat or {split}/{class}/ "
+                                                        "(default ROOT/spectra)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="fail at the first bad object, or skip it and list it in skipped.json")
     p.add_argument("--error-channel", choices=["sigma", "ivar"], default="sigma",
@@ -67,13 +84,17 @@ def make_source(args):
         from .data.synthetic import SyntheticSource
 
         return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
-                               mislabel_fraction=args.mislabel_fraction)
+                               mislabel_fraction=args.mislabel_fraction, missing_rate=args.missing_rate)
     if not args.root:
         raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
     from .data import readers
 
     if args.source == "astrom3-raw":
-        return readers.AstroM3RawSource(args.root)
+        files = dict(c.split("=", 1) for c in args.catalogue if "=" in c)
+        if len(files) != len(args.catalogue):
+            raise SystemExit("astrom3 ingest: --catalogue takes SPLIT=CSV, e.g. train=spectra_and_v_train.csv")
+        return readers.AstroM3RawSource(args.root, files or None, photometry=args.photometry,
+                                        spectra_dir=args.spectra_dir)
     if args.source == "ztf-vsx":
         return readers.ZTFVSXSource(args.root)
     if args.source == "stripe82":
@@ -86,6 +107,7 @@ def cmd_ingest(args) -> int:
 
     source = make_source(args)
     opts = IngestOptions(on_error=args.on_error, error_channel=args.error_channel, overwrite=args.overwrite,
+                         meta_nan=args.meta_nan, splits_from=args.splits_from,
                          progress=not args.no_progress,
                          layout_kw=dict(chunk_objects=args.chunk_objects, table_chunk=args.table_chunk,
                                         lc_chunk=args.lc_chunk, shard_chunks=args.shard_chunks,
@@ -122,6 +144,8 @@ def _add_info(sub) -> None:
 
 
 def cmd_info(args) -> int:
+    from pathlib import Path
+
     from .constants import SPLIT_SEEDS, SUBSET_FACTORS
     from .data.store import Store
 
@@ -130,11 +154,14 @@ def cmd_info(args) -> int:
     print("layout:", json.dumps({"compression": "lz4", **s.attrs["layout"]}))  # stores before the option: lz4
     print("provenance:", json.dumps(s.attrs["provenance"]))
     print("summary:", json.dumps(s.attrs.get("summary", {})))
-    print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}")
+    origins = s.attrs.get("splits", {})  # stores before published splits were kept: all generated
+    print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}  origin")
     for seed in SPLIT_SEEDS:
         for sub in SUBSET_FACTORS:
             n = [len(s.split(seed, sub, k)) for k in ("train", "val", "test")]
-            print(f"{seed:>5} {sub:>6} {n[0]:>7} {n[1]:>6} {n[2]:>6}")
+            o = origins.get(f"seed{seed}/{sub}", {"origin": "generated"})
+            where = f" ({Path(o['files']['train']).parent})" if o.get("files") else ""
+            print(f"{seed:>5} {sub:>6} {n[0]:>7} {n[1]:>6} {n[2]:>6}  {o['origin']}{where}")
     if s.skipped():
         print(f"skipped objects: {len(s.skipped())} (see {s.path / 'skipped.json'})")
     return 0
@@ -276,12 +303,13 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     from .config import ConfigError
     from .data.ingest import IngestError
     from .data.raw import BadInputError
+    from .data.split_files import SplitFileError
     from .data.store import StoreError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, StoreError, BadInputError, IngestError, FileExistsError, FileNotFoundError, ValueError,
-            *expected_errors) as e:
+    except (ConfigError, StoreError, BadInputError, IngestError, SplitFileError, FileExistsError, FileNotFoundError,
+            ValueError, *expected_errors) as e:
         print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -436,3 +436,30 @@ def drop_csv_column(csv_path: str | Path, column: str) -> Path:
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([r[:k] + r[k + 1:] for r in rows])
     return csv_path
+
+
+def write_split_files(layout: Mapping[str, Any], subset: str, seed: int, ids: Mapping[str, Any],
+                      root: str | Path | None = None) -> dict[str, Path]:
+    """Write ``{root}/{subset}/{seed}/{split}.csv`` (root: the layout's ``splits/``) with the catalogue rows of the
+    given object ids per split, in the authors' 42-column format; an id the layout lacks gets an otherwise empty row.
+    Returns {split: path}."""
+    rows: dict[int, list[str]] = {}
+    for path in layout["split_files"].values():
+        with open(path, newline="", encoding="utf-8") as fh:
+            rd = csv.reader(fh)
+            header = next(rd)
+            i_id = header.index("id")
+            for r in rd:
+                rows[int(r[i_id].split()[-1])] = r
+    d = Path(root if root is not None else Path(layout["root"]) / "splits") / subset / str(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, members in ids.items():
+        out[split] = d / f"{split}.csv"
+        with open(out[split], "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(ASTROM3_CSV_COLUMNS)
+            for oid in members:
+                oid = int(oid)
+                w.writerow(rows.get(oid, [f"EDR3 {oid}" if c == "id" else "" for c in ASTROM3_CSV_COLUMNS]))
+    return out

@@ -25,11 +25,11 @@ import zarr
 
 from .. import __version__
 from ..atomic import replace_dir, write_json
-from ..constants import SPLIT_SEEDS
+from ..constants import META_COLUMNS, SPLIT_SEEDS
 from ..progress import Progress
-from .preprocess import preprocess
+from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from .raw import BadInputError, RawSource
-from .splits import all_splits
+from .split_files import PublishedSplits, read_split_dir, resolve_splits
 from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
 
 log = logging.getLogger("astrom3")
@@ -43,6 +43,12 @@ class IngestError(RuntimeError):
 class IngestOptions:
     on_error: str = "fail"  # "fail": stop at the first bad object; "skip": record it in skipped.json
     error_channel: str = "sigma"  # spectrum error channel: "sigma" or the reference's "ivar"
+    # NaN metadata: "fail" (a BadInputError naming object and column), "skip" (leave the object out, whatever
+    # on_error says) or "impute" (store NaN + a presence mask; the loader fills the split seed's train median).
+    meta_nan: str = "fail"
+    # Published split files ({subset}/{seed}/{train,val,test}.csv, see split_files.py); None: the source's own
+    # (`source.splits_dir`, e.g. the AstroM3 raw layout's splits/), if any. Absent (subset, seed) are generated.
+    splits_from: str | Path | None = None
     overwrite: bool = False
     progress: bool = True
     layout_kw: dict[str, Any] = field(default_factory=dict)  # store.Layout fields: chunk sizes, shards, compression
@@ -84,6 +90,8 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
     opt = options or IngestOptions()
     if opt.on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {opt.on_error!r}")
+    if opt.meta_nan not in META_NAN_POLICIES:
+        raise ValueError(f"meta_nan must be one of {META_NAN_POLICIES}, got {opt.meta_nan!r}")
     comm = _Comm()
     out = Path(out).resolve()
     layout = Layout(n_objects=len(source), **opt.layout_kw)
@@ -95,8 +103,13 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
 
     # Rank 0 creates the temporary store; the others open it after the broadcast.
     setup = None
+    published: PublishedSplits | None = None
     if comm.rank == 0:
         try:
+            # Split files are checked before anything is written: a bad one costs no preprocessing.
+            split_dir = opt.splits_from if opt.splits_from is not None else getattr(source, "splits_dir", None)
+            if split_dir is not None:
+                published = read_split_dir(split_dir)
             setup = _create(source, out, layout, opt, comm.size)
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
             setup = e
@@ -134,8 +147,14 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
         skipped = sorted((s for st in statuses for s in st["skipped"]), key=lambda s: s["index"])
         summary = None
         if comm.rank == 0:
-            summary = _finish(tmp, out, layout, skipped, opt, time.perf_counter() - t0, comm.size)
+            try:
+                summary = _finish(tmp, out, layout, skipped, opt, published, time.perf_counter() - t0, comm.size)
+            except Exception as e:  # noqa: BLE001 - forwarded to every rank; nothing half-written stays behind
+                shutil.rmtree(tmp, ignore_errors=True)
+                summary = e
     summary = comm.bcast(summary)
+    if isinstance(summary, Exception):
+        raise IngestError(f"ingestion into {out} failed, nothing was written: {summary}") from None
     return summary
 
 
@@ -155,17 +174,20 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
                    "lc_chunk": layout.lc_chunk, "shard_chunks": layout.shard_chunks,
                    "compression": layout.compression},
         "preprocessing": {"spectrum_error_channel": opt.error_channel, "spectrum_grid": [3850.0, 8998.0, 2.0],
-                          "on_error": opt.on_error},
+                          "on_error": opt.on_error, "meta_nan": opt.meta_nan},
         "provenance": {"source": source.describe(), "astrom3_hpc_version": __version__, "mpi_ranks": n_ranks},
     })
     create_arrays(root, layout)
+    # Which metadata values were observed (False: NaN in the input, filled by the loader under meta_nan impute).
+    root.create_array("meta_present", shape=(layout.n_objects, len(META_COLUMNS)), chunks=(layout.table_chunk,
+                      len(META_COLUMNS)), dtype="bool", compressors=compressor(), fill_value=False)
     return str(tmp)
 
 
 class _TableBuffer:
     """Rows of the small per-object arrays for one table chunk, written when the chunk is whole."""
 
-    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta")
+    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta", "meta_present")
 
     def __init__(self, root: zarr.Group, start: int):
         self.root = root
@@ -219,21 +241,24 @@ def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, co
                 try:
                     obj = source.get(i)
                     label = obj.label
-                    pre, present = preprocess(obj, MODALITIES, opt.error_channel)
+                    pre, present = preprocess(obj, MODALITIES, opt.error_channel, opt.meta_nan)
                 except BadInputError as e:
-                    if opt.on_error == "fail":
+                    nan_skip = isinstance(e, MissingMetadataError) and opt.meta_nan == "skip"
+                    if opt.on_error == "fail" and not nan_skip:
                         raise
                     status["skipped"].append({"index": i, "object_id": e.object_id, "source": e.source,
                                               "reason": e.reason})
                     table.add(object_id=_as_id(e.object_id), label=label, valid=False,
                               present=np.zeros(n_mod, bool), **{"lc/length": 0, "lc/stats": np.zeros(2, np.float32)},
-                              aux=np.zeros(4, np.float32), meta=np.zeros(34, np.float32))
+                              aux=np.zeros(4, np.float32), meta=np.zeros(34, np.float32),
+                              meta_present=np.zeros(34, bool))
                     continue
                 spec_block[i - c0] = pre.spec
                 lc_buf.append(pre.lc_values)
                 lc_buffered += len(pre.lc_values)
                 table.add(object_id=obj.object_id, label=obj.label, valid=True, present=present,
-                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats}, aux=pre.aux, meta=pre.meta)
+                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats}, aux=pre.aux, meta=pre.meta,
+                          meta_present=np.isfinite(pre.meta))
             spec_arr[c0:c1] = spec_block
             if len(table.rows["label"]) >= layout.table_chunk or c1 == hi:
                 table.flush()
@@ -269,8 +294,8 @@ def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) ->
         dst[g0:g1] = np.concatenate(pieces)
 
 
-def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions, elapsed: float,
-            n_ranks: int) -> dict[str, Any]:
+def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions,
+            published: PublishedSplits | None, elapsed: float, n_ranks: int) -> dict[str, Any]:
     root = zarr.open_group(str(tmp), mode="r+")
     lengths = root["lc/length"][:].astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -280,8 +305,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     present = root["present"][:]
     meta = root["meta"][:].astype(np.float64)
     aux = root["aux"][:].astype(np.float64)
+    all_sets, split_info = resolve_splits(published, root["object_id"][:], valid, labels)
     for seed in SPLIT_SEEDS:
-        sets = all_splits(labels, valid, seed)
+        sets = all_sets[seed]
         for subset, parts in sets.items():
             for split, idx in parts.items():
                 root.create_array(f"splits/seed{seed}/{subset}/{split}", data=idx.astype(np.int64),
@@ -295,6 +321,10 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns and empty splits
                 mean = np.nan_to_num(np.nanmean(values[rows], axis=0), nan=0.0)
                 std = np.nan_to_num(np.nanstd(values[rows], axis=0), nan=1.0)
+                if name == "meta":
+                    # Fill value for missing metadata (meta_nan impute): the train median of this seed only.
+                    stats["meta_median"] = np.nan_to_num(np.nanmedian(values[rows], axis=0), nan=0.0).astype(
+                        np.float32)
             std[std == 0] = 1.0  # a constant column carries no information; keep it at 0 instead of NaN
             stats[f"{name}_mean"], stats[f"{name}_std"] = mean.astype(np.float32), std.astype(np.float32)
         for k, v in stats.items():
@@ -308,6 +338,6 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
         "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": n_ranks,
         "class_counts": dict(zip(root.attrs["class_names"], counts.tolist())),
     }
-    root.attrs.update({"complete": True, "summary": summary})
+    root.attrs.update({"complete": True, "summary": summary, "splits": split_info})
     replace_dir(tmp, out)
     return summary

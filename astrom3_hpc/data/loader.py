@@ -68,7 +68,14 @@ class TrimodalBatches:
         self.object_id = r["object_id"][:]
         self.present = r["present"][:]
         self.offsets = store.offsets
-        self.meta = ((r["meta"][:] - stats["meta_mean"]) / stats["meta_std"]).astype(np.float32)
+        meta = r["meta"][:]
+        # Metadata missing in the input (ingested with --meta-nan impute; see meta_present) gets the train-split
+        # median of this seed, computed at ingestion from train rows only.
+        self.meta_present = r["meta_present"][:] if "meta_present" in r else np.isfinite(meta)
+        median_key = f"stats/seed{spec.seed}/meta_median"
+        if not self.meta_present.all() and median_key in r:
+            meta = np.where(self.meta_present, meta, r[median_key][:][None, :])
+        self.meta = ((meta - stats["meta_mean"]) / stats["meta_std"]).astype(np.float32)
         # A catalogue value the source lacked (NaN) gets the train mean: 0 after z-scoring.
         aux = np.nan_to_num((r["aux"][:] - stats["aux_mean"]) / stats["aux_std"], nan=0.0).astype(np.float32)
         if not spec.use_rfr_score:

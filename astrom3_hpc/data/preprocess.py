@@ -104,17 +104,30 @@ def spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, object_id, so
     return out
 
 
-def metadata(meta: np.ndarray, object_id, source: str) -> np.ndarray:
+class MissingMetadataError(BadInputError):
+    """NaN or infinite metadata: ingestion's --meta-nan policy decides (fail, skip the object, or impute)."""
+
+
+META_NAN_POLICIES = ("fail", "skip", "impute")
+
+
+def metadata(meta: np.ndarray, object_id, source: str, nan_policy: str = "fail") -> np.ndarray:
+    """Transformed metadata. With nan_policy "impute" missing values stay NaN (ingestion stores a presence mask
+    and the loader fills them with the train median of the split seed); otherwise they raise."""
     meta = np.asarray(meta, dtype=np.float64).copy()
     if meta.shape != (len(META_COLUMNS),):
         raise BadInputError(object_id, source, f"metadata must have {len(META_COLUMNS)} values, got {meta.shape}")
     bad = ~np.isfinite(meta)
-    if bad.any():
+    if bad.any() and nan_policy != "impute":
         cols = [META_COLUMNS[i] for i in np.flatnonzero(bad)]
-        raise BadInputError(object_id, source, f"NaN or infinite metadata in column(s) {cols}")
+        raise MissingMetadataError(
+            object_id, source, f"NaN or infinite metadata in column(s) {cols}; to proceed, ingest with "
+            "--meta-nan impute (train-split median, presence mask stored) or --meta-nan skip (leave the object out)")
+    meta[bad] = np.nan
     plx = meta[_PARALLAX_IDX]
-    # The reference silently takes parallax 1 mas when it is not positive; kept for comparability.
-    plx = plx if plx > 0 else 1.0
+    # The reference silently takes parallax 1 mas when it is not positive; kept for comparability. A missing
+    # parallax (impute policy) makes the absolute magnitudes missing too rather than computed at 1 mas.
+    plx = plx if (plx > 0 or np.isnan(plx)) else 1.0
     meta[_ABS_MAG_IDX] = meta[_ABS_MAG_IDX] - 10.0 + 5.0 * np.log10(plx)
     meta[_L_IDX] = np.cos(np.deg2rad(meta[_L_IDX]))
     meta[_B_IDX] = np.sin(np.deg2rad(meta[_B_IDX]))
@@ -157,7 +170,7 @@ def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None 
 
 
 def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra", "meta"),
-               error_channel: str = "sigma") -> tuple[Preprocessed, np.ndarray]:
+               error_channel: str = "sigma", meta_nan: str = "fail") -> tuple[Preprocessed, np.ndarray]:
     """Preprocess every modality the object has; returns the result and its presence vector.
 
     A modality that the source says the object lacks (extra["modalities"]) is zero-filled and marked absent;
@@ -176,5 +189,5 @@ def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra"
         spec = spectrum(obj.spec_wave, obj.spec_flux, obj.spec_ivar, obj.object_id, src, error_channel)
     else:
         spec = np.zeros((3, len(_GRID)), np.float32)
-    meta = metadata(obj.meta, obj.object_id, src) if "meta" in has else np.zeros(len(META_COLUMNS), np.float32)
+    meta = metadata(obj.meta, obj.object_id, src, meta_nan) if "meta" in has else np.zeros(len(META_COLUMNS), np.float32)
     return Preprocessed(lc_values, lc_stats, spec, meta, aux), present

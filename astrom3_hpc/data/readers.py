@@ -677,7 +677,8 @@ class AstroM3RawSource:
     """The published AstroM3 raw layout as a RawSource (see the module docstring for the exact layout).
 
     Objects are the rows of the split catalogues in order (train, then val, then test by default); the published
-    split of each object is kept in ``extra["split"]`` (ingestion re-splits by object id itself).
+    split of each object is kept in ``extra["split"]``. Ingestion keeps the memberships of every published
+    ``splits/{subset}/{seed}/`` (``splits_dir``) and generates only the absent ones (data/split_files.py).
     `allow_unknown_class`: a target outside constants.CLASS_NAMES gives label -1 instead of BadInputError.
     Duplicate object ids across or within the catalogues raise BadInputError at construction.
     """
@@ -700,6 +701,8 @@ class AstroM3RawSource:
                 p = self._abs(v)
                 files[p.stem] = p
         self.split_files: dict[str, Path] = files
+        # Published split memberships that ingestion keeps (data/split_files.py), when the layout has them.
+        self.splits_dir: Path | None = self.root / "splits" if (self.root / "splits").is_dir() else None
         self.spectra_dir = self._abs(spectra_dir) if spectra_dir is not None else self.root / "spectra"
         self._lc = _LcContainer(self._find_photometry(photometry), lc_prefix)
         self._rows: list[_Row] = []
