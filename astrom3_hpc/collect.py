@@ -31,7 +31,7 @@ from typing import Any, Iterable, TextIO
 import numpy as np
 
 from .atomic import atomic_path, write_json, write_text
-from .sweep import INITS, MANIFEST, MODES, Sweep
+from .sweep import HPARAM_KEYS, INITS, MANIFEST, MODES, Sweep, cell_hparams
 
 # ------------------------------------------------------------------------------------------------ paper numbers
 
@@ -721,6 +721,7 @@ def render_markdown(res: dict[str, Any], std: str = "population") -> str:
                        f"| {_fmt(c['mean'], c[skey], c['n_seeds'])} | {_fmt(k['mean'], k[skey], k['n_seeds'])} "
                        f"| {row['paper_knn1'] if row['paper_knn1'] is not None else ''} |")
         out.append("")
+    out += render_cell_table(res.get("cell_hparams", []))
     fails = [r for r in res["_records"] if r.status != "complete"]
     pfails = [r for r in res["_pretrain_records"] if r.status != "complete"]
     if fails or pfails:
@@ -830,6 +831,65 @@ def _record_json(r: RunRecord) -> dict[str, Any]:
     return d
 
 
+def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
+    """Which fine-tuning values each (mode, subset) cell ran with, read from every run's resolved config.yaml.
+    One row per distinct set of values in a cell (normally one: CLIP-init and scratch share the cell's values)."""
+    import yaml
+
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in runs:
+        d = Path(r.run_dir) if Path(r.run_dir).is_absolute() else root / r.run_dir
+        p = d / "config.yaml"
+        if r.kind != "finetune" or r.mode is None or r.subset is None or not p.exists():
+            continue
+        try:
+            hp = cell_hparams(yaml.safe_load(p.read_text()))
+        except (KeyError, TypeError, IndexError, yaml.YAMLError):
+            continue  # a config of another version: the run's own failure report covers it
+        key = (r.mode, r.subset, json.dumps(hp, sort_keys=True))
+        row = rows.setdefault(key, {"mode": r.mode, "subset": r.subset, **hp, "inits": set(), "n_runs": 0})
+        row["inits"].add(r.init)
+        row["n_runs"] += 1
+    order = {p: i for i, p in enumerate(_grid_order({(m, s) for m, s, _ in rows}))}
+    out = sorted(rows.values(), key=lambda x: order[(x["mode"], x["subset"])])
+    for row in out:
+        row["inits"] = sorted(row["inits"])
+    return out
+
+
+def render_cell_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(("mode", "subset", "inits", "n_runs", *HPARAM_KEYS, "cells"))
+    for r in rows:
+        w.writerow((r["mode"], r["subset"], " ".join(r["inits"]), r["n_runs"],
+                    *(" ".join(map(repr, r[k])) if k == "dropout" else repr(r[k]) for k in HPARAM_KEYS), r["cells"] or ""))
+    return buf.getvalue()
+
+
+def render_cell_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    cells = sorted({str(r["cells"]) for r in rows if r.get("cells")})
+    out = ["## Fine-tuning values per cell", "",
+           "From each run's resolved config.yaml" + (f" (cells file: {', '.join(cells)})" if cells else
+                                                     " (no cells file: one config for every cell)") +
+           ". dropout: of the encoder(s) the mode uses (photometry, spectra, metadata); clip 0: no clipping.", "",
+           "| modality | subset | inits | runs | lr | betas | weight decay | dropout | plateau factor / patience "
+           "| warm-up | clip | epochs | batch | early stop |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {MODE_NAMES.get(r['mode'], r['mode'])} | {r['subset']} | {', '.join(r['inits'])} "
+                   f"| {r['n_runs']} | {r['lr']:.3g} | {r['beta1']:.3g}, {r['beta2']:.3g} | {r['weight_decay']:.3g} "
+                   f"| {' / '.join(f'{x:.3g}' for x in r['dropout'])} | {r['plateau_factor']:.3g} / "
+                   f"{r['plateau_patience']} | {r['warmup_epochs']} | {r['grad_clip']:g} | {r['epochs']} "
+                   f"| {r['batch_size']} | {r['early_stop_patience']} |")
+    return out + [""]
+
+
 def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "population",
             stream: TextIO | None = None, plot: bool = True) -> dict[str, Any]:
     """Gather, aggregate, write results.{md,csv,json} and (if `plot`) the plot into `out`; print the Markdown to
@@ -857,11 +917,13 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
         "failures": [_record_json(r) for r in failures],
         "runs": [_record_json(r) for r in col.runs],
         "pretrain_runs": [_record_json(r) for r in col.pretrain],
+        "cell_hparams": cell_table(col.runs, root),
     }
     md = render_markdown({**res, "grid": col.grid, "_records": col.runs, "_pretrain_records": col.pretrain}, std)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.md", md)
     write_text(out / "results.csv", render_csv(res))
+    write_text(out / "cells.csv", render_cell_csv(res["cell_hparams"]))
     write_json(out / "results.json", _nan_to_none(_stringify_keys(res)))
     if plot:
         plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)

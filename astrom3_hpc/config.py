@@ -101,7 +101,7 @@ class OptimConfig:
     scheduler: str = "plateau"  # "plateau" (paper) or "cosine"
     plateau_factor: float = 0.1125
     plateau_patience: int = 3
-    grad_clip: float = 45.0
+    grad_clip: float = 45.0  # max global gradient norm; 0: no clipping (the reference's clip_grad False)
 
     def validate(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be > 0")
@@ -109,6 +109,7 @@ class OptimConfig:
                "must be two numbers in [0, 1)")
         _check(self.scheduler in ("plateau", "cosine"), "optim.scheduler", "must be plateau or cosine")
         _check(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0: no clipping)")
 
 
 @dataclass
@@ -152,6 +153,9 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # Per-cell fine-tuning values (e.g. configs/finetune_cells.yaml): the entry of (finetune.mode, data.subset)
+    # is applied over the config file and under command-line overrides. Stored resolved (absolute path).
+    cells: str | None = None
 
     def validate(self) -> "RunConfig":
         for f in dataclasses.fields(self):
@@ -248,8 +252,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict = {}
     if path is not None:
         values = _load_yaml_tree(Path(path))
-    values = _merge(values, parse_overrides(overrides))
+    over = parse_overrides(overrides)
     where = str(path) if path is not None else "<overrides>"
+    if "cells" in over and isinstance(over["cells"], str):
+        over["cells"] = str(Path(over["cells"]).resolve())  # relative to the working directory
+    merged = _merge(values, over)
+    if merged.get("cells"):
+        # Precedence: defaults < config file < the cell's values < command-line overrides.
+        mode = merged.get("finetune", {}).get("mode", FinetuneConfig.mode)
+        subset = merged.get("data", {}).get("subset", DataConfig.subset)
+        merged = _merge(_merge(values, cell_values(merged["cells"], mode, subset)), over)
+    values = merged
     try:
         cfg = _build(RunConfig, values, "")
         cfg.validate()
@@ -270,11 +283,34 @@ def _load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if isinstance(data.get("cells"), str):
+        data["cells"] = str((path.parent / data["cells"]).resolve())  # relative to the file that names it
     base = data.pop("base", None)
     if base is not None:
         parent = _load_yaml_tree((path.parent / base), seen + (path,))
         data = _merge(parent, data)
     return data
+
+
+def cell_values(cells_file: str | Path, mode: str, subset: str) -> dict:
+    """The config tree of one (mode, subset) cell of a cells file (``cells: {mode: {subset: {section: {...}}}}``)."""
+    path = Path(cells_file)
+    if not path.exists():
+        raise ConfigError(f"cells file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    table = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a top-level 'cells' mapping of mode -> subset -> config sections")
+    cell = table.get(mode, {}).get(subset) if isinstance(table.get(mode), dict) else None
+    if not isinstance(cell, dict):
+        raise ConfigError(f"{path}: no cell for mode {mode!r}, subset {subset!r}")
+    bad = sorted(set(cell) - {"model", "optim", "train"})
+    if bad:
+        raise ConfigError(f"{path}: cell {mode}/{subset} may set model, optim and train only, not {bad}")
+    return cell
 
 
 def config_from_dict(values: dict) -> RunConfig:

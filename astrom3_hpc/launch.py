@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 from .atomic import write_json
 from .dist.env import rendezvous_address
 from .constants import SPLIT_SEEDS, SUBSET_FACTORS
-from .sweep import INITS, MANIFEST, MODES, Sweep, make_tasks
+from .sweep import INITS, MANIFEST, MODES, Sweep, cell_hparams, make_tasks
 
 log = logging.getLogger("astrom3")
 
@@ -175,6 +175,10 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
                        inits=tuple(inits))
     sw = Sweep(root, tasks, finetune_config=_abs(finetune_config), pretrain_config=_abs(pretrain_config),
                store=_abs(store), sets=list(sets), pretrain_sets=list(pretrain_sets))
+    # Resolve every task's config now: a bad key fails here, not in an array task hours later, and the manifest
+    # records each task's per-cell values (configs/finetune_cells.yaml through the config's `cells:` key).
+    for t in tasks:
+        t.hparams = cell_hparams(sw.resolve_config(t).to_dict())
     sw.save()
     return sw
 
@@ -739,6 +743,10 @@ def cmd_sweep_create(a) -> int:
     seeds = sw.seeds
     print(f"sweep {sw.root}: {len(sw.tasks)} fine-tuning tasks over seeds {seeds}; "
           f"{len({t.seed for t in sw.tasks if t.init == 'clip'})} pretraining runs")
+    cells = {t.hparams.get("cells") for t in sw.tasks if t.hparams}
+    print("per-cell fine-tuning values: " + (", ".join(sorted(c for c in cells if c)) if any(cells) else
+                                             "none (one config for every task; configs/paper_finetune.yaml names "
+                                             "configs/finetune_cells.yaml)"))
     return 0
 
 

@@ -32,6 +32,8 @@ class Task:
     seed: int
     init: str  # "clip" (from pretrain_dir) or "scratch"
     run_dir: str  # relative to the sweep directory
+    # The task's resolved fine-tuning values (cell_hparams of its config), recorded when the sweep is created.
+    hparams: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +78,16 @@ class Sweep:
             argv += ["--set", *sets]
         return argv
 
+    def resolve_config(self, task: Task):
+        """The RunConfig `astrom3 finetune` will build for `task` (config file, its cell, the sweep's overrides)."""
+        from .config import load_config
+
+        argv = self.task_argv(task)
+        sets = argv[argv.index("--set") + 1:] if "--set" in argv else []
+        # As cli.cmd_finetune: --set first, then the task's own flags; the init directory need not exist yet.
+        return load_config(self.finetune_config, sets + [f"finetune.mode={task.mode}", f"data.subset={task.subset}",
+                                                          f"data.seed={task.seed}"])
+
     def pretrain_argv(self, seed: int) -> list[str]:
         argv = ["pretrain", "--run-dir", str(self.pretrain_dir(seed))]
         if self.pretrain_config:
@@ -100,6 +112,24 @@ class Sweep:
         d["root"] = root  # the directory may have moved since it was written
         d["tasks"] = [Task(**t) for t in d["tasks"]]
         return cls(**d)
+
+
+_DROPOUT_OF = {"photo": ("lc_dropout",), "spectra": ("spec_dropout",), "meta": ("meta_dropout",),
+               "all": ("lc_dropout", "spec_dropout", "meta_dropout")}
+HPARAM_KEYS = ("lr", "beta1", "beta2", "weight_decay", "dropout", "plateau_factor", "plateau_patience",
+               "warmup_epochs", "grad_clip", "epochs", "batch_size", "early_stop_patience")
+
+
+def cell_hparams(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The per-cell fine-tuning values of a resolved config (a RunConfig dict or a run's config.yaml): what
+    configs/finetune_cells.yaml sets. `dropout` lists the dropouts of the encoders the mode uses; grad_clip 0 is off."""
+    o, t, m = cfg["optim"], cfg["train"], cfg["model"]
+    mode = cfg["finetune"]["mode"]
+    return {"lr": o["lr"], "beta1": o["betas"][0], "beta2": o["betas"][1], "weight_decay": o["weight_decay"],
+            "dropout": [m[k] for k in _DROPOUT_OF[mode]], "plateau_factor": o["plateau_factor"],
+            "plateau_patience": o["plateau_patience"], "warmup_epochs": o["warmup_epochs"],
+            "grad_clip": o["grad_clip"], "epochs": t["epochs"], "batch_size": t["batch_size"],
+            "early_stop_patience": t["early_stop_patience"], "cells": cfg.get("cells")}
 
 
 def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), inits=INITS) -> list[Task]:
