@@ -93,3 +93,33 @@ def test_labelled_real_light_curves_feed_the_loader(tmp_path):
     assert set(batch["label"].tolist()) <= {3, 6}  # RRAB, RRC
     assert batch["lc_mask"].sum(1).min() >= 20  # real Stripe 82 cadence: ~55-60 epochs per band
     assert not batch["present"][:, 1].any()
+
+
+def test_research_layout_flags(tmp_path):
+    """The authors' research layout from the CLI: catalogue CSVs per split, a photometry container and a flat
+    spectra directory anywhere (--catalogue, --photometry, --spectra-dir)."""
+    import shutil
+
+    lay = write_astrom3_raw_layout(tmp_path / "raw", n_objects=20, seed=2, with_nan_meta=False)
+    root = tmp_path / "research"
+    cat = root / "preprocessed_data" / "full_lb"
+    cat.mkdir(parents=True)
+    for split, p in lay["split_files"].items():
+        shutil.copy(p, cat / f"spectra_and_v_{split}.csv")
+    flat = root / "lamost_flat"
+    flat.mkdir()
+    for o in lay["objects"]:
+        shutil.copy(o["spec_path"], flat / o["spec_filename"])
+    shutil.copy(lay["photometry"], root / "asassn_lcs.zip")
+    out = tmp_path / "research.zarr"
+    r = ingest("astrom3-raw", root, out, *[a for s in ("train", "val", "test") for a in
+                                           ("--catalogue", f"{s}=preprocessed_data/full_lb/spectra_and_v_{s}.csv")],
+               "--photometry", "asassn_lcs.zip", "--spectra-dir", "lamost_flat")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = Store(out)
+    assert s.root["valid"][:].all()
+    assert s.root["object_id"][:].tolist() == [o["object_id"] for o in lay["objects"]]
+    src = s.attrs["provenance"]["source"]
+    assert src["photometry"].startswith(str(root / "asassn_lcs.zip")) and src["spectra_dir"] == str(flat)
+    r = ingest("astrom3-raw", root, tmp_path / "bad.zarr", "--catalogue", "spectra_and_v_train.csv")
+    assert r.returncode != 0 and "SPLIT=CSV" in r.stderr and not (tmp_path / "bad.zarr").exists()
