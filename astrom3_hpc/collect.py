@@ -866,7 +866,8 @@ def render_cell_csv(rows: list[dict[str, Any]]) -> str:
     w.writerow(("mode", "subset", "inits", "n_runs", *HPARAM_KEYS, "cells"))
     for r in rows:
         w.writerow((r["mode"], r["subset"], " ".join(r["inits"]), r["n_runs"],
-                    *(" ".join(map(repr, r[k])) if k == "dropout" else repr(r[k]) for k in HPARAM_KEYS), r["cells"] or ""))
+                    *(" ".join(map(repr, r[k])) if k == "dropout" else repr(r[k]) for k in HPARAM_KEYS),
+                    r["cells"] or ""))
     return buf.getvalue()
 
 

@@ -189,5 +189,6 @@ def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra"
         spec = spectrum(obj.spec_wave, obj.spec_flux, obj.spec_ivar, obj.object_id, src, error_channel)
     else:
         spec = np.zeros((3, len(_GRID)), np.float32)
-    meta = metadata(obj.meta, obj.object_id, src, meta_nan) if "meta" in has else np.zeros(len(META_COLUMNS), np.float32)
+    meta = (metadata(obj.meta, obj.object_id, src, meta_nan) if "meta" in has
+            else np.zeros(len(META_COLUMNS), np.float32))
     return Preprocessed(lc_values, lc_stats, spec, meta, aux), present
