@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from astrom3_hpc.config import ConfigError, load_config
-from astrom3_hpc.sweep import Sweep
+from astrom3_hpc.core.config import ConfigError, load_config
+from astrom3_hpc.orchestration.sweep import Sweep
 from astrom3_hpc.train.engine import ds_config
 from astrom3_hpc.train.schedule import LRSchedule
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrom3_hpc.constants import META_COLUMNS, SPLIT_SEEDS
+from astrom3_hpc.core.constants import META_COLUMNS, SPLIT_SEEDS
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
 from astrom3_hpc.data.store import Store
 from astrom3_hpc.data.synthetic import SyntheticSource

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from astrom3_hpc.data.store import Store
-from astrom3_hpc.sweep import Sweep
+from astrom3_hpc.orchestration.sweep import Sweep
 from dist_helpers import child_env
 from fixtures_raw import write_astrom3_raw_layout, write_split_files
 

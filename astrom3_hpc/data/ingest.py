@@ -24,9 +24,9 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..atomic import replace_dir, write_json
-from ..constants import META_COLUMNS, SPLIT_SEEDS
-from ..progress import Progress
+from ..core.atomic import replace_dir, write_json
+from ..core.constants import META_COLUMNS, SPLIT_SEEDS
+from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from .raw import BadInputError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import SPLIT_SEEDS, SUBSET_FACTORS
+from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 from .splits import split_indices, subset_indices
 
 log = logging.getLogger("astrom3")
