@@ -27,8 +27,8 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.dist_helpers import run_distributed
 
-from astrom3_hpc.dist.gather import all_gather_with_grad
-from astrom3_hpc.loss import ContrastiveLoss
+from astrom3_hpc.distributed.gather import all_gather_with_grad
+from astrom3_hpc.train.loss import ContrastiveLoss
 
 MODS3 = ("photometry", "spectra", "metadata")
 MODS4 = MODS3 + ("extra",)
@@ -108,7 +108,7 @@ def run_case(mods, sizes, masked: bool, seed: int = 0, allow_unequal: bool = Tru
     """One rank's part; torch.distributed is already initialised (or world 1)."""
     import torch.distributed as tdist
 
-    from astrom3_hpc.dist import env as denv
+    from astrom3_hpc.distributed import env as denv
 
     rank = tdist.get_rank() if tdist.is_initialized() else 0
     world = tdist.get_world_size() if tdist.is_initialized() else 1
@@ -368,7 +368,7 @@ FORWARD_SEED = 1234
 
 def _paper_model_and_batch(store: str):
     """The paper-preset CLIP model in float64 (same init everywhere) and one global batch of 16 real objects."""
-    from astrom3_hpc.config import load_config
+    from astrom3_hpc.core.config import load_config
     from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
     from astrom3_hpc.model import build_clip
 
@@ -400,7 +400,7 @@ def paper_model_rank(store: str):
     """One rank: its half of the global batch through the real model and the gathering loss."""
     import torch.distributed as tdist
 
-    from astrom3_hpc.dist import env as denv
+    from astrom3_hpc.distributed import env as denv
 
     rank, world = tdist.get_rank(), tdist.get_world_size()
     model, batch = _paper_model_and_batch(store)

@@ -48,7 +48,7 @@ def test_demo_runs_every_stage_with_one_thread_whatever_the_shell_says(monkeypat
     """Catches the demo inheriting the caller's OMP_NUM_THREADS: a different thread count gives different bits
     (2 threads instead of 1 changed 53 of 56 weight tensors after 12 pretraining steps of configs/demo.yaml)
     and, through ProbSparse's top-k query selection, different accuracies."""
-    from astrom3_hpc.demo import _env
+    from astrom3_hpc.app.demo import _env
 
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     monkeypatch.setenv("MKL_NUM_THREADS", "4")

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from astrom3_hpc.config import OptimConfig
+from astrom3_hpc.core.config import OptimConfig
 from astrom3_hpc.train.schedule import EarlyStopping, LRSchedule
 
 LR = 1e-3

@@ -146,7 +146,7 @@ def zero2_bf16_probe(store: str, run_dir: str) -> dict:
     """One rank of a 2-rank ZeRO-2 + bf16 pretraining set up as the job sets it up; one real training step."""
     from torch import nn
 
-    from astrom3_hpc.config import load_config
+    from astrom3_hpc.core.config import load_config
     from astrom3_hpc.train.pretrain import Pretrainer
 
     cfg = load_config(ROOT / "configs" / "test.yaml", [f"data.store={store}", "train.zero_stage=2",
