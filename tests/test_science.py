@@ -312,6 +312,16 @@ def test_outlier_scores_recover_a_constructed_truth():
 
 
 def test_outliers_cli_writes_candidates_and_metrics(embedded, capsys):
+    """Writes the candidate table and recovers the planted mislabels clearly better than chance.
+
+    Thresholds from the generator's planted 5 % mislabels (about 40 of 760 labelled objects; a random score
+    has ROC AUC 0.5 +- 0.05 and R-precision about 0.05): store seeds 0, 1, 2 of this fixture gave combined
+    AUC 0.73 / 0.75 / 0.82, averaged-view class z-score AUC 0.78 / 0.76 / 0.83, combined R-precision
+    0.28 / 0.33 / 0.38. Unseen classes are barely found by a 2-epoch model (nearest-centroid distance on the
+    averaged view: 0.67 / 0.65 / 0.64); the bar there only rules out an inverted or unrelated score.
+    Catches: scores ranked the wrong way round, distances to the wrong class centroid (e.g. labels
+    misaligned with rows), truth flags misaligned with rows.
+    """
     from astrom3_hpc.core.constants import CLASS_NAMES
     from astrom3_hpc.data.synthetic import SyntheticSource
 
@@ -324,10 +334,10 @@ def test_outliers_cli_writes_candidates_and_metrics(embedded, capsys):
     gen_mis = (src.labels() != true_label) & (true_label >= 0)
     assert out["truth"]["n_mislabeled"] == int(gen_mis[emb.row].sum()) > 0
     assert out["truth"]["n_unseen"] == int((emb.label < 0).sum()) > 0
-    for grp in ("mislabel", "unseen"):
-        assert out["metrics"][grp]
-        for met in out["metrics"][grp].values():
-            assert 0.0 <= met["roc_auc"] <= 1.0 and 0.0 <= met["r_precision"] <= 1.0
+    mis = out["metrics"]["mislabel"]
+    assert mis["combined"]["roc_auc"] >= 0.65 and mis["z_average"]["roc_auc"] >= 0.68, mis
+    assert mis["combined"]["r_precision"] >= 0.15, mis["combined"]
+    assert out["metrics"]["unseen"]["nearest_centroid_average"]["roc_auc"] >= 0.58, out["metrics"]["unseen"]
     assert out["metrics"]["mislabel"]["combined"]["n"] == int((emb.label >= 0).sum())
     assert all(c["n_top"] >= 2 for c in out["candidates"])
     lines = (run / "science" / "outliers.csv").read_text().splitlines()
@@ -351,6 +361,14 @@ def test_umap_png(embedded, capsys):
 
 
 def test_subtypes_ari_for_embeddings_and_baselines(embedded, capsys):
+    """The planted ROT sub-types (young active vs old quiet: disjoint Teff ranges and emission strengths, so
+    different spectra) are recovered far above chance.
+
+    For these ~62 objects (35/27) a random 2-way labelling has ARI 0 +- 0.02 and never passed 0.26 in 20,000
+    draws. Store seeds 0, 1, 2 gave raw spectra PCA 0.70 / 0.59 / 0.50 and the spectra embedding 0.45 / 0.45
+    / 0.46. Catches: clusters compared against the wrong objects (sub-types misaligned with rows), a
+    clustering of the wrong class, the views mixed up (spectra features replaced by metadata ones).
+    """
     run, _, emb = embedded
     assert science_main(["subtypes", str(run), "--class", "ROT"]) == 0
     capsys.readouterr()
@@ -358,8 +376,8 @@ def test_subtypes_ari_for_embeddings_and_baselines(embedded, capsys):
     assert set(r["subtype_counts"]) == {"young_active", "old_quiet"}
     assert r["n_objects"] == sum(r["subtype_counts"].values()) > 10
     assert set(r["ari"]) == {"photo", "spectra", "meta", AVERAGE, "raw_meta", "raw_spectra_pca", "raw_all"}
-    for v in r["ari"].values():
-        assert -1.0 <= v <= 1.0
+    assert r["ari"]["raw_spectra_pca"] >= 0.35, r["ari"]
+    assert r["ari"]["spectra"] >= 0.3, r["ari"]
     assert sum(sum(c.values()) for c in r["clusters"]["raw_all"].values()) == r["n_objects"]
     assert science_main(["subtypes", str(run), "--class", "EW"]) == 2  # no planted sub-types: clear error
     assert "sub-types" in capsys.readouterr().err

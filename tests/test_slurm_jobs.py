@@ -21,6 +21,8 @@ import torch
 
 from dist_helpers import child_env
 
+from astrom3_hpc.results import collect
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TEST_CFG = str(ROOT / "configs" / "test.yaml")
@@ -239,7 +241,6 @@ def test_sbatch_sweep_pretraining_then_dependent_array(sbatch_sweep, slurm_clust
 @pytest.mark.slurm
 @pytest.mark.timeout(300)
 def test_collector_keeps_results_and_reports_the_failed_task(sbatch_sweep):
-    collect = pytest.importorskip("astrom3_hpc.results.collect")
     s = sbatch_sweep
     res = collect.collect(s.root, plot=False)
     assert (s.root / "results" / "results.md").exists() and (s.root / "results" / "results.csv").exists()
@@ -363,7 +364,6 @@ def test_submitit_sweep_with_preempted_pretraining(sbatch_sweep, slurm_cluster, 
     for t in sw.tasks:
         assert sw.done(t)
         assert (sw.root / "logs" / f"ft_{array_id}_{t.index}.out").is_file()  # symlink into submitit/
-    collect = pytest.importorskip("astrom3_hpc.results.collect")
     res = collect.collect(sw.root, plot=False)
     assert res["summary"]["complete"] == 2 and not res["failures"]
     print(f"\nsubmitit sweep (preempted pretraining + 2-task array): {time.monotonic() - t0:.0f} s")

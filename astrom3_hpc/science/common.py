@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger("astrom3")
 
 SCIENCE_DIR = "science"
 EMBEDDINGS = "embeddings.zarr"
@@ -162,19 +159,6 @@ def read_embeddings(path: str | Path) -> Embeddings:
         splits={s: root[f"split/{s}"][:].astype(bool) for s in ("train", "val", "test")},
         attrs=attrs,
     )
-
-
-def embeddings_for(run_dir: str | Path, out_dir: str | Path | None = None, embeddings: str | Path | None = None,
-                   auto: bool = True) -> Embeddings:
-    """The embeddings of a run: `embeddings` if given, else SCIENCE_DIR/embeddings.zarr, computed (one process)
-    when missing and `auto`."""
-    path = Path(embeddings) if embeddings else science_dir(run_dir, out_dir) / EMBEDDINGS
-    if not (path / "zarr.json").exists() and auto and embeddings is None:
-        from .embed import embed_run
-
-        log.info("%s does not exist yet: embedding the run's store first (astrom3 embed)", path)
-        embed_run(run_dir, out=path)
-    return read_embeddings(path)
 
 
 # ---------------------------------------------------------------------------------------------------- metrics

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import replace_dir
-from .common import AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, average_embedding, load_model, science_dir
+from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, load_model,
+                     read_embeddings, science_dir)
 
 log = logging.getLogger("astrom3")
 
@@ -225,3 +226,14 @@ def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, di
             "n_objects": n, "world_size": world, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
     return tmp
+
+
+def embeddings_for(run_dir: str | Path, out_dir: str | Path | None = None, embeddings: str | Path | None = None,
+                   auto: bool = True) -> Embeddings:
+    """The embeddings of a run: `embeddings` if given, else SCIENCE_DIR/embeddings.zarr, computed (one process)
+    when missing and `auto`."""
+    path = Path(embeddings) if embeddings else science_dir(run_dir, out_dir) / EMBEDDINGS
+    if not (path / "zarr.json").exists() and auto and embeddings is None:
+        log.info("%s does not exist yet: embedding the run's store first (astrom3 embed)", path)
+        embed_run(run_dir, out=path)
+    return read_embeddings(path)

@@ -31,7 +31,8 @@ import numpy as np
 
 from ..core.atomic import write_json, write_text
 from . import require
-from .common import AVERAGE, Embeddings, detection_metrics, embeddings_for, normalise, science_dir
+from .common import AVERAGE, Embeddings, detection_metrics, normalise, science_dir
+from .embed import embeddings_for
 from .search import VectorIndex
 
 log = logging.getLogger("astrom3")

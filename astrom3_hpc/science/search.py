@@ -25,7 +25,8 @@ import numpy as np
 
 from ..core.atomic import write_json
 from . import require
-from .common import Embeddings, embeddings_for, load_model, normalise, science_dir
+from .common import Embeddings, load_model, normalise, science_dir
+from .embed import embeddings_for
 
 log = logging.getLogger("astrom3")
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..core.atomic import write_json
 from . import require
-from .common import embeddings_for, normalise, science_dir
+from .common import normalise, science_dir
+from .embed import embeddings_for
 
 log = logging.getLogger("astrom3")
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..core.atomic import atomic_path, write_json, write_text
 from . import require
-from .common import AVERAGE, embeddings_for, normalise, science_dir
+from .common import AVERAGE, normalise, science_dir
+from .embed import embeddings_for
 from .search import exact_topk
 
 log = logging.getLogger("astrom3")

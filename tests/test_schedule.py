@@ -1,0 +1,106 @@
+"""Learning-rate schedule and early stopping (astrom3_hpc/train/schedule.py): exact values per epoch.
+
+The paper's schedule: linear warm-up from 1e-5 x lr over the warm-up epochs (torch LinearLR), then
+ReduceLROnPlateau on the validation loss (mode min, relative threshold 1e-4, no cooldown); cosine is the
+option. Each test names the bug it catches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from astrom3_hpc.core.config import OptimConfig
+from astrom3_hpc.train.schedule import EarlyStopping, LRSchedule
+
+LR = 1e-3
+
+
+def _sched(kind="plateau", warmup=3, total=20, factor=0.1, patience=2) -> LRSchedule:
+    return LRSchedule(base_lr=LR, warmup_epochs=warmup, start_factor=1e-5, kind=kind, total_epochs=total,
+                      factor=factor, patience=patience)
+
+
+def test_warmup_rises_linearly_from_1e5_times_lr():
+    """Catches a warm-up that starts at 0 (or at lr), ends one epoch early/late, or ignores start_factor."""
+    s = _sched()
+    assert s.lr(0) == pytest.approx(1e-8, rel=1e-12)
+    assert s.lr(1) == pytest.approx(LR * (1e-5 + (1 - 1e-5) / 3), rel=1e-12)
+    assert s.lr(2) == pytest.approx(LR * (1e-5 + (1 - 1e-5) * 2 / 3), rel=1e-12)
+    assert s.lr(3) == LR and s.lr(10) == LR
+    assert _sched(warmup=0).lr(0) == LR
+
+
+def test_from_config_takes_the_paper_defaults():
+    """Catches from_config wiring a field to the wrong slot (e.g. patience <-> warm-up)."""
+    o = OptimConfig()
+    s = LRSchedule.from_config(o, total_epochs=100)
+    assert (s.base_lr, s.warmup_epochs, s.start_factor, s.kind, s.factor, s.patience, s.total_epochs) == \
+        (o.lr, o.warmup_epochs, 1e-5, "plateau", o.plateau_factor, o.plateau_patience, 100)
+
+
+def test_plateau_reduces_by_the_factor_after_patience_bad_epochs():
+    """Catches an off-by-one in patience (reducing after `patience` bad epochs instead of patience + 1, as
+    torch does), a reduction that does not compound, bad epochs counted during the warm-up, and a missing
+    relative threshold."""
+    s = _sched(warmup=3, patience=2, factor=0.1)
+    s.end_epoch(0, 5.0)   # warm-up epochs (but the last) leave the plateau state alone
+    s.end_epoch(1, 5.0)
+    assert s.best == math.inf and s.bad_epochs == 0
+    s.end_epoch(2, 1.0)   # last warm-up epoch: its loss is the first best
+    lrs = []
+    for epoch, loss in zip(range(3, 12), [1.0, 0.99995, 1.0,      # 3 bad (0.99995 is within the 1e-4 rel. threshold)
+                                          0.5, 0.6, 0.7, 0.8,     # new best, then 3 bad
+                                          0.9, 1.0]):             # 2 bad: not yet
+        lrs.append(s.lr(epoch))
+        s.end_epoch(epoch, loss)
+    lrs.append(s.lr(12))
+    assert lrs[:3] == [LR, LR, LR]
+    assert lrs[3] == pytest.approx(0.1 * LR)            # reduced after epoch 5, the third bad epoch
+    assert lrs[4:7] == pytest.approx([0.1 * LR] * 3)
+    assert lrs[7] == pytest.approx(0.01 * LR)           # compounded after epoch 9
+    assert lrs[8:] == pytest.approx([0.01 * LR] * 2)
+
+
+def test_plateau_state_round_trips_for_exact_resume():
+    """Catches schedule state lost on resume (a resumed run would reset the plateau and jump back to lr)."""
+    s = _sched(warmup=0, patience=0, factor=0.5)
+    for e, loss in enumerate([1.0, 2.0, 2.0]):
+        s.end_epoch(e, loss)
+    t = _sched(warmup=0, patience=0, factor=0.5)
+    t.load_state_dict(s.state_dict())
+    assert t.lr(3) == s.lr(3) == pytest.approx(0.25 * LR)
+    t.end_epoch(3, 3.0)
+    assert t.lr(4) == pytest.approx(0.125 * LR)
+
+
+def test_cosine_decays_from_lr_to_zero_after_the_warmup():
+    """Catches a cosine whose span includes the warm-up, or one that ignores the warm-up offset."""
+    s = _sched(kind="cosine", warmup=2, total=12)
+    assert s.lr(1) == pytest.approx(LR * (1e-5 + (1 - 1e-5) / 2))
+    assert s.lr(2) == pytest.approx(LR)
+    assert s.lr(7) == pytest.approx(0.5 * LR)
+    assert s.lr(4) == pytest.approx(0.5 * LR * (1 + math.cos(math.pi * 2 / 10)))
+    assert s.lr(12) == pytest.approx(0.0, abs=1e-15)
+    s.end_epoch(5, 10.0)  # the plateau logic stays out of cosine runs
+    s.end_epoch(6, 10.0)
+    assert s.plateau_scale == 1.0
+
+
+def test_early_stopping_after_patience_epochs_without_improvement():
+    """Catches stopping one epoch early or late, an improvement that does not reset the count, and a best
+    epoch that is not the one with the lowest loss."""
+    e = EarlyStopping(patience=3)
+    assert e.update(0, 1.0) is True and not e.should_stop
+    assert e.update(1, 1.0) is False           # equal is not better
+    assert e.update(2, 1.2) is False and not e.should_stop
+    assert e.update(3, 0.9) is True and e.bad_epochs == 0 and e.best_epoch == 3
+    for epoch in (4, 5):
+        e.update(epoch, 1.0)
+        assert not e.should_stop
+    e.update(6, 0.95)
+    assert e.should_stop and e.best == 0.9 and e.best_epoch == 3
+    f = EarlyStopping(patience=3)
+    f.load_state_dict(e.state_dict())
+    assert f.should_stop and f.best_epoch == 3
