@@ -54,8 +54,9 @@ def _add_ingest(sub) -> None:
     p.add_argument("--mislabel-fraction", type=float, default=0.0, help="synthetic: fraction of wrong labels")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="fail at the first bad object, or skip it and list it in skipped.json")
-    p.add_argument("--error-channel", choices=["sigma", "ivar"], default="sigma",
-                   help="spectrum error channel: sigma (default) or ivar (the reference's behaviour)")
+    p.add_argument("--error-channel", choices=["ivar", "sigma"], default="ivar",
+                   help="spectrum error channel: ivar (default; what the reference feeds, the inverse variance) "
+                        "or sigma (the corrected channel, 1/sqrt(ivar)); recorded in the store (astrom3 info)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--no-progress", action="store_true")
     _add_layout_args(p)
@@ -129,6 +130,7 @@ def cmd_info(args) -> int:
     print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
     print("layout:", json.dumps({"compression": "lz4", **s.attrs["layout"]}))  # stores before the option: lz4
     print("provenance:", json.dumps(s.attrs["provenance"]))
+    print("preprocessing:", json.dumps(s.attrs.get("preprocessing", {})))
     print("summary:", json.dumps(s.attrs.get("summary", {})))
     print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}")
     for seed in SPLIT_SEEDS:

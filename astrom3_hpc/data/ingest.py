@@ -42,7 +42,7 @@ class IngestError(RuntimeError):
 @dataclass
 class IngestOptions:
     on_error: str = "fail"  # "fail": stop at the first bad object; "skip": record it in skipped.json
-    error_channel: str = "sigma"  # spectrum error channel: "sigma" or the reference's "ivar"
+    error_channel: str = "ivar"  # spectrum error channel: the reference's "ivar" or the corrected "sigma"
     overwrite: bool = False
     progress: bool = True
     layout_kw: dict[str, Any] = field(default_factory=dict)  # store.Layout fields: chunk sizes, shards, compression
