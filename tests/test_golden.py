@@ -134,6 +134,29 @@ def test_spectrum_preprocessing_matches_reference(golden_pre, golden_batch, j):
                                err_msg=f"spectrum case {j}")
 
 
+def test_error_channel_is_recorded_and_shown(golden_pre, golden_batch, tmp_path, capsys):
+    """ivar (the reference's input) is the default; the corrected sigma channel is an option; `astrom3 info`
+    shows which one a store holds."""
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.store import Store
+
+    _, loader = golden_batch
+    assert main(["info", loader.spec.store]) == 0
+    assert '"spectrum_error_channel": "ivar"' in capsys.readouterr().out
+    path = tmp_path / "sigma.zarr"
+    ingest(_GoldenSource(golden_pre), path,
+           IngestOptions(progress=False, error_channel="sigma", layout_kw=SMALL_LAYOUT))
+    assert main(["info", str(path)]) == 0
+    assert '"spectrum_error_channel": "sigma"' in capsys.readouterr().out
+    spec = Store(path).root["spec"][0]
+    # Case 0 has all pixels valid: its error row is the interpolated 1/sqrt(ivar) over the MAD.
+    sp = golden_pre["sp_in_0"]
+    from astrom3_hpc.constants import spectrum_grid
+    want = np.interp(spectrum_grid(), sp[:, 0], 1 / np.sqrt(sp[:, 2])) / 10.0 ** spec[2, 0]
+    np.testing.assert_allclose(spec[1], want, rtol=1e-4)
+
+
 def test_light_curve_flat_flux_is_guarded():
     """Where the reference divides by MAD = 0 (inf/nan inputs) the project falls back to the spread."""
     from astrom3_hpc.data.preprocess import light_curve

@@ -53,6 +53,12 @@ def test_science_tools_load_the_imported_model_and_reproduce_the_reference(impor
         torch.testing.assert_close(emb[m], golden["clip"]["embeddings"][k], atol=1e-5, rtol=1e-5)
 
 
+def test_embed_accepts_the_imported_run(imported, tiny_store, tmp_path):
+    out = tmp_path / "sci"
+    assert main(["embed", str(imported), "--store", str(tiny_store), "--out-dir", str(out), "--no-progress"]) == 0
+    assert (out / "embeddings.zarr").is_dir()
+
+
 def test_safetensors_import_gives_the_same_weights(imported, golden, tmp_path):
     from safetensors.torch import save_file
 
