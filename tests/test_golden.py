@@ -268,6 +268,22 @@ def test_other_seed_changes_the_embeddings(golden_model, clip_model):
     assert float((p - golden_model["clip"]["embeddings"]["p"]).abs().max()) > 1e-3
 
 
+def test_probsparse_draws_on_the_cpu_generator_on_any_device():
+    """The protocol holds off the CPU too: the reference draws its sample table from the CPU generator, so
+    must the `paper` preset when the model lives elsewhere (the `meta` device stands in for a GPU here)."""
+    from astrom3_hpc.model.informer import InformerEncoder
+
+    enc = InformerEncoder(d_model=32, n_layers=2, n_heads=4, d_ff=64).eval().to("meta")
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        enc(torch.zeros(2, 200, 9, device="meta"), torch.ones(2, 200, device="meta"))
+    after = torch.get_rng_state()
+    torch.manual_seed(SEED)
+    for _ in range(2):  # exactly one (L, u) table per layer
+        torch.randint(200, (200, 6))
+    assert torch.equal(after, torch.get_rng_state())
+
+
 @pytest.mark.parametrize("fusion", ["avg", "concat"])
 def test_classification_mode_logits(golden_model, fusion):
     g = golden_model
