@@ -26,7 +26,7 @@ from astrom3_hpc.data.raw import RawObject
 from astrom3_hpc.loss import ContrastiveLoss
 from astrom3_hpc.model.classifier import AstroM3Classifier, load_pretrained_encoders
 from astrom3_hpc.model.clip import AstroM3CLIP, count_parameters
-from astrom3_hpc.model.keymap import KeyMapError, from_reference, infer_config, project_key
+from astrom3_hpc.model.keymap import KeyMapError, from_reference, infer_config, project_key, reference_key
 
 
 def _find_golden() -> Path:
@@ -341,6 +341,7 @@ def test_every_paper_key_maps_onto_a_project_parameter():
             continue
         want = (1,) if shape == () else shape  # 0-dim logit scales are (1,) in the project
         assert p in own, f"{key} -> {p} is not a project parameter"
+        assert reference_key(p) == key  # the map is one-to-one both ways
         assert tuple(own[p].shape) == want, f"{key}: reference {shape}, project {tuple(own[p].shape)}"
         mapped.add(p)
     assert mapped == set(own), f"project parameters without a reference key: {sorted(set(own) - mapped)}"
@@ -363,7 +364,7 @@ def test_key_map_rejects_unknown_and_misshapen_keys(golden_model):
     bad = {**sd, "metadata_proj.weight": torch.zeros(64, 65)}
     with pytest.raises(KeyMapError, match=r"metadata_proj.weight.*\(64, 65\)"):
         from_reference(bad, model.state_dict())
-    with pytest.raises(KeyMapError, match="missing"):
+    with pytest.raises(KeyMapError, match="missing key.*'spectra_proj.bias'"):
         from_reference({k: v for k, v in sd.items() if k != "spectra_proj.bias"}, model.state_dict())
     with pytest.raises(KeyMapError, match="sinusoidal"):
         from_reference({**sd, "photometry_encoder.enc_embedding.position_embedding.pe": torch.ones(1, 200, 32)})

@@ -17,7 +17,8 @@ Reference key                                                  project key
 
 The loss is symmetric in each pair, so the reference's `mp` (rows M, columns P) is the project's (photo, meta).
 Single-modality classifiers of the reference are the encoder with its prefix removed plus `fc`; they map with
-`modality=` given. Everything else is an error that names the key.
+`modality=` given (`project_key`, `from_reference`); `reference_key` is the inverse. Everything else is an
+error that names the key.
 """
 
 from __future__ import annotations
@@ -92,6 +93,33 @@ def project_key(ref_key: str, modality: str | None = None) -> str | None:
     raise KeyMapError(f"reference key {ref_key!r} has no counterpart in the project's model")
 
 
+def reference_key(own_key: str) -> str:
+    """Reference key of a project CLIP / classification-mode key (the inverse of project_key)."""
+    scales = {v: k for k, v in LOGIT_SCALE_KEYS.items()}
+    head, _, rest = own_key.partition(".")
+    if head == "log_logit_scales" and rest in scales:
+        return scales[rest]
+    if head == "head":
+        return "fc." + rest
+    if head == "projections":
+        mod, _, tail = rest.partition(".")
+        for ref, own in _PROJ.items():
+            if own == f"projections.{mod}.":
+                return ref + tail
+    if head == "encoders":
+        mod, _, tail = rest.partition(".")
+        if mod == "photo":
+            if tail == "embedding.token_conv.weight":
+                return ENCODER_PREFIX[mod] + "enc_embedding.value_embedding.tokenConv.weight"
+            if tail.startswith("layers."):
+                return ENCODER_PREFIX[mod] + "encoder.attn_" + tail
+            if tail.startswith("norm."):
+                return ENCODER_PREFIX[mod] + "encoder." + tail
+        elif mod in ENCODER_PREFIX:
+            return ENCODER_PREFIX[mod] + tail
+    raise KeyMapError(f"project key {own_key!r} has no counterpart in the reference model")
+
+
 def _check_pe(pe: torch.Tensor, where: str) -> None:
     if pe.dim() != 3 or pe.shape[0] != 1:
         raise KeyMapError(f"{where}: key {PE_KEY!r} has shape {tuple(pe.shape)}, expected (1, max_len, d_model)")
@@ -140,7 +168,8 @@ def from_reference(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, 
                                   f"{tuple(target[own].shape)} ({own})")
         missing = sorted(set(target) - set(out))
         if missing:
-            raise KeyMapError(f"{where}: missing key(s) for {missing}")
+            names = [reference_key(k) if modality is None else k for k in missing]
+            raise KeyMapError(f"{where}: missing key(s) {names}")
     return out
 
 
