@@ -134,6 +134,26 @@ def test_spectrum_preprocessing_matches_reference(golden_pre, golden_batch, j):
                                err_msg=f"spectrum case {j}")
 
 
+def test_training_windows_start_where_the_reference_draws_them(golden_batch):
+    """Training crops start uniformly in [0, N - 200 - 1] (the reference never takes the last window)."""
+    from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
+    from astrom3_hpc.data.store import Store
+
+    _, ev = golden_batch
+    tr = TrimodalBatches(LoaderSpec(ev.spec.store, seed=42, split="train", train=True, batch_size=N_LC))
+    values = Store(ev.spec.store).root["lc/values"][:]
+    for row, n in ((3, 201), (4, 500)):
+        first = int(ev.offsets[row])
+        assert int(ev.offsets[row + 1]) - first == n
+        starts = set()
+        for k in range(200):
+            lc = tr.make_batch(np.array([row]), epoch=k % 7, batch_index=k)["lc"][0, :, :3].numpy()
+            hits = [s for s in range(n - 200 + 1) if np.array_equal(lc, values[first + s:first + s + 200])]
+            assert len(hits) == 1
+            starts.add(hits[0])
+        assert max(starts) <= n - 201 and (row == 3 and starts == {0} or len(starts) > 100)
+
+
 def test_error_channel_is_recorded_and_shown(golden_pre, golden_batch, tmp_path, capsys):
     """ivar (the reference's input) is the default; the corrected sigma channel is an option; `astrom3 info`
     shows which one a store holds."""
