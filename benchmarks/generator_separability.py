@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from astrom3_hpc.constants import ABS_MAG_COLUMNS, CLASS_NAMES, META_COLUMNS  # noqa: E402
+from astrom3_hpc.core.constants import ABS_MAG_COLUMNS, CLASS_NAMES, META_COLUMNS  # noqa: E402
 from astrom3_hpc.data.synthetic import SyntheticSource  # noqa: E402
 
 # --------------------------------------------------------------------------------------------- features

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from astrom3_hpc.constants import SEQ_LEN  # noqa: E402
+from astrom3_hpc.core.constants import SEQ_LEN  # noqa: E402
 from astrom3_hpc.data.ingest import IngestOptions, ingest  # noqa: E402
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader  # noqa: E402
 from astrom3_hpc.data.preprocess import preprocess  # noqa: E402

@@ -91,8 +91,8 @@ def build_model(kind: str, embed_dim: int, hidden: int):
 
     if kind in ("auto", "paper"):
         try:
-            from astrom3_hpc.config import ModelConfig
-            from astrom3_hpc.constants import LC_CHANNELS, META_COLUMNS, SEQ_LEN, SPEC_CHANNELS, SPEC_LEN
+            from astrom3_hpc.core.config import ModelConfig
+            from astrom3_hpc.core.constants import LC_CHANNELS, META_COLUMNS, SEQ_LEN, SPEC_CHANNELS, SPEC_LEN
             from astrom3_hpc.model import build_clip
         except ImportError:
             if kind == "paper":
@@ -136,8 +136,8 @@ def worker(args) -> int:
     import torch
     import torch.distributed as tdist
 
-    from astrom3_hpc.dist import env as denv
-    from astrom3_hpc.loss import ContrastiveLoss
+    from astrom3_hpc.distributed import env as denv
+    from astrom3_hpc.train.loss import ContrastiveLoss
 
     torch.set_num_threads(args.threads)
     e = denv.init(backend="gloo", timeout=args.timeout)
@@ -257,7 +257,7 @@ def spawn(args, argv) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    from astrom3_hpc.dist.env import detect
+    from astrom3_hpc.distributed.env import detect
     if detect(use_mpi4py=False).world_size > 1 or args.world == 1:
         return worker(args)
     return spawn(args, argv)

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from astrom3_hpc.config import ModelConfig
+from astrom3_hpc.core.config import ModelConfig
 from astrom3_hpc.model import build_clip, parameter_breakdown
 
 

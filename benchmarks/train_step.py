@@ -59,8 +59,8 @@ def step_flops(model, loss_fn, batch) -> float:
 
 def worker(args) -> None:
     torch.set_num_threads(1)
-    from astrom3_hpc.config import load_config
-    from astrom3_hpc.loss import ContrastiveLoss
+    from astrom3_hpc.core.config import load_config
+    from astrom3_hpc.train.loss import ContrastiveLoss
     from astrom3_hpc.model import build_clip
 
     cfg = load_config(None, [f"model.preset={args.preset}", f"train.batch_size={args.batch * args.world}",
@@ -85,7 +85,7 @@ def worker(args) -> None:
             opt.zero_grad(set_to_none=True)
         rank = 0
     else:
-        from astrom3_hpc import dist as adist
+        from astrom3_hpc import distributed as adist
         from astrom3_hpc.train.engine import build_engine
 
         env = adist.init()
@@ -115,7 +115,7 @@ def launch(mode: str, world: int, args, tmp: Path) -> list[dict]:
           "--steps", str(args.steps), "--warmup", str(args.warmup), "--preset", args.preset, "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": "cpu"}
     if mode == "engine":
-        from astrom3_hpc.dist.env import find_free_port
+        from astrom3_hpc.distributed.env import find_free_port
 
         me = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(world), "--master_port",
               str(find_free_port()), *me[1:]]

@@ -93,7 +93,7 @@ SETS=()
 [ ${#SETS[@]} -eq 0 ] || ARGS+=(--set "${SETS[@]}")
 
 # ------------------------------------------------------------------------------------------ environment
-# Variables of another launcher must not leak in: the ranks are srun's tasks (astrom3_hpc/dist/env.py).
+# Variables of another launcher must not leak in: the ranks are srun's tasks (astrom3_hpc/distributed/env.py).
 unset RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE LOCAL_SIZE ASTROM3_DIST_LAUNCHER TORCHELASTIC_RUN_ID
 # The interpreter's bin directory first on PATH: its console scripts, and the ninja DeepSpeed's JIT cache was
 # built with (another ninja on PATH rebuilds the cached ops, minutes, and invalidates them for everyone).
@@ -141,8 +141,8 @@ SRUN=(srun --unbuffered)
 # shellcheck disable=SC2206
 [ -z "${SRUN_ARGS:-}" ] || SRUN+=($SRUN_ARGS)
 if [ "${PRECHECK:-0}" = 1 ]; then
-  log "rendezvous check: ${SRUN[*]} $PYTHON -m astrom3_hpc.launch launch check-rendezvous"
-  if ! "${SRUN[@]}" "$PYTHON" -m astrom3_hpc.launch launch check-rendezvous --out "$RUN_DIR/rendezvous" \
+  log "rendezvous check: ${SRUN[*]} $PYTHON -m astrom3_hpc.orchestration.launch launch check-rendezvous"
+  if ! "${SRUN[@]}" "$PYTHON" -m astrom3_hpc.orchestration.launch launch check-rendezvous --out "$RUN_DIR/rendezvous" \
       --timeout 120; then
     die "rendezvous check failed (see above and $RUN_DIR/rendezvous/): not starting the training"
   fi

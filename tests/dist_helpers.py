@@ -7,7 +7,7 @@
 `fn` must be importable by the children: a module-level function of an importable module (a test module is
 fine: the children put that module's directory and the repo root on sys.path and import it by name), or a
 "module:qualname" string. Each rank runs this file as a script: it optionally calls
-`astrom3_hpc.dist.env.init(backend="gloo")` (so `fn` finds torch.distributed initialised), calls
+`astrom3_hpc.distributed.env.init(backend="gloo")` (so `fn` finds torch.distributed initialised), calls
 `fn(*args, **kwargs)`, and `torch.save`s {"rank", "env", "result"} to ``<tmp>/rank<r>.pt``; a failing rank
 writes its traceback to ``rank<r>.err``. Results come from those files, never from stdout (mpiexec loses
 stdout lines here).
@@ -91,8 +91,8 @@ def _forkserver_ctx():
         import multiprocessing as mp
         ctx = mp.get_context("forkserver")
         # Imported once in the server; each rank is a fork of it (no per-rank torch import).
-        ctx.set_forkserver_preload(["torch", "torch.distributed", "astrom3_hpc.dist.env",
-                                    "astrom3_hpc.dist.gather", "astrom3_hpc.loss"])
+        ctx.set_forkserver_preload(["torch", "torch.distributed", "astrom3_hpc.distributed.env",
+                                    "astrom3_hpc.distributed.gather", "astrom3_hpc.train.loss"])
         _FORKSERVER_CTX = ctx
     return _FORKSERVER_CTX
 
@@ -167,7 +167,7 @@ def run_distributed(fn: Callable | str, world_size: int, args: Sequence[Any] = (
     torch once: much faster startup on a loaded machine; the env vars are applied in the child before
     anything reads them, and torch threads are set from OMP_NUM_THREADS) or "mpiexec" (``mpiexec -n N``;
     the children get NO rank/master variables: `detect()` must find them).
-    init: call `astrom3_hpc.dist.env.init(backend="gloo")` in each child before `fn` (and `cleanup()` after).
+    init: call `astrom3_hpc.distributed.env.init(backend="gloo")` in each child before `fn` (and `cleanup()` after).
     return_records: return {"rank", "env" (the child's DistEnv as a dict), "result"} per rank instead.
     """
     import torch
@@ -293,7 +293,7 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, a.path)
     out = Path(a.out)
 
-    from astrom3_hpc.dist import env as denv  # noqa: E402
+    from astrom3_hpc.distributed import env as denv  # noqa: E402
 
     rank_guess = denv.detect(use_mpi4py=False).rank
     try:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from astrom3_hpc.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
+from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 
 # Column order of the authors' spectra_and_v_{split}.csv (MeriDK/AstroM3 dev/notebooks/027-add-lb-cols.ipynb).
 ASTROM3_CSV_COLUMNS: tuple[str, ...] = (

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from astrom3_hpc.atomic import write_json, write_text
-from astrom3_hpc.collect import (PAPER_KNN1, PAPER_RESULTS, add_parser, collect, parse_log_name, read_job_ids,
+from astrom3_hpc.core.atomic import write_json, write_text
+from astrom3_hpc.results.collect import (PAPER_KNN1, PAPER_RESULTS, add_parser, collect, parse_log_name, read_job_ids,
                                  read_metrics, BadMetrics)
-from astrom3_hpc.constants import CLASS_NAMES
-from astrom3_hpc.evaluate import classification_report
-from astrom3_hpc.sweep import Sweep, make_tasks
+from astrom3_hpc.core.constants import CLASS_NAMES
+from astrom3_hpc.train.evaluate import classification_report
+from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
 
 SEEDS = (42, 0, 66)
 JOB = "777"
@@ -356,8 +356,8 @@ def test_cli(sweep, tmp_path, capsys):
 
 
 def test_module_main(sweep, tmp_path, capsys):
-    """`python -m astrom3_hpc.collect SWEEP_DIR ...` runs collect.main (tested in-process: no second interpreter)."""
-    from astrom3_hpc.collect import main
+    """`python -m astrom3_hpc.results.collect SWEEP_DIR ...` runs collect.main (tested in-process: no second interpreter)."""
+    from astrom3_hpc.results.collect import main
 
     assert main([str(sweep["root"]), "--out", str(tmp_path / "m")]) == 0
     assert "| photometry | sub10 |" in capsys.readouterr().out

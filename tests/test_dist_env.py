@@ -13,8 +13,8 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.dist_helpers import free_port, run_distributed
 
-from astrom3_hpc.dist import env as denv
-from astrom3_hpc.dist.env import (DistEnv, detect, expand_nodelist, expand_tasks_per_node, first_host,
+from astrom3_hpc.distributed import env as denv
+from astrom3_hpc.distributed.env import (DistEnv, detect, expand_nodelist, expand_tasks_per_node, first_host,
                                   gloo_socket_ifname, slurm_port)
 
 

@@ -21,9 +21,9 @@ import torch
 
 from conftest import ROOT, SMALL_LAYOUT
 
-from astrom3_hpc.config import ModelConfig
+from astrom3_hpc.core.config import ModelConfig
 from astrom3_hpc.data.raw import RawObject
-from astrom3_hpc.loss import ContrastiveLoss
+from astrom3_hpc.train.loss import ContrastiveLoss
 from astrom3_hpc.model.classifier import AstroM3Classifier, load_pretrained_encoders
 from astrom3_hpc.model.clip import AstroM3CLIP, count_parameters
 from astrom3_hpc.model.keymap import KeyMapError, from_reference, infer_config, project_key, reference_key
@@ -84,7 +84,7 @@ class _GoldenSource:
         aux = self.pre[f"lc_aux_{i}"].astype(np.float64).copy()
         aux[1] = abs(aux[1]) + 0.1  # the store takes raw catalogue values: a period must be positive
         meta = self.meta[i].copy()
-        from astrom3_hpc.constants import META_COLUMNS
+        from astrom3_hpc.core.constants import META_COLUMNS
         meta[META_COLUMNS.index("parallax")] = 1.0 + abs(meta[0])
         return RawObject(object_id=1000 + i, label=i % 2, lc=self.pre[f"lc_in_{i}"], spec_wave=sp[:, 0],
                          spec_flux=sp[:, 1], spec_ivar=sp[:, 2], meta=meta, aux=aux, source=f"golden case {i}")
@@ -93,7 +93,7 @@ class _GoldenSource:
         return {"kind": "golden"}
 
     def class_names(self) -> tuple[str, ...]:
-        from astrom3_hpc.constants import CLASS_NAMES
+        from astrom3_hpc.core.constants import CLASS_NAMES
         return tuple(CLASS_NAMES)
 
 
@@ -172,7 +172,7 @@ def test_error_channel_is_recorded_and_shown(golden_pre, golden_batch, tmp_path,
     spec = Store(path).root["spec"][0]
     # Case 0 has all pixels valid: its error row is the interpolated 1/sqrt(ivar) over the MAD.
     sp = golden_pre["sp_in_0"]
-    from astrom3_hpc.constants import spectrum_grid
+    from astrom3_hpc.core.constants import spectrum_grid
     want = np.interp(spectrum_grid(), sp[:, 0], 1 / np.sqrt(sp[:, 2])) / 10.0 ** spec[2, 0]
     np.testing.assert_allclose(spec[1], want, rtol=1e-4)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from astrom3_hpc.constants import SEQ_LEN
+from astrom3_hpc.core.constants import SEQ_LEN
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from astrom3_hpc.data.store import Store
 

@@ -27,8 +27,8 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.dist_helpers import run_distributed
 
-from astrom3_hpc.dist.gather import all_gather_with_grad
-from astrom3_hpc.loss import ContrastiveLoss
+from astrom3_hpc.distributed.gather import all_gather_with_grad
+from astrom3_hpc.train.loss import ContrastiveLoss
 
 MODS3 = ("photometry", "spectra", "metadata")
 MODS4 = MODS3 + ("extra",)
@@ -108,7 +108,7 @@ def run_case(mods, sizes, masked: bool, seed: int = 0, allow_unequal: bool = Tru
     """One rank's part; torch.distributed is already initialised (or world 1)."""
     import torch.distributed as tdist
 
-    from astrom3_hpc.dist import env as denv
+    from astrom3_hpc.distributed import env as denv
 
     rank = tdist.get_rank() if tdist.is_initialized() else 0
     world = tdist.get_world_size() if tdist.is_initialized() else 1

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from astrom3_hpc.config import ConfigError, ModelConfig
+from astrom3_hpc.core.config import ConfigError, ModelConfig
 from astrom3_hpc.model import (
     AstroM3CLIP, PretrainedLoadError, build_classifier, build_clip, count_parameters, flatten_size,
     load_pretrained_encoders, parameter_breakdown, register_modality, resolve, unregister_modality,

@@ -7,7 +7,7 @@ two fake hosts, each its own network namespace with interface a3s0, node names t
 - the same deterministic tiny run on 1 node x 2 tasks and on 2 nodes x 1 task: same per-step losses and final
   weights (within 1e-6);
 - a checkpoint written by a 2-node run resumes on 1 node x 2 tasks (same world size) and completes;
-- a 2-node Submitit job launched from Python (astrom3_hpc.launch.launch_pretrain).
+- a 2-node Submitit job launched from Python (astrom3_hpc.orchestration.launch.launch_pretrain).
 
 All jobs are submitted at once and SLURM packs them onto the two hosts (each host has 2 CPUs; they share the
 machine's 2 cores). About 3-4 minutes on a busy 2-core machine.
@@ -112,7 +112,7 @@ def _submit_all(c, base: Path, env: dict[str, str], tiny_store: Path) -> SimpleN
     jobs["resume"] = submit("resume", "handover", 1, 2, sbatch=[f"--dependency=afterany:{jobs['stop']}"])
     jobs["one"] = submit("one", "one", 1, 2, ["PRECHECK=1"])
 
-    from astrom3_hpc import launch
+    from astrom3_hpc.orchestration import launch
 
     sjob = launch.launch_pretrain(base / "submitit" / "run", TEST_CFG, [f"data.store={tiny_store}", *SETS],
                                   nodes=2, tasks_per_node=1, cluster="slurm", name="submitit2n")

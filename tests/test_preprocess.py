@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from astrom3_hpc.constants import META_COLUMNS, SPEC_LEN
+from astrom3_hpc.core.constants import META_COLUMNS, SPEC_LEN
 from astrom3_hpc.data.preprocess import light_curve, mad, metadata, spectrum
 from astrom3_hpc.data.raw import BadInputError
 

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from astrom3_hpc.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
+from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 from conftest import IN_CI, REALDATA
 from astrom3_hpc.data.readers import (

@@ -22,8 +22,8 @@ from dist_helpers import child_env, free_port
 from test_train import run_job
 
 from astrom3_hpc.science import MissingExtraError, require
-from astrom3_hpc.science.cli import COMMANDS, build_parser
-from astrom3_hpc.science.cli import main as science_main
+from astrom3_hpc.cli.science import COMMANDS, build_parser
+from astrom3_hpc.cli.science import main as science_main
 from astrom3_hpc.science.common import (AVERAGE, Embeddings, detection_metrics, precision_at_k, read_embeddings,
                                         roc_auc)
 
@@ -43,7 +43,7 @@ def sci_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def embedded(sci_run):
     run, store = sci_run
-    r = subprocess.run([sys.executable, "-m", "astrom3_hpc.science.cli", "embed", str(run), "--no-progress",
+    r = subprocess.run([sys.executable, "-m", "astrom3_hpc.cli.science", "embed", str(run), "--no-progress",
                         "--batch-size", "100"], env=child_env(), capture_output=True, text=True, timeout=300,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_embed_two_ranks_equals_one_rank(embedded, tmp_path):
     run, _, emb = embedded
     out = tmp_path / "two"
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port",
-           str(free_port()), "-m", "astrom3_hpc.science.cli", "embed", str(run), "--out-dir", str(out),
+           str(free_port()), "-m", "astrom3_hpc.cli.science", "embed", str(run), "--out-dir", str(out),
            "--chunk-rows", "128", "--batch-size", "50", "--no-progress"]
     r = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=280, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -312,7 +312,7 @@ def test_outlier_scores_recover_a_constructed_truth():
 
 
 def test_outliers_cli_writes_candidates_and_metrics(embedded, capsys):
-    from astrom3_hpc.constants import CLASS_NAMES
+    from astrom3_hpc.core.constants import CLASS_NAMES
     from astrom3_hpc.data.synthetic import SyntheticSource
 
     run, _, emb = embedded
@@ -383,7 +383,7 @@ def test_registered_on_the_astrom3_command_line():
     p = astrom3_parser()
     for cmd in COMMANDS:
         args = p.parse_args([cmd, "some/run"] + (["--class", "M"] if cmd == "subtypes" else []))
-        assert args.func.__module__ == "astrom3_hpc.science.cli"
+        assert args.func.__module__ == "astrom3_hpc.cli.science"
 
 
 def test_missing_extra_is_named(monkeypatch, embedded, capsys):

@@ -1,6 +1,6 @@
 """The SLURM job suite on a real (local) SLURM cluster: slurm/pretrain.sh under srun, the fine-tuning array that
 depends on it, submit_sweep.sh and jobs.json, the collector over the result, preemption -> checkpoint -> requeue ->
-exact resume, and the same sweep through Submitit (astrom3_hpc.launch) with Submitit's own requeue.
+exact resume, and the same sweep through Submitit (astrom3_hpc.orchestration.launch) with Submitit's own requeue.
 
 Everything runs the real Trainer on the tiny synthetic store with configs/test.yaml and FAST-like overrides. The
 node has 2 CPUs: a 2-task pretraining occupies it, so jobs run one after another (~5-6 min for the file on a busy
@@ -114,7 +114,7 @@ def tail(p: Path, n: int = 3000) -> str:
 # ------------------------------------------------------------------------------------------------ unit tests
 
 def test_array_spec_compacts_indices():
-    from astrom3_hpc.launch import array_spec
+    from astrom3_hpc.orchestration.launch import array_spec
 
     assert array_spec([3, 7, 12], 4) == "3,7,12%4"
     assert array_spec([0, 1, 2, 3, 5, 6, 9]) == "0-3,5-6,9"
@@ -124,11 +124,11 @@ def test_array_spec_compacts_indices():
 
 
 def test_cli_parsers_register_sweep_and_launch(tmp_path, capsys):
-    from astrom3_hpc import launch
+    from astrom3_hpc.orchestration import launch
 
     assert launch.main(["sweep", "create", str(tmp_path / "sw"), "--seeds", "42,0", "--modes", "photo", "--modes", "meta",
                         "--subsets", "full", "--inits", "clip,scratch"]) == 0
-    from astrom3_hpc.sweep import Sweep
+    from astrom3_hpc.orchestration.sweep import Sweep
 
     sw = Sweep.load(tmp_path / "sw")
     assert len(sw.tasks) == 2 * 2 * 1 * 2 and sw.seeds == [0, 42]
@@ -167,11 +167,11 @@ def sbatch_sweep(slurm_cluster, tiny_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("sbatch") / "sweep"
     env = job_env()
     create = subprocess.run(
-        [PY, "-m", "astrom3_hpc.launch", "sweep", "create", str(root), "--seeds", str(SEED), "--modes", "photo",
+        [PY, "-m", "astrom3_hpc.orchestration.launch", "sweep", "create", str(root), "--seeds", str(SEED), "--modes", "photo",
          "--subsets", "full,sub50", "--config", TEST_CFG, "--pretrain-config", TEST_CFG, "--store", str(tiny_store),
          "--set", *FT_SETS, "--pretrain-set", *PT_SETS], env=env, capture_output=True, text=True, timeout=120)
     assert create.returncode == 0, create.stderr
-    from astrom3_hpc.sweep import Sweep
+    from astrom3_hpc.orchestration.sweep import Sweep
 
     sw = Sweep.load(root)
     bad = next(t for t in sw.tasks if t.subset == "sub50" and t.init == "scratch")
@@ -239,7 +239,7 @@ def test_sbatch_sweep_pretraining_then_dependent_array(sbatch_sweep, slurm_clust
 @pytest.mark.slurm
 @pytest.mark.timeout(300)
 def test_collector_keeps_results_and_reports_the_failed_task(sbatch_sweep):
-    collect = pytest.importorskip("astrom3_hpc.collect")
+    collect = pytest.importorskip("astrom3_hpc.results.collect")
     s = sbatch_sweep
     res = collect.collect(s.root, plot=False)
     assert (s.root / "results" / "results.md").exists() and (s.root / "results" / "results.csv").exists()
@@ -317,7 +317,7 @@ def test_submitit_sweep_with_preempted_pretraining(sbatch_sweep, slurm_cluster, 
     """launch_sweep: a 2-task Submitit pretraining job, interrupted (SIGTERM + USR2, as Submitit's own preemption
     test does), requeued through Submitit's checkpoint hook after every rank checkpointed; then ONE array of
     fine-tuning tasks that depended on it. The pretraining ends exactly like the uninterrupted sbatch one."""
-    from astrom3_hpc import launch
+    from astrom3_hpc.orchestration import launch
 
     slurm_cluster.apply_env(monkeypatch)
     for k, v in job_env().items():
@@ -363,7 +363,7 @@ def test_submitit_sweep_with_preempted_pretraining(sbatch_sweep, slurm_cluster, 
     for t in sw.tasks:
         assert sw.done(t)
         assert (sw.root / "logs" / f"ft_{array_id}_{t.index}.out").is_file()  # symlink into submitit/
-    collect = pytest.importorskip("astrom3_hpc.collect")
+    collect = pytest.importorskip("astrom3_hpc.results.collect")
     res = collect.collect(sw.root, plot=False)
     assert res["summary"]["complete"] == 2 and not res["failures"]
     print(f"\nsubmitit sweep (preempted pretraining + 2-task array): {time.monotonic() - t0:.0f} s")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from astrom3_hpc.constants import CLASS_COUNTS, CLASS_NAMES
+from astrom3_hpc.core.constants import CLASS_COUNTS, CLASS_NAMES
 from astrom3_hpc.data.splits import all_splits, split_indices, subset_indices, subset_threshold
 
 PAPER_TRAIN = {"DSCT": 206, "M": 216, "HADS": 226, "RRC": 624, "ROT": 1454, "EB": 1571, "RRAB": 1886,

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from astrom3_hpc.constants import CLASS_COUNTS, CLASS_NAMES, META_COLUMNS
+from astrom3_hpc.core.constants import CLASS_COUNTS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import RawObject
 from astrom3_hpc.data.synthetic import (
     LAMOST_NPIX,

@@ -24,9 +24,9 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..atomic import replace_dir, write_json
-from ..constants import SPLIT_SEEDS
-from ..progress import Progress
+from ..core.atomic import replace_dir, write_json
+from ..core.constants import SPLIT_SEEDS
+from ..core.progress import Progress
 from .preprocess import preprocess
 from .raw import BadInputError, RawSource
 from .splits import all_splits

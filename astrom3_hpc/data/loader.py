@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..constants import AUX_COLUMNS, SEQ_LEN
+from ..core.constants import AUX_COLUMNS, SEQ_LEN
 from .arena import BatchArena
 from .chunks import ChunkReader
 from .store import Store, StoreError

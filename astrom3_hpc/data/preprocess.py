@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..constants import ABS_MAG_COLUMNS, META_COLUMNS, spectrum_grid
+from ..core.constants import ABS_MAG_COLUMNS, META_COLUMNS, spectrum_grid
 from .raw import BadInputError, RawObject
 
 _ABS_MAG_IDX = np.array([META_COLUMNS.index(c) for c in ABS_MAG_COLUMNS])

@@ -106,7 +106,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from astrom3_hpc.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
+from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import SPLIT_FRACTIONS, SUBSET_FACTORS
+from ..core.constants import SPLIT_FRACTIONS, SUBSET_FACTORS
 
 
 def split_indices(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, np.ndarray]:

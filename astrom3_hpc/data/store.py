@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ..constants import (AUX_COLUMNS, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN, SPLIT_SEEDS,
+from ..core.constants import (AUX_COLUMNS, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN, SPLIT_SEEDS,
                          SUBSET_FACTORS)
 
 SCHEMA_VERSION = 1

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import CLASS_COUNTS, CLASS_NAMES, META_COLUMNS, N_CLASSES
+from ..core.constants import CLASS_COUNTS, CLASS_NAMES, META_COLUMNS, N_CLASSES
 from .raw import RawObject
 
 GENERATOR_NAME = "astrom3_hpc.synthetic"

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from ..constants import N_CLASSES
+from ..core.config import ModelConfig
+from ..core.constants import N_CLASSES
 from .clip import _batch_args
 from .presets import resolve
 from .registry import get_modality

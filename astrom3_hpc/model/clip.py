@@ -1,5 +1,5 @@
 """AstroM3 CLIP model: one encoder + linear projection per modality, L2-normalised embeddings, and one
-learnable temperature per unordered modality pair. The contrastive loss lives elsewhere (astrom3_hpc.dist).
+learnable temperature per unordered modality pair. The contrastive loss lives elsewhere (astrom3_hpc.distributed).
 
 Attribute names are part of the checkpoint format (classifiers load encoders by these names):
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from .presets import resolve
 from .registry import get_modality
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..constants import SPEC_CHANNELS, SPEC_LEN
+from ..core.constants import SPEC_CHANNELS, SPEC_LEN
 
 
 def flatten_size(length: int, channels: list[int] | tuple[int, ...], kernel_size: int = 3, pool: int = 4) -> int:

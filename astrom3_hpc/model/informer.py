@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..constants import LC_CHANNELS, SEQ_LEN
+from ..core.constants import LC_CHANNELS, SEQ_LEN
 
 EMBED_DROPOUT = 0.1  # the reference's DataEmbedding default; its light-curve dropout is not passed there
 

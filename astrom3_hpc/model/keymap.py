@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from .informer import sinusoidal_positions
 
 PE_KEY = "photometry_encoder.enc_embedding.position_embedding.pe"

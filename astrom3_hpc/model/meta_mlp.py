@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..constants import META_COLUMNS
+from ..core.constants import META_COLUMNS
 
 
 class MetaMLP(nn.Module):

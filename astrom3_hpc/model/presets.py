@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import ConfigError, ModelConfig
+from ..core.config import ConfigError, ModelConfig
 
 PRESET_OPTIONS: dict[str, dict[str, object]] = {
     "paper": {

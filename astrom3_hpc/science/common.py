@@ -23,7 +23,7 @@ def science_dir(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
 
 
 def run_config(run_dir: str | Path):
-    from ..config import config_from_dict
+    from ..core.config import config_from_dict
     from ..train.rundir import read_run_config
 
     return config_from_dict(read_run_config(run_dir))

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import replace_dir
+from ..core.atomic import replace_dir
 from .common import AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, average_embedding, load_model, science_dir
 
 log = logging.getLogger("astrom3")
@@ -90,17 +90,17 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
               chunk_rows: int = CHUNK_ROWS, progress: bool = False) -> dict[str, Any]:
     """Embed a store under the run's best model into `out` (default RUN_DIR/science/embeddings.zarr).
 
-    Call it on every rank of a distributed job (it initialises the process group via astrom3_hpc.dist.env) or
+    Call it on every rank of a distributed job (it initialises the process group via astrom3_hpc.distributed.env) or
     in one process. Returns a summary (on every rank).
     """
     import torch
     import torch.distributed as tdist
     import zarr
 
-    from .. import dist as adist
+    from .. import distributed as adist
     from ..data.loader import LoaderSpec, TrimodalBatches
     from ..data.store import Store, compressor
-    from ..progress import Progress
+    from ..core.progress import Progress
 
     t0 = time.perf_counter()
     # A process group only when launched as several ranks (one process leaves os.environ alone).

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_json, write_text
+from ..core.atomic import write_json, write_text
 from . import require
 from .common import AVERAGE, Embeddings, detection_metrics, embeddings_for, normalise, science_dir
 from .search import VectorIndex

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_json
+from ..core.atomic import write_json
 from . import require
 from .common import Embeddings, embeddings_for, load_model, normalise, science_dir
 
@@ -220,7 +220,7 @@ def file_modality(path: str | Path) -> str:
 def lc_model_inputs(values: np.ndarray, lc_stats: np.ndarray, aux_z: np.ndarray) -> dict[str, np.ndarray]:
     """One object's model inputs for the light-curve encoder, exactly as the loader builds them in evaluation
     (centre 200-point window, zero padding with a mask, 9 channels)."""
-    from ..constants import LC_CHANNELS, SEQ_LEN
+    from ..core.constants import LC_CHANNELS, SEQ_LEN
 
     lc = np.zeros((1, SEQ_LEN, LC_CHANNELS), np.float32)
     mask = np.zeros((1, SEQ_LEN), np.float32)
@@ -239,7 +239,7 @@ def embed_file(path: str | Path, model, store, seed: int, use_rfr_score: bool = 
     """(modality, (D,) unit embedding) of a raw light-curve or spectrum file under `model`."""
     import torch
 
-    from ..constants import AUX_COLUMNS
+    from ..core.constants import AUX_COLUMNS
     from ..data import preprocess as pp
     from ..data.readers import read_lamost_fits
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_json
+from ..core.atomic import write_json
 from . import require
 from .common import embeddings_for, normalise, science_dir
 

@@ -71,7 +71,7 @@ def synthetic_truth(store_attrs: dict, labels: np.ndarray | None = None, rows: n
     from ..data.synthetic import UNSEEN_CLASSES
 
     unseen = np.isin(kinds, list(UNSEEN_CLASSES))
-    from ..constants import CLASS_NAMES
+    from ..core.constants import CLASS_NAMES
 
     true_label = np.array([CLASS_NAMES.index(k) if k in CLASS_NAMES else -1 for k in kinds], dtype=np.int64)
     mislabeled = (~unseen) & (true_label != gen_labels)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, write_json, write_text
+from ..core.atomic import atomic_path, write_json, write_text
 from . import require
 from .common import AVERAGE, embeddings_for, normalise, science_dir
 from .search import exact_topk

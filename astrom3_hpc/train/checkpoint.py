@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..atomic import atomic_path, write_json
+from ..core.atomic import atomic_path, write_json
 
 
 def _barrier() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..core.config import RunConfig
 
 # DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
 # once per install (see .ci/setup.sh) rather than once per home directory.

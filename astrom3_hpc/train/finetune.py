@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from ..constants import CLASS_NAMES
-from ..evaluate import classification_report, plot_confusion
+from ..core.config import ModelConfig
+from ..core.constants import CLASS_NAMES
+from .evaluate import classification_report, plot_confusion
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .rundir import read_run_config

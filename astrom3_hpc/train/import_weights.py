@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..atomic import atomic_dir, write_json
-from ..config import RunConfig, dump_config
+from ..core.atomic import atomic_dir, write_json
+from ..core.config import RunConfig, dump_config
 from ..model.clip import AstroM3CLIP
 from ..model.keymap import KeyMapError, from_reference, infer_config
 from .checkpoint import BEST_MODEL, save_weights

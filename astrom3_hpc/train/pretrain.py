@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import write_json
+from ..core.atomic import write_json
 from ..data.store import MODALITIES
-from ..evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
-from ..loss import ContrastiveLoss
+from .evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
+from .loss import ContrastiveLoss
 from .engine import to_device
 from .trainer import Trainer, gather_objects, mean_over_ranks
 
@@ -107,7 +107,7 @@ class Pretrainer(Trainer):
 def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None) -> dict[str, Any]:
     """Frozen-embedding classification (spec section 4): class-centroid and 1-nearest-neighbour accuracy on the
     test split from train-split embeddings, per modality and for the averaged embedding."""
-    from ..constants import N_CLASSES
+    from ..core.constants import N_CLASSES
 
     kw = {"read_spectra": True}
     train = embed_batches(model, trainer.loader("train", train=False, subset="full", **kw), trainer.device,

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import append_jsonl, read_jsonl, write_json, write_text
-from ..config import RunConfig, dump_config
+from ..core.atomic import append_jsonl, read_jsonl, write_json, write_text
+from ..core.config import RunConfig, dump_config
 
 log = logging.getLogger("astrom3")
 

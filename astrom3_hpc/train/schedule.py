@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..config import OptimConfig
+from ..core.config import OptimConfig
 
 
 @dataclass

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .. import dist as adist
-from ..dist.env import find_free_port
-from ..config import RunConfig
+from .. import distributed as adist
+from ..distributed.env import find_free_port
+from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
-from ..progress import Progress
+from ..core.progress import Progress
 from . import checkpoint
 from .engine import build_engine, seed_everything, set_deterministic, set_lr, to_device
 from .preempt import EXIT_PREEMPTED, Preemption

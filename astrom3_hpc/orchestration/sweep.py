@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json
-from .constants import SPLIT_SEEDS, SUBSET_FACTORS
+from ..core.atomic import write_json
+from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 
 MODES = ("photo", "spectra", "meta", "all")
 INITS = ("clip", "scratch")
@@ -127,7 +127,7 @@ def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), in
 
 def run_task(sweep_dir: str | Path, index: int) -> int:
     """Run task `index` of a sweep in this process (what each array task does)."""
-    from .cli import main
+    from ..cli import main
 
     sw = Sweep.load(sweep_dir)
     if not 0 <= index < len(sw.tasks):

@@ -4,10 +4,10 @@
   `barrier()`, `all_reduce_mean()`, `broadcast_object()`, GLOO_SOCKET_IFNAME selection.
 - `gather`: `all_gather_with_grad()` (differentiable batch gather, unequal sizes handled).
 
-`import astrom3_hpc.dist` does not import torch; `gather` (which does) is loaded on first use.
+`import astrom3_hpc.distributed` does not import torch; `gather` (which does) is loaded on first use.
 """
 
-from astrom3_hpc.dist.env import (  # noqa: F401
+from astrom3_hpc.distributed.env import (  # noqa: F401
     DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, detect, get_rank, get_world_size,
     gloo_socket_ifname, init, is_initialized, is_main,
 )
@@ -15,7 +15,7 @@ from astrom3_hpc.dist.env import (  # noqa: F401
 
 def __getattr__(name):
     if name in ("all_gather_with_grad", "gather_sizes", "gather_shapes"):
-        from astrom3_hpc.dist import gather
+        from astrom3_hpc.distributed import gather
         return getattr(gather, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

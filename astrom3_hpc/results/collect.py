@@ -30,8 +30,8 @@ from typing import Any, Iterable, TextIO
 
 import numpy as np
 
-from .atomic import atomic_path, write_json, write_text
-from .sweep import INITS, MANIFEST, MODES, Sweep
+from ..core.atomic import atomic_path, write_json, write_text
+from ..orchestration.sweep import INITS, MANIFEST, MODES, Sweep
 
 # ------------------------------------------------------------------------------------------------ paper numbers
 
@@ -177,7 +177,7 @@ def _last_epoch(d: Path) -> int | None:
     p = d / "metrics.jsonl"
     if not p.exists():
         return None
-    from .atomic import read_jsonl
+    from ..core.atomic import read_jsonl
 
     try:
         rows = read_jsonl(p)
@@ -916,7 +916,7 @@ def cmd_collect(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m astrom3_hpc.collect SWEEP_DIR [--out DIR] [--std ...]`."""
+    """`python -m astrom3_hpc.results.collect SWEEP_DIR [--out DIR] [--std ...]`."""
     p = argparse.ArgumentParser(prog="astrom3 collect", description=DESCRIPTION)
     _add_args(p)
     args = p.parse_args(argv)

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from . import __version__
+from .. import __version__
 
 log = logging.getLogger("astrom3")
 
@@ -65,13 +65,13 @@ def _add_ingest(sub) -> None:
 
 def make_source(args):
     if args.source == "synthetic":
-        from .data.synthetic import SyntheticSource
+        from ..data.synthetic import SyntheticSource
 
         return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
                                mislabel_fraction=args.mislabel_fraction)
     if not args.root:
         raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
-    from .data import readers
+    from ..data import readers
 
     if args.source == "astrom3-raw":
         return readers.AstroM3RawSource(args.root)
@@ -83,7 +83,7 @@ def make_source(args):
 
 
 def cmd_ingest(args) -> int:
-    from .data.ingest import IngestOptions, ingest
+    from ..data.ingest import IngestOptions, ingest
 
     source = make_source(args)
     opts = IngestOptions(on_error=args.on_error, error_channel=args.error_channel, overwrite=args.overwrite,
@@ -123,8 +123,8 @@ def _add_info(sub) -> None:
 
 
 def cmd_info(args) -> int:
-    from .constants import SPLIT_SEEDS, SUBSET_FACTORS
-    from .data.store import Store
+    from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+    from ..data.store import Store
 
     s = Store(args.store)
     print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
@@ -145,7 +145,7 @@ def cmd_info(args) -> int:
 def cmd_inspect(args) -> int:
     import time
 
-    from .data.loader import LoaderSpec, TrimodalBatches
+    from ..data.loader import LoaderSpec, TrimodalBatches
 
     b = TrimodalBatches(LoaderSpec(args.store, seed=args.seed, subset=args.subset, batch_size=args.batch_size))
     t0 = time.perf_counter()
@@ -206,13 +206,13 @@ def _add_train(sub) -> None:
 
 
 def _load_cfg(args, extra: list[str] | None = None):
-    from .config import load_config
+    from ..core.config import load_config
 
     return load_config(args.config, list(args.set) + (extra or []))
 
 
 def cmd_pretrain(args) -> int:
-    from .train.pretrain import Pretrainer
+    from ..train.pretrain import Pretrainer
 
     cfg = _load_cfg(args)
     return Pretrainer(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
@@ -220,7 +220,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .train.finetune import Finetuner
+    from ..train.finetune import Finetuner
 
     extra = []
     for flag, key in (("mode", "finetune.mode"), ("subset", "data.subset"), ("seed", "data.seed"),
@@ -253,7 +253,7 @@ def _add_import_weights(sub) -> None:
 
 
 def cmd_import_weights(args) -> int:
-    from .train.import_weights import import_weights
+    from ..train.import_weights import import_weights
 
     rec = import_weights(args.file, args.out, n_heads=args.heads, store=args.store, overwrite=args.overwrite)
     print(json.dumps({"run_dir": str(args.out), **rec}, indent=2))
@@ -261,9 +261,9 @@ def cmd_import_weights(args) -> int:
 
 
 def cmd_evaluate_embeddings(args) -> int:
-    from .config import config_from_dict
-    from .train.pretrain import Pretrainer, evaluate_embeddings
-    from .train.rundir import read_run_config
+    from ..core.config import config_from_dict
+    from ..train.pretrain import Pretrainer, evaluate_embeddings
+    from ..train.rundir import read_run_config
 
     cfg = config_from_dict(read_run_config(args.run_dir))
     t = Pretrainer(cfg, args.run_dir)
@@ -288,10 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(sub)
     _add_info(sub)
     _add_train(sub)
-    from .science.cli import add_parsers as add_science_parsers
+    from .science import add_parsers as add_science_parsers
 
     add_science_parsers(sub)
-    from . import collect, demo, launch
+    from ..results import collect
+    from ..app import demo
+    from ..orchestration import launch
 
     launch.add_parsers(sub)
 
@@ -309,10 +311,10 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
         parser.print_help()
         return 2
     _setup_logging(getattr(args, "verbose", False))
-    from .config import ConfigError
-    from .data.ingest import IngestError
-    from .data.raw import BadInputError
-    from .data.store import StoreError
+    from ..core.config import ConfigError
+    from ..data.ingest import IngestError
+    from ..data.raw import BadInputError
+    from ..data.store import StoreError
 
     try:
         return int(args.func(args) or 0)

@@ -40,7 +40,7 @@ def plot_confusion(report: dict, path: str | Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_path
+    from ..core.atomic import atomic_path
 
     cm = np.asarray(report["confusion"], dtype=float)
     names = report["class_names"]

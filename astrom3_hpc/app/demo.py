@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .sweep import Sweep, make_tasks
+from ..orchestration.sweep import Sweep, make_tasks
 
 log = logging.getLogger("astrom3")
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def cmd_demo(args) -> int:
                 running.remove((p, t))
                 if p.returncode != 0:
                     raise RuntimeError(f"fine-tuning task {t.name} failed (exit {p.returncode})")
-    from .collect import collect
+    from ..results.collect import collect
 
     results = collect(sweep_dir, stream=sys.stdout)
     _print_margin(sw)

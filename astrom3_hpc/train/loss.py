@@ -4,7 +4,7 @@ Single process, all modalities present, this is the reference loss (spec section
 ``CE(s * A @ B.T, arange) + CE(s * B @ A.T, arange)``, not halved, summed over pairs.
 
 Distributed (the loss owns the gather, as in open_clip): per step all modalities' embeddings (and presence
-masks) are gathered ONCE, in one packed collective, with gradients (`astrom3_hpc.dist.gather`). Each rank
+masks) are gathered ONCE, in one packed collective, with gradients (`astrom3_hpc.distributed.gather`). Each rank
 computes its local rows against the global columns: logits (B_local x N_global) -- never N x N --, labels
 ``offset_r + arange(B_r)``. Rank r returns
 
@@ -33,7 +33,7 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
-from astrom3_hpc.dist.gather import _active, all_gather_with_grad, gather_sizes
+from astrom3_hpc.distributed.gather import _active, all_gather_with_grad, gather_sizes
 
 Pair = tuple[str, str]
 

@@ -1,6 +1,6 @@
 """Submitting the job suite to a scheduler: sbatch scripts or Submitit, one pretraining run or a whole sweep.
 
-Two back ends share one sweep layout (astrom3_hpc.sweep) and one bookkeeping file, ``<sweep>/jobs.json``:
+Two back ends share one sweep layout (astrom3_hpc.orchestration.sweep) and one bookkeeping file, ``<sweep>/jobs.json``:
 
 * ``sbatch``: ``slurm/pretrain.sh`` per seed (``srun``, one process per rank) and ``slurm/finetune_array.sh`` as
   one array per seed, array task id = manifest task index, ``--dependency=afterok:<that seed's pretraining>``.
@@ -16,7 +16,7 @@ job; a Submitit job function hands over to Submitit's requeue (its ``checkpoint(
 resumes from the run directory). See docs/slurm.md.
 
 CLI (``add_parsers``): ``astrom3 sweep create|submit|status`` and ``astrom3 launch pretrain|sweep``; also
-``python -m astrom3_hpc.launch ...`` and ``slurm/submit_sweep.sh``.
+``python -m astrom3_hpc.orchestration.launch ...`` and ``slurm/submit_sweep.sh``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .atomic import write_json
-from .dist.env import rendezvous_address
-from .constants import SPLIT_SEEDS, SUBSET_FACTORS
+from ..core.atomic import write_json
+from ..distributed.env import rendezvous_address
+from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 from .sweep import INITS, MANIFEST, MODES, Sweep, make_tasks
 
 log = logging.getLogger("astrom3")
@@ -354,7 +354,7 @@ class PretrainJob(_base_checkpointable()):  # type: ignore[misc]
     def __call__(self, argv: Sequence[str]) -> dict[str, Any] | None:
         env = _job_environment()
         _export_torch_env(env)
-        from .cli import main
+        from ..cli import main
 
         run_dir = Path(argv[argv.index("--run-dir") + 1])
         log.info("pretraining in %s as rank %d of %d (restart %s)", run_dir, env.global_rank, env.num_tasks,
@@ -373,7 +373,7 @@ class PretrainJob(_base_checkpointable()):  # type: ignore[misc]
 
 
 class SweepTaskJob(_base_checkpointable()):  # type: ignore[misc]
-    """Submitit job function: task ``index`` of the sweep in ``sweep_dir`` (astrom3_hpc.sweep.run_task)."""
+    """Submitit job function: task ``index`` of the sweep in ``sweep_dir`` (astrom3_hpc.orchestration.sweep.run_task)."""
 
     def __call__(self, sweep_dir: str, index: int) -> dict[str, Any] | None:
         env = _job_environment()
@@ -586,14 +586,14 @@ def format_status(st: dict[str, Any]) -> str:
 # ============================================================================================ rendezvous check
 
 def check_rendezvous(out: str | Path | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
-    """Run on every rank (``srun python -m astrom3_hpc.launch launch check-rendezvous``): detect rank and master the
-    way the Trainer does (astrom3_hpc.dist.env.init), join a gloo group, all-reduce, and gather every rank's view
+    """Run on every rank (``srun python -m astrom3_hpc.orchestration.launch launch check-rendezvous``): detect rank and master the
+    way the Trainer does (astrom3_hpc.distributed.env.init), join a gloo group, all-reduce, and gather every rank's view
     (host, rank, local rank, master, chosen GLOO_SOCKET_IFNAME and its address). Writes ``<out>/rank<r>.json``
     when ``out`` is given; returns the gathered list (rank order)."""
     import torch
     import torch.distributed as tdist
 
-    from .dist import env as denv
+    from ..distributed import env as denv
 
     e = denv.init(backend="gloo", timeout=timeout, force_group=True)
     ifname = os.environ.get("GLOO_SOCKET_IFNAME")
@@ -898,12 +898,12 @@ def add_parsers(sub) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m astrom3_hpc.launch sweep|launch ...`` (the same commands as ``astrom3 sweep|launch``)."""
+    """``python -m astrom3_hpc.orchestration.launch sweep|launch ...`` (the same commands as ``astrom3 sweep|launch``)."""
     ap = argparse.ArgumentParser(prog="astrom3", description="Submit the AstroM3 job suite (sweeps, Submitit).")
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     add_parsers(sub)
-    from .cli import dispatch
+    from ..cli import dispatch
 
     return dispatch(ap, argv, expected_errors=(RuntimeError,))
 

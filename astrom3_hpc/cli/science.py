@@ -1,5 +1,5 @@
 """Subcommands of the science tools: `add_parsers(sub)` registers embed, search, outliers, umap, subtypes on the
-`astrom3` command line; `main(argv)` runs them alone (`python -m astrom3_hpc.science.cli ...`)."""
+`astrom3` command line; `main(argv)` runs them alone (`python -m astrom3_hpc.cli.science ...`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import functools
 import json
 import sys
 
-from . import MissingExtraError
+from ..science import MissingExtraError
 
 _OUT_HELP = "directory for the outputs (default: RUN_DIR/science)"
 _EMB_HELP = "embeddings store to read (default: OUT_DIR/embeddings.zarr, created by `astrom3 embed` if missing)"
@@ -44,7 +44,7 @@ def _add_embed(sub) -> None:
                     "temporary name and renamed into place).\n\nRuns as one process or distributed: under "
                     "torchrun / srun / mpiexec every rank embeds a chunk-aligned share and writes it directly.",
         epilog="example: astrom3 embed runs/pretrain-s42\n"
-               "         torchrun --nproc_per_node 4 -m astrom3_hpc.science.cli embed runs/pretrain-s42")
+               "         torchrun --nproc_per_node 4 -m astrom3_hpc.cli.science embed runs/pretrain-s42")
     p.add_argument("run_dir", help="a finished pretraining run directory (config.yaml, best_model.pt)")
     p.add_argument("--store", help="data store to embed (default: the run's data.store)")
     p.add_argument("--splits", nargs="+", choices=["train", "val", "test"],
@@ -63,13 +63,13 @@ def _add_embed(sub) -> None:
 
 @_friendly
 def cmd_embed(args) -> int:
-    from .common import EMBEDDINGS, science_dir
-    from .embed import embed_run
+    from ..science.common import EMBEDDINGS, science_dir
+    from ..science.embed import embed_run
 
     out = science_dir(args.run_dir, args.out_dir) / EMBEDDINGS
     summary = embed_run(args.run_dir, store=args.store, splits=args.splits, out=out, batch_size=args.batch_size,
                         sample_seed=args.sample_seed, chunk_rows=args.chunk_rows, progress=not args.no_progress)
-    from ..dist import env as denv
+    from ..distributed import env as denv
 
     if denv.get_rank() == 0:
         _print(summary)
@@ -117,7 +117,7 @@ def _add_search(sub) -> None:
 
 @_friendly
 def cmd_search(args) -> int:
-    from .search import search_run
+    from ..science.search import search_run
 
     rep = search_run(args.run_dir, object_ids=args.query, rows=args.query_row, query_file=args.query_file,
                      aux=args.aux, modality=args.modality, targets=args.target, k=args.k, index=args.index,
@@ -165,7 +165,7 @@ def _add_outliers(sub) -> None:
 
 @_friendly
 def cmd_outliers(args) -> int:
-    from .outliers import outliers_run
+    from ..science.outliers import outliers_run
 
     s = outliers_run(args.run_dir, top_k=args.top_k, min_modalities=args.min_modalities, knn_k=args.knn_k,
                      unsupervised=args.unsupervised, rank_by=args.rank_by, n_list=args.n_list, index=args.index,
@@ -205,7 +205,7 @@ def _add_umap(sub) -> None:
 
 @_friendly
 def cmd_umap(args) -> int:
-    from .umap_view import umap_run
+    from ..science.umap_view import umap_run
 
     _print(umap_run(args.run_dir, view=args.view, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
                     seed=args.seed, max_points=args.max_points, n_epochs=args.n_epochs, out_dir=args.out_dir,
@@ -237,7 +237,7 @@ def _add_subtypes(sub) -> None:
 
 @_friendly
 def cmd_subtypes(args) -> int:
-    from .subtypes import subtypes_run
+    from ..science.subtypes import subtypes_run
 
     r = subtypes_run(args.run_dir, args.cls, method=args.method, k=args.k, pca_components=args.pca_components,
                      seed=args.seed, out_dir=args.out_dir, embeddings=args.embeddings, store=args.store)
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The science subcommands alone, with the error handling of `astrom3`."""
-    from ..cli import dispatch
+    from . import dispatch
 
     return dispatch(build_parser(), argv)
 

@@ -5,7 +5,7 @@ rank r's own rows is sum_s dL_s/dx_r: the backward all-reduces (sums) the gradie
 keeps its own slice; implemented as a reduce-scatter (sum) of that gradient (gloo in torch 2.13 has it too),
 with an all-reduce + slice fallback for backends without reduce-scatter. Together with the data-parallel mean
 of parameter gradients (DDP/DeepSpeed), each parameter's gradient is d(mean_s L_s)/d(theta): exactly the
-single-process gradient when mean_s L_s equals the single-process loss (see `astrom3_hpc.loss`).
+single-process gradient when mean_s L_s equals the single-process loss (see `astrom3_hpc.train.loss`).
 Every rank must call the gather (and run backward through it) the same number of times in the same order.
 
 Unequal per-rank batch sizes (the last batch of an epoch without drop_last) are handled: sizes are exchanged

@@ -1,0 +1,1 @@
+"""orchestration layer (see docs/architecture.md)."""
