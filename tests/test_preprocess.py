@@ -16,7 +16,7 @@ def test_light_curve_dedupes_sorts_and_normalises():
     assert np.all(np.diff(values[:, 0]) >= 0) and values[0, 0] == 0 and values[-1, 0] == 1
     m = mad(np.unique(lc, axis=0)[:, 1])
     assert np.isclose(stats[0], np.log10(m), atol=1e-6)
-    assert np.isclose(stats[1], (t.max() - t.min()) / 365.25, rtol=1e-5)
+    assert np.isclose(stats[1], (t.max() - t.min()) / 365.0, rtol=1e-5)
     assert abs(values[:, 1].mean()) < 1e-5
 
 

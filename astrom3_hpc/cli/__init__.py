@@ -71,8 +71,9 @@ def _add_ingest(sub) -> None:
                                                         "(default ROOT/spectra)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="fail at the first bad object, or skip it and list it in skipped.json")
-    p.add_argument("--error-channel", choices=["sigma", "ivar"], default="sigma",
-                   help="spectrum error channel: sigma (default) or ivar (the reference's behaviour)")
+    p.add_argument("--error-channel", choices=["ivar", "sigma"], default="ivar",
+                   help="spectrum error channel: ivar (default; what the reference feeds, the inverse variance) "
+                        "or sigma (the corrected channel, 1/sqrt(ivar)); recorded in the store (astrom3 info)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--no-progress", action="store_true")
     _add_layout_args(p)
@@ -153,6 +154,7 @@ def cmd_info(args) -> int:
     print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
     print("layout:", json.dumps({"compression": "lz4", **s.attrs["layout"]}))  # stores before the option: lz4
     print("provenance:", json.dumps(s.attrs["provenance"]))
+    print("preprocessing:", json.dumps(s.attrs.get("preprocessing", {})))
     print("summary:", json.dumps(s.attrs.get("summary", {})))
     origins = s.attrs.get("splits", {})  # stores before published splits were kept: all generated
     print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}  origin")
@@ -217,7 +219,14 @@ def _add_train(sub) -> None:
     q.add_argument("--subset", choices=["full", "sub50", "sub25", "sub10"], help="overrides data.subset")
     q.add_argument("--seed", type=int, help="split seed; overrides data.seed")
     q.add_argument("--init", help="'scratch' or a pretraining run directory; overrides finetune.init")
+    q.add_argument("--pretrain-seed", type=int,
+                   help="split seed the --init weights were pretrained on, for runs that do not record it "
+                        "(astrom3 import-weights); overrides finetune.pretrain_seed")
+    q.add_argument("--allow-unknown-seed", action="store_true",
+                   help="fine-tune from imported weights of unknown split seed, accepting that the test set may "
+                        "hold objects their pretraining saw")
     q.set_defaults(func=cmd_finetune)
+    _add_import_weights(sub)
     e = sub.add_parser("evaluate-embeddings", help="centroid and 1-NN accuracy of a pretrained model's embeddings")
     e.add_argument("run_dir", help="a finished pretraining run directory")
     e.set_defaults(func=cmd_evaluate_embeddings)
@@ -242,13 +251,40 @@ def cmd_finetune(args) -> int:
 
     extra = []
     for flag, key in (("mode", "finetune.mode"), ("subset", "data.subset"), ("seed", "data.seed"),
-                      ("init", "finetune.init")):
+                      ("init", "finetune.init"), ("pretrain_seed", "finetune.pretrain_seed")):
         v = getattr(args, flag)
         if v is not None:
             extra.append(f"{key}={v}")
+    if args.allow_unknown_seed:
+        extra.append("finetune.allow_unknown_seed=true")
     cfg = _load_cfg(args, extra)
     return Finetuner(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
                      resume=not args.no_resume).run_job()
+
+
+def _add_import_weights(sub) -> None:
+    p = sub.add_parser("import-weights", help="turn a reference AstroM3 checkpoint into a pretraining run dir",
+                       description="Reads a state_dict saved by the authors' AstroM3 code (.pt via torch.load "
+                                   "weights_only, or .safetensors), infers the model config from its shapes, "
+                                   "checks every key through the reference key map and writes a pretraining run "
+                                   "directory that finetune --init, embed, evaluate-embeddings and the science "
+                                   "tools accept. Its split seed is unknown: fine-tuning from it needs "
+                                   "--pretrain-seed S or --allow-unknown-seed.")
+    p.add_argument("file", help="reference checkpoint (.pt, .pth or .safetensors)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--heads", type=int, default=4,
+                   help="attention heads of the light-curve encoder (not visible in any shape; paper: 4)")
+    p.add_argument("--store", help="store to record as the run's data.store (embed / evaluate-embeddings read it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=cmd_import_weights)
+
+
+def cmd_import_weights(args) -> int:
+    from ..train.import_weights import import_weights
+
+    rec = import_weights(args.file, args.out, n_heads=args.heads, store=args.store, overwrite=args.overwrite)
+    print(json.dumps({"run_dir": str(args.out), **rec}, indent=2))
+    return 0
 
 
 def cmd_evaluate_embeddings(args) -> int:

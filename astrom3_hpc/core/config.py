@@ -138,11 +138,17 @@ class FinetuneConfig:
     init: str = "scratch"  # "scratch" or a pretraining run directory
     fusion: str = "avg"  # for mode "all": avg | concat
     freeze_encoders: bool = False
+    # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
+    # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
+    pretrain_seed: int | None = None
+    allow_unknown_seed: bool = False
 
     def validate(self) -> None:
         _check(self.mode in ("photo", "spectra", "meta", "all"), "finetune.mode",
                "must be photo, spectra, meta or all")
         _check(self.fusion in ("avg", "concat"), "finetune.fusion", "must be avg or concat")
+        _check(self.pretrain_seed is None or self.pretrain_seed in SPLIT_SEEDS, "finetune.pretrain_seed",
+               f"must be one of {SPLIT_SEEDS} or unset")
 
 
 @dataclass

@@ -42,7 +42,7 @@ class IngestError(RuntimeError):
 @dataclass
 class IngestOptions:
     on_error: str = "fail"  # "fail": stop at the first bad object; "skip": record it in skipped.json
-    error_channel: str = "sigma"  # spectrum error channel: "sigma" or the reference's "ivar"
+    error_channel: str = "ivar"  # spectrum error channel: the reference's "ivar" or the corrected "sigma"
     # NaN metadata: "fail" (a BadInputError naming object and column), "skip" (leave the object out, whatever
     # on_error says) or "impute" (store NaN + a presence mask; the loader fills the split seed's train median).
     meta_nan: str = "fail"

@@ -265,7 +265,9 @@ class TrimodalBatches:
         first = self.offsets[rows]
         lengths = self.offsets[rows + 1] - first
         spare = np.maximum(lengths - SEQ_LEN, 0)
-        starts = (rng.random(n) * (spare + 1)).astype(np.int64) if s.train else spare // 2
+        # Training: uniform in [0, spare - 1], the reference's randint(0, n - SEQ_LEN) (it never picks the last
+        # window); evaluation: the reference's centre crop.
+        starts = (rng.random(n) * spare).astype(np.int64) if s.train else spare // 2
         take = np.minimum(lengths, SEQ_LEN)
         steps = np.arange(SEQ_LEN)
         mask[:] = steps[None, :] < take[:, None]

@@ -18,7 +18,7 @@ _PARALLAX_IDX = META_COLUMNS.index("parallax")
 _L_IDX = META_COLUMNS.index("l")
 _B_IDX = META_COLUMNS.index("b")
 _GRID = spectrum_grid()
-DAYS_PER_YEAR = 365.25
+DAYS_PER_YEAR = 365.0  # the reference's time span unit (365, not 365.25): part of the input it feeds
 
 
 @dataclass
@@ -48,9 +48,11 @@ def light_curve(lc: np.ndarray, object_id, source: str) -> tuple[np.ndarray, np.
     t, flux, err = lc[:, 0], lc[:, 1], lc[:, 2]
     m = mad(flux)
     if m <= 0:
-        # A light curve with more than half its points equal has MAD 0; the spread is then the honest scale.
+        # A light curve with more than half its points equal has MAD 0, where the reference divides by zero
+        # (inf/nan inputs); the spread is then the honest scale. Every other case is the reference's formula.
         m = float(np.std(flux)) or 1.0
     span = float(t[-1] - t[0])
+    # All times equal: the reference gives nan; 0 here. Statistics use every unique row, before any window.
     t_scaled = (t - t[0]) / span if span > 0 else np.zeros_like(t)
     values = np.stack([t_scaled, (flux - flux.mean()) / m, err / m], axis=1).astype(np.float32)
     stats = np.array([np.log10(m), span / DAYS_PER_YEAR], dtype=np.float32)
@@ -58,11 +60,14 @@ def light_curve(lc: np.ndarray, object_id, source: str) -> tuple[np.ndarray, np.
 
 
 def spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, object_id, source: str,
-             error_channel: str = "sigma") -> np.ndarray:
+             error_channel: str = "ivar") -> np.ndarray:
     """Resample onto the 2575-point grid and normalise.
 
-    error_channel "ivar" reproduces the reference, which interpolates the inverse variance where its README
-    says "flux error"; "sigma" (default) uses 1/sqrt(ivar) and keeps masked pixels out of the interpolation.
+    error_channel "ivar" (default) is exactly the reference: it interpolates the inverse variance where its
+    README says "flux error", holds the end values outside the observed range (numpy.interp's clamping), and
+    z-scores with the mean of all grid values and the unscaled MAD of the non-zero ones (checked against the
+    reference's own outputs in tests/test_golden.py). "sigma" is the corrected channel: 1/sqrt(ivar), masked
+    pixels kept out of the interpolation, zeros outside the coverage and across wide masked gaps.
     """
     wave = np.asarray(wave, dtype=np.float64)
     flux = np.asarray(flux, dtype=np.float64)
@@ -74,8 +79,10 @@ def spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, object_id, so
     wave, flux, ivar = wave[order], flux[order], ivar[order]
     if error_channel == "ivar":
         ok = np.isfinite(wave) & np.isfinite(flux) & np.isfinite(ivar)
-        f = np.interp(_GRID, wave[ok], flux[ok], left=0.0, right=0.0)
-        e = np.interp(_GRID, wave[ok], ivar[ok], left=0.0, right=0.0)
+        if ok.sum() < 2 or wave[ok][-1] < _GRID[0] or wave[ok][0] > _GRID[-1]:
+            raise BadInputError(object_id, source, "spectrum does not overlap the 3850-8998 A grid")
+        f = np.interp(_GRID, wave[ok], flux[ok])
+        e = np.interp(_GRID, wave[ok], ivar[ok])
     elif error_channel == "sigma":
         ok = np.isfinite(wave) & np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
         if ok.sum() < 2:
@@ -170,7 +177,7 @@ def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None 
 
 
 def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra", "meta"),
-               error_channel: str = "sigma", meta_nan: str = "fail") -> tuple[Preprocessed, np.ndarray]:
+               error_channel: str = "ivar", meta_nan: str = "fail") -> tuple[Preprocessed, np.ndarray]:
     """Preprocess every modality the object has; returns the result and its presence vector.
 
     A modality that the source says the object lacks (extra["modalities"]) is zero-filled and marked absent;

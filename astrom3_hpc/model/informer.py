@@ -107,8 +107,10 @@ class ProbSparseAttention(nn.Module):
                                   torch.arange(H, device=q.device)[None, :, None, None], pos]
                     denom = n_real.to(q.dtype)[:, None, None]
                 else:
-                    # Reference: one (L_Q, n_sample) index table with replacement, shared by batch and heads.
-                    idx = torch.randint(L_K, (L_Q, n_sample), device=q.device)
+                    # Reference: one (L_Q, n_sample) index table with replacement, shared by batch and heads,
+                    # drawn from the CPU generator whatever the device (as the reference does), so a GPU run
+                    # under torch.manual_seed draws the same samples as a CPU one.
+                    idx = torch.randint(L_K, (L_Q, n_sample)).to(q.device, non_blocking=True)
                     k_sample = kd[:, :, idx]  # (B, H, L_Q, n_sample, D)
                     denom = L_K
                 qk = torch.matmul(qd.unsqueeze(-2), k_sample.transpose(-2, -1)).squeeze(-2)  # (B,H,L_Q,n)

@@ -16,6 +16,7 @@ from .evaluate import classification_report, plot_confusion
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .rundir import read_run_config
+from .import_weights import import_record
 from .trainer import Trainer, gather_objects
 
 log = logging.getLogger("astrom3")
@@ -28,17 +29,38 @@ class PretrainLeakError(ValueError):
     """Fine-tuning would evaluate on objects the pretrained model saw."""
 
 
-def check_pretrained(init_dir: Path, seed: int, store: str) -> dict:
-    """The pretraining run's config, after refusing runs that would leak test objects."""
+def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int | None = None,
+                     allow_unknown_seed: bool = False) -> dict:
+    """The pretraining run's config, after refusing runs that would leak test objects.
+
+    Imported weights (import_weights) do not know their split seed: the caller must name it (`pretrain_seed`,
+    then checked like a recorded one) or accept the risk (`allow_unknown_seed`).
+    """
     pre = read_run_config(init_dir)
-    pseed = pre["data"]["seed"]
-    if pseed != seed:
+    imported = import_record(init_dir)
+    pseed = pre["data"]["seed"] if imported is None else imported.get("split_seed")
+    if pretrain_seed is not None:
+        if pseed is not None and pseed != pretrain_seed:
+            raise PretrainLeakError(f"--pretrain-seed {pretrain_seed} contradicts pretraining run {init_dir}, "
+                                    f"which recorded split seed {pseed}")
+        pseed = pretrain_seed
+    if pseed is None:
+        if not allow_unknown_seed:
+            raise PretrainLeakError(
+                f"pretraining run {init_dir} holds imported weights ({imported.get('source_file')}) whose split "
+                f"seed is unknown: a checkpoint does not say on which split's train set it was pretrained, and a "
+                f"wrong guess puts its pretraining objects in the test set. Pass --pretrain-seed S (the seed the "
+                f"weights were pretrained on; fine-tuning must then use --seed S) or --allow-unknown-seed to "
+                f"accept the risk.")
+        log.warning("fine-tuning from %s, whose split seed is unknown (--allow-unknown-seed): test metrics may "
+                    "include objects its pretraining saw", init_dir)
+    elif pseed != seed:
         raise PretrainLeakError(
             f"pretraining run {init_dir} used split seed {pseed}, but fine-tuning asks for seed {seed}: its "
             f"pretraining saw objects that are in the seed-{seed} test set (test leak). Fine-tune with "
             f"--seed {pseed} or pretrain with seed {seed}.")
     pstore, fstore = Path(pre["data"]["store"]).resolve(), Path(store).resolve()
-    if pstore != fstore:
+    if imported is None and pstore != fstore:
         from ..data.store import Store
 
         a, b = Store(pstore, check_chunks=False).attrs, Store(fstore, check_chunks=False).attrs
@@ -57,7 +79,8 @@ class Finetuner(Trainer):
         f = self.cfg.finetune
         init = f.init
         if init != "scratch":
-            pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store)
+            pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store, f.pretrain_seed,
+                                   f.allow_unknown_seed)
             merged = {**pre["model"], **{k: getattr(self.cfg.model, k) for k in _TUNABLE}}
             self.cfg.model = ModelConfig(**merged)
         self.read_spectra = f.mode in ("spectra", "all")

@@ -1,0 +1,116 @@
+"""`astrom3 import-weights`: a reference checkpoint becomes a pretraining run dir that fine-tuning and the
+science tools accept; its unknown split seed must be acknowledged; misfitting checkpoints are refused whole."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from test_golden import GOLDEN, _batch, _require
+from test_train import run_job
+
+from astrom3_hpc.cli import main
+
+BIN = f"{sys.executable[:sys.executable.rindex('/')]}/astrom3"
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(_require("model_small.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("imp") / "run"
+    r = subprocess.run([BIN, "import-weights", str(GOLDEN / "model_small.pt"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_run_dir_layout_and_record(imported):
+    names = {p.name for p in imported.iterdir()}
+    assert {"config.yaml", "best_model.pt", "run.json", "imported.json", "checkpoints"} <= names
+    rec = json.loads((imported / "imported.json").read_text())
+    assert rec["split_seed"] is None and rec["format"] == "torch" and rec["n_heads"] == 4
+    assert rec["source_file"].endswith("model_small.pt") and len(rec["sha256"]) == 64
+    assert not any(p.name.startswith(".") for p in imported.parent.iterdir())  # no temporary left behind
+
+
+def test_science_tools_load_the_imported_model_and_reproduce_the_reference(imported, golden):
+    from astrom3_hpc.science.common import load_model
+
+    model, cfg, meta = load_model(imported)
+    assert meta["kind"] == "pretrain" and meta["seed"] is None and cfg.model.d_model == 32
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        emb = model(_batch(golden))
+    for k, m in (("p", "photo"), ("s", "spectra"), ("m", "meta")):
+        torch.testing.assert_close(emb[m], golden["clip"]["embeddings"][k], atol=1e-5, rtol=1e-5)
+
+
+def test_embed_accepts_the_imported_run(imported, tiny_store, tmp_path):
+    out = tmp_path / "sci"
+    assert main(["embed", str(imported), "--store", str(tiny_store), "--out-dir", str(out), "--no-progress"]) == 0
+    assert (out / "embeddings.zarr").is_dir()
+
+
+def test_safetensors_import_gives_the_same_weights(imported, golden, tmp_path):
+    from safetensors.torch import save_file
+
+    f = tmp_path / "astrom3.safetensors"
+    save_file({k: v.contiguous() for k, v in golden["state_dict"].items()}, str(f))
+    out = tmp_path / "run-st"
+    assert main(["import-weights", str(f), "--out", str(out)]) == 0
+    assert json.loads((out / "imported.json").read_text())["format"] == "safetensors"
+    a = torch.load(out / "best_model.pt", weights_only=False)["state_dict"]
+    b = torch.load(imported / "best_model.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_shape_is_refused_naming_file_and_key(golden, tmp_path, capsys):
+    sd = dict(golden["state_dict"])
+    sd["spectra_proj.weight"] = torch.zeros(64, 1000)
+    f = tmp_path / "bad.pt"
+    torch.save(sd, f)
+    out = tmp_path / "run-bad"
+    assert main(["import-weights", str(f), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pt" in err and "spectra_proj.weight" in err and "(64, 1000)" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [f]
+    # A file that is no checkpoint at all, and an unknown key.
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    assert main(["import-weights", str(tmp_path / "junk.pt"), "--out", str(out)]) == 2
+    torch.save({**golden["state_dict"], "extra_head.weight": torch.zeros(3)}, f)
+    assert main(["import-weights", str(f), "--out", str(out)]) == 2
+    assert "extra_head.weight" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.timeout(900)
+def test_finetune_from_imported_weights_needs_the_acknowledgement(imported, tiny_store, tmp_path):
+    refused = tmp_path / "refused"
+    r = run_job("finetune", refused, tiny_store, extra=["--mode", "photo", "--init", str(imported)], check=False)
+    assert r.returncode == 2
+    assert "split seed is unknown" in r.stderr and "--allow-unknown-seed" in r.stderr
+    assert not (refused / "metrics.json").exists()
+    wrong = run_job("finetune", tmp_path / "wrong", tiny_store, check=False,
+                    extra=["--mode", "photo", "--seed", "42", "--pretrain-seed", "0", "--init", str(imported)])
+    assert wrong.returncode == 2 and "test leak" in wrong.stderr
+
+    run = tmp_path / "ft"
+    run_job("finetune", run, tiny_store, sets=["train.epochs=1"],
+            extra=["--mode", "photo", "--init", str(imported), "--allow-unknown-seed"])
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["init"] == "clip" and m["epochs_run"] == 1 and 0 <= m["test_accuracy"] <= 1
+    # The imported architecture (d_model 32, 2 layers, 4 heads) was used, not the fine-tuning config's.
+    cfg = (run / "config.yaml").read_text()
+    assert "d_model: 32" in cfg and "n_layers: 2" in cfg
+    # Naming the seed works as well (then it is checked against --seed like a recorded one).
+    run2 = tmp_path / "ft-seed"
+    run_job("finetune", run2, tiny_store, sets=["train.epochs=1"],
+            extra=["--mode", "photo", "--seed", "42", "--pretrain-seed", "42", "--init", str(imported)])
+    assert json.loads((run2 / "metrics.json").read_text())["epochs_run"] == 1
