@@ -32,7 +32,7 @@ from astrom3_hpc.data.ingest import IngestOptions, ingest  # noqa: E402
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader  # noqa: E402
 from astrom3_hpc.data.preprocess import preprocess  # noqa: E402
 from astrom3_hpc.data.store import COMPRESSIONS, Store  # noqa: E402
-from astrom3_hpc.data.readers import AstroM3RawSource  # noqa: E402
+from astrom3_hpc.data.sources import AstroM3RawSource  # noqa: E402
 from astrom3_hpc.data.synthetic import SyntheticSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

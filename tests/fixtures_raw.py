@@ -7,7 +7,7 @@ Plain functions, no pytest dependency; every writer takes a target path/dir and 
   `write_lamost_fits_table` (DR5+ binary table in HDU 1, one row of arrays or one row per pixel).
   A ``.gz`` suffix writes gzip-compressed FITS, as the published ``spec-*.fits.gz`` files are.
 - `write_astrom3_raw_layout(root, n_objects, seed)`: the AstroM3 raw layout read by
-  `astrom3_hpc.data.readers.AstroM3RawSource` (split CSVs with the authors' 42 columns, ``photometry.zip`` or a
+  `astrom3_hpc.data.sources.AstroM3RawSource` (split CSVs with the authors' 42 columns, ``photometry.zip`` or a
   ``photometry/`` directory of ``vardb_files/<name>.dat``, ``spectra/{split}/{class}/{spec_filename}``) and returns
   a dict with every object's expected values (what a correct reader returns).
 - Corrupt variants: `write_truncated_copy`, `write_garbage`, `write_empty_dat`, `rewrite_zip`,
@@ -253,7 +253,7 @@ def _split_assignment(rng: np.random.Generator, n: int) -> list[str]:
 def write_astrom3_raw_layout(root: str | Path, n_objects: int = 20, seed: int = 0, *, lc_container: str = "zip",
                              spectra_layout: str = "mixed", subset: str = "full", split_seed: int = 42,
                              lc_points: tuple[int, int] = (60, 240), with_nan_meta: bool = True) -> dict[str, Any]:
-    """Write the AstroM3 raw layout under `root` (see readers.py for the layout) and describe it.
+    """Write the AstroM3 raw layout under `root` (see data/sources/astrom3_raw.py for the layout) and describe it.
 
     Classes cycle through constants.CLASS_NAMES (n_objects=20 -> 2 objects per class). `lc_container`: "zip"
     (``photometry.zip`` with ``vardb_files/<name>.dat`` members) or "dir" (``photometry/vardb_files/``).

@@ -13,7 +13,7 @@ import pytest
 
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
 from astrom3_hpc.data.preprocess import preprocess
-from astrom3_hpc.data.readers import AstroM3RawSource
+from astrom3_hpc.data.sources import AstroM3RawSource
 from astrom3_hpc.data.store import Store
 from conftest import REALDATA as REAL
 from fixtures_raw import corrupt_light_curve, corrupt_spectrum, write_astrom3_raw_layout

@@ -1,4 +1,4 @@
-"""Readers for real survey files (astrom3_hpc.data.readers): real shared data plus fixtures in the exact formats."""
+"""Readers for real survey files (astrom3_hpc.data.sources): real shared data plus fixtures in the exact formats."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 from conftest import IN_CI, REALDATA
-from astrom3_hpc.data.readers import (
+from astrom3_hpc.data.sources import (
     AstroM3RawSource, LamostSampleSource, Stripe82RRLyraeSource, ZTFVSXSource, icrs_to_galactic, mag_to_flux_mjy,
     read_asassn_dat, read_lamost_fits, read_stripe82_long, read_ztf_vsx_long,
 )

@@ -88,7 +88,7 @@ def make_source(args):
                                mislabel_fraction=args.mislabel_fraction, missing_rate=args.missing_rate)
     if not args.root:
         raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
-    from ..data import readers
+    from ..data import sources as readers
 
     if args.source == "astrom3-raw":
         files = dict(c.split("=", 1) for c in args.catalogue if "=" in c)

@@ -164,7 +164,7 @@ def read_lightcurve_file(path: str | Path) -> np.ndarray:
     """(n, 3) [time, flux, flux_err] from an ASAS-SN .dat(.gz) or a CSV (header naming time/hjd/mjd, flux,
     flux_err; or no header and those three columns first)."""
     from ..data.raw import BadInputError
-    from ..data.readers import read_asassn_dat
+    from ..data.sources.asassn import read_asassn_dat
 
     path = Path(path)
     name = path.name.lower()
@@ -242,7 +242,7 @@ def embed_file(path: str | Path, model, store, seed: int, use_rfr_score: bool = 
 
     from ..core.constants import AUX_COLUMNS
     from ..data import preprocess as pp
-    from ..data.readers import read_lamost_fits
+    from ..data.sources.lamost import read_lamost_fits
 
     path = Path(path)
     modality = file_modality(path)

@@ -1,0 +1,113 @@
+"""The shared ZTF DR3 light curves of VSX variables: the long-table reader and the light-curve-only source."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astrom3_hpc.core.constants import AUX_COLUMNS, META_COLUMNS
+from astrom3_hpc.data.raw import BadInputError, RawObject
+
+from .common import _empty_spec, _label_of, _nan, _to_float
+from .long_table import ZTF_FILTERS, LongLightCurves, _band_name, _build_long, _LongTableSource, _open_text, \
+    _read_numeric_csv
+
+
+def read_ztf_vsx_long(path: str | os.PathLike) -> LongLightCurves:
+    """The ZTF VSX long table (``vsx_oid, filter, mjd, mag, magerr``; filter 1=g, 2=r, 3=i), read once."""
+    p = str(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(p)
+    with _open_text(p) as fh:
+        header = [h.strip() for h in fh.readline().split(",")]
+    want = ["vsx_oid", "filter", "mjd", "mag", "magerr"]
+    if header[:5] != want:
+        raise ValueError(f"{p}: expected columns {want}, got {header}")
+    a = _read_numeric_csv(p, 5)
+    codes = np.full(a.shape[0], -1, dtype=np.int16)
+    names = tuple(ZTF_FILTERS[k] for k in sorted(ZTF_FILTERS))
+    for k, name in ZTF_FILTERS.items():
+        codes[a[:, 1] == k] = names.index(name)
+    keep = codes >= 0
+    a, codes = a[keep], codes[keep]
+    return _build_long(p, a[:, 0].astype(np.int64), codes, names, a[:, 2], a[:, 3], a[:, 4])
+
+
+class ZTFVSXSource(_LongTableSource):
+    """The shared ZTF DR3 VSX set (``ztf_vsx_objects.csv`` + ``ztf_vsx_lightcurves_long.csv.gz``) as RawObjects.
+
+    Light-curve only (``extra["modalities"] == ("photo",)``): one band (ZTF r = filter 2 by default), time in
+    MJD, flux in mJy from the AB-like zero point (`mag_to_flux_mjy`). Label from ``astrom3_class`` (-1 when
+    empty or not an AstroM3 class). Spectrum: empty arrays. Metadata NaN except ``l``, ``b`` (degrees) and
+    ``parallax`` = 1000 / ``distance`` (pc) in mas when the distance is positive. Aux: NaN except ``period``
+    (days, the catalogue's ``period`` column). Objects follow the catalogue row order; an object with no point
+    in the chosen band raises BadInputError from `get`. The long table is read once per process, on first use.
+    """
+
+    def __init__(self, csv_dir: str | os.PathLike, band: str | int = 2, *,
+                 objects_csv: str = "ztf_vsx_objects.csv", lc_csv: str = "ztf_vsx_lightcurves_long.csv.gz"):
+        self.dir = Path(csv_dir)
+        self.band = _band_name(band, ZTF_FILTERS.values())
+        self.objects_path = self.dir / objects_csv
+        self.lc_path = self.dir / lc_csv
+        if not self.lc_path.is_file():
+            raise FileNotFoundError(self.lc_path)
+        if not self.objects_path.is_file():
+            raise FileNotFoundError(self.objects_path)
+        with open(self.objects_path, "r", encoding="utf-8", newline="") as fh:
+            self._cat = list(csv.DictReader(fh))
+        for c in ("vsx_oid", "astrom3_class", "period", "l", "b", "distance"):
+            if self._cat and c not in self._cat[0]:
+                raise BadInputError("*", str(self.objects_path), f"missing column {c!r} in the CSV header")
+        self._table: LongLightCurves | None = None
+
+    _read_table = staticmethod(read_ztf_vsx_long)
+
+    def __len__(self) -> int:
+        return len(self._cat)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "ztf_vsx", "objects_csv": str(self.objects_path), "lc_csv": str(self.lc_path),
+                "band": self.band, "n_objects": len(self), "modalities": ("photo",),
+                "flux": "mJy, AB-like zero point 3631 Jy", "time": "MJD"}
+
+    def get(self, index: int) -> RawObject:
+        row = self._cat[index]
+        where = f"{self.objects_path}:row {index + 2}"
+        try:
+            oid = int(row["vsx_oid"])
+        except ValueError:
+            raise BadInputError(row.get("vsx_oid") or "?", where, "vsx_oid is not an integer") from None
+        lc = self.table.get(oid, self.band)
+        if lc.shape[0] == 0:
+            raise BadInputError(oid, str(self.lc_path), f"no usable ZTF {self.band}-band points")
+        label = _label_of(row.get("astrom3_class", ""), True)
+        meta = _nan(len(META_COLUMNS))
+        for c in ("l", "b"):
+            try:
+                meta[META_COLUMNS.index(c)] = _to_float(row.get(c, ""))
+            except ValueError:
+                pass
+        try:
+            dist = _to_float(row.get("distance", ""))
+        except ValueError:
+            dist = math.nan
+        if np.isfinite(dist) and dist > 0:
+            meta[META_COLUMNS.index("parallax")] = 1000.0 / dist
+        aux = _nan(len(AUX_COLUMNS))
+        try:
+            aux[AUX_COLUMNS.index("period")] = _to_float(row.get("period", ""))
+        except ValueError:
+            pass
+        wave, flux, ivar = _empty_spec()
+        return RawObject(object_id=oid, label=int(label), lc=lc, spec_wave=wave, spec_flux=flux, spec_ivar=ivar,
+                         meta=meta, aux=aux, source=f"{where}; {self.lc_path} (vsx_oid {oid}, {self.band})",
+                         extra={"modalities": ("photo",), "vsx_type": row.get("Type", ""),
+                                "name": row.get("Name", ""), "group": row.get("file_group", ""),
+                                "astrom3_class": row.get("astrom3_class", ""), "band": self.band,
+                                "survey": "ZTF DR3"})
