@@ -79,6 +79,7 @@ class StrictDevice(TorchFunctionMode):
         self.tags = WeakIdKeyDictionary()
         self.syncs = Counter()
         self.comm: list[tuple[str, torch.dtype]] = []
+        self.bf16_outputs = 0  # ops whose result came out bf16 (autocast at work)
         self._stack = contextlib.ExitStack()
 
     # -- tags ---------------------------------------------------------------------------------------------
@@ -127,6 +128,8 @@ class StrictDevice(TorchFunctionMode):
         if "device" in kwargs and dev_kw is not None:
             kwargs = dict(kwargs, device=torch.device("cpu") if _is_accel(dev_kw) else dev_kw)
         out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16:
+            self.bf16_outputs += 1
         if on_dev or (dev_kw is not None and _is_accel(dev_kw)):
             new = DEVICE
         elif any(v == HOST for _, v in tagged):

@@ -43,13 +43,13 @@ def test_checker_rejects_what_cuda_rejects_and_accepts_what_it_accepts():
 
 # ------------------------------------------------------------------------ a training job under the checker
 
-def _checked_pretrain(store: str, run_dir: str, stop_after: int | None) -> dict:
+def _checked_pretrain(store: str, run_dir: str, stop_after: int | None, sets: tuple[str, ...] = ()) -> dict:
     from astrom3_hpc.config import load_config
     from astrom3_hpc.train.pretrain import Pretrainer
 
     cfg = load_config(ROOT / "configs" / "test.yaml",
                       [f"data.store={store}", "train.epochs=2", "train.max_steps_per_epoch=3",
-                       "train.eval_max_batches=2", "train.log_every_steps=2"])
+                       "train.eval_max_batches=2", "train.log_every_steps=2", *sets])
 
     class Checked(Pretrainer):
         def setup_distributed(self):
@@ -60,9 +60,17 @@ def _checked_pretrain(store: str, run_dir: str, stop_after: int | None) -> dict:
             # DeepSpeed moves the module to its accelerator (here the CPU): the checker's accelerator.
             return chk.tag_module(super().build_model())
 
+        def train_step(self, batch):
+            before = sum(chk.syncs.values())
+            loss = super().train_step(batch)
+            step_syncs.append(sum(chk.syncs.values()) - before)
+            return loss
+
+    step_syncs: list[int] = []  # host reads of device tensors inside each training step
     with StrictDevice() as chk:
         code = Checked(cfg, run_dir, stop_after_steps=stop_after).run_job()
-    return {"code": code, "syncs": dict(chk.syncs), "comm": sorted({(n, str(d)) for n, d in chk.comm})}
+    return {"code": code, "syncs": dict(chk.syncs), "comm": sorted({(n, str(d)) for n, d in chk.comm}),
+            "autocast_bf16_ops": chk.bf16_outputs, "step_syncs": step_syncs}
 
 
 @pytest.mark.timeout(600)
@@ -74,9 +82,52 @@ def test_two_rank_pretraining_under_the_strict_device_checker(tiny_store, tmp_pa
     second = run_distributed(_checked_pretrain, 2, args=(str(tiny_store), str(run), None), timeout=400,
                              init=False)
     assert [r["code"] for r in second] == [0, 0]
+    # No host sync inside a training step (losses are read at log boundaries).
+    assert [r["step_syncs"] for r in first] == [[0, 0]] * 2 and [r["step_syncs"] for r in second] == [[0] * 4] * 2
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["world_size"] == 2
     assert [json.loads(s)["step"] for s in (run / "steps.jsonl").read_text().splitlines()] == [1, 2, 4, 6]
+
+
+@pytest.mark.timeout(600)
+def test_bf16_two_rank_run_communicates_fp32_and_keeps_fp32_weights(tiny_store, tmp_path):
+    """bf16 is autocast over fp32 parameters: gradients (DeepSpeed's all-reduce) and the contrastive gather
+    travel in fp32, the temperatures and best_model.pt are fp32, and the forward really ran in bf16."""
+    run = tmp_path / "bf16"
+    res = run_distributed(_checked_pretrain, 2, args=(str(tiny_store), str(run), None,
+                                                      ("train.precision=bf16", "train.epochs=1")), timeout=400,
+                          init=False)
+    assert [r["code"] for r in res] == [0, 0]
+    comm = res[0]["comm"]
+    assert ("all_reduce", "torch.float32") in comm  # DeepSpeed's gradient all-reduce
+    assert any(n.startswith("all_gather") and d == "torch.float32" for n, d in comm)  # the loss's gather
+    assert not any(d in ("torch.bfloat16", "torch.float16") for _, d in comm), comm
+    best = torch.load(run / "best_model.pt", weights_only=False)["state_dict"]
+    assert {v.dtype for v in best.values() if v.is_floating_point()} == {torch.float32}
+    tag = json.loads((run / "checkpoints" / "latest.json").read_text())["tag"]
+    module = torch.load(run / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    scales = {k: v for k, v in module.items() if "log_logit_scales" in k}
+    assert scales and all(v.dtype == torch.float32 for v in scales.values())
+    assert res[0]["autocast_bf16_ops"] > 0
+
+
+def test_bf16_autocast_keeps_the_light_curve_embedding_and_temperatures_fp32():
+    from astrom3_hpc.config import load_config
+    from astrom3_hpc.model import build_clip
+
+    cfg = load_config(ROOT / "configs" / "test.yaml")
+    model = build_clip(cfg.model).eval()
+    seen = {}
+    enc = model.encoders["photo"]
+    enc.embedding.register_forward_hook(lambda m, i, o: seen.__setitem__("embedding", o.dtype))
+    linear = next(m for m in enc.layers[0].modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, i, o: seen.__setitem__("layer0", o.dtype))
+    lc = torch.rand(2, enc.seq_len, enc.embedding.token_conv.in_channels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encode("photo", {"lc": lc, "lc_mask": torch.ones(2, enc.seq_len)})
+        scales = model.logit_scales()
+    assert seen == {"embedding": torch.float32, "layer0": torch.bfloat16}
+    assert all(s.dtype == torch.float32 for s in scales.values())
 
 
 def _collectives_under_checker() -> dict:
