@@ -128,7 +128,8 @@ class TrainConfig:
     batch_size: int = 512  # global batch: the contrastive batch spans all ranks
     early_stop_patience: int = 6
     zero_stage: int = 0
-    precision: str = "fp32"  # "fp32" or "bf16"
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast over fp32 weights, see train/engine.py)
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU; "cuda": refuse to start without one
     deterministic: bool = False
     max_steps_per_epoch: int | None = None  # cap for demos and tests
     eval_max_batches: int | None = None
@@ -143,6 +144,7 @@ class TrainConfig:
         _check(self.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")
         _check(self.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
+        _check(self.device in ("auto", "cuda"), "train.device", "must be auto or cuda")
 
 
 @dataclass

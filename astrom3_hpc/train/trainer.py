@@ -68,6 +68,13 @@ class Trainer:
     def setup_distributed(self) -> None:
         import os
 
+        # The GPU job scripts export ASTROM3_TRAIN_DEVICE=cuda (slurm/pretrain.sh GPUS=...).
+        want = os.environ.get("ASTROM3_TRAIN_DEVICE") or self.cfg.train.device
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"a GPU was requested (train.device / ASTROM3_TRAIN_DEVICE) but torch {torch.__version__} sees no GPU (CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, CUDA build "
+                             f"{torch.version.cuda}): not training on the CPU instead")
+
         if adist.detect(use_scontrol=False, use_mpi4py=False).launcher == "single" and "MASTER_PORT" not in os.environ:
             # Without a group DeepSpeed creates one on port 29500: two one-process jobs on a node would collide.
             os.environ["MASTER_PORT"] = str(find_free_port())
