@@ -193,7 +193,8 @@ def train_throughput(sz: Sizes, store: Path, out: Path, precision: str, compiled
             torch.cuda.empty_cache()
     ok = all(math.isfinite(x) for x in first)
     report("PASS" if ok else "FAIL", name,
-           f"{rate:,.0f} samples/s at batch {sz.batch} (loader included), peak GPU memory {peak:.2f} GiB, "
+           f"{rate:,.0f} samples/s at batch {sz.batch} (loader included), peak GPU memory "
+           f"{f'{peak:.2f} GiB' if cuda else 'n/a (CPU)'}, "
            f"first losses {', '.join(f'{x:.4f}' for x in first)}")
     return {"rate": rate, "peak_gib": peak, "first_losses": first}
 
