@@ -17,6 +17,9 @@
 #   PYTHON        interpreter                           default: $ASTROM3_ROOT/.venv/bin/python, else python3
 #   SRUN_ARGS     extra srun options
 #   MAX_REQUEUES  requeue a preempted task at most this many times (default 20)
+#   GPUS          GPUs per task, as in slurm/pretrain.sh: request them with sbatch too
+#                   sbatch --array=0-31%4 --gpus-per-task=1 slurm/finetune_array.sh SWEEP=runs/sweep GPUS=1
+#                 (one bound GPU per task; the task refuses to run on the CPU). Unset: SLURM_GPUS_PER_TASK.
 #
 # Exit code 75 of a task (SIGUSR1 from --signal=USR1@90, or SIGTERM: checkpoint written) requeues this array
 # task (`scontrol requeue <array job>_<task>`); it resumes in the same run directory.
@@ -39,7 +42,7 @@ die() { echo "[finetune_array.sh] error: $*" >&2; exit 2; }
 
 for arg in "$@"; do
   case "$arg" in
-    SWEEP=*|ASTROM3_ROOT=*|PYTHON=*|SRUN_ARGS=*|MAX_REQUEUES=*) export "${arg?}" ;;
+    SWEEP=*|ASTROM3_ROOT=*|PYTHON=*|SRUN_ARGS=*|MAX_REQUEUES=*|GPUS=*) export "${arg?}" ;;
     *=*) die "unknown setting $arg" ;;
     *) [ -z "${SWEEP_ARG:-}" ] || die "unexpected argument $arg"; SWEEP_ARG=$arg ;;
   esac
@@ -71,7 +74,15 @@ trap 'log "SIGTERM received: waiting for the task to checkpoint"' TERM
 
 log "array task $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: sweep $SWEEP, task $INDEX"
 SRUN=(srun --unbuffered)
-[ -z "${SLURM_CPUS_PER_TASK:-}" ] || SRUN+=(--cpus-per-task "$SLURM_CPUS_PER_TASK")
+GPUS=${GPUS:-${SLURM_GPUS_PER_TASK:-}}
+if [ -n "$GPUS" ] && [ "$GPUS" != 0 ]; then
+  case "$GPUS" in *[!0-9]*) die "GPUS=$GPUS: expected a number of GPUs per task" ;; esac
+  if [ -z "${SLURM_GPUS_PER_TASK:-}${SLURM_GPUS_ON_NODE:-}${SLURM_JOB_GPUS:-}${SLURM_STEP_GPUS:-}" ]; then
+    die "GPUS=$GPUS but this job was allocated no GPU: submit with sbatch --gpus-per-task=$GPUS ..."
+  fi
+  SRUN+=(--gpus-per-task "$GPUS")
+  export ASTROM3_TRAIN_DEVICE=cuda  # read by sweep tasks: refuse to fine-tune on the CPU
+fi
 # shellcheck disable=SC2206
 [ -z "${SRUN_ARGS:-}" ] || SRUN+=($SRUN_ARGS)
 "${SRUN[@]}" "$PYTHON" jobs/sweep_task.py "$SWEEP" "$INDEX"

@@ -22,6 +22,12 @@
 #   EXTRA_SETS    space-separated KEY=VALUE config overrides
 #   SRUN_ARGS     extra srun options (space-separated)
 #   MAX_REQUEUES  requeue at most this many times      default: 20
+#   GPUS          GPUs per task (one rank per GPU). The allocation comes from sbatch, so request it there too:
+#                   sbatch --gpus-per-task=1 --ntasks-per-node=4 slurm/pretrain.sh GPUS=1 CONFIG=...
+#                 srun then binds one GPU per task (--gpus-per-task, CUDA_VISIBLE_DEVICES per task: every rank
+#                 uses its cuda:0) and the job runs as with train.device=cuda, so it stops with an error instead of
+#                 training on the CPU when the allocation or the torch build has no GPU. Unset: taken from the
+#                 allocation (SLURM_GPUS_PER_TASK); none there: a CPU job (gloo).
 #   PRECHECK      1: first run a rendezvous check step (every rank: host, local rank, gloo interface, master;
 #                 an all-reduce), written to $RUN_DIR/rendezvous/rank<r>.json; training starts only if it passes
 #
@@ -52,7 +58,7 @@ die() { echo "[pretrain.sh] error: $*" >&2; exit 2; }
 PASS=()
 for arg in "$@"; do
   case "$arg" in
-    ASTROM3_ROOT=*|CONFIG=*|STORE=*|OUT_ROOT=*|RUN_DIR=*|PYTHON=*|EXTRA_SETS=*|SRUN_ARGS=*|MAX_REQUEUES=*|PRECHECK=*)
+    ASTROM3_ROOT=*|CONFIG=*|STORE=*|OUT_ROOT=*|RUN_DIR=*|PYTHON=*|EXTRA_SETS=*|SRUN_ARGS=*|MAX_REQUEUES=*|PRECHECK=*|GPUS=*)
       export "${arg?}" ;;
     *) PASS+=("$arg") ;;
   esac
@@ -90,6 +96,20 @@ SETS=()
 [ -z "$STORE" ] || SETS+=("data.store=$STORE")
 # shellcheck disable=SC2206
 [ -z "${EXTRA_SETS:-}" ] || SETS+=($EXTRA_SETS)
+
+# GPUs: asked for (GPUS=N) or present in the allocation -> one bound GPU set per task, and a job that refuses
+# to fall back to the CPU; asked for but not allocated -> an error now rather than a silent CPU run.
+GPUS=${GPUS:-${SLURM_GPUS_PER_TASK:-}}
+if [ -n "$GPUS" ] && [ "$GPUS" != 0 ]; then
+  case "$GPUS" in *[!0-9]*) die "GPUS=$GPUS: expected a number of GPUs per task" ;; esac
+  if [ -z "${SLURM_GPUS_PER_TASK:-}${SLURM_GPUS_ON_NODE:-}${SLURM_JOB_GPUS:-}${SLURM_STEP_GPUS:-}" ]; then
+    die "GPUS=$GPUS but this job was allocated no GPU: submit with sbatch --gpus-per-task=$GPUS ..."
+  fi
+  SRUN_GPU=(--gpus-per-task "$GPUS")
+  export ASTROM3_TRAIN_DEVICE=cuda  # = train.device=cuda: refuse to train on the CPU
+else
+  SRUN_GPU=()
+fi
 [ ${#SETS[@]} -eq 0 ] || ARGS+=(--set "${SETS[@]}")
 
 # ------------------------------------------------------------------------------------------ environment
@@ -132,11 +152,12 @@ mkdir -p "$RUN_DIR"
 STDOUT=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | tr ' ' '\n' | sed -n 's/^StdOut=//p' | head -n 1)
 echo "$(date +%Y-%m-%dT%H:%M:%S) job=$JOB_KEY restart=$RESTART nodes=${SLURM_JOB_NODELIST:-?} \
 ntasks=${SLURM_NTASKS:-?} log=${STDOUT:-?}" >> "$RUN_DIR/slurm_job.log"
-log "job $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks x ${SLURM_CPUS_PER_TASK:-1} cpus"
+log "job $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks x ${SLURM_CPUS_PER_TASK:-1} cpus\
+${GPUS:+ x $GPUS GPU(s)}"
 log "run dir $RUN_DIR  config ${CONFIG:-<defaults>}  store ${STORE:-<from config>}  python $PYTHON"
 
 # ------------------------------------------------------------------------------------------ run
-SRUN=(srun --unbuffered)
+SRUN=(srun --unbuffered "${SRUN_GPU[@]}")
 [ -z "${SLURM_CPUS_PER_TASK:-}" ] || SRUN+=(--cpus-per-task "$SLURM_CPUS_PER_TASK")
 # shellcheck disable=SC2206
 [ -z "${SRUN_ARGS:-}" ] || SRUN+=($SRUN_ARGS)

@@ -21,13 +21,18 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the key."""
 
 
+CUDA_DEFAULT_WORKERS = 4  # divides the default data.streams (8)
+
+
 @dataclass
 class DataConfig:
     store: str = "data/synthetic.zarr"
     seed: int = 42  # split seed; pretraining and fine-tuning must agree on it
     subset: str = "full"
     in_memory: bool = False
-    num_workers: int = 0
+    # Loader worker processes; None: 0 on CPU (the cores train), CUDA_DEFAULT_WORKERS on CUDA (batches are built
+    # while the GPU computes). See data/loader.py.
+    num_workers: int | None = None
     buffer_chunks: int = 4  # chunks held in the shuffle buffer
     streams: int = 8  # interleaved runs of batches per epoch; num_workers should divide it (data/loader.py)
     use_rfr_score: bool = True  # rfr_score is a likely label leak; False zeroes that channel
@@ -35,7 +40,13 @@ class DataConfig:
     def validate(self) -> None:
         _check(self.seed in SPLIT_SEEDS, "data.seed", f"must be one of {SPLIT_SEEDS}, got {self.seed}")
         _check(self.subset in SUBSET_FACTORS, "data.subset", f"must be one of {list(SUBSET_FACTORS)}")
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.num_workers is None or self.num_workers >= 0, "data.num_workers", "must be >= 0 or null")
+
+    def workers(self, cuda: bool) -> int:
+        """num_workers resolved for the device the job trains on."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return CUDA_DEFAULT_WORKERS if cuda else 0
         _check(self.buffer_chunks >= 1, "data.buffer_chunks", "must be >= 1")
         _check(self.streams >= 1, "data.streams", "must be >= 1")
 
@@ -118,18 +129,23 @@ class TrainConfig:
     batch_size: int = 512  # global batch: the contrastive batch spans all ranks
     early_stop_patience: int = 6
     zero_stage: int = 0
-    precision: str = "fp32"  # "fp32" or "bf16"
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast over fp32 weights, see train/engine.py)
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU; "cuda": refuse to start without one
     deterministic: bool = False
     max_steps_per_epoch: int | None = None  # cap for demos and tests
     eval_max_batches: int | None = None
     checkpoint_every_epochs: int = 1
-    log_every_steps: int = 10
+    log_every_steps: int = 10  # also how often ranks agree on a preemption signal (one host sync)
+    tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
+    cudnn_benchmark: bool = True  # CUDA only: cuDNN autotuning (off when deterministic)
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
         _check(self.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")
+        _check(self.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
+        _check(self.device in ("auto", "cuda"), "train.device", "must be auto or cuda")
 
 
 @dataclass

@@ -299,7 +299,7 @@ def detect(environ: Mapping[str, str] | None = None, *, use_scontrol: bool = Tru
             addr = env.get("MASTER_ADDR") or SINGLE_HOST_ADDR
             port = _int(env, "MASTER_PORT") or DEFAULT_MASTER_PORT
         if local_rank is None:
-            local_rank = rank if (local_world is None or local_world == world) else rank % local_world
+            local_rank = _hand_set_local_rank(env, rank, world, local_world, addr, step)
         if local_world is None:
             local_world = world
         return _checked(DistEnv(rank, world, local_rank, local_world, addr, port, launcher))
@@ -320,6 +320,27 @@ def detect(environ: Mapping[str, str] | None = None, *, use_scontrol: bool = Tru
     # 4. Single process.
     return DistEnv(0, 1, 0, 1, env.get("MASTER_ADDR") or SINGLE_HOST_ADDR,
                    _int(env, "MASTER_PORT") or DEFAULT_MASTER_PORT, "single")
+
+
+def _is_loopback(addr: str) -> bool:
+    return addr in ("localhost", "::1") or addr.startswith("127.")
+
+
+def _hand_set_local_rank(env: Mapping[str, str], rank: int, world: int, local_world: int | None, addr: str,
+                         step: dict[str, Any] | None) -> int:
+    """RANK without LOCAL_RANK: the launcher's own node-local id, else rank mod LOCAL_WORLD_SIZE, else the rank
+    itself only when every rank is on this host (loopback master); a multi-host job must say."""
+    own = _int(env, "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
+    if own is None and step is not None:
+        own = step["local_rank"]
+    if own is not None:
+        return own
+    if local_world is not None:
+        return rank % local_world
+    if world == 1 or _is_loopback(addr):
+        return rank
+    raise ValueError(f"RANK={rank} is set without LOCAL_RANK (or LOCAL_WORLD_SIZE) and the master {addr} is "
+                     f"another host: the node-local rank (which GPU to use) is unknown; set LOCAL_RANK")
 
 
 def _detect_mpi(mpi: dict[str, Any], env: Mapping[str, str], use_mpi4py: bool) -> DistEnv:
@@ -487,9 +508,10 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
     """Detect, export RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE/MASTER_ADDR/MASTER_PORT and initialise
     torch.distributed (``env://``) when world size > 1 (or with ``force_group=True``, a 1-process group).
 
-    backend: None -> "nccl" when CUDA is available, else "gloo". With CUDA, the current device is set to
-    ``local_rank % device_count`` first. GLOO_SOCKET_IFNAME is set (if unset) to the interface that reaches
-    MASTER_ADDR (never loopback when the job spans hosts, see `gloo_socket_ifname`). Idempotent: if
+    backend: None -> "nccl" when CUDA is available, else "gloo". With CUDA, the current device is set first
+    (`astrom3_hpc.distributed.device.device_index`: cuda:0 with one visible GPU per task, else the local rank).
+    GLOO_SOCKET_IFNAME, and NCCL_SOCKET_IFNAME for an nccl backend, are set (if unset) to the interface that
+    reaches MASTER_ADDR (never loopback when the job spans hosts, see `gloo_socket_ifname`). Idempotent: if
     torch.distributed is already initialised, only checks it matches. DeepSpeed: call this first; then
     ``deepspeed.init_distributed(dist_backend=...)`` reuses the group.
     """
@@ -512,7 +534,10 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
     os.environ.update(env.as_env())
     os.environ[LAUNCHER_VAR] = env.launcher
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+        from .device import device_index
+
+        # The same index DeepSpeed is given (train.engine.deepspeed_args): cuda:0 with one GPU per task.
+        torch.cuda.set_device(device_index(env.local_rank, env.local_world_size, torch.cuda.device_count()))
     if tdist.is_available() and tdist.is_initialized():
         if tdist.get_world_size() != env.world_size or tdist.get_rank() != env.rank:
             raise RuntimeError(f"torch.distributed already initialised as rank {tdist.get_rank()}/"
@@ -521,10 +546,15 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
     if env.world_size > 1 or force_group:
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if set_gloo_ifname and not os.environ.get("GLOO_SOCKET_IFNAME"):
-            ifname = gloo_socket_ifname(env.master_addr, multi_host=env.local_world_size < env.world_size)
-            if ifname:
-                os.environ["GLOO_SOCKET_IFNAME"] = ifname
+        if set_gloo_ifname:
+            # NCCL's bootstrap and socket transport pick an interface of their own otherwise (possibly one
+            # the other hosts cannot reach): both backends get the interface that routes to the master.
+            names = ["GLOO_SOCKET_IFNAME"] + (["NCCL_SOCKET_IFNAME"] if "nccl" in backend else [])
+            if any(not os.environ.get(n) for n in names):
+                ifname = gloo_socket_ifname(env.master_addr, multi_host=env.local_world_size < env.world_size)
+                for n in names:
+                    if ifname and not os.environ.get(n):
+                        os.environ[n] = ifname
         if not isinstance(timeout, _dt.timedelta):
             timeout = _dt.timedelta(seconds=float(timeout))
         tdist.init_process_group(backend=backend, init_method="env://", rank=env.rank,

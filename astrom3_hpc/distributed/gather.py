@@ -21,6 +21,8 @@ import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 
+from . import device as ddev
+
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8,
            torch.bool, torch.int8, torch.int16)
 
@@ -40,13 +42,6 @@ def _active(group=None) -> bool:
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size(group) > 1
 
 
-def _comm_device(x: torch.Tensor, group=None) -> torch.device:
-    """Where small metadata tensors must live for the group's backend (nccl: the current CUDA device)."""
-    if tdist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return x.device if x.device.type == "cpu" else torch.device("cpu")
-
-
 def gather_shapes(x: torch.Tensor, group=None) -> list[tuple[int, ...]]:
     """Every rank's x.shape (one tiny all_gather). Checks ndim/trailing dims/dtype agree; ValueError if not."""
     if not _active(group):
@@ -56,7 +51,7 @@ def gather_shapes(x: torch.Tensor, group=None) -> list[tuple[int, ...]]:
     world = tdist.get_world_size(group)
     dtype_id = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else -1
     meta = torch.tensor([x.dim(), dtype_id, *x.shape] + [0] * (8 - x.dim()), dtype=torch.int64,
-                        device=_comm_device(x, group))
+                        device=ddev.comm_device(group))
     out = torch.empty(world * meta.numel(), dtype=torch.int64, device=meta.device)
     _all_gather_single(out, meta, group)
     rows = out.view(world, -1).tolist()

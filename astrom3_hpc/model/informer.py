@@ -234,7 +234,9 @@ class InformerEncoder(nn.Module):
             # its output is zeroed below anyway.
             mask = real | ~real.any(dim=1, keepdim=True)
             lc = lc * w.unsqueeze(-1)
-        x = self.embedding(lc)
+        # fp32 even under bf16 autocast: bf16 keeps 2^-8 of the time span (days over a multi-year curve).
+        with torch.autocast(lc.device.type, enabled=False):
+            x = self.embedding(lc)
         for layer in self.layers:
             x = layer(x, mask)
         x = self.dropout(self.norm(x))

@@ -592,14 +592,18 @@ def format_status(st: dict[str, Any]) -> str:
 def check_rendezvous(out: str | Path | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Run on every rank (``srun python -m astrom3_hpc.orchestration.launch launch check-rendezvous``): detect rank and master the
     way the Trainer does (astrom3_hpc.distributed.env.init), join a gloo group, all-reduce, and gather every rank's view
-    (host, rank, local rank, master, chosen GLOO_SOCKET_IFNAME and its address). Writes ``<out>/rank<r>.json``
+    (host, rank, local rank, master, chosen GLOO_SOCKET_IFNAME and its address). With CUDA the group is
+    ``cpu:gloo,cuda:nccl`` and a second all-reduce runs on each rank's GPU over NCCL (its bootstrap on
+    NCCL_SOCKET_IFNAME, then its own transport: NVLink/SHM/IB/sockets), so a pass covers the backend the training
+    uses; without CUDA only gloo is checked (``nccl_all_reduce_ok`` is None). Writes ``<out>/rank<r>.json``
     when ``out`` is given; returns the gathered list (rank order)."""
     import torch
     import torch.distributed as tdist
 
     from ..distributed import env as denv
 
-    e = denv.init(backend="gloo", timeout=timeout, force_group=True)
+    cuda = torch.cuda.is_available()
+    e = denv.init(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timeout, force_group=True)
     ifname = os.environ.get("GLOO_SOCKET_IFNAME")
     addrs = denv.interface_addresses()
     me = {"rank": e.rank, "world_size": e.world_size, "local_rank": e.local_rank,
@@ -611,6 +615,12 @@ def check_rendezvous(out: str | Path | None = None, timeout: float = 120.0) -> l
     t = torch.tensor([float(e.rank + 1)])
     tdist.all_reduce(t)
     me["all_reduce_ok"] = bool(t.item() == e.world_size * (e.world_size + 1) / 2)
+    me["nccl_ifname"], me["nccl_all_reduce_ok"] = os.environ.get("NCCL_SOCKET_IFNAME"), None
+    if cuda:
+        g = torch.tensor([float(e.rank + 1)], device=torch.device("cuda", torch.cuda.current_device()))
+        tdist.all_reduce(g)
+        me["nccl_all_reduce_ok"] = bool(g.item() == e.world_size * (e.world_size + 1) / 2)
+        me["cuda_device"] = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
     everyone: list[Any] = [None] * e.world_size
     tdist.all_gather_object(everyone, me)
     if out is not None:
@@ -627,9 +637,11 @@ def cmd_check_rendezvous(a) -> int:
         for r in everyone:
             print(f"{r['rank']:>4} {r['local_rank']:>3}/{r['local_world_size']:<3} {r['host']:<16} "
                   f"{str(r['gloo_ifname']):<10} {str(r['gloo_addr']):<16} {r['master_addr']}:{r['master_port']}")
-        ok = all(r["all_reduce_ok"] for r in everyone)
+        ok = all(r["all_reduce_ok"] and r["nccl_all_reduce_ok"] is not False for r in everyone)
+        nccl = everyone[0]["nccl_all_reduce_ok"]
         print(f"rendezvous {'OK' if ok else 'FAILED'}: {len(everyone)} ranks on "
-              f"{len({r['host'] for r in everyone})} host(s), launcher {everyone[0]['launcher']}")
+              f"{len({r['host'] for r in everyone})} host(s), launcher {everyone[0]['launcher']}, "
+              f"{'gloo + nccl' if nccl is not None else 'gloo only (no CUDA)'}")
         return 0 if ok else 1
     return 0
 

@@ -28,16 +28,25 @@ def _rank() -> int:
 
 
 def rng_state() -> dict[str, Any]:
+    """This rank's RNG states. CUDA: the current device's generator only (the one this rank draws from), so a
+    checkpoint written where each task saw 4 GPUs loads where it sees 1 (one GPU per task), and back."""
+    cuda = torch.cuda.is_available()
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda_device": torch.cuda.get_rng_state(torch.cuda.current_device()) if cuda else None}
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
     np.random.set_state(s["numpy"])
     random.setstate(s["python"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if not torch.cuda.is_available():
+        return
+    state = s.get("cuda_device")
+    if state is None and s.get("cuda"):  # older checkpoints: every visible device's state, by index
+        states = s["cuda"]
+        state = states[min(torch.cuda.current_device(), len(states) - 1)]
+    if state is not None:
+        torch.cuda.set_rng_state(state, torch.cuda.current_device())
 
 
 def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2) -> None:

@@ -1,8 +1,16 @@
 """The DeepSpeed engine, built from the typed config.
 
 A client `torch.optim.Adam` (the paper's optimizer, L2 weight decay) keeps DeepSpeed from JIT-compiling
-FusedAdam on CPU; learning rates are set by `LRSchedule` on the engine's optimizer param groups, so the
-schedule's state travels in our checkpoints rather than in DeepSpeed's.
+FusedAdam on CPU (on CUDA it is torch's fused kernel); learning rates are set by `LRSchedule` on the engine's
+optimizer param groups, so the schedule's state travels in our checkpoints rather than in DeepSpeed's.
+
+``train.precision: bf16`` is autocast mixed precision (`autocast`): parameters, optimizer state and gradients
+stay fp32 (so DeepSpeed's data-parallel gradient all-reduce and ZeRO's reduce-scatter run in fp32, and
+``best_model.pt`` holds the fp32 weights), matmuls and convolutions run in bf16 inside the forward. What must
+not lose bits stays fp32: the light-curve input embedding (time in [0, 1] over years would keep only 2^-8 of the
+span), the logit-scale temperatures and the contrastive loss with its gather (forward and backward), which the
+trainers compute outside the autocast region. DeepSpeed's own ``bf16`` mode is not used: it would cast the
+whole module, inputs and temperatures included, and all-reduce gradients in bf16.
 """
 
 from __future__ import annotations
@@ -37,6 +45,30 @@ def set_deterministic(on: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def configure_cuda(cfg: RunConfig) -> None:
+    """TF32 matmuls/convolutions and cuDNN autotuning on CUDA (train.tf32, train.cudnn_benchmark); no-op on CPU.
+    Deterministic runs keep cuDNN's autotuner off (it may pick a different algorithm after a resume)."""
+    if not torch.cuda.is_available():
+        return
+    t = cfg.train
+    torch.backends.cuda.matmul.allow_tf32 = t.tf32
+    torch.backends.cudnn.allow_tf32 = t.tf32
+    torch.backends.cudnn.benchmark = t.cudnn_benchmark and not t.deterministic
+
+
+def autocast(cfg: RunConfig, device: torch.device):
+    """The forward's mixed-precision region: bf16 autocast for train.precision bf16, else a no-op."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+
+
+def deepspeed_args(device_index: int | None):
+    """What deepspeed.initialize gets as `args`: the CUDA device index chosen by astrom3_hpc.distributed.device, which
+    DeepSpeed then uses instead of LOCAL_RANK (an invalid ordinal with one visible GPU per task)."""
+    from types import SimpleNamespace
+
+    return None if device_index is None else SimpleNamespace(device_rank=device_index)
+
+
 def ds_config(cfg: RunConfig, world_size: int, micro_batch: int | None = None) -> dict:
     t = cfg.train
     if t.batch_size % world_size:
@@ -48,7 +80,10 @@ def ds_config(cfg: RunConfig, world_size: int, micro_batch: int | None = None) -
         "gradient_accumulation_steps": 1,
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": {"stage": t.zero_stage},
-        "bf16": {"enabled": t.precision == "bf16"},
+        # bf16 is autocast over fp32 parameters (module docstring): DeepSpeed's bf16 mode stays off, and
+        # gradients are communicated in fp32.
+        "bf16": {"enabled": False},
+        "communication_data_type": "fp32",
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -59,9 +94,11 @@ def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int):
 
     if torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+    cuda = torch.cuda.is_available()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                           weight_decay=cfg.optim.weight_decay)
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt,
+                           weight_decay=cfg.optim.weight_decay, fused=True if cuda else None)
+    index = torch.cuda.current_device() if cuda else None  # set by dist.env.init
+    engine, optimizer, _, _ = deepspeed.initialize(args=deepspeed_args(index), model=model, optimizer=opt,
                                                    config=ds_config(cfg, world_size))
     return engine, optimizer
 

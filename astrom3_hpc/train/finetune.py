@@ -105,7 +105,9 @@ class Finetuner(Trainer):
         return model
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(self.engine(batch).float(), batch["label"])
+        with self.autocast():
+            logits = self.engine(batch)
+        return F.cross_entropy(logits.float(), batch["label"])
 
     @torch.no_grad()
     def predict(self, batches) -> tuple[np.ndarray, np.ndarray, float]:
@@ -113,7 +115,9 @@ class Finetuner(Trainer):
         preds, labels, loss_sum = [], [], 0.0
         for batch in batches.iter_epoch(0):
             b = to_device(batch, self.device, self.float_dtype)
-            logits = self.engine(b).float()
+            with self.autocast():
+                logits = self.engine(b)
+            logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, b["label"], reduction="sum"))
             preds.append(logits.argmax(1).cpu().numpy())
             labels.append(batch["label"].numpy())

@@ -80,7 +80,9 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, embeddings: Mapping[str, torch.Tensor],
                 logit_scales: Mapping[Pair, torch.Tensor | float],
-                present: Mapping[str, torch.Tensor] | None = None):
+                present: Mapping[str, torch.Tensor] | None = None, sizes: Sequence[int] | None = None):
+        """`sizes`: every rank's batch size when the caller knows them (training batches are equal): skips the
+        size exchange, a collective and a host sync per step."""
         mods = self.modalities
         missing = [m for m in mods if m not in embeddings]
         if missing:
@@ -119,7 +121,9 @@ class ContrastiveLoss(nn.Module):
             if masks is not None:
                 parts.append(torch.stack(masks, 1).to(dtype))
             packed = torch.cat(parts, 1)
-            sizes = gather_sizes(packed, self.group)
+            if sizes is None:
+                sizes = gather_sizes(packed, self.group)
+            sizes = [int(s) for s in sizes]
             if not self.allow_unequal and len(set(sizes)) > 1:
                 desc = ", ".join(f"rank {i}: {s}" for i, s in enumerate(sizes))
                 raise ValueError(f"ContrastiveLoss: unequal per-rank batch sizes ({desc})")

@@ -1,7 +1,8 @@
 """Preemption: SIGUSR1 or SIGTERM asks every rank to checkpoint at the next step boundary and exit.
 
-The handler only sets a flag; ranks agree on it through an all-reduce at each step boundary, so all of them
-stop after the same step even if the signal reached them at different moments.
+The handler only sets a flag; ranks agree on it through an all-reduce at each log boundary (every
+``train.log_every_steps`` steps, with the logged loss: no per-step host sync), so all of them stop after the
+same step even if the signal reached them at different moments.
 
 Inside a Submitit job (``SUBMITIT_EXECUTOR`` set) Submitit's own preemption signal (``SUBMITIT_PREEMPT_SIGNAL``,
 USR2 by default, sent ``signal_delay_s`` before the time limit) is handled the same way: while training runs our
@@ -57,7 +58,9 @@ class Preemption:
 
     def agreed(self) -> bool:
         """True on every rank if any rank was signalled."""
-        flag = torch.tensor([1.0 if self.requested else 0.0])
+        from ..distributed import device as ddev
+
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=ddev.comm_device())
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item() > 0)

@@ -61,8 +61,13 @@ class Pretrainer(Trainer):
         return build_clip(self.cfg.model)
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
-        emb = self.engine(batch)
-        total, _ = self.loss_fn(emb, self.model.logit_scales(), presence(batch, self.modalities))
+        with self.autocast():
+            emb = self.engine(batch)
+        # The loss, its gather (forward and backward) and the temperatures in fp32, outside autocast.
+        emb = {m: e.float() for m, e in emb.items()}
+        local = self.cfg.train.batch_size // self.world  # training batches are equal on every rank
+        total, _ = self.loss_fn(emb, self.model.logit_scales(), presence(batch, self.modalities),
+                                sizes=[local] * self.world)
         return total
 
     @torch.no_grad()
@@ -75,7 +80,9 @@ class Pretrainer(Trainer):
             if self.cfg.train.eval_max_batches and n_batches >= self.cfg.train.eval_max_batches:
                 break
             batch = to_device(batch, self.device, self.float_dtype)
-            emb = self.engine(batch)
+            with self.autocast():
+                emb = self.engine(batch)
+            emb = {m: e.float() for m, e in emb.items()}
             loss, _ = self.loss_fn(emb, self.model.logit_scales(), presence(batch, self.modalities))
             loss_sum += float(loss)
             n_batches += 1
@@ -97,7 +104,8 @@ class Pretrainer(Trainer):
 
     def finish(self) -> dict[str, Any]:
         self.load_best()
-        emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None)
+        with self.autocast():
+            emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None)
         return {"kind": "pretrain", "seed": self.cfg.data.seed, "epochs_run": self.state.epoch,
                 "steps": self.state.step, "world_size": self.world, "best_epoch": self.best_val.get("epoch"),
                 "best_val": self.best_val, "embedding_eval": emb_eval}

@@ -1,12 +1,17 @@
 """One Trainer for every training job, in small named steps; pretraining and fine-tuning fill in the task.
 
     setup_distributed -> setup_data -> build_model -> setup_engine -> resume
-    for epoch: train_epoch (train_step ... , preemption check at each step boundary) -> validate -> end_epoch
+    for epoch: train_epoch (train_step ..., loss and preemption flag read every log_every_steps) -> validate
+               -> end_epoch
     finish (final evaluation, metrics.json)
 
 Exact resume: a checkpoint holds the engine (weights, optimizer), the schedule and early-stopping state, the
 position (epoch, batch in epoch, step), the running epoch sums, and every rank's RNG states; the loader's order
 and windows are functions of (seed, epoch, rank, batch). A resumed run therefore replays the same steps.
+
+No host sync per step: step losses stay on the device and are read, with the ranks' preemption flags, in one
+all-reduce every ``train.log_every_steps`` steps, at the end of an epoch and at ``stop_after_steps``; a signal
+therefore stops the job at the next log boundary, whose state is what the checkpoint holds.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import torch
 import torch.distributed as dist
 
 from .. import distributed as adist
+from ..distributed import device as ddev
 from ..distributed.env import find_free_port
 from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
 from ..core.progress import Progress
 from . import checkpoint
-from .engine import build_engine, seed_everything, set_deterministic, set_lr, to_device
+from .engine import autocast, build_engine, configure_cuda, seed_everything, set_deterministic, set_lr, to_device
 from .preempt import EXIT_PREEMPTED, Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
@@ -62,15 +68,22 @@ class Trainer:
     def setup_distributed(self) -> None:
         import os
 
+        # The GPU job scripts export ASTROM3_TRAIN_DEVICE=cuda (slurm/pretrain.sh GPUS=...).
+        want = os.environ.get("ASTROM3_TRAIN_DEVICE") or self.cfg.train.device
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"a GPU was requested (train.device / ASTROM3_TRAIN_DEVICE) but torch {torch.__version__} sees no GPU (CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, CUDA build "
+                             f"{torch.version.cuda}): not training on the CPU instead")
+
         if adist.detect(use_scontrol=False, use_mpi4py=False).launcher == "single" and "MASTER_PORT" not in os.environ:
             # Without a group DeepSpeed creates one on port 29500: two one-process jobs on a node would collide.
             os.environ["MASTER_PORT"] = str(find_free_port())
         self.env = adist.init(force_group=True)
         self.rank, self.world = self.env.rank, self.env.world_size
         self.is_main = self.rank == 0
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
-            else torch.device("cpu")
+        self.device = ddev.compute_device()
         set_deterministic(self.cfg.train.deterministic)
+        configure_cuda(self.cfg)
         self.run = RunDir(self.run_path, self.is_main)
         if dist.is_initialized():
             dist.barrier()
@@ -104,7 +117,7 @@ class Trainer:
         seed_everything(self.cfg.data.seed * 1000 + 17 + self.rank)
         self.schedule = LRSchedule.from_config(self.cfg.optim, self.cfg.train.epochs)
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
-        self.float_dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
+        self.float_dtype = None  # inputs stay fp32; bf16 is autocast (engine.autocast)
         self.best_val: dict = {}
 
     def resume(self) -> bool:
@@ -129,16 +142,21 @@ class Trainer:
         self.best_val = d.get("best_val", {})
 
     # -- steps ---------------------------------------------------------------------------------------------
+    def autocast(self):
+        """The mixed-precision region for forward passes (bf16 autocast, or nothing for fp32)."""
+        return autocast(self.cfg, self.device)
+
     def compute_loss(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
     def train_step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step; returns the loss as a 0-dim fp32 device tensor (not read: no host sync)."""
         self.engine.train()
         batch = to_device(batch, self.device, self.float_dtype)
         loss = self.compute_loss(batch)
         self.engine.backward(loss)
         self.engine.step()
-        return loss.detach().float()
+        return loss.detach().float().reshape(())
 
     def validate(self) -> dict[str, float]:
         raise NotImplementedError
@@ -163,35 +181,52 @@ class Trainer:
         own = self.model.state_dict()
         self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
+    def flush_steps(self, pending: list[tuple[int, int, torch.Tensor]], bar) -> bool:
+        """Read the pending steps' losses (mean over ranks) and agree on the preemption flag: one all-reduce
+        and one host sync. Adds every step's loss to the epoch sum in step order (as a per-step read would, so a
+        resumed run sums identically) and logs the rows due. Returns True when some rank asks to stop."""
+        st = self.state
+        stop = torch.tensor([1.0 if self.preempt.requested else 0.0], device=self.device)
+        packed = torch.cat([torch.stack([loss for _, _, loss in pending]), stop]) if pending else stop
+        if dist.is_initialized() and self.world > 1:
+            dist.all_reduce(packed)
+            packed[:-1] /= self.world
+        values = packed.tolist()
+        lr = self.optimizer.param_groups[0]["lr"]
+        for (step, batch_in_epoch, _), value in zip(pending, values):
+            st.epoch_loss_sum += value
+            if step % self.cfg.train.log_every_steps == 0 or batch_in_epoch == 1:
+                self.run.log_step({"step": step, "epoch": st.epoch, "loss": value, "lr": lr})
+        if pending:
+            bar.update(0, loss=f"{values[-2]:.4f}")
+        pending.clear()
+        return values[-1] > 0
+
     def train_epoch(self) -> str:
         """Runs the rest of the current epoch; returns "done" or "preempted"."""
         st = self.state
         set_lr(self.optimizer, self.schedule.lr(st.epoch))
         n = self.train_batches.num_batches()
         t0 = time.perf_counter()
+        pending: list[tuple[int, int, torch.Tensor]] = []  # (step, batch in epoch, device loss) not read yet
+        workers = self.cfg.data.workers(self.device.type == "cuda")
         with Progress(n - st.batch_in_epoch, f"epoch {st.epoch}", enabled=self.is_main) as bar:
-            for batch in epoch_loader(self.train_batches, st.epoch, st.batch_in_epoch, self.cfg.data.num_workers):
+            for batch in epoch_loader(self.train_batches, st.epoch, st.batch_in_epoch, workers):
                 if self.cfg.train.max_steps_per_epoch and st.batch_in_epoch >= self.cfg.train.max_steps_per_epoch:
                     break
                 loss = self.train_step(batch)
-                # One small all-reduce per step carries both the loss (for logging) and the preemption flag.
-                local_stop = self.preempt.requested or (self.stop_after_steps is not None
-                                                        and st.step + 1 >= self.stop_after_steps)
-                packed = torch.stack([loss.reshape(()), torch.tensor(float(local_stop))])
-                if dist.is_initialized() and self.world > 1:
-                    dist.all_reduce(packed)
-                    packed[0] /= self.world
-                step_loss = float(packed[0])
                 st.step += 1
                 st.batch_in_epoch += 1
-                st.epoch_loss_sum += step_loss
                 st.epoch_batches += 1
-                if st.step % self.cfg.train.log_every_steps == 0 or st.batch_in_epoch == 1:
-                    self.run.log_step({"step": st.step, "epoch": st.epoch, "loss": step_loss,
-                                       "lr": self.optimizer.param_groups[0]["lr"]})
-                bar.update(1, loss=f"{step_loss:.4f}")
-                if packed[1] > 0:
-                    return "preempted"
+                pending.append((st.step, st.batch_in_epoch, loss))
+                bar.update(1)
+                # stop_after_steps is the same on every rank: it needs no agreement, only a flush.
+                stop_here = self.stop_after_steps is not None and st.step >= self.stop_after_steps
+                if st.step % self.cfg.train.log_every_steps == 0 or stop_here:
+                    if self.flush_steps(pending, bar) or stop_here:
+                        return "preempted"
+            if self.flush_steps(pending, bar):
+                return "preempted"
         self.epoch_seconds = time.perf_counter() - t0
         return "done"
 
@@ -272,7 +307,8 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 def mean_over_ranks(value: float, weight: float = 1.0) -> float:
-    t = torch.tensor([value * weight, weight], dtype=torch.float64)
+    """Weighted mean of `value` over ranks (float64, on the backend's device: NCCL takes CUDA tensors only)."""
+    t = torch.tensor([value * weight, weight], dtype=torch.float64, device=ddev.comm_device())
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return float(t[0] / t[1]) if t[1] > 0 else math.nan

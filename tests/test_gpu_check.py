@@ -1,0 +1,31 @@
+"""benchmarks/gpu_check.sh --dry-run: the GPU check's items, on CPU with tiny sizes, all PASS (CI).
+
+The same script and Python module run on a CUDA machine; only the sizes, the device and the venv differ."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dist_helpers import child_env
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = ["device", "store", "loader", "train bf16 eager", "loss vs CPU fp32 (bf16)", "train fp32 eager",
+            "loss vs CPU fp32 (fp32)", "1-rank job (gloo)", "2-rank job (gloo)"]
+
+
+@pytest.mark.timeout(900)
+def test_gpu_check_dry_run_passes_every_item(tmp_path):
+    env = child_env()
+    env.pop("OMP_NUM_THREADS", None)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=850, cwd=ROOT)
+    lines = [line for line in r.stdout.splitlines() if line.split(" ", 1)[0] in ("PASS", "FAIL", "SKIP")]
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    items = {line.split(" ", 1)[1].split(":", 1)[0]: line.split(" ", 1)[0] for line in lines}
+    for name in EXPECTED:
+        assert items.get(name) == "PASS", (name, lines)
+    assert not [line for line in lines if line.startswith("FAIL")]
+    assert any(line.startswith("best samples/s: ") for line in r.stdout.splitlines())
