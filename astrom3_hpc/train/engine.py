@@ -54,13 +54,46 @@ def ds_config(cfg: RunConfig, world_size: int, micro_batch: int | None = None) -
     }
 
 
-def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int):
+def cpu_threads(requested: int, local_world_size: int) -> int:
+    """Intra-op threads per rank: `requested`, or (0) the usable cores split evenly over the node's ranks."""
+    if requested > 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_world_size))
+
+
+def apply_execution(model: torch.nn.Module, cfg: RunConfig, local_world_size: int = 1) -> bool:
+    """Threads and kernels of `train` (kernels, threads) for this rank; returns whether Adam should be fused.
+
+    Fused Adam is torch's own one-pass CPU kernel (same update, fp32 rounding differs in the last bits); on
+    CUDA the engine keeps the default implementation.
+    """
+    from ..model.fast_ops import set_fast_kernels, tune_malloc
+
+    t = cfg.train
+    if not torch.cuda.is_available():
+        torch.set_num_threads(cpu_threads(t.threads, local_world_size))
+    fast = t.kernels == "fast"
+    set_fast_kernels(model, fast)
+    if fast:
+        tune_malloc()
+    return fast and not torch.cuda.is_available()
+
+
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig, fused: bool = False) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay, fused=fused or None)
+
+
+def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int, local_world_size: int = 1):
     import deepspeed
 
     if torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                           weight_decay=cfg.optim.weight_decay)
+    opt = build_optimizer(model, cfg, fused=apply_execution(model, cfg, local_world_size))
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt,
                                                    config=ds_config(cfg, world_size))
     return engine, optimizer
