@@ -68,19 +68,20 @@ def cpu_threads(requested: int, local_world_size: int) -> int:
 def apply_execution(model: torch.nn.Module, cfg: RunConfig, local_world_size: int = 1) -> bool:
     """Threads and kernels of `train` (kernels, threads) for this rank; returns whether Adam should be fused.
 
-    Fused Adam is torch's own one-pass CPU kernel (same update, fp32 rounding differs in the last bits); on
-    CUDA the engine keeps the default implementation.
+    Fused Adam is torch's own one-pass CPU kernel (same update, fp32 rounding differs in the last bits). On
+    CUDA both keys are ignored: the stock kernels and thread settings apply.
     """
     from ..model.fast_ops import set_fast_kernels, tune_malloc
 
     t = cfg.train
-    if not torch.cuda.is_available():
+    cpu = not torch.cuda.is_available()
+    if cpu:
         torch.set_num_threads(cpu_threads(t.threads, local_world_size))
-    fast = t.kernels == "fast"
+    fast = t.kernels == "fast" and cpu  # CUDA's own dropout and Adam are already single fused kernels
     set_fast_kernels(model, fast)
     if fast:
         tune_malloc()
-    return fast and not torch.cuda.is_available()
+    return fast
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig, fused: bool = False) -> torch.optim.Adam:
