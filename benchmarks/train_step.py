@@ -1,14 +1,24 @@
-"""Contrastive training step of the `paper` preset on CPU: DeepSpeed engine vs a plain PyTorch loop.
+"""Contrastive training step of the `paper` preset on all CPU cores: the reference baseline vs the project.
 
-Measures samples/s, peak RSS and model FLOP utilisation (FLOPs of one step counted by torch's FlopCounterMode,
-against a float32 matrix-multiply peak measured in the same run, per thread) for:
-  baseline  plain loop: model + torch Adam + ContrastiveLoss (no gather) + grad-norm clipping, one process
-  engine-1  the project's DeepSpeed engine (ZeRO 0, client Adam, gradient clipping), world size 1
-  engine-2  the same at world size 2 (torchrun, gloo, global-batch negatives), local batch unchanged
-Every process uses one thread, so per-rank numbers compare directly. Inputs are random tensors of the real
-shapes (the loader has its own benchmark).
+Every execution runs in its own fresh process (process-wide settings such as the fast path's malloc tuning
+cannot leak into another), at global batch `--batch`, fp32, forward + contrastive loss + backward + Adam with
+gradient-norm clipping, on random inputs of the real shapes (the loader has its own benchmark):
 
-    python benchmarks/train_step.py [--batch 64] [--steps 6] [--warmup 2] [--preset paper]
+  reference       benchmarks/reference_model.py: the reference implementation's computation (expanded sampled
+                  keys, Conv1d feed-forward with transposes, nn.Dropout, full-logit loss), plain Adam loop,
+                  one process with all cores as threads
+  engine-plain    the project's DeepSpeed engine, `train.kernels=plain` (stock torch ops), 1 rank, all cores
+  engine-fast     the same with `train.kernels=fast` (the default: model/fast_ops.py), 1 rank, all cores
+  engine-fast-x2  `train.kernels=fast`, one rank per core (torchrun, gloo, global-batch negatives), 1 thread each
+
+The executions alternate (A B C D A B C D ...) for `--rounds` rounds, because the machine may be shared; the
+median step time per execution is reported, with the load average. The all-core fp32 matmul rate (2048^3) is
+measured in the same run between rounds; MFU = FLOPs of one global step (torch's FlopCounterMode) / step time /
+that rate. The last line names the fastest project execution:
+
+    best samples/s: <number> (<configuration>)
+
+    python benchmarks/train_step.py [--batch 64] [--steps 4] [--warmup 1] [--rounds 2] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +37,21 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+EXECUTIONS = {  # name: (kind, ranks, train.kernels)
+    "reference": ("reference", 1, "plain"),
+    "engine-plain": ("engine", 1, "plain"),
+    "engine-fast": ("engine", 1, "fast"),
+    "engine-fast-x2": ("engine", 2, "fast"),
+}
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def make_batch(b: int, gen: torch.Generator) -> dict:
@@ -37,60 +62,72 @@ def make_batch(b: int, gen: torch.Generator) -> dict:
             "present": torch.ones(b, 3, dtype=torch.bool)}
 
 
-def matmul_peak(n: int = 1024, reps: int = 10) -> float:
+def matmul_rate(n: int = 2048, reps: int = 5) -> float:
+    """fp32 FLOP/s of an n^3 matmul with the current thread count (best of `reps`)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    t0 = time.perf_counter()
+    best = float("inf")
     for _ in range(reps):
+        t0 = time.perf_counter()
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
-def step_flops(model, loss_fn, batch) -> float:
+def step_flops(batch_size: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as fc:
-        emb = model(batch)
-        loss, _ = loss_fn(emb, model.logit_scales())
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    return float(fc.get_total_flops())
-
-
-def worker(args) -> None:
-    torch.set_num_threads(1)
     from astrom3_hpc.core.config import load_config
     from astrom3_hpc.train.loss import ContrastiveLoss
     from astrom3_hpc.model import build_clip
 
-    cfg = load_config(None, [f"model.preset={args.preset}", f"train.batch_size={args.batch * args.world}",
-                             "optim.grad_clip=45.0"])
-    gen = torch.Generator().manual_seed(0)
-    batches = [make_batch(args.batch, gen) for _ in range(2)]
-    torch.manual_seed(0)
+    cfg = load_config(None, ["model.preset=paper"])
     model = build_clip(cfg.model)
-    loss_fn = ContrastiveLoss(cfg.model.modalities)
-    peak = matmul_peak()
-    flops = step_flops(model, ContrastiveLoss(cfg.model.modalities, gather=False), batches[0])
-    if args.mode == "baseline":
+    batch = make_batch(batch_size, torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as fc:
+        loss, _ = ContrastiveLoss(cfg.model.modalities, gather=False)(model(batch), model.logit_scales())
+        loss.backward()
+    return float(fc.get_total_flops())
+
+
+def worker(args) -> None:
+    from astrom3_hpc.core.config import load_config
+
+    kind, ranks, kernels = EXECUTIONS[args.mode]
+    local = args.batch // ranks
+    cfg = load_config(None, ["model.preset=paper", f"train.batch_size={args.batch}", "optim.grad_clip=45.0",
+                             f"train.kernels={kernels}", "train.threads=0"])
+    batches = [make_batch(local, torch.Generator().manual_seed(i)) for i in range(2)]
+    torch.manual_seed(0)
+    rank = 0
+    if kind == "reference":
+        from reference_model import RefCLIP, reference_loss
+
+        from astrom3_hpc.train.engine import cpu_threads
+
+        torch.set_num_threads(cpu_threads(0, 1))
+        model = RefCLIP(cfg.model).train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=tuple(cfg.optim.betas),
                                weight_decay=cfg.optim.weight_decay)
 
         def step(batch):
-            emb = model(batch)
-            loss, _ = loss_fn(emb, model.logit_scales())
+            loss = reference_loss(model(batch))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-        rank = 0
     else:
         from astrom3_hpc import distributed as adist
+        from astrom3_hpc.train.loss import ContrastiveLoss
+        from astrom3_hpc.model import build_clip
         from astrom3_hpc.train.engine import build_engine
 
-        env = adist.init()
+        model = build_clip(cfg.model)
+        loss_fn = ContrastiveLoss(cfg.model.modalities)
+        env = adist.init(force_group=True)
         rank = env.rank
-        engine, _ = build_engine(model, cfg, env.world_size)
+        engine, _ = build_engine(model, cfg, env.world_size, env.local_world_size)
+        engine.train()
 
         def step(batch):
             emb = engine(batch)
@@ -99,66 +136,83 @@ def worker(args) -> None:
             engine.step()
     for i in range(args.warmup):
         step(batches[i % 2])
-    t0 = time.perf_counter()
+    times = []
     for i in range(args.steps):
+        t0 = time.perf_counter()
         step(batches[i % 2])
-    dt = (time.perf_counter() - t0) / args.steps
-    res = {"mode": args.mode, "world": args.world, "rank": rank, "step_s": dt, "samples_s_rank": args.batch / dt,
-           "flops_step": flops, "peak_flops": peak, "mfu": flops / dt / peak,
-           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        times.append(time.perf_counter() - t0)
+    res = {"mode": args.mode, "rank": rank, "step_s": statistics.median(times), "threads": torch.get_num_threads()}
     Path(args.out).with_suffix(f".rank{rank}.json").write_text(json.dumps(res))
 
 
-def launch(mode: str, world: int, args, tmp: Path) -> list[dict]:
-    out = tmp / f"{mode}-{world}"
-    me = [sys.executable, __file__, "--worker", "--mode", mode, "--world", str(world), "--batch", str(args.batch),
-          "--steps", str(args.steps), "--warmup", str(args.warmup), "--preset", args.preset, "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": "cpu"}
-    if mode == "engine":
+def launch(mode: str, args, out: Path) -> dict:
+    kind, ranks, _ = EXECUTIONS[mode]
+    me = [sys.executable, __file__, "--worker", "--mode", mode, "--batch", str(args.batch),
+          "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": "cpu"}
+    env.pop("OMP_NUM_THREADS", None)
+    if kind == "engine":
         from astrom3_hpc.distributed.env import find_free_port
 
-        me = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(world), "--master_port",
+        me = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(ranks), "--master_port",
               str(find_free_port()), *me[1:]]
     r = subprocess.run(me, env=env, capture_output=True, text=True)
     if r.returncode != 0:
-        raise SystemExit(f"{mode} x{world} failed:\n{r.stderr[-3000:]}")
-    return [json.loads(p.read_text()) for p in sorted(tmp.glob(f"{mode}-{world}.rank*.json"))]
+        raise SystemExit(f"{mode} failed:\n{r.stderr[-3000:]}")
+    rs = [json.loads(p.read_text()) for p in sorted(out.parent.glob(f"{out.name}.rank*.json"))]
+    return {"step_s": max(x["step_s"] for x in rs), "threads": rs[0]["threads"], "ranks": len(rs)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=64, help="local batch per rank")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--batch", type=int, default=64, help="global batch")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per execution and round (median)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only", nargs="+", choices=list(EXECUTIONS), help="measure these executions only")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--mode", default="baseline", help=argparse.SUPPRESS)
-    ap.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="reference", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    names = args.only or list(EXECUTIONS)
+    n_cores = cores()
+    torch.set_num_threads(n_cores)
+    flops = step_flops(args.batch)
+    rates: list[float] = []
+    steps: dict[str, list[float]] = {n: [] for n in names}
+    info: dict[str, dict] = {}
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        base = launch("baseline", 1, args, tmp)[0]
-        e1 = launch("engine", 1, args, tmp)[0]
-        e2 = launch("engine", 2, args, tmp)
-    print(f"\n{args.preset} preset, local batch {args.batch}, 1 thread per process, {args.steps} timed steps")
-    print(f"FLOPs per step (fwd+bwd, one rank's batch): {base['flops_step'] / 1e9:.1f} GFLOP; "
-          f"matmul peak {base['peak_flops'] / 1e9:.1f} GFLOP/s per thread")
-    print(f"{'path':<26}{'world':>6}{'step s':>9}{'samples/s/rank':>16}{'samples/s total':>17}{'MFU':>7}"
-          f"{'peak RSS MB':>13}")
-    rows = [("baseline: plain loop", 1, [base]), ("DeepSpeed engine", 1, [e1]), ("DeepSpeed engine", 2, e2)]
-    for name, w, rs in rows:
-        step = max(r["step_s"] for r in rs)
-        per_rank = args.batch / step
-        print(f"{name:<26}{w:>6}{step:>9.3f}{per_rank:>16.1f}{per_rank * w:>17.1f}"
-              f"{sum(r['mfu'] for r in rs) / len(rs):>7.1%}{max(r['rss_mb'] for r in rs):>13.0f}")
-    s1 = args.batch / e1["step_s"]
-    s2 = args.batch * 2 / max(r["step_s"] for r in e2)
-    print(f"\nengine vs plain loop at world 1: {base['step_s'] / e1['step_s']:.3f}x throughput "
-          f"(target >= 0.95x)")
-    print(f"world 2 scaling efficiency: {s2 / (2 * s1):.1%} (total samples/s at 2 ranks / 2x world-1 samples/s)")
+        for r in range(args.rounds):
+            rates.append(matmul_rate())
+            for n in names:
+                res = launch(n, args, Path(d) / f"{n}-{r}")
+                steps[n].append(res["step_s"])
+                info[n] = res
+                loads.append(os.getloadavg()[0])
+                print(f"round {r + 1}/{args.rounds} {n:<15} {res['step_s']:.3f} s/step", flush=True)
+        rates.append(matmul_rate())
+    rate = max(rates)
+    print(f"\npaper preset, global batch {args.batch}, fp32, {n_cores} cores, {args.rounds} alternating rounds x "
+          f"{args.steps} timed steps (median); load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
+    print(f"FLOPs per step (fwd+bwd): {flops / 1e9:.1f} GFLOP; all-core fp32 matmul (2048^3): "
+          f"{rate / 1e9:.1f} GFLOP/s (best of {len(rates)} measurements in this run)")
+    print(f"{'execution':<16}{'ranks x threads':>16}{'step s':>9}{'samples/s':>11}{'x reference':>13}{'MFU':>7}")
+    sps = {n: args.batch / statistics.median(v) for n, v in steps.items()}
+    ref = sps.get("reference")
+    for n in names:
+        st = statistics.median(steps[n])
+        x_ref = f"{sps[n] / ref:.2f}x" if ref else "-"
+        print(f"{n:<16}{info[n]['ranks']:>9} x {info[n]['threads']:<4}{st:>9.3f}{sps[n]:>11.1f}{x_ref:>13}"
+              f"{flops / st / rate:>7.1%}")
+    project = [n for n in names if n != "reference"]
+    if project:
+        best = max(project, key=sps.get)
+        extra = f", {sps[best] / ref:.2f}x reference" if ref else ""
+        print(f"best samples/s: {sps[best]:.1f} ({best}: {info[best]['ranks']} rank(s) x {info[best]['threads']} "
+              f"thread(s){extra}, MFU {flops / statistics.median(steps[best]) / rate:.1%})")
 
 
 if __name__ == "__main__":

@@ -138,9 +138,15 @@ class TrainConfig:
     log_every_steps: int = 10  # also how often ranks agree on a preemption signal (one host sync)
     tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
     cudnn_benchmark: bool = True  # CUDA only: cuDNN autotuning (off when deterministic)
+    # CPU execution (benchmarks/train_step.py measures the choices): "fast" = cheaper dropout masks
+    # (model/fast_ops.py), torch's fused CPU Adam, heap-kept activation buffers; "plain" = stock torch ops.
+    kernels: str = "fast"
+    threads: int = 0  # intra-op threads per rank; 0 = the cores this process may use / ranks on the node
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
+        _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
         _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
         _check(self.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")

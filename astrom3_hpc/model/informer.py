@@ -25,6 +25,9 @@ Options (all off in the `paper` preset):
 - `head_layout`: "reference" reproduces the reference's merge of heads, a plain `view` of the
   (B, H, L, D) attention output as (B, L, H * D), which mixes positions across heads; "standard" transposes
   to (B, L, H, D) first (the fix Informer2020 made in its issue #100).
+
+Every dropout is `fast_ops.Dropout`: plain `nn.Dropout` unless `fast_ops.set_fast_kernels` switches on its
+cheaper mask generator (training mode only; the training jobs do, see `train.kernels`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
+from .fast_ops import Dropout
 
 EMBED_DROPOUT = 0.1  # the reference's DataEmbedding default; its light-curve dropout is not passed there
 
@@ -59,7 +63,7 @@ class DataEmbedding(nn.Module):
         nn.init.kaiming_normal_(self.token_conv.weight, mode="fan_in", nonlinearity="leaky_relu")
         # Not persistent: fully determined by the shape, keeps checkpoints to learnable state only.
         self.register_buffer("pe", sinusoidal_positions(max_len, d_model), persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L, c_in)
         L = x.shape[1]
@@ -182,7 +186,7 @@ class EncoderLayer(nn.Module):
         self.conv2 = nn.Conv1d(d_ff, d_model, kernel_size=1)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.attention(x, mask)))
@@ -218,7 +222,7 @@ class InformerEncoder(nn.Module):
             for _ in range(n_layers)
         ])
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_features = seq_len * d_model if pooling == "flatten" else d_model
 
     def forward(self, lc: torch.Tensor, lc_mask: torch.Tensor) -> torch.Tensor:

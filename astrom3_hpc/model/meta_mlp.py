@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..core.constants import META_COLUMNS
+from .fast_ops import Dropout
 
 
 class MetaMLP(nn.Module):
@@ -15,8 +16,8 @@ class MetaMLP(nn.Module):
     def __init__(self, *, in_features: int = len(META_COLUMNS), hidden: int = 512, dropout: float = 0.0):
         super().__init__()
         self.model = nn.Sequential(
-            nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(in_features, hidden), nn.ReLU(), Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout),
         )
         self.out_features = hidden
 

@@ -89,14 +89,50 @@ def ds_config(cfg: RunConfig, world_size: int, micro_batch: int | None = None) -
     }
 
 
-def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int):
+def cpu_threads(requested: int, local_world_size: int) -> int:
+    """Intra-op threads per rank: `requested`, or (0) the usable cores split evenly over the node's ranks."""
+    if requested > 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_world_size))
+
+
+def apply_execution(model: torch.nn.Module, cfg: RunConfig, local_world_size: int = 1) -> bool:
+    """Threads and kernels of `train` (kernels, threads) for this rank; returns whether Adam should be fused.
+
+    Fused Adam is torch's own one-pass CPU kernel (same update, fp32 rounding differs in the last bits). On
+    CUDA both keys are ignored: the stock kernels and thread settings apply.
+    """
+    from ..model.fast_ops import set_fast_kernels, tune_malloc
+
+    t = cfg.train
+    cpu = not torch.cuda.is_available()
+    if cpu:
+        torch.set_num_threads(cpu_threads(t.threads, local_world_size))
+    fast = t.kernels == "fast" and cpu  # CUDA's own dropout and Adam are already single fused kernels
+    set_fast_kernels(model, fast)
+    if fast:
+        tune_malloc()
+    return fast
+
+
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig, fused: bool = False) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay, fused=fused or None)
+
+
+def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int, local_world_size: int = 1):
     import deepspeed
 
     if torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
     cuda = torch.cuda.is_available()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                           weight_decay=cfg.optim.weight_decay, fused=True if cuda else None)
+    # CPU: the execution keys decide fused Adam; CUDA: fused Adam always (one kernel for all parameters).
+    fused = apply_execution(model, cfg, local_world_size) or cuda
+    opt = build_optimizer(model, cfg, fused=fused)
     index = torch.cuda.current_device() if cuda else None  # set by dist.env.init
     engine, optimizer, _, _ = deepspeed.initialize(args=deepspeed_args(index), model=model, optimizer=opt,
                                                    config=ds_config(cfg, world_size))

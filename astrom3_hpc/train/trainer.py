@@ -112,7 +112,7 @@ class Trainer:
         # Same seed on every rank for the weights; per-rank seeds for dropout and sampling afterwards.
         seed_everything(self.cfg.data.seed)
         model = self.build_model()
-        self.engine, self.optimizer = build_engine(model, self.cfg, self.world)
+        self.engine, self.optimizer = build_engine(model, self.cfg, self.world, self.env.local_world_size)
         self.model = self.engine.module
         seed_everything(self.cfg.data.seed * 1000 + 17 + self.rank)
         self.schedule = LRSchedule.from_config(self.cfg.optim, self.cfg.train.epochs)
