@@ -13,6 +13,11 @@ from . import __version__
 
 log = logging.getLogger("astrom3")
 
+# Exit codes (README, "Exit codes"): 2 bad input, 3 damaged store, 4 store without checksums (verify),
+# 5 non-finite loss/gradient, 6 run dir of another run, 7 pretrained weights that do not fit, 75 preempted
+# (requeue), 130 interrupted (Ctrl-C).
+EXIT_BAD_INPUT, EXIT_DAMAGED, EXIT_UNVERIFIABLE = 2, 3, 4
+
 
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -161,6 +166,35 @@ def cmd_inspect(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# verify
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check every array's shape and every chunk's checksum of a store",
+                       description="Exit 0 only for an intact store; otherwise every damaged file and array is "
+                                   "listed and the exit code is 3 (a store built without checksums: 4).")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args) -> int:
+    from .data.verify import verify_store
+
+    problems, checksummed = verify_store(args.store)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"astrom3 verify: {args.store}: {len(problems)} problem(s)", file=sys.stderr)
+        return EXIT_DAMAGED
+    if not checksummed:
+        print(f"astrom3 verify: {args.store}: shapes and chunk files are intact, but the store has no checksum "
+              f"table (built by an older astrom3): rebuild it with `astrom3 ingest` to verify its contents",
+              file=sys.stderr)
+        return EXIT_UNVERIFIABLE
+    print(f"{args.store}: intact")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # training jobs
 
 def _add_train_common(p: argparse.ArgumentParser) -> None:
@@ -251,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_ingest(sub)
     _add_info(sub)
+    _add_verify(sub)
     _add_train(sub)
     from .science.cli import add_parsers as add_science_parsers
 
@@ -278,8 +313,13 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     from .data.raw import BadInputError
     from .data.store import StoreError
 
+    from .data.checksums import ChecksumError
+
     try:
         return int(args.func(args) or 0)
+    except ChecksumError as e:
+        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_DAMAGED
     except (ConfigError, StoreError, BadInputError, IngestError, FileExistsError, FileNotFoundError, ValueError,
             *expected_errors) as e:
         print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)

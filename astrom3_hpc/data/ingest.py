@@ -27,6 +27,7 @@ from .. import __version__
 from ..atomic import replace_dir, write_json
 from ..constants import SPLIT_SEEDS
 from ..progress import Progress
+from .checksums import write_table
 from .preprocess import preprocess
 from .raw import BadInputError, RawSource
 from .splits import all_splits
@@ -308,6 +309,7 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
         "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": n_ranks,
         "class_counts": dict(zip(root.attrs["class_names"], counts.tolist())),
     }
-    root.attrs.update({"complete": True, "summary": summary})
+    # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.
+    root.attrs.update({"complete": True, "summary": summary, "checksums": write_table(tmp)})
     replace_dir(tmp, out)
     return summary
