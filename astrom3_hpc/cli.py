@@ -13,10 +13,10 @@ from . import __version__
 
 log = logging.getLogger("astrom3")
 
-# Exit codes (README, "Exit codes"): 2 bad input, 3 damaged store, 4 store without checksums (verify),
-# 5 non-finite loss/gradient, 6 run dir of another run, 7 pretrained weights that do not fit, 75 preempted
-# (requeue), 130 interrupted (Ctrl-C).
-EXIT_BAD_INPUT, EXIT_DAMAGED, EXIT_UNVERIFIABLE = 2, 3, 4
+# Exit codes (README, "Exit codes"): 2 bad input, 75 preempted (requeue), 130 interrupted (Ctrl-C); errors
+# that carry an `exit_code` attribute end with it (3 damaged store, 5 non-finite loss, 6 run dir of another
+# run, 7 pretrained weights that do not fit); `verify` returns 4 for a store without checksums.
+EXIT_DAMAGED, EXIT_UNVERIFIABLE = 3, 4
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -313,22 +313,25 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     from .data.raw import BadInputError
     from .data.store import StoreError
 
-    from .data.checksums import ChecksumError
-
+    expected = (ConfigError, StoreError, BadInputError, IngestError, FileExistsError, FileNotFoundError, ValueError,
+                *expected_errors)
     try:
         return int(args.func(args) or 0)
-    except ChecksumError as e:
-        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_DAMAGED
-    except (ConfigError, StoreError, BadInputError, IngestError, FileExistsError, FileNotFoundError, ValueError,
-            *expected_errors) as e:
-        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away (`astrom3 info store | head`): stop quietly, as other Unix tools do, and keep
         # the interpreter's final flush of stdout from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except KeyboardInterrupt:
+        print(f"astrom3 {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        # Errors that carry an `exit_code` (damaged store 3, non-finite loss 5, ...) are expected ones too.
+        code = getattr(e, "exit_code", None)
+        if not isinstance(code, int) and not isinstance(e, expected):
+            raise
+        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
+        return code if isinstance(code, int) else 2
 
 
 def main(argv: list[str] | None = None) -> int:

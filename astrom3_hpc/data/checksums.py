@@ -28,6 +28,8 @@ _BLOCK = 8 << 20
 class ChecksumError(StoreError):
     """A chunk file whose bytes differ from the digest recorded at ingestion; the message names file and array."""
 
+    exit_code = 3
+
 
 def buffer_crc(buf) -> int:
     return zlib.crc32(buf) & 0xFFFFFFFF

@@ -30,6 +30,7 @@ from ..data.store import Store
 from ..progress import Progress
 from . import checkpoint
 from .engine import build_engine, seed_everything, set_deterministic, set_lr, to_device
+from .finite import FiniteGuard
 from .preempt import EXIT_PREEMPTED, Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
@@ -106,6 +107,7 @@ class Trainer:
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
         self.float_dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else None
         self.best_val: dict = {}
+        self.guard = FiniteGuard(self.device)
 
     def resume(self) -> bool:
         tag = checkpoint.latest_tag(self.run.ckpt_dir) if self.resume_enabled else None
@@ -134,9 +136,12 @@ class Trainer:
 
     def train_step(self, batch: dict) -> torch.Tensor:
         self.engine.train()
+        ids = batch.get("object_id")
         batch = to_device(batch, self.device, self.float_dtype)
         loss = self.compute_loss(batch)
         self.engine.backward(loss)
+        st = self.state
+        self.guard.observe(st.step, st.epoch, st.batch_in_epoch, ids, loss, self.model)  # no host sync
         self.engine.step()
         return loss.detach().float()
 
@@ -144,12 +149,14 @@ class Trainer:
         raise NotImplementedError
 
     def save_checkpoint(self) -> None:
+        self.guard.check(self.model, "before writing a checkpoint")
         client = {"state": asdict(self.state), "schedule": self.schedule.state_dict(),
                   "early": self.early.state_dict(), "task": self.task_state(), "kind": self.kind}
         checkpoint.save(self.engine, self.run.ckpt_dir, f"step{self.state.step}", client)
 
     def on_best(self, epoch: int, val: dict) -> None:
         """Validation loss improved: keep these weights (the model that later stages and the test use)."""
+        self.guard.check(self.model, "before keeping the best weights")
         self.best_val = {"epoch": epoch, **val}
         if self.is_main:
             checkpoint.save_weights(self.model, self.run.path / checkpoint.BEST_MODEL,
@@ -187,12 +194,14 @@ class Trainer:
                 st.epoch_loss_sum += step_loss
                 st.epoch_batches += 1
                 if st.step % self.cfg.train.log_every_steps == 0 or st.batch_in_epoch == 1:
+                    self.guard.check()  # where the loss is read back anyway (see train/finite.py)
                     self.run.log_step({"step": st.step, "epoch": st.epoch, "loss": step_loss,
                                        "lr": self.optimizer.param_groups[0]["lr"]})
                 bar.update(1, loss=f"{step_loss:.4f}")
                 if packed[1] > 0:
                     return "preempted"
         self.epoch_seconds = time.perf_counter() - t0
+        self.guard.check(what="at the end of the epoch")
         return "done"
 
     def end_epoch(self, val: dict[str, float]) -> None:
