@@ -57,7 +57,7 @@ class ChunkReader:
 
     def __init__(self, arr: zarr.Array, digests: dict[str, list[int]] | None = None):
         self.arr = arr
-        # {file key: [size, crc32]} from the store's checksum table: each file is checked the first time this
+        # {file key: [size, crc32c]} from the store's checksum table: each file is checked the first time this
         # process maps, decodes or reads it (a mapped chunk stays checked after the map is dropped).
         self.digests = digests
         self._checked: set[str] = set()

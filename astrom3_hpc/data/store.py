@@ -164,7 +164,7 @@ class Store:
         return self.attrs.get("checksums", {}).get("fingerprint") if self.table is not None else None
 
     def digests(self, name: str) -> dict[str, list[int]] | None:
-        """{chunk key: [size, crc32]} of an array's files, None for a store without a checksum table."""
+        """{chunk key: [size, crc32c]} of an array's files, None for a store without a checksum table."""
         if self.table is None:
             return None
         return self.table["arrays"].get(name, {}).get("chunks")
