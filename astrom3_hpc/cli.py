@@ -176,6 +176,26 @@ def _add_verify(sub) -> None:
     p.set_defaults(func=cmd_verify)
 
 
+def _add_clean(sub) -> None:
+    p = sub.add_parser("clean-store-temp", help="remove what interrupted builds of a store left behind",
+                       description="Removes the .NAME.tmp-* (and .NAME.old-*) directories next to STORE that a "
+                                   "killed `astrom3 ingest --out STORE` could not remove itself. Run it only "
+                                   "while no build of STORE is running.")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_clean_store_temp)
+
+
+def cmd_clean_store_temp(args) -> int:
+    from .data.tempdirs import clean
+
+    removed = clean(args.store)
+    for p in removed:
+        print(f"removed {p}")
+    if not removed:
+        print(f"nothing to remove next to {args.store}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from .data.verify import verify_store
 
@@ -286,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(sub)
     _add_info(sub)
     _add_verify(sub)
+    _add_clean(sub)
     _add_train(sub)
     from .science.cli import add_parsers as add_science_parsers
 
@@ -322,9 +343,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
         # the interpreter's final flush of stdout from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM where a command turns it into one (ingest): 143
         print(f"astrom3 {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return int(getattr(e, "exit_code", 130))
     except Exception as e:  # noqa: BLE001
         # Errors that carry an `exit_code` (damaged store 3, non-finite loss 5, ...) are expected ones too.
         code = getattr(e, "exit_code", None)

@@ -32,6 +32,7 @@ from .preprocess import preprocess
 from .raw import BadInputError, RawSource
 from .splits import all_splits
 from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
+from .tempdirs import removed_if_interrupted
 
 log = logging.getLogger("astrom3")
 
@@ -81,7 +82,14 @@ def _rank_range(n_objects: int, block: int, rank: int, size: int) -> tuple[int, 
 
 
 def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = None) -> dict[str, Any]:
-    """Build the store at `out` from `source`. Every rank of an MPI job calls this with the same arguments."""
+    """Build the store at `out` from `source`. Every rank of an MPI job calls this with the same arguments.
+    Interrupted (Ctrl-C, SIGTERM) or failed, it removes its temporary directory (data/tempdirs.py)."""
+    with removed_if_interrupted() as pending:
+        return _ingest(source, out, options, pending)
+
+
+def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, pending: list[Path]
+            ) -> dict[str, Any]:
     opt = options or IngestOptions()
     if opt.on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {opt.on_error!r}")
@@ -105,6 +113,8 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
     if isinstance(setup, Exception):
         raise setup
     tmp = Path(setup)
+    if comm.rank == 0:
+        pending.append(tmp)  # the creator removes it
 
     status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0}
     lo, hi = _rank_range(layout.n_objects, layout.block, comm.rank, comm.size)
