@@ -31,6 +31,7 @@ from ..progress import Progress
 from . import checkpoint
 from .engine import build_engine, seed_everything, set_deterministic, set_lr, to_device
 from .finite import FiniteGuard
+from .fingerprint import check_run_dir, run_identity, store_identity, write_identity
 from .preempt import EXIT_PREEMPTED, Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
@@ -161,7 +162,8 @@ class Trainer:
         if self.is_main:
             checkpoint.save_weights(self.model, self.run.path / checkpoint.BEST_MODEL,
                                     {"epoch": epoch, "val": val, "seed": self.cfg.data.seed,
-                                     "store": str(Path(self.cfg.data.store).resolve()), "kind": self.kind})
+                                     "store": str(Path(self.cfg.data.store).resolve()), "kind": self.kind,
+                                     "store_identity": store_identity(self.store), "world_size": self.world})
 
     def load_best(self) -> None:
         if dist.is_initialized():
@@ -236,10 +238,16 @@ class Trainer:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         self.setup_distributed()
         self.setup_data()
+        # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
+        identity = run_identity(self.cfg, self.store, self.world)
+        check_run_dir(self.run.path, identity, self.resume_enabled)
         self.setup_engine()
         self.preempt = Preemption()
         resumed = self.resume()
         if not resumed:
+            self.run.truncate_after(0, 0)  # rows of an attempt of this same run that died before a checkpoint
+            if self.is_main:
+                write_identity(self.run.path, identity)
             self.run.write_config(self.cfg, self.info())
         st = self.state
         try:
