@@ -234,7 +234,7 @@ def _add_train(sub) -> None:
                                    "batch negatives. Start it with srun, mpiexec, torchrun, deepspeed or as one "
                                    "process. SIGUSR1/SIGTERM checkpoint and exit with code 75 for requeue.")
     _add_train_common(p)
-    p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(func=cmd_pretrain, fail_fast=True)
     q = sub.add_parser("finetune", help="fine-tune a classifier from scratch or from a pretraining run",
                        description="Trains a single-modality or multimodal classifier and evaluates it on the "
                                    "sub-X test set and on the full test set (accuracy, macro-F1, per-class "
@@ -244,10 +244,10 @@ def _add_train(sub) -> None:
     q.add_argument("--subset", choices=["full", "sub50", "sub25", "sub10"], help="overrides data.subset")
     q.add_argument("--seed", type=int, help="split seed; overrides data.seed")
     q.add_argument("--init", help="'scratch' or a pretraining run directory; overrides finetune.init")
-    q.set_defaults(func=cmd_finetune)
+    q.set_defaults(func=cmd_finetune, fail_fast=True)
     e = sub.add_parser("evaluate-embeddings", help="centroid and 1-NN accuracy of a pretrained model's embeddings")
     e.add_argument("run_dir", help="a finished pretraining run directory")
-    e.set_defaults(func=cmd_evaluate_embeddings)
+    e.set_defaults(func=cmd_evaluate_embeddings, fail_fast=True)
 
 
 def _load_cfg(args, extra: list[str] | None = None):
@@ -349,10 +349,38 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     except Exception as e:  # noqa: BLE001
         # Errors that carry an `exit_code` (damaged store 3, non-finite loss 5, ...) are expected ones too.
         code = getattr(e, "exit_code", None)
-        if not isinstance(code, int) and not isinstance(e, expected):
+        known = isinstance(code, int) or isinstance(e, expected)
+        if getattr(args, "fail_fast", False):
+            _fail_job(args.command, e, code if isinstance(code, int) else 2 if known else 1, known)
+        if not known:
             raise
         print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
         return code if isinstance(code, int) else 2
+
+
+def _fail_job(command: str, e: BaseException, code: int, known: bool) -> None:
+    """In a multi-process training job, print this rank's error once and take the whole job down now
+    (astrom3_hpc/dist/abort.py); a one-process job returns to the ordinary path."""
+    from .dist.abort import end_job, job_world_size, peer_failed, rank_prefix
+
+    if job_world_size() <= 1:
+        return
+    where = f"astrom3 {command}: {rank_prefix()}"
+    if peer_failed(e):
+        print(f"{where}stopped: another rank failed (see its error); here: {str(e).splitlines()[0][:200]}",
+              file=sys.stderr)
+    elif known:
+        # Config and run-dir errors are raised alike on every rank: rank 0 speaks for all.
+        from .config import ConfigError
+
+        if rank_prefix() in ("", "rank 0: ") or not (isinstance(e, ConfigError)
+                                                    or getattr(e, "same_on_every_rank", False)):
+            print(f"{where}error: {e}", file=sys.stderr)
+    else:
+        import traceback
+
+        traceback.print_exc()
+    end_job(code)
 
 
 def main(argv: list[str] | None = None) -> int:
