@@ -370,12 +370,17 @@ def _fail_job(command: str, e: BaseException, code: int, known: bool) -> None:
         print(f"{where}stopped: another rank failed (see its error); here: {str(e).splitlines()[0][:200]}",
               file=sys.stderr)
     elif known:
-        # Config and run-dir errors are raised alike on every rank: rank 0 speaks for all.
+        # Config and run-dir errors are raised alike on every rank: rank 0 speaks for all, and the others give it
+        # a moment to do so before ending (an MPI_Abort from them would kill rank 0 before it printed).
         from .config import ConfigError
 
         if rank_prefix() in ("", "rank 0: ") or not (isinstance(e, ConfigError)
                                                     or getattr(e, "same_on_every_rank", False)):
             print(f"{where}error: {e}", file=sys.stderr)
+        else:
+            import time
+
+            time.sleep(10)
     else:
         import traceback
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 # What a peer's collective raises when another rank died (gloo's messages; torch's DistBackendError).
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "DistBackendError",
@@ -45,6 +46,8 @@ def end_job(code: int) -> None:
             pass
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None:
+        # MPI_Abort tears the job down at once; give the launcher a moment to forward what this rank printed.
+        time.sleep(0.5)
         try:
             if mpi.Is_initialized() and not mpi.Is_finalized() and mpi.COMM_WORLD.Get_size() > 1:
                 mpi.COMM_WORLD.Abort(code)
