@@ -26,7 +26,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
-from .checksums import ChecksumError, check_file, check_bytes, damaged
+from .checksums import ChecksumError, check_bytes, check_file, damaged
 from .store import StoreError
 
 
