@@ -49,7 +49,9 @@ class FiniteGuard:
         g = _grad_norm_sq(model)
         if g is not None:
             ok = ok & torch.isfinite(g)
-        self._bad = torch.where(ok | (self._bad >= 0), self._bad, torch.tensor(step, device=self.device))
+        # `step` as a Python scalar is a kernel argument; a tensor made from it would be a host-to-device copy,
+        # which CUDA orders after the queued work (a hidden sync).
+        self._bad = torch.where(ok | (self._bad >= 0), self._bad, step)
         ids = object_id.tolist() if object_id is not None else []
         self._where[step] = {"epoch": epoch, "batch": batch_in_epoch, "object_ids": ids}
 
