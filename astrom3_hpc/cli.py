@@ -350,42 +350,14 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
         # Errors that carry an `exit_code` (damaged store 3, non-finite loss 5, ...) are expected ones too.
         code = getattr(e, "exit_code", None)
         known = isinstance(code, int) or isinstance(e, expected)
-        if getattr(args, "fail_fast", False):
-            _fail_job(args.command, e, code if isinstance(code, int) else 2 if known else 1, known)
+        if getattr(args, "fail_fast", False):  # a multi-process training job: end every rank now
+            from .dist.abort import fail_job
+
+            fail_job(f"astrom3 {args.command}", e, code if isinstance(code, int) else 2 if known else 1, known)
         if not known:
             raise
         print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
         return code if isinstance(code, int) else 2
-
-
-def _fail_job(command: str, e: BaseException, code: int, known: bool) -> None:
-    """In a multi-process training job, print this rank's error once and take the whole job down now
-    (astrom3_hpc/dist/abort.py); a one-process job returns to the ordinary path."""
-    from .dist.abort import end_job, job_world_size, peer_failed, rank_prefix
-
-    if job_world_size() <= 1:
-        return
-    where = f"astrom3 {command}: {rank_prefix()}"
-    if peer_failed(e):
-        print(f"{where}stopped: another rank failed (see its error); here: {str(e).splitlines()[0][:200]}",
-              file=sys.stderr)
-    elif known:
-        # Config and run-dir errors are raised alike on every rank: rank 0 speaks for all, and the others give it
-        # a moment to do so before ending (an MPI_Abort from them would kill rank 0 before it printed).
-        from .config import ConfigError
-
-        if rank_prefix() in ("", "rank 0: ") or not (isinstance(e, ConfigError)
-                                                    or getattr(e, "same_on_every_rank", False)):
-            print(f"{where}error: {e}", file=sys.stderr)
-        else:
-            import time
-
-            time.sleep(10)
-    else:
-        import traceback
-
-        traceback.print_exc()
-    end_job(code)
 
 
 def main(argv: list[str] | None = None) -> int:

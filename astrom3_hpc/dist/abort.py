@@ -64,3 +64,31 @@ def rank_prefix() -> str:
     except Exception:  # noqa: BLE001
         return ""
     return f"rank {env.rank}: " if env.world_size > 1 else ""
+
+
+def fail_job(prog: str, e: BaseException, code: int, known: bool) -> None:
+    """A training command's error in a multi-process job: print it once and take the whole job down now.
+    In a one-process job, return (the CLI's ordinary error path follows)."""
+    if job_world_size() <= 1:
+        return
+    where = f"{prog}: {rank_prefix()}"
+    if peer_failed(e):
+        print(f"{where}stopped: another rank failed (see its error); here: {str(e).splitlines()[0][:200]}",
+              file=sys.stderr)
+    elif not known:
+        import traceback
+
+        traceback.print_exc()
+    elif rank_prefix() in ("", "rank 0: ") or not _same_on_every_rank(e):
+        print(f"{where}error: {e}", file=sys.stderr)
+    else:
+        # Raised alike on every rank (config, run dir, leak check): rank 0 speaks for all; the others give it a
+        # moment to print and abort (an MPI_Abort from them could kill rank 0 before it printed).
+        time.sleep(10)
+    end_job(code)
+
+
+def _same_on_every_rank(e: BaseException) -> bool:
+    from ..config import ConfigError
+
+    return isinstance(e, ConfigError) or bool(getattr(e, "same_on_every_rank", False))
