@@ -13,6 +13,11 @@ from .. import __version__
 
 log = logging.getLogger("astrom3")
 
+# Exit codes (README, "Exit codes"): 2 bad input, 75 preempted (requeue), 130 interrupted (Ctrl-C); errors
+# that carry an `exit_code` attribute end with it (3 damaged store, 5 non-finite loss, 6 run dir of another
+# run, 7 pretrained weights that do not fit); `verify` returns 4 for a store without checksums.
+EXIT_DAMAGED, EXIT_UNVERIFIABLE = 3, 4
+
 
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -190,6 +195,55 @@ def cmd_inspect(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# verify
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check every array's shape and every chunk's checksum of a store",
+                       description="Exit 0 only for an intact store; otherwise every damaged file and array is "
+                                   "listed and the exit code is 3 (a store built without checksums: 4).")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_verify)
+
+
+def _add_clean(sub) -> None:
+    p = sub.add_parser("clean-store-temp", help="remove what interrupted builds of a store left behind",
+                       description="Removes the .NAME.tmp-* (and .NAME.old-*) directories next to STORE that a "
+                                   "killed `astrom3 ingest --out STORE` could not remove itself. Run it only "
+                                   "while no build of STORE is running.")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_clean_store_temp)
+
+
+def cmd_clean_store_temp(args) -> int:
+    from ..data.tempdirs import clean
+
+    removed = clean(args.store)
+    for p in removed:
+        print(f"removed {p}")
+    if not removed:
+        print(f"nothing to remove next to {args.store}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from ..data.verify import verify_store
+
+    problems, checksummed = verify_store(args.store)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"astrom3 verify: {args.store}: {len(problems)} problem(s)", file=sys.stderr)
+        return EXIT_DAMAGED
+    if not checksummed:
+        print(f"astrom3 verify: {args.store}: shapes and chunk files are intact, but the store has no checksum "
+              f"table (built by an older astrom3): rebuild it with `astrom3 ingest` to verify its contents",
+              file=sys.stderr)
+        return EXIT_UNVERIFIABLE
+    print(f"{args.store}: intact")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # training jobs
 
 def _add_train_common(p: argparse.ArgumentParser) -> None:
@@ -209,7 +263,7 @@ def _add_train(sub) -> None:
                                    "batch negatives. Start it with srun, mpiexec, torchrun, deepspeed or as one "
                                    "process. SIGUSR1/SIGTERM checkpoint and exit with code 75 for requeue.")
     _add_train_common(p)
-    p.set_defaults(func=cmd_pretrain)
+    p.set_defaults(func=cmd_pretrain, fail_fast=True)
     q = sub.add_parser("finetune", help="fine-tune a classifier from scratch or from a pretraining run",
                        description="Trains a single-modality or multimodal classifier and evaluates it on the "
                                    "sub-X test set and on the full test set (accuracy, macro-F1, per-class "
@@ -225,11 +279,11 @@ def _add_train(sub) -> None:
     q.add_argument("--allow-unknown-seed", action="store_true",
                    help="fine-tune from imported weights of unknown split seed, accepting that the test set may "
                         "hold objects their pretraining saw")
-    q.set_defaults(func=cmd_finetune)
+    q.set_defaults(func=cmd_finetune, fail_fast=True)
     _add_import_weights(sub)
     e = sub.add_parser("evaluate-embeddings", help="centroid and 1-NN accuracy of a pretrained model's embeddings")
     e.add_argument("run_dir", help="a finished pretraining run directory")
-    e.set_defaults(func=cmd_evaluate_embeddings)
+    e.set_defaults(func=cmd_evaluate_embeddings, fail_fast=True)
 
 
 def _load_cfg(args, extra: list[str] | None = None):
@@ -314,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_ingest(sub)
     _add_info(sub)
+    _add_verify(sub)
+    _add_clean(sub)
     _add_train(sub)
     from .science import add_parsers as add_science_parsers
 
@@ -344,17 +400,30 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     from ..data.split_files import SplitFileError
     from ..data.store import StoreError
 
+    expected = (ConfigError, StoreError, BadInputError, IngestError, SplitFileError, FileExistsError,
+                FileNotFoundError, ValueError, *expected_errors)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, StoreError, BadInputError, IngestError, SplitFileError, FileExistsError, FileNotFoundError,
-            ValueError, *expected_errors) as e:
-        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away (`astrom3 info store | head`): stop quietly, as other Unix tools do, and keep
         # the interpreter's final flush of stdout from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM where a command turns it into one (ingest): 143
+        print(f"astrom3 {args.command}: interrupted", file=sys.stderr)
+        return int(getattr(e, "exit_code", 130))
+    except Exception as e:  # noqa: BLE001
+        # Errors that carry an `exit_code` (damaged store 3, non-finite loss 5, ...) are expected ones too.
+        code = getattr(e, "exit_code", None)
+        known = isinstance(code, int) or isinstance(e, expected)
+        if getattr(args, "fail_fast", False):  # a multi-process training job: end every rank now
+            from ..distributed.abort import fail_job
+
+            fail_job(f"astrom3 {args.command}", e, code if isinstance(code, int) else 2 if known else 1, known)
+        if not known:
+            raise
+        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
+        return code if isinstance(code, int) else 2
 
 
 def main(argv: list[str] | None = None) -> int:

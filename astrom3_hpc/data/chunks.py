@@ -26,6 +26,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from .checksums import ChecksumError, check_bytes, check_file, damaged
 from .store import StoreError
 
 
@@ -54,8 +55,12 @@ def _direct_dir(arr: zarr.Array) -> Path | None:
 class ChunkReader:
     """Chunk k of a zarr array as a read-only numpy array (the last one cut to the array's length)."""
 
-    def __init__(self, arr: zarr.Array):
+    def __init__(self, arr: zarr.Array, digests: dict[str, list[int]] | None = None):
         self.arr = arr
+        # {file key: [size, crc32c]} from the store's checksum table: each file is checked the first time this
+        # process maps, decodes or reads it (a mapped chunk stays checked after the map is dropped).
+        self.digests = digests
+        self._checked: set[str] = set()
         self.rows = int(arr.chunks[0])
         self.length = int(arr.shape[0])
         self.trailing = tuple(int(s) for s in arr.shape[1:])
@@ -80,12 +85,14 @@ class ChunkReader:
         if n <= 0:
             raise IndexError(f"chunk {k} is past the end of an array of {self.length} rows")
         if self.dir is None:
+            self._check_file(k)
             return self.arr[a:a + n]
         hit = self._mapped.get(k)
         if hit is not None:
             self._mapped.move_to_end(k)
             return hit
-        path = self.dir / self.arr.metadata.encode_chunk_key((k, *self._zeros))
+        key = self.arr.metadata.encode_chunk_key((k, *self._zeros))
+        path = self.dir / key
         try:
             with open(path, "rb") as f:
                 if self.compressed:
@@ -93,7 +100,15 @@ class ChunkReader:
                 else:
                     mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:
+            if self.digests is not None and key in self.digests:
+                raise ChecksumError(damaged(path, self.arr.path, key, "file missing")) from None
             return self.arr[a:a + n]
+        except ValueError as e:  # mmap of an empty (truncated) file
+            raise StoreError(damaged(path, self.arr.path, key, str(e))) from None
+        if self.digests is not None and key not in self._checked:
+            check_bytes(raw if self.compressed else mapped, self.digests.get(key, [-1, -1]), path,
+                        self.arr.path, key)
+            self._checked.add(key)
         try:
             if not self.compressed:
                 chunk = np.frombuffer(mapped, dtype=self.dtype).reshape(self.rows, *self.trailing)[:n]
@@ -109,5 +124,19 @@ class ChunkReader:
             flat = np.frombuffer(numcodecs.blosc.decompress(raw), dtype=self.dtype)
             return flat.reshape(self.rows, *self.trailing)[:n]
         except (ValueError, RuntimeError) as e:  # a truncated or overwritten chunk file
-            raise StoreError(f"{path}: chunk {k} of array '{self.arr.path}' is corrupt ({e}); "
-                             f"rebuild the store with `astrom3 ingest`") from None
+            raise StoreError(damaged(path, self.arr.path, key, str(e))) from None
+
+    def _check_file(self, k: int) -> None:
+        """Through zarr (sharded, remote): check the whole file holding chunk k once, if it is local."""
+        if self.digests is None:
+            return
+        store = self.arr.store_path.store
+        if not isinstance(store, LocalStore):
+            return
+        per_file = (self.arr.shards[0] // self.rows) if self.arr.shards else 1
+        key = self.arr.metadata.encode_chunk_key((k // per_file, *self._zeros))
+        if key in self._checked:
+            return
+        check_file(Path(store.root) / self.arr.store_path.path / key, self.digests.get(key, [-1, -1]),
+                   self.arr.path, key)
+        self._checked.add(key)

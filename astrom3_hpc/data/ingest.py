@@ -28,9 +28,11 @@ from ..core.atomic import replace_dir, write_json
 from ..core.constants import META_COLUMNS, SPLIT_SEEDS
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
+from .checksums import write_table
 from .raw import BadInputError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
 from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
+from .tempdirs import removed_if_interrupted
 
 log = logging.getLogger("astrom3")
 
@@ -86,7 +88,14 @@ def _rank_range(n_objects: int, block: int, rank: int, size: int) -> tuple[int, 
 
 
 def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = None) -> dict[str, Any]:
-    """Build the store at `out` from `source`. Every rank of an MPI job calls this with the same arguments."""
+    """Build the store at `out` from `source`. Every rank of an MPI job calls this with the same arguments.
+    Interrupted (Ctrl-C, SIGTERM) or failed, it removes its temporary directory (data/tempdirs.py)."""
+    with removed_if_interrupted() as pending:
+        return _ingest(source, out, options, pending)
+
+
+def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, pending: list[Path]
+            ) -> dict[str, Any]:
     opt = options or IngestOptions()
     if opt.on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {opt.on_error!r}")
@@ -117,6 +126,8 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
     if isinstance(setup, Exception):
         raise setup
     tmp = Path(setup)
+    if comm.rank == 0:
+        pending.append(tmp)  # the creator removes it
 
     status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0}
     lo, hi = _rank_range(layout.n_objects, layout.block, comm.rank, comm.size)
@@ -338,6 +349,8 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
         "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": n_ranks,
         "class_counts": dict(zip(root.attrs["class_names"], counts.tolist())),
     }
-    root.attrs.update({"complete": True, "summary": summary, "splits": split_info})
+    # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.
+    root.attrs.update({"complete": True, "summary": summary, "splits": split_info,
+                       "checksums": write_table(tmp)})
     replace_dir(tmp, out)
     return summary

@@ -61,6 +61,10 @@ class TrimodalBatches:
         self.rows = store.split(spec.seed, spec.subset, spec.split)
         if len(self.rows) == 0:
             raise StoreError(f"{spec.store}: split seed{spec.seed}/{spec.subset}/{spec.split} is empty")
+        # The small arrays are read whole, here, once: hash their files first (a few ms per 100k objects).
+        store.check_arrays(["label", "object_id", "present", "meta", "aux", "lc/stats", "lc/offsets",
+                            f"splits/seed{spec.seed}/{spec.subset}/{spec.split}",
+                            *(f"stats/seed{spec.seed}/{k}" for k in ("meta_mean", "meta_std", "aux_mean", "aux_std"))])
         stats = store.stats(spec.seed)
         r = store.root
         # The per-object tables are small (tens of bytes per object): hold them z-scored in memory.
@@ -146,8 +150,8 @@ class TrimodalBatches:
             store = Store(self.spec.store, check_chunks=False)
             self._spec_arr = store.array("spec")
             self._lc_arr = store.array("lc/values")
-            self._spec_chunks = ChunkReader(self._spec_arr)
-            self._lc_chunks = ChunkReader(self._lc_arr)
+            self._spec_chunks = ChunkReader(self._spec_arr, store.digests("spec"))
+            self._lc_chunks = ChunkReader(self._lc_arr, store.digests("lc/values"))
             if self._spec_chunks.rows != self.chunk:
                 raise StoreError(f"{self.spec.store}: spec chunks of {self._spec_chunks.rows} objects, but the "
                                  f"store's layout says chunk_objects={self.chunk}")
@@ -156,6 +160,7 @@ class TrimodalBatches:
             self._arena, self._pts = None, None
             self._pid = os.getpid()
             if self.spec.in_memory and self._full is None:
+                store.check_arrays(["spec", "lc/values"] if self.spec.read_spectra else ["lc/values"])
                 self._full = (self._spec_arr[:] if self.spec.read_spectra else None, self._lc_arr[:])
 
     def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray, int]:

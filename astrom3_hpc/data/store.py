@@ -7,6 +7,7 @@ dominate the bytes, so their chunk length (`chunk_objects`) is the unit the load
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,19 @@ SPLITS = ("train", "val", "test")
 
 class StoreError(RuntimeError):
     """The store is missing, incomplete, corrupt or of another schema; the message names the path and key."""
+
+
+_warned: set[Path] = set()
+
+
+def _warn_unchecked(path: Path) -> None:
+    """Stores built before checksums still open (shapes and chunk files are checked), once with a warning."""
+    if path not in _warned:
+        _warned.add(path)
+        logging.getLogger("astrom3").warning(
+            "%s has no checksum table (%s; built by an older astrom3): shapes and chunk files are checked, "
+            "chunk contents cannot be; rebuild it with `astrom3 ingest` to make it verifiable",
+            path, "checksums.json")
 
 
 @dataclass(frozen=True)
@@ -123,26 +137,48 @@ class Store:
         self.n_objects = int(a["n_objects"])
         self.class_names = tuple(a["class_names"])
         self.chunk_objects = int(a["layout"]["chunk_objects"])
-        for name in list(PER_OBJECT_ARRAYS) + ["lc/values", "lc/offsets"]:
-            if name not in self.root:
-                raise StoreError(f"{self.path}: array '{name}' is missing")
+        from . import checksums
+
+        self.table = checksums.read_table(self.path)
+        if self.table is None:
+            _warn_unchecked(self.path)
         if check_chunks:
             self.check_chunks()
 
     def check_chunks(self) -> None:
-        """Zarr reads a missing chunk as fill values without complaint; refuse such a store instead."""
-        for name in list(PER_OBJECT_ARRAYS) + ["lc/values", "lc/offsets"]:
-            arr = self.root[name]
-            if arr.shape[0] == 0:
-                continue
-            expected = int(np.prod([-(-s // c) for s, c in zip(arr.shape, arr.shards or arr.chunks)]))
-            have = arr.nchunks_initialized
-            if arr.shards:
-                # zarr counts every inner chunk slot of each shard file present.
-                have //= int(np.prod([s // c for s, c in zip(arr.shards, arr.chunks)]))
-            if have != expected:
-                raise StoreError(f"{self.path}: array '{name}' has {have} of {expected} "
-                                 f"{'shards' if arr.shards else 'chunks'} on disk (missing or deleted chunk files)")
+        """Every array's shape against n_objects (and against the checksum table), every chunk file present
+        with its recorded size: zarr reads a missing chunk as fill values without complaint, and a wrong shape
+        in a zarr.json would surface as an IndexError far from the cause. No file is hashed here."""
+        from .checksums import ChecksumError
+        from .verify import structure_problems
+
+        problems = structure_problems(self.path, self.attrs, self.table)
+        if problems:
+            more = f"\n(and {len(problems) - 5} more; `astrom3 verify {self.path}` lists all)" \
+                if len(problems) > 5 else ""
+            raise ChecksumError("\n".join(problems[:5]) + more)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The store's content fingerprint (SHA-256 of its checksum table), None for a store without one."""
+        return self.attrs.get("checksums", {}).get("fingerprint") if self.table is not None else None
+
+    def digests(self, name: str) -> dict[str, list[int]] | None:
+        """{chunk key: [size, crc32c]} of an array's files, None for a store without a checksum table."""
+        if self.table is None:
+            return None
+        return self.table["arrays"].get(name, {}).get("chunks")
+
+    def check_arrays(self, names: list[str]) -> None:
+        """Hash every file of these (small) arrays before they are read whole; raises ChecksumError."""
+        if self.table is None:
+            return
+        from .checksums import ChecksumError
+        from .verify import content_problems
+
+        problems = content_problems(self.path, self.table, names)
+        if problems:
+            raise ChecksumError("\n".join(problems))
 
     def array(self, name: str) -> zarr.Array:
         return self.root[name]

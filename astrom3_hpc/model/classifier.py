@@ -27,6 +27,8 @@ from .registry import get_modality
 class PretrainedLoadError(RuntimeError):
     """CLIP weights do not fit the classifier; the message names the offending keys."""
 
+    exit_code = 7  # an expected error of the CLI (message, no traceback)
+
 
 class AstroM3Classifier(nn.Module):
     def __init__(self, cfg: ModelConfig, mode: str, n_classes: int = N_CLASSES, fusion: str = "avg"):

@@ -197,10 +197,20 @@ def _last_line(path: Path, max_bytes: int = 65536) -> str | None:
     except OSError:
         return None
     lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
-    if not lines:
+    # The launcher's own closing lines (`srun: error: ... Exited with exit code 2`, slurmstepd, mpiexec, torchrun)
+    # say only that a task failed; the task's error is the last line that states one, else its last own line.
+    own = [ln for ln in lines if not _LAUNCHER_NOISE.match(ln)] or lines
+    errors = [ln for ln in own if _ERROR_LINE.search(ln)]
+    if not own:
         return None
-    line = lines[-1]
+    line = (errors or own)[-1]
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+_LAUNCHER_NOISE = re.compile(r"^(srun: |slurmstepd: |=+$|BAD TERMINATION|YOUR APPLICATION TERMINATED|"
+                             r"\[mpiexec@|torch\.distributed\.elastic|\[\d+\]:|exitcode\s*:|error_file\s*:|"
+                             r"traceback\s*:|host\s*:|rank\s*:|time\s*:|Root Cause|Failures:|<NO_OTHER_FAILURES>)")
+_ERROR_LINE = re.compile(r"^astrom3 [\w-]+: (?:rank \d+: )?error: |^[\w.]*(?:Error|Exception|Interrupt)\b.*:")
 
 
 # ------------------------------------------------------------------------------------------------ log files

@@ -49,8 +49,17 @@ def set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state, torch.cuda.current_device())
 
 
+def _refuse_non_finite(module: torch.nn.Module, what: str) -> None:
+    # Weights are replicated across data-parallel ranks, so every rank refuses together (no rank left waiting).
+    from .finite import NonFiniteError, all_finite
+
+    if not all_finite(module):
+        raise NonFiniteError(f"refusing to write {what}: the model holds NaN or infinite weights")
+
+
 def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2) -> None:
     ckpt_dir = Path(ckpt_dir)
+    _refuse_non_finite(engine.module, f"checkpoint {ckpt_dir / tag}")
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     with atomic_path(ckpt_dir / tag / f"rng_rank{_rank()}.pt") as tmp:
         torch.save(rng_state(), tmp)
@@ -94,6 +103,7 @@ BEST_MODEL = "best_model.pt"
 
 def save_weights(model: torch.nn.Module, path: Path, meta: dict) -> None:
     """A portable fp32 state dict (what fine-tuning and the science tools load), written atomically."""
+    _refuse_non_finite(model, str(path))
     state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
              for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:

@@ -15,6 +15,7 @@ from ..core.constants import CLASS_NAMES
 from .evaluate import classification_report, plot_confusion
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
+from .leak import PretrainLeakError, pretrained_provenance, same_store
 from .rundir import read_run_config
 from .import_weights import import_record
 from .trainer import Trainer, gather_objects
@@ -25,20 +26,26 @@ log = logging.getLogger("astrom3")
 _TUNABLE = {"lc_dropout", "spec_dropout", "meta_dropout"}
 
 
-class PretrainLeakError(ValueError):
-    """Fine-tuning would evaluate on objects the pretrained model saw."""
-
-
 def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int | None = None,
                      allow_unknown_seed: bool = False) -> dict:
     """The pretraining run's config, after refusing runs that would leak test objects.
 
-    Imported weights (import_weights) do not know their split seed: the caller must name it (`pretrain_seed`,
-    then checked like a recorded one) or accept the risk (`allow_unknown_seed`).
+    The seed and the store identity are read from the best weights' own metadata (written with them), not
+    only from config.yaml, which a later run in the same directory could have rewritten; the store is compared
+    by content (checksum fingerprint, object count, source), so a store rebuilt in place is caught too.
+    Imported weights (import_weights) know neither: the caller must name the seed (`pretrain_seed`, then
+    checked like a recorded one) or accept the risk (`allow_unknown_seed`); their store cannot be compared.
     """
+    from ..data.store import Store
+
     pre = read_run_config(init_dir)
+    if not (init_dir / BEST_MODEL).exists():
+        raise FileNotFoundError(f"pretraining run {init_dir} has no {BEST_MODEL} (did it finish?)")
     imported = import_record(init_dir)
-    pseed = pre["data"]["seed"] if imported is None else imported.get("split_seed")
+    if imported is None:
+        pseed, pstore = pretrained_provenance(init_dir, pre, load_weights(init_dir / BEST_MODEL).get("meta", {}))
+    else:
+        pseed, pstore = imported.get("split_seed"), None
     if pretrain_seed is not None:
         if pseed is not None and pseed != pretrain_seed:
             raise PretrainLeakError(f"--pretrain-seed {pretrain_seed} contradicts pretraining run {init_dir}, "
@@ -59,16 +66,11 @@ def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int |
             f"pretraining run {init_dir} used split seed {pseed}, but fine-tuning asks for seed {seed}: its "
             f"pretraining saw objects that are in the seed-{seed} test set (test leak). Fine-tune with "
             f"--seed {pseed} or pretrain with seed {seed}.")
-    pstore, fstore = Path(pre["data"]["store"]).resolve(), Path(store).resolve()
-    if imported is None and pstore != fstore:
-        from ..data.store import Store
-
-        a, b = Store(pstore, check_chunks=False).attrs, Store(fstore, check_chunks=False).attrs
-        if a.get("provenance", {}).get("source") != b.get("provenance", {}).get("source"):
-            raise PretrainLeakError(f"pretraining run {init_dir} used store {pstore}, fine-tuning uses {fstore}, "
-                                    f"built from different sources: split indices would not mean the same objects")
-    if not (init_dir / BEST_MODEL).exists():
-        raise FileNotFoundError(f"pretraining run {init_dir} has no {BEST_MODEL} (did it finish?)")
+    if pstore is not None:
+        why = same_store(pstore, Store(store, check_chunks=False))
+        if why:
+            raise PretrainLeakError(f"pretraining run {init_dir} was trained on another store than {store} "
+                                    f"({why}): split indices would not mean the same objects (possible test leak)")
     return pre
 
 

@@ -36,6 +36,8 @@ from ..data.store import Store
 from ..core.progress import Progress
 from . import checkpoint
 from .engine import autocast, build_engine, configure_cuda, seed_everything, set_deterministic, set_lr, to_device
+from .finite import FiniteGuard
+from .fingerprint import check_run_dir, run_identity, store_identity, write_identity
 from .preempt import EXIT_PREEMPTED, Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
@@ -119,6 +121,7 @@ class Trainer:
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
         self.float_dtype = None  # inputs stay fp32; bf16 is autocast (engine.autocast)
         self.best_val: dict = {}
+        self.guard = FiniteGuard(self.device)
 
     def resume(self) -> bool:
         tag = checkpoint.latest_tag(self.run.ckpt_dir) if self.resume_enabled else None
@@ -152,9 +155,12 @@ class Trainer:
     def train_step(self, batch: dict) -> torch.Tensor:
         """One optimizer step; returns the loss as a 0-dim fp32 device tensor (not read: no host sync)."""
         self.engine.train()
+        ids = batch.get("object_id")
         batch = to_device(batch, self.device, self.float_dtype)
         loss = self.compute_loss(batch)
         self.engine.backward(loss)
+        st = self.state
+        self.guard.observe(st.step, st.epoch, st.batch_in_epoch, ids, loss, self.model)  # no host sync
         self.engine.step()
         return loss.detach().float().reshape(())
 
@@ -162,17 +168,20 @@ class Trainer:
         raise NotImplementedError
 
     def save_checkpoint(self) -> None:
+        self.guard.check(self.model, "before writing a checkpoint")
         client = {"state": asdict(self.state), "schedule": self.schedule.state_dict(),
                   "early": self.early.state_dict(), "task": self.task_state(), "kind": self.kind}
         checkpoint.save(self.engine, self.run.ckpt_dir, f"step{self.state.step}", client)
 
     def on_best(self, epoch: int, val: dict) -> None:
         """Validation loss improved: keep these weights (the model that later stages and the test use)."""
+        self.guard.check(self.model, "before keeping the best weights")
         self.best_val = {"epoch": epoch, **val}
         if self.is_main:
             checkpoint.save_weights(self.model, self.run.path / checkpoint.BEST_MODEL,
                                     {"epoch": epoch, "val": val, "seed": self.cfg.data.seed,
-                                     "store": str(Path(self.cfg.data.store).resolve()), "kind": self.kind})
+                                     "store": str(Path(self.cfg.data.store).resolve()), "kind": self.kind,
+                                     "store_identity": store_identity(self.store), "world_size": self.world})
 
     def load_best(self) -> None:
         if dist.is_initialized():
@@ -186,6 +195,7 @@ class Trainer:
         and one host sync. Adds every step's loss to the epoch sum in step order (as a per-step read would, so a
         resumed run sums identically) and logs the rows due. Returns True when some rank asks to stop."""
         st = self.state
+        self.guard.check()  # where the losses are read back anyway (see train/finite.py)
         stop = torch.tensor([1.0 if self.preempt.requested else 0.0], device=self.device)
         packed = torch.cat([torch.stack([loss for _, _, loss in pending]), stop]) if pending else stop
         if dist.is_initialized() and self.world > 1:
@@ -228,6 +238,7 @@ class Trainer:
             if self.flush_steps(pending, bar):
                 return "preempted"
         self.epoch_seconds = time.perf_counter() - t0
+        self.guard.check(what="at the end of the epoch")
         return "done"
 
     def end_epoch(self, val: dict[str, float]) -> None:
@@ -262,10 +273,16 @@ class Trainer:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         self.setup_distributed()
         self.setup_data()
+        # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
+        identity = run_identity(self.cfg, self.store, self.world)
+        check_run_dir(self.run.path, identity, self.resume_enabled)
         self.setup_engine()
         self.preempt = Preemption()
         resumed = self.resume()
         if not resumed:
+            self.run.truncate_after(0, 0)  # rows of an attempt of this same run that died before a checkpoint
+            if self.is_main:
+                write_identity(self.run.path, identity)
             self.run.write_config(self.cfg, self.info())
         st = self.state
         try:

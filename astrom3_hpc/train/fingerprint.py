@@ -1,0 +1,114 @@
+"""Run identity: what defines a run, recorded in its directory, so that a rerun resumes only the same run.
+
+`identity.json` holds the resolved config (less the keys that only change how fast or how verbosely the same
+steps run), the store's identity (content fingerprint from its checksum table, object count; its path is
+recorded for people, not compared: a moved store is the same store, a store rebuilt in place is not), the
+split seed, the world size and the global batch size. A rerun into a directory that holds a run must match it
+field for field; otherwise it is refused with the differences listed (RunMismatchError). The same record goes
+into the best weights' metadata, so that fine-tuning's leak check reads what the weights were trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..core.atomic import write_json
+from ..core.config import RunConfig
+
+IDENTITY = "identity.json"
+# Same steps, same results (tested): these may change between a run and its resumption.
+MECHANICS = ("name", "data.store", "data.num_workers", "data.in_memory", "train.log_every_steps",
+             "train.checkpoint_every_epochs")
+# What a directory that holds a run contains (any of these): a rerun must match it or be refused.
+RUN_FILES = (IDENTITY, "config.yaml", "steps.jsonl", "metrics.jsonl", "checkpoints/latest.json",
+             "best_model.pt", "metrics.json")
+
+
+class RunMismatchError(RuntimeError):
+    """A run directory holds another run (other config, store, seed, world size or batch size)."""
+
+    exit_code = 6
+    same_on_every_rank = True  # every rank reads the same files: the CLI prints it once
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def store_identity(store) -> dict[str, Any]:
+    """Content, not path: the checksum table's fingerprint (None for a store built before checksums) and the
+    object count and source description, which catch a store rebuilt in place even without a table."""
+    return {"fingerprint": store.fingerprint, "n_objects": store.n_objects,
+            "source": store.attrs.get("provenance", {}).get("source")}
+
+
+def run_identity(cfg: RunConfig, store, world_size: int) -> dict[str, Any]:
+    config = {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in MECHANICS}
+    return {"config": config, "store": store_identity(store), "store_path": str(Path(store.path).resolve()),
+            "seed": cfg.data.seed, "world_size": world_size, "batch_size": cfg.train.batch_size}
+
+
+def digest(identity: dict[str, Any]) -> str:
+    core = {k: v for k, v in identity.items() if k != "store_path"}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a = _flatten({k: v for k, v in old.items() if k not in ("store_path", "digest")})
+    b = _flatten({k: v for k, v in new.items() if k not in ("store_path", "digest")})
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k.startswith("config.data.seed") or k.startswith("config.train.batch_size"):
+            continue  # reported once, as seed and batch_size
+        if a.get(k, "<absent>") != b.get(k, "<absent>"):
+            name = k.removeprefix("config.")
+            out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} now")
+    return out
+
+
+def held_run(run_dir: Path) -> list[str]:
+    return [f for f in RUN_FILES if (run_dir / f).exists()]
+
+
+def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -> None:
+    """Refuse to resume (or, with `resume` False, to overwrite) a directory holding a different run."""
+    run_dir = Path(run_dir)
+    held = held_run(run_dir)
+    if not held:
+        return
+    if not resume:
+        raise RunMismatchError(
+            f"--no-resume: run dir {run_dir} already holds a run ({', '.join(held)}); starting over there would "
+            f"mix two runs' files. Give a new --run-dir, or delete {run_dir} first.")
+    p = run_dir / IDENTITY
+    if not p.exists():
+        raise RunMismatchError(
+            f"run dir {run_dir} holds a run without {IDENTITY} (written by an older astrom3, or interrupted "
+            f"before its first write), so it cannot be checked to be this run: rerun with --no-resume and a "
+            f"new --run-dir.")
+    old = json.loads(p.read_text())
+    diff = differences(old, identity)
+    if diff:
+        raise RunMismatchError(
+            f"run dir {run_dir} holds another run; resuming it with these settings would mix two runs:\n  "
+            + "\n  ".join(diff) + f"\nRerun with the same settings to resume it, or start this one with "
+            f"--no-resume --run-dir NEW_DIR.")
+
+
+def write_identity(run_dir: str | Path, identity: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / IDENTITY, {**identity, "digest": digest(identity)})
+
+
+def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(run_dir) / IDENTITY
+    return json.loads(p.read_text()) if p.exists() else None

@@ -1,0 +1,47 @@
+"""What a pretrained model was trained on, read from its weights, and whether a store is that same store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class PretrainLeakError(ValueError):
+    """Fine-tuning would evaluate on objects the pretrained model saw."""
+
+    same_on_every_rank = True
+
+
+def pretrained_provenance(init_dir: Path, config: dict, meta: dict) -> tuple[int, dict[str, Any]]:
+    """(split seed, store identity) of a pretraining run. The weights' metadata wins; a config.yaml that says
+    otherwise means the directory mixes two runs, which is refused (the weights are what would leak)."""
+    cseed = config["data"]["seed"]
+    wseed = meta.get("seed", cseed)
+    if wseed != cseed:
+        raise PretrainLeakError(f"pretraining run {init_dir}: its weights were trained with split seed {wseed}, "
+                                f"its config.yaml says {cseed}: the directory mixes two runs; pretrain again "
+                                f"into a new directory")
+    ident = meta.get("store_identity")
+    if ident is None:  # weights written before store identities: what config.yaml and the store say
+        from ..data.store import Store
+        from .fingerprint import store_identity
+
+        path = Path(meta.get("store") or config["data"]["store"])
+        ident = store_identity(Store(path, check_chunks=False)) if path.exists() else {"path": str(path)}
+    return wseed, ident
+
+
+def same_store(pre: dict[str, Any], store) -> str | None:
+    """None when `store` holds what the pretraining store held, else why not (compared by content)."""
+    from .fingerprint import store_identity
+
+    now = store_identity(store)
+    if "n_objects" not in pre:
+        return f"the pretraining store {pre.get('path')} no longer exists, so its content cannot be compared"
+    if pre["n_objects"] != now["n_objects"]:
+        return f"{pre['n_objects']} objects at pretraining, {now['n_objects']} now"
+    if pre.get("source") != now.get("source"):
+        return "built from different sources"
+    if pre.get("fingerprint") and now.get("fingerprint") and pre["fingerprint"] != now["fingerprint"]:
+        return f"content fingerprint {pre['fingerprint'][:12]} at pretraining, {now['fingerprint'][:12]} now"
+    return None

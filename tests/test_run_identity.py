@@ -1,0 +1,119 @@
+"""Run identity (issue 12): a run dir resumes only the same run; fine-tuning's leak check reads what the
+weights were trained on and compares store content, not paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+import yaml
+
+from conftest import build_synthetic_store
+from test_train import run_job
+
+ONE = ["train.epochs=1", "train.max_steps_per_epoch=2"]
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("own") / "store.zarr"
+    shutil.copytree(tiny_store, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def pre(store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("pre") / "run"
+    old = os.umask(0o022)  # the job inherits it
+    try:
+        run_job("pretrain", run, store, sets=ONE)
+    finally:
+        os.umask(old)
+    return run
+
+
+def _seed_in_config(run):
+    return yaml.safe_load((run / "config.yaml").read_text())["data"]["seed"]
+
+
+def test_identity_is_recorded_with_the_run_and_the_weights(pre, store):
+    ident = json.loads((pre / "identity.json").read_text())
+    assert ident["seed"] == 42 and ident["world_size"] == 1 and ident["batch_size"] > 0
+    assert len(ident["store"]["fingerprint"]) == 64 and ident["store"]["n_objects"] == 640
+    import torch
+
+    meta = torch.load(pre / "best_model.pt", weights_only=False)["meta"]
+    assert meta["store_identity"] == ident["store"] and meta["seed"] == 42
+
+
+@pytest.mark.parametrize("change,expect", [("data.seed=0", "seed: 42 in the run dir, 0 now"),
+                                           ("train.batch_size=16", "batch_size: 32 in the run dir, 16 now"),
+                                           ("optim.lr=0.1", "optim.lr: ")])
+def test_a_rerun_with_other_settings_is_refused(pre, store, change, expect):
+    before = (pre / "steps.jsonl").read_text()
+    r = run_job("pretrain", pre, store, sets=[*ONE, change], check=False)
+    assert r.returncode == 6, r.stderr[-3000:]
+    assert expect in r.stderr and "--no-resume --run-dir NEW_DIR" in r.stderr and "Traceback" not in r.stderr
+    assert _seed_in_config(pre) == 42 and (pre / "steps.jsonl").read_text() == before
+
+
+def test_a_no_resume_rerun_into_a_held_dir_is_refused(pre, store):
+    r = run_job("pretrain", pre, store, sets=[*ONE, "data.seed=0"], extra=["--no-resume"], check=False)
+    assert r.returncode == 6 and "already holds a run" in r.stderr, r.stderr[-3000:]
+    assert _seed_in_config(pre) == 42
+
+
+@pytest.mark.timeout(300)
+def test_a_rerun_on_another_world_size_is_refused(pre, store, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(pre, run)
+    r = run_job("pretrain", run, store, world=2, launcher="mpiexec", sets=ONE, check=False, timeout=240)
+    assert r.returncode != 0 and "world_size: 1 in the run dir, 2 now" in r.stderr, r.stderr[-3000:]
+
+
+def test_finetune_reads_the_seed_from_the_weights_not_only_config_yaml(pre, store, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(pre, mixed)
+    cfg = yaml.safe_load((mixed / "config.yaml").read_text())
+    cfg["data"]["seed"] = 0  # as a later run of another seed would have rewritten it
+    (mixed / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_job("finetune", tmp_path / "ft", store, extra=["--seed", "0", "--init", str(mixed)], check=False)
+    assert r.returncode == 2 and "trained with split seed 42" in r.stderr and "mixes two runs" in r.stderr
+    assert not (tmp_path / "ft" / "metrics.json").exists()
+
+
+@pytest.mark.timeout(600)
+def test_finetune_refuses_a_store_rebuilt_in_place_with_more_objects(pre, store, tmp_path):
+    keep = tmp_path / "kept.zarr"
+    shutil.move(store, keep)
+    try:
+        build_synthetic_store(store, n=656)
+        r = run_job("finetune", tmp_path / "ft", store, extra=["--seed", "42", "--init", str(pre)], check=False)
+        assert r.returncode == 2 and "640 objects at pretraining, 656 now" in r.stderr, r.stderr[-3000:]
+        assert "test leak" in r.stderr
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.move(keep, store)
+
+
+def test_run_dir_files_are_readable_by_colleagues_under_umask_022(pre):
+    for name in ("config.yaml", "identity.json", "run.json", "metrics.json", "best_model.pt",
+                 "checkpoints/latest.json"):
+        assert stat.S_IMODE((pre / name).stat().st_mode) == 0o644, name
+
+
+def test_weights_that_do_not_fit_are_a_clear_error(pre, store, tmp_path):
+    import torch
+
+    bad = tmp_path / "bad"
+    shutil.copytree(pre, bad)
+    ckpt = torch.load(bad / "best_model.pt", weights_only=False)
+    key = next(k for k in ckpt["state_dict"] if ".photo." in k or "encoders.photo" in k)
+    del ckpt["state_dict"][key]
+    torch.save(ckpt, bad / "best_model.pt")
+    r = run_job("finetune", tmp_path / "ft", store, extra=["--seed", "42", "--init", str(bad)], check=False)
+    assert r.returncode == 7, r.stderr[-3000:]
+    assert "CLIP weights do not fit the classifier" in r.stderr and "Traceback" not in r.stderr

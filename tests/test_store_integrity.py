@@ -1,0 +1,149 @@
+"""Damaged stores: every chunk is checksummed at ingestion; `astrom3 verify`, store opening and the loader name
+the damaged file and array instead of training on garbage (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astrom3_hpc.cli import main
+from astrom3_hpc.data.chunks import ChunkReader
+from astrom3_hpc.data.checksums import TABLE, ChecksumError
+from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader
+from astrom3_hpc.data.store import Store, StoreError
+from conftest import build_synthetic_store
+
+
+@pytest.fixture
+def store(tiny_store, tmp_path) -> Path:
+    dst = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, dst)
+    return dst
+
+
+def _scribble(path: Path, offset: int = 64, n: int = 4096) -> None:
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(min(offset, max(size - n, 0)))
+        f.write(np.random.default_rng(1).bytes(min(n, size)))
+
+
+def _epoch(store: Path, **kw) -> list:
+    return list(epoch_loader(TrimodalBatches(LoaderSpec(str(store), batch_size=16, **kw)), 0))
+
+
+def test_verify_passes_an_intact_store(store, capsys):
+    assert main(["verify", str(store)]) == 0
+    assert "intact" in capsys.readouterr().out
+    table = json.loads((store / TABLE).read_text())
+    assert {"spec", "lc/values", "meta", "splits/seed42/full/train", "stats/seed42/meta_std"} <= set(table["arrays"])
+    assert Store(store).fingerprint and len(Store(store).fingerprint) == 64
+
+
+@pytest.mark.parametrize("array", ["lc/values", "spec", "meta", "lc/offsets"])
+def test_random_bytes_in_a_chunk_are_named_by_verify_and_refused_by_the_loader(store, array, capsys):
+    victim = sorted((store / array / "c").rglob("*"))[-1 if array == "lc/offsets" else 1]
+    victim = victim if victim.is_file() else next(p for p in victim.rglob("*") if p.is_file())
+    _scribble(victim)
+    assert main(["verify", str(store)]) == 3
+    out = capsys.readouterr().out
+    assert f"array '{array}'" in out and str(victim) in out
+    # Every chunk of the training split (all of them, for a store this small) is read in epoch 0.
+    with pytest.raises(ChecksumError, match=f"array '{array}' is damaged"):
+        _epoch(store, in_memory=False)
+        _epoch(store, split="val")
+        _epoch(store, split="test")
+
+
+def test_damaged_chunk_is_refused_by_workers_and_in_memory_mode(store):
+    _scribble(store / "spec" / "c" / "3" / "0" / "0")
+    with pytest.raises(ChecksumError, match="'spec' is damaged"):
+        _epoch(store, in_memory=True)
+    with pytest.raises(Exception, match="'spec' is damaged"):
+        list(epoch_loader(TrimodalBatches(LoaderSpec(str(store), batch_size=16)), 0, num_workers=1))
+
+
+def test_missing_split_chunk_is_an_error_not_copies_of_row_0(store):
+    (store / "splits/seed42/full/train/c/0").unlink()
+    with pytest.raises(StoreError, match="'splits/seed42/full/train'.*file missing"):
+        Store(store)
+    with pytest.raises(StoreError, match="splits/seed42/full/train"):
+        TrimodalBatches(LoaderSpec(str(store)))
+
+
+def test_missing_stats_chunk_is_an_error(store):
+    (store / "stats/seed42/meta_std/c/0").unlink()
+    with pytest.raises(StoreError, match="'stats/seed42/meta_std'"):
+        TrimodalBatches(LoaderSpec(str(store)))
+
+
+def test_truncated_chunk_names_file_and_array(store):
+    victim = store / "spec/c/2/0/0"
+    victim.write_bytes(b"")
+    with pytest.raises(StoreError, match=f"{victim}: chunk 'c/2/0/0' of array 'spec' is damaged \\(0 bytes"):
+        Store(store)
+
+
+def test_truncated_chunk_of_a_store_without_checksums_names_file_and_array(store):
+    (store / TABLE).unlink()
+    victim = store / "spec/c/2/0/0"
+    victim.write_bytes(b"")
+    with pytest.raises(StoreError, match=f"{victim}.*'spec'.*0 bytes"):
+        Store(store)
+    # And past the opening check (as a worker process opens it): the loader names the file, not mmap.
+    with pytest.raises(StoreError, match=f"{victim}.*'spec'.*empty file"):
+        ChunkReader(Store(store, check_chunks=False).array("spec")).read(2)
+
+
+@pytest.mark.parametrize("array,shape", [("meta", [600, 34]), ("spec", [640, 3, 100]), ("lc/offsets", [640]),
+                                          ("splits/seed42/full/test", [10_000]), ("stats/seed42/aux_std", [5])])
+def test_wrong_shape_in_zarr_json_names_the_array(store, array, shape):
+    p = store / array / "zarr.json"
+    m = json.loads(p.read_text())
+    m["shape"] = shape
+    p.write_text(json.dumps(m))
+    with pytest.raises(StoreError, match=f"array '{array}' has shape|split '{array}' has"):
+        Store(store)
+    assert main(["verify", str(store)]) == 3
+
+
+def test_wrong_split_length_is_caught_against_the_table(store):
+    p = store / "splits/seed42/full/val/zarr.json"
+    m = json.loads(p.read_text())
+    m["shape"] = [m["shape"][0] - 3]
+    p.write_text(json.dumps(m))
+    with pytest.raises(StoreError, match="'splits/seed42/full/val' has shape .* at ingestion"):
+        Store(store)
+
+
+def test_store_without_checksums_opens_with_a_warning_and_verify_says_so(store, caplog, capsys):
+    (store / TABLE).unlink()
+    with caplog.at_level(logging.WARNING, logger="astrom3"):
+        assert Store(store).fingerprint is None
+    assert "no checksum table" in caplog.text
+    assert main(["verify", str(store)]) == 4
+    assert "no checksum table" in capsys.readouterr().err
+
+
+def test_fingerprint_changes_with_content(tmp_path, tiny_store):
+    other = build_synthetic_store(tmp_path / "more.zarr", n=656)
+    assert Store(other).fingerprint != Store(tiny_store).fingerprint
+    assert Store(tiny_store).fingerprint == Store(tiny_store).fingerprint
+
+
+def test_sharded_store_is_checked_too(tmp_path):
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+
+    path = tmp_path / "sharded.zarr"
+    ingest(SyntheticSource(128, seed=0), path, IngestOptions(progress=False, layout_kw=dict(
+        chunk_objects=16, table_chunk=64, lc_chunk=4096, shard_chunks=2)))
+    assert main(["verify", str(path)]) == 0
+    _scribble(next((path / "spec" / "c").rglob("*/0/0")), offset=200_000)
+    with pytest.raises(ChecksumError, match="'spec' is damaged"):
+        _epoch(path)
