@@ -41,10 +41,11 @@ def _add_ingest(sub) -> None:
                        description="Preprocess raw objects once and write a versioned Zarr v3 store with splits "
                                    "and z-score statistics for every split seed. Runs in parallel under "
                                    "`mpiexec -n N astrom3 ingest ...`. The store appears only when complete.")
-    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost"],
+    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost", "lightcurves"],
                    help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout "
                         "(split CSVs, light-curve zip or directory, LAMOST FITS); ztf-vsx, stripe82 (light "
-                        "curves) and lamost (spectra): single-modality real samples")
+                        "curves) and lamost (spectra): single-modality real samples; lightcurves: any "
+                        "survey's long CSV tables (--points, --objects)")
     p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
     p.add_argument("--root", help="input directory for real sources")
     p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects")
@@ -59,6 +60,9 @@ def _add_ingest(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--no-progress", action="store_true")
     _add_layout_args(p)
+    from .data.lightcurve_table import add_arguments as add_lightcurve_args
+
+    add_lightcurve_args(p)
     p.set_defaults(func=cmd_ingest)
 
 
@@ -68,6 +72,10 @@ def make_source(args):
 
         return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
                                mislabel_fraction=args.mislabel_fraction)
+    if args.source == "lightcurves":
+        from .data.lightcurve_table import source_from_args
+
+        return source_from_args(args)
     if not args.root:
         raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
     from .data import readers

@@ -29,10 +29,15 @@ from ..constants import SPLIT_SEEDS
 from ..progress import Progress
 from .preprocess import preprocess
 from .raw import BadInputError, RawSource
-from .splits import all_splits
+from .periods import PERIOD_SEARCH_COLUMNS
+from .splits import all_splits, given_splits
 from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
 
 log = logging.getLogger("astrom3")
+
+PERIOD_SEARCH = "lc/period_search"
+OBJECT_NAMES = "object_names.json"  # the source's own ids, by row, when they are not integers
+_NO_SEARCH = np.full(len(PERIOD_SEARCH_COLUMNS), np.nan, np.float32)
 
 
 class IngestError(RuntimeError):
@@ -134,7 +139,7 @@ def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = N
         skipped = sorted((s for st in statuses for s in st["skipped"]), key=lambda s: s["index"])
         summary = None
         if comm.rank == 0:
-            summary = _finish(tmp, out, layout, skipped, opt, time.perf_counter() - t0, comm.size)
+            summary = _finish(tmp, out, layout, skipped, opt, time.perf_counter() - t0, comm.size, source)
     summary = comm.bcast(summary)
     return summary
 
@@ -157,15 +162,20 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
         "preprocessing": {"spectrum_error_channel": opt.error_channel, "spectrum_grid": [3850.0, 8998.0, 2.0],
                           "on_error": opt.on_error},
         "provenance": {"source": source.describe(), "astrom3_hpc_version": __version__, "mpi_ranks": n_ranks},
+        "period_search_columns": list(PERIOD_SEARCH_COLUMNS),
     })
     create_arrays(root, layout)
+    # Optional (older stores lack it): the Lomb-Scargle search of sources that ran one, NaN elsewhere.
+    root.create_array(PERIOD_SEARCH, shape=(layout.n_objects, len(PERIOD_SEARCH_COLUMNS)),
+                      chunks=(layout.table_chunk, len(PERIOD_SEARCH_COLUMNS)), dtype="float32",
+                      compressors=compressor("lz4"), fill_value=float("nan"))
     return str(tmp)
 
 
 class _TableBuffer:
     """Rows of the small per-object arrays for one table chunk, written when the chunk is whole."""
 
-    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta")
+    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta", PERIOD_SEARCH)
 
     def __init__(self, root: zarr.Group, start: int):
         self.root = root
@@ -227,13 +237,15 @@ def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, co
                                               "reason": e.reason})
                     table.add(object_id=_as_id(e.object_id), label=label, valid=False,
                               present=np.zeros(n_mod, bool), **{"lc/length": 0, "lc/stats": np.zeros(2, np.float32)},
-                              aux=np.zeros(4, np.float32), meta=np.zeros(34, np.float32))
+                              aux=np.zeros(4, np.float32), meta=np.zeros(34, np.float32),
+                              **{PERIOD_SEARCH: _NO_SEARCH})
                     continue
                 spec_block[i - c0] = pre.spec
                 lc_buf.append(pre.lc_values)
                 lc_buffered += len(pre.lc_values)
                 table.add(object_id=obj.object_id, label=obj.label, valid=True, present=present,
-                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats}, aux=pre.aux, meta=pre.meta)
+                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats, PERIOD_SEARCH:
+                             obj.extra.get("period_search", _NO_SEARCH)}, aux=pre.aux, meta=pre.meta)
             spec_arr[c0:c1] = spec_block
             if len(table.rows["label"]) >= layout.table_chunk or c1 == hi:
                 table.flush()
@@ -270,7 +282,7 @@ def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) ->
 
 
 def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions, elapsed: float,
-            n_ranks: int) -> dict[str, Any]:
+            n_ranks: int, source: RawSource | None = None) -> dict[str, Any]:
     root = zarr.open_group(str(tmp), mode="r+")
     lengths = root["lc/length"][:].astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -280,8 +292,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     present = root["present"][:]
     meta = root["meta"][:].astype(np.float64)
     aux = root["aux"][:].astype(np.float64)
-    for seed in SPLIT_SEEDS:
-        sets = all_splits(labels, valid, seed)
+    fixed = getattr(source, "fixed_splits", lambda: None)()
+    for seed in (sorted(fixed) if fixed else SPLIT_SEEDS):
+        sets = all_splits(labels, valid, seed) if not fixed else given_splits(fixed[seed], labels, valid, seed)
         for subset, parts in sets.items():
             for split, idx in parts.items():
                 root.create_array(f"splits/seed{seed}/{subset}/{split}", data=idx.astype(np.int64),
@@ -301,6 +314,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
             root.create_array(f"stats/seed{seed}/{k}", data=v, chunks=v.shape, compressors=compressor())
     shutil.rmtree(tmp / "parts", ignore_errors=True)
     write_json(tmp / "skipped.json", skipped)
+    names = getattr(source, "names", lambda: None)()
+    if names is not None:
+        write_json(tmp / OBJECT_NAMES, names, indent=None)
     counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
     summary = {
         "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),

@@ -70,3 +70,20 @@ def all_splits(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, di
             continue
         out[name] = {k: subset_indices(v, labels, f, seed) for k, v in base.items()}
     return out
+
+
+def given_splits(given: dict[str, dict[str, np.ndarray]], labels: np.ndarray, valid: np.ndarray, seed: int
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """A user's own splits of one seed ({subset: {split: rows}}, e.g. from split files) in all_splits' form.
+
+    Rows that ingestion skipped or left unlabelled are dropped; subsets the user did not give are derived
+    from their full split by the same capping as all_splits.
+    """
+    if "full" not in given:
+        raise ValueError(f"split seed {seed}: the given splits have subsets {sorted(given)} but no 'full'")
+    keep = valid & (labels >= 0)
+    out = {sub: {k: np.sort(v[keep[v]]) for k, v in parts.items()} for sub, parts in given.items()}
+    for name, f in SUBSET_FACTORS.items():
+        if name not in out:
+            out[name] = {k: subset_indices(v, labels, f, seed) for k, v in out["full"].items()}
+    return out
