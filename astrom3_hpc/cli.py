@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     collect.add_parser(sub)
     demo.add_parser(sub)
+    from . import baseline
+
+    baseline.add_parser(sub)
     return p
 
 
