@@ -124,8 +124,10 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     train = train[present[train]]
     x_train = store_features(store, train, period_source)
     t_feat = time.perf_counter() - t0
+    # sklearn's default leaf size (20) cannot split a training set of a few dozen objects at all.
+    leaf = int(np.clip(len(train) // 10, 2, 20))
     clf = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, class_weight="balanced",
-                                         random_state=random_state, early_stopping=False)
+                                         min_samples_leaf=leaf, random_state=random_state, early_stopping=False)
     # OpenMP threads beyond the cores this job owns cost 10x on a shared node (measured: 105 s against 9.6 s
     # for one fit on 2 busy cores), so the thread count is explicit.
     with threadpool_limits(threads):

@@ -39,7 +39,8 @@ def subset_threshold(class_counts: list[int] | np.ndarray, factor: int) -> int:
     while i < k and count + (k - i) * int(counts[i] - counts[i - 1]) < goal:
         count += (k - i) * int(counts[i] - counts[i - 1])
         i += 1
-    return (goal - count) // (k - i) + int(counts[i - 1])
+    # k == i only with a single class (a tiny split): the cap is then the goal itself.
+    return (goal - count) // max(k - i, 1) + int(counts[i - 1])
 
 
 def subset_indices(idx: np.ndarray, labels: np.ndarray, factor: int, seed: int) -> np.ndarray:
