@@ -140,6 +140,8 @@ def cmd_info(args) -> int:
     print("summary:", json.dumps(s.attrs.get("summary", {})))
     print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}")
     for seed in SPLIT_SEEDS:
+        if f"splits/seed{seed}" not in s.root:
+            continue  # a store with given splits holds only the seeds given
         for sub in SUBSET_FACTORS:
             n = [len(s.split(seed, sub, k)) for k in ("train", "val", "test")]
             print(f"{seed:>5} {sub:>6} {n[0]:>7} {n[1]:>6} {n[2]:>6}")
