@@ -103,8 +103,11 @@ def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") ->
 def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "full", period_source: str = "ls",
                  random_state: int = 0, threads: int = 1) -> dict[str, Any]:
     """Train on the split's train rows, report on its test rows (and the full test set for sub-X)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from threadpoolctl import threadpool_limits
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise ValueError("astrom3 baseline needs scikit-learn: pip install 'astrom3-hpc[science]'") from None
 
     from .atomic import write_json
     from .evaluate import classification_report, plot_confusion, write_predictions

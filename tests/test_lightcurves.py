@@ -287,3 +287,26 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     folded = enc._folded(enc._phase(days, torch.full((B,), 0.5)), lc[:, :, 1], mask)
     assert folded.shape == (B, 2, 32)
     assert torch.all(folded[:, 0, 0] > 0.9) and torch.all(folded[:, 0, 16] < -0.9)
+
+
+def test_embed_a_photometry_only_store(lc_store, tiny_store, tmp_path):
+    """A CLIP model pretrained elsewhere embeds a lightcurves store: photometry vectors for every object."""
+    import subprocess
+    import sys
+
+    from dist_helpers import child_env
+    from test_train import run_job
+
+    from astrom3_hpc.science.common import read_embeddings
+
+    _, out, _ = lc_store
+    run = tmp_path / "pre"
+    run_job("pretrain", run, tiny_store, sets=("train.epochs=1",))
+    r = subprocess.run([sys.executable, "-m", "astrom3_hpc.cli", "embed", str(run), "--store", str(out),
+                        "--out-dir", str(tmp_path / "sci"), "--no-progress"], env=child_env(), capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    emb = read_embeddings(tmp_path / "sci" / "embeddings.zarr")
+    assert len(emb.row) == 42 and emb.present[:, 0].all() and not emb.present[:, 1:].any()
+    assert np.isfinite(emb.vectors["photo"]).all()
+    assert emb.attrs["class_names"] == sorted(CLASSES)
