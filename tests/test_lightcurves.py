@@ -310,3 +310,28 @@ def test_embed_a_photometry_only_store(lc_store, tiny_store, tmp_path):
     assert len(emb.row) == 42 and emb.present[:, 0].all() and not emb.present[:, 1:].any()
     assert np.isfinite(emb.vectors["photo"]).all()
     assert emb.attrs["class_names"] == sorted(CLASSES)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_ingest_equals_serial(lc_store, tmp_path):
+    """Two ranks each read the tables and search the periods of their own objects: the same store."""
+    import os
+    import subprocess
+    import sys
+
+    from astrom3_hpc.data.store import Store
+
+    d, serial, _ = lc_store
+    out = tmp_path / "mpi.zarr"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["mpiexec", "-n", "2", "astrom3", *_ingest_args(d, out, "--splits-from", str(d))], env=env,
+                       capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = Store(serial), Store(out)
+    assert b.attrs["provenance"]["mpi_ranks"] == 2
+    for name in ("object_id", "label", "lc/values", "lc/period_search", "aux", "splits/seed42/full/train",
+                 "splits/seed42/sub10/test"):
+        np.testing.assert_array_equal(a.root[name][:], b.root[name][:], err_msg=name)
+    assert (serial / "object_names.json").read_text() == (out / "object_names.json").read_text()
