@@ -48,8 +48,10 @@ def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: st
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(frequencies in 1/day, normalised power) on `frequency_grid`."""
     t = np.asarray(t, np.float64)
-    y = np.asarray(y, np.float64)
-    dy = None if dy is None else np.asarray(dy, np.float64)
+    order = np.argsort(t, kind="stable")  # nifty-ls assumes sorted times
+    t = t[order]
+    y = np.asarray(y, np.float64)[order]
+    dy = None if dy is None else np.asarray(dy, np.float64)[order]
     if dy is not None and not np.all(dy > 0):
         dy = None  # a zero error would get infinite weight: fall back to unweighted
     f0, df, n = frequency_grid(float(t.max() - t.min()))
@@ -59,7 +61,10 @@ def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: st
     if backend == "nifty":
         import nifty_ls
 
-        power = nifty_ls.lombscargle(t, y, dy, fmin=f0, fmax=f0 + df * (n - 1), Nf=n).power
+        # One thread: ingestion runs one process per core, and threaded NUFFT sums differ in the last bit
+        # from run to run (a store must not depend on the thread count).
+        power = nifty_ls.lombscargle(t, y, dy, fmin=f0, fmax=f0 + df * (n - 1), Nf=n, backend="finufft",
+                                     nthreads=1).power
     elif backend == "astropy":
         from astropy.timeseries import LombScargle
 
