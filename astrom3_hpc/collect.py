@@ -625,12 +625,12 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
     out = [f"## Macro-F1 and per-class recall on the {TEST_SET_TITLES[ts]}", "",
            "Mean over seeds (%); init `baseline` is `astrom3 baseline` (Lomb-Scargle + Fourier + statistics, "
            "gradient boosting) on the same splits.", "",
-           "| modality | subset | init | n | accuracy | macro-F1 | " + " | ".join(classes) + " |",
+           "| mode | subset | init | n | accuracy | macro-F1 | " + " | ".join(classes) + " |",
            "|---|---|---|---|---|---|" + "---|" * len(classes)]
     for g in groups:
         rec = g[ts]["per_class_recall"]
         f1 = g[ts]["macro_f1_mean"]
-        out.append(f"| {MODE_NAMES.get(g['mode'], g['mode'])} | {g['subset']} | {g['init']} | {g['n_seeds']} "
+        out.append(f"| {g['mode']} | {g['subset']} | {g['init']} | {g['n_seeds']} "
                    f"| {g[ts]['mean']:.2f} | {f1:.2f} | "
                    + " | ".join(f"{rec[c]:.1f}" if c in rec else "" for c in classes) + " |")
     return out + [""]

@@ -148,7 +148,7 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path)
     assert json.loads((bl / "metrics.json").read_text())["test"]["macro_f1"] > 0.9
     assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0
     md = (tmp_path / "res" / "results.md").read_text()
-    assert "| photometry | full | baseline | 1 |" in md and "HADS_or_DSCT" in md
+    assert "| photo | full | baseline | 1 |" in md and "HADS_or_DSCT" in md
 
 
 def _no_leftovers(d: Path, out: Path) -> None:
