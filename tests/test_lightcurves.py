@@ -270,7 +270,7 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     paper = build_classifier(ModelConfig(preset="paper", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 3)
     assert paper.input_keys["photo"] == ("lc", "lc_mask")
     per = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 4)
-    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period")
+    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period", "lc_period_search")
     B, L = 3, 200
     t = torch.sort(torch.rand(B, L), dim=1).values
     span_years = 2.0
@@ -280,7 +280,8 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     days = t * span_years * 365.25
     lc[:, :, 1] = torch.sin(2 * torch.pi * days / 0.5)
     mask = torch.ones(B, L)
-    logits = per({"lc": lc, "lc_mask": mask, "lc_period": torch.full((B,), 0.5)})
+    logits = per({"lc": lc, "lc_mask": mask, "lc_period": torch.full((B,), 0.5),
+                  "lc_period_search": torch.zeros(B, 4)})
     assert logits.shape == (B, 4) and torch.isfinite(logits).all()
     # The folded view at the true period is a clean sinusoid; the brightest bin comes first.
     enc = PeriodicEncoder(views=("fold",), d_model=16, n_layers=1, n_heads=2, d_ff=32)

@@ -14,7 +14,8 @@ chosen by `model.periodic_views`:
            so the brightest bin comes first, encoded by a small convolutional net: a second view beside the tokens.
 
 Tokens go through the Informer (masked, mean-pooled, standard head layout); the output is the pooled tokens, the
-fold features (if on) and a projection of the per-object channels 3-8 (amplitude, period, ..., span), concatenated.
+fold features (if on) and a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
+Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart), concatenated.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ _OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 
 
 
 class PeriodicEncoder(nn.Module):
-    """forward(lc (B, L, 9), lc_mask (B, L), lc_period (B,) days) -> (B, out_features)."""
+    """forward(lc (B, L, 9), lc_mask (B, L), lc_period (B,) days, lc_period_search (B, 4): log10 best period, its
+    power, log10 second period, its power; zeros when the store has no search) -> (B, out_features)."""
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True):
@@ -52,7 +54,7 @@ class PeriodicEncoder(nn.Module):
                                       n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout,
                                       deterministic_eval=deterministic_eval, padding_mask=True, pooling="mean",
                                       head_layout="standard")
-        self.object = nn.Sequential(nn.Linear(6, d_model), nn.GELU())
+        self.object = nn.Sequential(nn.Linear(6 + 4, d_model), nn.GELU())
         out = 2 * d_model
         if "fold" in views:
             c = 32
@@ -81,7 +83,8 @@ class PeriodicEncoder(nn.Module):
         roll = (start[:, None] + torch.arange(FOLD_BINS, device=flux.device)[None, :]) % FOLD_BINS
         return torch.stack([mean.gather(1, roll), occ.gather(1, roll)], dim=1)
 
-    def forward(self, lc: torch.Tensor, lc_mask: torch.Tensor, lc_period: torch.Tensor) -> torch.Tensor:
+    def forward(self, lc: torch.Tensor, lc_mask: torch.Tensor, lc_period: torch.Tensor,
+                lc_period_search: torch.Tensor) -> torch.Tensor:
         dtype = self.tokens.embedding.token_conv.weight.dtype
         lc = lc.to(dtype)
         w = lc_mask.to(dtype)
@@ -97,7 +100,8 @@ class PeriodicEncoder(nn.Module):
             a1, a2 = 2 * math.pi * ph1, 2 * math.pi * ph2
             chans.append(torch.stack([a1.sin(), a1.cos(), a2.sin(), a2.cos()], dim=-1))
         x = torch.cat(chans, dim=-1) * w[:, :, None]
-        feats = [self.tokens(x, lc_mask), self.object(lc[:, 0, _OBJECT_CH])]
+        objects = torch.cat([lc[:, 0, _OBJECT_CH], lc_period_search.to(dtype)], dim=-1)
+        feats = [self.tokens(x, lc_mask), self.object(objects)]
         if "fold" in self.views:
             flux = lc[:, :, 1]
             folded = torch.cat([self._folded(ph1, flux, w), self._folded(ph2, flux, w)], dim=1)

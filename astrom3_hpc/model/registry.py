@@ -92,7 +92,9 @@ def _build_photo(cfg) -> nn.Module:
 
 
 def _photo_keys(cfg) -> tuple[str, ...]:
-    return ("lc", "lc_mask", "lc_period") if getattr(cfg, "lc_encoder", None) == "periodic" else ("lc", "lc_mask")
+    if getattr(cfg, "lc_encoder", None) == "periodic":
+        return ("lc", "lc_mask", "lc_period", "lc_period_search")
+    return ("lc", "lc_mask")
 
 
 _REGISTRY["photo"] = Modality("photo", _build_photo, ("lc", "lc_mask"), _photo_keys)
