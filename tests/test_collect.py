@@ -362,3 +362,12 @@ def test_module_main(sweep, tmp_path, capsys):
     assert main([str(sweep["root"]), "--out", str(tmp_path / "m")]) == 0
     assert "| photometry | sub10 |" in capsys.readouterr().out
     assert (tmp_path / "m" / "accuracy_vs_fraction.png").stat().st_size > 0
+
+
+def test_per_class_table_lists_every_group_with_recall(sweep):
+    md = (sweep["out"] / "results.md").read_text()
+    assert "## Macro-F1 and per-class recall" in md
+    g = _group(sweep["res"], "photo", "full", "clip")
+    rows = [ln for ln in md.splitlines() if ln.startswith("| photo | full | clip |")]
+    assert len(rows) == 1 and f"| {g['test']['mean']:.2f} |" in rows[0]
+    assert g["test"]["per_class_recall"]  # mean recall per class over the seeds

@@ -46,10 +46,11 @@ def _add_ingest(sub) -> None:
                        description="Preprocess raw objects once and write a versioned Zarr v3 store with splits "
                                    "and z-score statistics for every split seed. Runs in parallel under "
                                    "`mpiexec -n N astrom3 ingest ...`. The store appears only when complete.")
-    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost"],
+    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost", "lightcurves"],
                    help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout "
                         "(split CSVs, light-curve zip or directory, LAMOST FITS); ztf-vsx, stripe82 (light "
-                        "curves) and lamost (spectra): single-modality real samples")
+                        "curves) and lamost (spectra): single-modality real samples; lightcurves: any "
+                        "survey's long CSV tables (--points, --objects)")
     p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
     p.add_argument("--root", help="input directory for real sources")
     p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects")
@@ -82,6 +83,9 @@ def _add_ingest(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--no-progress", action="store_true")
     _add_layout_args(p)
+    from ..data.sources.lightcurves import add_arguments as add_lightcurve_args
+
+    add_lightcurve_args(p)
     p.set_defaults(func=cmd_ingest)
 
 
@@ -91,6 +95,10 @@ def make_source(args):
 
         return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
                                mislabel_fraction=args.mislabel_fraction, missing_rate=args.missing_rate)
+    if args.source == "lightcurves":
+        from ..data.sources.lightcurves import source_from_args
+
+        return source_from_args(args)
     if not args.root:
         raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
     from ..data import sources as readers
@@ -164,6 +172,8 @@ def cmd_info(args) -> int:
     origins = s.attrs.get("splits", {})  # stores before published splits were kept: all generated
     print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}  origin")
     for seed in SPLIT_SEEDS:
+        if f"splits/seed{seed}" not in s.root:
+            continue  # a store with given splits holds only the seeds given
         for sub in SUBSET_FACTORS:
             n = [len(s.split(seed, sub, k)) for k in ("train", "val", "test")]
             o = origins.get(f"seed{seed}/{sub}", {"origin": "generated"})
@@ -382,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     collect.add_parser(sub)
     demo.add_parser(sub)
+    from ..train import baseline
+
+    baseline.add_parser(sub)
     return p
 
 

@@ -53,7 +53,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "paper"  # "paper" or "det_masked_pooled"; explicit fields below override the preset
+    preset: str = "paper"  # "paper", "det_masked_pooled" or "periodic"; explicit fields below override the preset
     modalities: list[str] = field(default_factory=lambda: ["photo", "spectra", "meta"])
     embed_dim: int = 512
     # Light-curve Informer
@@ -70,6 +70,10 @@ class ModelConfig:
     # (B, H, L, D) -> view(B, L, H*D) that mixes heads and positions (Informer2020 issue #100, unfixed in the
     # copy the reference uses); "standard": transpose to (B, L, H, D) first. None: taken from the preset.
     attn_head_layout: str | None = None
+    # Light-curve encoder: None/"informer" (the paper's) or "periodic" (model/periodic.py, the `periodic`
+    # preset) with the views it builds.
+    lc_encoder: str | None = None
+    periodic_views: list[str] = field(default_factory=lambda: ["time", "phase", "fold"])
     # Spectra GalSpecNet
     spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
     spec_dropout: float = 0.339
@@ -80,8 +84,11 @@ class ModelConfig:
     logit_scale_max: float = 100.0
 
     def validate(self) -> None:
-        _check(self.preset in ("paper", "det_masked_pooled"), "model.preset",
-               "must be 'paper' or 'det_masked_pooled'")
+        _check(self.preset in ("paper", "det_masked_pooled", "periodic"), "model.preset",
+               "must be 'paper', 'det_masked_pooled' or 'periodic'")
+        _check(self.lc_encoder in (None, "informer", "periodic"), "model.lc_encoder", "must be informer or periodic")
+        _check(set(self.periodic_views) <= {"time", "phase", "fold"}, "model.periodic_views",
+               "must be a list drawn from time, phase, fold")
         _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),
                "model.modalities", "needs at least two distinct modalities")
         _check(self.d_model % self.n_heads == 0, "model.d_model", "must be divisible by model.n_heads")

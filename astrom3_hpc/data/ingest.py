@@ -31,10 +31,16 @@ from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from .checksums import write_table
 from .raw import BadInputError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
+from .periods import PERIOD_SEARCH_COLUMNS
+from .splits import given_splits
 from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
 from .tempdirs import removed_if_interrupted
 
 log = logging.getLogger("astrom3")
+
+PERIOD_SEARCH = "lc/period_search"
+OBJECT_NAMES = "object_names.json"  # the source's own ids, by row, when they are not integers
+_NO_SEARCH = np.full(len(PERIOD_SEARCH_COLUMNS), np.nan, np.float32)
 
 
 class IngestError(RuntimeError):
@@ -159,7 +165,8 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         summary = None
         if comm.rank == 0:
             try:
-                summary = _finish(tmp, out, layout, skipped, opt, published, time.perf_counter() - t0, comm.size)
+                summary = _finish(tmp, out, layout, skipped, opt, published, time.perf_counter() - t0, comm.size,
+                                  source)
             except Exception as e:  # noqa: BLE001 - forwarded to every rank; nothing half-written stays behind
                 shutil.rmtree(tmp, ignore_errors=True)
                 summary = e
@@ -187,18 +194,24 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
         "preprocessing": {"spectrum_error_channel": opt.error_channel, "spectrum_grid": [3850.0, 8998.0, 2.0],
                           "on_error": opt.on_error, "meta_nan": opt.meta_nan},
         "provenance": {"source": source.describe(), "astrom3_hpc_version": __version__, "mpi_ranks": n_ranks},
+        "period_search_columns": list(PERIOD_SEARCH_COLUMNS),
     })
     create_arrays(root, layout)
     # Which metadata values were observed (False: NaN in the input, filled by the loader under meta_nan impute).
     root.create_array("meta_present", shape=(layout.n_objects, len(META_COLUMNS)), chunks=(layout.table_chunk,
                       len(META_COLUMNS)), dtype="bool", compressors=compressor(), fill_value=False)
+    # Optional (older stores lack it): the Lomb-Scargle search of sources that ran one, NaN elsewhere.
+    root.create_array(PERIOD_SEARCH, shape=(layout.n_objects, len(PERIOD_SEARCH_COLUMNS)),
+                      chunks=(layout.table_chunk, len(PERIOD_SEARCH_COLUMNS)), dtype="float32",
+                      compressors=compressor("lz4"), fill_value=float("nan"))
     return str(tmp)
 
 
 class _TableBuffer:
     """Rows of the small per-object arrays for one table chunk, written when the chunk is whole."""
 
-    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta", "meta_present")
+    names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta", "meta_present",
+             PERIOD_SEARCH)
 
     def __init__(self, root: zarr.Group, start: int):
         self.root = root
@@ -262,13 +275,14 @@ def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, co
                     table.add(object_id=_as_id(e.object_id), label=label, valid=False,
                               present=np.zeros(n_mod, bool), **{"lc/length": 0, "lc/stats": np.zeros(2, np.float32)},
                               aux=np.zeros(4, np.float32), meta=np.zeros(34, np.float32),
-                              meta_present=np.zeros(34, bool))
+                              meta_present=np.zeros(34, bool), **{PERIOD_SEARCH: _NO_SEARCH})
                     continue
                 spec_block[i - c0] = pre.spec
                 lc_buf.append(pre.lc_values)
                 lc_buffered += len(pre.lc_values)
                 table.add(object_id=obj.object_id, label=obj.label, valid=True, present=present,
-                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats}, aux=pre.aux, meta=pre.meta,
+                          **{"lc/length": len(pre.lc_values), "lc/stats": pre.lc_stats, PERIOD_SEARCH:
+                             obj.extra.get("period_search", _NO_SEARCH)}, aux=pre.aux, meta=pre.meta,
                           meta_present=np.isfinite(pre.meta))
             spec_arr[c0:c1] = spec_block
             if len(table.rows["label"]) >= layout.table_chunk or c1 == hi:
@@ -306,7 +320,8 @@ def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) ->
 
 
 def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions,
-            published: PublishedSplits | None, elapsed: float, n_ranks: int) -> dict[str, Any]:
+            published: PublishedSplits | None, elapsed: float, n_ranks: int,
+            source: RawSource | None = None) -> dict[str, Any]:
     root = zarr.open_group(str(tmp), mode="r+")
     lengths = root["lc/length"][:].astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -316,9 +331,14 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     present = root["present"][:]
     meta = root["meta"][:].astype(np.float64)
     aux = root["aux"][:].astype(np.float64)
-    all_sets, split_info = resolve_splits(published, root["object_id"][:], valid, labels)
-    for seed in SPLIT_SEEDS:
-        sets = all_sets[seed]
+    fixed = getattr(source, "fixed_splits", lambda: None)()
+    if fixed:  # the source's own split (ingest lightcurves: --splits-from, --split-column): only its seeds
+        all_sets = {seed: given_splits(fixed[seed], labels, valid, seed) for seed in sorted(fixed)}
+        split_info = {f"seed{seed}/{sub}": {"origin": "given" if sub in fixed[seed] else "generated"}
+                      for seed, sets in all_sets.items() for sub in sets}
+    else:
+        all_sets, split_info = resolve_splits(published, root["object_id"][:], valid, labels)
+    for seed, sets in all_sets.items():
         for subset, parts in sets.items():
             for split, idx in parts.items():
                 root.create_array(f"splits/seed{seed}/{subset}/{split}", data=idx.astype(np.int64),
@@ -342,6 +362,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
             root.create_array(f"stats/seed{seed}/{k}", data=v, chunks=v.shape, compressors=compressor())
     shutil.rmtree(tmp / "parts", ignore_errors=True)
     write_json(tmp / "skipped.json", skipped)
+    names = getattr(source, "names", lambda: None)()
+    if names is not None:
+        write_json(tmp / OBJECT_NAMES, names, indent=None)
     counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
     summary = {
         "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),

@@ -87,6 +87,16 @@ class TrimodalBatches:
         # Per-step auxiliary channels: 4 z-scored photometric features, log10 MAD, time span in years.
         self.aux_steps = np.concatenate([aux, r["lc/stats"][:]], axis=1).astype(np.float32)
         self.lc_present = self.present[:, 0]
+        # The period in days (catalogue or Lomb-Scargle), for encoders that fold: aux keeps log10 of it.
+        self.lc_period = np.power(10.0, r["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64)).astype(np.float32)
+        # The Lomb-Scargle search (stores built by `ingest lightcurves`): log10 periods and powers; 0 where absent.
+        if "lc/period_search" in r:
+            ps = r["lc/period_search"][:].astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ps[:, [0, 2]] = np.log10(ps[:, [0, 2]])
+            self.period_search = np.nan_to_num(ps, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        else:
+            self.period_search = np.zeros((len(self.labels), 4), np.float32)
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
@@ -311,6 +321,8 @@ class TrimodalBatches:
             "label": torch.from_numpy(self.labels[rows]),
             "object_id": torch.from_numpy(self.object_id[rows].astype(np.int64)),
             "present": torch.from_numpy(self.present[rows]),
+            "lc_period": torch.from_numpy(self.lc_period[rows]),
+            "lc_period_search": torch.from_numpy(self.period_search[rows]),
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
 

@@ -39,7 +39,8 @@ def subset_threshold(class_counts: list[int] | np.ndarray, factor: int) -> int:
     while i < k and count + (k - i) * int(counts[i] - counts[i - 1]) < goal:
         count += (k - i) * int(counts[i] - counts[i - 1])
         i += 1
-    return (goal - count) // (k - i) + int(counts[i - 1])
+    # k == i only with a single class (a tiny split): the cap is then the goal itself.
+    return (goal - count) // max(k - i, 1) + int(counts[i - 1])
 
 
 def subset_indices(idx: np.ndarray, labels: np.ndarray, factor: int, seed: int) -> np.ndarray:
@@ -69,4 +70,21 @@ def all_splits(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, di
         if f == 1:
             continue
         out[name] = {k: subset_indices(v, labels, f, seed) for k, v in base.items()}
+    return out
+
+
+def given_splits(given: dict[str, dict[str, np.ndarray]], labels: np.ndarray, valid: np.ndarray, seed: int
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """A user's own splits of one seed ({subset: {split: rows}}, e.g. from split files) in all_splits' form.
+
+    Rows that ingestion skipped or left unlabelled are dropped; subsets the user did not give are derived
+    from their full split by the same capping as all_splits.
+    """
+    if "full" not in given:
+        raise ValueError(f"split seed {seed}: the given splits have subsets {sorted(given)} but no 'full'")
+    keep = valid & (labels >= 0)
+    out = {sub: {k: np.sort(v[keep[v]]) for k, v in parts.items()} for sub, parts in given.items()}
+    for name, f in SUBSET_FACTORS.items():
+        if name not in out:
+            out[name] = {k: subset_indices(v, labels, f, seed) for k, v in out["full"].items()}
     return out

@@ -47,7 +47,7 @@ class AstroM3Classifier(nn.Module):
         self.modalities = mods
         self.fusion = fusion if mode == "all" else None
         specs = {m: get_modality(m) for m in mods}
-        self.input_keys = {m: specs[m].keys for m in mods}
+        self.input_keys = {m: specs[m].keys_for(cfg) for m in mods}
         self.encoders = nn.ModuleDict({m: specs[m].build(cfg) for m in mods})
         if mode == "all":
             self.projections = nn.ModuleDict(

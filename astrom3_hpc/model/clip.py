@@ -46,7 +46,7 @@ class AstroM3CLIP(nn.Module):
         self.cfg = cfg
         self.modalities: tuple[str, ...] = tuple(cfg.modalities)
         specs = {m: get_modality(m) for m in self.modalities}
-        self.input_keys: dict[str, tuple[str, ...]] = {m: specs[m].keys for m in self.modalities}
+        self.input_keys: dict[str, tuple[str, ...]] = {m: specs[m].keys_for(cfg) for m in self.modalities}
         self.encoders = nn.ModuleDict({m: specs[m].build(cfg) for m in self.modalities})
         self.projections = nn.ModuleDict(
             {m: nn.Linear(self.encoders[m].out_features, cfg.embed_dim) for m in self.modalities})

@@ -4,6 +4,8 @@
                        attn_head_layout="reference"   (the reference implementation, quirks included)
     det_masked_pooled  deterministic_eval=True,  attn_padding_mask=True,  lc_pooling="mean",
                        attn_head_layout="standard"
+    periodic           det_masked_pooled's options and lc_encoder="periodic" (model/periodic.py: real time,
+                       phase at the period and twice it, folded view; model.periodic_views picks them)
 
 Explicitly set fields win over the preset.
 """
@@ -26,6 +28,13 @@ PRESET_OPTIONS: dict[str, dict[str, object]] = {
         "attn_padding_mask": True,
         "lc_pooling": "mean",
         "attn_head_layout": "standard",
+    },
+    "periodic": {
+        "deterministic_eval": True,
+        "attn_padding_mask": True,
+        "lc_pooling": "mean",
+        "attn_head_layout": "standard",
+        "lc_encoder": "periodic",
     },
 }
 

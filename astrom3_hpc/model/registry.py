@@ -3,7 +3,8 @@
 A factory takes the resolved `ModelConfig` and returns an `nn.Module` with an `out_features` attribute; the
 model calls `encoder(*(batch[k] for k in keys))`. Built-ins:
 
-    photo    InformerEncoder(lc, lc_mask)
+    photo    InformerEncoder(lc, lc_mask), or PeriodicEncoder(lc, lc_mask, lc_period) when
+             model.lc_encoder is "periodic"
     spectra  GalSpecNet(spec)
     meta     MetaMLP(meta)
 
@@ -30,6 +31,10 @@ class Modality:
     name: str
     factory: EncoderFactory
     keys: tuple[str, ...]
+    config_keys: Callable[..., tuple[str, ...]] | None = None  # keys that depend on the config, if any
+
+    def keys_for(self, cfg) -> tuple[str, ...]:
+        return self.config_keys(cfg) if self.config_keys is not None else self.keys
 
     def build(self, cfg) -> nn.Module:
         enc = self.factory(cfg)
@@ -78,6 +83,20 @@ def registered_modalities() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-register_modality("photo", build_informer, ("lc", "lc_mask"))
+def _build_photo(cfg) -> nn.Module:
+    if getattr(cfg, "lc_encoder", None) == "periodic":
+        from .periodic import build_periodic
+
+        return build_periodic(cfg)
+    return build_informer(cfg)
+
+
+def _photo_keys(cfg) -> tuple[str, ...]:
+    if getattr(cfg, "lc_encoder", None) == "periodic":
+        return ("lc", "lc_mask", "lc_period", "lc_period_search")
+    return ("lc", "lc_mask")
+
+
+_REGISTRY["photo"] = Modality("photo", _build_photo, ("lc", "lc_mask"), _photo_keys)
 register_modality("spectra", build_galspecnet, ("spec",))
 register_modality("meta", build_meta_mlp, ("meta",))

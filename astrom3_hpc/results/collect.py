@@ -61,6 +61,7 @@ EMBEDDING_VIEWS = ("photo", "spectra", "meta", "average")
 EMBEDDING_NAMES = {"photo": "photometry", "spectra": "spectra", "meta": "metadata", "average": "averaged"}
 
 ALPHA = 0.05
+ALL_INITS = (*INITS, "baseline")  # "baseline": `astrom3 baseline`, the classical light-curve classifier
 _REPORT_KEYS = ("n", "accuracy", "macro_f1")
 LOG_SUFFIXES = (".out", ".err", ".log")
 
@@ -69,7 +70,7 @@ def paper_value(mode: str, subset: str, init: str, test_set: str) -> tuple[float
     """The paper's (mean, std) for a group, where comparable: the paper measured sub-X runs on the sub-X test set,
     so on the full test set only the `full` rows have a published counterpart."""
     p = PAPER_RESULTS.get((mode, subset))
-    if p is None or (test_set == "test_full" and subset != "full"):
+    if p is None or init not in p or (test_set == "test_full" and subset != "full"):
         return None
     return p[init]
 
@@ -151,8 +152,8 @@ def read_metrics(path: Path, kind: str = "finetune") -> dict[str, Any]:
             raise BadMetrics(f"{path.name}: unknown mode {m['mode']!r}")
         if m["subset"] not in SUBSET_ORDER:
             raise BadMetrics(f"{path.name}: unknown subset {m['subset']!r}")
-        if m["init"] not in INITS:
-            raise BadMetrics(f"{path.name}: init is {m['init']!r}, not one of {INITS}")
+        if m["init"] not in ALL_INITS:
+            raise BadMetrics(f"{path.name}: init is {m['init']!r}, not one of {ALL_INITS}")
         if not isinstance(m["seed"], int):
             raise BadMetrics(f"{path.name}: seed is {m['seed']!r}")
         _check_report(m["test"], "test")
@@ -575,7 +576,7 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
         if r.status == "complete":
             by_group.setdefault((r.mode, r.subset, r.init), []).append(r)
     groups = []
-    for (mode, subset, init) in sorted(by_group, key=lambda k: (_pair_key(k[0], k[1]), INITS.index(k[2]))):
+    for (mode, subset, init) in sorted(by_group, key=lambda k: (_pair_key(k[0], k[1]), ALL_INITS.index(k[2]))):
         rs = sorted(by_group[(mode, subset, init)], key=lambda r: r.seed)
         g: dict[str, Any] = {"mode": mode, "subset": subset, "init": init, "n_seeds": len(rs),
                              "seeds": [r.seed for r in rs]}
@@ -595,6 +596,7 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
                                          if r.metrics[ts].get("macro_f1") is not None},
                      "macro_f1_mean": float(np.mean(f1)) if f1 else float("nan"),
                      "n_objects": {r.seed: r.metrics[ts]["n"] for r in rs},
+                     "per_class_recall": _mean_recall(r.metrics[ts] for r in rs),
                      "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None}
         groups.append(g)
     comps = []
@@ -613,6 +615,35 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
                           "diff": c[ts]["mean"] - s[ts]["mean"], "plus": plus,
                           "paper_plus": (paper["plus"] if paper and paper_value(mode, subset, "clip", ts) else None)})
     return groups, comps, warn
+
+
+def _mean_recall(reports: Iterable[dict]) -> dict[str, float]:
+    """Per-class test recall (%), mean over the seeds whose test set has the class."""
+    vals: dict[str, list[float]] = {}
+    for rep in reports:
+        for c, v in (rep.get("per_class_recall") or {}).items():
+            vals.setdefault(c, []).append(100.0 * v)
+    return {c: float(np.mean(v)) for c, v in vals.items()}
+
+
+def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
+    """Accuracy, macro-F1 and per-class recall of every group, the classical baseline included."""
+    groups = res["groups"]
+    classes = sorted({c for g in groups for c in g[ts]["per_class_recall"]})
+    if not groups:
+        return []
+    out = [f"## Macro-F1 and per-class recall on the {TEST_SET_TITLES[ts]}", "",
+           "Mean over seeds (%); init `baseline` is `astrom3 baseline` (Lomb-Scargle + Fourier + statistics, "
+           "gradient boosting) on the same splits.", "",
+           "| mode | subset | init | n | accuracy | macro-F1 | " + " | ".join(classes) + " |",
+           "|---|---|---|---|---|---|" + "---|" * len(classes)]
+    for g in groups:
+        rec = g[ts]["per_class_recall"]
+        f1 = g[ts]["macro_f1_mean"]
+        out.append(f"| {g['mode']} | {g['subset']} | {g['init']} | {g['n_seeds']} "
+                   f"| {g[ts]['mean']:.2f} | {f1:.2f} | "
+                   + " | ".join(f"{rec[c]:.1f}" if c in rec else "" for c in classes) + " |")
+    return out + [""]
 
 
 def aggregate_pretrain(pretrain: list[RunRecord]) -> dict[str, Any]:
@@ -719,6 +750,7 @@ def render_markdown(res: dict[str, Any], std: str = "population") -> str:
             out += ["", "The paper measured sub-X runs on the sub-X test set only, so its numbers appear here for "
                         "the `full` rows alone (see the table above for the sub-X comparison)."]
         out.append("")
+    out += render_per_class(res)
     pre = res["pretrain"]
     if pre["rows"]:
         out += ["## Frozen CLIP embeddings (pretraining runs, full test set)", "",

@@ -92,3 +92,34 @@ def knn1_accuracy(train_x, train_y, test_x, test_y, block: int = 4096) -> float:
 
 def averaged_embedding(embs: dict[str, np.ndarray]) -> np.ndarray:
     return _normalise(np.mean([_normalise(v) for v in embs.values()], axis=0))
+
+
+def object_names(store) -> np.ndarray:
+    """The source's own id of every store row: object_names.json when ingestion kept one, else object_id."""
+    import json
+
+    p = store.path / "object_names.json"
+    if p.exists():
+        return np.asarray(json.loads(p.read_text()), dtype=object)
+    return store.root["object_id"][:].astype(object)
+
+
+def write_predictions(path: str | Path, store, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
+                      probs: np.ndarray) -> None:
+    """predictions.csv: one line per test object (store row order): its id, true and predicted class, and the
+    probability of every class."""
+    import csv
+    import io
+
+    from ..core.atomic import write_text
+
+    names = list(store.class_names)
+    ids = object_names(store)
+    order = np.argsort(rows, kind="stable")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "object_id", "true_class", "predicted_class", *[f"p_{c}" for c in names]])
+    for k in order:
+        w.writerow([int(rows[k]), ids[rows[k]], names[int(y_true[k])], names[int(y_pred[k])],
+                    *[f"{float(x):.6g}" for x in probs[k]]])
+    write_text(path, buf.getvalue())

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import ModelConfig
-from ..core.constants import CLASS_NAMES
-from .evaluate import classification_report, plot_confusion
+from .evaluate import classification_report, plot_confusion, write_predictions
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
@@ -94,7 +93,7 @@ class Finetuner(Trainer):
         from ..model import build_classifier, load_pretrained_encoders
 
         f = self.cfg.finetune
-        model = build_classifier(self.cfg.model, f.mode, len(CLASS_NAMES), f.fusion)
+        model = build_classifier(self.cfg.model, f.mode, len(self.store.class_names), f.fusion)
         self.loaded_keys = []
         if f.init != "scratch":
             ckpt = load_weights(Path(f.init) / BEST_MODEL)
@@ -112,9 +111,10 @@ class Finetuner(Trainer):
         return F.cross_entropy(logits.float(), batch["label"])
 
     @torch.no_grad()
-    def predict(self, batches) -> tuple[np.ndarray, np.ndarray, float]:
+    def predict(self, batches, with_probs: bool = False):
+        """(y_true, y_pred, mean loss), plus (object ids, class probabilities) with `with_probs`."""
         self.engine.eval()
-        preds, labels, loss_sum = [], [], 0.0
+        preds, labels, loss_sum, ids, probs = [], [], 0.0, [], []
         for batch in batches.iter_epoch(0):
             b = to_device(batch, self.device, self.float_dtype)
             with self.autocast():
@@ -123,10 +123,17 @@ class Finetuner(Trainer):
             loss_sum += float(F.cross_entropy(logits, b["label"], reduction="sum"))
             preds.append(logits.argmax(1).cpu().numpy())
             labels.append(batch["label"].numpy())
-        parts = gather_objects((np.concatenate(preds), np.concatenate(labels), loss_sum))
+            if with_probs:
+                ids.append(batch["index"].numpy())
+                probs.append(torch.softmax(logits, 1).cpu().numpy())
+        extra = (np.concatenate(ids), np.concatenate(probs)) if with_probs else ()
+        parts = gather_objects((np.concatenate(preds), np.concatenate(labels), loss_sum, *extra))
         y_pred = np.concatenate([p[0] for p in parts])
         y_true = np.concatenate([p[1] for p in parts])
-        return y_true, y_pred, sum(p[2] for p in parts) / max(len(y_true), 1)
+        loss = sum(p[2] for p in parts) / max(len(y_true), 1)
+        if not with_probs:
+            return y_true, y_pred, loss
+        return y_true, y_pred, loss, np.concatenate([p[3] for p in parts]), np.concatenate([p[4] for p in parts])
 
     def validate(self) -> dict[str, float]:
         y_true, y_pred, loss = self.predict(self.val_batches)
@@ -143,15 +150,17 @@ class Finetuner(Trainer):
                                "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         for key, subset in sets:
-            y_true, y_pred, loss = self.predict(self.loader("test", train=False, subset=subset,
-                                                            read_spectra=self.read_spectra))
-            rep = classification_report(y_true, y_pred, CLASS_NAMES)
+            y_true, y_pred, loss, rows, probs = self.predict(
+                self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra), with_probs=True)
+            rep = classification_report(y_true, y_pred, self.store.class_names)
             rep["loss"] = loss
             out[key] = rep
             out[f"{key}_accuracy"] = rep["accuracy"]
             if self.is_main:
                 plot_confusion(rep, self.run.path / f"confusion_{key}.png",
                                f"{f.mode} {d.subset} seed {d.seed} ({out['init']}) - {subset} test set")
+                write_predictions(self.run.path / ("predictions.csv" if key == "test" else f"predictions_{key}.csv"),
+                                  self.store, rows, y_true, y_pred, probs)
         if "test_full" not in out:
             out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
         return out

@@ -1,0 +1,402 @@
+"""Any survey's light curves from two long tables: a points file (one row per epoch) and an objects file (one
+row per object: id, class, optionally a period and a split). `astrom3 ingest lightcurves`; see
+docs/lightcurves.md.
+
+Formats: CSV, optionally gzip-compressed (``.gz``). Parquet is not read: pyarrow is a 55 MB wheel, more than
+this reader is worth; convert with any tool that writes CSV.
+
+The whole points file is parsed once per process (every MPI rank re-reads it: a million rows take a couple of
+seconds, less than shipping them) and grouped with numpy. Problems that concern one object (no rows, a
+non-numeric time) are raised from `get()` as BadInputError, so `--on-error skip` lists them in skipped.json;
+problems with a whole file (a missing column, an unknown class, a split file naming an unknown object) raise
+at construction, before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...core.constants import AUX_COLUMNS, META_COLUMNS, SPLIT_SEEDS, SUBSET_FACTORS
+from .. import periods
+from ..raw import BadInputError, RawObject
+from .common import mag_to_flux_mjy
+from .long_table import _open_text
+
+_MAG_SENTINEL = 90.0  # survey "no measurement" magnitudes (SDSS 99.999) and errors (9.999) are dropped
+_ERR_SENTINEL = 9.0
+
+
+class TableError(ValueError):
+    """A whole input file is unusable; the message names the file and the column or id."""
+
+
+@dataclass
+class TableOptions:
+    points: str
+    objects: str
+    id_column: str = "id"
+    time_column: str = "time"
+    mag_column: str | None = None  # exactly one of mag_column / flux_column
+    flux_column: str | None = None
+    err_column: str = "err"
+    band_column: str | None = None
+    band: str | None = None  # required when band_column holds more than one band
+    label_column: str = "label"
+    class_map: str | None = None  # JSON {raw label: class} or a two-column CSV (label, class)
+    drop_unlabelled: bool = False  # objects without a (mapped) class are left out instead of an error
+    period_column: str | None = None  # catalogue period (days); empty cells fall back to Lomb-Scargle
+    splits_from: str | None = None  # splits/{subset}/{seed}/{train,val,test}.csv (the authors' layout)
+    split_column: str | None = None  # train / val / test per object (stored as split seed 42)
+    skip_bad_split_ids: bool = False  # --on-error skip: ids in split files not in the store are listed, not fatal
+    period_backend: str = "auto"
+
+
+def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    with _open_text(path) as fh:
+        rd = csv.reader(fh)
+        header = [h.strip() for h in next(rd, [])]
+        rows = [r for r in rd if r]
+    return header, rows
+
+
+def _col(header: list[str], name: str, path: str, what: str) -> int:
+    if name not in header:
+        raise TableError(f"{path}: no {what} column {name!r} (columns: {header})")
+    return header.index(name)
+
+
+def _norm_id(s: str) -> str:
+    s = s.strip()
+    try:  # "00123" and "123.0" in one file and "123" in another are the same object
+        f = float(s)
+        if f.is_integer() and abs(f) < 2 ** 62:
+            return str(int(f))
+    except ValueError:
+        pass
+    return s
+
+
+def read_class_map(path: str) -> dict[str, str]:
+    """{raw label: class name}; an empty class name means "leave this object out"."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(path)
+    if p.suffix == ".json":
+        m = json.loads(p.read_text())
+        if not isinstance(m, dict):
+            raise TableError(f"{path}: a class map must be a JSON object {{label: class}}")
+        return {str(k).strip(): str(v or "").strip() for k, v in m.items()}
+    header, rows = _read_csv(path)
+    if len(header) < 2:
+        raise TableError(f"{path}: a class-map CSV needs two columns (label, class), got {header}")
+    return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for r in rows}
+
+
+def read_split_dir(root: str | Path, known_ids: dict[str, int], id_column: str, skip_unknown: bool
+                   ) -> tuple[dict[int, dict[str, dict[str, np.ndarray]]], list[str]]:
+    """splits/{subset}/{seed}/{train,val,test}.csv under `root` (or `root` itself being that `splits` folder)
+    -> {seed: {subset: {split: positions}}} and the list of ignored ids. Each CSV needs the id column (`id_column`
+    or ``id``); ids are matched like the objects file's."""
+    root = Path(root)
+    base = root / "splits" if (root / "splits").is_dir() else root
+    if not base.is_dir():
+        raise FileNotFoundError(f"split directory {root}")
+    out: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    ignored: list[str] = []
+    for sub_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        if sub_dir.name not in SUBSET_FACTORS:
+            raise TableError(f"{sub_dir}: unknown subset {sub_dir.name!r} (expected {list(SUBSET_FACTORS)})")
+        for seed_dir in sorted(p for p in sub_dir.iterdir() if p.is_dir()):
+            try:
+                seed = int(seed_dir.name)
+            except ValueError:
+                raise TableError(f"{seed_dir}: split seed folder must be an integer") from None
+            if seed not in SPLIT_SEEDS:
+                raise TableError(f"{seed_dir}: split seed {seed} is not one of {SPLIT_SEEDS}")
+            parts = {}
+            for split in ("train", "val", "test"):
+                f = seed_dir / f"{split}.csv"
+                header, rows = _read_csv(str(f))
+                name = id_column if id_column in header else "id"
+                k = _col(header, name, str(f), "id")
+                pos = []
+                for line, r in enumerate(rows, start=2):
+                    key = _norm_id(r[k]) if k < len(r) else ""
+                    if key not in known_ids:
+                        if not skip_unknown:
+                            raise TableError(f"{f}:{line}: object {r[k] if k < len(r) else ''!r} is not in the "
+                                             f"objects file (or was dropped as unlabelled)")
+                        ignored.append(f"{f}:{line}:{key}")
+                        continue
+                    pos.append(known_ids[key])
+                parts[split] = np.unique(np.asarray(pos, np.int64))
+            seen: dict[int, str] = {}
+            for split, idx in parts.items():
+                for i in idx.tolist():
+                    if i in seen:
+                        raise TableError(f"{seed_dir}: an object is in both {seen[i]}.csv and {split}.csv")
+                    seen[i] = split
+            out.setdefault(seed, {})[sub_dir.name] = parts
+    if not out:
+        raise TableError(f"{base}: no splits/{{subset}}/{{seed}}/{{train,val,test}}.csv found")
+    return out, ignored
+
+
+class LightCurveTableSource:
+    """`raw.RawSource` over a long points table and an objects table (light curve only)."""
+
+    def __init__(self, opt: TableOptions):
+        if (opt.mag_column is None) == (opt.flux_column is None):
+            raise TableError("give exactly one of --mag-column and --flux-column")
+        if opt.splits_from and opt.split_column:
+            raise TableError("give at most one of --splits-from and --split-column")
+        self.opt = opt
+        self._read_objects()
+        self._points: dict[str, Any] | None = None
+        self._fixed_splits: dict | None = None
+        self.ignored_split_ids: list[str] = []
+        if opt.splits_from:
+            known = {k: i for i, k in enumerate(self.keys)}
+            self._fixed_splits, self.ignored_split_ids = read_split_dir(
+                opt.splits_from, known, opt.id_column, opt.skip_bad_split_ids)
+        elif opt.split_column:
+            self._fixed_splits = {42: {"full": self._column_split()}}
+        # Check the points file's header now: a wrong column name should fail before ingestion starts.
+        with _open_text(opt.points) as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+        for name, what in ((opt.id_column, "id"), (opt.time_column, "time"),
+                           (opt.mag_column or opt.flux_column, "magnitude/flux"), (opt.err_column, "error"),
+                           (opt.band_column, "band")):
+            if name:
+                _col(header, name, opt.points, what)
+
+    # -- objects -------------------------------------------------------------------------------------------
+    def _read_objects(self) -> None:
+        o = self.opt
+        header, rows = _read_csv(o.objects)
+        k_id = _col(header, o.id_column, o.objects, "id")
+        k_lab = _col(header, o.label_column, o.objects, "label")
+        k_per = _col(header, o.period_column, o.objects, "period") if o.period_column else None
+        self._k_split = _col(header, o.split_column, o.objects, "split") if o.split_column else None
+        cmap = read_class_map(o.class_map) if o.class_map else None
+        keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
+        seen: set[str] = set()
+        for line, r in enumerate(rows, start=2):
+            key = _norm_id(r[k_id]) if k_id < len(r) else ""
+            if not key:
+                raise TableError(f"{o.objects}:{line}: empty id in column {o.id_column!r}")
+            if key in seen:
+                raise TableError(f"{o.objects}:{line}: object {key!r} appears twice")
+            seen.add(key)
+            raw = r[k_lab].strip() if k_lab < len(r) else ""
+            cls = cmap.get(raw, None) if cmap is not None else raw
+            if not cls:
+                if not o.drop_unlabelled:
+                    why = (f"label {raw!r} is not in the class map {o.class_map}" if cmap is not None and raw
+                           not in cmap else f"no class (label {raw!r})")
+                    raise TableError(f"{o.objects}:{line}: object {key}: {why}; pass --drop-unlabelled to leave "
+                                     f"such objects out, or --class-map to name their class")
+                dropped.append(key)
+                continue
+            keys.append(key)
+            raw_ids.append(r[k_id].strip())
+            labels.append(cls)
+            p = math.nan
+            if k_per is not None and k_per < len(r) and r[k_per].strip():
+                try:
+                    p = float(r[k_per])
+                except ValueError:
+                    raise TableError(f"{o.objects}:{line}: object {key}: period {r[k_per]!r} in column "
+                                     f"{o.period_column!r} is not a number") from None
+            periods_.append(p if p > 0 else math.nan)
+            if self._k_split is not None:
+                splits.append(r[self._k_split].strip().lower() if self._k_split < len(r) else "")
+        if not keys:
+            raise TableError(f"{o.objects}: no labelled objects")
+        self.keys = keys
+        self.dropped = dropped
+        self._names = tuple(sorted(set(labels)))
+        self.labels = np.array([self._names.index(c) for c in labels], np.int64)
+        self.periods = np.array(periods_, np.float64)
+        self._split_values = splits
+        # Integer ids are stored as they are; otherwise the store's object_id is the row and the names are kept.
+        try:
+            self.object_ids = np.array([int(k) for k in keys], np.int64)
+            self.object_names: list[str] | None = None
+        except ValueError:
+            self.object_ids = np.arange(len(keys), dtype=np.int64)
+            self.object_names = raw_ids
+
+    def _column_split(self) -> dict[str, np.ndarray]:
+        out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        for i, v in enumerate(self._split_values):
+            v = {"validation": "val", "valid": "val"}.get(v, v)
+            if v not in out:
+                raise TableError(f"{self.opt.objects}: object {self.keys[i]}: split {v!r} in column "
+                                 f"{self.opt.split_column!r} is not train, val or test")
+            out[v].append(i)
+        return {k: np.asarray(v, np.int64) for k, v in out.items()}
+
+    # -- points --------------------------------------------------------------------------------------------
+    def _load_points(self) -> dict[str, Any]:
+        """Group the points file by object: {key: (start, stop)} into time/value/err arrays, and per-object
+        first parse error."""
+        o = self.opt
+        with _open_text(o.points) as fh:
+            rd = csv.reader(fh)
+            header = [h.strip() for h in next(rd, [])]
+            k_id, k_t = header.index(o.id_column), header.index(o.time_column)
+            k_v, k_e = header.index(o.mag_column or o.flux_column), header.index(o.err_column)
+            k_b = header.index(o.band_column) if o.band_column else None
+            wanted = set(self.keys)
+            ids, vals, bands = [], [], []
+            bad: dict[str, str] = {}
+            for line, r in enumerate(rd, start=2):
+                if not r:
+                    continue
+                key = _norm_id(r[k_id])
+                if key not in wanted:
+                    continue
+                b = r[k_b].strip() if k_b is not None else ""
+                if o.band is not None and b != o.band:
+                    continue
+                row = []
+                for k, name in ((k_t, o.time_column), (k_v, o.mag_column or o.flux_column), (k_e, o.err_column)):
+                    cell = r[k].strip() if k < len(r) else ""
+                    try:
+                        row.append(float(cell) if cell else math.nan)
+                    except ValueError:
+                        if key not in bad:
+                            bad[key] = f"line {line}: column {name!r} holds {cell!r}, not a number"
+                        row = None
+                        break
+                if row is None:
+                    continue
+                ids.append(key)
+                vals.append(row)
+                bands.append(b)
+        if k_b is not None and o.band is None and len(set(bands)) > 1:
+            raise TableError(f"{o.points}: column {o.band_column!r} holds bands {sorted(set(bands))}; a store holds "
+                             f"one band: choose it with --band")
+        a = np.asarray(vals, np.float64).reshape(-1, 3)
+        id_arr = np.asarray(ids, object)
+        if o.mag_column:
+            # NaN magnitudes stay (preprocessing drops non-finite rows); sentinel values go.
+            keep = ~((a[:, 1] >= _MAG_SENTINEL) | (a[:, 2] >= _ERR_SENTINEL))
+            a, id_arr = a[keep], id_arr[keep]
+            flux, ferr = mag_to_flux_mjy(a[:, 1], a[:, 2])
+            a = np.stack([a[:, 0], flux, ferr], axis=1)
+        order = np.argsort(id_arr, kind="stable") if len(id_arr) else np.zeros(0, np.int64)
+        ids_sorted = id_arr[order]
+        a = a[order]
+        groups: dict[str, tuple[int, int]] = {}
+        if len(ids_sorted):
+            starts = np.flatnonzero(np.r_[True, ids_sorted[1:] != ids_sorted[:-1]])
+            stops = np.r_[starts[1:], len(ids_sorted)]
+            groups = {ids_sorted[s]: (int(s), int(e)) for s, e in zip(starts, stops)}
+        return {"values": a, "groups": groups, "bad": bad}
+
+    def __getstate__(self) -> dict[str, Any]:
+        st = self.__dict__.copy()
+        st["_points"] = None  # each process re-reads the points file rather than receiving it pickled
+        return st
+
+    # -- RawSource -----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def class_names(self) -> tuple[str, ...]:
+        return self._names
+
+    def fixed_splits(self) -> dict | None:
+        return self._fixed_splits
+
+    def names(self) -> list[str] | None:
+        return self.object_names
+
+    def describe(self) -> dict[str, Any]:
+        o = self.opt
+        return {"kind": "lightcurves", "points": str(Path(o.points).resolve()),
+                "objects": str(Path(o.objects).resolve()), "columns": {
+                    "id": o.id_column, "time": o.time_column, "mag": o.mag_column, "flux": o.flux_column,
+                    "err": o.err_column, "band": o.band_column, "label": o.label_column, "period": o.period_column,
+                    "split": o.split_column},
+                "band": o.band, "class_map": o.class_map, "splits_from": o.splits_from,
+                "n_objects": len(self), "n_dropped_unlabelled": len(self.dropped),
+                "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
+                "modalities": ["photo"],
+                "flux": ("mJy from magnitudes, AB-like zero point 3631 Jy" if o.mag_column else "as given"),
+                "period": f"column {o.period_column!r}, else Lomb-Scargle" if o.period_column else "Lomb-Scargle"}
+
+    def get(self, index: int) -> RawObject:
+        if self._points is None:
+            self._points = self._load_points()
+        key = self.keys[index]
+        src = f"{self.opt.points} (object {key})"
+        if key in self._points["bad"]:
+            raise BadInputError(key, self.opt.points, self._points["bad"][key])
+        s, e = self._points["groups"].get(key, (0, 0))
+        lc = self._points["values"][s:e]
+        lc = lc[np.all(np.isfinite(lc), axis=1)]
+        if len(lc) < 5:
+            band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
+            raise BadInputError(key, self.opt.points, f"{len(lc)} usable rows{band} (at least 5 needed)")
+        ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend)
+        aux = np.full(len(AUX_COLUMNS), np.nan)
+        period = self.periods[index]
+        aux[AUX_COLUMNS.index("period")] = period if np.isfinite(period) else ls.period
+        if np.any(lc[:, 1] <= 0):
+            # Fluxes that cross zero (difference imaging) have no magnitude amplitude: use the flux range in
+            # the file's own units instead of failing the object.
+            lo, hi = np.percentile(lc[:, 1], [2.5, 97.5])
+            aux[AUX_COLUMNS.index("amplitude")] = hi - lo
+        return RawObject(object_id=int(self.object_ids[index]), label=int(self.labels[index]), lc=lc,
+                         spec_wave=np.zeros(0), spec_flux=np.zeros(0), spec_ivar=np.zeros(0),
+                         meta=np.full(len(META_COLUMNS), np.nan), aux=aux, source=src,
+                         extra={"modalities": ("photo",), "period_search": ls.as_array(), "name": key})
+
+
+def add_arguments(p) -> None:
+    """`astrom3 ingest lightcurves` options (registered on the ingest parser)."""
+    g = p.add_argument_group("lightcurves: long CSV tables of any survey (see docs/lightcurves.md)")
+    g.add_argument("--points", help="points table (CSV or .csv.gz): one row per epoch")
+    g.add_argument("--objects", help="objects table (CSV or .csv.gz): one row per object, with its class")
+    g.add_argument("--id-column", default="id", help="object id column, in both tables (default id)")
+    g.add_argument("--time-column", default="time", help="time in days, e.g. MJD (default time)")
+    g.add_argument("--mag-column", help="magnitudes (converted to flux: 3631e3 * 10**(-0.4 mag) mJy)")
+    g.add_argument("--flux-column", help="fluxes, any linear unit (instead of --mag-column)")
+    g.add_argument("--err-column", default="err", help="magnitude or flux error column (default err)")
+    g.add_argument("--band-column", help="band column in the points table")
+    g.add_argument("--band", help="the one band to keep (required when the band column has several)")
+    g.add_argument("--label-column", default="label", help="class column in the objects table; any names")
+    g.add_argument("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
+                                       "object out")
+    g.add_argument("--drop-unlabelled", action="store_true",
+                   help="leave out objects with no class (default: error naming them)")
+    g.add_argument("--period-column", help="catalogue period (days) in the objects table; default (and empty "
+                                           "cells): the Lomb-Scargle period")
+    g.add_argument("--splits-from", help="directory with splits/{subset}/{seed}/{train,val,test}.csv")
+    g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42)")
+    g.add_argument("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
+                   help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
+
+
+def source_from_args(args) -> LightCurveTableSource:
+    if not args.points or not args.objects:
+        raise TableError("astrom3 ingest lightcurves needs --points and --objects")
+    return LightCurveTableSource(TableOptions(
+        points=args.points, objects=args.objects, id_column=args.id_column, time_column=args.time_column,
+        mag_column=args.mag_column, flux_column=args.flux_column, err_column=args.err_column,
+        band_column=args.band_column, band=args.band, label_column=args.label_column, class_map=args.class_map,
+        drop_unlabelled=args.drop_unlabelled, period_column=args.period_column, splits_from=args.splits_from,
+        split_column=args.split_column, skip_bad_split_ids=args.on_error == "skip",
+        period_backend=args.period_backend))

@@ -1,0 +1,115 @@
+"""A light-curve encoder that sees periodicity (the `periodic` preset; `paper` stays the reference's Informer).
+
+The paper's encoder gets time as an index and the period as one z-scored number repeated on every step: a 0.3-day
+pulsation over a multi-year span is invisible to it. This encoder recovers each point's time in days (the store
+keeps time scaled to [0, 1] over the span, and the span in years as input channel 8) and the period in days (batch
+key `lc_period`: the catalogue's or the Lomb-Scargle one, see docs/lightcurves.md), and builds up to three views,
+chosen by `model.periodic_views`:
+
+- "time":  continuous-time features: sin/cos(2 pi t / tau) for log-spaced tau from 0.05 to 500 days, as extra
+           token channels (the positions stay the Informer's indices);
+- "phase": sin/cos of the phase at P and at 2P as extra token channels, so attention can relate points by phase
+           (eclipsing and ellipsoidal variables show two minima per orbit: their Lomb-Scargle peak is at P/2);
+- "fold":  the curve folded at P and at 2P, binned into FOLD_BINS phase bins (masked means and occupancy), rolled
+           so the brightest bin comes first, encoded by a small convolutional net: a second view beside the tokens.
+
+Tokens go through the Informer (masked, mean-pooled, standard head layout); the output is the pooled tokens, the
+fold features (if on) and a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
+Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart), concatenated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.constants import LC_CHANNELS, SEQ_LEN
+from .informer import InformerEncoder
+
+VIEWS = ("time", "phase", "fold")
+DAYS_PER_YEAR = 365.25
+TIME_SCALES_DAYS = tuple(0.05 * 10 ** (k * 4 / 7) for k in range(8))  # 0.05 .. 500 days
+FOLD_BINS = 32
+_SPAN_CH = 8  # lc channel: time span in years (raw, from lc/stats)
+_OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 MAD, span
+
+
+class PeriodicEncoder(nn.Module):
+    """forward(lc (B, L, 9), lc_mask (B, L), lc_period (B,) days, lc_period_search (B, 4): log10 best period, its
+    power, log10 second period, its power; zeros when the store has no search) -> (B, out_features)."""
+
+    def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
+                 d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True):
+        super().__init__()
+        bad = set(views) - set(VIEWS)
+        if bad:
+            raise ValueError(f"unknown periodic views {sorted(bad)}; choose from {VIEWS}")
+        self.views = tuple(views)
+        extra = (2 * len(TIME_SCALES_DAYS) if "time" in views else 0) + (4 if "phase" in views else 0)
+        self.register_buffer("scales", torch.tensor(TIME_SCALES_DAYS, dtype=torch.float32), persistent=False)
+        self.tokens = InformerEncoder(c_in=LC_CHANNELS + extra, seq_len=SEQ_LEN, d_model=d_model, n_layers=n_layers,
+                                      n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout,
+                                      deterministic_eval=deterministic_eval, padding_mask=True, pooling="mean",
+                                      head_layout="standard")
+        self.object = nn.Sequential(nn.Linear(6 + 4, d_model), nn.GELU())
+        out = 2 * d_model
+        if "fold" in views:
+            c = 32
+            self.fold = nn.Sequential(
+                nn.Conv1d(4, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
+                nn.Conv1d(c, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
+                nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * FOLD_BINS, d_model), nn.GELU())
+            out += d_model
+        self.out_features = out
+
+    @staticmethod
+    def _phase(t: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+        return torch.remainder(t / period[:, None], 1.0)
+
+    def _folded(self, phase: torch.Tensor, flux: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(B, 2, FOLD_BINS): masked mean flux and occupancy per phase bin, rolled brightest-first."""
+        idx = (phase * FOLD_BINS).long().clamp(0, FOLD_BINS - 1)
+        sums = torch.zeros(flux.shape[0], FOLD_BINS, dtype=flux.dtype, device=flux.device)
+        counts = torch.zeros_like(sums)
+        sums.scatter_add_(1, idx, flux * w)
+        counts.scatter_add_(1, idx, w)
+        mean = sums / counts.clamp(min=1.0)
+        occ = (counts > 0).to(flux.dtype)
+        # Align phase zero at the brightest bin: the fold's origin is arbitrary (it depends on the first epoch).
+        start = torch.where(occ > 0, mean, torch.full_like(mean, -1e9)).argmax(1)
+        roll = (start[:, None] + torch.arange(FOLD_BINS, device=flux.device)[None, :]) % FOLD_BINS
+        return torch.stack([mean.gather(1, roll), occ.gather(1, roll)], dim=1)
+
+    def forward(self, lc: torch.Tensor, lc_mask: torch.Tensor, lc_period: torch.Tensor,
+                lc_period_search: torch.Tensor) -> torch.Tensor:
+        dtype = self.tokens.embedding.token_conv.weight.dtype
+        lc = lc.to(dtype)
+        w = lc_mask.to(dtype)
+        t_days = lc[:, :, 0] * lc[:, :, _SPAN_CH] * DAYS_PER_YEAR
+        period = lc_period.to(dtype).clamp(min=1e-3)
+        period = torch.where(torch.isfinite(period), period, torch.ones_like(period))
+        chans = [lc]
+        if "time" in self.views:
+            arg = 2 * math.pi * t_days[:, :, None] / self.scales.to(dtype)
+            chans += [torch.sin(arg), torch.cos(arg)]
+        ph1, ph2 = self._phase(t_days, period), self._phase(t_days, 2 * period)
+        if "phase" in self.views:
+            a1, a2 = 2 * math.pi * ph1, 2 * math.pi * ph2
+            chans.append(torch.stack([a1.sin(), a1.cos(), a2.sin(), a2.cos()], dim=-1))
+        x = torch.cat(chans, dim=-1) * w[:, :, None]
+        objects = torch.cat([lc[:, 0, _OBJECT_CH], lc_period_search.to(dtype)], dim=-1)
+        feats = [self.tokens(x, lc_mask), self.object(objects)]
+        if "fold" in self.views:
+            flux = lc[:, :, 1]
+            folded = torch.cat([self._folded(ph1, flux, w), self._folded(ph2, flux, w)], dim=1)
+            feats.append(self.fold(folded))
+        return torch.cat(feats, dim=-1)
+
+
+def build_periodic(cfg) -> PeriodicEncoder:
+    return PeriodicEncoder(views=tuple(cfg.periodic_views), d_model=cfg.d_model, n_layers=cfg.n_layers,
+                           n_heads=cfg.n_heads, d_ff=cfg.d_ff, factor=cfg.prob_factor, dropout=cfg.lc_dropout,
+                           deterministic_eval=bool(cfg.deterministic_eval))

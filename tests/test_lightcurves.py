@@ -1,0 +1,338 @@
+"""`astrom3 ingest lightcurves` (any survey's long CSV tables), Lomb-Scargle periods, `astrom3 baseline`,
+predictions.csv, and the `periodic` light-curve encoder. Real ingestion, real training, real files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REALDATA, ROOT
+
+from astrom3_hpc.cli import main
+
+# Arbitrary class names, as another survey spells them (the issue's examples).
+CLASSES = {"M_or_SR": (40.0, 0.8), "HADS_or_DSCT": (0.07, 0.15), "RRab-like": (0.55, 0.6)}
+
+
+def _write_tables(d: Path, n_per_class: int = 14, seed: int = 0, drop_points_of: str | None = None,
+                  bad_time_of: str | None = None, extra_object: tuple[str, str] | None = None) -> dict:
+    """A long points table (gzip CSV, two bands, magnitudes) and an objects table; returns id -> (class, period)."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    d.mkdir(parents=True, exist_ok=True)
+    with gzip.open(d / "points.csv.gz", "wt", newline="") as fp, open(d / "objects.csv", "w", newline="") as fo:
+        wp, wo = csv.writer(fp), csv.writer(fo)
+        wp.writerow(["star", "hjd", "band", "magnitude", "magnitude_err"])
+        wo.writerow(["star", "cls", "P"])
+        k = 0
+        for cls, (period, amp) in CLASSES.items():
+            for _ in range(n_per_class):
+                oid = f"OGLE-{k:05d}"
+                p = period * rng.uniform(0.9, 1.1)
+                truth[oid] = (cls, p)
+                wo.writerow([oid, cls, f"{p:.6f}"])
+                k += 1
+                if oid == drop_points_of:
+                    continue
+                t = np.sort(rng.uniform(0, 600, 150)) + 57000
+                ph = 2 * np.pi * (t / p + rng.uniform())
+                shape = np.sin(ph) + (0.4 * np.sin(2 * ph) if cls == "RRab-like" else 0)
+                for band in ("V", "I"):
+                    mag = 15 + amp * shape + rng.normal(0, 0.02, len(t))
+                    for i, (ti, mi) in enumerate(zip(t, mag)):
+                        tcell = "yesterday" if (oid == bad_time_of and i == 7) else f"{ti:.6f}"
+                        wp.writerow([oid, tcell, band, f"{mi:.4f}", "0.02"])
+        if extra_object:
+            wo.writerow([extra_object[0], extra_object[1], ""])
+    return truth
+
+
+def _write_splits(d: Path, truth: dict, unknown: str | None = None) -> Path:
+    ids = sorted(truth)
+    rng = np.random.default_rng(1)
+    perm = [ids[i] for i in rng.permutation(len(ids))]
+    parts = {"train": perm[:28], "val": perm[28:35], "test": perm[35:]}
+    if unknown:
+        parts["test"] = parts["test"] + [unknown]
+    for split, members in parts.items():
+        p = d / "splits" / "full" / "42" / f"{split}.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("id,target\n" + "".join(f"{m},{truth.get(m, ('?',))[0]}\n" for m in members))
+    return d
+
+
+def _ingest_args(d: Path, out: Path, *extra: str) -> list[str]:
+    return ["ingest", "lightcurves", "--points", str(d / "points.csv.gz"), "--objects", str(d / "objects.csv"),
+            "--id-column", "star", "--time-column", "hjd", "--mag-column", "magnitude", "--err-column",
+            "magnitude_err", "--band-column", "band", "--band", "V", "--label-column", "cls", "--out", str(out),
+            "--no-progress", "--chunk-objects", "8", "--table-chunk", "16", "--lc-chunk", "2048", *extra]
+
+
+@pytest.fixture(scope="module")
+def lc_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lctables")
+    truth = _write_tables(d)
+    _write_splits(d, truth)
+    out = d / "lc.zarr"
+    assert main(_ingest_args(d, out, "--splits-from", str(d))) == 0
+    return d, out, truth
+
+
+def test_ingest_any_class_names_given_splits_and_periods(lc_store):
+    from astrom3_hpc.data.store import Store
+
+    d, out, truth = lc_store
+    s = Store(out)
+    assert s.class_names == tuple(sorted(CLASSES))
+    assert s.attrs["provenance"]["source"]["kind"] == "lightcurves"
+    assert s.attrs["provenance"]["source"]["points"].endswith("points.csv.gz")
+    names = json.loads((out / "object_names.json").read_text())
+    assert names[0] == "OGLE-00000"  # string ids are kept beside the row ids
+    # The store's split is exactly the split files' (rows follow the objects file's order).
+    for split in ("train", "val", "test"):
+        want = {line.split(",")[0] for line in (d / "splits/full/42" / f"{split}.csv").read_text().split()[1:]}
+        assert {names[i] for i in s.split(42, "full", split)} == want
+    assert len(s.split(42, "sub10", "train")) < len(s.split(42, "full", "train"))  # derived sub-X
+    labels = s.labels
+    assert all(s.class_names[labels[i]] == truth[n][0] for i, n in enumerate(names))
+    # No --period-column: the Lomb-Scargle period is the stored period, with its power and a second peak.
+    ps = s.root["lc/period_search"][:]
+    true_p = np.array([truth[n][1] for n in names])
+    assert np.mean(np.abs(ps[:, 0] / true_p - 1) < 0.01) > 0.9
+    assert np.all((ps[:, 1] > 0) & (ps[:, 1] <= 1) & (ps[:, 3] <= ps[:, 1]) & (ps[:, 2] != ps[:, 0]))
+    np.testing.assert_allclose(10 ** s.root["aux"][:, 1], ps[:, 0], rtol=1e-5)
+
+
+def test_period_column_overrides_lomb_scargle(tmp_path):
+    from astrom3_hpc.data.store import Store
+
+    truth = _write_tables(tmp_path, n_per_class=3)
+    out = tmp_path / "p.zarr"
+    assert main(_ingest_args(tmp_path, out, "--period-column", "P")) == 0
+    s = Store(out)
+    names = [f"OGLE-{i:05d}" for i in range(9)]
+    np.testing.assert_allclose(10 ** s.root["aux"][:, 1], [truth[n][1] for n in names], rtol=1e-5)
+
+
+def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path):
+    from astrom3_hpc.results.collect import main as collect_main
+    from astrom3_hpc.data.store import Store
+
+    _, out, _ = lc_store
+    s = Store(out)
+    test_rows = s.split(42, "full", "test")
+    runs = tmp_path / "runs"
+    ft = runs / "photo-full-s42-scratch"
+    assert main(["finetune", "--config", str(ROOT / "configs/test.yaml"), "--run-dir", str(ft), "--mode", "photo",
+                 "--init", "scratch", "--set", f"data.store={out}", "train.epochs=1", "train.batch_size=8"]) == 0
+    bl = runs / "baseline-s42"
+    assert main(["baseline", str(out), "--seed", "42", "--out", str(bl)]) == 0
+    for run in (ft, bl):
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["test"]["class_names"] == sorted(CLASSES) and m["test"]["n"] == len(test_rows)
+        assert (run / "confusion_test.png").stat().st_size > 1000
+        with open(run / "predictions.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["row"]) for r in rows] == sorted(test_rows.tolist())
+        assert set(rows[0]) == {"row", "object_id", "true_class", "predicted_class",
+                                *[f"p_{c}" for c in sorted(CLASSES)]}
+        assert all(r["object_id"].startswith("OGLE-") for r in rows)
+        assert all(abs(sum(float(r[f"p_{c}"]) for c in CLASSES) - 1) < 1e-4 for r in rows)
+        assert all(r["predicted_class"] == max(CLASSES, key=lambda c: float(r[f"p_{c}"])) for r in rows)
+    # Three well-separated periods: the classical baseline should not miss.
+    assert json.loads((bl / "metrics.json").read_text())["test"]["macro_f1"] > 0.9
+    assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert "| photo | full | baseline | 1 |" in md and "HADS_or_DSCT" in md
+
+
+def _no_leftovers(d: Path, out: Path) -> None:
+    assert not out.exists()
+    assert not [p for p in d.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
+
+
+def test_object_without_points_fails_or_is_skipped(tmp_path):
+    from astrom3_hpc.data.store import Store
+
+    _write_tables(tmp_path, n_per_class=3, drop_points_of="OGLE-00004")
+    out = tmp_path / "s.zarr"
+    assert main(_ingest_args(tmp_path, out)) == 2
+    _no_leftovers(tmp_path, out)
+    assert main(_ingest_args(tmp_path, out, "--on-error", "skip")) == 0
+    skipped = Store(out).skipped()
+    assert [s["object_id"] for s in skipped] == ["OGLE-00004"] and "0 usable rows in band 'V'" in skipped[0]["reason"]
+
+
+def test_non_numeric_time_names_object_line_and_column(tmp_path, capsys):
+    _write_tables(tmp_path, n_per_class=3, bad_time_of="OGLE-00002")
+    out = tmp_path / "s.zarr"
+    assert main(_ingest_args(tmp_path, out)) == 2
+    err = capsys.readouterr().err
+    assert "OGLE-00002" in err and "'hjd'" in err and "'yesterday'" in err and "points.csv.gz" in err
+    assert "Traceback" not in err
+    _no_leftovers(tmp_path, out)
+
+
+def test_missing_label_column_and_unknown_labels(tmp_path, capsys):
+    _write_tables(tmp_path, n_per_class=3, extra_object=("OGLE-99999", ""))
+    out = tmp_path / "s.zarr"
+    args = _ingest_args(tmp_path, out)
+    bad = list(args)
+    bad[bad.index("cls")] = "variability_class"
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "'variability_class'" in err and "objects.csv" in err
+    # An object without a class: an error (never a silent -1) unless dropped on request.
+    assert main(args) == 2
+    assert "OGLE-99999" in capsys.readouterr().err
+    _no_leftovers(tmp_path, out)
+    cmap = tmp_path / "map.json"
+    cmap.write_text(json.dumps({"M_or_SR": "LPV", "HADS_or_DSCT": "DSCT", "RRab-like": "RRAB"}))
+    assert main(args + ["--class-map", str(cmap), "--drop-unlabelled"]) == 0
+    from astrom3_hpc.data.store import Store
+
+    s = Store(out)
+    assert s.class_names == ("DSCT", "LPV", "RRAB") and s.n_objects == 9 and (s.labels >= 0).all()
+
+
+def test_split_file_with_unknown_id(tmp_path, capsys):
+    truth = _write_tables(tmp_path, n_per_class=14)
+    _write_splits(tmp_path, truth, unknown="NOT-A-STAR")
+    out = tmp_path / "s.zarr"
+    assert main(_ingest_args(tmp_path, out, "--splits-from", str(tmp_path))) == 2
+    err = capsys.readouterr().err
+    assert "NOT-A-STAR" in err and "test.csv" in err
+    _no_leftovers(tmp_path, out)
+    assert main(_ingest_args(tmp_path, out, "--splits-from", str(tmp_path), "--on-error", "skip")) == 0
+    from astrom3_hpc.data.store import Store
+
+    src = Store(out).attrs["provenance"]["source"]
+    assert src["n_ignored_split_ids"] == 1 and src["ignored_split_ids"][0].endswith(":NOT-A-STAR")
+
+
+def test_lomb_scargle_backends_agree():
+    from astrom3_hpc.data import periods
+
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 300, 200))
+    y = np.sin(2 * np.pi * t / 0.377) + rng.normal(0, 0.1, len(t))
+    a = periods.search(t, y, np.full(len(t), 0.1), "nifty")
+    b = periods.search(t, y, np.full(len(t), 0.1), "astropy")
+    assert abs(a.period / 0.377 - 1) < 1e-3 and abs(b.period / a.period - 1) < 1e-4
+    assert abs(a.power - b.power) < 1e-3
+
+
+@pytest.mark.skipif(not (REALDATA / "ztf_vsx").is_dir(), reason="shared real data not present")
+def test_real_ztf_slice(tmp_path):
+    """40 real ZTF DR3 objects through the generic reader with the VSX types as classes."""
+    from astrom3_hpc.data.store import Store
+
+    src = REALDATA / "ztf_vsx"
+    with open(src / "ztf_vsx_objects.csv") as f:
+        every = list(csv.DictReader(f))
+    rows = [r for t, n in (("RRAB", 15), ("RRC", 13), ("ELL", 12)) for r in [r for r in every if r["Type"] == t][:n]]
+    keep = {r["vsx_oid"] for r in rows}
+    with open(tmp_path / "objects.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with gzip.open(src / "ztf_vsx_lightcurves_long.csv.gz", "rt") as fi, open(tmp_path / "points.csv", "w") as fo:
+        fo.write(fi.readline())
+        fo.writelines(line for line in fi if line.split(",", 1)[0] in keep)
+    out = tmp_path / "ztf.zarr"
+    assert main(["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
+                 str(tmp_path / "objects.csv"), "--id-column", "vsx_oid", "--time-column", "mjd", "--mag-column",
+                 "mag", "--err-column", "magerr", "--band-column", "filter", "--band", "2", "--label-column",
+                 "Type", "--out", str(out), "--no-progress", "--on-error", "skip"]) == 0
+    s = Store(out)
+    assert set(s.class_names) <= {"RRAB", "RRC", "ELL"} and s.n_objects == 40
+    ids = s.root["object_id"][:]
+    cat = {int(r["vsx_oid"]): float(r["period"]) for r in rows if r["period"]}
+    ps = s.root["lc/period_search"][:, 0]
+    rr = [i for i, o in enumerate(ids) if o in cat and s.class_names[s.labels[i]] in ("RRAB", "RRC")]
+    ratio = np.array([ps[i] / cat[int(ids[i])] for i in rr])
+    # Pulsators: Lomb-Scargle finds the catalogue period itself.
+    assert len(rr) >= 20 and np.mean(np.abs(ratio - 1) < 0.01) > 0.85
+
+
+def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
+    import torch
+
+    from astrom3_hpc.core.config import ModelConfig
+    from astrom3_hpc.model import build_classifier
+    from astrom3_hpc.model.periodic import PeriodicEncoder
+
+    paper = build_classifier(ModelConfig(preset="paper", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 3)
+    assert paper.input_keys["photo"] == ("lc", "lc_mask")
+    per = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 4)
+    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period", "lc_period_search")
+    B, L = 3, 200
+    t = torch.sort(torch.rand(B, L), dim=1).values
+    span_years = 2.0
+    lc = torch.zeros(B, L, 9)
+    lc[:, :, 0] = t
+    lc[:, :, 8] = span_years
+    days = t * span_years * 365.25
+    lc[:, :, 1] = torch.sin(2 * torch.pi * days / 0.5)
+    mask = torch.ones(B, L)
+    logits = per({"lc": lc, "lc_mask": mask, "lc_period": torch.full((B,), 0.5),
+                  "lc_period_search": torch.zeros(B, 4)})
+    assert logits.shape == (B, 4) and torch.isfinite(logits).all()
+    # The folded view at the true period is a clean sinusoid; the brightest bin comes first.
+    enc = PeriodicEncoder(views=("fold",), d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    folded = enc._folded(enc._phase(days, torch.full((B,), 0.5)), lc[:, :, 1], mask)
+    assert folded.shape == (B, 2, 32)
+    assert torch.all(folded[:, 0, 0] > 0.9) and torch.all(folded[:, 0, 16] < -0.9)
+
+
+def test_embed_a_photometry_only_store(lc_store, tiny_store, tmp_path):
+    """A CLIP model pretrained elsewhere embeds a lightcurves store: photometry vectors for every object."""
+    import subprocess
+    import sys
+
+    from dist_helpers import child_env
+    from test_train import run_job
+
+    from astrom3_hpc.science.common import read_embeddings
+
+    _, out, _ = lc_store
+    run = tmp_path / "pre"
+    run_job("pretrain", run, tiny_store, sets=("train.epochs=1",))
+    r = subprocess.run([sys.executable, "-m", "astrom3_hpc.cli", "embed", str(run), "--store", str(out),
+                        "--out-dir", str(tmp_path / "sci"), "--no-progress"], env=child_env(), capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    emb = read_embeddings(tmp_path / "sci" / "embeddings.zarr")
+    assert len(emb.row) == 42 and emb.present[:, 0].all() and not emb.present[:, 1:].any()
+    assert np.isfinite(emb.vectors["photo"]).all()
+    assert emb.attrs["class_names"] == sorted(CLASSES)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_ingest_equals_serial(lc_store, tmp_path):
+    """Two ranks each read the tables and search the periods of their own objects: the same store."""
+    import os
+    import subprocess
+    import sys
+
+    from astrom3_hpc.data.store import Store
+
+    d, serial, _ = lc_store
+    out = tmp_path / "mpi.zarr"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["mpiexec", "-n", "2", "astrom3", *_ingest_args(d, out, "--splits-from", str(d))], env=env,
+                       capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = Store(serial), Store(out)
+    assert b.attrs["provenance"]["mpi_ranks"] == 2
+    for name in ("object_id", "label", "lc/values", "lc/period_search", "aux", "splits/seed42/full/train",
+                 "splits/seed42/sub10/test"):
+        np.testing.assert_array_equal(a.root[name][:], b.root[name][:], err_msg=name)
+    assert (serial / "object_names.json").read_text() == (out / "object_names.json").read_text()
