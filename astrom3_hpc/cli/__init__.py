@@ -121,7 +121,9 @@ def cmd_ingest(args) -> int:
 
     source = make_source(args)
     opts = IngestOptions(on_error=args.on_error, error_channel=args.error_channel, overwrite=args.overwrite,
-                         meta_nan=args.meta_nan, splits_from=args.splits_from,
+                         meta_nan=args.meta_nan,
+                         # the lightcurves source reads its split files itself (text ids, its id column)
+                         splits_from=None if args.source == "lightcurves" else args.splits_from,
                          progress=not args.no_progress,
                          layout_kw=dict(chunk_objects=args.chunk_objects, table_chunk=args.table_chunk,
                                         lc_chunk=args.lc_chunk, shard_chunks=args.shard_chunks,

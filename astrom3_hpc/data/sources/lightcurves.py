@@ -384,7 +384,6 @@ def add_arguments(p) -> None:
                    help="leave out objects with no class (default: error naming them)")
     g.add_argument("--period-column", help="catalogue period (days) in the objects table; default (and empty "
                                            "cells): the Lomb-Scargle period")
-    g.add_argument("--splits-from", help="directory with splits/{subset}/{seed}/{train,val,test}.csv")
     g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42)")
     g.add_argument("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
                    help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
