@@ -27,7 +27,7 @@ from .logs import _last_line, parse_log_name, read_job_ids  # noqa: F401 - _last
 from .paper import PAPER_KNN1, PAPER_RESULTS
 from .plots import plot_accuracy_vs_fraction
 from .read import BadMetrics, RunRecord, cell_table, gather, read_metrics
-from .render import (_nan_to_none, _record_json, _stringify_keys, render_cell_csv, render_csv, render_markdown,
+from .render import (nan_to_none, record_json, render_cell_csv, render_csv, render_markdown, stringify_keys,
                      summary_line)
 from .stats import aggregate, aggregate_pretrain
 
@@ -61,9 +61,9 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
         "paper": {"results": [{"mode": m, "subset": s, "scratch": v["scratch"], "clip": v["clip"], "plus": v["plus"]}
                               for (m, s), v in PAPER_RESULTS.items()], "knn1": PAPER_KNN1},
         "warnings": col.warnings + warn,
-        "failures": [_record_json(r) for r in failures],
-        "runs": [_record_json(r) for r in col.runs],
-        "pretrain_runs": [_record_json(r) for r in col.pretrain],
+        "failures": [record_json(r) for r in failures],
+        "runs": [record_json(r) for r in col.runs],
+        "pretrain_runs": [record_json(r) for r in col.pretrain],
         "cell_hparams": cell_table(col.runs, root),
     }
     md = render_markdown({**res, "grid": col.grid, "_records": col.runs, "_pretrain_records": col.pretrain}, std)
@@ -71,7 +71,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     write_text(out / "results.md", md)
     write_text(out / "results.csv", render_csv(res))
     write_text(out / "cells.csv", render_cell_csv(res["cell_hparams"]))
-    write_json(out / "results.json", _nan_to_none(_stringify_keys(res)))
+    write_json(out / "results.json", nan_to_none(stringify_keys(res)))
     if plot:
         plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)
     if stream is not None:

@@ -136,7 +136,7 @@ class LogIndex:
         return sorted(tagged or hits, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def _run_ids(d: Path) -> dict[str, str]:
+def recorded_slurm_ids(d: Path) -> dict[str, str]:
     """The SLURM ids a run recorded in its run.json (rundir.env_info), if any."""
     try:
         info = json.loads((d / "run.json").read_text())

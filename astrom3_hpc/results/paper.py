@@ -49,10 +49,10 @@ def paper_value(mode: str, subset: str, init: str, test_set: str) -> tuple[float
     return p[init]
 
 
-def _pair_key(mode: str, subset: str) -> tuple[int, int]:
+def pair_key(mode: str, subset: str) -> tuple[int, int]:
     return (MODES.index(mode) if mode in MODES else 99, SUBSET_ORDER.index(subset) if subset in SUBSET_ORDER else 99)
 
 
-def _grid_order(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def grid_order(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     pairs = set(pairs)
-    return sorted(pairs, key=lambda p: _pair_key(*p))
+    return sorted(pairs, key=lambda p: pair_key(*p))

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..orchestration.sweep import MANIFEST, MODES, Sweep, cell_hparams
-from .logs import LogIndex, _last_line, _run_ids
-from .paper import ALL_INITS, SUBSET_ORDER, _grid_order
+from .logs import LogIndex, _last_line, recorded_slurm_ids
+from .paper import ALL_INITS, SUBSET_ORDER, grid_order
 
 _REPORT_KEYS = ("n", "accuracy", "macro_f1")
 
@@ -55,7 +55,7 @@ class BadMetrics(ValueError):
     pass
 
 
-def _finite_number(x: Any) -> bool:
+def finite_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -65,11 +65,11 @@ def _check_report(rep: Any, name: str) -> None:
     for k in _REPORT_KEYS:
         if k not in rep:
             raise BadMetrics(f"'{name}' has no '{k}'")
-    if not _finite_number(rep["accuracy"]) or not 0.0 <= rep["accuracy"] <= 1.0:
+    if not finite_number(rep["accuracy"]) or not 0.0 <= rep["accuracy"] <= 1.0:
         raise BadMetrics(f"'{name}.accuracy' is {rep['accuracy']!r}, not a fraction")
     if not isinstance(rep["n"], int) or rep["n"] <= 0:
         raise BadMetrics(f"'{name}.n' is {rep['n']!r}")
-    if not (_finite_number(rep["macro_f1"]) or rep["macro_f1"] is None):
+    if not (finite_number(rep["macro_f1"]) or rep["macro_f1"] is None):
         raise BadMetrics(f"'{name}.macro_f1' is {rep['macro_f1']!r}")
 
 
@@ -182,7 +182,7 @@ def _task_record(sw: Sweep, task, logs: LogIndex) -> RunRecord:
         except BadMetrics as e:
             rec.status, rec.reason = "failed", str(e)
     if rec.status != "complete":
-        _attach_logs(rec, logs.for_task(task.index, _run_ids(d)), d, sw.root)
+        _attach_logs(rec, logs.for_task(task.index, recorded_slurm_ids(d)), d, sw.root)
     return rec
 
 
@@ -208,7 +208,7 @@ def _pretrain_record(root: Path, d: Path, seed: int | None, logs: LogIndex | Non
             rec.status, rec.reason = "failed", str(e)
     if rec.status != "complete":
         found = [] if logs is None else (logs.for_pretrain(seed) if seed is not None else []) + \
-            [p for p in logs.for_task(None, _run_ids(d))]
+            [p for p in logs.for_task(None, recorded_slurm_ids(d))]
         _attach_logs(rec, sorted(set(found), key=lambda p: (p.stat().st_mtime, p.name)), d, root)
     return rec
 
@@ -228,7 +228,7 @@ def gather_sweep(root: Path) -> Collection:
                 pre_seeds.add(int(m.group(1)))
     pretrain = [_pretrain_record(sw.root, sw.pretrain_dir(s), s, logs) for s in sorted(pre_seeds)]
     return Collection(sw.root, True, runs, pretrain, warn, sw.seeds,
-                      _grid_order((t.mode, t.subset) for t in sw.tasks))
+                      grid_order((t.mode, t.subset) for t in sw.tasks))
 
 
 def _parse_dir_name(name: str) -> dict[str, Any]:
@@ -304,7 +304,7 @@ def gather_dir(root: Path, exclude: Path | None = None) -> Collection:
                 for k, v in info.items():
                     if getattr(rec, k) is None:
                         setattr(rec, k, v)
-                _attach_logs(rec, logs.for_task(None, _run_ids(d)), d, root)
+                _attach_logs(rec, logs.for_task(None, recorded_slurm_ids(d)), d, root)
             runs.append(rec)
         else:
             kind, info = _describe_incomplete(d)
@@ -313,10 +313,10 @@ def gather_dir(root: Path, exclude: Path | None = None) -> Collection:
                 continue
             rec = RunRecord(status="failed", run_dir=_rel(d, root),
                             reason="no metrics.json (incomplete: failed, killed or still running)", **info)
-            _attach_logs(rec, logs.for_task(None, _run_ids(d)), d, root)
+            _attach_logs(rec, logs.for_task(None, recorded_slurm_ids(d)), d, root)
             runs.append(rec)
     seeds = sorted({r.seed for r in runs if isinstance(r.seed, int)})
-    grid = _grid_order((r.mode, r.subset) for r in runs if r.mode in MODES and r.subset in SUBSET_ORDER)
+    grid = grid_order((r.mode, r.subset) for r in runs if r.mode in MODES and r.subset in SUBSET_ORDER)
     return Collection(root, False, runs, pretrain, warn, seeds, grid)
 
 
@@ -346,7 +346,7 @@ def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
         row = rows.setdefault(key, {"mode": r.mode, "subset": r.subset, **hp, "inits": set(), "n_runs": 0})
         row["inits"].add(r.init)
         row["n_runs"] += 1
-    order = {p: i for i, p in enumerate(_grid_order({(m, s) for m, s, _ in rows}))}
+    order = {p: i for i, p in enumerate(grid_order({(m, s) for m, s, _ in rows}))}
     out = sorted(rows.values(), key=lambda x: order[(x["mode"], x["subset"])])
     for row in out:
         row["inits"] = sorted(row["inits"])

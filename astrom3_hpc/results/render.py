@@ -170,7 +170,7 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
     return out + [""]
 
 
-def _record_json(r: RunRecord) -> dict[str, Any]:
+def record_json(r: RunRecord) -> dict[str, Any]:
     d = asdict(r)
     m = d.pop("metrics")
     if m and r.kind == "finetune":
@@ -221,19 +221,19 @@ def render_cell_table(rows: list[dict[str, Any]]) -> list[str]:
     return out + [""]
 
 
-def _nan_to_none(x: Any) -> Any:
+def nan_to_none(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
+        return {k: nan_to_none(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
+        return [nan_to_none(v) for v in x]
     return x
 
 
-def _stringify_keys(x: Any) -> Any:
+def stringify_keys(x: Any) -> Any:
     if isinstance(x, dict):
-        return {str(k): _stringify_keys(v) for k, v in x.items()}
+        return {str(k): stringify_keys(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_stringify_keys(v) for v in x]
+        return [stringify_keys(v) for v in x]
     return x

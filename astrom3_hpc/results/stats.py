@@ -9,9 +9,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .paper import (ALL_INITS, ALPHA, EMBEDDING_VIEWS, PAPER_KNN1, PAPER_RESULTS, TEST_SETS, _grid_order, _pair_key,
+from .paper import (ALL_INITS, ALPHA, EMBEDDING_VIEWS, PAPER_KNN1, PAPER_RESULTS, TEST_SETS, grid_order, pair_key,
                     paper_value)
-from .read import RunRecord, _finite_number
+from .read import RunRecord, finite_number
 
 
 def describe(values: list[float]) -> dict[str, float]:
@@ -48,7 +48,7 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
         if r.status == "complete":
             by_group.setdefault((r.mode, r.subset, r.init), []).append(r)
     groups = []
-    for (mode, subset, init) in sorted(by_group, key=lambda k: (_pair_key(k[0], k[1]), ALL_INITS.index(k[2]))):
+    for (mode, subset, init) in sorted(by_group, key=lambda k: (pair_key(k[0], k[1]), ALL_INITS.index(k[2]))):
         rs = sorted(by_group[(mode, subset, init)], key=lambda r: r.seed)
         g: dict[str, Any] = {"mode": mode, "subset": subset, "init": init, "n_seeds": len(rs),
                              "seeds": [r.seed for r in rs]}
@@ -73,7 +73,7 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
         groups.append(g)
     comps = []
     idx = {(g["mode"], g["subset"], g["init"]): g for g in groups}
-    for (mode, subset) in _grid_order({(g["mode"], g["subset"]) for g in groups}):
+    for (mode, subset) in grid_order({(g["mode"], g["subset"]) for g in groups}):
         c, s = idx.get((mode, subset, "clip")), idx.get((mode, subset, "scratch"))
         if not (c and s):
             continue
@@ -105,7 +105,7 @@ def aggregate_pretrain(pretrain: list[RunRecord]) -> dict[str, Any]:
         row: dict[str, Any] = {"view": view, "paper_knn1": PAPER_KNN1.get(view)}
         for metric in ("centroid", "knn1"):
             vals = {r.seed: 100.0 * r.metrics["embedding_eval"][f"{metric}_{view}"] for r in done
-                    if _finite_number(r.metrics["embedding_eval"].get(f"{metric}_{view}"))}
+                    if finite_number(r.metrics["embedding_eval"].get(f"{metric}_{view}"))}
             row[metric] = {"values": vals, "n_seeds": len(vals), **describe(list(vals.values()))}
         if row["centroid"]["n_seeds"] or row["knn1"]["n_seeds"]:
             rows.append(row)
