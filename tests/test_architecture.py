@@ -38,7 +38,7 @@ LAYER_OF = {
     "astrom3_hpc.train": "train",
     "astrom3_hpc.orchestration.sweep": "orchestration",
     "astrom3_hpc.orchestration.launch": "orchestration",
-    "astrom3_hpc.results.collect": "results",
+    "astrom3_hpc.results": "results",
     "astrom3_hpc.science": "science",
     "astrom3_hpc.app.demo": "app",              # a whole workflow: sweep, then collect
     "astrom3_hpc.cli": "cli",

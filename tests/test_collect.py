@@ -14,8 +14,9 @@ import pytest
 from scipy.stats import ttest_rel
 
 from astrom3_hpc.core.atomic import write_json, write_text
-from astrom3_hpc.results.collect import (PAPER_KNN1, PAPER_RESULTS, add_parser, collect, parse_log_name, read_job_ids,
-                                 read_metrics, BadMetrics)
+from astrom3_hpc.cli.results import add_parser
+from astrom3_hpc.results.collect import (PAPER_KNN1, PAPER_RESULTS, collect, parse_log_name, read_job_ids,
+                                         read_metrics, BadMetrics)
 from astrom3_hpc.core.constants import CLASS_NAMES
 from astrom3_hpc.train.evaluate import classification_report
 from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
@@ -356,8 +357,8 @@ def test_cli(sweep, tmp_path, capsys):
 
 
 def test_module_main(sweep, tmp_path, capsys):
-    """`python -m astrom3_hpc.results.collect SWEEP_DIR ...` runs collect.main (tested in-process: no second interpreter)."""
-    from astrom3_hpc.results.collect import main
+    """`python -m astrom3_hpc.cli.results SWEEP_DIR ...` runs its main (tested in-process: no second interpreter)."""
+    from astrom3_hpc.cli.results import main
 
     assert main([str(sweep["root"]), "--out", str(tmp_path / "m")]) == 0
     assert "| photometry | sub10 |" in capsys.readouterr().out

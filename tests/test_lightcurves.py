@@ -120,7 +120,7 @@ def test_period_column_overrides_lomb_scargle(tmp_path):
 
 
 def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path):
-    from astrom3_hpc.results.collect import main as collect_main
+    from astrom3_hpc.cli.results import main as collect_main
     from astrom3_hpc.data.store import Store
 
     _, out, _ = lc_store

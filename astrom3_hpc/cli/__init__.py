@@ -386,13 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .science import add_parsers as add_science_parsers
 
     add_science_parsers(sub)
-    from ..results import collect
+    from . import results as results_cli
     from ..app import demo
     from ..orchestration import launch
 
     launch.add_parsers(sub)
 
-    collect.add_parser(sub)
+    results_cli.add_parser(sub)
     demo.add_parser(sub)
     from ..train import baseline
 

@@ -1,0 +1,66 @@
+"""The accuracy-vs-label-fraction figure (matplotlib, Agg), the paper's points beside the sweep's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.atomic import atomic_path
+from ..orchestration.sweep import MODES
+from .paper import LABEL_FRACTION, MODE_NAMES, PAPER_RESULTS, SUBSET_ORDER
+
+
+def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = "population") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skey = "std_pop" if std == "population" else "std_sample"
+    groups = {(g["mode"], g["subset"], g["init"]): g for g in res["groups"]}
+    colours = {"clip": "tab:blue", "scratch": "tab:orange"}
+    labels = {"clip": "CLIP", "scratch": "no CLIP"}
+    offset = {"clip": 1.0, "scratch": -1.0}
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True)
+    for ax, mode in zip(axes, MODES):
+        any_data = False
+        for init in ("scratch", "clip"):
+            for ts, style in (("test", "-"), ("test_full", "--")):
+                pts = [(LABEL_FRACTION[s], groups[(mode, s, init)]) for s in SUBSET_ORDER if (mode, s, init) in groups]
+                if not pts:
+                    continue
+                any_data = True
+                x = np.array([p[0] for p in pts], dtype=float) + offset[init] * (1.0 if ts == "test" else 1.6)
+                y = np.array([p[1][ts]["mean"] for p in pts])
+                e = np.nan_to_num(np.array([p[1][ts][skey] for p in pts], dtype=float))
+                ax.errorbar(x, y, yerr=e, fmt="o" + style, color=colours[init], capsize=3, ms=5,
+                            lw=1.6 if ts == "test" else 1.0, alpha=1.0 if ts == "test" else 0.55,
+                            label=f"{labels[init]} ({'sub-X test' if ts == 'test' else 'full test'})")
+            pp = [(LABEL_FRACTION[s], PAPER_RESULTS[(mode, s)][init]) for s in SUBSET_ORDER
+                  if (mode, s) in PAPER_RESULTS]
+            if pp:
+                ax.errorbar([p[0] + offset[init] * 2.2 for p in pp], [p[1][0] for p in pp],
+                            yerr=[p[1][1] for p in pp], fmt="s", mfc="none", mec=colours[init], ecolor=colours[init],
+                            ms=7, capsize=2, lw=0.8, alpha=0.8, label=f"{labels[init]} (paper)")
+        if not any_data:
+            ax.text(0.5, 0.5, "no completed runs", transform=ax.transAxes, ha="center", va="center", color="grey")
+        ax.set_title(MODE_NAMES[mode])
+        ax.set_xticks([10, 25, 50, 100], ["10%", "25%", "50%", "100%"])
+        ax.set_xlim(0, 110)
+        ax.set_xlabel("label fraction")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"test accuracy % (mean ± {std} std)")
+    handles, labs = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labs:
+                handles.append(h)
+                labs.append(lab)
+    if handles:
+        fig.legend(handles, labs, loc="lower center", ncol=min(len(labs), 6), fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.92, bottom=0.25, wspace=0.22)  # tight_layout is slow
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
