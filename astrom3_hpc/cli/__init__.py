@@ -6,17 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from .. import __version__
+from .runner import dispatch
 
 log = logging.getLogger("astrom3")
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,34 +227,19 @@ def _add_train(sub) -> None:
     e.set_defaults(func=cmd_evaluate_embeddings)
 
 
-def _load_cfg(args, extra: list[str] | None = None):
-    from ..core.config import load_config
-
-    return load_config(args.config, list(args.set) + (extra or []))
-
-
 def cmd_pretrain(args) -> int:
-    from ..train.pretrain import Pretrainer
+    from ..train.jobs import pretrain_config, run_pretrain
 
-    cfg = _load_cfg(args)
-    return Pretrainer(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
-                      resume=not args.no_resume).run_job()
+    return run_pretrain(pretrain_config(args.config, args.set), args.run_dir,
+                        stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
 
 def cmd_finetune(args) -> int:
-    from ..train.finetune import Finetuner
+    from ..train.jobs import finetune_config, run_finetune
 
-    extra = []
-    for flag, key in (("mode", "finetune.mode"), ("subset", "data.subset"), ("seed", "data.seed"),
-                      ("init", "finetune.init"), ("pretrain_seed", "finetune.pretrain_seed")):
-        v = getattr(args, flag)
-        if v is not None:
-            extra.append(f"{key}={v}")
-    if args.allow_unknown_seed:
-        extra.append("finetune.allow_unknown_seed=true")
-    cfg = _load_cfg(args, extra)
-    return Finetuner(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
-                     resume=not args.no_resume).run_job()
+    cfg = finetune_config(args.config, args.set, mode=args.mode, subset=args.subset, seed=args.seed, init=args.init,
+                          pretrain_seed=args.pretrain_seed, allow_unknown_seed=args.allow_unknown_seed)
+    return run_finetune(cfg, args.run_dir, stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
 
 def _add_import_weights(sub) -> None:
@@ -320,41 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_science_parsers(sub)
     from ..results import collect
     from ..app import demo
-    from ..orchestration import launch
+    from .orchestration import add_parsers as add_orchestration_parsers
 
-    launch.add_parsers(sub)
+    add_orchestration_parsers(sub)
 
     collect.add_parser(sub)
     demo.add_parser(sub)
     return p
-
-
-def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
-             expected_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Parse, set up logging and run the chosen subcommand. Bad input (a config key, a store, a file, an object)
-    ends with one clear line naming it and exit code 2, not a traceback."""
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _setup_logging(getattr(args, "verbose", False))
-    from ..core.config import ConfigError
-    from ..data.ingest import IngestError
-    from ..data.raw import BadInputError
-    from ..data.split_files import SplitFileError
-    from ..data.store import StoreError
-
-    try:
-        return int(args.func(args) or 0)
-    except (ConfigError, StoreError, BadInputError, IngestError, SplitFileError, FileExistsError, FileNotFoundError,
-            ValueError, *expected_errors) as e:
-        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader went away (`astrom3 info store | head`): stop quietly, as other Unix tools do, and keep
-        # the interpreter's final flush of stdout from raising again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 def main(argv: list[str] | None = None) -> int:

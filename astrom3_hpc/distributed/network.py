@@ -9,6 +9,7 @@ import re
 import socket
 import struct
 import subprocess
+from typing import Mapping
 
 SINGLE_HOST_ADDR = "127.0.0.1"
 
