@@ -12,7 +12,7 @@ Same as `astrom3 launch sweep ...` (see --help and docs/slurm.md); the sbatch ro
 """
 import sys
 
-from astrom3_hpc.orchestration.launch import main
+from astrom3_hpc.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["launch", "sweep", *sys.argv[1:]]))

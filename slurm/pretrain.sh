@@ -162,8 +162,8 @@ SRUN=(srun --unbuffered "${SRUN_GPU[@]}")
 # shellcheck disable=SC2206
 [ -z "${SRUN_ARGS:-}" ] || SRUN+=($SRUN_ARGS)
 if [ "${PRECHECK:-0}" = 1 ]; then
-  log "rendezvous check: ${SRUN[*]} $PYTHON -m astrom3_hpc.orchestration.launch launch check-rendezvous"
-  if ! "${SRUN[@]}" "$PYTHON" -m astrom3_hpc.orchestration.launch launch check-rendezvous --out "$RUN_DIR/rendezvous" \
+  log "rendezvous check: ${SRUN[*]} $PYTHON -m astrom3_hpc.cli launch check-rendezvous"
+  if ! "${SRUN[@]}" "$PYTHON" -m astrom3_hpc.cli launch check-rendezvous --out "$RUN_DIR/rendezvous" \
       --timeout 120; then
     die "rendezvous check failed (see above and $RUN_DIR/rendezvous/): not starting the training"
   fi

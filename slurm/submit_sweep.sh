@@ -24,6 +24,6 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export ASTROM3_ROOT=$ROOT
 case "${1:-}" in
-  ""|-h|--help) exec "$PYTHON" -m astrom3_hpc.orchestration.launch sweep submit --help ;;
+  ""|-h|--help) exec "$PYTHON" -m astrom3_hpc.cli sweep submit --help ;;
 esac
-exec "$PYTHON" -m astrom3_hpc.orchestration.launch sweep submit --backend sbatch "$@"
+exec "$PYTHON" -m astrom3_hpc.cli sweep submit --backend sbatch "$@"

@@ -26,23 +26,16 @@ RANK = {"core": 0, "data": 1, "model": 2, "distributed": 3, "train": 4, "orchest
 # Module prefix -> layer, written against the CURRENT module paths.
 LAYER_OF = {
     "astrom3_hpc": "core",                  # the package __init__
-    "astrom3_hpc.core.config": "core",
-    "astrom3_hpc.core.constants": "core",
-    "astrom3_hpc.core.atomic": "core",
-    "astrom3_hpc.core.progress": "core",
+    "astrom3_hpc.core": "core",             # config, constants, atomic writes, progress, exit codes
     "astrom3_hpc.data": "data",
     "astrom3_hpc.model": "model",
     "astrom3_hpc.distributed": "distributed",
-    "astrom3_hpc.train.loss": "train",            # the training objective; uses distributed's gather
-    "astrom3_hpc.train.evaluate": "train",        # validation metrics of the training jobs
-    "astrom3_hpc.train": "train",
-    "astrom3_hpc.orchestration.sweep": "orchestration",
-    "astrom3_hpc.orchestration.launch": "orchestration",
+    "astrom3_hpc.train": "train",           # trainer, engine, loss, evaluation, the job entry points (jobs)
+    "astrom3_hpc.orchestration": "orchestration",
     "astrom3_hpc.results": "results",
     "astrom3_hpc.science": "science",
-    "astrom3_hpc.app.demo": "app",              # a whole workflow: sweep, then collect
-    "astrom3_hpc.cli": "cli",
-    "astrom3_hpc.cli.science": "cli",
+    "astrom3_hpc.app": "app",               # whole workflows: the demo runs a sweep, then collects it
+    "astrom3_hpc.cli": "cli",               # argument parsing only (cli/science.py: the science commands)
 }
 
 # The rules docs/architecture.md states in words; the rank order implies them, these name the reason.

@@ -173,7 +173,7 @@ def _deepspeed_device(args, environ) -> int:
     ({}, 0, None),
 ])
 def test_device_index_and_deepspeed_agree(environ, count, expected):
-    from astrom3_hpc.distributed.device import device_index_from_env
+    from astrom3_hpc.distributed.env import device_index_from_env
     from astrom3_hpc.distributed.env import detect
     from astrom3_hpc.train.engine import deepspeed_args
 

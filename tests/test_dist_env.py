@@ -14,6 +14,7 @@ except ImportError:  # tests/ imported as a package
     from tests.dist_helpers import free_port, run_distributed
 
 from astrom3_hpc.distributed import env as denv
+from astrom3_hpc.distributed import network, slurm_hosts
 from astrom3_hpc.distributed.env import (DistEnv, detect, expand_nodelist, expand_tasks_per_node, first_host,
                                   gloo_socket_ifname, slurm_port)
 
@@ -129,7 +130,7 @@ def test_open_mpi():
 
 
 def test_mpi_multi_host_without_master_addr_is_not_loopback(monkeypatch):
-    monkeypatch.setattr(denv, "_own_address", lambda: "10.1.2.3")
+    monkeypatch.setattr(network, "own_address", lambda: "10.1.2.3")
     env = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
            "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "MASTER_PORT": "6001"}
     assert d(env).master_addr == "10.1.2.3"
@@ -170,16 +171,16 @@ def test_expand_nodelist_rejects_malformed(bad):
 
 
 def test_first_host_prefers_scontrol_then_falls_back(monkeypatch):
-    monkeypatch.setattr(denv, "scontrol_hostnames", lambda nl, timeout=5.0: ["from-scontrol"])
+    monkeypatch.setattr(slurm_hosts, "scontrol_hostnames", lambda nl, timeout=5.0: ["from-scontrol"])
     assert first_host("node[01-02]") == "from-scontrol"
     assert first_host("node[01-02]", use_scontrol=False) == "node01"
-    monkeypatch.setattr(denv, "scontrol_hostnames", lambda nl, timeout=5.0: None)
+    monkeypatch.setattr(slurm_hosts, "scontrol_hostnames", lambda nl, timeout=5.0: None)
     assert first_host("node[01-02]") == "node01"
 
 
 def test_scontrol_missing_returns_none(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert denv.scontrol_hostnames("node[1-2]") is None
+    assert slurm_hosts.scontrol_hostnames("node[1-2]") is None
 
 
 def test_tasks_per_node():
@@ -222,7 +223,7 @@ def test_gloo_ifname_multi_host_never_loopback(monkeypatch):
     if not addrs:
         pytest.skip("no non-loopback IPv4 interface")
     name, addr = next(iter(addrs.items()))
-    monkeypatch.setattr(denv, "_own_address", lambda: addr)
+    monkeypatch.setattr(network, "own_address", lambda: addr)
     # The master is this host, named by an address that routes over loopback (Debian's 127.0.1.1).
     assert gloo_socket_ifname("127.0.1.1", {}, multi_host=True) == name
     assert denv.interface_addresses()[gloo_socket_ifname("127.0.1.1", {})].startswith("127.")

@@ -7,7 +7,7 @@ two fake hosts, each its own network namespace with interface a3s0, node names t
 - the same deterministic tiny run on 1 node x 2 tasks and on 2 nodes x 1 task: same per-step losses and final
   weights (within 1e-6);
 - a checkpoint written by a 2-node run resumes on 1 node x 2 tasks (same world size) and completes;
-- a 2-node Submitit job launched from Python (astrom3_hpc.orchestration.launch.launch_pretrain).
+- a 2-node Submitit job launched from Python (astrom3_hpc.orchestration.submitit_launch.launch_pretrain).
 
 All jobs are submitted at once and SLURM packs them onto the two hosts (each host has 2 CPUs; they share the
 machine's 2 cores). About 3-4 minutes on a busy 2-core machine.

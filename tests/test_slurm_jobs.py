@@ -1,6 +1,6 @@
 """The SLURM job suite on a real (local) SLURM cluster: slurm/pretrain.sh under srun, the fine-tuning array that
 depends on it, submit_sweep.sh and jobs.json, the collector over the result, preemption -> checkpoint -> requeue ->
-exact resume, and the same sweep through Submitit (astrom3_hpc.orchestration.launch) with Submitit's own requeue.
+exact resume, and the same sweep through Submitit (astrom3_hpc.orchestration.submitit_launch) with Submitit's own requeue.
 
 Everything runs the real Trainer on the tiny synthetic store with configs/test.yaml and FAST-like overrides. The
 node has 2 CPUs: a 2-task pretraining occupies it, so jobs run one after another (~5-6 min for the file on a busy
@@ -116,7 +116,7 @@ def tail(p: Path, n: int = 3000) -> str:
 # ------------------------------------------------------------------------------------------------ unit tests
 
 def test_array_spec_compacts_indices():
-    from astrom3_hpc.orchestration.launch import array_spec
+    from astrom3_hpc.orchestration.submission import array_spec
 
     assert array_spec([3, 7, 12], 4) == "3,7,12%4"
     assert array_spec([0, 1, 2, 3, 5, 6, 9]) == "0-3,5-6,9"
@@ -126,16 +126,16 @@ def test_array_spec_compacts_indices():
 
 
 def test_cli_parsers_register_sweep_and_launch(tmp_path, capsys):
-    from astrom3_hpc.orchestration import launch
+    from astrom3_hpc.cli import main
 
-    assert launch.main(["sweep", "create", str(tmp_path / "sw"), "--seeds", "42,0", "--modes", "photo", "--modes", "meta",
+    assert main(["sweep", "create", str(tmp_path / "sw"), "--seeds", "42,0", "--modes", "photo", "--modes", "meta",
                         "--subsets", "full", "--inits", "clip,scratch"]) == 0
     from astrom3_hpc.orchestration.sweep import Sweep
 
     sw = Sweep.load(tmp_path / "sw")
     assert len(sw.tasks) == 2 * 2 * 1 * 2 and sw.seeds == [0, 42]
-    assert launch.main(["sweep", "create", str(tmp_path / "sw")]) == 2  # exists: refused
-    assert launch.main(["sweep", "status", str(tmp_path / "sw")]) == 0
+    assert main(["sweep", "create", str(tmp_path / "sw")]) == 2  # exists: refused
+    assert main(["sweep", "status", str(tmp_path / "sw")]) == 0
     assert "0/8 tasks complete" in capsys.readouterr().out
 
 
@@ -169,7 +169,7 @@ def sbatch_sweep(slurm_cluster, tiny_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("sbatch") / "sweep"
     env = job_env()
     create = subprocess.run(
-        [PY, "-m", "astrom3_hpc.orchestration.launch", "sweep", "create", str(root), "--seeds", str(SEED), "--modes", "photo",
+        [PY, "-m", "astrom3_hpc.cli", "sweep", "create", str(root), "--seeds", str(SEED), "--modes", "photo",
          "--subsets", "full,sub50", "--config", TEST_CFG, "--pretrain-config", TEST_CFG, "--store", str(tiny_store),
          "--set", *FT_SETS, "--pretrain-set", *PT_SETS], env=env, capture_output=True, text=True, timeout=120)
     assert create.returncode == 0, create.stderr

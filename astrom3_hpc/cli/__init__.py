@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from .. import __version__
+from .runner import dispatch
 
 log = logging.getLogger("astrom3")
 
@@ -17,11 +17,6 @@ log = logging.getLogger("astrom3")
 # that carry an `exit_code` attribute end with it (3 damaged store, 5 non-finite loss, 6 run dir of another
 # run, 7 pretrained weights that do not fit); `verify` returns 4 for a store without checksums.
 EXIT_DAMAGED, EXIT_UNVERIFIABLE = 3, 4
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,34 +293,19 @@ def _add_train(sub) -> None:
     e.set_defaults(func=cmd_evaluate_embeddings, fail_fast=True)
 
 
-def _load_cfg(args, extra: list[str] | None = None):
-    from ..core.config import load_config
-
-    return load_config(args.config, list(args.set) + (extra or []))
-
-
 def cmd_pretrain(args) -> int:
-    from ..train.pretrain import Pretrainer
+    from ..train.jobs import pretrain_config, run_pretrain
 
-    cfg = _load_cfg(args)
-    return Pretrainer(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
-                      resume=not args.no_resume).run_job()
+    return run_pretrain(pretrain_config(args.config, args.set), args.run_dir,
+                        stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
 
 def cmd_finetune(args) -> int:
-    from ..train.finetune import Finetuner
+    from ..train.jobs import finetune_config, run_finetune
 
-    extra = []
-    for flag, key in (("mode", "finetune.mode"), ("subset", "data.subset"), ("seed", "data.seed"),
-                      ("init", "finetune.init"), ("pretrain_seed", "finetune.pretrain_seed")):
-        v = getattr(args, flag)
-        if v is not None:
-            extra.append(f"{key}={v}")
-    if args.allow_unknown_seed:
-        extra.append("finetune.allow_unknown_seed=true")
-    cfg = _load_cfg(args, extra)
-    return Finetuner(cfg, args.run_dir, stop_after_steps=args.stop_after_steps,
-                     resume=not args.no_resume).run_job()
+    cfg = finetune_config(args.config, args.set, mode=args.mode, subset=args.subset, seed=args.seed, init=args.init,
+                          pretrain_seed=args.pretrain_seed, allow_unknown_seed=args.allow_unknown_seed)
+    return run_finetune(cfg, args.run_dir, stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
 
 def _add_import_weights(sub) -> None:
@@ -388,9 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_science_parsers(sub)
     from . import results as results_cli
     from ..app import demo
-    from ..orchestration import launch
+    from .orchestration import add_parsers as add_orchestration_parsers
 
-    launch.add_parsers(sub)
+    add_orchestration_parsers(sub)
 
     results_cli.add_parser(sub)
     demo.add_parser(sub)
@@ -398,47 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     baseline.add_parser(sub)
     return p
-
-
-def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
-             expected_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Parse, set up logging and run the chosen subcommand. Bad input (a config key, a store, a file, an object)
-    ends with one clear line naming it and exit code 2, not a traceback."""
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _setup_logging(getattr(args, "verbose", False))
-    from ..core.config import ConfigError
-    from ..data.ingest import IngestError
-    from ..data.raw import BadInputError
-    from ..data.split_files import SplitFileError
-    from ..data.store import StoreError
-
-    expected = (ConfigError, StoreError, BadInputError, IngestError, SplitFileError, FileExistsError,
-                FileNotFoundError, ValueError, *expected_errors)
-    try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:
-        # The reader went away (`astrom3 info store | head`): stop quietly, as other Unix tools do, and keep
-        # the interpreter's final flush of stdout from raising again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM where a command turns it into one (ingest): 143
-        print(f"astrom3 {args.command}: interrupted", file=sys.stderr)
-        return int(getattr(e, "exit_code", 130))
-    except Exception as e:  # noqa: BLE001
-        # Errors that carry an `exit_code` (damaged store 3, non-finite loss 5, ...) are expected ones too.
-        code = getattr(e, "exit_code", None)
-        known = isinstance(code, int) or isinstance(e, expected)
-        if getattr(args, "fail_fast", False):  # a multi-process training job: end every rank now
-            from ..distributed.abort import fail_job
-
-            fail_job(f"astrom3 {args.command}", e, code if isinstance(code, int) else 2 if known else 1, known)
-        if not known:
-            raise
-        print(f"astrom3 {args.command}: error: {e}", file=sys.stderr)
-        return code if isinstance(code, int) else 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The science subcommands alone, with the error handling of `astrom3`."""
-    from . import dispatch
+    from .runner import dispatch
 
     return dispatch(build_parser(), argv)
 

@@ -21,7 +21,7 @@ import google_crc32c  # zarr's own crc32c codec uses it: hardware CRC-32C where 
 import numpy as np
 
 from ..core.atomic import write_json
-from .store import StoreError
+from .store_schema import StoreError
 
 TABLE = "checksums.json"
 ALGORITHM = "crc32c"

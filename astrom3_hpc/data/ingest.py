@@ -25,7 +25,7 @@ import zarr
 
 from .. import __version__
 from ..core.atomic import replace_dir, write_json
-from ..core.constants import META_COLUMNS, SPLIT_SEEDS
+from ..core.constants import META_COLUMNS
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from .checksums import write_table

@@ -17,17 +17,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from ..core.constants import (AUX_COLUMNS, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN, SPLIT_SEEDS,
-                         SUBSET_FACTORS)
-
-SCHEMA_VERSION = 1
-MODALITIES = ("photo", "spectra", "meta")
-SPLITS = ("train", "val", "test")
-
-
-class StoreError(RuntimeError):
-    """The store is missing, incomplete, corrupt or of another schema; the message names the path and key."""
-
+from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+from .store_schema import (MODALITIES, PER_OBJECT_ARRAYS, SCHEMA_VERSION, SPLITS, StoreError,  # noqa: F401
+                           open_group)
 
 _warned: set[Path] = set()
 
@@ -88,17 +80,6 @@ def compressor(compression: str = "lz4") -> list | None:
 
 
 # name: (trailing shape, dtype, which chunk length along axis 0)
-PER_OBJECT_ARRAYS: dict[str, tuple[tuple[int, ...], str, str]] = {
-    "object_id": ((), "int64", "table_chunk"),
-    "label": ((), "int16", "table_chunk"),
-    "valid": ((), "bool", "table_chunk"),  # False: the object was skipped at ingestion (see skipped.json)
-    "present": ((len(MODALITIES),), "bool", "table_chunk"),
-    "lc/length": ((), "int32", "table_chunk"),
-    "lc/stats": ((2,), "float32", "table_chunk"),
-    "aux": ((len(AUX_COLUMNS),), "float32", "table_chunk"),
-    "meta": ((len(META_COLUMNS),), "float32", "table_chunk"),
-    "spec": ((SPEC_CHANNELS, SPEC_LEN), "float32", "chunk_objects"),
-}
 
 
 def create_arrays(root: zarr.Group, layout: Layout) -> None:
@@ -114,11 +95,6 @@ def create_arrays(root: zarr.Group, layout: Layout) -> None:
                           compressors=compressor(layout.compression if name == "spec" else "lz4"), fill_value=0)
 
 
-def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
-    path = Path(path)
-    if not (path / "zarr.json").exists():
-        raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); build one with `astrom3 ingest`")
-    return zarr.open_group(str(path), mode=mode)
 
 
 class Store:

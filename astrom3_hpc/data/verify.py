@@ -31,7 +31,7 @@ def _meta(store_dir: Path, name: str) -> dict[str, Any] | None:
 
 def expected_shapes(store_dir: Path, attrs: dict[str, Any], names: list[str]) -> dict[str, tuple]:
     """What each array's shape must be, from `n_objects` alone (None: any length along that axis)."""
-    from .store import PER_OBJECT_ARRAYS
+    from .store_schema import PER_OBJECT_ARRAYS
 
     n = int(attrs["n_objects"])
     want: dict[str, tuple] = {k: (n, *trail) for k, (trail, _, _) in PER_OBJECT_ARRAYS.items()}
@@ -134,7 +134,7 @@ def content_problems(store_dir: str | Path, table: dict[str, Any], names: list[s
 def verify_store(path: str | Path) -> tuple[list[str], bool]:
     """(problems, checksummed) for `astrom3 verify`: shapes, chunk files and, when the store has a table,
     every file's checksum."""
-    from .store import SCHEMA_VERSION, StoreError, open_group
+    from .store_schema import SCHEMA_VERSION, StoreError, open_group
 
     path = Path(path)
     attrs = dict(open_group(path).attrs)

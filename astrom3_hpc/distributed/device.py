@@ -3,7 +3,8 @@
 One GPU per task (``srun --gpus-per-task=1``, SLURM binds it through CUDA_VISIBLE_DEVICES) leaves one visible
 device whatever the local rank: every rank uses ``cuda:0``. Several visible GPUs shared by the node's ranks
 (torchrun, ``--gpus-per-node``): local rank r uses ``cuda:r``; more ranks than GPUs (2 ranks on one GPU in the
-GPU check) share them round-robin. `device_index` is that rule, pure so it is tested without a GPU.
+GPU check) share them round-robin. `device_index` is that rule, pure so it is tested without a GPU
+(`astrom3_hpc.distributed.env.device_index_from_env` applies it to a launcher environment).
 DeepSpeed is told the same index (`astrom3_hpc.train.engine` passes it as ``device_rank``); it would otherwise
 call ``set_device(LOCAL_RANK)``, an invalid ordinal for local rank >= 1 with one visible GPU.
 
@@ -13,8 +14,6 @@ Collectives take tensors on the backend's device: NCCL only accepts CUDA tensors
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 
 
@@ -23,14 +22,6 @@ def device_index(local_rank: int, local_world_size: int, device_count: int) -> i
     if device_count <= 0:
         return None
     return local_rank % device_count
-
-
-def device_index_from_env(environ: Mapping[str, str], device_count: int) -> int | None:
-    """`device_index` for the rank the launcher environment `environ` describes (no communication)."""
-    from .env import detect
-
-    e = detect(environ, use_scontrol=False, use_mpi4py=False)
-    return device_index(e.local_rank, e.local_world_size, device_count)
 
 
 def compute_device() -> torch.device:
@@ -49,4 +40,4 @@ def comm_device(group=None) -> torch.device:
     return torch.device("cpu")
 
 
-__all__ = ["device_index", "device_index_from_env", "compute_device", "comm_device"]
+__all__ = ["device_index", "compute_device", "comm_device"]

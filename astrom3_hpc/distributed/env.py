@@ -35,23 +35,25 @@ Launcher precedence (first match wins):
    later calls are local). The torch wheel has no MPI backend: MPI only launches ranks; tensors go through
    gloo/nccl.
 4. ``single``: one process, rank 0 of 1.
+
+SLURM host/task lists live in `slurm_hosts`, ports and interfaces in `network`; their public names are
+importable from here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import fcntl
 import os
-import re
-import socket
-import struct
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from . import network
+from .network import (SINGLE_HOST_ADDR, find_free_port, gloo_socket_ifname, interface_addresses,  # noqa: F401
+                      port_is_free, rendezvous_address, route_source_address)
+from .slurm_hosts import expand_nodelist, expand_tasks_per_node, first_host, slurm_port  # noqa: F401
+
 DEFAULT_MASTER_PORT = 29500
-SINGLE_HOST_ADDR = "127.0.0.1"
 LAUNCHER_VAR = "ASTROM3_DIST_LAUNCHER"  # exported by init() so later detect() calls report the same launcher
 
 
@@ -83,114 +85,6 @@ class DistEnv:
             "MASTER_ADDR": self.master_addr,
             "MASTER_PORT": str(self.master_port),
         }
-
-
-# --------------------------------------------------------------------------------------------- SLURM parsing
-
-def expand_nodelist(nodelist: str) -> list[str]:
-    """Expand a SLURM hostlist (``node[01-03,07],gpu5``, ``a[1-2]-b[3,5]``) in order, keeping zero padding."""
-    hosts: list[str] = []
-    for item in _split_top_level(nodelist.strip()):
-        if item:
-            hosts.extend(_expand_item(item))
-    return hosts
-
-
-def _split_top_level(s: str) -> list[str]:
-    parts, depth, cur = [], 0, []
-    for ch in s:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"unbalanced ']' in nodelist {s!r}")
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if depth != 0:
-        raise ValueError(f"unbalanced '[' in nodelist {s!r}")
-    parts.append("".join(cur).strip())
-    return parts
-
-
-def _expand_item(item: str) -> list[str]:
-    m = re.search(r"\[([^\[\]]*)\]", item)
-    if m is None:
-        return [item]
-    prefix, suffix = item[: m.start()], item[m.end():]
-    out = []
-    for rng in m.group(1).split(","):
-        rng = rng.strip()
-        if "-" in rng:
-            lo, hi = rng.split("-", 1)
-            width = len(lo)
-            if not (lo.isdigit() and hi.isdigit()) or int(hi) < int(lo):
-                raise ValueError(f"bad range {rng!r} in nodelist item {item!r}")
-            values = [str(v).zfill(width) for v in range(int(lo), int(hi) + 1)]
-        else:
-            if not rng:
-                raise ValueError(f"empty range in nodelist item {item!r}")
-            values = [rng]
-        for v in values:
-            # The suffix may hold further bracket groups (a[1-2]-b[3,5]).
-            out.extend(_expand_item(prefix + v + suffix))
-    return out
-
-
-def scontrol_hostnames(nodelist: str, timeout: float = 5.0) -> list[str] | None:
-    """``scontrol show hostnames``; None when scontrol is missing, fails (no SLURM_CONF...) or hangs."""
-    try:
-        res = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if res.returncode != 0:
-        return None
-    hosts = [h for h in res.stdout.split() if h]
-    return hosts or None
-
-
-def first_host(nodelist: str, use_scontrol: bool = True) -> str:
-    hosts = scontrol_hostnames(nodelist) if use_scontrol else None
-    if not hosts:
-        hosts = expand_nodelist(nodelist)
-    if not hosts:
-        raise ValueError(f"empty SLURM nodelist {nodelist!r}")
-    return hosts[0]
-
-
-def expand_tasks_per_node(spec: str) -> list[int]:
-    """``2(x3),1`` -> [2, 2, 2, 1] (SLURM_TASKS_PER_NODE / SLURM_STEP_TASKS_PER_NODE)."""
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part)
-        if m is None:
-            raise ValueError(f"bad tasks-per-node spec {spec!r}")
-        out.extend([int(m.group(1))] * int(m.group(2) or 1))
-    return out
-
-
-SLURM_PORT_RANGE = (15000, 32000)  # below Linux's ephemeral ports (32768-60999), where outgoing sockets bind
-
-
-def slurm_port(job_id: str | int, step_id: str | int | None = None) -> int:
-    """A port every rank of one SLURM step derives identically: 15000 + (job*7 + step) mod 17000.
-
-    Different jobs (and concurrent steps of one job) land on different ports unless they collide mod 17000;
-    set MASTER_PORT explicitly to override. A service listening on the derived port makes rank 0 fail with
-    an error that says so (`init`); one-rank steps never use it (`init` takes a free port).
-    """
-    try:
-        step = int(step_id) if step_id is not None else 0
-    except ValueError:  # "batch", "extern"
-        step = 0
-    digits = re.sub(r"\D", "", str(job_id)) or "0"  # array jobs: "123_4" -> 1234
-    lo, hi = SLURM_PORT_RANGE
-    return lo + (int(digits) * 7 + step) % (hi - lo)
 
 
 # --------------------------------------------------------------------------------------------------- detect
@@ -243,24 +137,6 @@ def _mpi_vars(env: Mapping[str, str]) -> dict[str, Any] | None:
                     local_rank=_int(env, "MPI_LOCALRANKID"), local_world=_int(env, "MPI_LOCALNRANKS"),
                     flavour="mpich")
     return None
-
-
-def rendezvous_address(host: str) -> str:
-    """An address other nodes can reach ``host`` at: the host itself when its name resolves, else its NodeAddr from
-    ``scontrol show node`` (clusters whose node names are not in DNS), else the name unchanged."""
-    try:
-        socket.gethostbyname(host)
-        return host
-    except OSError:
-        pass
-    try:
-        r = subprocess.run(["scontrol", "show", "node", host], capture_output=True, text=True, timeout=15)
-        m = re.search(r"\bNodeAddr=(\S+)", r.stdout)
-        if r.returncode == 0 and m:
-            return m.group(1)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return host
 
 
 def _slurm_master(step: dict[str, Any], env: Mapping[str, str], use_scontrol: bool) -> tuple[str, int]:
@@ -359,7 +235,7 @@ def _detect_mpi(mpi: dict[str, Any], env: Mapping[str, str], use_mpi4py: bool) -
     if local_world is None:
         local_world = world
     if addr is None:
-        addr = SINGLE_HOST_ADDR if local_world == world else _own_address()
+        addr = SINGLE_HOST_ADDR if local_world == world else network.own_address()
     if port is None:
         port = DEFAULT_MASTER_PORT
     return DistEnv(rank, world, local_rank, local_world, addr, port, "mpi")
@@ -377,7 +253,7 @@ def _mpi_exchange(addr: str | None, port: int | None, local_rank: int | None,
         node.Free()
     single_host = comm.allreduce(local_world, op=MPI.MIN) == comm.Get_size()
     if comm.Get_rank() == 0:
-        mine_addr = addr or (SINGLE_HOST_ADDR if single_host else _own_address())
+        mine_addr = addr or (SINGLE_HOST_ADDR if single_host else network.own_address())
         mine_port = port or find_free_port(SINGLE_HOST_ADDR if single_host else "")
     else:
         mine_addr = mine_port = None
@@ -393,113 +269,12 @@ def _checked(e: DistEnv) -> DistEnv:
     return e
 
 
-# ------------------------------------------------------------------------------------------ network helpers
+def device_index_from_env(environ: Mapping[str, str], device_count: int) -> int | None:
+    """`device.device_index` for the rank the launcher environment `environ` describes (no communication)."""
+    from .device import device_index
 
-def _bind(host: str, port: int) -> int | None:
-    """The port a listening socket gets when it binds (`host`, `port`) now, as TCPStore's does (SO_REUSEADDR);
-    None if that fails. Port 0 asks the kernel for a free one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return None
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int, host: str = "") -> bool:
-    return _bind(host, port) is not None
-
-
-def _port_user(port: int) -> str:
-    """Who listens on `port`, as `ss` tells it (best effort, for error messages)."""
-    try:
-        r = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5)
-        return " ".join(r.stdout.split()) or "unknown process"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown process"
-
-
-def find_free_port(host: str = SINGLE_HOST_ADDR) -> int:
-    """A TCP port free right now on `host` (racy by nature: use it promptly)."""
-    port = _bind(host, 0)
-    if port is None:
-        raise OSError(f"cannot bind any port on {host!r}")
-    return port
-
-
-def interface_addresses() -> dict[str, str]:
-    """IPv4 address of each interface that has one (Linux SIOCGIFADDR)."""
-    out = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, name in socket.if_nameindex():
-            try:
-                req = struct.pack("256s", name.encode()[:15])
-                res = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
-                out[name] = socket.inet_ntoa(res[20:24])
-            except OSError:
-                continue
-    return out
-
-
-def route_source_address(target: str) -> str | None:
-    """The local IPv4 address the kernel would use to reach `target` (UDP connect: no packet is sent)."""
-    try:
-        target_ip = socket.gethostbyname(target)
-    except OSError:
-        return None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((target_ip, 9))
-            return s.getsockname()[0]
-        except OSError:
-            return None
-
-
-def gloo_socket_ifname(master_addr: str, environ: Mapping[str, str] | None = None, *,
-                       multi_host: bool = False) -> str | None:
-    """GLOO_SOCKET_IFNAME to use: the environment's if set, else the interface holding the address this host
-    uses to reach `master_addr` (``lo`` for 127.0.0.1). With ``multi_host=True`` a loopback answer (the master
-    is this host and its name resolves to 127.0.1.1, as Debian's /etc/hosts does) is replaced by the interface
-    of this host's outward address, since peers on other hosts cannot reach a loopback socket. None if it
-    cannot be determined."""
-    env = os.environ if environ is None else environ
-    if env.get("GLOO_SOCKET_IFNAME"):
-        return env["GLOO_SOCKET_IFNAME"]
-    src = route_source_address(master_addr)
-    if src is None:
-        return None
-    if multi_host and src.startswith("127."):
-        src = _own_address()
-    addrs = interface_addresses()
-    for name, a in addrs.items():
-        if a == src:
-            return name
-    if src.startswith("127."):
-        for name, a in addrs.items():
-            if a.startswith("127."):
-                return name
-    return None
-
-
-def _own_address() -> str:
-    """This host's address for other hosts to reach: GLOO_SOCKET_IFNAME's address if set, else the hostname's
-    address if not loopback, else the first non-loopback interface address."""
-    addrs = interface_addresses()
-    ifname = os.environ.get("GLOO_SOCKET_IFNAME")
-    if ifname and ifname in addrs:
-        return addrs[ifname]
-    try:
-        a = socket.gethostbyname(socket.gethostname())
-        if not a.startswith("127."):
-            return a
-    except OSError:
-        pass
-    for name, a in addrs.items():
-        if not a.startswith("127."):
-            return a
-    return SINGLE_HOST_ADDR
-
+    e = detect(environ, use_scontrol=False, use_mpi4py=False)
+    return device_index(e.local_rank, e.local_world_size, device_count)
 
 # ------------------------------------------------------------------------------------------------ init etc.
 
@@ -526,11 +301,11 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
             # another one-rank job on the node (a SLURM array's tasks would otherwise derive fixed ports).
             env = dataclasses.replace(env, master_port=find_free_port(""))
         elif env.rank == 0 and not port_is_free(env.master_port):
-            how = ("derived from SLURM_JOB_ID and the step id, see dist.env.slurm_port" if env.launcher == "slurm"
+            how = ("derived from SLURM_JOB_ID and the step id, see distributed.slurm_hosts.slurm_port" if env.launcher == "slurm"
                    else "MASTER_PORT was not set")
             raise RuntimeError(
                 f"rendezvous port {env.master_port} ({how}) is already in use on this host by "
-                f"{_port_user(env.master_port)}; set MASTER_PORT to a free port for every rank")
+                f"{network.port_user(env.master_port)}; set MASTER_PORT to a free port for every rank")
     os.environ.update(env.as_env())
     os.environ[LAUNCHER_VAR] = env.launcher
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
@@ -622,7 +397,7 @@ def cleanup() -> None:
 
 __all__ = [
     "DistEnv", "detect", "init", "cleanup", "is_initialized", "get_rank", "get_world_size", "is_main",
-    "barrier", "all_reduce_mean", "broadcast_object", "expand_nodelist", "first_host", "expand_tasks_per_node",
+    "barrier", "all_reduce_mean", "broadcast_object", "device_index_from_env", "expand_nodelist", "first_host", "expand_tasks_per_node",
     "slurm_port", "find_free_port", "port_is_free", "gloo_socket_ifname", "interface_addresses",
     "route_source_address",
 ]

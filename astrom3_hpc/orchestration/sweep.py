@@ -12,6 +12,7 @@ A task is done when its run directory holds metrics.json (written atomically, on
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,34 +67,46 @@ class Sweep:
     def missing(self) -> list[Task]:
         return [t for t in self.tasks if not self.done(t)]
 
+    def task_sets(self) -> list[str]:
+        """The overrides every fine-tuning task gets: the sweep's store, then its --set values."""
+        return ([f"data.store={self.store}"] if self.store else []) + list(self.sets)
+
+    def task_init(self, task: Task) -> str:
+        return str(self.pretrain_dir(task.seed)) if task.init == "clip" else "scratch"
+
     def task_argv(self, task: Task) -> list[str]:
-        """Arguments of `astrom3 finetune` for one task."""
+        """Arguments of `astrom3 finetune` for one task (what the demo runs; run_task builds the same config)."""
         argv = ["finetune", "--run-dir", str(self.run_dir(task)), "--mode", task.mode, "--subset", task.subset,
-                "--seed", str(task.seed), "--init",
-                str(self.pretrain_dir(task.seed)) if task.init == "clip" else "scratch"]
+                "--seed", str(task.seed), "--init", self.task_init(task)]
         if self.finetune_config:
             argv += ["--config", self.finetune_config]
-        sets = ([f"data.store={self.store}"] if self.store else []) + list(self.sets)
-        if sets:
-            argv += ["--set", *sets]
+        if self.task_sets():
+            argv += ["--set", *self.task_sets()]
         return argv
 
-    def resolve_config(self, task: Task):
-        """The RunConfig `astrom3 finetune` will build for `task` (config file, its cell, the sweep's overrides)."""
-        from ..core.config import load_config
+    def task_config(self, task: Task):
+        """The RunConfig `astrom3 finetune` builds from `task_argv(task)`."""
+        from ..train.jobs import finetune_config
 
-        argv = self.task_argv(task)
-        sets = argv[argv.index("--set") + 1:] if "--set" in argv else []
-        # As cli.cmd_finetune: --set first, then the task's own flags; the init directory need not exist yet.
-        return load_config(self.finetune_config, sets + [f"finetune.mode={task.mode}", f"data.subset={task.subset}",
-                                                          f"data.seed={task.seed}"])
+        return finetune_config(self.finetune_config, self.task_sets(), mode=task.mode, subset=task.subset,
+                               seed=task.seed, init=self.task_init(task))
+
+    def resolve_config(self, task: Task):
+        """`task_config` without the init directory, which need not exist yet (the sweep is being created)."""
+        from ..train.jobs import finetune_config
+
+        return finetune_config(self.finetune_config, self.task_sets(), mode=task.mode, subset=task.subset,
+                               seed=task.seed)
+
+    def pretrain_overrides(self, seed: int) -> list[str]:
+        """The overrides of seed `seed`'s pretraining: the sweep's store, the seed, then its --pretrain-set values."""
+        return ([f"data.store={self.store}"] if self.store else []) + [f"data.seed={seed}"] + list(self.pretrain_sets)
 
     def pretrain_argv(self, seed: int) -> list[str]:
         argv = ["pretrain", "--run-dir", str(self.pretrain_dir(seed))]
         if self.pretrain_config:
             argv += ["--config", self.pretrain_config]
-        sets = ([f"data.store={self.store}"] if self.store else []) + [f"data.seed={seed}"] + list(self.pretrain_sets)
-        return argv + ["--set", *sets]
+        return argv + ["--set", *self.pretrain_overrides(seed)]
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -156,13 +169,26 @@ def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), in
 
 
 def run_task(sweep_dir: str | Path, index: int) -> int:
-    """Run task `index` of a sweep in this process (what each array task does)."""
-    from ..cli import main
+    """Run task `index` of a sweep in this process (what each array task does): `astrom3 finetune` with the
+    task's flags, through the same library calls, so the same config, log format and exit codes (0 done,
+    75 preempted after a checkpoint, 2 bad input)."""
+    from ..train.jobs import run_command, run_finetune
 
     sw = Sweep.load(sweep_dir)
     if not 0 <= index < len(sw.tasks):
         raise IndexError(f"sweep {sweep_dir} has tasks 0..{len(sw.tasks) - 1}, not {index}")
-    return main(sw.task_argv(sw.tasks[index]))
+    task = sw.tasks[index]
+    return run_command("finetune", lambda: run_finetune(sw.task_config(task), str(sw.run_dir(task))),
+                       fail_fast=True)
+
+
+def run_missing_task(sw: Sweep, index: int) -> int:
+    """Run task ``index`` unless its run directory already holds metrics.json (then 0 at once)."""
+    task = sw.tasks[index]
+    if sw.done(task):
+        print(f"[sweep_task] task {index} ({task.name}) already has metrics.json: nothing to do", file=sys.stderr)
+        return 0
+    return run_task(sw.root, index)
 
 
 def summary(sw: Sweep) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""Exit codes of the job suite and how a command turns an expected error into one.
+
+The codes are a contract with the job scripts (slurm/*.sh requeue on EXIT_PREEMPTED) and with Submitit's job
+functions, so the CLI and every library entry point that runs a job (a sweep task, a Submitit job) report them
+the same way: bad input is one line naming the object and EXIT_BAD_INPUT, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, requeue me (= astrom3_hpc.train.preempt.EXIT_PREEMPTED)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """The suite's log format on stderr (first call wins, as logging.basicConfig does)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: tuple[type[BaseException], ...],
+                         on_error: Callable[[str, BaseException, int, bool], None] | None = None) -> int:
+    """``fn()``'s exit code. An ``expected`` error prints ``astrom3 COMMAND: error: ...`` and gives
+    EXIT_BAD_INPUT; an error carrying an int ``exit_code`` (damaged store 3, non-finite loss 5, ...) is expected
+    too and gives that code; Ctrl-C gives EXIT_INTERRUPTED (or the ``exit_code`` of the KeyboardInterrupt a
+    command raised for SIGTERM); a closed stdout (``astrom3 info store | head``) gives EXIT_BROKEN_PIPE quietly.
+    ``on_error(command, error, code, expected)`` runs first (a multi-process job ends every rank there)."""
+    try:
+        return int(fn() or 0)
+    except BrokenPipeError:
+        # Stop quietly, as other Unix tools do, and keep the interpreter's final flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt as e:
+        print(f"astrom3 {command}: interrupted", file=sys.stderr)
+        return int(getattr(e, "exit_code", EXIT_INTERRUPTED))
+    except Exception as e:  # noqa: BLE001
+        code = getattr(e, "exit_code", None)
+        known = isinstance(code, int) or isinstance(e, expected)
+        code = code if isinstance(code, int) else EXIT_BAD_INPUT if known else EXIT_FAILED
+        if on_error is not None:
+            on_error(command, e, code, known)
+        if not known:
+            raise
+        print(f"astrom3 {command}: error: {e}", file=sys.stderr)
+        return code

@@ -1,0 +1,39 @@
+"""What a finished store is made of, apart from reading it: its schema version, error type, per-object arrays
+and group opener. The store (`store.py`), its checksums (`checksums.py`) and `astrom3 verify` (`verify.py`) all
+build on this, so none of them imports another to learn the format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import zarr
+
+from ..core.constants import AUX_COLUMNS, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN
+
+SCHEMA_VERSION = 1
+MODALITIES = ("photo", "spectra", "meta")
+SPLITS = ("train", "val", "test")
+
+
+class StoreError(RuntimeError):
+    """The store is missing, incomplete, corrupt or of another schema; the message names the path and key."""
+
+
+PER_OBJECT_ARRAYS: dict[str, tuple[tuple[int, ...], str, str]] = {
+    "object_id": ((), "int64", "table_chunk"),
+    "label": ((), "int16", "table_chunk"),
+    "valid": ((), "bool", "table_chunk"),  # False: the object was skipped at ingestion (see skipped.json)
+    "present": ((len(MODALITIES),), "bool", "table_chunk"),
+    "lc/length": ((), "int32", "table_chunk"),
+    "lc/stats": ((2,), "float32", "table_chunk"),
+    "aux": ((len(AUX_COLUMNS),), "float32", "table_chunk"),
+    "meta": ((len(META_COLUMNS),), "float32", "table_chunk"),
+    "spec": ((SPEC_CHANNELS, SPEC_LEN), "float32", "chunk_objects"),
+}
+
+
+def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); build one with `astrom3 ingest`")
+    return zarr.open_group(str(path), mode=mode)

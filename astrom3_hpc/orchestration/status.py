@@ -1,0 +1,63 @@
+"""A sweep's state: tasks done and missing per seed, each seed's pretraining, and what the scheduler says
+about the jobs recorded in ``<sweep>/jobs.json`` (``astrom3 sweep status``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .submission import array_spec, queued_jobs, read_jobs
+from .sweep import Sweep
+
+
+def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
+    """Tasks done/missing per seed, pretraining state, and the scheduler state of the sweep's jobs."""
+    sw = Sweep.load(sweep_dir)
+    seeds: dict[int, dict[str, Any]] = {}
+    for t in sw.tasks:
+        s = seeds.setdefault(t.seed, {"tasks": 0, "done": 0, "missing": []})
+        s["tasks"] += 1
+        if sw.done(t):
+            s["done"] += 1
+        else:
+            s["missing"].append(t.index)
+    for seed, s in seeds.items():
+        d = sw.pretrain_dir(seed)
+        s["pretrain"] = ("complete" if (d / "metrics.json").exists() else
+                         "started" if (d / "checkpoints").exists() else "not started")
+        s["array"] = array_spec(s["missing"]) if s["missing"] else ""
+    jobs = read_jobs(sw.root)
+    ids = [str(j) for j in jobs.get("job_ids", [])]
+    states: dict[str, str] = {}
+    if ids and shutil.which("sacct"):
+        try:
+            r = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+                               capture_output=True, text=True, timeout=30)
+            for line in r.stdout.splitlines():
+                if "|" in line:
+                    jid, st = line.split("|", 1)
+                    states[jid] = st.split()[0] if st.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {"sweep": str(sw.root), "tasks": len(sw.tasks), "done": sum(s["done"] for s in seeds.values()),
+            "seeds": seeds, "job_ids": ids, "job_states": states, "queued": queued_jobs(ids)}
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [f"sweep {st['sweep']}: {st['done']}/{st['tasks']} tasks complete"]
+    for seed, s in st["seeds"].items():
+        miss = f"; missing tasks {s['array']}" if s["missing"] else ""
+        lines.append(f"  seed {seed}: {s['done']}/{s['tasks']} done, pretraining {s['pretrain']}{miss}")
+    if st["job_states"]:
+        counts: dict[str, int] = {}
+        for v in st["job_states"].values():
+            counts[v] = counts.get(v, 0) + 1
+        lines.append("  jobs (sacct): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if st["queued"]:
+        lines.append("  still queued/running: " + ", ".join(st["queued"]))
+    elif st["done"] < st["tasks"]:
+        lines.append("  nothing queued: resubmit the missing tasks with `astrom3 sweep submit --resume-missing`")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""What the sbatch and Submitit back ends share: the repository's job scripts, the sweep manifest they submit,
+the per-seed plan (which tasks, whether pretraining must run first), ``<sweep>/jobs.json`` and the scheduler
+queries (is a controller up, which of our jobs are still queued).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..core.atomic import write_json
+from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+from .sweep import INITS, MANIFEST, MODES, Sweep, cell_hparams, make_tasks
+
+
+JOBS_FILE = "jobs.json"
+SUBMITIT_DIR = "submitit"
+
+
+def repo_root() -> Path:
+    """The repository holding slurm/ and jobs/: $ASTROM3_ROOT, else the checkout this package lives in."""
+    env = os.environ.get("ASTROM3_ROOT")
+    cand = Path(env) if env else Path(__file__).resolve().parents[2]
+    if not (cand / "slurm" / "pretrain.sh").exists():
+        raise FileNotFoundError(f"{cand} has no slurm/pretrain.sh: set ASTROM3_ROOT to the astrom3-hpc checkout "
+                                f"(the sbatch back end needs its scripts)")
+    return cand
+
+
+def abs_path(p: str | os.PathLike | None) -> str | None:
+    """Absolute path for paths that exist (configs, stores); anything else unchanged."""
+    if p is None or p == "":
+        return None
+    q = Path(p).expanduser()
+    return str(q.resolve()) if q.exists() else str(p)
+
+
+def array_spec(indices: Iterable[int], parallel: int | None = None) -> str:
+    """Compact ``--array`` value: [0,1,2,3,7,9,10] -> "0-3,7,9-10" (+ "%P" when ``parallel``)."""
+    idx = sorted(set(int(i) for i in indices))
+    if not idx:
+        raise ValueError("no array indices")
+    parts, start, prev = [], idx[0], idx[0]
+    for i in idx[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    spec = ",".join(parts)
+    return f"{spec}%{parallel}" if parallel else spec
+
+
+def slurm_available(timeout: float = 10.0) -> bool:
+    """Whether a SLURM controller answers here (``scontrol ping``)."""
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        return False
+    try:
+        r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0 and "UP" in r.stdout
+
+
+def default_cluster() -> str:
+    """"slurm" when a controller answers, else "local". (Submitit's AutoExecutor would pick SLURM whenever srun is
+    on PATH, daemons or not: the suite always passes ``cluster=`` explicitly.)"""
+    return "slurm" if slurm_available() else "local"
+
+
+def queued_jobs(job_ids: Iterable[str]) -> list[str]:
+    """Those of ``job_ids`` (or their array tasks) the controller still lists as pending or running."""
+    ids = sorted({str(j).split("_")[0] for j in job_ids if j})
+    if not ids or shutil.which("squeue") is None:
+        return []
+    try:
+        r = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if r.returncode != 0:
+        return []
+    return sorted({ln.split("_")[0].strip() for ln in r.stdout.splitlines() if ln.strip()})
+
+
+# ---------------------------------------------------------------------------------------------- jobs.json
+
+def read_jobs(sweep_root: str | Path) -> dict[str, Any]:
+    p = Path(sweep_root) / JOBS_FILE
+    if not p.exists():
+        return {"sweep": str(Path(sweep_root).resolve()), "job_ids": [], "submissions": []}
+    return json.loads(p.read_text())
+
+
+def record_submission(sweep_root: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Append one submission to ``<sweep>/jobs.json`` (atomically); ``job_ids`` lists every id ever submitted."""
+    data = read_jobs(sweep_root)
+    data.setdefault("submissions", []).append(entry)
+    ids = list(data.get("job_ids", []))
+    for j in entry.get("pretrain", []):
+        ids.append(str(j["job_id"]))
+    for a in entry.get("finetune", []):
+        ids.append(str(a["array_job_id"]))
+    data["job_ids"] = list(dict.fromkeys(ids))
+    write_json(Path(sweep_root) / JOBS_FILE, data)
+    return data
+
+
+def previous_job_ids(sweep_root: Path) -> list[str]:
+    try:
+        return [str(j) for j in read_jobs(sweep_root).get("job_ids", [])]
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+# ---------------------------------------------------------------------------------------------- sweep manifest
+
+def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes: Sequence[str] = MODES,
+                 subsets: Sequence[str] = tuple(SUBSET_FACTORS), inits: Sequence[str] = INITS,
+                 finetune_config: str | None = None, pretrain_config: str | None = None, store: str | None = None,
+                 sets: Sequence[str] = (), pretrain_sets: Sequence[str] = (), exist_ok: bool = False) -> Sweep:
+    """Write ``<root>/manifest.json`` for the grid seeds x modes x subsets x inits (configs and store made absolute,
+    so jobs find them from any working directory). An existing manifest is loaded when ``exist_ok``, else an error."""
+    root = Path(root).resolve()
+    if (root / MANIFEST).exists():
+        if exist_ok:
+            return Sweep.load(root)
+        raise FileExistsError(f"{root / MANIFEST} exists: submit it as it is, or remove the sweep directory")
+    tasks = make_tasks(seeds=tuple(int(s) for s in seeds), modes=tuple(modes), subsets=tuple(subsets),
+                       inits=tuple(inits))
+    sw = Sweep(root, tasks, finetune_config=abs_path(finetune_config), pretrain_config=abs_path(pretrain_config),
+               store=abs_path(store), sets=list(sets), pretrain_sets=list(pretrain_sets))
+    # Resolve every task's config now: a bad key fails here, not in an array task hours later, and the manifest
+    # records each task's per-cell values (configs/finetune_cells.yaml through the config's `cells:` key).
+    for t in tasks:
+        t.hparams = cell_hparams(sw.resolve_config(t).to_dict())
+    sw.save()
+    return sw
+
+
+def plan(sw: Sweep, resume_missing: bool) -> dict[int, dict[str, Any]]:
+    """Per seed: the task indices to run and whether its pretraining must run first."""
+    tasks = sw.missing() if resume_missing else list(sw.tasks)
+    plan: dict[int, dict[str, Any]] = {}
+    for t in tasks:
+        plan.setdefault(t.seed, {"tasks": [], "needs_pretrain": False})
+        plan[t.seed]["tasks"].append(t.index)
+        if t.init == "clip":
+            plan[t.seed]["needs_pretrain"] = True
+    for seed, p in plan.items():
+        p["pretrain_done"] = (sw.pretrain_dir(seed) / "metrics.json").exists()
+        p["submit_pretrain"] = p["needs_pretrain"] and not p["pretrain_done"]
+    return dict(sorted(plan.items()))
+
+
+def check_not_running(sw: Sweep, force: bool) -> None:
+    busy = queued_jobs(previous_job_ids(sw.root))
+    if busy and not force:
+        raise RuntimeError(f"jobs {', '.join(busy)} of sweep {sw.root} are still queued or running: wait for them, "
+                           f"scancel them, or pass --force (two jobs in one run directory corrupt it)")

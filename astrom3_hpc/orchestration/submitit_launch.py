@@ -1,0 +1,154 @@
+"""The Submitit back end: :func:`launch_pretrain` (one multi-task Submitit job running
+:class:`~astrom3_hpc.orchestration.submitit_jobs.PretrainJob`) and :func:`launch_sweep` (per seed a pretraining
+job and one ``map_array`` of :class:`~astrom3_hpc.orchestration.submitit_jobs.SweepTaskJob` depending on it).
+Submitit's own files go to ``<sweep>/submitit/``; ``<sweep>/logs/`` gets symlinks named like the sbatch logs
+(``ft_<array job>_<task index>.out``; Submitit numbers array tasks by position, not by task index).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .submission import SUBMITIT_DIR, abs_path, check_not_running, default_cluster, plan, record_submission
+from .submitit_jobs import PretrainJob, SweepTaskJob
+from .sweep import Sweep
+
+log = logging.getLogger("astrom3")
+
+
+def make_executor(folder: str | Path, cluster: str | None = None, *, name: str = "astrom3", nodes: int = 1,
+                  tasks_per_node: int = 1, cpus_per_task: int = 1, timeout_min: int = 240,
+                  partition: str | None = None, account: str | None = None, dependency: str | None = None,
+                  array_parallelism: int | None = None, gpus_per_node: int | None = None,
+                  slurm_parameters: dict[str, Any] | None = None, setup: Sequence[str] = (),
+                  max_num_timeout: int = 20):
+    """A Submitit executor for ``cluster`` ("slurm", "local", "debug"; None: :func:`default_cluster`) with the
+    suite's defaults: requeueable, Submitit's preemption signal 90 s before the limit, the interpreter's bin dir
+    first on PATH in the job (its ninja matches DeepSpeed's JIT cache), OMP threads = cpus per task."""
+    import submitit
+
+    cluster = cluster or default_cluster()
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=max_num_timeout)
+    params: dict[str, Any] = dict(name=name, nodes=nodes, tasks_per_node=tasks_per_node, cpus_per_task=cpus_per_task,
+                                  timeout_min=timeout_min)
+    if gpus_per_node:
+        params["gpus_per_node"] = gpus_per_node
+    if cluster == "slurm":
+        extra: dict[str, Any] = {"requeue": True}
+        if account:
+            extra["account"] = account
+        if dependency:
+            extra["dependency"] = dependency
+            extra["kill-on-invalid-dep"] = "yes"
+        extra.update(slurm_parameters or {})
+        bin_dir = str(Path(sys.executable).parent)
+        params.update(slurm_signal_delay_s=90, slurm_additional_parameters=extra,
+                      slurm_setup=[f"export PATH={shlex.quote(bin_dir)}:$PATH",
+                                   f"export OMP_NUM_THREADS={cpus_per_task}", *setup])
+        if partition:
+            params["slurm_partition"] = partition
+        if array_parallelism:
+            params["slurm_array_parallelism"] = array_parallelism
+    ex.update_parameters(**params)
+    return ex
+
+
+def launch_pretrain(run_dir: str | Path, config: str | None = None, sets: Sequence[str] = (), *,
+                    stop_after_steps: int | None = None, nodes: int = 1, tasks_per_node: int = 2,
+                    cpus_per_task: int = 1, cluster: str | None = None, folder: str | Path | None = None,
+                    timeout_min: int = 240, partition: str | None = None, account: str | None = None,
+                    gpus_per_node: int | None = None, dependency: str | None = None, name: str = "a3-pretrain",
+                    slurm_parameters: dict[str, Any] | None = None):
+    """Submit ``astrom3 pretrain`` as one Submitit job of ``nodes`` x ``tasks_per_node`` tasks (one rank per task).
+    Returns the Submitit job (``job.results()`` waits: one dict per rank - host, ranks, MASTER_ADDR/PORT, the gloo
+    interface - and rank 0's also holds run_dir, steps, world_size)."""
+    run_dir = Path(run_dir).resolve()
+    return _submit_pretrain(str(run_dir), abs_path(config), list(sets), folder or run_dir.parent / SUBMITIT_DIR,
+                            cluster, stop_after_steps=stop_after_steps, nodes=nodes, tasks_per_node=tasks_per_node,
+                            cpus_per_task=cpus_per_task, timeout_min=timeout_min, partition=partition,
+                            account=account, gpus_per_node=gpus_per_node, dependency=dependency, name=name,
+                            slurm_parameters=slurm_parameters)
+
+
+def _submit_pretrain(run_dir: str, config: str | None, sets: list[str], folder, cluster, *,
+                     stop_after_steps: int | None = None, **kw):
+    ex = make_executor(folder, cluster, **kw)
+    return ex.submit(PretrainJob(), run_dir, config, sets, stop_after_steps)
+
+
+def _link(link: Path, target: Path) -> None:
+    """Relative symlink link -> target (dangling until the job writes target)."""
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target, link.parent))
+    except OSError as e:  # a file system without symlinks: the collector still finds run.json's ids
+        log.warning("cannot link %s -> %s: %s", link, target, e)
+
+
+def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool = False, parallel: int = 4,
+                 pretrain_nodes: int = 1, pretrain_tasks_per_node: int = 2, cpus_per_task: int = 1,
+                 pretrain_time_min: int = 240, finetune_time_min: int = 120, partition: str | None = None,
+                 account: str | None = None, gpus_per_node: int | None = None, force: bool = False,
+                 slurm_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Submit a sweep through Submitit: per seed a pretraining job (multi-task) and ONE job array (``map_array``)
+    over the seed's tasks that depends on it (``afterok``). Local/debug executors have no dependencies: there the
+    pretraining job is waited for before its array is submitted. Returns the submission record (also in jobs.json)
+    with the Submitit job objects under ``"_jobs"``."""
+    cluster = cluster or default_cluster()
+    sweep_root = Path(sw.root).resolve()
+    if cluster == "slurm":
+        check_not_running(sw, force)
+    folder = sweep_root / SUBMITIT_DIR
+    (sweep_root / "logs").mkdir(parents=True, exist_ok=True)
+    entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "submitit", "cluster": cluster,
+                             "resume_missing": resume_missing, "pretrain": [], "finetune": [],
+                             "skipped_pretrain": [], "_jobs": {"pretrain": {}, "finetune": {}}}
+    for seed, p in plan(sw, resume_missing).items():
+        dep = None
+        if p["submit_pretrain"]:
+            job = _submit_pretrain(str(sw.pretrain_dir(seed).resolve()), sw.pretrain_config,
+                                   sw.pretrain_overrides(seed), folder, cluster, name=f"a3-pretrain-s{seed}",
+                                   nodes=pretrain_nodes, tasks_per_node=pretrain_tasks_per_node,
+                                   cpus_per_task=cpus_per_task, timeout_min=pretrain_time_min, partition=partition,
+                                   account=account, gpus_per_node=gpus_per_node, slurm_parameters=slurm_parameters)
+            entry["_jobs"]["pretrain"][seed] = job
+            ntasks = pretrain_nodes * pretrain_tasks_per_node
+            for r in range(ntasks):
+                suffix = "" if r == 0 else f".rank{r}"
+                paths = job.paths if ntasks == 1 else job._sub_jobs[r].paths
+                _link(sweep_root / "logs" / f"pretrain-s{seed}-{job.job_id}{suffix}.out", paths.stdout)
+                _link(sweep_root / "logs" / f"pretrain-s{seed}-{job.job_id}{suffix}.err", paths.stderr)
+            entry["pretrain"].append({"seed": seed, "job_id": str(job.job_id), "run_dir": f"pretrain/s{seed}",
+                                      "nodes": pretrain_nodes, "tasks_per_node": pretrain_tasks_per_node,
+                                      "log": f"logs/pretrain-s{seed}-{job.job_id}.out"})
+            if cluster == "slurm":
+                dep = f"afterok:{job.job_id}"
+            else:
+                log.info("%s executor has no dependencies: waiting for pretraining of seed %d", cluster, seed)
+                job.results()
+        elif p["needs_pretrain"]:
+            entry["skipped_pretrain"].append(seed)
+        ex = make_executor(folder, cluster, name=f"a3-ft-s{seed}", nodes=1, tasks_per_node=1,
+                           cpus_per_task=cpus_per_task, timeout_min=finetune_time_min, partition=partition,
+                           account=account, gpus_per_node=gpus_per_node, dependency=dep, array_parallelism=parallel,
+                           slurm_parameters=slurm_parameters)
+        indices = list(p["tasks"])
+        jobs = ex.map_array(SweepTaskJob(), [str(sweep_root)] * len(indices), indices)
+        entry["_jobs"]["finetune"][seed] = jobs
+        array_id = str(jobs[0].job_id).split("_")[0]
+        for j, index in zip(jobs, indices):
+            _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
+            _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
+        entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
+                                  "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
+                                  "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
+                                                              f"{SUBMITIT_DIR}/)"})
+    record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
+    return entry

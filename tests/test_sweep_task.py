@@ -1,0 +1,78 @@
+"""A sweep task runs `astrom3 finetune` through the library, not through the CLI: same config, same exit codes.
+
+The array task (jobs/sweep_task.py -> orchestration.sweep.run_missing_task) used to call `cli.main` with the task's
+argv; it now builds the config with train.jobs.finetune_config and maps errors with train.jobs.run_command. These
+tests pin what must not have changed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from astrom3_hpc.cli import build_parser
+from astrom3_hpc.core.config import load_config
+from astrom3_hpc.core.errors import EXIT_BAD_INPUT
+from astrom3_hpc.orchestration.submission import create_sweep
+from astrom3_hpc.orchestration.sweep import run_task
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = str(REPO / "configs" / "paper_finetune.yaml")
+
+
+def _sweep(tmp_path, store="data/none.zarr"):
+    return create_sweep(tmp_path / "sw", seeds=[42], modes=["photo", "all"], subsets=["full", "sub10"],
+                        finetune_config=CFG, store=store, sets=["train.epochs=3"])
+
+
+def test_task_config_is_the_finetune_commands_config(tmp_path):
+    """Catches a sweep task whose config drifts from `astrom3 finetune`'s for the same flags (an override
+    applied in another order, the `cells:` entry of the wrong mode/subset, a flag dropped)."""
+    sw = _sweep(tmp_path)
+    assert len(sw.tasks) == 8
+    for t in sw.tasks:
+        args = build_parser().parse_args(sw.task_argv(t))
+        from_cli = load_config(args.config, list(args.set) + [
+            f"finetune.mode={args.mode}", f"data.subset={args.subset}", f"data.seed={args.seed}",
+            f"finetune.init={args.init}"])
+        assert sw.task_config(t).to_dict() == from_cli.to_dict(), t.name
+    cells = {(t.mode, t.subset): sw.task_config(t).optim.lr for t in sw.tasks}
+    assert len(set(cells.values())) > 1, "configs/finetune_cells.yaml gives cells different learning rates"
+
+
+def _break_config(sw):
+    """A sweep-wide override naming no config key: it fails while the task's config is built, before any
+    process group exists (a deeper bad input, e.g. a missing pretraining run, would first need a free port)."""
+    manifest = json.loads((sw.root / "manifest.json").read_text())
+    manifest["sets"].append("train.no_such_key=1")
+    (sw.root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_bad_input_in_a_task_is_exit_2_with_one_line(tmp_path, capfd):
+    """Catches a sweep task that lets an expected error escape as a traceback (exit 1), which the array's
+    bookkeeping cannot tell from a crash, or reports it under another command's name."""
+    sw = _sweep(tmp_path)
+    _break_config(sw)
+    assert run_task(sw.root, 1) == EXIT_BAD_INPUT
+    err = capfd.readouterr().err
+    assert "astrom3 finetune: error:" in err and "no_such_key" in err and "Traceback" not in err
+
+
+def test_job_script_exit_codes(tmp_path):
+    """Catches jobs/sweep_task.py exit codes changing: out-of-range index and bad input are 2, a task whose run
+    directory already holds metrics.json is 0 without running."""
+    sw = _sweep(tmp_path)
+    script = [sys.executable, str(REPO / "jobs" / "sweep_task.py"), str(sw.root)]
+    r = subprocess.run([*script, "99"], capture_output=True, text=True)
+    assert r.returncode == 2 and "has tasks 0..7, not 99" in r.stderr
+    _break_config(sw)
+    r = subprocess.run([*script, "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "astrom3 finetune: error:" in r.stderr and "no_such_key" in r.stderr
+    assert "Traceback" not in r.stderr
+    done = sw.run_dir(sw.tasks[0])
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    r = subprocess.run([*script, "0"], capture_output=True, text=True)
+    assert r.returncode == 0 and "nothing to do" in r.stderr
