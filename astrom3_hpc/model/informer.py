@@ -32,6 +32,7 @@ cheaper mask generator (training mode only; the training jobs do, see `train.ker
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -197,6 +198,13 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + y)
 
 
+def _no_autocast(device_type: str):
+    """Autocast off on devices that have it; others (the `meta` device of shape checks) have none to turn off."""
+    if device_type in ("cpu", "cuda", "xpu", "mps"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class InformerEncoder(nn.Module):
     """Light-curve encoder: forward(lc (B, L, c_in), lc_mask (B, L) 0/1) -> (B, out_features)."""
 
@@ -239,7 +247,7 @@ class InformerEncoder(nn.Module):
             mask = real | ~real.any(dim=1, keepdim=True)
             lc = lc * w.unsqueeze(-1)
         # fp32 even under bf16 autocast: bf16 keeps 2^-8 of the time span (days over a multi-year curve).
-        with torch.autocast(lc.device.type, enabled=False):
+        with _no_autocast(lc.device.type):
             x = self.embedding(lc)
         for layer in self.layers:
             x = layer(x, mask)
