@@ -19,7 +19,7 @@ from pathlib import Path
 from ..orchestration.sweep import Sweep, make_tasks
 
 log = logging.getLogger("astrom3")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: configs/ and jobs/ (astrom3_hpc/app/demo.py)
 
 
 def add_parser(sub) -> None:
