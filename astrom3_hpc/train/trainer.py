@@ -86,7 +86,7 @@ class Trainer:
         self.device = ddev.compute_device()
         set_deterministic(self.cfg.train.deterministic)
         configure_cuda(self.cfg)
-        self.run = RunDir(self.run_path, self.is_main)
+        self.run = RunDir(self.run_path, self.is_main, self.rank)
         if dist.is_initialized():
             dist.barrier()
 
@@ -272,6 +272,15 @@ class Trainer:
     def run_job(self) -> int:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         self.setup_distributed()
+        try:
+            return self._run_job()
+        except BaseException as e:
+            self.run.log.record_error(e, f"{self.kind} on rank {self.rank}")
+            raise
+        finally:
+            self.run.close()
+
+    def _run_job(self) -> int:
         self.setup_data()
         # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
         identity = run_identity(self.cfg, self.store, self.world)
