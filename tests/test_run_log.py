@@ -98,3 +98,22 @@ def _umask() -> int:
     from astrom3_hpc.core.atomic import _umask
 
     return _umask()
+
+
+def test_evaluate_embeddings_records_its_error_in_the_run_log(tmp_path):
+    import subprocess
+    import sys
+
+    from dist_helpers import child_env
+
+    from astrom3_hpc.core.config import dump_config, load_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    dump_config(load_config(ROOT / "configs" / "test.yaml", [f"data.store={tmp_path}/gone.zarr"]),
+                run / "config.yaml")
+    r = subprocess.run([str(Path(sys.executable).parent / "astrom3"), "evaluate-embeddings", str(run)],
+                       env=child_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "gone.zarr" in r.stderr
+    text = (run / "train.log").read_text()
+    assert "rank 0 ERROR astrom3: evaluate-embeddings on rank 0:" in text and "gone.zarr" in text, text

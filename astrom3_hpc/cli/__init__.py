@@ -362,10 +362,11 @@ def cmd_evaluate_embeddings(args) -> int:
     cfg = config_from_dict(read_run_config(args.run_dir))
     t = Pretrainer(cfg, args.run_dir)
     t.setup_distributed()
-    t.setup_data()
-    t.setup_engine()
-    t.load_best()
-    out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)
+    with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
+        t.setup_data()
+        t.setup_engine()
+        t.load_best()
+        out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)
     if t.is_main:
         print(json.dumps(out, indent=2))
     return 0

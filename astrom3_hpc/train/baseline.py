@@ -117,14 +117,8 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
         raise ValueError(f"{store_path}: no light curves in this store")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    runlog = RunLog(run).attach()
-    try:
+    with RunLog(run).attach().recording("baseline"):
         return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
-    except BaseException as e:
-        runlog.record_error(e, "baseline")
-        raise
-    finally:
-        runlog.detach()
 
 
 def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_source: str, random_state: int,

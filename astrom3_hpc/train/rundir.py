@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..core.atomic import append_jsonl, read_jsonl, write_json, write_text
 from ..core.config import RunConfig, dump_config
@@ -56,6 +57,18 @@ class RunLog(logging.FileHandler):
         rec = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s: %s",
                              (what, type(exc).__name__, exc), (type(exc), exc, exc.__traceback__))
         self.handle(rec)
+
+    @contextmanager
+    def recording(self, what: str) -> Iterator["RunLog"]:
+        """The job's body: an error that escapes it is recorded (`what` names the job), and the handler is
+        detached at the end whatever happens."""
+        try:
+            yield self
+        except BaseException as e:
+            self.record_error(e, what)
+            raise
+        finally:
+            self.detach()
 
 
 class RunDir:

@@ -272,13 +272,8 @@ class Trainer:
     def run_job(self) -> int:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         self.setup_distributed()
-        try:
+        with self.run.log.recording(f"{self.kind} on rank {self.rank}"):
             return self._run_job()
-        except BaseException as e:
-            self.run.log.record_error(e, f"{self.kind} on rank {self.rank}")
-            raise
-        finally:
-            self.run.close()
 
     def _run_job(self) -> int:
         self.setup_data()
