@@ -117,3 +117,19 @@ def test_evaluate_embeddings_records_its_error_in_the_run_log(tmp_path):
     assert r.returncode != 0 and "gone.zarr" in r.stderr
     text = (run / "train.log").read_text()
     assert "rank 0 ERROR astrom3: evaluate-embeddings on rank 0:" in text and "gone.zarr" in text, text
+
+
+def test_rank0_keeps_its_own_info_and_every_library_warning(tmp_path, caplog):
+    from astrom3_hpc.train.rundir import RunDir
+
+    caplog.set_level(logging.INFO)
+    run = RunDir(tmp_path / "r")
+    try:
+        logging.getLogger("astrom3").info("own progress")
+        logging.getLogger("compilers.C.base").info("gcc probe")  # what DeepSpeed's op builder logs at start
+        logging.getLogger("DeepSpeed").warning("a library warning")
+    finally:
+        run.close()
+    text = (tmp_path / "r" / "train.log").read_text()
+    assert "rank 0 INFO astrom3: own progress" in text and "gcc probe" not in text
+    assert "rank 0 WARNING DeepSpeed: a library warning" in text

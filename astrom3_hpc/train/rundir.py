@@ -25,7 +25,8 @@ _NON_PROPAGATING = ("DeepSpeed",)
 
 
 class RunLog(logging.FileHandler):
-    """`<run dir>/train.log`: every rank's warnings and errors, rank 0's info too, each line naming its rank.
+    """`<run dir>/train.log`: every rank's warnings and errors (any library's), rank 0's astrom3 info lines,
+    each line naming its rank.
 
     Opened in append mode, so a resumed or requeued run continues the same file; an ordinary open, so the file
     follows the umask like the rest of the run directory. Ranks append whole lines (O_APPEND), which local file
@@ -38,6 +39,8 @@ class RunLog(logging.FileHandler):
         super().__init__(Path(run_dir) / LOG_NAME, mode="a", encoding="utf-8", delay=True)
         self.rank = rank
         self.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+        # Other libraries' info (DeepSpeed's compiler probes, ...) would bury the run's own lines.
+        self.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] == log.name)
         self.setFormatter(logging.Formatter(f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s",
                                             datefmt="%Y-%m-%d %H:%M:%S"))
 
