@@ -35,9 +35,12 @@
 # checkpoint -> this script runs `scontrol requeue` and the job restarts later under the same job id and run
 # dir (SLURM_RESTART_COUNT counts the restarts); anything else: failed.
 #
-# Logs: --output below is relative to the submission directory, which always exists; a directory in --output
-# (e.g. `sbatch -o runs/slurm/%x-%j.out`) must exist before the job starts or SLURM drops the output silently.
-# The run directory gets slurm_job.log: one line per start (job id, restart count, nodes, log file).
+# Logs: the run directory gets train.log (every rank's warnings and errors, rank 0's progress; appended across
+# restarts), slurm_job.log (one line per start: job id, restart count, nodes, log file) and
+# slurm-<job id>.out, a symlink to this job's SLURM output. SLURM opens --output before the script runs, so
+# #SBATCH lines cannot name the run directory: --output below is relative to the submission directory, which
+# always exists; a directory in --output (e.g. `sbatch -o runs/slurm/%x-%j.out`) must exist before the job
+# starts or SLURM drops the output silently.
 #
 #SBATCH --job-name=astrom3-pretrain
 #SBATCH --nodes=1
@@ -152,6 +155,9 @@ mkdir -p "$RUN_DIR"
 STDOUT=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | tr ' ' '\n' | sed -n 's/^StdOut=//p' | head -n 1)
 echo "$(date +%Y-%m-%dT%H:%M:%S) job=$JOB_KEY restart=$RESTART nodes=${SLURM_JOB_NODELIST:-?} \
 ntasks=${SLURM_NTASKS:-?} log=${STDOUT:-?}" >> "$RUN_DIR/slurm_job.log"
+case "$STDOUT" in
+  /*) [ -e "$STDOUT" ] && ln -sfn "$STDOUT" "$RUN_DIR/slurm-$JOB_KEY.out" ;;
+esac
 log "job $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks x ${SLURM_CPUS_PER_TASK:-1} cpus\
 ${GPUS:+ x $GPUS GPU(s)}"
 log "run dir $RUN_DIR  config ${CONFIG:-<defaults>}  store ${STORE:-<from config>}  python $PYTHON"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +120,11 @@ def test_period_column_overrides_lomb_scargle(tmp_path):
     np.testing.assert_allclose(10 ** s.root["aux"][:, 1], [truth[n][1] for n in names], rtol=1e-5)
 
 
-def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path):
+def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path, caplog):
     from astrom3_hpc.cli.results import main as collect_main
     from astrom3_hpc.data.store import Store
 
+    caplog.set_level(logging.INFO)  # the CLI's level (pytest's own root handler keeps basicConfig from setting it)
     _, out, _ = lc_store
     s = Store(out)
     test_rows = s.split(42, "full", "test")
@@ -144,6 +146,10 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path)
         assert all(r["object_id"].startswith("OGLE-") for r in rows)
         assert all(abs(sum(float(r[f"p_{c}"]) for c in CLASSES) - 1) < 1e-4 for r in rows)
         assert all(r["predicted_class"] == max(CLASSES, key=lambda c: float(r[f"p_{c}"])) for r in rows)
+    # Each job's log is in its run dir (and nothing of one job leaks into the other's).
+    assert "rank 0 INFO astrom3: finished:" in (ft / "train.log").read_text()
+    bl_log = (bl / "train.log").read_text()
+    assert "rank 0 INFO astrom3: baseline full seed 42: test accuracy" in bl_log and "finished:" not in bl_log
     # Three well-separated periods: the classical baseline should not miss.
     assert json.loads((bl / "metrics.json").read_text())["test"]["macro_f1"] > 0.9
     assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0

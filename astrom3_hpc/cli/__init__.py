@@ -60,8 +60,9 @@ def _add_ingest(sub) -> None:
                    help="NaN metadata: fail (default, names object and column), skip the object, or impute the "
                         "split seed's train median (a presence mask is stored; see docs/store.md)")
     p.add_argument("--splits-from", metavar="DIR",
-                   help="split files DIR/{subset}/{seed}/{train,val,test}.csv to keep (astrom3-raw: ROOT/splits "
-                        "by default); absent (subset, seed) pairs are generated")
+                   help="split files DIR/{subset}/{seed}/{train,val,test}.csv (or DIR/splits/...) to keep "
+                        "(astrom3-raw: ROOT/splits by default); absent (subset, seed) pairs are generated "
+                        "(lightcurves: ids as in --id-column; only the given seeds are stored)")
     g = p.add_argument_group("astrom3-raw: the authors' research layout (paths relative to --root)")
     g.add_argument("--catalogue", action="append", default=[], metavar="SPLIT=CSV",
                    help="catalogue CSV per split, e.g. train=preprocessed_data/full_lb/spectra_and_v_train.csv "
@@ -78,7 +79,7 @@ def _add_ingest(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--no-progress", action="store_true")
     _add_layout_args(p)
-    from ..data.sources.lightcurves import add_arguments as add_lightcurve_args
+    from .ingest_lightcurves import add_arguments as add_lightcurve_args
 
     add_lightcurve_args(p)
     p.set_defaults(func=cmd_ingest)
@@ -91,7 +92,7 @@ def make_source(args):
         return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
                                mislabel_fraction=args.mislabel_fraction, missing_rate=args.missing_rate)
     if args.source == "lightcurves":
-        from ..data.sources.lightcurves import source_from_args
+        from .ingest_lightcurves import source_from_args
 
         return source_from_args(args)
     if not args.root:
@@ -115,10 +116,10 @@ def cmd_ingest(args) -> int:
     from ..data.ingest import IngestOptions, ingest
 
     source = make_source(args)
+    # lightcurves reads --splits-from itself (ids as in its objects file) and keeps only the seeds given there.
+    splits_from = None if args.source == "lightcurves" else args.splits_from
     opts = IngestOptions(on_error=args.on_error, error_channel=args.error_channel, overwrite=args.overwrite,
-                         meta_nan=args.meta_nan,
-                         # the lightcurves source reads its split files itself (text ids, its id column)
-                         splits_from=None if args.source == "lightcurves" else args.splits_from,
+                         meta_nan=args.meta_nan, splits_from=splits_from,
                          progress=not args.no_progress,
                          layout_kw=dict(chunk_objects=args.chunk_objects, table_chunk=args.table_chunk,
                                         lc_chunk=args.lc_chunk, shard_chunks=args.shard_chunks,
@@ -341,10 +342,11 @@ def cmd_evaluate_embeddings(args) -> int:
     cfg = config_from_dict(read_run_config(args.run_dir))
     t = Pretrainer(cfg, args.run_dir)
     t.setup_distributed()
-    t.setup_data()
-    t.setup_engine()
-    t.load_best()
-    out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)
+    with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
+        t.setup_data()
+        t.setup_engine()
+        t.load_best()
+        out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)
     if t.is_main:
         print(json.dumps(out, indent=2))
     return 0

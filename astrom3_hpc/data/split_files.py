@@ -4,13 +4,18 @@ Layout (the authors' ``splits/`` directory, or any directory given with ``astrom
 
     DIR/{subset}/{seed}/{train,val,test}.csv     subset in constants.SUBSET_FACTORS, seed in constants.SPLIT_SEEDS
 
-Each CSV needs one object-id column (``id``, ``edr3_source_id``, ``source_id`` or ``object_id``; values
-"EDR3 <digits>" or plain digits); other columns are ignored. A (subset, seed) directory must hold all three files.
+``DIR`` may also be the folder that holds ``splits/``. Each CSV needs one object-id column (``id``,
+``edr3_source_id``, ``source_id`` or ``object_id``, or the column a source names; values "EDR3 <digits>" or plain
+digits, or any text where a source parses ids its own way, e.g. `ingest lightcurves`); other columns are ignored.
+A (subset, seed) directory must hold all three files.
 
 Any ingest source uses it in two calls::
 
     published = read_split_dir(DIR)                       # parse + id-level checks, before any object is read
     rows, info = resolve_splits(published, object_ids, valid, labels)   # ids -> row indices, every seed/subset
+
+or, for a source that keeps only the splits it was given (text ids, unknown ids skipped under --on-error skip),
+``lookup_rows(published, key, row_of, skip_unknown=True)`` per published (subset, seed).
 
 Checks, each a `SplitFileError` naming the file (and the object id):
 - a missing id column, an unparseable id, an id listed twice in one file;
@@ -33,6 +38,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping, Union
 
 import numpy as np
 
@@ -44,6 +50,10 @@ log = logging.getLogger("astrom3")
 SPLITS = ("train", "val", "test")
 ID_COLUMNS = ("id", "edr3_source_id", "source_id", "object_id")
 _ID_RE = re.compile(r"^(?:(?:gaia\s*)?(?:edr3|dr3|dr2)\s*)?(\d+)$", re.IGNORECASE)
+
+
+ObjectKey = Union[int, str]
+IdParser = Callable[[str], "ObjectKey | None"]
 
 
 class SplitFileError(ValueError):
@@ -67,36 +77,43 @@ def parse_id(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def read_split_file(path: Path) -> np.ndarray:
-    """The object ids of one split CSV, in file order (int64)."""
+def read_split_file(path: Path, id_column: str | None = None, parse: IdParser = parse_id) -> np.ndarray:
+    """The object ids of one split CSV, in file order: int64 with the default parser, else str.
+
+    id_column: looked for first, before the usual ID_COLUMNS. parse: text -> id, or None (or "") for a cell
+    that is not one."""
+    columns = ((id_column,) if id_column else ()) + tuple(c for c in ID_COLUMNS if c != id_column)
     with open(path, encoding="utf-8", newline="") as fh:
         rd = csv.reader(fh)
         header = [h.strip() for h in next(rd, [])]
-        col = next((header.index(c) for c in ID_COLUMNS if c in header), None)
+        col = next((header.index(c) for c in columns if c in header), None)
         if col is None:
-            raise SplitFileError(f"split file {path}: no object-id column (need one of {list(ID_COLUMNS)}; "
+            raise SplitFileError(f"split file {path}: no object-id column (need one of {list(columns)}; "
                                  f"header: {header[:8]}{'...' if len(header) > 8 else ''})")
         ids, seen = [], {}
         for line, r in enumerate(rd, start=2):
             if not any(c.strip() for c in r):
                 continue
             cell = r[col] if col < len(r) else ""
-            oid = parse_id(cell)
-            if oid is None:
+            oid = parse(cell)
+            if oid is None or oid == "":
                 raise SplitFileError(f"split file {path}:{line}: not an object id: {cell!r}")
             if oid in seen:
                 raise SplitFileError(f"split file {path}:{line}: object {oid} listed twice (first at line "
                                      f"{seen[oid]})")
             seen[oid] = line
             ids.append(oid)
-    return np.asarray(ids, dtype=np.int64)
+    return np.asarray(ids, dtype=np.int64 if parse is parse_id else str)
 
 
-def read_split_dir(root: str | Path) -> PublishedSplits:
-    """Read every ``{subset}/{seed}/{train,val,test}.csv`` under `root` and check them against each other."""
+def read_split_dir(root: str | Path, id_column: str | None = None, parse: IdParser = parse_id) -> PublishedSplits:
+    """Read every ``{subset}/{seed}/{train,val,test}.csv`` under `root` (or under `root`/splits) and check them
+    against each other. id_column and parse: as in `read_split_file`."""
     root = Path(root)
     if not root.is_dir():
         raise SplitFileError(f"split directory {root} does not exist")
+    if (root / "splits").is_dir():
+        root = root / "splits"
     out = PublishedSplits(root)
     for sub_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if sub_dir.name not in SUBSET_FACTORS:
@@ -113,7 +130,7 @@ def read_split_dir(root: str | Path) -> PublishedSplits:
                     raise SplitFileError(f"split file {p} is missing ({seed_dir} must hold train.csv, val.csv and "
                                          f"test.csv)")
             out.files[key] = files
-            out.ids[key] = {s: read_split_file(p) for s, p in files.items()}
+            out.ids[key] = {s: read_split_file(p, id_column, parse) for s, p in files.items()}
             _check_disjoint(out, key)
     for (subset, seed) in out.ids:
         if subset != "full":
@@ -139,9 +156,30 @@ def _check_nested(ps: PublishedSplits, subset: str, seed: int) -> None:
     for s in SPLITS:
         extra = np.setdiff1d(ps.ids[(subset, seed)][s], full[s])
         if len(extra):
-            raise SplitFileError(f"split file {ps.files[(subset, seed)][s]}: object {int(extra[0])} is not in the "
+            raise SplitFileError(f"split file {ps.files[(subset, seed)][s]}: object {extra[0]} is not in the "
                                  f"{s} split of {ps.files[('full', seed)][s]} ({len(extra)} such objects): sub-X "
                                  f"splits must be nested in the full split of their seed")
+
+
+def lookup_rows(published: PublishedSplits, key: tuple[str, int], row_of: Mapping[ObjectKey, int],
+                skip_unknown: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Store rows {split: rows} of one published (subset, seed), in file order, and the ids that are not
+    objects of the store ("<file>:<id>"; an error naming file and id unless `skip_unknown`)."""
+    rows: dict[str, np.ndarray] = {}
+    ignored: list[str] = []
+    for s in SPLITS:
+        idx = []
+        for oid in published.ids[key][s].tolist():
+            r = row_of.get(oid)
+            if r is None:
+                if not skip_unknown:
+                    raise SplitFileError(f"split file {published.files[key][s]}: object {oid} is not in the "
+                                         f"ingested catalogue")
+                ignored.append(f"{published.files[key][s]}:{oid}")
+                continue
+            idx.append(r)
+        rows[s] = np.asarray(idx, dtype=np.int64)
+    return rows, ignored
 
 
 def resolve_splits(published: PublishedSplits | None, object_ids: np.ndarray, valid: np.ndarray,
@@ -157,19 +195,9 @@ def resolve_splits(published: PublishedSplits | None, object_ids: np.ndarray, va
         for subset, factor in SUBSET_FACTORS.items():
             key = (subset, seed)
             if published is not None and key in published:
-                rows, dropped = {}, 0
-                for s in SPLITS:
-                    idx = []
-                    for oid in published.ids[key][s].tolist():
-                        r = row_of.get(oid)
-                        if r is None:
-                            raise SplitFileError(f"split file {published.files[key][s]}: object {oid} is not in "
-                                                 f"the ingested catalogue")
-                        if valid[r]:
-                            idx.append(r)
-                        else:
-                            dropped += 1
-                    rows[s] = np.sort(np.asarray(idx, dtype=np.int64))
+                rows = lookup_rows(published, key, row_of)[0]
+                dropped = sum(int((~valid[r]).sum()) for r in rows.values())
+                rows = {s: np.sort(r[valid[r]]) for s, r in rows.items()}
                 if dropped:
                     log.warning("%s/%d: %d object(s) of the published split were skipped as bad input and are "
                                 "left out", subset, seed, dropped)

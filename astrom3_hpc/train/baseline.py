@@ -22,6 +22,7 @@ import numpy as np
 from ..core.constants import AUX_COLUMNS
 from ..data.preprocess import DAYS_PER_YEAR, lafler_kinman
 from ..data.store import Store
+from .rundir import RunLog
 
 log = logging.getLogger("astrom3")
 
@@ -104,13 +105,10 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
                  random_state: int = 0, threads: int = 1) -> dict[str, Any]:
     """Train on the split's train rows, report on its test rows (and the full test set for sub-X)."""
     try:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-        from threadpoolctl import threadpool_limits
+        import sklearn.ensemble  # noqa: F401
+        import threadpoolctl  # noqa: F401
     except ImportError:
         raise ValueError("astrom3 baseline needs scikit-learn: pip install 'astrom3-hpc[science]'") from None
-
-    from ..core.atomic import write_json
-    from .evaluate import classification_report, plot_confusion, write_predictions
 
     if period_source not in ("ls", "store"):
         raise ValueError(f"period source must be 'ls' or 'store', got {period_source!r}")
@@ -119,6 +117,18 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
         raise ValueError(f"{store_path}: no light curves in this store")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    with RunLog(run).attach().recording("baseline"):
+        return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
+
+
+def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_source: str, random_state: int,
+                    threads: int) -> dict[str, Any]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    from ..core.atomic import write_json
+    from .evaluate import classification_report, plot_confusion, write_predictions
+
     names = store.class_names
     labels = store.labels
     present = store.root["present"][:, 0]

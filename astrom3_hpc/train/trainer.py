@@ -86,7 +86,7 @@ class Trainer:
         self.device = ddev.compute_device()
         set_deterministic(self.cfg.train.deterministic)
         configure_cuda(self.cfg)
-        self.run = RunDir(self.run_path, self.is_main)
+        self.run = RunDir(self.run_path, self.is_main, self.rank)
         if dist.is_initialized():
             dist.barrier()
 
@@ -272,6 +272,10 @@ class Trainer:
     def run_job(self) -> int:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         self.setup_distributed()
+        with self.run.log.recording(f"{self.kind} on rank {self.rank}"):
+            return self._run_job()
+
+    def _run_job(self) -> int:
         self.setup_data()
         # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
         identity = run_identity(self.cfg, self.store, self.world)

@@ -9,7 +9,8 @@ The whole points file is parsed once per process (every MPI rank re-reads it: a 
 seconds, less than shipping them) and grouped with numpy. Problems that concern one object (no rows, a
 non-numeric time) are raised from `get()` as BadInputError, so `--on-error skip` lists them in skipped.json;
 problems with a whole file (a missing column, an unknown class, a split file naming an unknown object) raise
-at construction, before anything is written.
+at construction, before anything is written. Split files are read by the generic reader (data/split_files.py)
+with this source's id column and id matching; the command-line options live in cli/ingest_lightcurves.py.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ...core.constants import AUX_COLUMNS, META_COLUMNS, SPLIT_SEEDS, SUBSET_FACTORS
+from ...core.constants import AUX_COLUMNS, META_COLUMNS
 from .. import periods
 from ..raw import BadInputError, RawObject
+from ..split_files import lookup_rows, read_split_dir
 from .common import mag_to_flux_mjy
 from .long_table import _open_text
 
@@ -101,56 +103,6 @@ def read_class_map(path: str) -> dict[str, str]:
     return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for r in rows}
 
 
-def read_split_dir(root: str | Path, known_ids: dict[str, int], id_column: str, skip_unknown: bool
-                   ) -> tuple[dict[int, dict[str, dict[str, np.ndarray]]], list[str]]:
-    """splits/{subset}/{seed}/{train,val,test}.csv under `root` (or `root` itself being that `splits` folder)
-    -> {seed: {subset: {split: positions}}} and the list of ignored ids. Each CSV needs the id column (`id_column`
-    or ``id``); ids are matched like the objects file's."""
-    root = Path(root)
-    base = root / "splits" if (root / "splits").is_dir() else root
-    if not base.is_dir():
-        raise FileNotFoundError(f"split directory {root}")
-    out: dict[int, dict[str, dict[str, np.ndarray]]] = {}
-    ignored: list[str] = []
-    for sub_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-        if sub_dir.name not in SUBSET_FACTORS:
-            raise TableError(f"{sub_dir}: unknown subset {sub_dir.name!r} (expected {list(SUBSET_FACTORS)})")
-        for seed_dir in sorted(p for p in sub_dir.iterdir() if p.is_dir()):
-            try:
-                seed = int(seed_dir.name)
-            except ValueError:
-                raise TableError(f"{seed_dir}: split seed folder must be an integer") from None
-            if seed not in SPLIT_SEEDS:
-                raise TableError(f"{seed_dir}: split seed {seed} is not one of {SPLIT_SEEDS}")
-            parts = {}
-            for split in ("train", "val", "test"):
-                f = seed_dir / f"{split}.csv"
-                header, rows = _read_csv(str(f))
-                name = id_column if id_column in header else "id"
-                k = _col(header, name, str(f), "id")
-                pos = []
-                for line, r in enumerate(rows, start=2):
-                    key = _norm_id(r[k]) if k < len(r) else ""
-                    if key not in known_ids:
-                        if not skip_unknown:
-                            raise TableError(f"{f}:{line}: object {r[k] if k < len(r) else ''!r} is not in the "
-                                             f"objects file (or was dropped as unlabelled)")
-                        ignored.append(f"{f}:{line}:{key}")
-                        continue
-                    pos.append(known_ids[key])
-                parts[split] = np.unique(np.asarray(pos, np.int64))
-            seen: dict[int, str] = {}
-            for split, idx in parts.items():
-                for i in idx.tolist():
-                    if i in seen:
-                        raise TableError(f"{seed_dir}: an object is in both {seen[i]}.csv and {split}.csv")
-                    seen[i] = split
-            out.setdefault(seed, {})[sub_dir.name] = parts
-    if not out:
-        raise TableError(f"{base}: no splits/{{subset}}/{{seed}}/{{train,val,test}}.csv found")
-    return out, ignored
-
-
 class LightCurveTableSource:
     """`raw.RawSource` over a long points table and an objects table (light curve only)."""
 
@@ -165,9 +117,7 @@ class LightCurveTableSource:
         self._fixed_splits: dict | None = None
         self.ignored_split_ids: list[str] = []
         if opt.splits_from:
-            known = {k: i for i, k in enumerate(self.keys)}
-            self._fixed_splits, self.ignored_split_ids = read_split_dir(
-                opt.splits_from, known, opt.id_column, opt.skip_bad_split_ids)
+            self._fixed_splits = self._given_splits(opt.splits_from)
         elif opt.split_column:
             self._fixed_splits = {42: {"full": self._column_split()}}
         # Check the points file's header now: a wrong column name should fail before ingestion starts.
@@ -235,6 +185,20 @@ class LightCurveTableSource:
         except ValueError:
             self.object_ids = np.arange(len(keys), dtype=np.int64)
             self.object_names = raw_ids
+
+    def _given_splits(self, root: str) -> dict[int, dict[str, dict[str, np.ndarray]]]:
+        """{seed: {subset: {split: positions}}} from split files, ids matched like the objects file's (the
+        generic reader checks the files; unknown ids are listed in ignored_split_ids under --on-error skip)."""
+        published = read_split_dir(root, self.opt.id_column, _norm_id)
+        if not published.ids:
+            raise TableError(f"{root}: no splits/{{subset}}/{{seed}}/{{train,val,test}}.csv found")
+        known = {k: i for i, k in enumerate(self.keys)}
+        out: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+        for (subset, seed) in sorted(published.ids):
+            rows, ignored = lookup_rows(published, (subset, seed), known, self.opt.skip_bad_split_ids)
+            out.setdefault(seed, {})[subset] = rows
+            self.ignored_split_ids += ignored
+        return out
 
     def _column_split(self) -> dict[str, np.ndarray]:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
@@ -363,39 +327,3 @@ class LightCurveTableSource:
                          spec_wave=np.zeros(0), spec_flux=np.zeros(0), spec_ivar=np.zeros(0),
                          meta=np.full(len(META_COLUMNS), np.nan), aux=aux, source=src,
                          extra={"modalities": ("photo",), "period_search": ls.as_array(), "name": key})
-
-
-def add_arguments(p) -> None:
-    """`astrom3 ingest lightcurves` options (registered on the ingest parser)."""
-    g = p.add_argument_group("lightcurves: long CSV tables of any survey (see docs/lightcurves.md)")
-    g.add_argument("--points", help="points table (CSV or .csv.gz): one row per epoch")
-    g.add_argument("--objects", help="objects table (CSV or .csv.gz): one row per object, with its class")
-    g.add_argument("--id-column", default="id", help="object id column, in both tables (default id)")
-    g.add_argument("--time-column", default="time", help="time in days, e.g. MJD (default time)")
-    g.add_argument("--mag-column", help="magnitudes (converted to flux: 3631e3 * 10**(-0.4 mag) mJy)")
-    g.add_argument("--flux-column", help="fluxes, any linear unit (instead of --mag-column)")
-    g.add_argument("--err-column", default="err", help="magnitude or flux error column (default err)")
-    g.add_argument("--band-column", help="band column in the points table")
-    g.add_argument("--band", help="the one band to keep (required when the band column has several)")
-    g.add_argument("--label-column", default="label", help="class column in the objects table; any names")
-    g.add_argument("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
-                                       "object out")
-    g.add_argument("--drop-unlabelled", action="store_true",
-                   help="leave out objects with no class (default: error naming them)")
-    g.add_argument("--period-column", help="catalogue period (days) in the objects table; default (and empty "
-                                           "cells): the Lomb-Scargle period")
-    g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42)")
-    g.add_argument("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
-                   help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
-
-
-def source_from_args(args) -> LightCurveTableSource:
-    if not args.points or not args.objects:
-        raise TableError("astrom3 ingest lightcurves needs --points and --objects")
-    return LightCurveTableSource(TableOptions(
-        points=args.points, objects=args.objects, id_column=args.id_column, time_column=args.time_column,
-        mag_column=args.mag_column, flux_column=args.flux_column, err_column=args.err_column,
-        band_column=args.band_column, band=args.band, label_column=args.label_column, class_map=args.class_map,
-        drop_unlabelled=args.drop_unlabelled, period_column=args.period_column, splits_from=args.splits_from,
-        split_column=args.split_column, skip_bad_split_ids=args.on_error == "skip",
-        period_backend=args.period_backend))

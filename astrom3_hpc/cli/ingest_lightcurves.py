@@ -1,0 +1,47 @@
+"""`astrom3 ingest lightcurves` options and their translation into the source (astrom3_hpc/data/sources/
+lightcurves.py). The split directory is ingest's common `--splits-from`, read here with the objects' id column."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.sources.lightcurves import LightCurveTableSource, TableError, TableOptions
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Registered on the ingest parser."""
+    g = p.add_argument_group("lightcurves: long CSV tables of any survey (see docs/lightcurves.md)")
+    g.add_argument("--points", help="points table (CSV or .csv.gz): one row per epoch")
+    g.add_argument("--objects", help="objects table (CSV or .csv.gz): one row per object, with its class")
+    g.add_argument("--id-column", default="id", help="object id column, in both tables and the split files "
+                                                     "(default id)")
+    g.add_argument("--time-column", default="time", help="time in days, e.g. MJD (default time)")
+    g.add_argument("--mag-column", help="magnitudes (converted to flux: 3631e3 * 10**(-0.4 mag) mJy)")
+    g.add_argument("--flux-column", help="fluxes, any linear unit (instead of --mag-column)")
+    g.add_argument("--err-column", default="err", help="magnitude or flux error column (default err)")
+    g.add_argument("--band-column", help="band column in the points table")
+    g.add_argument("--band", help="the one band to keep (required when the band column has several)")
+    g.add_argument("--label-column", default="label", help="class column in the objects table; any names")
+    g.add_argument("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
+                                       "object out")
+    g.add_argument("--drop-unlabelled", action="store_true",
+                   help="leave out objects with no class (default: error naming them)")
+    g.add_argument("--period-column", help="catalogue period (days) in the objects table; default (and empty "
+                                           "cells): the Lomb-Scargle period")
+    g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42); "
+                                          "or --splits-from DIR (only the seeds given there are stored; "
+                                          "--on-error skip ignores ids that are not in the objects file)")
+    g.add_argument("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
+                   help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
+
+
+def source_from_args(args: argparse.Namespace) -> LightCurveTableSource:
+    if not args.points or not args.objects:
+        raise TableError("astrom3 ingest lightcurves needs --points and --objects")
+    return LightCurveTableSource(TableOptions(
+        points=args.points, objects=args.objects, id_column=args.id_column, time_column=args.time_column,
+        mag_column=args.mag_column, flux_column=args.flux_column, err_column=args.err_column,
+        band_column=args.band_column, band=args.band, label_column=args.label_column, class_map=args.class_map,
+        drop_unlabelled=args.drop_unlabelled, period_column=args.period_column, splits_from=args.splits_from,
+        split_column=args.split_column, skip_bad_split_ids=args.on_error == "skip",
+        period_backend=args.period_backend))
