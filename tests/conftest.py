@@ -34,12 +34,13 @@ REALDATA = _find_realdata()
 SMALL_LAYOUT = dict(chunk_objects=16, table_chunk=64, lc_chunk=4096)
 
 
-def build_synthetic_store(path: Path, n: int = 640, seed: int = 0, **kw) -> Path:
+def build_synthetic_store(path: Path, n: int = 640, seed: int = 0, error_channel: str = "ivar", **kw) -> Path:
     from astrom3_hpc.data.ingest import IngestOptions, ingest
     from astrom3_hpc.data.synthetic import SyntheticSource
 
     src = SyntheticSource(n, seed=seed, **kw)
-    ingest(src, path, IngestOptions(on_error="skip", progress=False, layout_kw=SMALL_LAYOUT))
+    ingest(src, path, IngestOptions(on_error="skip", progress=False, layout_kw=SMALL_LAYOUT,
+                                    error_channel=error_channel))
     return path
 
 
