@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import logging
 from pathlib import Path
 
@@ -130,8 +131,12 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     test_rows = s.split(42, "full", "test")
     runs = tmp_path / "runs"
     ft = runs / "photo-full-s42-scratch"
+    rendezvous = {k: os.environ.get(k) for k in ("MASTER_PORT", "MASTER_ADDR", "RANK", "WORLD_SIZE")}
     assert main(["finetune", "--config", str(ROOT / "configs/test.yaml"), "--run-dir", str(ft), "--mode", "photo",
                  "--init", "scratch", "--set", f"data.store={out}", "train.epochs=1", "train.batch_size=8"]) == 0
+    # An in-process job leaves no rendezvous behind: an sbatch from this process once handed a 2-rank job the
+    # finished job's MASTER_PORT, still held here (EADDRINUSE on rank 0, rank 1 waiting for the timeout).
+    assert {k: os.environ.get(k) for k in rendezvous} == rendezvous
     bl = runs / "baseline-s42"
     assert main(["baseline", str(out), "--seed", "42", "--out", str(bl)]) == 0
     for run in (ft, bl):

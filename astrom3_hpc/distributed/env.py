@@ -42,6 +42,7 @@ importable from here too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -335,6 +336,28 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
         tdist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
                                  world_size=env.world_size, timeout=timeout)
     return env
+
+
+# What init() exports into this process's environment (besides what the launcher set).
+EXPORTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", LAUNCHER_VAR,
+                 "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+
+
+@contextlib.contextmanager
+def exports_restored():
+    """Put the variables init() exports back as they were when the block ends. A job run inside a longer-lived
+    process (a test session, a local sweep, a notebook) must not hand its rendezvous to what that process
+    starts next: an `sbatch` from it would give both ranks of a new job the finished job's MASTER_PORT, still
+    held by this process's store (EADDRINUSE on rank 0, rank 1 waiting for the timeout)."""
+    before = {k: os.environ.get(k) for k in EXPORTED_VARS}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def is_initialized() -> bool:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from .. import distributed as adist
 from ..distributed import device as ddev
-from ..distributed.env import find_free_port
+from ..distributed.env import exports_restored, find_free_port
 from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
@@ -271,9 +271,10 @@ class Trainer:
 
     def run_job(self) -> int:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
-        self.setup_distributed()
-        with self.run.log.recording(f"{self.kind} on rank {self.rank}"):
-            return self._run_job()
+        with exports_restored():
+            self.setup_distributed()
+            with self.run.log.recording(f"{self.kind} on rank {self.rank}"):
+                return self._run_job()
 
     def _run_job(self) -> int:
         self.setup_data()
