@@ -338,9 +338,9 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
     return env
 
 
-# What init() exports into this process's environment (besides what the launcher set).
-EXPORTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", LAUNCHER_VAR,
-                 "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+# The rendezvous init() exports into this process's environment (the socket interfaces it chooses stay: they
+# describe the host, not the job, and a job's rank report reads them afterwards).
+EXPORTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", LAUNCHER_VAR)
 
 
 @contextlib.contextmanager
