@@ -49,7 +49,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from . import network
+import astrom3_hpc.distributed.network as network  # a module object: tests patch network.own_address
 from .network import (SINGLE_HOST_ADDR, find_free_port, gloo_socket_ifname, interface_addresses,  # noqa: F401
                       port_is_free, rendezvous_address, route_source_address)
 from .slurm_hosts import expand_nodelist, expand_tasks_per_node, first_host, slurm_port  # noqa: F401

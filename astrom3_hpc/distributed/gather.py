@@ -21,7 +21,7 @@ import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 
-from . import device as ddev
+from .device import comm_device
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8,
            torch.bool, torch.int8, torch.int16)
@@ -51,7 +51,7 @@ def gather_shapes(x: torch.Tensor, group=None) -> list[tuple[int, ...]]:
     world = tdist.get_world_size(group)
     dtype_id = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else -1
     meta = torch.tensor([x.dim(), dtype_id, *x.shape] + [0] * (8 - x.dim()), dtype=torch.int64,
-                        device=ddev.comm_device(group))
+                        device=comm_device(group))
     out = torch.empty(world * meta.numel(), dtype=torch.int64, device=meta.device)
     _all_gather_single(out, meta, group)
     rows = out.view(world, -1).tolist()
