@@ -4,7 +4,7 @@ One process, all cores as threads, global batch `--batch`, forward + contrastive
 clipping + Adam, random inputs of the real shapes; `--kernels plain` is the stock-torch path, `fast` the
 default one (train.kernels); `--reference` profiles benchmarks/reference_model.py instead.
 
-    python benchmarks/profile_step.py [--kernels fast|plain] [--reference] [--batch 64] [--steps 2] [--top 10]
+    python benchmarks/profile_step.py [--kernels fast|plain] [--reference] [--batch 64] [--steps 2] [--top 10] [--shapes]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--shapes", action="store_true", help="rank (op, input shapes) pairs instead of ops")
     args = ap.parse_args()
 
     from astrom3_hpc.core.config import load_config
@@ -66,17 +67,18 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
 
     step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         for _ in range(args.steps):
             step()
-    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    rows = sorted(prof.key_averages(group_by_input_shape=args.shapes), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows)
     name = "reference" if args.reference else f"project, kernels={args.kernels}"
     print(f"{name}: {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps, "
           f"self CPU {total / 1e6 / args.steps:.2f} s per step")
     print("| op | share of self CPU | ms per step | calls per step |\n|---|---|---|---|")
     for e in rows[: args.top]:
-        print(f"| `{e.key}` | {e.self_cpu_time_total / total:.1%} | {e.self_cpu_time_total / 1e3 / args.steps:.0f} "
+        key = f"{e.key} {e.input_shapes}" if args.shapes else e.key
+        print(f"| `{key}` | {e.self_cpu_time_total / total:.1%} | {e.self_cpu_time_total / 1e3 / args.steps:.0f} "
               f"| {e.count // args.steps} |")
 
 

@@ -16,6 +16,7 @@ from astrom3_hpc.train.loss import ContrastiveLoss
 from astrom3_hpc.model import build_clip
 from astrom3_hpc.model.fast_ops import Dropout, fast_dropout, keep_threshold, set_fast_kernels, tune_malloc
 from astrom3_hpc.model.galspecnet import GalSpecNet
+from astrom3_hpc.model.informer import AttentionLayer
 from astrom3_hpc.train.engine import apply_execution, build_optimizer, cpu_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -88,7 +89,8 @@ def test_set_fast_kernels_reaches_every_dropout_of_the_model():
     model = build_clip(cfg.model)
     n_dropout = sum(isinstance(m, torch.nn.Dropout) for m in model.modules())
     assert n_dropout > 0 and all(isinstance(m, Dropout) for m in model.modules() if isinstance(m, torch.nn.Dropout))
-    assert set_fast_kernels(model, True) == n_dropout
+    n_attention = sum(isinstance(m, AttentionLayer) for m in model.modules())
+    assert n_attention > 0 and set_fast_kernels(model, True) == n_dropout + n_attention
     assert all(m.fast for m in model.modules() if isinstance(m, Dropout))
     set_fast_kernels(model, False)
     assert not any(m.fast for m in model.modules() if isinstance(m, Dropout))
@@ -157,12 +159,25 @@ def _train(kernels: str, steps: int = 3) -> tuple[list[float], dict[str, torch.T
 
 
 def test_fast_path_training_steps_match_the_plain_path():
-    """Losses, first-step gradients and weights after three Adam steps (fused CPU Adam vs torch's default)."""
-    fast_losses, fast = _train("fast")
-    plain_losses, plain = _train("plain")
-    torch.testing.assert_close(torch.tensor(fast_losses), torch.tensor(plain_losses), rtol=1e-5, atol=1e-4)
+    """Losses of three Adam steps (fused CPU Adam vs torch's default), first-step gradients, final weights.
+
+    The fast attention sums in another order, so results agree to fp32 rounding, not bit for bit. Adam divides
+    each gradient by its own running magnitude: an entry whose gradient is rounding noise (the key bias, which
+    the softmax cancels) or near zero can take a different-signed step of up to lr. Weights are therefore
+    compared in bulk (mean difference) and bounded per entry by the steps' total lr.
+    """
+    steps, lr = 3, 0.001
+    fast_losses, fast = _train("fast", steps)
+    plain_losses, plain = _train("plain", steps)
+    torch.testing.assert_close(torch.tensor(fast_losses), torch.tensor(plain_losses), rtol=1e-4, atol=1e-4)
+    assert fast_losses[0] == pytest.approx(plain_losses[0], rel=1e-6)  # the same first forward
     for k in plain:
-        torch.testing.assert_close(fast[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
+        if k.startswith("grad:"):
+            torch.testing.assert_close(fast[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
+        else:
+            diff = (fast[k] - plain[k]).abs()
+            assert float(diff.max()) <= 2 * steps * lr + 1e-6, k
+            assert float(diff.mean()) < 1e-5, k
 
 
 # -- execution settings ------------------------------------------------------------------------------------------
