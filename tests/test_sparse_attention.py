@@ -102,3 +102,17 @@ def test_fast_encoder_matches_plain_in_fp32_eval():
     torch.manual_seed(3)
     fast = enc(lc, mask)
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_layer_trains_under_bf16_autocast():
+    """bf16 autocast on CPU: the fp32 fast kernels step aside, the layer computes in bf16 like the plain one."""
+    torch.manual_seed(0)
+    layer = EncoderLayer(AttentionLayer(ProbSparseAttention(1), 32, 4, "reference"), 32, 64, 0.1).train()
+    set_fast_kernels(layer, True)
+    x = torch.randn(4, 200, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        assert layer.attention(x).dtype == torch.bfloat16
+    y.float().square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())

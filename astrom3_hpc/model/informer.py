@@ -196,8 +196,8 @@ class ProbSparseAttention(nn.Module):
 class AttentionLayer(nn.Module):
     """Q/K/V/out projections (with bias) around the inner attention.
 
-    With `fast` (switched by `fast_ops.set_fast_kernels`) the same function runs through its projections
-    (model/sparse_attention.py): no V, no backward through Q and K, the out projection on a few rows.
+    With `fast` (switched by `fast_ops.set_fast_kernels`) and no autocast, the same function runs through its
+    projections (model/sparse_attention.py): no V, no backward through Q and K, the out projection on a few rows.
     """
 
     fast: bool = False
@@ -216,7 +216,7 @@ class AttentionLayer(nn.Module):
         self.head_layout = head_layout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.fast:
+        if self.fast and not torch.is_autocast_enabled(x.device.type):  # an fp32 path; autocast keeps its casts
             return projected_attention(self, x, mask)
         B, L, _ = x.shape
         H = self.n_heads
@@ -248,7 +248,9 @@ class EncoderLayer(nn.Module):
         # Kernel-1 convolutions applied as the equivalent position-wise linear maps on (B, L, C): same weights
         # and state_dict as Conv1d(k=1), no transposes, and a plain matmul (much faster than conv backward).
         w1, w2 = self.conv1.weight.squeeze(-1), self.conv2.weight.squeeze(-1)
-        if self.dropout.fast and self.training and 0.0 < self.dropout.p < 1.0:
+        # The fused block is an fp32 kernel: under autocast (bf16) the unfused ops get autocast's casts.
+        if (self.dropout.fast and self.training and 0.0 < self.dropout.p < 1.0
+                and not torch.is_autocast_enabled(x.device.type)):
             y = fast_feed_forward(x, w1, self.conv1.bias, w2, self.conv2.bias, self.dropout.p)
         else:
             y = self.dropout(F.gelu(F.linear(x, w1, self.conv1.bias)))
