@@ -149,11 +149,16 @@ class TrainConfig:
     # (model/fast_ops.py), torch's fused CPU Adam, heap-kept activation buffers; "plain" = stock torch ops.
     kernels: str = "fast"
     threads: int = 0  # intra-op threads per rank; 0 = the cores this process may use / ranks on the node
+    # torch.compile (inductor) of every encoder's forward, in place (state_dict keys unchanged). Off by default:
+    # on the CPU class the hand-fused fast kernels are faster and start at once; for CUDA runs
+    # (benchmarks/gpu_check.sh measures both).
+    compile: bool = False
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
+        _check(isinstance(self.compile, bool), "train.compile", "must be true or false")
         _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
         _check(self.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")

@@ -132,6 +132,10 @@ def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int, local_
     cuda = torch.cuda.is_available()
     # CPU: the execution keys decide fused Adam; CUDA: fused Adam always (one kernel for all parameters).
     fused = apply_execution(model, cfg, local_world_size) or cuda
+    if cfg.train.compile:
+        # Per encoder, in place: the parameters, their names and the checkpoints stay those of the eager model.
+        for enc in getattr(model, "encoders", {}).values():
+            enc.compile()
     opt = build_optimizer(model, cfg, fused=fused)
     index = torch.cuda.current_device() if cuda else None  # set by dist.env.init
     engine, optimizer, _, _ = deepspeed.initialize(args=deepspeed_args(index), model=model, optimizer=opt,
