@@ -74,6 +74,9 @@ class ModelConfig:
     # preset) with the views it builds.
     lc_encoder: str | None = None
     periodic_views: list[str] = field(default_factory=lambda: ["time", "phase", "fold"])
+    # The periodic encoder also gets the classical baseline's per-object feature vector (data/lc_features.py),
+    # robustly standardised. None: taken from the preset (on for `periodic`).
+    periodic_features: bool | None = None
     # Spectra GalSpecNet
     spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
     spec_dropout: float = 0.339

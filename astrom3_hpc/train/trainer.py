@@ -34,6 +34,8 @@ from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
 from ..core.progress import Progress
+from ..model.presets import resolve
+from ..model.registry import batch_keys
 from . import checkpoint
 from .engine import autocast, build_engine, configure_cuda, seed_everything, set_deterministic, set_lr, to_device
 from .finite import FiniteGuard
@@ -92,6 +94,8 @@ class Trainer:
 
     def loader(self, split: str, train: bool, subset: str | None = None, **kw) -> TrimodalBatches:
         d = self.cfg.data
+        # Inputs only some encoders read (the periodic encoder's classical features) are prepared only for them.
+        kw.setdefault("lc_features", "lc_features" in batch_keys(resolve(self.cfg.model)))
         return TrimodalBatches(LoaderSpec(
             store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
             batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
