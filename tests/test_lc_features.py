@@ -182,9 +182,13 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     run = tmp_path / "periodic"
     run_job("finetune", run, store, sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1",
                                           "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
-                                          "train.batch_size=8"),
+                                          "train.batch_size=8", "finetune.class_weights=balanced"),
             extra=("--mode", "photo", "--init", "scratch"))
     m = json.loads((run / "metrics.json").read_text())
+    s = Store(store)
+    y = s.labels[s.split(42, "full", "train")]
+    want = len(y) / (len(s.class_names) * np.bincount(y, minlength=len(s.class_names)))
+    np.testing.assert_allclose(m["class_weights"], want, rtol=1e-5)  # the loss was weighted as the baseline's
     assert m["test"]["n"] == len(Store(store).split(42, "full", "test")) and (run / "predictions.csv").exists()
     cached = lcf.cache_path(Store(store))
     assert cached.exists()  # written by the training job, once
@@ -193,3 +197,19 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     assert cached.stat().st_mtime_ns == mtime  # the baseline read it, did not rewrite it
     sd = torch.load(run / "best_model.pt", weights_only=False)["state_dict"]
     assert any(".features." in k for k in sd)
+
+
+def test_balanced_weights_are_sklearns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from astrom3_hpc.train.finetune import balanced_weights
+
+    y = np.array([0] * 30 + [1] * 5 + [3] * 15)
+    w = balanced_weights(y, 4).numpy()
+    np.testing.assert_allclose(w[[0, 1, 3]], compute_class_weight("balanced", classes=np.array([0, 1, 3]), y=y),
+                               rtol=1e-6)
+    assert w[2] == 0.0  # a class without training rows
+    with pytest.raises(Exception, match="class_weights"):
+        from astrom3_hpc.core.config import FinetuneConfig
+
+        FinetuneConfig(class_weights="inverse").validate()

@@ -170,6 +170,9 @@ class FinetuneConfig:
     init: str = "scratch"  # "scratch" or a pretraining run directory
     fusion: str = "avg"  # for mode "all": avg | concat
     freeze_encoders: bool = False
+    # "balanced": each class's loss weighted by n_train / (n_classes * n_class), the classical baseline's
+    # weighting (macro-F1 counts a rare class as much as a common one); "none": the reference's plain loss.
+    class_weights: str = "none"
     # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
     # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
     pretrain_seed: int | None = None
@@ -179,6 +182,7 @@ class FinetuneConfig:
         _check(self.mode in ("photo", "spectra", "meta", "all"), "finetune.mode",
                "must be photo, spectra, meta or all")
         _check(self.fusion in ("avg", "concat"), "finetune.fusion", "must be avg or concat")
+        _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be none or balanced")
         _check(self.pretrain_seed is None or self.pretrain_seed in SPLIT_SEEDS, "finetune.pretrain_seed",
                f"must be one of {SPLIT_SEEDS} or unset")
 
