@@ -152,6 +152,9 @@ class TrainConfig:
     # (model/fast_ops.py), torch's fused CPU Adam, heap-kept activation buffers; "plain" = stock torch ops.
     kernels: str = "fast"
     threads: int = 0  # intra-op threads per rank; 0 = the cores this process may use / ranks on the node
+    # Seed of the initial weights and of dropout; None: data.seed. Members of a seed ensemble (`astrom3
+    # ensemble`) differ only in it: same split, same batch order.
+    model_seed: int | None = None
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")

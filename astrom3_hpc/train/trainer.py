@@ -116,11 +116,12 @@ class Trainer:
 
     def setup_engine(self) -> None:
         # Same seed on every rank for the weights; per-rank seeds for dropout and sampling afterwards.
-        seed_everything(self.cfg.data.seed)
+        seed = self.cfg.data.seed if self.cfg.train.model_seed is None else self.cfg.train.model_seed
+        seed_everything(seed)
         model = self.build_model()
         self.engine, self.optimizer = build_engine(model, self.cfg, self.world, self.env.local_world_size)
         self.model = self.engine.module
-        seed_everything(self.cfg.data.seed * 1000 + 17 + self.rank)
+        seed_everything(seed * 1000 + 17 + self.rank)
         self.schedule = LRSchedule.from_config(self.cfg.optim, self.cfg.train.epochs)
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
         self.float_dtype = None  # inputs stay fp32; bf16 is autocast (engine.autocast)
