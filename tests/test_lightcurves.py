@@ -275,24 +275,26 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     import torch
 
     from astrom3_hpc.core.config import ModelConfig
+    from astrom3_hpc.data.lc_features import FEATURE_NAMES
+    from astrom3_hpc.data.preprocess import DAYS_PER_YEAR
     from astrom3_hpc.model import build_classifier
     from astrom3_hpc.model.periodic import PeriodicEncoder
 
     paper = build_classifier(ModelConfig(preset="paper", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 3)
     assert paper.input_keys["photo"] == ("lc", "lc_mask")
     per = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 4)
-    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period", "lc_period_search")
+    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period", "lc_period_search", "lc_features")
     B, L = 3, 200
     t = torch.sort(torch.rand(B, L), dim=1).values
     span_years = 2.0
     lc = torch.zeros(B, L, 9)
     lc[:, :, 0] = t
     lc[:, :, 8] = span_years
-    days = t * span_years * 365.25
+    days = t * span_years * DAYS_PER_YEAR
     lc[:, :, 1] = torch.sin(2 * torch.pi * days / 0.5)
     mask = torch.ones(B, L)
     logits = per({"lc": lc, "lc_mask": mask, "lc_period": torch.full((B,), 0.5),
-                  "lc_period_search": torch.zeros(B, 4)})
+                  "lc_period_search": torch.zeros(B, 4), "lc_features": torch.zeros(B, len(FEATURE_NAMES))})
     assert logits.shape == (B, 4) and torch.isfinite(logits).all()
     # The folded view at the true period is a clean sinusoid; the brightest bin comes first.
     enc = PeriodicEncoder(views=("fold",), d_model=16, n_layers=1, n_heads=2, d_ff=32)

@@ -376,9 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     results_cli.add_parser(sub)
     demo.add_parser(sub)
-    from ..train import baseline
+    from ..train import baseline, ensemble
 
     baseline.add_parser(sub)
+    ensemble.add_parser(sub)
     return p
 
 

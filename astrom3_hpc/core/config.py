@@ -74,6 +74,9 @@ class ModelConfig:
     # preset) with the views it builds.
     lc_encoder: str | None = None
     periodic_views: list[str] = field(default_factory=lambda: ["time", "phase", "fold"])
+    # The periodic encoder also gets the classical baseline's per-object feature vector (data/lc_features.py),
+    # robustly standardised. None: taken from the preset (on for `periodic`).
+    periodic_features: bool | None = None
     # Spectra GalSpecNet
     spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
     spec_dropout: float = 0.339
@@ -153,6 +156,9 @@ class TrainConfig:
     # on the CPU class the hand-fused fast kernels are faster and start at once; for CUDA runs
     # (benchmarks/gpu_check.sh measures both).
     compile: bool = False
+    # Seed of the initial weights and of dropout; None: data.seed. Members of a seed ensemble (`astrom3
+    # ensemble`) differ only in it: same split, same batch order.
+    model_seed: int | None = None
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -172,6 +178,9 @@ class FinetuneConfig:
     init: str = "scratch"  # "scratch" or a pretraining run directory
     fusion: str = "avg"  # for mode "all": avg | concat
     freeze_encoders: bool = False
+    # "balanced": each class's loss weighted by n_train / (n_classes * n_class), the classical baseline's
+    # weighting (macro-F1 counts a rare class as much as a common one); "none": the reference's plain loss.
+    class_weights: str = "none"
     # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
     # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
     pretrain_seed: int | None = None
@@ -181,6 +190,7 @@ class FinetuneConfig:
         _check(self.mode in ("photo", "spectra", "meta", "all"), "finetune.mode",
                "must be photo, spectra, meta or all")
         _check(self.fusion in ("avg", "concat"), "finetune.fusion", "must be avg or concat")
+        _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be none or balanced")
         _check(self.pretrain_seed is None or self.pretrain_seed in SPLIT_SEEDS, "finetune.pretrain_seed",
                f"must be one of {SPLIT_SEEDS} or unset")
 

@@ -42,6 +42,9 @@ class LoaderSpec:
     use_rfr_score: bool = True
     in_memory: bool = False
     read_spectra: bool = True  # False: skip the dominant spectra reads (light-curve or metadata-only jobs)
+    # True: batches carry `lc_features`, the classical per-object light-curve features (data/lc_features.py),
+    # robust z-scores with this seed's train-split statistics; read from the store's cache (computed once).
+    lc_features: bool = False
 
 
 def _empty(shape: tuple[int, ...]) -> torch.Tensor:
@@ -97,6 +100,11 @@ class TrimodalBatches:
             self.period_search = np.nan_to_num(ps, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         else:
             self.period_search = np.zeros((len(self.labels), 4), np.float32)
+        self.lc_features = None
+        if spec.lc_features:
+            from .lc_features import cached_features, standardise
+
+            self.lc_features = standardise(cached_features(store), store.split(spec.seed, "full", "train"))
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
@@ -316,7 +324,8 @@ class TrimodalBatches:
         pts *= mask[:, :, None]
         lc[:, :, :3] = pts
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
-        return {
+        extra = {} if self.lc_features is None else {"lc_features": torch.from_numpy(self.lc_features[rows])}
+        return extra | {
             "meta": torch.from_numpy(self.meta[rows]),
             "label": torch.from_numpy(self.labels[rows]),
             "object_id": torch.from_numpy(self.object_id[rows].astype(np.int64)),

@@ -14,8 +14,11 @@ chosen by `model.periodic_views`:
            so the brightest bin comes first, encoded by a small convolutional net: a second view beside the tokens.
 
 Tokens go through the Informer (masked, mean-pooled, standard head layout); the output is the pooled tokens, the
-fold features (if on) and a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
-Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart), concatenated.
+fold features (if on), a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
+Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart) and, with
+`model.periodic_features`, an MLP of the classical baseline's feature vector (batch key `lc_features`: the
+same 37 features, data/lc_features.py, robustly standardised by the loader), concatenated. With them the
+network has at least the information the baseline classifies from.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import torch
 from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
+from ..data.lc_features import FEATURE_NAMES
+from ..data.preprocess import DAYS_PER_YEAR  # the span unit lc/stats was written with
 from .informer import InformerEncoder
 
 VIEWS = ("time", "phase", "fold")
-DAYS_PER_YEAR = 365.25
 TIME_SCALES_DAYS = tuple(0.05 * 10 ** (k * 4 / 7) for k in range(8))  # 0.05 .. 500 days
 FOLD_BINS = 32
 _SPAN_CH = 8  # lc channel: time span in years (raw, from lc/stats)
@@ -38,10 +42,12 @@ _OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 
 
 class PeriodicEncoder(nn.Module):
     """forward(lc (B, L, 9), lc_mask (B, L), lc_period (B,) days, lc_period_search (B, 4): log10 best period, its
-    power, log10 second period, its power; zeros when the store has no search) -> (B, out_features)."""
+    power, log10 second period, its power; zeros when the store has no search[, lc_features (B, n_features)])
+    -> (B, out_features)."""
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
-                 d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True):
+                 d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True,
+                 n_features: int = 0):
         super().__init__()
         bad = set(views) - set(VIEWS)
         if bad:
@@ -55,6 +61,11 @@ class PeriodicEncoder(nn.Module):
                                       head_layout="standard")
         self.object = nn.Sequential(nn.Linear(6 + 4, d_model), nn.GELU())
         out = 2 * d_model
+        self.n_features = n_features
+        if n_features:
+            self.features = nn.Sequential(nn.Linear(n_features, d_model), nn.GELU(), nn.Dropout(dropout),
+                                          nn.Linear(d_model, d_model), nn.GELU())
+            out += d_model
         if "fold" in views:
             c = 32
             self.fold = nn.Sequential(
@@ -83,7 +94,7 @@ class PeriodicEncoder(nn.Module):
         return torch.stack([mean.gather(1, roll), occ.gather(1, roll)], dim=1)
 
     def forward(self, lc: torch.Tensor, lc_mask: torch.Tensor, lc_period: torch.Tensor,
-                lc_period_search: torch.Tensor) -> torch.Tensor:
+                lc_period_search: torch.Tensor, lc_features: torch.Tensor | None = None) -> torch.Tensor:
         dtype = self.tokens.embedding.token_conv.weight.dtype
         lc = lc.to(dtype)
         w = lc_mask.to(dtype)
@@ -101,6 +112,12 @@ class PeriodicEncoder(nn.Module):
         x = torch.cat(chans, dim=-1) * w[:, :, None]
         objects = torch.cat([lc[:, 0, _OBJECT_CH], lc_period_search.to(dtype)], dim=-1)
         feats = [self.tokens(x, lc_mask), self.object(objects)]
+        if self.n_features:
+            if lc_features is None or lc_features.shape[-1] != self.n_features:
+                got = None if lc_features is None else tuple(lc_features.shape)
+                raise ValueError(f"the periodic encoder was built for {self.n_features} per-object features "
+                                 f"(batch key lc_features), got {got}")
+            feats.append(self.features(lc_features.to(dtype)))
         if "fold" in self.views:
             flux = lc[:, :, 1]
             folded = torch.cat([self._folded(ph1, flux, w), self._folded(ph2, flux, w)], dim=1)
@@ -111,4 +128,5 @@ class PeriodicEncoder(nn.Module):
 def build_periodic(cfg) -> PeriodicEncoder:
     return PeriodicEncoder(views=tuple(cfg.periodic_views), d_model=cfg.d_model, n_layers=cfg.n_layers,
                            n_heads=cfg.n_heads, d_ff=cfg.d_ff, factor=cfg.prob_factor, dropout=cfg.lc_dropout,
-                           deterministic_eval=bool(cfg.deterministic_eval))
+                           deterministic_eval=bool(cfg.deterministic_eval),
+                           n_features=len(FEATURE_NAMES) if cfg.periodic_features else 0)

@@ -5,7 +5,8 @@
     det_masked_pooled  deterministic_eval=True,  attn_padding_mask=True,  lc_pooling="mean",
                        attn_head_layout="standard"
     periodic           det_masked_pooled's options and lc_encoder="periodic" (model/periodic.py: real time,
-                       phase at the period and twice it, folded view; model.periodic_views picks them)
+                       phase at the period and twice it, folded view; model.periodic_views picks them) and the
+                       classical per-object features (model.periodic_features)
 
 Explicitly set fields win over the preset.
 """
@@ -35,6 +36,7 @@ PRESET_OPTIONS: dict[str, dict[str, object]] = {
         "lc_pooling": "mean",
         "attn_head_layout": "standard",
         "lc_encoder": "periodic",
+        "periodic_features": True,
     },
 }
 

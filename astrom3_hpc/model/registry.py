@@ -93,8 +93,15 @@ def _build_photo(cfg) -> nn.Module:
 
 def _photo_keys(cfg) -> tuple[str, ...]:
     if getattr(cfg, "lc_encoder", None) == "periodic":
-        return ("lc", "lc_mask", "lc_period", "lc_period_search")
+        extra = ("lc_features",) if getattr(cfg, "periodic_features", None) else ()
+        return ("lc", "lc_mask", "lc_period", "lc_period_search", *extra)
     return ("lc", "lc_mask")
+
+
+def batch_keys(cfg) -> set[str]:
+    """Every batch key the encoders of this (resolved) model config read: tells the loader what to prepare
+    (the classical light-curve features cost a pass over the store the first time)."""
+    return {k for m in cfg.modalities for k in get_modality(m).keys_for(cfg)}
 
 
 _REGISTRY["photo"] = Modality("photo", _build_photo, ("lc", "lc_mask"), _photo_keys)

@@ -1,10 +1,8 @@
 """`astrom3 baseline STORE`: the classical light-curve classifier, on the same store, splits and metrics as
 fine-tuning, so result tables show it beside the networks (docs/lightcurves.md).
 
-Features (numpy, per object, from the store's light curve alone): the Lomb-Scargle period search (best and
-second period and powers; stored at ingestion or computed here), a 3-harmonic Fourier fit at the best period and
-at twice it (amplitudes, R21, R31, phi21, phi31, explained variance), and light-curve statistics (amplitude,
-percentile ranges, skew, kurtosis, Lafler-Kinman at both periods, von Neumann ratio, noise level). Classifier:
+Features: data/lc_features.py (Lomb-Scargle search, 3-harmonic Fourier fits at the period and twice it,
+light-curve statistics; the `periodic` encoder gets the same vector), from the store's cache. Classifier:
 scikit-learn's HistGradientBoosting with balanced class weights. Writes metrics.json (the fine-tune format with
 init "baseline"), predictions.csv and confusion_test.png.
 """
@@ -19,86 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.constants import AUX_COLUMNS
-from ..data.preprocess import DAYS_PER_YEAR, lafler_kinman
+from ..data.lc_features import FEATURE_NAMES, cached_features, store_features
 from ..data.store import Store
 from .rundir import RunLog
 
 log = logging.getLogger("astrom3")
-
-N_HARMONICS = 3
-FEATURE_NAMES = (
-    "log_period", "ls_power", "log_period2", "ls_power2", "period_ratio",
-    *[f"{p}{k}" for p in ("A", "B") for k in ("1", "2", "3", "_r21", "_r31", "_phi21", "_phi31", "_expl")],
-    "log_mad", "amplitude", "p5_95", "p10_90", "p25_75", "skew", "kurtosis", "lksl", "lksl2", "eta",
-    "beyond1std", "noise", "log_span", "log_n",
-)
-
-
-def fourier_features(t: np.ndarray, y: np.ndarray, period: float) -> list[float]:
-    """Least-squares 3-harmonic fit at `period`: A1..A3, R21, R31, phi21, phi31 (in [0, 2 pi)), explained
-    variance."""
-    ph = 2 * np.pi * t / period
-    cols = [np.ones_like(t)]
-    for k in range(1, N_HARMONICS + 1):
-        cols += [np.cos(k * ph), np.sin(k * ph)]
-    X = np.stack(cols, axis=1)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    a = np.hypot(coef[1::2], coef[2::2])
-    phi = np.arctan2(-coef[2::2], coef[1::2])
-    var = float(np.var(y))
-    expl = 1.0 - float(np.var(y - X @ coef)) / var if var > 0 else 0.0
-    a1 = a[0] if a[0] > 0 else 1e-12
-    return [*a.tolist(), a[1] / a1, a[2] / a1, float((phi[1] - 2 * phi[0]) % (2 * np.pi)),
-            float((phi[2] - 3 * phi[0]) % (2 * np.pi)), expl]
-
-
-def object_features(t: np.ndarray, y: np.ndarray, err: np.ndarray, search: np.ndarray, log_mad: float,
-                    amplitude: float) -> np.ndarray:
-    """One feature row (FEATURE_NAMES order). t in days; y, err in the store's MAD units."""
-    p1, pow1, p2, pow2 = (float(x) for x in search)
-    q = np.percentile(y, [5, 10, 25, 75, 90, 95])
-    sd = float(np.std(y)) or 1.0
-    z = (y - y.mean()) / sd
-    order = np.argsort(t)
-    dy = np.diff(y[order])
-    eta = float(np.mean(dy ** 2) / sd ** 2) if len(dy) else 0.0
-    span = float(np.ptp(t))
-    return np.array([
-        np.log10(p1), pow1, np.log10(p2), pow2, p2 / p1,
-        *fourier_features(t, y, p1), *fourier_features(t, y, 2 * p1),
-        log_mad, amplitude, q[5] - q[0], q[4] - q[1], q[3] - q[2], float(np.mean(z ** 3)), float(np.mean(z ** 4)) - 3,
-        lafler_kinman(t, y, p1), lafler_kinman(t, y, 2 * p1), eta, float(np.mean(np.abs(z) > 1)),
-        float(np.median(err)), np.log10(max(span, 1e-3)), np.log10(len(t)),
-    ], dtype=np.float64)
-
-
-def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") -> np.ndarray:
-    """Feature matrix for store rows. period_source "ls": the Lomb-Scargle search (stored at ingestion, else
-    computed now); "store": the store's aux period (a catalogue period where the source had one) with the
-    stored search's powers."""
-    from ..data import periods
-
-    r = store.root
-    offsets = store.offsets
-    values = r["lc/values"]
-    stats = r["lc/stats"][:]
-    aux = r["aux"][:].astype(np.float64)
-    search = r["lc/period_search"][:].astype(np.float64) if "lc/period_search" in r else \
-        np.full((store.n_objects, 4), np.nan)
-    k_amp, k_per = AUX_COLUMNS.index("amplitude"), AUX_COLUMNS.index("period")
-    out = np.empty((len(rows), len(FEATURE_NAMES)))
-    for i, row in enumerate(rows):
-        pts = values[int(offsets[row]):int(offsets[row + 1])].astype(np.float64)
-        t = pts[:, 0] * float(stats[row, 1]) * DAYS_PER_YEAR
-        s = search[row]
-        if not np.all(np.isfinite(s)):
-            s = periods.search(t, pts[:, 1], pts[:, 2]).as_array().astype(np.float64)
-        if period_source == "store":
-            s = s.copy()
-            s[0] = 10.0 ** aux[row, k_per]
-        out[i] = object_features(t, pts[:, 1], pts[:, 2], s, float(stats[row, 0]), float(aux[row, k_amp]))
-    return out
 
 
 def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "full", period_source: str = "ls",
@@ -135,7 +58,7 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
     t0 = time.perf_counter()
     train = store.split(seed, subset, "train")
     train = train[present[train]]
-    x_train = store_features(store, train, period_source)
+    x_train = _features(store, train, period_source)
     t_feat = time.perf_counter() - t0
     # sklearn's default leaf size (20) cannot split a training set of a few dozen objects at all.
     leaf = int(np.clip(len(train) // 10, 2, 20))
@@ -156,7 +79,7 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
         rows = store.split(seed, sub, "test")
         rows = rows[present[rows]]
         probs = np.zeros((len(rows), len(names)))
-        x = store_features(store, rows, period_source)
+        x = _features(store, rows, period_source)
         with threadpool_limits(threads):
             probs[:, clf.classes_] = clf.predict_proba(x)
         y_pred = probs.argmax(1)
@@ -173,6 +96,13 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
     log.info("baseline %s seed %d: test accuracy %.3f, macro-F1 %.3f", subset, seed, out["test"]["accuracy"],
              out["test"]["macro_f1"])
     return out
+
+
+def _features(store: Store, rows: np.ndarray, period_source: str) -> np.ndarray:
+    """Lomb-Scargle features come from the store's cache (computed once, shared with the periodic encoder)."""
+    if period_source == "ls":
+        return cached_features(store)[rows].astype(np.float64)
+    return store_features(store, rows, period_source)
 
 
 def add_parser(sub) -> None:

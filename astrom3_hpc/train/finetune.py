@@ -73,6 +73,16 @@ def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int |
     return pre
 
 
+def balanced_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """scikit-learn's "balanced" class weights, n / (n_classes * n_c), over the labelled rows; a class absent from
+    the training rows gets weight 0 (it contributes no loss term anyway)."""
+    y = labels[labels >= 0]
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    n_seen = max(int((counts > 0).sum()), 1)
+    w = np.where(counts > 0, len(y) / (n_seen * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
 class Finetuner(Trainer):
     kind = "finetune"
 
@@ -88,6 +98,8 @@ class Finetuner(Trainer):
         super().setup_data()
         self.train_batches = self.loader("train", train=True, read_spectra=self.read_spectra)
         self.val_batches = self.loader("val", train=False, read_spectra=self.read_spectra)
+        self.class_weight = balanced_weights(self.train_batches.labels[self.train_batches.rows],
+                                             len(self.store.class_names)) if f.class_weights == "balanced" else None
 
     def build_model(self) -> torch.nn.Module:
         from ..model import build_classifier, load_pretrained_encoders
@@ -108,7 +120,8 @@ class Finetuner(Trainer):
     def compute_loss(self, batch: dict) -> torch.Tensor:
         with self.autocast():
             logits = self.engine(batch)
-        return F.cross_entropy(logits.float(), batch["label"])
+        weight = None if self.class_weight is None else self.class_weight.to(logits.device)
+        return F.cross_entropy(logits.float(), batch["label"], weight=weight)
 
     @torch.no_grad()
     def predict(self, batches, with_probs: bool = False):
@@ -147,6 +160,8 @@ class Finetuner(Trainer):
                                "init": "scratch" if f.init == "scratch" else "clip",
                                "init_dir": None if f.init == "scratch" else str(Path(f.init).resolve()),
                                "use_rfr_score": d.use_rfr_score, "best_val": self.best_val,
+                               "class_weights": None if self.class_weight is None else
+                               [round(float(w), 6) for w in self.class_weight],
                                "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         for key, subset in sets:

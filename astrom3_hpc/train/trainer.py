@@ -34,6 +34,8 @@ from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
 from ..core.progress import Progress
+from ..model.presets import resolve
+from ..model.registry import batch_keys
 from . import checkpoint
 from .engine import autocast, build_engine, configure_cuda, seed_everything, set_deterministic, set_lr, to_device
 from .finite import FiniteGuard
@@ -92,6 +94,8 @@ class Trainer:
 
     def loader(self, split: str, train: bool, subset: str | None = None, **kw) -> TrimodalBatches:
         d = self.cfg.data
+        # Inputs only some encoders read (the periodic encoder's classical features) are prepared only for them.
+        kw.setdefault("lc_features", "lc_features" in batch_keys(resolve(self.cfg.model)))
         return TrimodalBatches(LoaderSpec(
             store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
             batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
@@ -112,11 +116,12 @@ class Trainer:
 
     def setup_engine(self) -> None:
         # Same seed on every rank for the weights; per-rank seeds for dropout and sampling afterwards.
-        seed_everything(self.cfg.data.seed)
+        seed = self.cfg.data.seed if self.cfg.train.model_seed is None else self.cfg.train.model_seed
+        seed_everything(seed)
         model = self.build_model()
         self.engine, self.optimizer = build_engine(model, self.cfg, self.world, self.env.local_world_size)
         self.model = self.engine.module
-        seed_everything(self.cfg.data.seed * 1000 + 17 + self.rank)
+        seed_everything(seed * 1000 + 17 + self.rank)
         self.schedule = LRSchedule.from_config(self.cfg.optim, self.cfg.train.epochs)
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
         self.float_dtype = None  # inputs stay fp32; bf16 is autocast (engine.autocast)

@@ -1,0 +1,164 @@
+"""Classical per-object light-curve features: the classical baseline's whole input (`astrom3 baseline`,
+train/baseline.py) and a per-object input of the `periodic` encoder (model/periodic.py), from this one code path.
+
+Per object, from the store's light curve alone: the Lomb-Scargle search (best and second period and powers;
+stored at ingestion or computed here), a 3-harmonic Fourier fit at the best period and at twice it (amplitudes,
+R21, R31, phi21, phi31, explained variance), and statistics (amplitude, percentile ranges, skew, kurtosis,
+Lafler-Kinman at both periods, von Neumann ratio, noise level, span, point count).
+
+`cached_features` computes the matrix for a whole store once and keeps it beside the store's arrays
+(`STORE/cache/lc_features-<fingerprint>-v<version>.npy`, written atomically): the loader of every rank and every
+split reads it instead of fitting ~1 ms of numpy per object per job. The name carries the store's content
+fingerprint (data/checksums.py) and FEATURES_VERSION, so a rebuilt store or changed feature code never reads a
+stale file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_path
+from ..core.constants import AUX_COLUMNS
+from .preprocess import DAYS_PER_YEAR, lafler_kinman
+from .store import Store
+
+log = logging.getLogger("astrom3")
+
+N_HARMONICS = 3
+FEATURE_NAMES = (
+    "log_period", "ls_power", "log_period2", "ls_power2", "period_ratio",
+    *[f"{p}{k}" for p in ("A", "B") for k in ("1", "2", "3", "_r21", "_r31", "_phi21", "_phi31", "_expl")],
+    "log_mad", "amplitude", "p5_95", "p10_90", "p25_75", "skew", "kurtosis", "lksl", "lksl2", "eta",
+    "beyond1std", "noise", "log_span", "log_n",
+)
+# Bump when a feature's definition changes: cached matrices of older code are then ignored.
+FEATURES_VERSION = 1
+CACHE_DIR = "cache"
+
+
+def fourier_features(t: np.ndarray, y: np.ndarray, period: float) -> list[float]:
+    """Least-squares 3-harmonic fit at `period`: A1..A3, R21, R31, phi21, phi31 (in [0, 2 pi)), explained
+    variance."""
+    ph = 2 * np.pi * t / period
+    cols = [np.ones_like(t)]
+    for k in range(1, N_HARMONICS + 1):
+        cols += [np.cos(k * ph), np.sin(k * ph)]
+    X = np.stack(cols, axis=1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    a = np.hypot(coef[1::2], coef[2::2])
+    phi = np.arctan2(-coef[2::2], coef[1::2])
+    var = float(np.var(y))
+    expl = 1.0 - float(np.var(y - X @ coef)) / var if var > 0 else 0.0
+    a1 = a[0] if a[0] > 0 else 1e-12
+    return [*a.tolist(), a[1] / a1, a[2] / a1, float((phi[1] - 2 * phi[0]) % (2 * np.pi)),
+            float((phi[2] - 3 * phi[0]) % (2 * np.pi)), expl]
+
+
+def object_features(t: np.ndarray, y: np.ndarray, err: np.ndarray, search: np.ndarray, log_mad: float,
+                    amplitude: float) -> np.ndarray:
+    """One feature row (FEATURE_NAMES order). t in days; y, err in the store's MAD units."""
+    p1, pow1, p2, pow2 = (float(x) for x in search)
+    q = np.percentile(y, [5, 10, 25, 75, 90, 95])
+    sd = float(np.std(y)) or 1.0
+    z = (y - y.mean()) / sd
+    order = np.argsort(t)
+    dy = np.diff(y[order])
+    eta = float(np.mean(dy ** 2) / sd ** 2) if len(dy) else 0.0
+    span = float(np.ptp(t))
+    return np.array([
+        np.log10(p1), pow1, np.log10(p2), pow2, p2 / p1,
+        *fourier_features(t, y, p1), *fourier_features(t, y, 2 * p1),
+        log_mad, amplitude, q[5] - q[0], q[4] - q[1], q[3] - q[2], float(np.mean(z ** 3)), float(np.mean(z ** 4)) - 3,
+        lafler_kinman(t, y, p1), lafler_kinman(t, y, 2 * p1), eta, float(np.mean(np.abs(z) > 1)),
+        float(np.median(err)), np.log10(max(span, 1e-3)), np.log10(len(t)),
+    ], dtype=np.float64)
+
+
+def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") -> np.ndarray:
+    """Feature matrix for store rows. period_source "ls": the Lomb-Scargle search (stored at ingestion, else
+    computed now); "store": the store's aux period (a catalogue period where the source had one) with the
+    stored search's powers."""
+    from . import periods
+
+    r = store.root
+    offsets = store.offsets
+    values = r["lc/values"]
+    stats = r["lc/stats"][:]
+    aux = r["aux"][:].astype(np.float64)
+    search = r["lc/period_search"][:].astype(np.float64) if "lc/period_search" in r else \
+        np.full((store.n_objects, 4), np.nan)
+    k_amp, k_per = AUX_COLUMNS.index("amplitude"), AUX_COLUMNS.index("period")
+    out = np.empty((len(rows), len(FEATURE_NAMES)))
+    for i, row in enumerate(rows):
+        pts = values[int(offsets[row]):int(offsets[row + 1])].astype(np.float64)
+        t = pts[:, 0] * float(stats[row, 1]) * DAYS_PER_YEAR
+        s = search[row]
+        if not np.all(np.isfinite(s)):
+            s = periods.search(t, pts[:, 1], pts[:, 2]).as_array().astype(np.float64)
+        if period_source == "store":
+            s = s.copy()
+            s[0] = 10.0 ** aux[row, k_per]
+        out[i] = object_features(t, pts[:, 1], pts[:, 2], s, float(stats[row, 0]), float(aux[row, k_amp]))
+    return out
+
+
+def cache_path(store: Store) -> Path | None:
+    """Where the store's feature matrix is kept; None for a store without a content fingerprint (nothing
+    would tell a stale file from a current one)."""
+    fp = store.fingerprint
+    if fp is None:
+        return None
+    return store.path / CACHE_DIR / f"lc_features-{fp[:20]}-v{FEATURES_VERSION}.npy"
+
+
+def cached_features(store: Store) -> np.ndarray:
+    """(n_objects, len(FEATURE_NAMES)) float32, Lomb-Scargle periods; NaN rows for objects without a light curve.
+    Read from the store's cache when present, else computed and written there (atomically: concurrent ranks
+    each write a complete file and the last rename wins; an unwritable store only costs the recomputation)."""
+    path = cache_path(store)
+    if path is not None and path.exists():
+        feats = np.load(path)
+        if feats.shape == (store.n_objects, len(FEATURE_NAMES)):
+            return feats
+        log.warning("%s: cached features have shape %s, expected %s; recomputing", path, feats.shape,
+                    (store.n_objects, len(FEATURE_NAMES)))
+    present = store.root["present"][:, 0].astype(bool)
+    rows = np.flatnonzero(present)
+    feats = np.full((store.n_objects, len(FEATURE_NAMES)), np.nan, np.float32)
+    if len(rows):
+        log.info("%s: computing classical light-curve features for %d objects (once per store)", store.path,
+                 len(rows))
+        with np.errstate(all="ignore"):
+            feats[rows] = store_features(store, rows, "ls").astype(np.float32)
+    if path is None:
+        return feats
+    try:
+        for old in path.parent.glob("lc_features-*.npy") if path.parent.is_dir() else ():
+            if old != path:
+                old.unlink(missing_ok=True)  # a previous build's or older code's matrix
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        log.warning("%s: cannot cache the light-curve features (%s); they are recomputed by every job", path, e)
+    return feats
+
+
+def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    """Robust z-scores with the train rows' median and interquartile range (a feature of constant train value
+    gets scale 1), clipped to +-clip; non-finite values become 0, the train median. Period ratios, kurtoses
+    and R21 have heavy tails that would otherwise dominate a network's first layer."""
+    tr = feats[train_rows].astype(np.float64)
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(tr, axis=0)
+        iqr = np.nanpercentile(tr, 75, axis=0) - np.nanpercentile(tr, 25, axis=0)
+    med = np.nan_to_num(med)
+    scale = np.where(np.isfinite(iqr) & (iqr > 0), iqr / 1.349, 1.0)
+    z = (feats.astype(np.float64) - med) / scale
+    return np.clip(np.nan_to_num(z, nan=0.0, posinf=clip, neginf=-clip), -clip, clip).astype(np.float32)

@@ -1,0 +1,97 @@
+"""`astrom3 ensemble RUN... --out DIR`: average the class probabilities of fine-tune runs that differ only in
+their weights' seed (`train.model_seed`), on the same store, split and test set.
+
+On a few hundred objects the test macro-F1 of one network moves by several points with its initial weights
+(docs/lightcurves.md); the mean of a few members' probabilities is the usual remedy, and it costs training
+time, not new information. The members' predictions.csv must list the same objects with the same truth and
+classes; the result is what a fine-tune run writes (metrics.json with init "ensemble", predictions.csv,
+confusion_test.png), so `astrom3 collect` lists it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.atomic import write_json, write_text
+from .evaluate import classification_report, plot_confusion
+
+log = logging.getLogger("astrom3")
+
+PREDICTIONS = "predictions.csv"
+_ID_COLUMNS = ("row", "object_id", "true_class")
+
+
+def _read(run: Path) -> tuple[list[dict[str, str]], list[str]]:
+    path = run / PREDICTIONS
+    if not path.exists():
+        raise ValueError(f"{path}: no predictions.csv (not a finished fine-tune run?)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        cols = list(reader.fieldnames or [])
+    if not rows:
+        raise ValueError(f"{path}: no predictions")
+    return rows, [c[2:] for c in cols if c.startswith("p_")]
+
+
+def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    first, names = _read(runs[0])
+    probs = np.zeros((len(first), len(names)))
+    members = []
+    for run in runs:
+        rows, cls = _read(run)
+        if cls != names:
+            raise ValueError(f"{run / PREDICTIONS}: classes {cls} differ from {runs[0] / PREDICTIONS}'s {names}")
+        if [tuple(r[c] for c in _ID_COLUMNS) for r in rows] != [tuple(r[c] for c in _ID_COLUMNS) for r in first]:
+            raise ValueError(f"{run / PREDICTIONS}: other objects or truth than {runs[0] / PREDICTIONS} "
+                             "(members must share store, split seed and subset)")
+        probs += np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
+        m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+        members.append({"run": str(run.resolve()), "test_macro_f1": m.get("test", {}).get("macro_f1")})
+    probs /= len(runs)
+    y_true = np.array([names.index(r["true_class"]) for r in first])
+    y_pred = probs.argmax(1)
+    rep = classification_report(y_true, y_pred, names)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*_ID_COLUMNS, "predicted_class", *[f"p_{c}" for c in names]])
+    for r, k, p in zip(first, y_pred, probs):
+        w.writerow([*(r[c] for c in _ID_COLUMNS), names[int(k)], *[f"{float(x):.6g}" for x in p]])
+    write_text(out / PREDICTIONS, buf.getvalue())
+    ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
+    result: dict[str, Any] = {k: ref.get(k) for k in ("kind", "mode", "fusion", "subset", "seed", "use_rfr_score")}
+    result |= {"kind": "finetune", "init": "ensemble", "init_dir": None, "members": members, "test": rep,
+               "test_accuracy": rep["accuracy"], "test_full": rep, "test_full_accuracy": rep["accuracy"]}
+    plot_confusion(rep, out / "confusion_test.png", f"ensemble of {len(runs)} - test set")
+    write_json(out / "metrics.json", result)
+    log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f", len(runs), rep["accuracy"], rep["macro_f1"])
+    return result
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ensemble", help="average the class probabilities of fine-tune runs (seed ensemble)",
+                       description="Members: fine-tune runs on the same store, split seed and subset that differ "
+                                   "in train.model_seed. Writes metrics.json, predictions.csv, confusion_test.png.")
+    p.add_argument("runs", nargs="+", help="fine-tune run directories")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args) -> int:
+    out = ensemble(args.runs, args.out)
+    print(json.dumps({"members": len(out["members"]), "test_accuracy": out["test_accuracy"],
+                      "test_macro_f1": out["test"]["macro_f1"],
+                      "per_class_recall": out["test"]["per_class_recall"]}, indent=2))
+    return 0

@@ -1,0 +1,75 @@
+"""Seed ensembles: `train.model_seed` changes the initial weights and nothing else; `astrom3 ensemble` averages
+the members' class probabilities into a run directory `collect` reads. Real fine-tune jobs on a real store."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_lc_features import _lc_store
+from test_train import run_job
+
+from astrom3_hpc.cli import main
+
+TINY = ("model.preset=periodic", "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.d_ff=32",
+        "train.epochs=2", "train.batch_size=8")
+
+
+def _probs(run):
+    with open(run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows, np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ens")
+    store = _lc_store(d / "tables")
+    runs = []
+    for seed in (1, 2):
+        run = d / f"m{seed}"
+        run_job("finetune", run, store, sets=(*TINY, f"train.model_seed={seed}"),
+                extra=("--mode", "photo", "--init", "scratch"))
+        runs.append(run)
+    return store, runs
+
+
+@pytest.mark.timeout(600)
+def test_model_seed_changes_weights_and_the_ensemble_averages(members, tmp_path):
+    store, (a, b) = members
+    wa = torch.load(a / "best_model.pt", weights_only=False)["state_dict"]
+    wb = torch.load(b / "best_model.pt", weights_only=False)["state_dict"]
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # other initial weights
+    ra, pa = _probs(a)
+    rb, pb = _probs(b)
+    assert [r["row"] for r in ra] == [r["row"] for r in rb]  # same split: same test objects
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(a), str(b), "--out", str(out)]) == 0
+    re_, pe = _probs(out)
+    np.testing.assert_allclose(pe, (pa + pb) / 2, atol=2e-6)
+    names = [k[2:] for k in re_[0] if k.startswith("p_")]
+    assert [r["predicted_class"] for r in re_] == [names[i] for i in pe.argmax(1)]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["init"] == "ensemble" and len(m["members"]) == 2 and m["test"]["n"] == len(re_)
+    assert (out / "confusion_test.png").stat().st_size > 1000
+    # collect lists it beside its members.
+    from astrom3_hpc.cli.results import main as collect_main
+
+    assert collect_main([str(tmp_path), "--out", str(tmp_path / "res")]) == 0
+
+
+def test_ensemble_refuses_members_of_different_test_sets(members, tmp_path, capsys):
+    _, (a, b) = members
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    text = (b / "predictions.csv").read_text().splitlines()
+    (odd / "predictions.csv").write_text("\n".join(text[:-1]) + "\n")  # one object fewer
+    assert main(["ensemble", str(a), str(odd), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "other objects or truth" in err and str(odd) in err and "Traceback" not in err
+    assert not (tmp_path / "e" / "metrics.json").exists()
+    assert main(["ensemble", str(a), "--out", str(tmp_path / "e1")]) == 2

@@ -1,0 +1,215 @@
+"""The classical light-curve features as the `periodic` encoder's per-object input (data/lc_features.py): one code
+path with `astrom3 baseline`, cached once per store (atomically, keyed by the store's content), standardised with
+train rows only, reaching the model; and the encoder's time axis in the store's own unit. Real stores, real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from test_lightcurves import _ingest_args, _write_splits, _write_tables
+
+from astrom3_hpc.cli import main
+from astrom3_hpc.data import lc_features as lcf
+from astrom3_hpc.data.store import Store
+
+
+def _lc_store(d, seed=0, n_per_class=14):
+    truth = _write_tables(d, n_per_class=n_per_class, seed=seed)
+    _write_splits(d, truth)
+    out = d / "lc.zarr"
+    assert main(_ingest_args(d, out, "--splits-from", str(d))) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def feat_store(tmp_path_factory):
+    return _lc_store(tmp_path_factory.mktemp("feat"))
+
+
+def test_cache_is_written_once_read_back_and_equals_the_baselines_features(feat_store, tmp_path, monkeypatch):
+    store_dir = tmp_path / "s.zarr"
+    shutil.copytree(feat_store, store_dir)
+    s = Store(store_dir)
+    path = lcf.cache_path(s)
+    assert path is not None and not path.exists()
+    feats = lcf.cached_features(s)
+    assert path.exists() and feats.shape == (s.n_objects, len(lcf.FEATURE_NAMES)) and np.isfinite(feats).all()
+    # The same numbers the baseline computes (one code path; the cache holds them as float32).
+    rows = np.arange(s.n_objects)
+    np.testing.assert_allclose(feats, lcf.store_features(s, rows), rtol=1e-5, atol=1e-6)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+
+    # A second job reads the file: computing again would fail here.
+    def no_compute(*a, **k):
+        raise AssertionError("features recomputed although cached")
+
+    monkeypatch.setattr(lcf, "store_features", no_compute)
+    np.testing.assert_array_equal(lcf.cached_features(Store(store_dir)), feats)
+    # The store still verifies with the cache inside it (the cache is no array of the store).
+    assert main(["verify", str(store_dir)]) == 0
+
+
+def test_failed_cache_write_leaves_nothing_and_still_returns_features(feat_store, tmp_path, monkeypatch):
+    store_dir = tmp_path / "s.zarr"
+    shutil.copytree(feat_store, store_dir)
+    s = Store(store_dir)
+    real_save = np.save
+
+    def half_save(f, arr):
+        real_save(f, arr[: len(arr) // 2])  # half the bytes reach the temporary file, then the disk "fills"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lcf.np, "save", half_save)
+    feats = lcf.cached_features(s)
+    assert feats.shape == (s.n_objects, len(lcf.FEATURE_NAMES))
+    cache = store_dir / lcf.CACHE_DIR
+    assert not any(cache.iterdir())  # neither a truncated matrix nor a temporary
+    monkeypatch.setattr(lcf.np, "save", real_save)
+    np.testing.assert_array_equal(lcf.cached_features(Store(store_dir)), feats)
+
+
+def test_cache_follows_the_store_content_and_the_feature_version(tmp_path, monkeypatch):
+    """A store rebuilt at the same path (other light curves) gets its own features, never the old file's."""
+    d = tmp_path / "t"
+    out = _lc_store(d, seed=0, n_per_class=5)
+    old = lcf.cached_features(Store(out))
+    old_path = lcf.cache_path(Store(out))
+    shutil.rmtree(out)
+    shutil.rmtree(d)
+    out = _lc_store(d, seed=1, n_per_class=5)  # same objects and path, different points
+    s = Store(out)
+    assert lcf.cache_path(s) != old_path
+    new = lcf.cached_features(s)
+    assert not np.allclose(new, old)
+    np.testing.assert_allclose(new, lcf.store_features(s, np.arange(s.n_objects)), rtol=1e-5, atol=1e-6)
+    # New feature code: a new name, and the older matrix is removed when the new one is written.
+    first = lcf.cache_path(s)
+    monkeypatch.setattr(lcf, "FEATURES_VERSION", lcf.FEATURES_VERSION + 1)
+    assert lcf.cache_path(s) != first
+    lcf.cached_features(s)
+    assert sorted(p.name for p in (out / lcf.CACHE_DIR).iterdir()) == [lcf.cache_path(s).name]
+
+
+def test_standardise_uses_train_rows_only():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (200, 4)).astype(np.float32)
+    x[:, 3] = 7.0  # constant feature: scale 1, not a division by zero
+    train = np.arange(100)
+    z = lcf.standardise(x, train)
+    spoiled = x.copy()
+    spoiled[150:] = 1e6  # test rows far out must not move the statistics
+    spoiled[120, 0] = np.nan
+    zs = lcf.standardise(spoiled, train)
+    np.testing.assert_array_equal(zs[:100], z[:100])
+    assert zs[150:, :3].max() == 5.0 and zs[120, 0] == 0.0
+    assert abs(np.median(z[train, 0])) < 1e-6 and np.all(z[:, 3] == 0)
+
+
+def test_loader_batches_carry_standardised_features_only_when_asked(feat_store):
+    from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
+
+    plain = TrimodalBatches(LoaderSpec(str(feat_store), batch_size=8, use_rfr_score=False))
+    rows = plain.batch_rows(0)[0]
+    assert "lc_features" not in plain.make_batch(rows, 0, 0)
+    b = TrimodalBatches(LoaderSpec(str(feat_store), batch_size=8, use_rfr_score=False, lc_features=True))
+    got = b.make_batch(rows, 0, 0)["lc_features"]
+    s = Store(feat_store)
+    want = lcf.standardise(lcf.cached_features(s), s.split(42, "full", "train"))[rows]
+    assert got.shape == (8, len(lcf.FEATURE_NAMES)) and torch.equal(got, torch.from_numpy(want))
+    assert got.abs().max() <= 5.0 and got.std() > 0.1
+
+
+def test_features_reach_the_periodic_encoder_and_are_required():
+    from astrom3_hpc.core.config import ModelConfig
+    from astrom3_hpc.model import build_classifier
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    model = build_classifier(cfg, "photo", 3).eval()
+    B, L = 4, 200
+    lc = torch.zeros(B, L, 9)
+    lc[:, :, 0] = torch.linspace(0, 1, L)
+    lc[:, :, 8] = 1.0
+    batch = {"lc": lc, "lc_mask": torch.ones(B, L), "lc_period": torch.full((B,), 0.5),
+             "lc_period_search": torch.zeros(B, 4),
+             "lc_features": torch.randn(B, len(lcf.FEATURE_NAMES), requires_grad=True)}
+    out = model(batch)
+    out.sum().backward()
+    assert batch["lc_features"].grad.abs().sum() > 0  # the features feed the logits
+    other = dict(batch, lc_features=torch.randn(B, len(lcf.FEATURE_NAMES)))
+    assert not torch.allclose(model(other), out)
+    with pytest.raises(KeyError, match="lc_features"):
+        model({k: v for k, v in batch.items() if k != "lc_features"})
+    # Switched off: the encoder neither needs nor reads them.
+    off = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                       periodic_features=False), "photo", 3)
+    assert "lc_features" not in off.input_keys["photo"]
+
+
+def test_fold_uses_the_stores_time_unit_over_a_long_span():
+    """A 0.2-day pulsator observed over 4 years, through the store's own preprocessing: folded at its period
+    the curve is sharp. A days-per-year other than the one lc/stats was written with (365.25 against 365) drifts
+    by 5 cycles over this span and smears the fold (its range drops from ~2.8 to ~0.9)."""
+    from astrom3_hpc.data.preprocess import light_curve
+    from astrom3_hpc.model.periodic import DAYS_PER_YEAR, PeriodicEncoder
+
+    rng = np.random.default_rng(3)
+    n, period = 600, 0.2
+    t = np.sort(rng.uniform(58000, 58000 + 4 * 365, n))
+    flux = 10 + np.sin(2 * np.pi * t / period)
+    values, stats = light_curve(np.stack([t, flux, np.full_like(t, 0.01)], 1), 1, "test")
+    lc = torch.zeros(1, n, 9)
+    lc[0, :, :3] = torch.from_numpy(values)
+    lc[0, :, 8] = float(stats[1])  # the span channel, as the loader fills it from lc/stats
+    enc = PeriodicEncoder(views=("fold",), d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    days = lc[:, :, 0] * lc[:, :, 8] * DAYS_PER_YEAR
+    folded = enc._folded(enc._phase(days, torch.tensor([period])), lc[:, :, 1], torch.ones(1, n))
+    mean = folded[0, 0][folded[0, 1] > 0]
+    # Normalised flux: amplitude 1 / MAD (~1.4), so a clean fold spans ~2.8.
+    assert mean.max() - mean.min() > 2.0
+
+
+@pytest.mark.timeout(600)
+def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_path):
+    from test_train import run_job
+
+    store = _lc_store(tmp_path / "tables")
+    run = tmp_path / "periodic"
+    run_job("finetune", run, store, sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1",
+                                          "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
+                                          "train.batch_size=8", "finetune.class_weights=balanced"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    m = json.loads((run / "metrics.json").read_text())
+    s = Store(store)
+    y = s.labels[s.split(42, "full", "train")]
+    want = len(y) / (len(s.class_names) * np.bincount(y, minlength=len(s.class_names)))
+    np.testing.assert_allclose(m["class_weights"], want, rtol=1e-5)  # the loss was weighted as the baseline's
+    assert m["test"]["n"] == len(Store(store).split(42, "full", "test")) and (run / "predictions.csv").exists()
+    cached = lcf.cache_path(Store(store))
+    assert cached.exists()  # written by the training job, once
+    mtime = cached.stat().st_mtime_ns
+    assert main(["baseline", str(store), "--seed", "42", "--out", str(tmp_path / "bl")]) == 0
+    assert cached.stat().st_mtime_ns == mtime  # the baseline read it, did not rewrite it
+    sd = torch.load(run / "best_model.pt", weights_only=False)["state_dict"]
+    assert any(".features." in k for k in sd)
+
+
+def test_balanced_weights_are_sklearns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from astrom3_hpc.train.finetune import balanced_weights
+
+    y = np.array([0] * 30 + [1] * 5 + [3] * 15)
+    w = balanced_weights(y, 4).numpy()
+    np.testing.assert_allclose(w[[0, 1, 3]], compute_class_weight("balanced", classes=np.array([0, 1, 3]), y=y),
+                               rtol=1e-6)
+    assert w[2] == 0.0  # a class without training rows
+    with pytest.raises(Exception, match="class_weights"):
+        from astrom3_hpc.core.config import FinetuneConfig
+
+        FinetuneConfig(class_weights="inverse").validate()
