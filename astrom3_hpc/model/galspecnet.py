@@ -58,6 +58,7 @@ class GalSpecNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.dropout = Dropout(dropout)
         self.length = length
+        self.pool = pool
         self.out_features = flatten_size(length, list(channels), kernel_size, pool)
         # Cross-check the formula against a dry forward pass (cheap: one sample, no grad).
         with torch.no_grad():
@@ -78,7 +79,7 @@ class GalSpecNet(nn.Module):
             if isinstance(m, nn.Conv1d):
                 x = F.conv2d(x, m.weight.unsqueeze(2), m.bias)
             elif isinstance(m, nn.MaxPool1d):
-                x = F.max_pool2d(x, (1, m.kernel_size[0] if isinstance(m.kernel_size, tuple) else m.kernel_size))
+                x = F.max_pool2d(x, (1, self.pool))
             else:
                 x = m(x)
         return x.squeeze(2)
