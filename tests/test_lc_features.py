@@ -156,7 +156,8 @@ def test_fold_uses_the_stores_time_unit_over_a_long_span():
     the curve is sharp. A days-per-year other than the one lc/stats was written with (365.25 against 365) drifts
     by 5 cycles over this span and smears the fold (its range drops from ~2.8 to ~0.9)."""
     from astrom3_hpc.data.preprocess import light_curve
-    from astrom3_hpc.model.periodic import DAYS_PER_YEAR, PeriodicEncoder
+    from astrom3_hpc.data.lc_folds import fold_bins, phase
+    from astrom3_hpc.model.periodic import DAYS_PER_YEAR
 
     rng = np.random.default_rng(3)
     n, period = 600, 0.2
@@ -166,9 +167,8 @@ def test_fold_uses_the_stores_time_unit_over_a_long_span():
     lc = torch.zeros(1, n, 9)
     lc[0, :, :3] = torch.from_numpy(values)
     lc[0, :, 8] = float(stats[1])  # the span channel, as the loader fills it from lc/stats
-    enc = PeriodicEncoder(views=("fold",), d_model=16, n_layers=1, n_heads=2, d_ff=32)
     days = lc[:, :, 0] * lc[:, :, 8] * DAYS_PER_YEAR
-    folded = enc._folded(enc._phase(days, torch.tensor([period])), lc[:, :, 1], torch.ones(1, n))
+    folded = fold_bins(phase(days, torch.tensor([period])), lc[:, :, 1], torch.ones(1, n))
     mean = folded[0, 0][folded[0, 1] > 0]
     # Normalised flux: amplitude 1 / MAD (~1.4), so a clean fold spans ~2.8.
     assert mean.max() - mean.min() > 2.0

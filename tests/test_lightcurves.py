@@ -278,7 +278,7 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     from astrom3_hpc.data.lc_features import FEATURE_NAMES
     from astrom3_hpc.data.preprocess import DAYS_PER_YEAR
     from astrom3_hpc.model import build_classifier
-    from astrom3_hpc.model.periodic import PeriodicEncoder
+    from astrom3_hpc.data.lc_folds import fold_bins, phase
 
     paper = build_classifier(ModelConfig(preset="paper", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 3)
     assert paper.input_keys["photo"] == ("lc", "lc_mask")
@@ -297,8 +297,7 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
                   "lc_period_search": torch.zeros(B, 4), "lc_features": torch.zeros(B, len(FEATURE_NAMES))})
     assert logits.shape == (B, 4) and torch.isfinite(logits).all()
     # The folded view at the true period is a clean sinusoid; the brightest bin comes first.
-    enc = PeriodicEncoder(views=("fold",), d_model=16, n_layers=1, n_heads=2, d_ff=32)
-    folded = enc._folded(enc._phase(days, torch.full((B,), 0.5)), lc[:, :, 1], mask)
+    folded = fold_bins(phase(days, torch.full((B,), 0.5)), lc[:, :, 1], mask)
     assert folded.shape == (B, 2, 32)
     assert torch.all(folded[:, 0, 0] > 0.9) and torch.all(folded[:, 0, 16] < -0.9)
 

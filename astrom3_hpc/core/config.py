@@ -90,8 +90,8 @@ class ModelConfig:
         _check(self.preset in ("paper", "det_masked_pooled", "periodic"), "model.preset",
                "must be 'paper', 'det_masked_pooled' or 'periodic'")
         _check(self.lc_encoder in (None, "informer", "periodic"), "model.lc_encoder", "must be informer or periodic")
-        _check(set(self.periodic_views) <= {"time", "phase", "fold"}, "model.periodic_views",
-               "must be a list drawn from time, phase, fold")
+        _check(set(self.periodic_views) <= {"time", "phase", "fold", "fold_full"}, "model.periodic_views",
+               "must be a list drawn from time, phase, fold, fold_full")
         _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),
                "model.modalities", "needs at least two distinct modalities")
         _check(self.d_model % self.n_heads == 0, "model.d_model", "must be divisible by model.n_heads")

@@ -7,26 +7,20 @@ R21, R31, phi21, phi31, explained variance), and statistics (amplitude, percenti
 Lafler-Kinman at both periods, von Neumann ratio, noise level, span, point count).
 
 `cached_features` computes the matrix for a whole store once and keeps it beside the store's arrays
-(`STORE/cache/lc_features-<fingerprint>-v<version>.npy`, written atomically): the loader of every rank and every
-split reads it instead of fitting ~1 ms of numpy per object per job. The name carries the store's content
-fingerprint (data/checksums.py) and FEATURES_VERSION, so a rebuilt store or changed feature code never reads a
-stale file.
+(`STORE/cache/lc_features-<fingerprint>-v<version>.npy`, data/store_cache.py): the loader of every rank and every
+split reads it instead of fitting ~1 ms of numpy per object per job.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import atomic_path
 from ..core.constants import AUX_COLUMNS
+from . import store_cache
 from .preprocess import DAYS_PER_YEAR, lafler_kinman
 from .store import Store
-
-log = logging.getLogger("astrom3")
 
 N_HARMONICS = 3
 FEATURE_NAMES = (
@@ -37,7 +31,7 @@ FEATURE_NAMES = (
 )
 # Bump when a feature's definition changes: cached matrices of older code are then ignored.
 FEATURES_VERSION = 1
-CACHE_DIR = "cache"
+CACHE_DIR = store_cache.CACHE_DIR
 
 
 def fourier_features(t: np.ndarray, y: np.ndarray, period: float) -> list[float]:
@@ -107,47 +101,15 @@ def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") ->
 
 
 def cache_path(store: Store) -> Path | None:
-    """Where the store's feature matrix is kept; None for a store without a content fingerprint (nothing
-    would tell a stale file from a current one)."""
-    fp = store.fingerprint
-    if fp is None:
-        return None
-    return store.path / CACHE_DIR / f"lc_features-{fp[:20]}-v{FEATURES_VERSION}.npy"
+    return store_cache.cache_path(store, "lc_features", FEATURES_VERSION)
 
 
 def cached_features(store: Store) -> np.ndarray:
     """(n_objects, len(FEATURE_NAMES)) float32, Lomb-Scargle periods; NaN rows for objects without a light curve.
-    Read from the store's cache when present, else computed and written there (atomically: concurrent ranks
-    each write a complete file and the last rename wins; an unwritable store only costs the recomputation)."""
-    path = cache_path(store)
-    if path is not None and path.exists():
-        feats = np.load(path)
-        if feats.shape == (store.n_objects, len(FEATURE_NAMES)):
-            return feats
-        log.warning("%s: cached features have shape %s, expected %s; recomputing", path, feats.shape,
-                    (store.n_objects, len(FEATURE_NAMES)))
-    present = store.root["present"][:, 0].astype(bool)
-    rows = np.flatnonzero(present)
-    feats = np.full((store.n_objects, len(FEATURE_NAMES)), np.nan, np.float32)
-    if len(rows):
-        log.info("%s: computing classical light-curve features for %d objects (once per store)", store.path,
-                 len(rows))
-        with np.errstate(all="ignore"):
-            feats[rows] = store_features(store, rows, "ls").astype(np.float32)
-    if path is None:
-        return feats
-    try:
-        for old in path.parent.glob("lc_features-*.npy") if path.parent.is_dir() else ():
-            if old != path:
-                old.unlink(missing_ok=True)  # a previous build's or older code's matrix
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, feats)
-                f.flush()
-                os.fsync(f.fileno())
-    except OSError as e:
-        log.warning("%s: cannot cache the light-curve features (%s); they are recomputed by every job", path, e)
-    return feats
+    Kept in the store's cache (data/store_cache.py): computed by the first job that needs them."""
+    return store_cache.cached_per_object(store, "lc_features", FEATURES_VERSION, (len(FEATURE_NAMES),),
+                                         lambda rows: store_features(store, rows, "ls"),
+                                         "classical light-curve features")
 
 
 def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = 5.0) -> np.ndarray:

@@ -45,6 +45,9 @@ class LoaderSpec:
     # True: batches carry `lc_features`, the classical per-object light-curve features (data/lc_features.py),
     # robust z-scores with this seed's train-split statistics; read from the store's cache (computed once).
     lc_features: bool = False
+    # True: batches carry `lc_fold`, every point of each light curve folded at its period (data/lc_folds.py),
+    # read from the store's cache (computed once).
+    lc_fold: bool = False
 
 
 def _empty(shape: tuple[int, ...]) -> torch.Tensor:
@@ -105,6 +108,11 @@ class TrimodalBatches:
             from .lc_features import cached_features, standardise
 
             self.lc_features = standardise(cached_features(store), store.split(spec.seed, "full", "train"))
+        self.lc_fold = None
+        if spec.lc_fold:
+            from .lc_folds import cached_folds
+
+            self.lc_fold = np.nan_to_num(cached_folds(store))
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
@@ -325,6 +333,8 @@ class TrimodalBatches:
         lc[:, :, :3] = pts
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
         extra = {} if self.lc_features is None else {"lc_features": torch.from_numpy(self.lc_features[rows])}
+        if self.lc_fold is not None:
+            extra["lc_fold"] = torch.from_numpy(self.lc_fold[rows])
         return extra | {
             "meta": torch.from_numpy(self.meta[rows]),
             "label": torch.from_numpy(self.labels[rows]),

@@ -10,8 +10,11 @@ chosen by `model.periodic_views`:
            token channels (the positions stay the Informer's indices);
 - "phase": sin/cos of the phase at P and at 2P as extra token channels, so attention can relate points by phase
            (eclipsing and ellipsoidal variables show two minima per orbit: their Lomb-Scargle peak is at P/2);
-- "fold":  the curve folded at P and at 2P, binned into FOLD_BINS phase bins (masked means and occupancy), rolled
-           so the brightest bin comes first, encoded by a small convolutional net: a second view beside the tokens.
+- "fold":  the window folded at P and at 2P, binned into FOLD_BINS phase bins (masked means and occupancy), rolled
+           so the brightest bin comes first (data/lc_folds.py), encoded by a small convolutional net: a second view
+           beside the tokens;
+- "fold_full": the same fold of every point of the light curve (batch key `lc_fold`, computed once per store),
+           through its own convolutional net: the window holds 200 of a ZTF curve's ~500 points.
 
 Tokens go through the Informer (masked, mean-pooled, standard head layout); the output is the pooled tokens, the
 fold features (if on), a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
@@ -30,20 +33,20 @@ from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
 from ..data.lc_features import FEATURE_NAMES
+from ..data.lc_folds import FOLD_BINS, fold_at_period_and_double, phase
 from ..data.preprocess import DAYS_PER_YEAR  # the span unit lc/stats was written with
 from .informer import InformerEncoder
 
-VIEWS = ("time", "phase", "fold")
+VIEWS = ("time", "phase", "fold", "fold_full")
 TIME_SCALES_DAYS = tuple(0.05 * 10 ** (k * 4 / 7) for k in range(8))  # 0.05 .. 500 days
-FOLD_BINS = 32
 _SPAN_CH = 8  # lc channel: time span in years (raw, from lc/stats)
 _OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 MAD, span
 
 
 class PeriodicEncoder(nn.Module):
     """forward(lc (B, L, 9), lc_mask (B, L), lc_period (B,) days, lc_period_search (B, 4): log10 best period, its
-    power, log10 second period, its power; zeros when the store has no search[, lc_features (B, n_features)])
-    -> (B, out_features)."""
+    power, log10 second period, its power; zeros when the store has no search[, lc_features (B, n_features)]
+    [, lc_fold (B, 4, FOLD_BINS)]) -> (B, out_features): the optional inputs as optional_keys() names them."""
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True,
@@ -67,34 +70,23 @@ class PeriodicEncoder(nn.Module):
                                           nn.Linear(d_model, d_model), nn.GELU())
             out += d_model
         if "fold" in views:
-            c = 32
-            self.fold = nn.Sequential(
-                nn.Conv1d(4, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
-                nn.Conv1d(c, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
-                nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * FOLD_BINS, d_model), nn.GELU())
+            self.fold = _fold_net(d_model, dropout)
+            out += d_model
+        if "fold_full" in views:
+            self.fold_full = _fold_net(d_model, dropout)
             out += d_model
         self.out_features = out
-
-    @staticmethod
-    def _phase(t: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
-        return torch.remainder(t / period[:, None], 1.0)
-
-    def _folded(self, phase: torch.Tensor, flux: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """(B, 2, FOLD_BINS): masked mean flux and occupancy per phase bin, rolled brightest-first."""
-        idx = (phase * FOLD_BINS).long().clamp(0, FOLD_BINS - 1)
-        sums = torch.zeros(flux.shape[0], FOLD_BINS, dtype=flux.dtype, device=flux.device)
-        counts = torch.zeros_like(sums)
-        sums.scatter_add_(1, idx, flux * w)
-        counts.scatter_add_(1, idx, w)
-        mean = sums / counts.clamp(min=1.0)
-        occ = (counts > 0).to(flux.dtype)
-        # Align phase zero at the brightest bin: the fold's origin is arbitrary (it depends on the first epoch).
-        start = torch.where(occ > 0, mean, torch.full_like(mean, -1e9)).argmax(1)
-        roll = (start[:, None] + torch.arange(FOLD_BINS, device=flux.device)[None, :]) % FOLD_BINS
-        return torch.stack([mean.gather(1, roll), occ.gather(1, roll)], dim=1)
+        self.optional_keys = optional_keys(self.views, bool(n_features))
 
     def forward(self, lc: torch.Tensor, lc_mask: torch.Tensor, lc_period: torch.Tensor,
-                lc_period_search: torch.Tensor, lc_features: torch.Tensor | None = None) -> torch.Tensor:
+                lc_period_search: torch.Tensor, *optional: torch.Tensor) -> torch.Tensor:
+        # The model passes batch values positionally in input_keys() order; the optional ones depend on the
+        # config, so they are named here from the same function.
+        if len(optional) != len(self.optional_keys):
+            raise ValueError(f"the periodic encoder reads {self.optional_keys} after lc_period_search, got "
+                             f"{len(optional)} more inputs")
+        extra = dict(zip(self.optional_keys, optional))
+        lc_features, lc_fold = extra.get("lc_features"), extra.get("lc_fold")
         dtype = self.tokens.embedding.token_conv.weight.dtype
         lc = lc.to(dtype)
         w = lc_mask.to(dtype)
@@ -105,24 +97,36 @@ class PeriodicEncoder(nn.Module):
         if "time" in self.views:
             arg = 2 * math.pi * t_days[:, :, None] / self.scales.to(dtype)
             chans += [torch.sin(arg), torch.cos(arg)]
-        ph1, ph2 = self._phase(t_days, period), self._phase(t_days, 2 * period)
         if "phase" in self.views:
-            a1, a2 = 2 * math.pi * ph1, 2 * math.pi * ph2
+            a1, a2 = 2 * math.pi * phase(t_days, period), 2 * math.pi * phase(t_days, 2 * period)
             chans.append(torch.stack([a1.sin(), a1.cos(), a2.sin(), a2.cos()], dim=-1))
         x = torch.cat(chans, dim=-1) * w[:, :, None]
         objects = torch.cat([lc[:, 0, _OBJECT_CH], lc_period_search.to(dtype)], dim=-1)
         feats = [self.tokens(x, lc_mask), self.object(objects)]
         if self.n_features:
-            if lc_features is None or lc_features.shape[-1] != self.n_features:
-                got = None if lc_features is None else tuple(lc_features.shape)
+            if lc_features.shape[-1] != self.n_features:
                 raise ValueError(f"the periodic encoder was built for {self.n_features} per-object features "
-                                 f"(batch key lc_features), got {got}")
+                                 f"(batch key lc_features), got shape {tuple(lc_features.shape)}")
             feats.append(self.features(lc_features.to(dtype)))
         if "fold" in self.views:
-            flux = lc[:, :, 1]
-            folded = torch.cat([self._folded(ph1, flux, w), self._folded(ph2, flux, w)], dim=1)
-            feats.append(self.fold(folded))
+            feats.append(self.fold(fold_at_period_and_double(t_days, lc[:, :, 1], w, period)))
+        if "fold_full" in self.views:
+            feats.append(self.fold_full(torch.nan_to_num(lc_fold.to(dtype))))
         return torch.cat(feats, dim=-1)
+
+
+def optional_keys(views, features: bool) -> tuple[str, ...]:
+    """Batch keys the encoder reads after lc_period_search, in order."""
+    return (("lc_features",) if features else ()) + (("lc_fold",) if "fold_full" in views else ())
+
+
+def _fold_net(d_model: int, dropout: float) -> nn.Sequential:
+    """Two circular convolutions over (B, 4, FOLD_BINS) folds (phase has no edges), then a projection."""
+    c = 32
+    return nn.Sequential(
+        nn.Conv1d(4, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
+        nn.Conv1d(c, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
+        nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * FOLD_BINS, d_model), nn.GELU())
 
 
 def build_periodic(cfg) -> PeriodicEncoder:

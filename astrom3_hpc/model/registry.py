@@ -3,8 +3,8 @@
 A factory takes the resolved `ModelConfig` and returns an `nn.Module` with an `out_features` attribute; the
 model calls `encoder(*(batch[k] for k in keys))`. Built-ins:
 
-    photo    InformerEncoder(lc, lc_mask), or PeriodicEncoder(lc, lc_mask, lc_period) when
-             model.lc_encoder is "periodic"
+    photo    InformerEncoder(lc, lc_mask), or PeriodicEncoder(lc, lc_mask, lc_period, lc_period_search[,
+             lc_features][, lc_fold]) when model.lc_encoder is "periodic"
     spectra  GalSpecNet(spec)
     meta     MetaMLP(meta)
 
@@ -93,7 +93,9 @@ def _build_photo(cfg) -> nn.Module:
 
 def _photo_keys(cfg) -> tuple[str, ...]:
     if getattr(cfg, "lc_encoder", None) == "periodic":
-        extra = ("lc_features",) if getattr(cfg, "periodic_features", None) else ()
+        from .periodic import optional_keys
+
+        extra = optional_keys(cfg.periodic_views, bool(cfg.periodic_features))
         return ("lc", "lc_mask", "lc_period", "lc_period_search", *extra)
     return ("lc", "lc_mask")
 
@@ -102,6 +104,16 @@ def batch_keys(cfg) -> set[str]:
     """Every batch key the encoders of this (resolved) model config read: tells the loader what to prepare
     (the classical light-curve features cost a pass over the store the first time)."""
     return {k for m in cfg.modalities for k in get_modality(m).keys_for(cfg)}
+
+
+# Batch keys the loader prepares only on request: per-object arrays computed once per store (data/store_cache.py).
+CACHED_INPUTS = ("lc_features", "lc_fold")
+
+
+def cached_inputs(cfg) -> dict[str, bool]:
+    """LoaderSpec flags for the cached per-object inputs this (resolved) model config reads."""
+    keys = batch_keys(cfg)
+    return {k: k in keys for k in CACHED_INPUTS}
 
 
 _REGISTRY["photo"] = Modality("photo", _build_photo, ("lc", "lc_mask"), _photo_keys)

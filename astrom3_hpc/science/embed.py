@@ -103,7 +103,7 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     from ..data.store import Store, compressor
     from ..core.progress import Progress
     from ..model.presets import resolve
-    from ..model.registry import batch_keys
+    from ..model.registry import cached_inputs
 
     t0 = time.perf_counter()
     # A process group only when launched as several ranks (one process leaves os.environ alone).
@@ -124,7 +124,7 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split="train", train=False,
                                          batch_size=batch_size, use_rfr_score=cfg.data.use_rfr_score,
                                          read_spectra="spectra" in mods,
-                                         lc_features="lc_features" in batch_keys(resolve(cfg.model))))
+                                         **cached_inputs(resolve(cfg.model))))
 
     # Rank 0 creates the temporary store (every array, the small tables filled in); the others get its path.
     setup: Any = None

@@ -35,7 +35,7 @@ from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import Store
 from ..core.progress import Progress
 from ..model.presets import resolve
-from ..model.registry import batch_keys
+from ..model.registry import cached_inputs
 from . import checkpoint
 from .engine import autocast, build_engine, configure_cuda, seed_everything, set_deterministic, set_lr, to_device
 from .finite import FiniteGuard
@@ -94,8 +94,10 @@ class Trainer:
 
     def loader(self, split: str, train: bool, subset: str | None = None, **kw) -> TrimodalBatches:
         d = self.cfg.data
-        # Inputs only some encoders read (the periodic encoder's classical features) are prepared only for them.
-        kw.setdefault("lc_features", "lc_features" in batch_keys(resolve(self.cfg.model)))
+        # Inputs only some encoders read (the periodic encoder's classical features and full-curve folds) are
+        # prepared only for them.
+        for key, wanted in cached_inputs(resolve(self.cfg.model)).items():
+            kw.setdefault(key, wanted)
         return TrimodalBatches(LoaderSpec(
             store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
             batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
