@@ -124,12 +124,14 @@ def test_loader_batches_carry_standardised_features_only_when_asked(feat_store):
     assert got.abs().max() <= 5.0 and got.std() > 0.1
 
 
-def test_features_reach_the_periodic_encoder_and_are_required():
+@pytest.mark.parametrize("embedding", ["linear", "periodic"])
+def test_features_reach_the_periodic_encoder_and_are_required(embedding):
     from astrom3_hpc.core.config import ModelConfig
     from astrom3_hpc.model import build_classifier
 
     torch.manual_seed(0)
-    cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                      periodic_feature_embedding=embedding)
     model = build_classifier(cfg, "photo", 3).eval()
     B, L = 4, 200
     lc = torch.zeros(B, L, 9)
@@ -149,6 +151,10 @@ def test_features_reach_the_periodic_encoder_and_are_required():
     off = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32,
                                        periodic_features=False), "photo", 3)
     assert "lc_features" not in off.input_keys["photo"]
+    if embedding == "periodic":
+        # Learned frequencies: each feature is cut at many thresholds, and the frequencies are trained.
+        emb = model.encoders["photo"].features[0]
+        assert emb.freq.grad is not None and emb.freq.grad.abs().sum() > 0
 
 
 def test_fold_uses_the_stores_time_unit_over_a_long_span():

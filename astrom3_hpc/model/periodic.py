@@ -38,6 +38,7 @@ from ..data.preprocess import DAYS_PER_YEAR  # the span unit lc/stats was writte
 from .informer import InformerEncoder
 
 VIEWS = ("time", "phase", "fold", "fold_full")
+FEATURE_EMBEDDINGS = ("linear", "periodic")
 TIME_SCALES_DAYS = tuple(0.05 * 10 ** (k * 4 / 7) for k in range(8))  # 0.05 .. 500 days
 _SPAN_CH = 8  # lc channel: time span in years (raw, from lc/stats)
 _OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 MAD, span
@@ -50,7 +51,7 @@ class PeriodicEncoder(nn.Module):
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True,
-                 n_features: int = 0):
+                 n_features: int = 0, feature_embedding: str = "linear"):
         super().__init__()
         bad = set(views) - set(VIEWS)
         if bad:
@@ -66,7 +67,13 @@ class PeriodicEncoder(nn.Module):
         out = 2 * d_model
         self.n_features = n_features
         if n_features:
-            self.features = nn.Sequential(nn.Linear(n_features, d_model), nn.GELU(), nn.Dropout(dropout),
+            if feature_embedding not in FEATURE_EMBEDDINGS:
+                raise ValueError(f"unknown feature embedding {feature_embedding!r}; choose from {FEATURE_EMBEDDINGS}")
+            first: list[nn.Module] = [nn.Linear(n_features, d_model)]
+            if feature_embedding == "periodic":
+                first = [PeriodicFeatureEmbedding(n_features), nn.Linear(n_features * PeriodicFeatureEmbedding.D,
+                                                                          d_model)]
+            self.features = nn.Sequential(*first, nn.GELU(), nn.Dropout(dropout),
                                           nn.Linear(d_model, d_model), nn.GELU())
             out += d_model
         if "fold" in views:
@@ -115,6 +122,26 @@ class PeriodicEncoder(nn.Module):
         return torch.cat(feats, dim=-1)
 
 
+class PeriodicFeatureEmbedding(nn.Module):
+    """Per-feature embedding of standardised scalars: sin/cos of K learned frequencies, then a per-feature linear
+    map to D values and a ReLU (Gorishniy et al. 2022, "On Embeddings for Numerical Features in Tabular Deep
+    Learning", PLR). A plain linear first layer can only cut each feature once per unit; trees split features
+    at many thresholds, which is where they beat MLPs on small tabular sets. (B, F) -> (B, F * D)."""
+
+    K, D, SIGMA = 8, 8, 0.5
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.freq = nn.Parameter(torch.randn(n_features, self.K) * self.SIGMA)
+        self.weight = nn.Parameter(torch.randn(n_features, 2 * self.K, self.D) / math.sqrt(2 * self.K))
+        self.bias = nn.Parameter(torch.zeros(n_features, self.D))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = 2 * math.pi * x[:, :, None] * self.freq
+        e = torch.cat([v.sin(), v.cos()], dim=-1)
+        return torch.relu(torch.einsum("bfk,fkd->bfd", e, self.weight) + self.bias).flatten(1)
+
+
 def optional_keys(views, features: bool) -> tuple[str, ...]:
     """Batch keys the encoder reads after lc_period_search, in order."""
     return (("lc_features",) if features else ()) + (("lc_fold",) if "fold_full" in views else ())
@@ -133,4 +160,5 @@ def build_periodic(cfg) -> PeriodicEncoder:
     return PeriodicEncoder(views=tuple(cfg.periodic_views), d_model=cfg.d_model, n_layers=cfg.n_layers,
                            n_heads=cfg.n_heads, d_ff=cfg.d_ff, factor=cfg.prob_factor, dropout=cfg.lc_dropout,
                            deterministic_eval=bool(cfg.deterministic_eval),
-                           n_features=len(FEATURE_NAMES) if cfg.periodic_features else 0)
+                           n_features=len(FEATURE_NAMES) if cfg.periodic_features else 0,
+                           feature_embedding=cfg.periodic_feature_embedding)

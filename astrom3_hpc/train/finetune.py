@@ -150,7 +150,10 @@ class Finetuner(Trainer):
 
     def validate(self) -> dict[str, float]:
         y_true, y_pred, loss = self.predict(self.val_batches)
-        return {"loss": loss, "accuracy": float((y_true == y_pred).mean())}
+        # Macro-F1 beside the loss: the loss picks the epoch; macro-F1 is the metric options are compared by
+        # (an unweighted loss penalises class weighting, which trades majority-class confidence for recall).
+        rep = classification_report(y_true, y_pred, self.store.class_names)
+        return {"loss": loss, "accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"]}
 
     def finish(self) -> dict[str, Any]:
         self.load_best()
