@@ -30,7 +30,7 @@ def test_full_fold_is_the_window_fold_of_every_point_and_is_cached_once(fold_sto
     path = store_cache.cache_path(s, "lc_fold", lc_folds.FOLDS_VERSION)
     assert not path.exists()
     folds = lc_folds.cached_folds(s)
-    assert path.exists() and folds.shape == (s.n_objects, 4, lc_folds.FOLD_BINS) and np.isfinite(folds).all()
+    assert path.exists() and folds.shape == (s.n_objects, 4, lc_folds.FULL_FOLD_BINS) and np.isfinite(folds).all()
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
     plain = TrimodalBatches(LoaderSpec(str(store_dir), batch_size=8, use_rfr_score=False, train=False))
@@ -50,7 +50,8 @@ def test_full_fold_is_the_window_fold_of_every_point_and_is_cached_once(fold_sto
     lc = batch["lc"].double()
     days = lc[:, :, 0] * lc[:, :, 8] * DAYS_PER_YEAR
     period = torch.from_numpy(10.0 ** s.root["aux"][:, AUX_COLUMNS.index("period")][rows].astype(np.float64))
-    window = lc_folds.fold_at_period_and_double(days, lc[:, :, 1], batch["lc_mask"].double(), period)
+    window = lc_folds.fold_at_period_and_double(days, lc[:, :, 1], batch["lc_mask"].double(), period,
+                                                lc_folds.FULL_FOLD_BINS)
     torch.testing.assert_close(window.float(), batch["lc_fold"], rtol=0, atol=1e-5)
     # A clean folded pulsation: the brightest bin first, a range of several MAD units.
     assert torch.all(batch["lc_fold"][:, 0, 0] == batch["lc_fold"][:, 0].max(1).values)
@@ -75,7 +76,7 @@ def test_fold_full_view_reads_lc_fold_and_requires_it():
     lc[:, :, 8] = 1.0
     batch = {"lc": lc, "lc_mask": torch.ones(B, L), "lc_period": torch.full((B,), 0.5),
              "lc_period_search": torch.zeros(B, 4),
-             "lc_fold": torch.randn(B, 4, lc_folds.FOLD_BINS, requires_grad=True)}
+             "lc_fold": torch.randn(B, 4, lc_folds.FULL_FOLD_BINS, requires_grad=True)}
     out = model(batch)
     out.sum().backward()
     assert batch["lc_fold"].grad.abs().sum() > 0

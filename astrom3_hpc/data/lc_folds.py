@@ -3,8 +3,9 @@
 `fold_bins` bins a folded curve into FOLD_BINS phase bins (masked mean flux and occupancy), rolled so the brightest
 bin comes first: the fold's origin depends on the first epoch and carries no information. The encoder applies it
 to the 200-point window of each batch (view "fold"); `cached_folds` applies it once per store to every point of
-each light curve (view "fold_full", batch key `lc_fold`), which the window never sees: ZTF and the synthetic
-survey hold 500-3000 points per object, and the classical baseline's Fourier fits use them all.
+each light curve, in FULL_FOLD_BINS finer bins (view "fold_full", batch key `lc_fold`): ZTF and the synthetic
+survey hold 500-3000 points per object, which the window never sees and the classical baseline's Fourier fits
+use.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from . import store_cache
 from .preprocess import DAYS_PER_YEAR
 from .store import Store
 
-FOLD_BINS = 32
+FOLD_BINS = 32  # the window's fold: 200 points
+FULL_FOLD_BINS = 64  # every point: hundreds to thousands, enough to resolve an eclipse a few % of a cycle wide
 # Bump when the fold's definition changes: cached arrays of older code are then ignored.
-FOLDS_VERSION = 1
+FOLDS_VERSION = 2
 
 
 def phase(t_days: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
@@ -43,34 +45,34 @@ def fold_bins(ph: torch.Tensor, flux: torch.Tensor, w: torch.Tensor, bins: int =
 
 
 def fold_at_period_and_double(t_days: torch.Tensor, flux: torch.Tensor, w: torch.Tensor,
-                              period: torch.Tensor) -> torch.Tensor:
-    """(B, 4, FOLD_BINS): the fold at P and at 2P (eclipsing and ellipsoidal variables show two minima per orbit:
+                              period: torch.Tensor, bins: int = FOLD_BINS) -> torch.Tensor:
+    """(B, 4, bins): the fold at P and at 2P (eclipsing and ellipsoidal variables show two minima per orbit:
     their Lomb-Scargle peak is at half the orbital period)."""
-    return torch.cat([fold_bins(phase(t_days, period), flux, w), fold_bins(phase(t_days, 2 * period), flux, w)],
-                     dim=1)
+    return torch.cat([fold_bins(phase(t_days, period), flux, w, bins),
+                      fold_bins(phase(t_days, 2 * period), flux, w, bins)], dim=1)
 
 
 def store_folds(store: Store, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), 4, FOLD_BINS) float64: every point of each light curve folded at the store's period (the
+    """(len(rows), 4, FULL_FOLD_BINS) float64: every point of each light curve folded at the store's period (the
     `lc_period` the encoder gets: a catalogue period where the source had one, else Lomb-Scargle)."""
     r = store.root
     offsets = store.offsets
     values = r["lc/values"]
     stats = r["lc/stats"][:]
     periods = np.power(10.0, r["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))
-    out = np.empty((len(rows), 4, FOLD_BINS))
+    out = np.empty((len(rows), 4, FULL_FOLD_BINS))
     for i, row in enumerate(rows):
         pts = torch.from_numpy(values[int(offsets[row]):int(offsets[row + 1])].astype(np.float64))
         t = pts[None, :, 0] * float(stats[row, 1]) * DAYS_PER_YEAR
         p = float(periods[row])
         p = max(p, 1e-3) if np.isfinite(p) else 1.0  # the encoder's guards
         out[i] = fold_at_period_and_double(t, pts[None, :, 1], torch.ones_like(t),
-                                           torch.tensor([p], dtype=torch.float64))[0].numpy()
+                                           torch.tensor([p], dtype=torch.float64), FULL_FOLD_BINS)[0].numpy()
     return out
 
 
 def cached_folds(store: Store) -> np.ndarray:
-    """(n_objects, 4, FOLD_BINS) float32 full-curve folds, NaN for objects without a light curve; kept in the
+    """(n_objects, 4, FULL_FOLD_BINS) float32 full-curve folds, NaN for objects without a light curve; kept in the
     store's cache (data/store_cache.py)."""
-    return store_cache.cached_per_object(store, "lc_fold", FOLDS_VERSION, (4, FOLD_BINS),
+    return store_cache.cached_per_object(store, "lc_fold", FOLDS_VERSION, (4, FULL_FOLD_BINS),
                                          lambda rows: store_folds(store, rows), "full light-curve folds")

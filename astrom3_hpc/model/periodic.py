@@ -33,7 +33,7 @@ from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
 from ..data.lc_features import FEATURE_NAMES
-from ..data.lc_folds import FOLD_BINS, fold_at_period_and_double, phase
+from ..data.lc_folds import FOLD_BINS, FULL_FOLD_BINS, fold_at_period_and_double, phase
 from ..data.preprocess import DAYS_PER_YEAR  # the span unit lc/stats was written with
 from .informer import InformerEncoder
 
@@ -47,7 +47,7 @@ _OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 
 class PeriodicEncoder(nn.Module):
     """forward(lc (B, L, 9), lc_mask (B, L), lc_period (B,) days, lc_period_search (B, 4): log10 best period, its
     power, log10 second period, its power; zeros when the store has no search[, lc_features (B, n_features)]
-    [, lc_fold (B, 4, FOLD_BINS)]) -> (B, out_features): the optional inputs as optional_keys() names them."""
+    [, lc_fold (B, 4, FULL_FOLD_BINS)]) -> (B, out_features): the optional inputs as optional_keys() names them."""
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True,
@@ -77,10 +77,10 @@ class PeriodicEncoder(nn.Module):
                                           nn.Linear(d_model, d_model), nn.GELU())
             out += d_model
         if "fold" in views:
-            self.fold = _fold_net(d_model, dropout)
+            self.fold = _fold_net(d_model, dropout, FOLD_BINS)
             out += d_model
         if "fold_full" in views:
-            self.fold_full = _fold_net(d_model, dropout)
+            self.fold_full = _fold_net(d_model, dropout, FULL_FOLD_BINS)
             out += d_model
         self.out_features = out
         self.optional_keys = optional_keys(self.views, bool(n_features))
@@ -147,13 +147,13 @@ def optional_keys(views, features: bool) -> tuple[str, ...]:
     return (("lc_features",) if features else ()) + (("lc_fold",) if "fold_full" in views else ())
 
 
-def _fold_net(d_model: int, dropout: float) -> nn.Sequential:
-    """Two circular convolutions over (B, 4, FOLD_BINS) folds (phase has no edges), then a projection."""
+def _fold_net(d_model: int, dropout: float, bins: int) -> nn.Sequential:
+    """Two circular convolutions over (B, 4, bins) folds (phase has no edges), then a projection."""
     c = 32
     return nn.Sequential(
         nn.Conv1d(4, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
         nn.Conv1d(c, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
-        nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * FOLD_BINS, d_model), nn.GELU())
+        nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * bins, d_model), nn.GELU())
 
 
 def build_periodic(cfg) -> PeriodicEncoder:
