@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_features_reach_the_periodic_encoder_and_are_required(embedding):
 
     torch.manual_seed(0)
     cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32,
-                      periodic_feature_embedding=embedding)
+                      periodic_feature_embedding=embedding, periodic_views=["time", "phase", "fold"])
     model = build_classifier(cfg, "photo", 3).eval()
     B, L = 4, 200
     lc = torch.zeros(B, L, 9)
@@ -149,7 +150,8 @@ def test_features_reach_the_periodic_encoder_and_are_required(embedding):
         model({k: v for k, v in batch.items() if k != "lc_features"})
     # Switched off: the encoder neither needs nor reads them.
     off = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32,
-                                       periodic_features=False), "photo", 3)
+                                       periodic_features=False, periodic_views=["time", "phase", "fold"]),
+                           "photo", 3)
     assert "lc_features" not in off.input_keys["photo"]
     if embedding == "periodic":
         # Learned frequencies: each feature is cut at many thresholds, and the frequencies are trained.
@@ -203,6 +205,9 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     assert cached.stat().st_mtime_ns == mtime  # the baseline read it, did not rewrite it
     sd = torch.load(run / "best_model.pt", weights_only=False)["state_dict"]
     assert any(".features." in k for k in sd)
+    # The preset's full-curve fold view: trained, its folds cached by the same job.
+    assert any(".fold_full." in k for k in sd)
+    assert len(list((Path(store) / lcf.CACHE_DIR).glob("lc_fold-*.npy"))) == 1
 
 
 def test_balanced_weights_are_sklearns():

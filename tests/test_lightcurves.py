@@ -278,12 +278,12 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     from astrom3_hpc.data.lc_features import FEATURE_NAMES
     from astrom3_hpc.data.preprocess import DAYS_PER_YEAR
     from astrom3_hpc.model import build_classifier
-    from astrom3_hpc.data.lc_folds import fold_bins, phase
+    from astrom3_hpc.data.lc_folds import fold_at_period_and_double, fold_bins, phase
 
     paper = build_classifier(ModelConfig(preset="paper", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 3)
     assert paper.input_keys["photo"] == ("lc", "lc_mask")
     per = build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 4)
-    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period", "lc_period_search", "lc_features")
+    assert per.input_keys["photo"] == ("lc", "lc_mask", "lc_period", "lc_period_search", "lc_features", "lc_fold")
     B, L = 3, 200
     t = torch.sort(torch.rand(B, L), dim=1).values
     span_years = 2.0
@@ -294,7 +294,8 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     lc[:, :, 1] = torch.sin(2 * torch.pi * days / 0.5)
     mask = torch.ones(B, L)
     logits = per({"lc": lc, "lc_mask": mask, "lc_period": torch.full((B,), 0.5),
-                  "lc_period_search": torch.zeros(B, 4), "lc_features": torch.zeros(B, len(FEATURE_NAMES))})
+                  "lc_period_search": torch.zeros(B, 4), "lc_features": torch.zeros(B, len(FEATURE_NAMES)),
+                  "lc_fold": fold_at_period_and_double(days, lc[:, :, 1], mask, torch.full((B,), 0.5))})
     assert logits.shape == (B, 4) and torch.isfinite(logits).all()
     # The folded view at the true period is a clean sinusoid; the brightest bin comes first.
     folded = fold_bins(phase(days, torch.full((B,), 0.5)), lc[:, :, 1], mask)
