@@ -92,6 +92,34 @@ def test_two_rank_pretraining_writes_a_complete_run_dir(pretrained_2rank):
         assert 0.0 <= ev[k] <= 1.0
 
 
+@pytest.mark.timeout(600)
+def test_evaluate_embeddings_takes_a_batch_size(pretrained_2rank, tmp_path):
+    """The embedding pass's batch is a memory knob: a run whose recorded batch exceeds the store's train split
+    fails with a message naming the store and the fix; --batch-size then evaluates every object."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained_2rank, run)
+    exe = str(Path(sys.executable).parent / "astrom3")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["batch_size"] = 4096  # as imported weights recorded with a large batch would have
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([exe, "evaluate-embeddings", str(run)], env=child_env(), capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode != 0 and "fewer objects than one global batch (4096)" in r.stderr, r.stderr[-3000:]
+    r = subprocess.run([exe, "evaluate-embeddings", str(run), "--batch-size", "3"], env=child_env(),
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    want = json.loads((pretrained_2rank / "metrics.json").read_text())["embedding_eval"]
+    got = json.loads((run / "embedding_eval.json").read_text())
+    # Every object embedded (the counts), every score a fraction; the values themselves move with the paper
+    # preset's random ProbSparse key sampling at evaluation, so they are not compared.
+    assert got.keys() == want.keys() and (got["n_train"], got["n_test"]) == (want["n_train"], want["n_test"])
+    assert all(0.0 <= got[k] <= 1.0 for k in got if k not in ("n_train", "n_test"))
+
+
 @pytest.mark.timeout(900)
 def test_resume_after_stop_is_exact(pretrained_2rank, tiny_store, tmp_path):
     run = tmp_path / "resumed"

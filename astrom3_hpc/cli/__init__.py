@@ -291,6 +291,10 @@ def _add_train(sub) -> None:
     _add_import_weights(sub)
     e = sub.add_parser("evaluate-embeddings", help="centroid and 1-NN accuracy of a pretrained model's embeddings")
     e.add_argument("run_dir", help="a finished pretraining run directory")
+    e.add_argument("--batch-size", type=int, metavar="N",
+                   help="global batch of the embedding pass (default: the run's train.batch_size); lower it for a "
+                        "store whose train split is smaller than the run's batch (e.g. imported weights recorded "
+                        "with 512)")
     e.set_defaults(func=cmd_evaluate_embeddings, fail_fast=True)
 
 
@@ -340,6 +344,10 @@ def cmd_evaluate_embeddings(args) -> int:
     from ..train.rundir import read_run_config
 
     cfg = config_from_dict(read_run_config(args.run_dir))
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        cfg.train.batch_size = args.batch_size
     t = Pretrainer(cfg, args.run_dir)
     t.setup_distributed()
     with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
