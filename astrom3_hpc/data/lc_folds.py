@@ -19,7 +19,7 @@ from .preprocess import DAYS_PER_YEAR
 from .store import Store
 
 FOLD_BINS = 32  # the window's fold: 200 points
-FULL_FOLD_BINS = 32  # every point; 64 bins measured worse on ZTF and the synthetic survey
+FULL_FOLD_BINS = 32  # every point; 64 measured: validation mixed (worse on ZTF), see docs/lightcurves.md
 # Bump when the fold's definition changes: cached arrays of older code are then ignored.
 FOLDS_VERSION = 3
 
