@@ -3,8 +3,8 @@
 The paper's encoder gets time as an index and the period as one z-scored number repeated on every step: a 0.3-day
 pulsation over a multi-year span is invisible to it. This encoder recovers each point's time in days (the store
 keeps time scaled to [0, 1] over the span, and the span in years as input channel 8) and the period in days (batch
-key `lc_period`: the catalogue's or the Lomb-Scargle one, see docs/lightcurves.md), and builds up to three views,
-chosen by `model.periodic_views`:
+key `lc_period`: the catalogue's or the Lomb-Scargle one, see docs/lightcurves.md), and builds up to four views,
+chosen by `model.periodic_views` (the preset's: time, phase, fold_full):
 
 - "time":  continuous-time features: sin/cos(2 pi t / tau) for log-spaced tau from 0.05 to 500 days, as extra
            token channels (the positions stay the Informer's indices);
@@ -17,7 +17,7 @@ chosen by `model.periodic_views`:
            through its own convolutional net: the window holds 200 of a ZTF curve's ~500 points.
 
 Tokens go through the Informer (masked, mean-pooled, standard head layout); the output is the pooled tokens, the
-fold features (if on), a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
+fold features (each fold view's), a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
 Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart) and, with
 `model.periodic_features`, an MLP of the classical baseline's feature vector (batch key `lc_features`: the
 same 37 features, data/lc_features.py, robustly standardised by the loader), concatenated. With them the
