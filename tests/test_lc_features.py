@@ -32,10 +32,15 @@ def feat_store(tmp_path_factory):
     return _lc_store(tmp_path_factory.mktemp("feat"))
 
 
-def test_cache_is_written_once_read_back_and_equals_the_baselines_features(feat_store, tmp_path, monkeypatch):
+def private_copy(store, tmp_path) -> tuple[Path, Store]:
+    """A copy of a module's store for a test that writes its cache (the module's store stays without one)."""
     store_dir = tmp_path / "s.zarr"
-    shutil.copytree(feat_store, store_dir)
-    s = Store(store_dir)
+    shutil.copytree(store, store_dir)
+    return store_dir, Store(store_dir)
+
+
+def test_cache_is_written_once_read_back_and_equals_the_baselines_features(feat_store, tmp_path, monkeypatch):
+    store_dir, s = private_copy(feat_store, tmp_path)
     path = lcf.cache_path(s)
     assert path is not None and not path.exists()
     feats = lcf.cached_features(s)
@@ -56,9 +61,7 @@ def test_cache_is_written_once_read_back_and_equals_the_baselines_features(feat_
 
 
 def test_failed_cache_write_leaves_nothing_and_still_returns_features(feat_store, tmp_path, monkeypatch):
-    store_dir = tmp_path / "s.zarr"
-    shutil.copytree(feat_store, store_dir)
-    s = Store(store_dir)
+    store_dir, s = private_copy(feat_store, tmp_path)
     real_save = np.save
 
     def half_save(f, arr):

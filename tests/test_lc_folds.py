@@ -3,30 +3,20 @@ once per store to every point, cached like the classical features, reaching the 
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
 
-from test_lc_features import _lc_store
+from test_lc_features import feat_store, private_copy  # noqa: F401 - feat_store is a fixture
 
 from astrom3_hpc.core.constants import AUX_COLUMNS
 from astrom3_hpc.data import lc_folds, store_cache
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
 from astrom3_hpc.data.preprocess import DAYS_PER_YEAR
-from astrom3_hpc.data.store import Store
 
 
-@pytest.fixture(scope="module")
-def fold_store(tmp_path_factory):
-    return _lc_store(tmp_path_factory.mktemp("fold"))
-
-
-def test_full_fold_is_the_window_fold_of_every_point_and_is_cached_once(fold_store, tmp_path, monkeypatch):
-    store_dir = tmp_path / "s.zarr"
-    shutil.copytree(fold_store, store_dir)
-    s = Store(store_dir)
+def test_full_fold_is_the_window_fold_of_every_point_and_is_cached_once(feat_store, tmp_path, monkeypatch):
+    store_dir, s = private_copy(feat_store, tmp_path)
     path = store_cache.cache_path(s, "lc_fold", lc_folds.FOLDS_VERSION)
     assert not path.exists()
     folds = lc_folds.cached_folds(s)
