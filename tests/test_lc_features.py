@@ -99,6 +99,24 @@ def test_cache_follows_the_store_content_and_the_feature_version(tmp_path, monke
     assert sorted(p.name for p in (out / lcf.CACHE_DIR).iterdir()) == [lcf.cache_path(s).name]
 
 
+def test_light_curves_are_read_in_blocks_and_match_each_objects_points(feat_store):
+    """Block reads (any row order; a block smaller than one object) give every object exactly its own points."""
+    from astrom3_hpc.data.preprocess import DAYS_PER_YEAR
+
+    s = Store(feat_store)
+    values, stats = s.root["lc/values"], s.root["lc/stats"][:]
+    rows = np.random.default_rng(0).permutation(s.n_objects)[:20]
+    for max_points in (50, 400, 1 << 22):
+        seen = []
+        for i, t, y, err in lcf.light_curves_in_days(s, rows, max_points=max_points):
+            row = rows[i]
+            pts = values[int(s.offsets[row]):int(s.offsets[row + 1])].astype(np.float64)
+            np.testing.assert_array_equal(t, pts[:, 0] * float(stats[row, 1]) * DAYS_PER_YEAR)
+            np.testing.assert_array_equal(np.stack([y, err], 1), pts[:, 1:])
+            seen.append(i)
+        assert sorted(seen) == list(range(len(rows)))
+
+
 def test_standardise_uses_train_rows_only():
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 2.0, (200, 4)).astype(np.float32)

@@ -72,6 +72,27 @@ def object_features(t: np.ndarray, y: np.ndarray, err: np.ndarray, search: np.nd
     ], dtype=np.float64)
 
 
+def light_curves_in_days(store: Store, rows: np.ndarray, max_points: int = 1 << 22):
+    """Yield (i, t, y, err) for each rows[i] (float64; t in days, y and err in the store's MAD units), the
+    points read in blocks of consecutive rows of up to max_points: one zarr read per object costs more than the
+    features themselves (measured: 1.5 s of reads for 2,000 objects, against 0.07 s for one read of them all)."""
+    values = store.root["lc/values"]
+    offsets = store.offsets
+    span_years = store.root["lc/stats"][:, 1].astype(np.float64)
+    order = np.argsort(rows, kind="stable")
+    k = 0
+    while k < len(order):
+        lo, j = int(offsets[rows[order[k]]]), k
+        while j + 1 < len(order) and int(offsets[rows[order[j + 1]] + 1]) - lo <= max_points:
+            j += 1
+        block = values[lo:int(offsets[rows[order[j]] + 1])].astype(np.float64)
+        for i in order[k:j + 1]:
+            row = rows[i]
+            pts = block[int(offsets[row]) - lo:int(offsets[row + 1]) - lo]
+            yield i, pts[:, 0] * span_years[row] * DAYS_PER_YEAR, pts[:, 1], pts[:, 2]
+        k = j + 1
+
+
 def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") -> np.ndarray:
     """Feature matrix for store rows. period_source "ls": the Lomb-Scargle search (stored at ingestion, else
     computed now); "store": the store's aux period (a catalogue period where the source had one) with the
@@ -79,24 +100,21 @@ def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") ->
     from . import periods
 
     r = store.root
-    offsets = store.offsets
-    values = r["lc/values"]
-    stats = r["lc/stats"][:]
+    log_mad = r["lc/stats"][:, 0].astype(np.float64)
     aux = r["aux"][:].astype(np.float64)
     search = r["lc/period_search"][:].astype(np.float64) if "lc/period_search" in r else \
         np.full((store.n_objects, 4), np.nan)
     k_amp, k_per = AUX_COLUMNS.index("amplitude"), AUX_COLUMNS.index("period")
     out = np.empty((len(rows), len(FEATURE_NAMES)))
-    for i, row in enumerate(rows):
-        pts = values[int(offsets[row]):int(offsets[row + 1])].astype(np.float64)
-        t = pts[:, 0] * float(stats[row, 1]) * DAYS_PER_YEAR
+    for i, t, y, err in light_curves_in_days(store, rows):
+        row = rows[i]
         s = search[row]
         if not np.all(np.isfinite(s)):
-            s = periods.search(t, pts[:, 1], pts[:, 2]).as_array().astype(np.float64)
+            s = periods.search(t, y, err).as_array().astype(np.float64)
         if period_source == "store":
             s = s.copy()
             s[0] = 10.0 ** aux[row, k_per]
-        out[i] = object_features(t, pts[:, 1], pts[:, 2], s, float(stats[row, 0]), float(aux[row, k_amp]))
+        out[i] = object_features(t, y, err, s, float(log_mad[row]), float(aux[row, k_amp]))
     return out
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..core.constants import AUX_COLUMNS
 from . import store_cache
-from .preprocess import DAYS_PER_YEAR
+from .lc_features import light_curves_in_days
 from .store import Store
 
 FOLD_BINS = 32  # the window's fold: 200 points
@@ -52,22 +52,22 @@ def fold_at_period_and_double(t_days: torch.Tensor, flux: torch.Tensor, w: torch
                       fold_bins(phase(t_days, 2 * period), flux, w, bins)], dim=1)
 
 
+def usable_period(period: torch.Tensor) -> torch.Tensor:
+    """Periods to fold at: at least 1e-3 d, and 1 d where the store has none (NaN)."""
+    period = period.clamp(min=1e-3)
+    return torch.where(torch.isfinite(period), period, torch.ones_like(period))
+
+
 def store_folds(store: Store, rows: np.ndarray) -> np.ndarray:
     """(len(rows), 4, FULL_FOLD_BINS) float64: every point of each light curve folded at the store's period (the
     `lc_period` the encoder gets: a catalogue period where the source had one, else Lomb-Scargle)."""
-    r = store.root
-    offsets = store.offsets
-    values = r["lc/values"]
-    stats = r["lc/stats"][:]
-    periods = np.power(10.0, r["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))
+    periods = usable_period(torch.from_numpy(
+        np.power(10.0, store.root["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))))
     out = np.empty((len(rows), 4, FULL_FOLD_BINS))
-    for i, row in enumerate(rows):
-        pts = torch.from_numpy(values[int(offsets[row]):int(offsets[row + 1])].astype(np.float64))
-        t = pts[None, :, 0] * float(stats[row, 1]) * DAYS_PER_YEAR
-        p = float(periods[row])
-        p = max(p, 1e-3) if np.isfinite(p) else 1.0  # the encoder's guards
-        out[i] = fold_at_period_and_double(t, pts[None, :, 1], torch.ones_like(t),
-                                           torch.tensor([p], dtype=torch.float64), FULL_FOLD_BINS)[0].numpy()
+    for i, t, y, _ in light_curves_in_days(store, rows):
+        t = torch.from_numpy(t)[None]
+        out[i] = fold_at_period_and_double(t, torch.from_numpy(y)[None], torch.ones_like(t),
+                                           periods[rows[i]:rows[i] + 1], FULL_FOLD_BINS)[0].numpy()
     return out
 
 

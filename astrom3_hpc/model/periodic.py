@@ -33,7 +33,7 @@ from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
 from ..data.lc_features import FEATURE_NAMES
-from ..data.lc_folds import FOLD_BINS, FULL_FOLD_BINS, fold_at_period_and_double, phase
+from ..data.lc_folds import FOLD_BINS, FULL_FOLD_BINS, fold_at_period_and_double, phase, usable_period
 from ..data.preprocess import DAYS_PER_YEAR  # the span unit lc/stats was written with
 from .informer import InformerEncoder
 
@@ -98,8 +98,7 @@ class PeriodicEncoder(nn.Module):
         lc = lc.to(dtype)
         w = lc_mask.to(dtype)
         t_days = lc[:, :, 0] * lc[:, :, _SPAN_CH] * DAYS_PER_YEAR
-        period = lc_period.to(dtype).clamp(min=1e-3)
-        period = torch.where(torch.isfinite(period), period, torch.ones_like(period))
+        period = usable_period(lc_period.to(dtype))
         chans = [lc]
         if "time" in self.views:
             arg = 2 * math.pi * t_days[:, :, None] / self.scales.to(dtype)
@@ -118,7 +117,7 @@ class PeriodicEncoder(nn.Module):
         if "fold" in self.views:
             feats.append(self.fold(fold_at_period_and_double(t_days, lc[:, :, 1], w, period)))
         if "fold_full" in self.views:
-            feats.append(self.fold_full(torch.nan_to_num(lc_fold.to(dtype))))
+            feats.append(self.fold_full(lc_fold.to(dtype)))  # finite: the loader zero-fills objects without one
         return torch.cat(feats, dim=-1)
 
 
