@@ -117,19 +117,26 @@ def test_light_curves_are_read_in_blocks_and_match_each_objects_points(feat_stor
         assert sorted(seen) == list(range(len(rows)))
 
 
-def test_standardise_uses_train_rows_only():
+def test_standardise_maps_train_rows_onto_a_normal_and_uses_them_only():
     rng = np.random.default_rng(0)
-    x = rng.normal(3.0, 2.0, (200, 4)).astype(np.float32)
-    x[:, 3] = 7.0  # constant feature: scale 1, not a division by zero
-    train = np.arange(100)
+    x = rng.lognormal(1.0, 1.5, (400, 4)).astype(np.float32)  # heavy right tail
+    x[:, 3] = 7.0  # constant feature: 0, not a division by zero
+    x[:150, 2] = 2.0  # a spike shared by many rows lands mid-range, not at its lower edge
+    train = np.arange(300)
     z = lcf.standardise(x, train)
     spoiled = x.copy()
-    spoiled[150:] = 1e6  # test rows far out must not move the statistics
-    spoiled[120, 0] = np.nan
+    spoiled[350:] = 1e6  # test rows far out must not move the statistics
+    spoiled[320, 0] = np.nan
     zs = lcf.standardise(spoiled, train)
-    np.testing.assert_array_equal(zs[:100], z[:100])
-    assert zs[150:, :3].max() == 5.0 and zs[120, 0] == 0.0
-    assert abs(np.median(z[train, 0])) < 1e-6 and np.all(z[:, 3] == 0)
+    np.testing.assert_array_equal(zs[:300], z[:300])
+    assert zs[350:, :3].max() == 5.0 and zs[320, 0] == 0.0
+    assert np.all(z[:, 3] == 0)
+    zt = z[train, 0].astype(np.float64)
+    assert abs(np.median(zt)) < 0.01 and abs(zt.std() - 1.0) < 0.1 and abs(np.mean(zt ** 3)) < 0.1
+    order = np.argsort(x[:, 0], kind="stable")
+    assert np.all(np.diff(z[order, 0]) >= 0)  # monotone: ranks kept
+    spike = z[:150, 2]
+    assert np.all(spike == spike[0]) and -1.0 < spike[0] < 0.0  # 150 of 300 tied: centre of their range
 
 
 def test_loader_batches_carry_standardised_features_only_when_asked(feat_store):

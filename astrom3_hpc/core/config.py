@@ -77,7 +77,7 @@ class ModelConfig:
     # validation loss on all three light-curve datasets, higher mean validation macro-F1 (docs/lightcurves.md).
     periodic_views: list[str] = field(default_factory=lambda: ["time", "phase", "fold_full"])
     # The periodic encoder also gets the classical baseline's per-object feature vector (data/lc_features.py),
-    # robustly standardised. None: taken from the preset (on for `periodic`).
+    # quantile-normalised with the seed's train split. None: taken from the preset (on for `periodic`).
     periodic_features: bool | None = None
     # Their first layer: "linear", or "periodic" (learned sin/cos frequencies per feature, model/periodic.py).
     periodic_feature_embedding: str = "linear"

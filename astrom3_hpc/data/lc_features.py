@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.special import ndtri
 
 from ..core.constants import AUX_COLUMNS
 from . import store_cache
@@ -131,14 +132,23 @@ def cached_features(store: Store) -> np.ndarray:
 
 
 def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = 5.0) -> np.ndarray:
-    """Robust z-scores with the train rows' median and interquartile range (a feature of constant train value
-    gets scale 1), clipped to +-clip; non-finite values become 0, the train median. Period ratios, kurtoses
-    and R21 have heavy tails that would otherwise dominate a network's first layer."""
+    """Each feature mapped through its train rows' empirical distribution onto a standard normal (rank-Gauss,
+    the quantile transform of Gorishniy et al. 2021), clipped to +-clip; non-finite values and features of
+    constant train value become 0, the train median. Period ratios, kurtoses and R21 have heavy tails and
+    spikes that a linear scaling leaves to dominate a network's first layer: against median/IQR z-scores this
+    lowered the periodic preset's validation loss on all three datasets of docs/lightcurves.md."""
     tr = feats[train_rows].astype(np.float64)
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(tr, axis=0)
-        iqr = np.nanpercentile(tr, 75, axis=0) - np.nanpercentile(tr, 25, axis=0)
-    med = np.nan_to_num(med)
-    scale = np.where(np.isfinite(iqr) & (iqr > 0), iqr / 1.349, 1.0)
-    z = (feats.astype(np.float64) - med) / scale
-    return np.clip(np.nan_to_num(z, nan=0.0, posinf=clip, neginf=-clip), -clip, clip).astype(np.float32)
+    out = np.zeros(feats.shape, np.float64)
+    for j in range(feats.shape[1]):
+        col = np.sort(tr[:, j][np.isfinite(tr[:, j])])
+        if col.size < 2 or col[0] == col[-1]:
+            continue
+        levels = np.linspace(0.0, 1.0, min(1000, col.size))
+        q = np.quantile(col, levels)
+        x = feats[:, j].astype(np.float64)
+        ok = np.isfinite(x)
+        # Forward and reversed interpolation averaged: a value shared by many train rows (a spike) lands in
+        # the middle of its quantile range, not at its lower edge.
+        u = 0.5 * (np.interp(x[ok], q, levels) - np.interp(-x[ok], -q[::-1], -levels[::-1]))
+        out[ok, j] = ndtri(np.clip(u, 1e-7, 1 - 1e-7))
+    return np.clip(out, -clip, clip).astype(np.float32)

@@ -20,7 +20,7 @@ Tokens go through the Informer (masked, mean-pooled, standard head layout); the 
 fold features (each fold view's), a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
 Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart) and, with
 `model.periodic_features`, an MLP of the classical baseline's feature vector (batch key `lc_features`: the
-same 37 features, data/lc_features.py, robustly standardised by the loader), concatenated. With them the
+same 35 features, data/lc_features.py, quantile-normalised by the loader), concatenated. With them the
 network has at least the information the baseline classifies from.
 """
 
