@@ -153,6 +153,16 @@ def test_loader_batches_carry_standardised_features_only_when_asked(feat_store):
     assert got.abs().max() <= 5.0 and got.std() > 0.1
 
 
+def periodic_batch(B: int, L: int = 200, **optional: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A photometry batch for the periodic encoder: B curves of L points over one year, period 0.5 d, plus the
+    optional inputs given."""
+    lc = torch.zeros(B, L, 9)
+    lc[:, :, 0] = torch.linspace(0, 1, L)
+    lc[:, :, 8] = 1.0
+    return {"lc": lc, "lc_mask": torch.ones(B, L), "lc_period": torch.full((B,), 0.5),
+            "lc_period_search": torch.zeros(B, 4), **optional}
+
+
 @pytest.mark.parametrize("embedding", ["linear", "periodic"])
 def test_features_reach_the_periodic_encoder_and_are_required(embedding):
     from astrom3_hpc.core.config import ModelConfig
@@ -162,13 +172,8 @@ def test_features_reach_the_periodic_encoder_and_are_required(embedding):
     cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32,
                       periodic_feature_embedding=embedding, periodic_views=["time", "phase", "fold"])
     model = build_classifier(cfg, "photo", 3).eval()
-    B, L = 4, 200
-    lc = torch.zeros(B, L, 9)
-    lc[:, :, 0] = torch.linspace(0, 1, L)
-    lc[:, :, 8] = 1.0
-    batch = {"lc": lc, "lc_mask": torch.ones(B, L), "lc_period": torch.full((B,), 0.5),
-             "lc_period_search": torch.zeros(B, 4),
-             "lc_features": torch.randn(B, len(lcf.FEATURE_NAMES), requires_grad=True)}
+    B = 4
+    batch = periodic_batch(B, lc_features=torch.randn(B, len(lcf.FEATURE_NAMES), requires_grad=True))
     out = model(batch)
     out.sum().backward()
     assert batch["lc_features"].grad.abs().sum() > 0  # the features feed the logits

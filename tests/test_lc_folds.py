@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_lc_features import feat_store, private_copy  # noqa: F401 - feat_store is a fixture
+from test_lc_features import feat_store, periodic_batch, private_copy  # noqa: F401 - feat_store is a fixture
 
 from astrom3_hpc.core.constants import AUX_COLUMNS
 from astrom3_hpc.data import lc_folds, store_cache
@@ -60,13 +60,8 @@ def test_fold_full_view_reads_lc_fold_and_requires_it():
     torch.manual_seed(0)
     model = build_classifier(cfg, "photo", 3).eval()
     assert "lc_fold" in model.input_keys["photo"]
-    B, L = 4, 200
-    lc = torch.zeros(B, L, 9)
-    lc[:, :, 0] = torch.linspace(0, 1, L)
-    lc[:, :, 8] = 1.0
-    batch = {"lc": lc, "lc_mask": torch.ones(B, L), "lc_period": torch.full((B,), 0.5),
-             "lc_period_search": torch.zeros(B, 4),
-             "lc_fold": torch.randn(B, 4, lc_folds.FULL_FOLD_BINS, requires_grad=True)}
+    B = 4
+    batch = periodic_batch(B, lc_fold=torch.randn(B, 4, lc_folds.FULL_FOLD_BINS, requires_grad=True))
     out = model(batch)
     out.sum().backward()
     assert batch["lc_fold"].grad.abs().sum() > 0

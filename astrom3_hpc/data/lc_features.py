@@ -140,8 +140,8 @@ def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = 5.0) ->
     tr = feats[train_rows].astype(np.float64)
     out = np.zeros(feats.shape, np.float64)
     for j in range(feats.shape[1]):
-        col = np.sort(tr[:, j][np.isfinite(tr[:, j])])
-        if col.size < 2 or col[0] == col[-1]:
+        col = tr[:, j][np.isfinite(tr[:, j])]
+        if col.size < 2 or col.min() == col.max():
             continue
         levels = np.linspace(0.0, 1.0, min(1000, col.size))
         q = np.quantile(col, levels)
