@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -235,6 +236,18 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def child_failure(stderr: str) -> str:
+    """The part of a failed job's stderr that says why: torchrun's own summary ends in a box of '=' whose last
+    line names nothing, so report the ranks' exit codes and the last exception line a rank printed."""
+    lines = [x.strip() for x in stderr.splitlines() if x.strip() and "torch/_dynamo" not in x]
+    codes = sorted({x.split(":", 1)[1].split()[0] for x in lines if x.startswith("exitcode")})
+    errors = [x for x in lines if re.search(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception|Exit)\b", x)
+              and "ChildFailedError" not in x]
+    why = errors[-1] if errors else (lines[-1] if lines else "no output")
+    return f"{why}" + (f" (rank exit codes {', '.join(codes)})" if codes else "") + \
+        (f"; last lines: {' | '.join(lines[-6:])}" if not errors and len(lines) > 1 else "")
+
+
 @item("job")
 def job_stop_resume(sz: Sizes, store: Path, out: Path, world: int, cuda: bool) -> None:
     import torch
@@ -254,10 +267,10 @@ def job_stop_resume(sz: Sizes, store: Path, out: Path, world: int, cuda: bool) -
             report("SKIP", name, "NCCL refuses two ranks on one GPU (Duplicate GPU detected): needs 2 GPUs")
             return
         raise RuntimeError(f"the stopped run has no checkpoint at step {stop} (exit {r1.returncode}): "
-                           f"{r1.stderr.strip().splitlines()[-1] if r1.stderr.strip() else ''}")
+                           f"{child_failure(r1.stderr)}")
     r2 = subprocess.run(_job_cmd(world, sz, store, run, []), env=env, capture_output=True, text=True, timeout=900)
     if r2.returncode != 0:
-        raise RuntimeError(f"resumed run exited {r2.returncode}: {r2.stderr.strip().splitlines()[-1]}")
+        raise RuntimeError(f"resumed run exited {r2.returncode}: {child_failure(r2.stderr)}")
     m = json.loads((run / "metrics.json").read_text())
     epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     ok = (m["steps"] == 2 * sz.job_steps and m["world_size"] == world and len(epochs) == 2
