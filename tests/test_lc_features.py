@@ -163,7 +163,27 @@ def periodic_batch(B: int, L: int = 200, **optional: torch.Tensor) -> dict[str, 
             "lc_period_search": torch.zeros(B, 4), **optional}
 
 
-@pytest.mark.parametrize("embedding", ["linear", "periodic"])
+def test_piecewise_encoding_slices_each_feature_at_its_train_quantiles():
+    """After the quantile transform, the encoding's slice k is full for exactly the train rows above the k-th of
+    BINS equal-count slices: thresholds at the train quantiles of the raw feature, whatever its distribution."""
+    from astrom3_hpc.model.periodic import PiecewiseLinearEncoding
+
+    T = PiecewiseLinearEncoding.BINS
+    rng = np.random.default_rng(0)
+    raw = np.stack([rng.standard_cauchy(4000), rng.lognormal(0, 2, 4000), rng.uniform(-1, 1, 4000)], axis=1)
+    train = np.arange(3000)
+    enc = PiecewiseLinearEncoding()(torch.from_numpy(lcf.standardise(raw, train))).view(len(raw), 3, T).numpy()
+    assert enc.min() >= 0 and enc.max() <= 1
+    full = (enc[train] == 1).mean(axis=0)  # (3, T): share of train rows past each slice
+    np.testing.assert_allclose(full, np.tile(1 - np.arange(1, T + 1) / T, (3, 1)), atol=2 / 3000)
+    # Between two slices' edges exactly one slice is partly filled, and the sum grows with the value.
+    z = torch.linspace(-4.9, 4.9, 101)[:, None]
+    e = PiecewiseLinearEncoding()(z)
+    assert ((e > 0) & (e < 1)).sum(dim=1).max() <= 1
+    assert (e.sum(dim=1).diff() > 0).all()
+
+
+@pytest.mark.parametrize("embedding", ["linear", "periodic", "piecewise"])
 def test_features_reach_the_periodic_encoder_and_are_required(embedding):
     from astrom3_hpc.core.config import ModelConfig
     from astrom3_hpc.model import build_classifier

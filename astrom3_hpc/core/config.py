@@ -79,7 +79,8 @@ class ModelConfig:
     # The periodic encoder also gets the classical baseline's per-object feature vector (data/lc_features.py),
     # quantile-normalised with the seed's train split. None: taken from the preset (on for `periodic`).
     periodic_features: bool | None = None
-    # Their first layer: "linear", or "periodic" (learned sin/cos frequencies per feature, model/periodic.py).
+    # Their first layer: "linear", "periodic" (learned sin/cos frequencies per feature) or "piecewise" (each
+    # feature spread over its train quantile slices), model/periodic.py.
     periodic_feature_embedding: str = "linear"
     # Spectra GalSpecNet
     spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
@@ -96,8 +97,8 @@ class ModelConfig:
         _check(self.lc_encoder in (None, "informer", "periodic"), "model.lc_encoder", "must be informer or periodic")
         _check(set(self.periodic_views) <= {"time", "phase", "fold", "fold_full"}, "model.periodic_views",
                "must be a list drawn from time, phase, fold, fold_full")
-        _check(self.periodic_feature_embedding in ("linear", "periodic"), "model.periodic_feature_embedding",
-               "must be linear or periodic")
+        _check(self.periodic_feature_embedding in ("linear", "periodic", "piecewise"),
+               "model.periodic_feature_embedding", "must be linear, periodic or piecewise")
         _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),
                "model.modalities", "needs at least two distinct modalities")
         _check(self.d_model % self.n_heads == 0, "model.d_model", "must be divisible by model.n_heads")

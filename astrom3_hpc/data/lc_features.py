@@ -131,7 +131,10 @@ def cached_features(store: Store) -> np.ndarray:
                                          "classical light-curve features")
 
 
-def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = 5.0) -> np.ndarray:
+CLIP = 5.0  # standardised features lie in [-CLIP, CLIP] (model/periodic.py bins them up to it)
+
+
+def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = CLIP) -> np.ndarray:
     """Each feature mapped through its train rows' empirical distribution onto a standard normal (rank-Gauss,
     the quantile transform of Gorishniy et al. 2021), clipped to +-clip; non-finite values and features of
     constant train value become 0, the train median. Period ratios, kurtoses and R21 have heavy tails and

@@ -28,17 +28,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
-from ..data.lc_features import FEATURE_NAMES
+from ..data.lc_features import CLIP, FEATURE_NAMES
 from ..data.lc_folds import FOLD_BINS, FULL_FOLD_BINS, fold_at_period_and_double, phase, usable_period
 from ..data.preprocess import DAYS_PER_YEAR  # the span unit lc/stats was written with
 from .informer import InformerEncoder
 
 VIEWS = ("time", "phase", "fold", "fold_full")
-FEATURE_EMBEDDINGS = ("linear", "periodic")
+FEATURE_EMBEDDINGS = ("linear", "periodic", "piecewise")
 TIME_SCALES_DAYS = tuple(0.05 * 10 ** (k * 4 / 7) for k in range(8))  # 0.05 .. 500 days
 _SPAN_CH = 8  # lc channel: time span in years (raw, from lc/stats)
 _OBJECT_CH = slice(3, 9)  # per-object channels: 4 z-scored aux features, log10 MAD, span
@@ -73,6 +74,8 @@ class PeriodicEncoder(nn.Module):
             if feature_embedding == "periodic":
                 first = [PeriodicFeatureEmbedding(n_features), nn.Linear(n_features * PeriodicFeatureEmbedding.D,
                                                                           d_model)]
+            elif feature_embedding == "piecewise":
+                first = [PiecewiseLinearEncoding(), nn.Linear(n_features * PiecewiseLinearEncoding.BINS, d_model)]
             self.features = nn.Sequential(*first, nn.GELU(), nn.Dropout(dropout),
                                           nn.Linear(d_model, d_model), nn.GELU())
             out += d_model
@@ -139,6 +142,28 @@ class PeriodicFeatureEmbedding(nn.Module):
         v = 2 * math.pi * x[:, :, None] * self.freq
         e = torch.cat([v.sin(), v.cos()], dim=-1)
         return torch.relu(torch.einsum("bfk,fkd->bfd", e, self.weight) + self.bias).flatten(1)
+
+
+class PiecewiseLinearEncoding(nn.Module):
+    """Each feature as BINS values: how far it has climbed through each of BINS equal-count slices of its train
+    distribution, 0 below the slice, 1 above, linear inside (the PLE of Gorishniy et al. 2022, with quantile bins).
+    The loader already maps every feature through its train quantiles onto a standard normal
+    (data/lc_features.standardise), so the slices' edges are the standard normal's quantiles: fixed, no fitting.
+    Like a tree's splits, the next layer can weigh each slice of a feature on its own. (B, F) -> (B, F * BINS)."""
+
+    BINS = 8
+
+    def __init__(self):
+        super().__init__()
+        from scipy.special import ndtri  # scipy is a dependency (data/lc_features.py)
+
+        inner = ndtri(np.arange(1, self.BINS) / self.BINS)
+        edges = torch.tensor(np.concatenate([[-CLIP], inner, [CLIP]]), dtype=torch.float32)
+        self.register_buffer("lower", edges[:-1].clone(), persistent=False)
+        self.register_buffer("width", edges.diff(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x[:, :, None] - self.lower.to(x.dtype)) / self.width.to(x.dtype)).clamp(0, 1).flatten(1)
 
 
 def optional_keys(views, features: bool) -> tuple[str, ...]:
