@@ -73,3 +73,28 @@ def test_ensemble_refuses_members_of_different_test_sets(members, tmp_path, caps
     assert "other objects or truth" in err and str(odd) in err and "Traceback" not in err
     assert not (tmp_path / "e" / "metrics.json").exists()
     assert main(["ensemble", str(a), "--out", str(tmp_path / "e1")]) == 2
+
+
+def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "paired_bootstrap", Path(__file__).resolve().parents[1] / "benchmarks" / "paired_bootstrap.py")
+    pb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pb)
+    _, (a, b) = members
+    # A run against itself resampled: every draw gives 0, so the interval is [0, 0] and A >= B always.
+    assert pb.main(["--a", str(a), "--b", str(a), "--resamples", "20"]) == 0
+    assert "[+0.0, +0.0]; A >= B in 100 % of 20 resamples" in capsys.readouterr().out
+    # Against the other member: the observed difference is that of the runs' own test macro-F1.
+    fa, fb = (json.loads((r / "metrics.json").read_text())["test"]["macro_f1"] for r in (a, b))
+    assert pb.main(["--a", str(a), "--b", str(b), "--resamples", "20"]) == 0
+    assert f"{(fa - fb) * 100:+.1f} points" in capsys.readouterr().out
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "predictions.csv").write_text("\n".join((b / "predictions.csv").read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(ValueError, match="other objects or truth"):
+        pb.main(["--a", str(a), "--b", str(odd)])
+    with pytest.raises(SystemExit):
+        pb.main(["--a", str(a), str(b), "--b", str(a)])

@@ -41,13 +41,11 @@ def _read(run: Path) -> tuple[list[dict[str, str]], list[str]]:
     return rows, [c[2:] for c in cols if c.startswith("p_")]
 
 
-def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
-    runs = [Path(r) for r in runs]
-    if len(runs) < 2:
-        raise ValueError("an ensemble needs at least two runs")
+def read_same_test_set(runs: list[Path]) -> tuple[list[str], list[list[dict[str, str]]]]:
+    """The class names and each run's predictions.csv rows, checked to list the same objects, truth and classes
+    in the same order (runs on the same store, split seed and subset)."""
     first, names = _read(runs[0])
-    probs = np.zeros((len(first), len(names)))
-    members = []
+    all_rows = []
     for run in runs:
         rows, cls = _read(run)
         if cls != names:
@@ -55,6 +53,19 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
         if [tuple(r[c] for c in _ID_COLUMNS) for r in rows] != [tuple(r[c] for c in _ID_COLUMNS) for r in first]:
             raise ValueError(f"{run / PREDICTIONS}: other objects or truth than {runs[0] / PREDICTIONS} "
                              "(members must share store, split seed and subset)")
+        all_rows.append(rows)
+    return names, all_rows
+
+
+def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    names, member_rows = read_same_test_set(runs)
+    first = member_rows[0]
+    probs = np.zeros((len(first), len(names)))
+    members = []
+    for run, rows in zip(runs, member_rows):
         probs += np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
         m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
         members.append({"run": str(run.resolve()), "test_macro_f1": m.get("test", {}).get("macro_f1")})
