@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ from test_lc_features import _lc_store
 from test_train import run_job
 
 from astrom3_hpc.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import paired_bootstrap as pb  # noqa: E402
 
 TINY = ("model.preset=periodic", "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.d_ff=32",
         "train.epochs=2", "train.batch_size=8")
@@ -76,13 +81,6 @@ def test_ensemble_refuses_members_of_different_test_sets(members, tmp_path, caps
 
 
 def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "paired_bootstrap", Path(__file__).resolve().parents[1] / "benchmarks" / "paired_bootstrap.py")
-    pb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pb)
     _, (a, b) = members
     # A run against itself resampled: every draw gives 0, so the interval is [0, 0] and A >= B always.
     assert pb.main(["--a", str(a), "--b", str(a), "--resamples", "20"]) == 0

@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.special import ndtri
 from torch import nn
 
 from ..core.constants import LC_CHANNELS, SEQ_LEN
@@ -155,8 +156,6 @@ class PiecewiseLinearEncoding(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from scipy.special import ndtri  # scipy is a dependency (data/lc_features.py)
-
         inner = ndtri(np.arange(1, self.BINS) / self.BINS)
         edges = torch.tensor(np.concatenate([[-CLIP], inner, [CLIP]]), dtype=torch.float32)
         self.register_buffer("lower", edges[:-1].clone(), persistent=False)

@@ -44,10 +44,10 @@ def _read(run: Path) -> tuple[list[dict[str, str]], list[str]]:
 def read_same_test_set(runs: list[Path]) -> tuple[list[str], list[list[dict[str, str]]]]:
     """The class names and each run's predictions.csv rows, checked to list the same objects, truth and classes
     in the same order (runs on the same store, split seed and subset)."""
-    first, names = _read(runs[0])
+    read = [_read(run) for run in runs]
+    first, names = read[0]
     all_rows = []
-    for run in runs:
-        rows, cls = _read(run)
+    for run, (rows, cls) in zip(runs, read):
         if cls != names:
             raise ValueError(f"{run / PREDICTIONS}: classes {cls} differ from {runs[0] / PREDICTIONS}'s {names}")
         if [tuple(r[c] for c in _ID_COLUMNS) for r in rows] != [tuple(r[c] for c in _ID_COLUMNS) for r in first]:
