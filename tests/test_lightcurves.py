@@ -22,7 +22,8 @@ CLASSES = {"M_or_SR": (40.0, 0.8), "HADS_or_DSCT": (0.07, 0.15), "RRab-like": (0
 
 
 def _write_tables(d: Path, n_per_class: int = 14, seed: int = 0, drop_points_of: str | None = None,
-                  bad_time_of: str | None = None, extra_object: tuple[str, str] | None = None) -> dict:
+                  bad_time_of: str | None = None, extra_object: tuple[str, str] | None = None,
+                  id_of=lambda k: f"OGLE-{k:05d}") -> dict:
     """A long points table (gzip CSV, two bands, magnitudes) and an objects table; returns id -> (class, period)."""
     rng = np.random.default_rng(seed)
     truth = {}
@@ -34,7 +35,7 @@ def _write_tables(d: Path, n_per_class: int = 14, seed: int = 0, drop_points_of:
         k = 0
         for cls, (period, amp) in CLASSES.items():
             for _ in range(n_per_class):
-                oid = f"OGLE-{k:05d}"
+                oid = id_of(k)
                 p = period * rng.uniform(0.9, 1.1)
                 truth[oid] = (cls, p)
                 wo.writerow([oid, cls, f"{p:.6f}"])
@@ -108,6 +109,26 @@ def test_ingest_any_class_names_given_splits_and_periods(lc_store):
     assert np.mean(np.abs(ps[:, 0] / true_p - 1) < 0.01) > 0.9
     assert np.all((ps[:, 1] > 0) & (ps[:, 1] <= 1) & (ps[:, 3] <= ps[:, 1]) & (ps[:, 2] != ps[:, 0]))
     np.testing.assert_allclose(10 ** s.root["aux"][:, 1], ps[:, 0], rtol=1e-5)
+
+
+def test_gaia_sized_integer_ids_stay_exact(tmp_path):
+    """Gaia source_ids have 19 digits; through a float64 neighbouring ids would become one object."""
+    from astrom3_hpc.data.sources.lightcurves import _norm_id
+    from astrom3_hpc.data.store import Store
+
+    first = 4251347230184701952  # float64 spacing here is 512: all nine ids below round to one float
+    truth = _write_tables(tmp_path, n_per_class=3, id_of=lambda k: str(first + k))
+    out = tmp_path / "g.zarr"
+    assert main(_ingest_args(tmp_path, out)) == 0
+    s = Store(out)
+    assert s.root["object_id"][:].tolist() == [int(k) for k in truth] == [first + k for k in range(9)]
+    assert not (out / "object_names.json").exists()
+    assert _norm_id(" 004251347230184701954 ") == "4251347230184701954" and _norm_id("123.0") == "123"
+    # Beyond int64 the ids are kept as names, the store's object_id is the row.
+    big = tmp_path / "big"
+    truth = _write_tables(big, n_per_class=3, id_of=lambda k: str(10 ** 20 + k))
+    assert main(_ingest_args(big, big / "b.zarr")) == 0
+    assert json.loads((big / "b.zarr" / "object_names.json").read_text()) == list(truth)
 
 
 def test_period_column_overrides_lomb_scargle(tmp_path):

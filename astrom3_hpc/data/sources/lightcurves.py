@@ -77,13 +77,20 @@ def _col(header: list[str], name: str, path: str, what: str) -> int:
 
 
 def _norm_id(s: str) -> str:
+    """The id's canonical text: "00123", "123.0" and "123" name one object. Integers are parsed as integers,
+    never through a float: a Gaia source_id has 19 digits and a float64 keeps 15-16, so neighbouring ids would
+    merge into one object."""
     s = s.strip()
-    try:  # "00123" and "123.0" in one file and "123" in another are the same object
-        f = float(s)
-        if f.is_integer() and abs(f) < 2 ** 62:
-            return str(int(f))
+    try:
+        return str(int(s))
     except ValueError:
         pass
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    if f.is_integer() and abs(f) < 2 ** 53:  # beyond 2**53 a float no longer names one integer
+        return str(int(f))
     return s
 
 
@@ -182,7 +189,7 @@ class LightCurveTableSource:
         try:
             self.object_ids = np.array([int(k) for k in keys], np.int64)
             self.object_names: list[str] | None = None
-        except ValueError:
+        except (ValueError, OverflowError):  # not integers, or beyond int64
             self.object_ids = np.arange(len(keys), dtype=np.int64)
             self.object_names = raw_ids
 
