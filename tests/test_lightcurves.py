@@ -259,6 +259,25 @@ def test_lomb_scargle_backends_agree():
     assert abs(a.power - b.power) < 1e-3
 
 
+def test_min_period_reaches_short_pulsators(tmp_path, capsys):
+    """A 0.022-day delta Scuti is below the default grid; --min-period 0.02 finds it, and the store says so."""
+    from astrom3_hpc.data import periods
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.uniform(0, 300, 250))
+    y = np.sin(2 * np.pi * t / 0.022) + rng.normal(0, 0.1, len(t))
+    assert abs(periods.search(t, y, None).period / 0.022 - 1) > 0.05
+    assert abs(periods.search(t, y, None, min_period=0.02).period / 0.022 - 1) < 1e-3
+    _write_tables(tmp_path, n_per_class=3)
+    out = tmp_path / "m.zarr"
+    assert main(_ingest_args(tmp_path, out, "--min-period", "0")) == 2
+    assert "--min-period must be a positive number of days" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(_ingest_args(tmp_path, out, "--min-period", "0.02")) == 0
+    assert Store(out).attrs["provenance"]["source"]["min_period_days"] == 0.02
+
+
 @pytest.mark.skipif(not (REALDATA / "ztf_vsx").is_dir() and not IN_CI, reason="shared real data not present")
 def test_real_ztf_slice(tmp_path):
     """40 real ZTF DR3 objects through the generic reader with the VSX types as classes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data import periods
 from ..data.sources.lightcurves import LightCurveTableSource, TableError, TableOptions
 
 
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42); "
                                           "or --splits-from DIR (only the seeds given there are stored; "
                                           "--on-error skip ignores ids that are not in the objects file)")
+    g.add_argument("--min-period", type=float, default=periods.MIN_PERIOD_DAYS, metavar="DAYS",
+                   help=f"shortest Lomb-Scargle period searched (default {periods.MIN_PERIOD_DAYS}); the search "
+                        "time grows as 1/DAYS. Delta Scuti stars reach 0.02 d")
     g.add_argument("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
                    help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
 
@@ -44,4 +48,4 @@ def source_from_args(args: argparse.Namespace) -> LightCurveTableSource:
         band_column=args.band_column, band=args.band, label_column=args.label_column, class_map=args.class_map,
         drop_unlabelled=args.drop_unlabelled, period_column=args.period_column, splits_from=args.splits_from,
         split_column=args.split_column, skip_bad_split_ids=args.on_error == "skip",
-        period_backend=args.period_backend))
+        period_backend=args.period_backend, min_period=args.min_period))

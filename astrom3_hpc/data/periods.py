@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_PERIOD_DAYS = 0.03  # below the shortest HADS/DSCT periods in AstroM3's classes
+# Below most HADS and delta Scuti periods, not all: DSCT reach 0.02 d and less (the synthetic survey's do). Lower
+# it per store with `ingest lightcurves --min-period`: the grid grows as 1/min_period, and so does the search time
+# (docs/lightcurves.md measures 0.0125 d against this default).
+MIN_PERIOD_DAYS = 0.03
 MAX_FREQUENCIES = 2_000_000  # caps the grid for decade-long spans
 OVERSAMPLE = 5
 # What is stored per object (`lc/period_search` in a store) and seen by the classical baseline.
@@ -44,8 +47,8 @@ def frequency_grid(span_days: float, min_period: float = MIN_PERIOD_DAYS) -> tup
     return f0, df, n
 
 
-def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: str = "auto"
-                ) -> tuple[np.ndarray, np.ndarray]:
+def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: str = "auto",
+                min_period: float = MIN_PERIOD_DAYS) -> tuple[np.ndarray, np.ndarray]:
     """(frequencies in 1/day, normalised power) on `frequency_grid`."""
     t = np.asarray(t, np.float64)
     order = np.argsort(t, kind="stable")  # nifty-ls assumes sorted times
@@ -54,7 +57,7 @@ def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: st
     dy = None if dy is None else np.asarray(dy, np.float64)[order]
     if dy is not None and not np.all(dy > 0):
         dy = None  # a zero error would get infinite weight: fall back to unweighted
-    f0, df, n = frequency_grid(float(t.max() - t.min()))
+    f0, df, n = frequency_grid(float(t.max() - t.min()), min_period)
     freq = f0 + df * np.arange(n)
     if backend == "auto":
         backend = "nifty" if _have_nifty() else "astropy"
@@ -74,11 +77,12 @@ def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: st
     return freq, np.nan_to_num(np.asarray(power, np.float64), nan=0.0)
 
 
-def search(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None = None, backend: str = "auto") -> PeriodSearch:
+def search(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None = None, backend: str = "auto",
+           min_period: float = MIN_PERIOD_DAYS) -> PeriodSearch:
     """Best and second-best Lomb-Scargle periods of one light curve (needs >= 5 points)."""
     if len(t) < 5:
         raise ValueError(f"a period search needs at least 5 points, got {len(t)}")
-    freq, power = periodogram(t, y, dy, backend)
+    freq, power = periodogram(t, y, dy, backend, min_period)
     k = int(np.argmax(power))
     span = max(float(np.ptp(t)), 1.0)
     # Second peak: the highest local maximum at least one peak width (1/span) away from the best one, so it

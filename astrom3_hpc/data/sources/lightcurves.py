@@ -58,6 +58,7 @@ class TableOptions:
     split_column: str | None = None  # train / val / test per object (stored as split seed 42)
     skip_bad_split_ids: bool = False  # --on-error skip: ids in split files not in the store are listed, not fatal
     period_backend: str = "auto"
+    min_period: float = periods.MIN_PERIOD_DAYS  # shortest Lomb-Scargle period searched, days
 
 
 def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
@@ -118,6 +119,8 @@ class LightCurveTableSource:
             raise TableError("give exactly one of --mag-column and --flux-column")
         if opt.splits_from and opt.split_column:
             raise TableError("give at most one of --splits-from and --split-column")
+        if not (opt.min_period > 0 and math.isfinite(opt.min_period)):
+            raise TableError(f"--min-period must be a positive number of days, got {opt.min_period}")
         self.opt = opt
         self._read_objects()
         self._points: dict[str, Any] | None = None
@@ -306,7 +309,8 @@ class LightCurveTableSource:
                 "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
                 "modalities": ["photo"],
                 "flux": ("mJy from magnitudes, AB-like zero point 3631 Jy" if o.mag_column else "as given"),
-                "period": f"column {o.period_column!r}, else Lomb-Scargle" if o.period_column else "Lomb-Scargle"}
+                "period": f"column {o.period_column!r}, else Lomb-Scargle" if o.period_column else "Lomb-Scargle",
+                "min_period_days": o.min_period}
 
     def get(self, index: int) -> RawObject:
         if self._points is None:
@@ -321,7 +325,7 @@ class LightCurveTableSource:
         if len(lc) < 5:
             band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
             raise BadInputError(key, self.opt.points, f"{len(lc)} usable rows{band} (at least 5 needed)")
-        ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend)
+        ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend, self.opt.min_period)
         aux = np.full(len(AUX_COLUMNS), np.nan)
         period = self.periods[index]
         aux[AUX_COLUMNS.index("period")] = period if np.isfinite(period) else ls.period
