@@ -341,6 +341,21 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     folded = fold_bins(phase(days, torch.full((B,), 0.5)), lc[:, :, 1], mask)
     assert folded.shape == (B, 2, 32)
     assert torch.all(folded[:, 0, 0] > 0.9) and torch.all(folded[:, 0, 16] < -0.9)
+    # periodic_fold_period: the fold nets also read log10 of the period the curve was folded at, so one fold
+    # shape at two periods is two inputs (a delta Scuti and a contact binary at half its orbit).
+    cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32, periodic_fold_period=True,
+                      periodic_views=["time", "phase", "fold", "fold_full"])
+    cfg.validate()
+    fp = build_classifier(cfg, "photo", 4).encoders["photo"]
+    fp.eval()
+    assert fp.fold[0].in_channels == fp.fold_full[0].in_channels == 5
+    fold = fold_at_period_and_double(days, lc[:, :, 1], mask, torch.full((B,), 0.5))[:1].expand(B, -1, -1)
+    with_p = fp._with_period(fold, torch.tensor([0.04, 0.2, 0.2]))
+    assert torch.equal(with_p[:, :4], fold) and torch.allclose(with_p[:, 4, 0], torch.log10(torch.tensor([0.04, 0.2, 0.2])))
+    out = fp.fold_full(with_p)
+    assert not torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])
+    with pytest.raises(ValueError, match="model.periodic_fold_period"):
+        ModelConfig(preset="periodic", periodic_fold_period="yes").validate()
 
 
 def test_embed_a_photometry_only_store(lc_store, tiny_store, tmp_path):

@@ -82,6 +82,9 @@ class ModelConfig:
     # Their first layer: "linear", "periodic" (learned sin/cos frequencies per feature) or "piecewise" (each
     # feature spread over its train quantile slices), model/periodic.py.
     periodic_feature_embedding: str = "linear"
+    # The fold views' convolutions also get log10 of the period they were folded at, as a constant fifth channel:
+    # a sinusoid folded at 0.04 d (delta Scuti) and at 0.2 d (a contact binary at half its orbit) look alike.
+    periodic_fold_period: bool = False
     # Spectra GalSpecNet
     spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
     spec_dropout: float = 0.339
@@ -97,6 +100,7 @@ class ModelConfig:
         _check(self.lc_encoder in (None, "informer", "periodic"), "model.lc_encoder", "must be informer or periodic")
         _check(set(self.periodic_views) <= {"time", "phase", "fold", "fold_full"}, "model.periodic_views",
                "must be a list drawn from time, phase, fold, fold_full")
+        _check(isinstance(self.periodic_fold_period, bool), "model.periodic_fold_period", "must be true or false")
         _check(self.periodic_feature_embedding in ("linear", "periodic", "piecewise"),
                "model.periodic_feature_embedding", "must be linear, periodic or piecewise")
         _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),

@@ -53,7 +53,7 @@ class PeriodicEncoder(nn.Module):
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True,
-                 n_features: int = 0, feature_embedding: str = "linear"):
+                 n_features: int = 0, feature_embedding: str = "linear", fold_period: bool = False):
         super().__init__()
         bad = set(views) - set(VIEWS)
         if bad:
@@ -80,11 +80,12 @@ class PeriodicEncoder(nn.Module):
             self.features = nn.Sequential(*first, nn.GELU(), nn.Dropout(dropout),
                                           nn.Linear(d_model, d_model), nn.GELU())
             out += d_model
+        self.fold_period = fold_period
         if "fold" in views:
-            self.fold = _fold_net(d_model, dropout, FOLD_BINS)
+            self.fold = _fold_net(d_model, dropout, FOLD_BINS, 4 + fold_period)
             out += d_model
         if "fold_full" in views:
-            self.fold_full = _fold_net(d_model, dropout, FULL_FOLD_BINS)
+            self.fold_full = _fold_net(d_model, dropout, FULL_FOLD_BINS, 4 + fold_period)
             out += d_model
         self.out_features = out
         self.optional_keys = optional_keys(self.views, bool(n_features))
@@ -119,10 +120,19 @@ class PeriodicEncoder(nn.Module):
                                  f"(batch key lc_features), got shape {tuple(lc_features.shape)}")
             feats.append(self.features(lc_features.to(dtype)))
         if "fold" in self.views:
-            feats.append(self.fold(fold_at_period_and_double(t_days, lc[:, :, 1], w, period)))
+            feats.append(self.fold(self._with_period(fold_at_period_and_double(t_days, lc[:, :, 1], w, period),
+                                                     period)))
         if "fold_full" in self.views:
-            feats.append(self.fold_full(lc_fold.to(dtype)))  # finite: the loader zero-fills objects without one
+            # finite: the loader zero-fills objects without one; folded at the same (store) period as lc_period
+            feats.append(self.fold_full(self._with_period(lc_fold.to(dtype), period)))
         return torch.cat(feats, dim=-1)
+
+    def _with_period(self, folds: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+        """(B, 4, bins) -> (B, 5, bins) with log10(period / day) on every bin, when fold_period is on."""
+        if not self.fold_period:
+            return folds
+        lp = torch.log10(period).to(folds.dtype)[:, None, None].expand(-1, 1, folds.shape[-1])
+        return torch.cat([folds, lp], dim=1)
 
 
 class PeriodicFeatureEmbedding(nn.Module):
@@ -170,11 +180,11 @@ def optional_keys(views, features: bool) -> tuple[str, ...]:
     return (("lc_features",) if features else ()) + (("lc_fold",) if "fold_full" in views else ())
 
 
-def _fold_net(d_model: int, dropout: float, bins: int) -> nn.Sequential:
-    """Two circular convolutions over (B, 4, bins) folds (phase has no edges), then a projection."""
+def _fold_net(d_model: int, dropout: float, bins: int, channels: int = 4) -> nn.Sequential:
+    """Two circular convolutions over (B, channels, bins) folds (phase has no edges), then a projection."""
     c = 32
     return nn.Sequential(
-        nn.Conv1d(4, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
+        nn.Conv1d(channels, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
         nn.Conv1d(c, c, 5, padding=2, padding_mode="circular"), nn.GELU(),
         nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * bins, d_model), nn.GELU())
 
@@ -184,4 +194,5 @@ def build_periodic(cfg) -> PeriodicEncoder:
                            n_heads=cfg.n_heads, d_ff=cfg.d_ff, factor=cfg.prob_factor, dropout=cfg.lc_dropout,
                            deterministic_eval=bool(cfg.deterministic_eval),
                            n_features=len(FEATURE_NAMES) if cfg.periodic_features else 0,
-                           feature_embedding=cfg.periodic_feature_embedding)
+                           feature_embedding=cfg.periodic_feature_embedding,
+                           fold_period=bool(cfg.periodic_fold_period))
