@@ -219,10 +219,10 @@ def _job_cmd(world: int, sz: Sizes, store: Path, run: Path, extra: list[str]) ->
     job = str(ROOT / "jobs" / "pretrain.py")
     if world == 1:
         return [sys.executable, job, *args]
-    from astrom3_hpc.distributed.env import find_free_port
-
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port",
-            str(find_free_port()), job, *args]
+    # --standalone: torchrun's own store binds port 0 and tells the workers which port it got. A port picked
+    # free here and bound there later can be taken in between (by another test's or the last job's sockets).
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world), job,
+            *args]
 
 
 _LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
