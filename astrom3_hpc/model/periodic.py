@@ -81,11 +81,12 @@ class PeriodicEncoder(nn.Module):
                                           nn.Linear(d_model, d_model), nn.GELU())
             out += d_model
         self.fold_period = fold_period
+        fold_channels = 5 if fold_period else 4
         if "fold" in views:
-            self.fold = _fold_net(d_model, dropout, FOLD_BINS, 4 + fold_period)
+            self.fold = _fold_net(d_model, dropout, FOLD_BINS, fold_channels)
             out += d_model
         if "fold_full" in views:
-            self.fold_full = _fold_net(d_model, dropout, FULL_FOLD_BINS, 4 + fold_period)
+            self.fold_full = _fold_net(d_model, dropout, FULL_FOLD_BINS, fold_channels)
             out += d_model
         self.out_features = out
         self.optional_keys = optional_keys(self.views, bool(n_features))
@@ -195,4 +196,4 @@ def build_periodic(cfg) -> PeriodicEncoder:
                            deterministic_eval=bool(cfg.deterministic_eval),
                            n_features=len(FEATURE_NAMES) if cfg.periodic_features else 0,
                            feature_embedding=cfg.periodic_feature_embedding,
-                           fold_period=bool(cfg.periodic_fold_period))
+                           fold_period=cfg.periodic_fold_period)

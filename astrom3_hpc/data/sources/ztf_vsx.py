@@ -29,8 +29,9 @@ def read_ztf_vsx_long(path: str | os.PathLike) -> LongLightCurves:
     if header[:5] != want:
         raise ValueError(f"{p}: expected columns {want}, got {header}")
     a = _read_numeric_csv(p, 5)
-    if a.size and np.abs(a[:, 0]).max() >= 2 ** 53:  # parsed as float64: larger ids are no longer exact
-        raise ValueError(f"{p}: vsx_oid values reach {np.abs(a[:, 0]).max():.0f}, beyond what this reader keeps "
+    top = np.abs(a[:, 0]).max() if a.size else 0.0
+    if top >= 2 ** 53:  # parsed as float64: larger ids are no longer exact
+        raise ValueError(f"{p}: vsx_oid values reach {top:.0f}, beyond what this reader keeps "
                          f"exactly (2**53); read the table with `astrom3 ingest lightcurves` instead")
     codes = np.full(a.shape[0], -1, dtype=np.int16)
     names = tuple(ZTF_FILTERS[k] for k in sorted(ZTF_FILTERS))
