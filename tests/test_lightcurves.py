@@ -178,9 +178,17 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     assert "rank 0 INFO astrom3: baseline full seed 42: test accuracy" in bl_log and "finished:" not in bl_log
     # Three well-separated periods: the classical baseline should not miss.
     assert json.loads((bl / "metrics.json").read_text())["test"]["macro_f1"] > 0.9
+    # The network averaged with the baseline (docs/lightcurves.md, "Which model to run").
+    both = runs / "periodic+baseline-s42"
+    assert main(["ensemble", str(ft), str(bl), "--out", str(both)]) == 0
+    probs = {}
+    for run in (ft, bl, both):
+        with open(run / "predictions.csv") as f:
+            probs[run] = np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in csv.DictReader(f)])
+    np.testing.assert_allclose(probs[both], (probs[ft] + probs[bl]) / 2, atol=1e-5)
     assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0
     md = (tmp_path / "res" / "results.md").read_text()
-    assert "| photo | full | baseline | 1 |" in md and "HADS_or_DSCT" in md
+    assert "| photo | full | baseline | 1 |" in md and "| photo | full | ensemble | 1 |" in md and "HADS_or_DSCT" in md
 
 
 def _no_leftovers(d: Path, out: Path) -> None:

@@ -37,7 +37,9 @@ EMBEDDING_VIEWS = ("photo", "spectra", "meta", "average")
 EMBEDDING_NAMES = {"photo": "photometry", "spectra": "spectra", "meta": "metadata", "average": "averaged"}
 
 ALPHA = 0.05
-ALL_INITS = (*INITS, "baseline")  # "baseline": `astrom3 baseline`, the classical light-curve classifier
+# "baseline": `astrom3 baseline`, the classical light-curve classifier; "ensemble": `astrom3 ensemble`'s average of
+# runs (weight seeds, or a network and the baseline)
+ALL_INITS = (*INITS, "baseline", "ensemble")
 
 
 def paper_value(mode: str, subset: str, init: str, test_set: str) -> tuple[float, float] | None:

@@ -158,7 +158,8 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
         return []
     out = [f"## Macro-F1 and per-class recall on the {TEST_SET_TITLES[ts]}", "",
            "Mean over seeds (%); init `baseline` is `astrom3 baseline` (Lomb-Scargle + Fourier + statistics, "
-           "gradient boosting) on the same splits.", "",
+           "gradient boosting) on the same splits; init `ensemble` is `astrom3 ensemble` (averaged class "
+           "probabilities of its member runs).", "",
            "| mode | subset | init | n | accuracy | macro-F1 | " + " | ".join(classes) + " |",
            "|---|---|---|---|---|---|" + "---|" * len(classes)]
     for g in groups:

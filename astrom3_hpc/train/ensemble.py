@@ -1,9 +1,11 @@
-"""`astrom3 ensemble RUN... --out DIR`: average the class probabilities of fine-tune runs that differ only in
-their weights' seed (`train.model_seed`), on the same store, split and test set.
+"""`astrom3 ensemble RUN... --out DIR`: average the class probabilities of runs on the same store, split and test
+set: fine-tune runs that differ in their weights' seed (`train.model_seed`), or a fine-tune run and an
+`astrom3 baseline` run.
 
 On a few hundred objects the test macro-F1 of one network moves by several points with its initial weights
 (docs/lightcurves.md); the mean of a few members' probabilities is the usual remedy, and it costs training
-time, not new information. The members' predictions.csv must list the same objects with the same truth and
+time, not new information. A network and gradient boosting err on different objects: their average was the
+best light-curve classifier on validation on all four datasets of docs/lightcurves.md. The members' predictions.csv must list the same objects with the same truth and
 classes; the result is what a fine-tune run writes (metrics.json with init "ensemble", predictions.csv,
 confusion_test.png), so `astrom3 collect` lists it.
 """
@@ -92,10 +94,12 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ensemble", help="average the class probabilities of fine-tune runs (seed ensemble)",
-                       description="Members: fine-tune runs on the same store, split seed and subset that differ "
-                                   "in train.model_seed. Writes metrics.json, predictions.csv, confusion_test.png.")
-    p.add_argument("runs", nargs="+", help="fine-tune run directories")
+    p = sub.add_parser("ensemble", help="average the class probabilities of fine-tune and baseline runs",
+                       description="Members: runs on the same store, split seed and subset: fine-tune runs that "
+                                   "differ in train.model_seed (a seed ensemble), or a fine-tune run and an "
+                                   "`astrom3 baseline` run. Writes metrics.json, predictions.csv, "
+                                   "confusion_test.png.")
+    p.add_argument("runs", nargs="+", help="fine-tune or baseline run directories (each with predictions.csv)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.set_defaults(func=cmd_ensemble)
 
