@@ -249,10 +249,22 @@ def test_pretrain_embedding_table(sweep):
         assert row["paper_knn1"] == PAPER_KNN1[view]
 
 
+def test_per_class_bars_keep_a_large_sweep_readable(sweep):
+    from astrom3_hpc.results.plots import MAX_BAR_GROUPS, bar_groups
+
+    groups = sweep["res"]["groups"]
+    assert bar_groups(groups) == (groups, "")  # this sweep: 8 groups, all shown
+    many = [dict(g, init=f"{g['init']}{k}") for k in range(3) for g in groups]  # 24 groups, 12 of them full
+    kept, note = bar_groups(many)
+    full = [g for g in many if g["subset"] == "full"]
+    assert kept == full[:MAX_BAR_GROUPS] and note == f" ({len(kept)} of 24 groups: the full subset's)"
+
+
 def test_outputs_written(sweep):
     out = sweep["out"]
-    png = out / "accuracy_vs_fraction.png"
-    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("accuracy_vs_fraction.png", "per_class_recall.png"):
+        png = out / name
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 16  # 8 groups x 2 test sets
     assert set(rows[0]) == {"mode", "subset", "init", "test_set", "n_seeds", "mean", "std_pop", "std_sample",

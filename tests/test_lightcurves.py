@@ -188,6 +188,7 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     np.testing.assert_allclose(probs[both], (probs[ft] + probs[bl]) / 2, atol=1e-5)
     assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0
     md = (tmp_path / "res" / "results.md").read_text()
+    assert (tmp_path / "res" / "per_class_recall.png").stat().st_size > 1000
     assert "| photo | full | baseline | 1 |" in md and "| photo | full | ensemble | 1 |" in md and "HADS_or_DSCT" in md
 
 

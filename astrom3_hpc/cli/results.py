@@ -12,8 +12,9 @@ from ..results.collect import collect
 
 DESCRIPTION = ("Read every fine-tuning run of a sweep (manifest or plain directory of run dirs), aggregate test "
                "accuracy over seeds per (mode, subset, init) with a paired t-test CLIP vs scratch, and write "
-               "results.md/.csv/.json and accuracy_vs_fraction.png next to the paper's numbers. Failed and missing "
-               "tasks are listed with their log files; the exit code is 0 all the same.")
+               "results.md/.csv/.json, accuracy_vs_fraction.png next to the paper's numbers and "
+               "per_class_recall.png (every group's per-class recall and macro-F1, the baseline's included). "
+               "Failed and missing tasks are listed with their log files; the exit code is 0 all the same.")
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,8 @@ def cmd_collect(args) -> int:
         print(f"astrom3 collect: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if getattr(args, "out", None) else Path(args.sweep_dir) / "results"
-    print(f"wrote {out}/results.md, results.csv, results.json, accuracy_vs_fraction.png", file=sys.stderr)
+    print(f"wrote {out}/results.md, results.csv, results.json, accuracy_vs_fraction.png, per_class_recall.png",
+          file=sys.stderr)
     print(res["summary"]["line"], file=sys.stderr)
     return 0
 

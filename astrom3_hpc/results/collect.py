@@ -6,7 +6,7 @@ Reads
     <sweep>/pretrain/s<seed>/metrics.json          `embedding_eval` of the pretraining run (or embedding_eval.json)
     <sweep>/logs/, <sweep>/jobs.json               scheduler output, for failed and missing tasks
 Writes (atomically, into --out, default <sweep>/results)
-    results.md  results.csv  results.json  accuracy_vs_fraction.png
+    results.md  results.csv  results.json  accuracy_vs_fraction.png  per_class_recall.png
 
 A task counts only if its metrics.json parses, has the expected keys and describes that task; a run directory
 without one is "failed" (incomplete), a task without a run directory is "missing". Both are listed with their log
@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from ..core.atomic import write_json, write_text
 from .logs import _last_line, parse_log_name, read_job_ids  # noqa: F401 - _last_line: tests import it from here
 from .paper import PAPER_KNN1, PAPER_RESULTS
-from .plots import plot_accuracy_vs_fraction
+from .plots import plot_accuracy_vs_fraction, plot_per_class
 from .read import BadMetrics, RunRecord, cell_table, gather, read_metrics
 from .render import (nan_to_none, record_json, render_cell_csv, render_csv, render_markdown, stringify_keys,
                      summary_line)
@@ -74,6 +74,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     write_json(out / "results.json", nan_to_none(stringify_keys(res)))
     if plot:
         plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)
+        plot_per_class(res, out / "per_class_recall.png")
     if stream is not None:
         stream.write(md)
         stream.flush()

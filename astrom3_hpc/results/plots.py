@@ -1,4 +1,5 @@
-"""The accuracy-vs-label-fraction figure (matplotlib, Agg), the paper's points beside the sweep's."""
+"""Figures of `astrom3 collect` (matplotlib, Agg): accuracy against label fraction, the paper's points beside the
+sweep's; per-class recall and macro-F1 of every group (networks, baseline, ensembles) side by side."""
 
 from __future__ import annotations
 
@@ -64,3 +65,55 @@ def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+MAX_BAR_GROUPS = 8
+
+
+def bar_groups(groups: list[dict[str, Any]], ts: str = "test") -> tuple[list[dict[str, Any]], str]:
+    """The groups per_class_recall.png shows, and a title note when some are left out: a whole paper sweep's 32
+    groups would be unreadable bars, so past MAX_BAR_GROUPS only the full subset's (the comparable ones) stay."""
+    groups = [g for g in groups if g[ts]["per_class_recall"]]
+    if len(groups) <= MAX_BAR_GROUPS:
+        return groups, ""
+    full = [g for g in groups if g["subset"] == "full"] or groups
+    kept = full[:MAX_BAR_GROUPS]
+    return kept, f" ({len(kept)} of {len(groups)} groups: " + ("the full subset's)" if kept[0]["subset"] == "full"
+                                                                  else "the first)")
+
+
+def plot_per_class(res: dict[str, Any], path: str | Path, ts: str = "test") -> bool:
+    """Grouped bars: one group of bars per class (and macro-F1), one bar per (mode, subset, init) group, mean over
+    seeds. Where the accuracy table hides which classes a model gives up, this shows it. False (nothing written)
+    when no group has per-class recalls."""
+    groups, note = bar_groups(res["groups"], ts)
+    if not groups:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = sorted({c for g in groups for c in g[ts]["per_class_recall"]})
+    cols = classes + ["macro-F1"]
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(3.0 + max(4.0, 0.8 * len(cols) * max(1.0, len(groups) / 3)), 4.0))
+    for k, g in enumerate(groups):
+        rec = g[ts]["per_class_recall"]
+        y = [rec.get(c, np.nan) for c in classes] + [g[ts]["macro_f1_mean"]]
+        x = np.arange(len(cols)) - 0.4 + width * (k + 0.5)
+        ax.bar(x, np.nan_to_num(np.array(y, dtype=float)), width,
+               label=f"{g['mode']} {g['subset']} {g['init']} (n={g['n_seeds']})")
+    ax.axvline(len(classes) - 0.5, color="grey", lw=0.8)
+    ax.set_xticks(np.arange(len(cols)), cols, rotation=30 if len(cols) > 8 else 0, ha="right" if len(cols) > 8
+                  else "center")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("% (mean over seeds)")
+    ax.set_title("per-class recall on the " + ("sub-X test set" if ts == "test" else "full test set") + note)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
