@@ -42,8 +42,8 @@ def cmd_collect(args) -> int:
         print(f"astrom3 collect: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if getattr(args, "out", None) else Path(args.sweep_dir) / "results"
-    print(f"wrote {out}/results.md, results.csv, results.json, accuracy_vs_fraction.png, per_class_recall.png",
-          file=sys.stderr)
+    figures = [f for f in ("accuracy_vs_fraction.png", "per_class_recall.png") if (out / f).exists()]
+    print(f"wrote {out}/results.md, results.csv, results.json" + "".join(f", {f}" for f in figures), file=sys.stderr)
     print(res["summary"]["line"], file=sys.stderr)
     return 0
 
