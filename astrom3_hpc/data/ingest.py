@@ -1,10 +1,13 @@
 """Build a store from any RawSource: one path for synthetic and real data, serial or under `mpiexec`.
 
-Phase 1: every rank preprocesses a contiguous range of whole blocks (see Layout.block) and writes the
-per-object arrays there directly; its light-curve points go to a private part array (their global offsets
-are unknown until every rank has counted). Phase 2: each rank copies the light-curve chunks it owns from the
-parts into the final flat array. Rank 0 then writes offsets, splits and z-score statistics, marks the store
-complete and renames it into place. Until that rename the store exists only under a `.tmp-` name.
+Phase 1: every rank preprocesses a contiguous range of whole blocks (see Layout.block: one spectra chunk or
+shard), writes its spectra directly and keeps its rows of the small per-object tables; its light-curve points go
+to a private part array (their global offsets are unknown until every rank has counted). Rank 0 gathers the
+table rows and writes each table whole (a few hundred bytes per object; owning whole 8192-object table chunks
+instead would leave all but one rank idle on a store of a few thousand objects). Phase 2: each rank copies the
+light-curve chunks it owns from the parts into the final flat array. Rank 0 then writes offsets, splits and
+z-score statistics, marks the store complete and renames it into place. Until that rename the store exists only
+under a `.tmp-` name.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class _Comm:
     def allgather(self, obj) -> list:
         return self.mpi.allgather(obj) if self.mpi else [obj]
 
+    def gather(self, obj) -> list | None:
+        """Every rank's obj on rank 0 (None elsewhere)."""
+        return self.mpi.gather(obj, root=0) if self.mpi else [obj]
+
     def barrier(self) -> None:
         if self.mpi:
             self.mpi.Barrier()
@@ -135,15 +142,17 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
     if comm.rank == 0:
         pending.append(tmp)  # the creator removes it
 
-    status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0}
     lo, hi = _rank_range(layout.n_objects, layout.block, comm.rank, comm.size)
+    status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0, "objects": hi - lo}
+    table = _TableRows()
     try:
         with zarr.config.set({"array.write_empty_chunks": True}):
-            _phase1(source, tmp, layout, opt, comm, lo, hi, status)
+            _phase1(source, tmp, layout, opt, comm, lo, hi, status, table)
     except Exception as e:  # noqa: BLE001
         status["error"] = f"{type(e).__name__}: {e}" if isinstance(e, BadInputError) else traceback.format_exc()
     statuses = comm.allgather(status)
     errors = [s["error"] for s in statuses if s["error"]]
+    tables = comm.gather(None if errors else table.arrays())
     if errors:
         comm.barrier()
         if comm.rank == 0:
@@ -154,19 +163,27 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
 
     part_sizes = [s["lc_points"] for s in statuses]
     with zarr.config.set({"array.write_empty_chunks": True}):
+        failed = None
         if comm.rank == 0:
-            root = zarr.open_group(str(tmp), mode="r+")
-            root.create_array("lc/values", shape=(sum(part_sizes), 3), chunks=(layout.lc_chunk, 3),
-                              dtype="float32", compressors=compressor(layout.compression), fill_value=0)
-        comm.barrier()
+            try:
+                root = zarr.open_group(str(tmp), mode="r+")
+                _write_tables(root, tables)
+                root.create_array("lc/values", shape=(sum(part_sizes), 3), chunks=(layout.lc_chunk, 3),
+                                  dtype="float32", compressors=compressor(layout.compression), fill_value=0)
+            except Exception as e:  # noqa: BLE001 - forwarded to every rank, which would otherwise wait forever
+                shutil.rmtree(tmp, ignore_errors=True)
+                failed = e
+        failed = comm.bcast(failed)
+        if failed is not None:
+            raise IngestError(f"ingestion into {out} failed, nothing was written: {failed}") from None
         _phase2_lc(tmp, layout, part_sizes, comm)
         comm.barrier()
         skipped = sorted((s for st in statuses for s in st["skipped"]), key=lambda s: s["index"])
         summary = None
         if comm.rank == 0:
             try:
-                summary = _finish(tmp, out, layout, skipped, opt, published, time.perf_counter() - t0, comm.size,
-                                  source)
+                summary = _finish(tmp, out, layout, skipped, opt, published, time.perf_counter() - t0,
+                                  [st["objects"] for st in statuses], source)
             except Exception as e:  # noqa: BLE001 - forwarded to every rank; nothing half-written stays behind
                 shutil.rmtree(tmp, ignore_errors=True)
                 summary = e
@@ -207,38 +224,53 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
     return str(tmp)
 
 
-class _TableBuffer:
-    """Rows of the small per-object arrays for one table chunk, written when the chunk is whole."""
+class _TableRows:
+    """One rank's rows of the small per-object arrays, in object order. Rows are packed into arrays every
+    PACK rows: as Python lists of small arrays a 690,000-object catalogue's rows would take about 1 GB."""
 
     names = ("object_id", "label", "valid", "present", "lc/length", "lc/stats", "aux", "meta", "meta_present",
              PERIOD_SEARCH)
+    PACK = 8192
 
-    def __init__(self, root: zarr.Group, start: int):
-        self.root = root
-        self.start = start
+    def __init__(self):
         self.rows: dict[str, list] = {k: [] for k in self.names}
+        self.packed: list[dict[str, np.ndarray]] = []
 
     def add(self, **row) -> None:
         for k in self.names:
             self.rows[k].append(row[k])
+        if len(self.rows["label"]) >= self.PACK:
+            self._pack()
 
-    def flush(self) -> None:
-        n = len(self.rows["label"])
-        if n:
-            for k in self.names:
-                self.root[k][self.start:self.start + n] = np.asarray(self.rows[k])
-        self.start += n
-        self.rows = {k: [] for k in self.names}
+    def _pack(self) -> None:
+        if self.rows["label"]:
+            self.packed.append({k: np.asarray(v) for k, v in self.rows.items()})
+            self.rows = {k: [] for k in self.names}
+
+    def arrays(self) -> dict[str, np.ndarray] | None:
+        self._pack()
+        if not self.packed:
+            return None
+        return {k: np.concatenate([p[k] for p in self.packed]) for k in self.names}
+
+
+def _write_tables(root: zarr.Group, per_rank: list[dict[str, np.ndarray] | None]) -> None:
+    """Each small table whole, from the ranks' rows (contiguous object ranges, in rank order)."""
+    parts = [t for t in per_rank if t is not None]
+    for k in _TableRows.names:
+        data = np.concatenate([t[k] for t in parts])
+        if len(data) != root[k].shape[0]:
+            raise RuntimeError(f"ingestion: {len(data)} rows of {k} for {root[k].shape[0]} objects")
+        root[k][:] = data
 
 
 def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, comm: _Comm,
-            lo: int, hi: int, status: dict) -> None:
+            lo: int, hi: int, status: dict, table: _TableRows) -> None:
     root = zarr.open_group(str(tmp), mode="r+")
     part = root.create_array(f"parts/lc{comm.rank}", shape=(0, 3), chunks=(layout.lc_chunk, 3), dtype="float32",
                              compressors=compressor(layout.compression), fill_value=0) if hi > lo else None
     lc_buf: list[np.ndarray] = []
     lc_buffered = 0
-    table = _TableBuffer(root, lo)
     spec_arr = root["spec"]
     n_mod = len(MODALITIES)
 
@@ -285,8 +317,6 @@ def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, co
                              obj.extra.get("period_search", _NO_SEARCH)}, aux=pre.aux, meta=pre.meta,
                           meta_present=np.isfinite(pre.meta))
             spec_arr[c0:c1] = spec_block
-            if len(table.rows["label"]) >= layout.table_chunk or c1 == hi:
-                table.flush()
             if lc_buffered >= layout.lc_chunk:
                 flush_lc(final=False)
             bar.update(c1 - c0, skipped=len(status["skipped"]))
@@ -320,7 +350,7 @@ def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) ->
 
 
 def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions,
-            published: PublishedSplits | None, elapsed: float, n_ranks: int,
+            published: PublishedSplits | None, elapsed: float, rank_objects: list[int],
             source: RawSource | None = None) -> dict[str, Any]:
     root = zarr.open_group(str(tmp), mode="r+")
     lengths = root["lc/length"][:].astype(np.int64)
@@ -369,7 +399,8 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     summary = {
         "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),
         "n_skipped": len(skipped), "lc_points": int(offsets[-1]), "seconds": round(elapsed, 2),
-        "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": n_ranks,
+        "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": len(rank_objects),
+        "objects_per_rank": rank_objects,
         "class_counts": dict(zip(root.attrs["class_names"], counts.tolist())),
     }
     # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.

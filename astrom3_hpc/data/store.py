@@ -50,9 +50,10 @@ class Layout:
 
     @property
     def block(self) -> int:
-        """Objects per write unit: ranks owning whole blocks never share a chunk or a shard file."""
-        spec_unit = self.chunk_objects * max(self.shard_chunks, 1)
-        return int(np.lcm(spec_unit, self.table_chunk))
+        """Objects per write unit of the bulk arrays: ingest ranks owning whole blocks never share a spectra chunk
+        or shard file. The small tables are written whole by one rank (data/ingest.py), so their 8192-object
+        chunks do not coarsen the ranks' shares: a 6,000-object survey still spreads over every rank."""
+        return self.chunk_objects * max(self.shard_chunks, 1)
 
     def validate(self) -> None:
         for name in ("chunk_objects", "table_chunk", "lc_chunk"):
