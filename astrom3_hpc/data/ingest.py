@@ -257,6 +257,8 @@ class _TableRows:
 def _write_tables(root: zarr.Group, per_rank: list[dict[str, np.ndarray] | None]) -> None:
     """Each small table whole, from the ranks' rows (contiguous object ranges, in rank order)."""
     parts = [t for t in per_rank if t is not None]
+    if not parts:  # no objects at all: the arrays stay empty
+        return
     for k in _TableRows.names:
         data = np.concatenate([t[k] for t in parts])
         if len(data) != root[k].shape[0]:
