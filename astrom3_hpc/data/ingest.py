@@ -152,7 +152,7 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         status["error"] = f"{type(e).__name__}: {e}" if isinstance(e, BadInputError) else traceback.format_exc()
     statuses = comm.allgather(status)
     errors = [s["error"] for s in statuses if s["error"]]
-    tables = comm.gather(None if errors else table.arrays())
+    tables = comm.gather([] if errors else table.arrays())
     if errors:
         comm.barrier()
         if comm.rank == 0:
@@ -247,16 +247,15 @@ class _TableRows:
             self.packed.append({k: np.asarray(v) for k, v in self.rows.items()})
             self.rows = {k: [] for k in self.names}
 
-    def arrays(self) -> dict[str, np.ndarray] | None:
+    def arrays(self) -> list[dict[str, np.ndarray]]:
+        """The rows as packs of arrays (concatenated once, by _write_tables)."""
         self._pack()
-        if not self.packed:
-            return None
-        return {k: np.concatenate([p[k] for p in self.packed]) for k in self.names}
+        return self.packed
 
 
-def _write_tables(root: zarr.Group, per_rank: list[dict[str, np.ndarray] | None]) -> None:
-    """Each small table whole, from the ranks' rows (contiguous object ranges, in rank order)."""
-    parts = [t for t in per_rank if t is not None]
+def _write_tables(root: zarr.Group, per_rank: list[list[dict[str, np.ndarray]]]) -> None:
+    """Each small table whole, from the ranks' packs of rows (contiguous object ranges, in rank order)."""
+    parts = [t for packs in per_rank for t in packs]
     if not parts:  # no objects at all: the arrays stay empty
         return
     for k in _TableRows.names:

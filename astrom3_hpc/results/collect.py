@@ -74,8 +74,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     write_json(out / "results.json", nan_to_none(stringify_keys(res)))
     if plot:
         plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)
-        if not plot_per_class(res, out / "per_class_recall.png"):
-            (out / "per_class_recall.png").unlink(missing_ok=True)  # no stale figure beside fresh tables
+        plot_per_class(res, out / "per_class_recall.png")
     if stream is not None:
         stream.write(md)
         stream.flush()

@@ -13,11 +13,25 @@ from ..orchestration.sweep import MODES
 from .paper import LABEL_FRACTION, MODE_NAMES, PAPER_RESULTS, SUBSET_ORDER
 
 
-def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = "population") -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = "population") -> None:
+    plt = _pyplot()
 
     skey = "std_pop" if std == "population" else "std_sample"
     groups = {(g["mode"], g["subset"], g["init"]): g for g in res["groups"]}
@@ -62,9 +76,7 @@ def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = 
     if handles:
         fig.legend(handles, labs, loc="lower center", ncol=min(len(labs), 6), fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.05, right=0.99, top=0.92, bottom=0.25, wspace=0.22)  # tight_layout is slow
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 MAX_BAR_GROUPS = 8
@@ -84,15 +96,13 @@ def bar_groups(groups: list[dict[str, Any]], ts: str = "test") -> tuple[list[dic
 
 def plot_per_class(res: dict[str, Any], path: str | Path, ts: str = "test") -> bool:
     """Grouped bars: one group of bars per class (and macro-F1), one bar per (mode, subset, init) group, mean over
-    seeds. Where the accuracy table hides which classes a model gives up, this shows it. False (nothing written)
-    when no group has per-class recalls."""
+    seeds. Where the accuracy table hides which classes a model gives up, this shows it. False when no group has
+    per-class recalls: then no figure, and none left from an earlier collect beside the fresh tables."""
     groups, note = bar_groups(res["groups"], ts)
     if not groups:
+        Path(path).unlink(missing_ok=True)
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     classes = sorted({c for g in groups for c in g[ts]["per_class_recall"]})
     cols = classes + ["macro-F1"]
@@ -113,7 +123,5 @@ def plot_per_class(res: dict[str, Any], path: str | Path, ts: str = "test") -> b
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
