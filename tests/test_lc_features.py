@@ -241,13 +241,15 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
 
     store = _lc_store(tmp_path / "tables")
     run = tmp_path / "periodic"
-    run_job("finetune", run, store, sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1",
-                                          "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
-                                          "train.batch_size=8", "finetune.class_weights=balanced"),
-            extra=("--mode", "photo", "--init", "scratch"))
+    r = run_job("finetune", run, store, sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1",
+                                              "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
+                                              "train.batch_size=8", "finetune.class_weights=balanced",
+                                              "finetune.distill=baseline"),
+                extra=("--mode", "photo", "--init", "scratch"))
     m = json.loads((run / "metrics.json").read_text())
     s = Store(store)
     y = s.labels[s.split(42, "full", "train")]
+    assert m["distill"] == "baseline" and f"cross-fitted probabilities for {len(y)} training objects" in r.stderr
     want = len(y) / (len(s.class_names) * np.bincount(y, minlength=len(s.class_names)))
     np.testing.assert_allclose(m["class_weights"], want, rtol=1e-5)  # the loss was weighted as the baseline's
     assert m["test"]["n"] == len(Store(store).split(42, "full", "test")) and (run / "predictions.csv").exists()
@@ -277,3 +279,22 @@ def test_balanced_weights_are_sklearns():
         from astrom3_hpc.core.config import FinetuneConfig
 
         FinetuneConfig(class_weights="inverse").validate()
+
+
+def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():
+    """On pure noise a model fitted on all rows recites their labels; the cross-fitted teacher cannot do better
+    than the class prior there, because no row's probabilities come from a model that saw that row."""
+    from astrom3_hpc.train.baseline import cross_fitted_probabilities, make_classifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 6)), rng.integers(0, 4, 200)
+    in_sample = make_classifier(len(y)).fit(x, y).predict_proba(x)[np.arange(len(y)), y]
+    p = cross_fitted_probabilities(x, y, 4)
+    assert p.shape == (200, 4) and np.allclose(p.sum(1), 1.0)
+    assert in_sample.mean() > 0.9 and p[np.arange(len(y)), y].mean() < 0.4
+    with pytest.raises(ValueError, match="only 3 training objects"):
+        cross_fitted_probabilities(x[:43], np.r_[np.zeros(40, int), np.ones(3, int)], 2, what="tiny")
+    from astrom3_hpc.core.config import FinetuneConfig
+
+    with pytest.raises(Exception, match="finetune.distill"):
+        FinetuneConfig(mode="spectra", distill="baseline").validate()

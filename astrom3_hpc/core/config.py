@@ -192,6 +192,12 @@ class FinetuneConfig:
     # "balanced": each class's loss weighted by n_train / (n_classes * n_class), the classical baseline's
     # weighting (macro-F1 counts a rare class as much as a common one); "none": the reference's plain loss.
     class_weights: str = "none"
+    # "baseline": a second target, the classical baseline's class probabilities for each training object, each
+    # from a baseline fitted without that object (5-fold cross-fitting on the train split); the loss is
+    # (1 - distill_weight) x cross-entropy with the label + distill_weight x cross-entropy with those
+    # probabilities. Light-curve stores with finetune.mode photo only. Inference is the network alone.
+    distill: str = "none"
+    distill_weight: float = 0.5
     # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
     # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
     pretrain_seed: int | None = None
@@ -202,6 +208,10 @@ class FinetuneConfig:
                "must be photo, spectra, meta or all")
         _check(self.fusion in ("avg", "concat"), "finetune.fusion", "must be avg or concat")
         _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be none or balanced")
+        _check(self.distill in ("none", "baseline"), "finetune.distill", "must be none or baseline")
+        _check(0.0 <= self.distill_weight <= 1.0, "finetune.distill_weight", "must be in [0, 1]")
+        _check(self.distill == "none" or self.mode == "photo", "finetune.distill",
+               "baseline distillation needs finetune.mode photo (the baseline reads light curves only)")
         _check(self.pretrain_seed is None or self.pretrain_seed in SPLIT_SEEDS, "finetune.pretrain_seed",
                f"must be one of {SPLIT_SEEDS} or unset")
 

@@ -100,6 +100,27 @@ class Finetuner(Trainer):
         self.val_batches = self.loader("val", train=False, read_spectra=self.read_spectra)
         self.class_weight = balanced_weights(self.train_batches.labels[self.train_batches.rows],
                                              len(self.store.class_names)) if f.class_weights == "balanced" else None
+        self.teacher = self.teacher_probabilities() if f.distill == "baseline" else None
+
+    def teacher_probabilities(self) -> torch.Tensor:
+        """Cross-fitted baseline probabilities for every training object, as a (n_objects, n_classes) table looked
+        up by the batches' store rows (rows outside the train split stay 0 and are never looked up)."""
+        from ..data.lc_features import cached_features
+        from .baseline import cross_fitted_probabilities
+
+        if "photo" not in (self.store.attrs.get("modalities") or []):
+            raise ValueError(f"finetune.distill baseline: {self.cfg.data.store} holds no light curves")
+        rows = np.sort(self.train_batches.rows)
+        n_classes = len(self.store.class_names)
+        table = np.zeros((len(self.store.labels), n_classes), dtype=np.float32)
+        table[rows] = cross_fitted_probabilities(
+            cached_features(self.store)[rows].astype(np.float64), self.store.labels[rows], n_classes,
+            seed=self.cfg.data.seed, threads=self.cfg.train.threads or 1,
+            what=f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, {self.cfg.data.subset})")
+        if self.is_main:
+            log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects",
+                     len(rows))
+        return torch.from_numpy(table)
 
     def build_model(self) -> torch.nn.Module:
         from ..model import build_classifier, load_pretrained_encoders
@@ -121,7 +142,13 @@ class Finetuner(Trainer):
         with self.autocast():
             logits = self.engine(batch)
         weight = None if self.class_weight is None else self.class_weight.to(logits.device)
-        return F.cross_entropy(logits.float(), batch["label"], weight=weight)
+        loss = F.cross_entropy(logits.float(), batch["label"], weight=weight)
+        if self.teacher is None:
+            return loss
+        a = self.cfg.finetune.distill_weight
+        target = self.teacher[batch["index"].cpu()].to(logits.device)
+        soft = -(target * F.log_softmax(logits.float(), 1)).sum(1).mean()
+        return (1.0 - a) * loss + a * soft
 
     @torch.no_grad()
     def predict(self, batches, with_probs: bool = False):
@@ -165,7 +192,7 @@ class Finetuner(Trainer):
                                "use_rfr_score": d.use_rfr_score, "best_val": self.best_val,
                                "class_weights": None if self.class_weight is None else
                                [round(float(w), 6) for w in self.class_weight],
-                               "epochs_run": self.state.epoch, "world_size": self.world}
+                               "distill": f.distill, "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         for key, subset in sets:
             y_true, y_pred, loss, rows, probs = self.predict(
