@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ class Finetuner(Trainer):
 
         if "photo" not in (self.store.attrs.get("modalities") or []):
             raise ValueError(f"finetune.distill baseline: {self.cfg.data.store} holds no light curves")
+        t0 = time.perf_counter()
         rows = np.sort(self.train_batches.rows)
         n_classes = len(self.store.class_names)
         table = np.zeros((len(self.store.labels), n_classes), dtype=np.float32)
@@ -118,8 +120,8 @@ class Finetuner(Trainer):
             seed=self.cfg.data.seed, threads=self.cfg.train.threads or 1,
             what=f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, {self.cfg.data.subset})")
         if self.is_main:
-            log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects",
-                     len(rows))
+            log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects "
+                     "(%.1f s)", len(rows), time.perf_counter() - t0)
         return torch.from_numpy(table)
 
     def build_model(self) -> torch.nn.Module:
