@@ -57,7 +57,7 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
     t0 = time.perf_counter()
     train = store.split(seed, subset, "train")
     train = train[present[train]]
-    x_train = _features(store, train, period_source)
+    x_train = baseline_features(store, train, period_source)
     t_feat = time.perf_counter() - t0
     clf = make_classifier(len(train), random_state)
     # OpenMP threads beyond the cores this job owns cost 10x on a shared node (measured: 105 s against 9.6 s
@@ -75,7 +75,7 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
         rows = store.split(seed, sub, "test")
         rows = rows[present[rows]]
         probs = np.zeros((len(rows), len(names)))
-        x = _features(store, rows, period_source)
+        x = baseline_features(store, rows, period_source)
         with threadpool_limits(threads):
             probs[:, clf.classes_] = clf.predict_proba(x)
         y_pred = probs.argmax(1)
@@ -124,7 +124,7 @@ def cross_fitted_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, fol
     return probs
 
 
-def _features(store: Store, rows: np.ndarray, period_source: str) -> np.ndarray:
+def baseline_features(store: Store, rows: np.ndarray, period_source: str) -> np.ndarray:
     """Lomb-Scargle features come from the store's cache (computed once, shared with the periodic encoder)."""
     if period_source == "ls":
         return cached_features(store)[rows].astype(np.float64)

@@ -106,8 +106,7 @@ class Finetuner(Trainer):
     def teacher_probabilities(self) -> torch.Tensor:
         """Cross-fitted baseline probabilities for every training object, as a (n_objects, n_classes) table looked
         up by the batches' store rows (rows outside the train split stay 0 and are never looked up)."""
-        from ..data.lc_features import cached_features
-        from .baseline import cross_fitted_probabilities
+        from .baseline import baseline_features, cross_fitted_probabilities
 
         if "photo" not in (self.store.attrs.get("modalities") or []):
             raise ValueError(f"finetune.distill baseline: {self.cfg.data.store} holds no light curves")
@@ -116,7 +115,7 @@ class Finetuner(Trainer):
         n_classes = len(self.store.class_names)
         table = np.zeros((len(self.store.labels), n_classes), dtype=np.float32)
         table[rows] = cross_fitted_probabilities(
-            cached_features(self.store)[rows].astype(np.float64), self.store.labels[rows], n_classes,
+            baseline_features(self.store, rows, "ls"), self.store.labels[rows], n_classes,
             seed=self.cfg.data.seed, threads=self.cfg.train.threads or 1,
             what=f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, {self.cfg.data.subset})")
         if self.is_main:
