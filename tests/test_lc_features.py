@@ -244,7 +244,7 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     r = run_job("finetune", run, store, sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1",
                                               "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
                                               "train.batch_size=8", "finetune.class_weights=balanced",
-                                              "finetune.distill=baseline"),
+                                              "finetune.distill=baseline", "data.lc_fold_resamples=4"),
                 extra=("--mode", "photo", "--init", "scratch"))
     m = json.loads((run / "metrics.json").read_text())
     s = Store(store)
@@ -263,6 +263,9 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     # The preset's full-curve fold view: trained, its folds cached by the same job.
     assert any(".fold_full." in k for k in sd)
     assert len(list((Path(store) / lcf.CACHE_DIR).glob("lc_fold-*.npy"))) == 1
+    # Trained on resampled folds (data.lc_fold_resamples), cached by the same job; the run's config says so.
+    assert len(list((Path(store) / lcf.CACHE_DIR).glob("lc_fold_resampled-k4-*.npy"))) == 1
+    assert "lc_fold_resamples: 4" in (run / "config.yaml").read_text()
 
 
 def test_balanced_weights_are_sklearns():

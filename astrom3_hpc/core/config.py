@@ -36,19 +36,27 @@ class DataConfig:
     buffer_chunks: int = 4  # chunks held in the shuffle buffer
     streams: int = 8  # interleaved runs of batches per epoch; num_workers should divide it (data/loader.py)
     use_rfr_score: bool = True  # rfr_score is a likely label leak; False zeroes that channel
+    # Encoders with a full-curve fold view (model.periodic_views fold_full): K > 0 trains on one of K folds of a
+    # random `lc_fold_resample_fraction` of each object's points per batch (data/lc_folds.py); evaluation
+    # always folds every point.
+    lc_fold_resamples: int = 0
+    lc_fold_resample_fraction: float = 0.5
 
     def validate(self) -> None:
         _check(self.seed in SPLIT_SEEDS, "data.seed", f"must be one of {SPLIT_SEEDS}, got {self.seed}")
         _check(self.subset in SUBSET_FACTORS, "data.subset", f"must be one of {list(SUBSET_FACTORS)}")
         _check(self.num_workers is None or self.num_workers >= 0, "data.num_workers", "must be >= 0 or null")
+        _check(self.buffer_chunks >= 1, "data.buffer_chunks", "must be >= 1")
+        _check(self.streams >= 1, "data.streams", "must be >= 1")
+        _check(isinstance(self.lc_fold_resamples, int) and self.lc_fold_resamples >= 0, "data.lc_fold_resamples",
+               "must be an integer >= 0 (0: off)")
+        _check(0.0 < self.lc_fold_resample_fraction <= 1.0, "data.lc_fold_resample_fraction", "must be in (0, 1]")
 
     def workers(self, cuda: bool) -> int:
         """num_workers resolved for the device the job trains on."""
         if self.num_workers is not None:
             return self.num_workers
         return CUDA_DEFAULT_WORKERS if cuda else 0
-        _check(self.buffer_chunks >= 1, "data.buffer_chunks", "must be >= 1")
-        _check(self.streams >= 1, "data.streams", "must be >= 1")
 
 
 @dataclass

@@ -5,7 +5,9 @@ bin comes first: the fold's origin depends on the first epoch and carries no inf
 to the 200-point window of each batch (view "fold"); `cached_folds` applies it once per store to every point of
 each light curve, in FULL_FOLD_BINS finer bins (view "fold_full", batch key `lc_fold`): ZTF and the synthetic
 survey hold 500-3000 points per object, which the window never sees and the classical baseline's Fourier fits
-use.
+use. `cached_resampled_folds` keeps K more folds per object, each of a random fraction of its points: training
+batches draw one of them (data.lc_fold_resamples), so the fold branch never sees the same input twice in a row and
+learns shapes that survive a sparser sampling, as a new object's will be.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ FOLD_BINS = 32  # the window's fold: 200 points
 FULL_FOLD_BINS = 32  # every point; 64 measured: validation mixed (worse on ZTF), see docs/lightcurves.md
 # Bump when the fold's definition changes: cached arrays of older code are then ignored.
 FOLDS_VERSION = 3
+RESAMPLED_VERSION = 1
+MIN_RESAMPLED_POINTS = 8  # a subset with fewer points folds into mostly empty bins: fold every point instead
 
 
 def phase(t_days: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
@@ -76,3 +80,28 @@ def cached_folds(store: Store) -> np.ndarray:
     store's cache (data/store_cache.py)."""
     return store_cache.cached_per_object(store, "lc_fold", FOLDS_VERSION, (4, FULL_FOLD_BINS),
                                          lambda rows: store_folds(store, rows), "full light-curve folds")
+
+
+def store_resampled_folds(store: Store, rows: np.ndarray, k: int, fraction: float) -> np.ndarray:
+    """(len(rows), k, 4, FULL_FOLD_BINS) float64: k folds per light curve as store_folds makes them, each of a
+    random `fraction` of its points. The subsets are drawn from (object row, k, fraction) alone, so any split of
+    the rows into blocks gives the same folds."""
+    periods = usable_period(torch.from_numpy(
+        np.power(10.0, store.root["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))))
+    out = np.empty((len(rows), k, 4, FULL_FOLD_BINS))
+    for i, t, y, _ in light_curves_in_days(store, rows):
+        keep = np.random.default_rng([int(rows[i]), k, round(fraction * 1e6)]).random((k, len(t))) < fraction
+        keep[keep.sum(1) < MIN_RESAMPLED_POINTS] = True
+        out[i] = fold_at_period_and_double(torch.from_numpy(t)[None].expand(k, -1),
+                                           torch.from_numpy(y)[None].expand(k, -1), torch.from_numpy(keep * 1.0),
+                                           periods[rows[i]].expand(k), FULL_FOLD_BINS).numpy()
+    return out
+
+
+def cached_resampled_folds(store: Store, k: int, fraction: float) -> np.ndarray:
+    """(n_objects, k, 4, FULL_FOLD_BINS) float32 folds of random point subsets (store_resampled_folds), NaN for
+    objects without a light curve; cached per (k, fraction) like cached_folds."""
+    return store_cache.cached_per_object(store, f"lc_fold_resampled-k{k}-f{fraction:g}", RESAMPLED_VERSION,
+                                         (k, 4, FULL_FOLD_BINS),
+                                         lambda rows: store_resampled_folds(store, rows, k, fraction),
+                                         f"{k} folds of random {fraction:.0%} subsets of each light curve")

@@ -48,6 +48,10 @@ class LoaderSpec:
     # True: batches carry `lc_fold`, every point of each light curve folded at its period (data/lc_folds.py),
     # read from the store's cache (computed once).
     lc_fold: bool = False
+    # Training only: K > 0 replaces each batch's `lc_fold` by one of K cached folds of a random subset of the
+    # object's points (lc_folds.cached_resampled_folds), drawn per object and batch.
+    lc_fold_resamples: int = 0
+    lc_fold_resample_fraction: float = 0.5
 
 
 def _empty(shape: tuple[int, ...]) -> torch.Tensor:
@@ -113,6 +117,12 @@ class TrimodalBatches:
             from .lc_folds import cached_folds
 
             self.lc_fold = np.nan_to_num(cached_folds(store))
+        self.lc_fold_resampled = None
+        if spec.lc_fold and spec.train and spec.lc_fold_resamples > 0:
+            from .lc_folds import cached_resampled_folds
+
+            self.lc_fold_resampled = np.nan_to_num(
+                cached_resampled_folds(store, spec.lc_fold_resamples, spec.lc_fold_resample_fraction))
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
@@ -333,7 +343,11 @@ class TrimodalBatches:
         lc[:, :, :3] = pts
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
         extra = {} if self.lc_features is None else {"lc_features": torch.from_numpy(self.lc_features[rows])}
-        if self.lc_fold is not None:
+        if self.lc_fold_resampled is not None:
+            # Drawn after the windows, so turning resampling on leaves every window where it was.
+            pick = rng.integers(0, s.lc_fold_resamples, n)
+            extra["lc_fold"] = torch.from_numpy(self.lc_fold_resampled[rows, pick])
+        elif self.lc_fold is not None:
             extra["lc_fold"] = torch.from_numpy(self.lc_fold[rows])
         return extra | {
             "meta": torch.from_numpy(self.meta[rows]),

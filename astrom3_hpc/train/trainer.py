@@ -98,6 +98,9 @@ class Trainer:
         # prepared only for them.
         for key, wanted in cached_inputs(resolve(self.cfg.model)).items():
             kw.setdefault(key, wanted)
+        if train and kw["lc_fold"]:
+            kw.setdefault("lc_fold_resamples", d.lc_fold_resamples)
+            kw.setdefault("lc_fold_resample_fraction", d.lc_fold_resample_fraction)
         return TrimodalBatches(LoaderSpec(
             store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
             batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
