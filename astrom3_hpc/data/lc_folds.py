@@ -62,11 +62,16 @@ def usable_period(period: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(period), period, torch.ones_like(period))
 
 
+def store_periods(store: Store) -> torch.Tensor:
+    """(n_objects,) periods in days to fold each object at: the store's (aux keeps log10 of it), made usable."""
+    return usable_period(torch.from_numpy(
+        np.power(10.0, store.root["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))))
+
+
 def store_folds(store: Store, rows: np.ndarray) -> np.ndarray:
     """(len(rows), 4, FULL_FOLD_BINS) float64: every point of each light curve folded at the store's period (the
     `lc_period` the encoder gets: a catalogue period where the source had one, else Lomb-Scargle)."""
-    periods = usable_period(torch.from_numpy(
-        np.power(10.0, store.root["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))))
+    periods = store_periods(store)
     out = np.empty((len(rows), 4, FULL_FOLD_BINS))
     for i, t, y, _ in light_curves_in_days(store, rows):
         t = torch.from_numpy(t)[None]
@@ -86,8 +91,7 @@ def store_resampled_folds(store: Store, rows: np.ndarray, k: int, fraction: floa
     """(len(rows), k, 4, FULL_FOLD_BINS) float64: k folds per light curve as store_folds makes them, each of a
     random `fraction` of its points. The subsets are drawn from (object row, k, fraction) alone, so any split of
     the rows into blocks gives the same folds."""
-    periods = usable_period(torch.from_numpy(
-        np.power(10.0, store.root["aux"][:, AUX_COLUMNS.index("period")].astype(np.float64))))
+    periods = store_periods(store)
     out = np.empty((len(rows), k, 4, FULL_FOLD_BINS))
     for i, t, y, _ in light_curves_in_days(store, rows):
         keep = np.random.default_rng([int(rows[i]), k, round(fraction * 1e6)]).random((k, len(t))) < fraction

@@ -112,17 +112,16 @@ class TrimodalBatches:
             from .lc_features import cached_features, standardise
 
             self.lc_features = standardise(cached_features(store), store.split(spec.seed, "full", "train"))
-        self.lc_fold = None
-        if spec.lc_fold:
-            from .lc_folds import cached_folds
-
-            self.lc_fold = np.nan_to_num(cached_folds(store))
-        self.lc_fold_resampled = None
+        self.lc_fold = self.lc_fold_resampled = None
         if spec.lc_fold and spec.train and spec.lc_fold_resamples > 0:
             from .lc_folds import cached_resampled_folds
 
             self.lc_fold_resampled = np.nan_to_num(
                 cached_resampled_folds(store, spec.lc_fold_resamples, spec.lc_fold_resample_fraction))
+        elif spec.lc_fold:
+            from .lc_folds import cached_folds
+
+            self.lc_fold = np.nan_to_num(cached_folds(store))
         self._pid = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
         # A safety net only: iter_epoch keeps exactly the chunks that this process's next batches need.
