@@ -11,7 +11,7 @@ from test_lc_features import feat_store, periodic_batch, private_copy  # noqa: F
 
 from astrom3_hpc.core.config import ConfigError, load_config
 from astrom3_hpc.core.constants import AUX_COLUMNS
-from astrom3_hpc.data import lc_folds, store_cache
+from astrom3_hpc.data import lc_features, lc_folds, store_cache
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
 from astrom3_hpc.data.preprocess import DAYS_PER_YEAR
 from astrom3_hpc.data.store import Store
@@ -102,7 +102,7 @@ def test_resampled_folds_are_fixed_per_object_and_all_points_give_the_full_fold(
 
 def test_a_sparse_light_curve_keeps_all_its_points(feat_store):
     s = Store(feat_store)
-    # A fraction so small that no subset reaches MIN_RESAMPLED_POINTS: every draw is the full fold.
+    # A fraction so small that no subset reaches MIN_SUBSET_POINTS: every draw is the full fold.
     tiny = lc_folds.store_resampled_folds(s, np.arange(3), 2, 1e-4)
     np.testing.assert_array_equal(tiny, np.repeat(lc_folds.store_folds(s, np.arange(3))[:, None], 2, axis=1))
 
@@ -132,6 +132,69 @@ def test_training_batches_draw_resampled_folds_and_evaluation_folds_every_point(
     assert torch.equal(val.make_batch(rows, 0, 0)["lc_fold"], torch.from_numpy(want))
 
 
+# Feature resampling (data.lc_feature_resampling): the classical features of the same subsets as the folds.
+
+def test_resampled_features_are_measured_on_the_folds_subsets(feat_store, tmp_path, monkeypatch):
+    s = Store(feat_store)
+    rows = np.arange(s.n_objects)
+    full = lc_features.store_features(s, rows)
+    np.testing.assert_allclose(lc_features.store_resampled_features(s, rows, 2, 1.0),
+                               np.repeat(full[:, None], 2, axis=1))
+    half = lc_features.store_resampled_features(s, rows, 3, 0.5)
+    np.testing.assert_array_equal(lc_features.store_resampled_features(s, rows[4:7], 3, 0.5), half[4:7])
+    folds = lc_folds.store_resampled_folds(s, rows, 3, 0.5)
+    log_n = lc_features.FEATURE_NAMES.index("log_n")
+    for i, t, y, err in lc_features.light_curves_in_days(s, rows[:5]):
+        for j, keep in enumerate(lc_features.point_subsets(rows[i], len(t), 3, 0.5)):
+            assert half[i, j, log_n] == pytest.approx(np.log10(keep.sum()))
+            # The fold of subset j is the fold of exactly these points.
+            fold = lc_folds.fold_at_period_and_double(
+                torch.from_numpy(t[keep])[None], torch.from_numpy(y[keep])[None], torch.ones(1, int(keep.sum()),
+                dtype=torch.float64), lc_folds.store_periods(s)[rows[i]:rows[i] + 1], lc_folds.FULL_FOLD_BINS)
+            np.testing.assert_allclose(folds[i, j], fold[0].numpy())
+    # The period search is the whole curve's in every subset; what the fits measure varies.
+    np.testing.assert_array_equal(half[:, :, :5], np.repeat(full[:, None, :5], 3, axis=1))
+    assert not np.allclose(half[:, 0, 5:], half[:, 1, 5:])
+
+    store_dir, own = private_copy(feat_store, tmp_path)
+    cached = lc_features.cached_resampled_features(own, 3, 0.5)
+    np.testing.assert_allclose(cached, half, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(lc_features, "store_resampled_features",
+                        lambda *a, **k: pytest.fail("resampled features recomputed although cached"))
+    np.testing.assert_array_equal(lc_features.cached_resampled_features(Store(store_dir), 3, 0.5), cached)
+    # The whole curves' feature cache is a different file, left alone.
+    assert lc_features.cache_path(own) is None or not lc_features.cache_path(own).exists()
+
+
+def test_training_batches_pair_each_resampled_fold_with_its_subsets_features(feat_store, tmp_path):
+    store_dir, own = private_copy(feat_store, tmp_path)
+    k = 4
+    spec = dict(batch_size=8, use_rfr_score=False, lc_fold=True, lc_features=True, lc_fold_resamples=k)
+    folds_only = TrimodalBatches(LoaderSpec(str(store_dir), **spec))
+    both = TrimodalBatches(LoaderSpec(str(store_dir), lc_feature_resampling=True, **spec))
+    draws = np.nan_to_num(lc_folds.cached_resampled_folds(own, k, 0.5))
+    feats = lc_features.cached_resampled_features(own, k, 0.5)
+    n, _, f = feats.shape
+    train = own.split(42, "full", "train")
+    scaled = lc_features.standardise(feats.reshape(n * k, f), (train[:, None] * k + np.arange(k)).ravel())
+    scaled = scaled.reshape(n, k, f)
+    for i, rows in enumerate(both.batch_rows(0)):
+        a, b = folds_only.make_batch(rows, 0, i), both.make_batch(rows, 0, i)
+        # The same windows and the same draws: only the features change.
+        assert torch.equal(a["lc"], b["lc"]) and torch.equal(a["lc_fold"], b["lc_fold"])
+        for j, r in enumerate(rows):
+            m = [m for m in range(k) if np.array_equal(b["lc_fold"][j].numpy(), draws[r, m])]
+            assert any(np.array_equal(b["lc_features"][j].numpy(), scaled[r, mm]) for mm in m)
+    # Normalised through the subsets' own train distribution: every feature of the train subsets is centred.
+    assert np.abs(np.median(scaled[train].reshape(-1, f), axis=0)).max() < 0.1
+    # Evaluation loaders get the whole curves' features, as without the setting.
+    val_spec = dict(spec, lc_feature_resampling=True)
+    val = TrimodalBatches(LoaderSpec(str(store_dir), split="val", train=False, **val_spec))
+    rows = val.batch_rows(0)[0]
+    want = lc_features.standardise(lc_features.cached_features(own), train)[rows]
+    assert torch.equal(val.make_batch(rows, 0, 0)["lc_features"], torch.from_numpy(want))
+
+
 @pytest.mark.parametrize("override, key", [("data.lc_fold_resamples=-1", "data.lc_fold_resamples"),
                                            ("data.lc_fold_resample_fraction=0", "data.lc_fold_resample_fraction"),
                                            ("data.lc_fold_resample_fraction=1.5", "data.lc_fold_resample_fraction"),
@@ -140,3 +203,9 @@ def test_training_batches_draw_resampled_folds_and_evaluation_folds_every_point(
 def test_bad_data_settings_are_refused_by_name(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_feature_resampling_needs_fold_resamples():
+    with pytest.raises(ConfigError, match=r"data\.lc_feature_resampling.*lc_fold_resamples"):
+        load_config(None, ["data.lc_feature_resampling=true", "data.lc_fold_resamples=0"])
+    assert load_config(None, ["data.lc_feature_resampling=true", "data.lc_fold_resamples=2"]).data.lc_feature_resampling

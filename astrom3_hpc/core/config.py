@@ -41,6 +41,9 @@ class DataConfig:
     # always folds every point.
     lc_fold_resamples: int = 0
     lc_fold_resample_fraction: float = 0.5
+    # Encoders with the classical features (model.periodic_features): true trains on the features of the same
+    # random point subsets as the resampled folds (data/lc_features.py); needs lc_fold_resamples > 0.
+    lc_feature_resampling: bool = False
 
     def validate(self) -> None:
         _check(self.seed in SPLIT_SEEDS, "data.seed", f"must be one of {SPLIT_SEEDS}, got {self.seed}")
@@ -51,6 +54,8 @@ class DataConfig:
         _check(isinstance(self.lc_fold_resamples, int) and self.lc_fold_resamples >= 0, "data.lc_fold_resamples",
                "must be an integer >= 0 (0: off)")
         _check(0.0 < self.lc_fold_resample_fraction <= 1.0, "data.lc_fold_resample_fraction", "must be in (0, 1]")
+        _check(not self.lc_feature_resampling or self.lc_fold_resamples > 0, "data.lc_feature_resampling",
+               "needs data.lc_fold_resamples > 0 (the number of point subsets per object)")
 
     def workers(self, cuda: bool) -> int:
         """num_workers resolved for the device the job trains on."""

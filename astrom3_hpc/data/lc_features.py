@@ -32,6 +32,9 @@ FEATURE_NAMES = (
 )
 # Bump when a feature's definition changes: cached matrices of older code are then ignored.
 FEATURES_VERSION = 1
+# Bump when point_subsets draws different subsets: cached resampled folds and features are then ignored.
+SUBSETS_VERSION = 1
+MIN_SUBSET_POINTS = 8  # a subset with fewer points folds into mostly empty bins: keep every point instead
 CACHE_DIR = store_cache.CACHE_DIR
 
 
@@ -94,10 +97,19 @@ def light_curves_in_days(store: Store, rows: np.ndarray, max_points: int = 1 << 
         k = j + 1
 
 
-def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") -> np.ndarray:
-    """Feature matrix for store rows. period_source "ls": the Lomb-Scargle search (stored at ingestion, else
-    computed now); "store": the store's aux period (a catalogue period where the source had one) with the
-    stored search's powers."""
+def point_subsets(row: int, n_points: int, k: int, fraction: float) -> np.ndarray:
+    """(k, n_points) bool: k random subsets of about `fraction` of an object's points, drawn from (store row, k,
+    fraction) alone, so any split of the rows into blocks, and the fold and the feature caches, see the same
+    subsets. A subset under MIN_SUBSET_POINTS points keeps every point."""
+    keep = np.random.default_rng([int(row), k, round(fraction * 1e6)]).random((k, n_points)) < fraction
+    keep[keep.sum(1) < MIN_SUBSET_POINTS] = True
+    return keep
+
+
+def _feature_inputs(store: Store, rows: np.ndarray, period_source: str):
+    """Yield (i, t, y, err, search, log_mad, amplitude) for each rows[i]: object_features' arguments.
+    period_source "ls": the Lomb-Scargle search (stored at ingestion, else computed now); "store": the store's aux
+    period (a catalogue period where the source had one) with the stored search's powers."""
     from . import periods
 
     r = store.root
@@ -106,7 +118,6 @@ def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") ->
     search = r["lc/period_search"][:].astype(np.float64) if "lc/period_search" in r else \
         np.full((store.n_objects, 4), np.nan)
     k_amp, k_per = AUX_COLUMNS.index("amplitude"), AUX_COLUMNS.index("period")
-    out = np.empty((len(rows), len(FEATURE_NAMES)))
     for i, t, y, err in light_curves_in_days(store, rows):
         row = rows[i]
         s = search[row]
@@ -115,7 +126,25 @@ def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") ->
         if period_source == "store":
             s = s.copy()
             s[0] = 10.0 ** aux[row, k_per]
-        out[i] = object_features(t, y, err, s, float(log_mad[row]), float(aux[row, k_amp]))
+        yield i, t, y, err, s, float(log_mad[row]), float(aux[row, k_amp])
+
+
+def store_features(store: Store, rows: np.ndarray, period_source: str = "ls") -> np.ndarray:
+    """Feature matrix for store rows (period_source: see _feature_inputs)."""
+    out = np.empty((len(rows), len(FEATURE_NAMES)))
+    for i, t, y, err, s, log_mad, amp in _feature_inputs(store, rows, period_source):
+        out[i] = object_features(t, y, err, s, log_mad, amp)
+    return out
+
+
+def store_resampled_features(store: Store, rows: np.ndarray, k: int, fraction: float) -> np.ndarray:
+    """(len(rows), k, len(FEATURE_NAMES)): the features of each of point_subsets' k subsets of every light curve.
+    The period search stays the whole curve's (a search per subset would cost k period searches per object): what
+    varies is what the baseline fits and measures at that period."""
+    out = np.empty((len(rows), k, len(FEATURE_NAMES)))
+    for i, t, y, err, s, log_mad, amp in _feature_inputs(store, rows, "ls"):
+        for j, keep in enumerate(point_subsets(rows[i], len(t), k, fraction)):
+            out[i, j] = object_features(t[keep], y[keep], err[keep], s, log_mad, amp)
     return out
 
 
@@ -129,6 +158,15 @@ def cached_features(store: Store) -> np.ndarray:
     return store_cache.cached_per_object(store, "lc_features", FEATURES_VERSION, (len(FEATURE_NAMES),),
                                          lambda rows: store_features(store, rows, "ls"),
                                          "classical light-curve features")
+
+
+def cached_resampled_features(store: Store, k: int, fraction: float) -> np.ndarray:
+    """(n_objects, k, len(FEATURE_NAMES)) float32 features of random point subsets (store_resampled_features),
+    NaN rows for objects without a light curve; cached per (k, fraction) like cached_features."""
+    return store_cache.cached_per_object(store, f"lc_features_resampled-k{k}-f{fraction:g}",
+                                         FEATURES_VERSION * 100 + SUBSETS_VERSION, (k, len(FEATURE_NAMES)),
+                                         lambda rows: store_resampled_features(store, rows, k, fraction),
+                                         f"classical features of {k} random {fraction:.0%} subsets of each light curve")
 
 
 CLIP = 5.0  # standardised features lie in [-CLIP, CLIP] (model/periodic.py bins them up to it)

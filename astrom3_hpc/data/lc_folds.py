@@ -17,7 +17,7 @@ import torch
 
 from ..core.constants import AUX_COLUMNS
 from . import store_cache
-from .lc_features import light_curves_in_days
+from .lc_features import SUBSETS_VERSION, light_curves_in_days, point_subsets
 from .store import Store
 
 FOLD_BINS = 32  # the window's fold: 200 points
@@ -25,7 +25,6 @@ FULL_FOLD_BINS = 32  # every point; 64 measured: validation mixed (worse on ZTF)
 # Bump when the fold's definition changes: cached arrays of older code are then ignored.
 FOLDS_VERSION = 3
 RESAMPLED_VERSION = 1
-MIN_RESAMPLED_POINTS = 8  # a subset with fewer points folds into mostly empty bins: fold every point instead
 
 
 def phase(t_days: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
@@ -89,13 +88,11 @@ def cached_folds(store: Store) -> np.ndarray:
 
 def store_resampled_folds(store: Store, rows: np.ndarray, k: int, fraction: float) -> np.ndarray:
     """(len(rows), k, 4, FULL_FOLD_BINS) float64: k folds per light curve as store_folds makes them, each of a
-    random `fraction` of its points. The subsets are drawn from (object row, k, fraction) alone, so any split of
-    the rows into blocks gives the same folds."""
+    random `fraction` of its points (lc_features.point_subsets: the subsets the resampled features are measured on)."""
     periods = store_periods(store)
     out = np.empty((len(rows), k, 4, FULL_FOLD_BINS))
     for i, t, y, _ in light_curves_in_days(store, rows):
-        keep = np.random.default_rng([int(rows[i]), k, round(fraction * 1e6)]).random((k, len(t))) < fraction
-        keep[keep.sum(1) < MIN_RESAMPLED_POINTS] = True
+        keep = point_subsets(rows[i], len(t), k, fraction)
         out[i] = fold_at_period_and_double(torch.from_numpy(t)[None].expand(k, -1),
                                            torch.from_numpy(y)[None].expand(k, -1), torch.from_numpy(keep * 1.0),
                                            periods[rows[i]].expand(k), FULL_FOLD_BINS).numpy()
@@ -105,7 +102,8 @@ def store_resampled_folds(store: Store, rows: np.ndarray, k: int, fraction: floa
 def cached_resampled_folds(store: Store, k: int, fraction: float) -> np.ndarray:
     """(n_objects, k, 4, FULL_FOLD_BINS) float32 folds of random point subsets (store_resampled_folds), NaN for
     objects without a light curve; cached per (k, fraction) like cached_folds."""
-    return store_cache.cached_per_object(store, f"lc_fold_resampled-k{k}-f{fraction:g}", RESAMPLED_VERSION,
+    return store_cache.cached_per_object(store, f"lc_fold_resampled-k{k}-f{fraction:g}",
+                                         RESAMPLED_VERSION * 100 + SUBSETS_VERSION,
                                          (k, 4, FULL_FOLD_BINS),
                                          lambda rows: store_resampled_folds(store, rows, k, fraction),
                                          f"{k} folds of random {fraction:.0%} subsets of each light curve")

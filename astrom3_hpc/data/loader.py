@@ -52,6 +52,9 @@ class LoaderSpec:
     # object's points (lc_folds.cached_resampled_folds), drawn per object and batch.
     lc_fold_resamples: int = 0
     lc_fold_resample_fraction: float = 0.5
+    # Training only, with lc_features and lc_fold_resamples = K > 0: `lc_features` of the same one of K point
+    # subsets as the batch's fold (lc_features.cached_resampled_features).
+    lc_feature_resampling: bool = False
 
 
 def _empty(shape: tuple[int, ...]) -> torch.Tensor:
@@ -107,8 +110,19 @@ class TrimodalBatches:
             self.period_search = np.nan_to_num(ps, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         else:
             self.period_search = np.zeros((len(self.labels), 4), np.float32)
-        self.lc_features = None
-        if spec.lc_features:
+        self.lc_features = self.lc_features_resampled = None
+        if spec.lc_features and spec.train and spec.lc_feature_resampling and spec.lc_fold_resamples > 0:
+            from .lc_features import cached_resampled_features, standardise
+
+            feats = cached_resampled_features(store, spec.lc_fold_resamples, spec.lc_fold_resample_fraction)
+            n, k, f = feats.shape
+            train_rows = store.split(spec.seed, "full", "train")
+            # Normalised through the subsets' own train distribution, not the whole curves': the rank transform
+            # then removes what thinning shifts for every object alike (point count, Lafler-Kinman, von Neumann
+            # ratio), and what is left is the variation a sparser sampling brings.
+            self.lc_features_resampled = standardise(
+                feats.reshape(n * k, f), (train_rows[:, None] * k + np.arange(k)).ravel()).reshape(n, k, f)
+        elif spec.lc_features:
             from .lc_features import cached_features, standardise
 
             self.lc_features = standardise(cached_features(store), store.split(spec.seed, "full", "train"))
@@ -342,9 +356,13 @@ class TrimodalBatches:
         lc[:, :, :3] = pts
         lc[:, :, 3:] = self.aux_steps[rows][:, None, :]
         extra = {} if self.lc_features is None else {"lc_features": torch.from_numpy(self.lc_features[rows])}
-        if self.lc_fold_resampled is not None:
-            # Drawn after the windows, so turning resampling on leaves every window where it was.
+        if self.lc_fold_resampled is not None or self.lc_features_resampled is not None:
+            # Drawn after the windows, so turning resampling on leaves every window where it was; one subset per
+            # object for both, so the fold and the features describe the same sparser curve.
             pick = rng.integers(0, s.lc_fold_resamples, n)
+            if self.lc_features_resampled is not None:
+                extra["lc_features"] = torch.from_numpy(self.lc_features_resampled[rows, pick])
+        if self.lc_fold_resampled is not None:
             extra["lc_fold"] = torch.from_numpy(self.lc_fold_resampled[rows, pick])
         elif self.lc_fold is not None:
             extra["lc_fold"] = torch.from_numpy(self.lc_fold[rows])

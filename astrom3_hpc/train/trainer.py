@@ -101,9 +101,16 @@ class Trainer:
         if train and kw["lc_fold"]:
             kw.setdefault("lc_fold_resamples", d.lc_fold_resamples)
             kw.setdefault("lc_fold_resample_fraction", d.lc_fold_resample_fraction)
-        elif train and d.lc_fold_resamples and self.is_main:
+        elif train and d.lc_fold_resamples and not d.lc_feature_resampling and self.is_main:
             log.warning("data.lc_fold_resamples=%d is ignored: this model has no full-curve fold view "
                         "(model.periodic_views without fold_full)", d.lc_fold_resamples)
+        if train and kw["lc_features"]:
+            kw.setdefault("lc_feature_resampling", d.lc_feature_resampling)
+            kw.setdefault("lc_fold_resamples", d.lc_fold_resamples)
+            kw.setdefault("lc_fold_resample_fraction", d.lc_fold_resample_fraction)
+        elif train and d.lc_feature_resampling and self.is_main:
+            log.warning("data.lc_feature_resampling is ignored: this model has no classical-feature input "
+                        "(model.periodic_features false)")
         return TrimodalBatches(LoaderSpec(
             store=d.store, seed=d.seed, subset=subset or d.subset, split=split,
             batch_size=self.cfg.train.batch_size // self.world, train=train, world_size=self.world,
