@@ -18,6 +18,8 @@ from astrom3_hpc.cli import main
 from astrom3_hpc.data import lc_features as lcf
 from astrom3_hpc.data.store import Store
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _lc_store(d, seed=0, n_per_class=14):
     truth = _write_tables(d, n_per_class=n_per_class, seed=seed)
@@ -244,7 +246,8 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     r = run_job("finetune", run, store, sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1",
                                               "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
                                               "train.batch_size=8", "finetune.class_weights=balanced",
-                                              "finetune.distill=baseline", "data.lc_fold_resamples=4"),
+                                              "finetune.distill=baseline", "data.lc_fold_resamples=4",
+                                              "data.lc_feature_resampling=true"),
                 extra=("--mode", "photo", "--init", "scratch"))
     m = json.loads((run / "metrics.json").read_text())
     s = Store(store)
@@ -266,6 +269,24 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     # Trained on resampled folds (data.lc_fold_resamples), cached by the same job; the run's config says so.
     assert len(list((Path(store) / lcf.CACHE_DIR).glob("lc_fold_resampled-k4-*.npy"))) == 1
     assert "lc_fold_resamples: 4" in (run / "config.yaml").read_text()
+    # And on the features of the same subsets, cached beside the whole curves' features, which validation used.
+    assert len(list((Path(store) / lcf.CACHE_DIR).glob("lc_features_resampled-k4-*.npy"))) == 1
+    assert "lc_feature_resampling: true" in (run / "config.yaml").read_text()
+
+
+def test_large_survey_preset_is_the_preset_plus_three_settings():
+    from astrom3_hpc.core.config import load_config
+
+    small = load_config(str(ROOT / "configs" / "periodic_finetune.yaml"))
+    large = load_config(str(ROOT / "configs" / "periodic_finetune_large.yaml"))
+    assert not small.data.lc_feature_resampling and not small.model.periodic_fold_period
+    assert small.finetune.distill == "none"
+    assert large.data.lc_feature_resampling and large.model.periodic_fold_period and large.finetune.distill == "baseline"
+    # Everything else is inherited.
+    for a, b in ((small.data, large.data), (small.model, large.model), (small.optim, large.optim),
+                 (small.train, large.train)):
+        diff = {k for k in vars(a) if getattr(a, k) != getattr(b, k)}
+        assert diff <= {"lc_feature_resampling", "periodic_fold_period"}, diff
 
 
 def test_balanced_weights_are_sklearns():
