@@ -183,9 +183,13 @@ class TrainConfig:
     # Seed of the initial weights and of dropout; None: data.seed. Members of a seed ensemble (`astrom3
     # ensemble`) differ only in it: same split, same batch order.
     model_seed: int | None = None
+    # > 0: validation, the best weights and the test use an exponential moving average of the weights with this
+    # horizon in epochs (train/weight_average.py); 0: the trained weights themselves.
+    ema_epochs: float = 0.0
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.ema_epochs >= 0, "train.ema_epochs", "must be >= 0 (0 = off)")
         _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
         _check(isinstance(self.compile, bool), "train.compile", "must be true or false")

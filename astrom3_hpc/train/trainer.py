@@ -16,6 +16,7 @@ therefore stops the job at the next log boundary, whose state is what the checkp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -43,6 +44,7 @@ from .fingerprint import check_run_dir, run_identity, store_identity, write_iden
 from .preempt import EXIT_PREEMPTED, Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
+from .weight_average import WeightAverage
 
 log = logging.getLogger("astrom3")
 
@@ -142,6 +144,13 @@ class Trainer:
         self.float_dtype = None  # inputs stay fp32; bf16 is autocast (engine.autocast)
         self.best_val: dict = {}
         self.guard = FiniteGuard(self.device)
+        t = self.cfg.train
+        steps = min(self.train_batches.num_batches(), t.max_steps_per_epoch or math.inf)
+        self.average = WeightAverage(self.model, t.ema_epochs, steps) if t.ema_epochs > 0 else None
+
+    def evaluated_weights(self):
+        """The weights validation judges and the best model keeps: the average with train.ema_epochs."""
+        return self.average.swapped_in(self.model) if self.average is not None else contextlib.nullcontext()
 
     def resume(self) -> bool:
         tag = checkpoint.latest_tag(self.run.ckpt_dir) if self.resume_enabled else None
@@ -152,6 +161,11 @@ class Trainer:
         self.schedule.load_state_dict(client["schedule"])
         self.early.load_state_dict(client["early"])
         self.load_task_state(client.get("task", {}))
+        if self.average is not None:
+            if "weight_average" not in client:
+                raise ValueError(f"checkpoint {tag} in {self.run.ckpt_dir} holds no weight average "
+                                 f"(train.ema_epochs): it was written without one")
+            self.average.load_state_dict(client["weight_average"])
         self.run.truncate_after(self.state.step, self.state.epoch)
         if self.is_main:
             log.info("resumed from %s: epoch %d, batch %d, step %d", tag, self.state.epoch,
@@ -182,6 +196,8 @@ class Trainer:
         st = self.state
         self.guard.observe(st.step, st.epoch, st.batch_in_epoch, ids, loss, self.model)  # no host sync
         self.engine.step()
+        if self.average is not None:
+            self.average.update(self.model)
         return loss.detach().float().reshape(())
 
     def validate(self) -> dict[str, float]:
@@ -191,6 +207,8 @@ class Trainer:
         self.guard.check(self.model, "before writing a checkpoint")
         client = {"state": asdict(self.state), "schedule": self.schedule.state_dict(),
                   "early": self.early.state_dict(), "task": self.task_state(), "kind": self.kind}
+        if self.average is not None:
+            client["weight_average"] = self.average.state_dict()
         checkpoint.save(self.engine, self.run.ckpt_dir, f"step{self.state.step}", client)
 
     def on_best(self, epoch: int, val: dict) -> None:
@@ -318,7 +336,8 @@ class Trainer:
                         log.warning("stopped at step %d (%s); checkpoint written, exit %d for requeue",
                                     st.step, self.preempt.signal_name or "stop_after_steps", EXIT_PREEMPTED)
                     return EXIT_PREEMPTED
-                self.end_epoch(self.validate())
+                with self.evaluated_weights():
+                    self.end_epoch(self.validate())
                 if self.early.should_stop:
                     st.finished_training = True
                     if self.is_main:
