@@ -11,9 +11,11 @@ from ..data.sources.lightcurves import LightCurveTableSource, TableError, TableO
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Registered on the ingest parser."""
-    g = p.add_argument_group("lightcurves: long CSV tables of any survey (see docs/lightcurves.md)")
-    g.add_argument("--points", help="points table (CSV or .csv.gz): one row per epoch")
-    g.add_argument("--objects", help="objects table (CSV or .csv.gz): one row per object, with its class")
+    g = p.add_argument_group("lightcurves: long tables of any survey, CSV, .csv.gz or Parquet "
+                                  "(pip install 'astrom3-hpc[parquet]'; see docs/lightcurves.md)")
+    g.add_argument("--points", help="points table (CSV, .csv.gz or .parquet): one row per epoch")
+    g.add_argument("--objects", help="objects table (CSV, .csv.gz or .parquet): one row per object, "
+                                       "with its class")
     g.add_argument("--id-column", default="id", help="object id column, in both tables and the split files "
                                                      "(default id)")
     g.add_argument("--time-column", default="time", help="time in days, e.g. MJD (default time)")

@@ -2,8 +2,8 @@
 row per object: id, class, optionally a period and a split). `astrom3 ingest lightcurves`; see
 docs/lightcurves.md.
 
-Formats: CSV, optionally gzip-compressed (``.gz``). Parquet is not read: pyarrow is a 55 MB wheel, more than
-this reader is worth; convert with any tool that writes CSV.
+Formats: CSV, gzip CSV (``.gz``) and Parquet (``.parquet``, with the optional pyarrow), read by tables.py as rows
+of text cells, so both formats pass the same checks.
 
 The whole points file is parsed once per process (every MPI rank re-reads it: a million rows take a couple of
 seconds, less than shipping them) and grouped with numpy. Problems that concern one object (no rows, a
@@ -15,7 +15,6 @@ with this source's id column and id matching; the command-line options live in c
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -29,14 +28,10 @@ from .. import periods
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
 from .common import mag_to_flux_mjy
-from .long_table import _open_text
+from .tables import Table, TableError, open_table, read_header
 
 _MAG_SENTINEL = 90.0  # survey "no measurement" magnitudes (SDSS 99.999) and errors (9.999) are dropped
 _ERR_SENTINEL = 9.0
-
-
-class TableError(ValueError):
-    """A whole input file is unusable; the message names the file and the column or id."""
 
 
 @dataclass
@@ -59,16 +54,6 @@ class TableOptions:
     skip_bad_split_ids: bool = False  # --on-error skip: ids in split files not in the store are listed, not fatal
     period_backend: str = "auto"
     min_period: float = periods.MIN_PERIOD_DAYS  # shortest Lomb-Scargle period searched, days
-
-
-def _read_csv(path: str) -> tuple[list[str], list[list[str]]]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(path)
-    with _open_text(path) as fh:
-        rd = csv.reader(fh)
-        header = [h.strip() for h in next(rd, [])]
-        rows = [r for r in rd if r]
-    return header, rows
 
 
 def _col(header: list[str], name: str, path: str, what: str) -> int:
@@ -105,10 +90,10 @@ def read_class_map(path: str) -> dict[str, str]:
         if not isinstance(m, dict):
             raise TableError(f"{path}: a class map must be a JSON object {{label: class}}")
         return {str(k).strip(): str(v or "").strip() for k, v in m.items()}
-    header, rows = _read_csv(path)
-    if len(header) < 2:
-        raise TableError(f"{path}: a class-map CSV needs two columns (label, class), got {header}")
-    return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for r in rows}
+    with open_table(path) as t:
+        if len(t.header) < 2:
+            raise TableError(f"{path}: a class-map table needs two columns (label, class), got {t.header}")
+        return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for _, r in t.rows}
 
 
 class LightCurveTableSource:
@@ -131,8 +116,7 @@ class LightCurveTableSource:
         elif opt.split_column:
             self._fixed_splits = {42: {"full": self._column_split()}}
         # Check the points file's header now: a wrong column name should fail before ingestion starts.
-        with _open_text(opt.points) as fh:
-            header = [h.strip() for h in next(csv.reader(fh), [])]
+        header = read_header(opt.points)
         for name, what in ((opt.id_column, "id"), (opt.time_column, "time"),
                            (opt.mag_column or opt.flux_column, "magnitude/flux"), (opt.err_column, "error"),
                            (opt.band_column, "band")):
@@ -141,8 +125,11 @@ class LightCurveTableSource:
 
     # -- objects -------------------------------------------------------------------------------------------
     def _read_objects(self) -> None:
-        o = self.opt
-        header, rows = _read_csv(o.objects)
+        with open_table(self.opt.objects) as t:
+            self._read_object_rows(t)
+
+    def _read_object_rows(self, t: Table) -> None:
+        o, header = self.opt, t.header
         k_id = _col(header, o.id_column, o.objects, "id")
         k_lab = _col(header, o.label_column, o.objects, "label")
         k_per = _col(header, o.period_column, o.objects, "period") if o.period_column else None
@@ -150,12 +137,12 @@ class LightCurveTableSource:
         cmap = read_class_map(o.class_map) if o.class_map else None
         keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
         seen: set[str] = set()
-        for line, r in enumerate(rows, start=2):
+        for pos, r in t.rows:
             key = _norm_id(r[k_id]) if k_id < len(r) else ""
             if not key:
-                raise TableError(f"{o.objects}:{line}: empty id in column {o.id_column!r}")
+                raise TableError(f"{t.at(pos)}: empty id in column {o.id_column!r}")
             if key in seen:
-                raise TableError(f"{o.objects}:{line}: object {key!r} appears twice")
+                raise TableError(f"{t.at(pos)}: object {key!r} appears twice")
             seen.add(key)
             raw = r[k_lab].strip() if k_lab < len(r) else ""
             cls = cmap.get(raw, None) if cmap is not None else raw
@@ -163,7 +150,7 @@ class LightCurveTableSource:
                 if not o.drop_unlabelled:
                     why = (f"label {raw!r} is not in the class map {o.class_map}" if cmap is not None and raw
                            not in cmap else f"no class (label {raw!r})")
-                    raise TableError(f"{o.objects}:{line}: object {key}: {why}; pass --drop-unlabelled to leave "
+                    raise TableError(f"{t.at(pos)}: object {key}: {why}; pass --drop-unlabelled to leave "
                                      f"such objects out, or --class-map to name their class")
                 dropped.append(key)
                 continue
@@ -175,7 +162,7 @@ class LightCurveTableSource:
                 try:
                     p = float(r[k_per])
                 except ValueError:
-                    raise TableError(f"{o.objects}:{line}: object {key}: period {r[k_per]!r} in column "
+                    raise TableError(f"{t.at(pos)}: object {key}: period {r[k_per]!r} in column "
                                      f"{o.period_column!r} is not a number") from None
             periods_.append(p if p > 0 else math.nan)
             if self._k_split is not None:
@@ -225,18 +212,15 @@ class LightCurveTableSource:
         """Group the points file by object: {key: (start, stop)} into time/value/err arrays, and per-object
         first parse error."""
         o = self.opt
-        with _open_text(o.points) as fh:
-            rd = csv.reader(fh)
-            header = [h.strip() for h in next(rd, [])]
+        with open_table(o.points) as t:
+            header = t.header
             k_id, k_t = header.index(o.id_column), header.index(o.time_column)
             k_v, k_e = header.index(o.mag_column or o.flux_column), header.index(o.err_column)
             k_b = header.index(o.band_column) if o.band_column else None
             wanted = set(self.keys)
             ids, vals, bands = [], [], []
             bad: dict[str, str] = {}
-            for line, r in enumerate(rd, start=2):
-                if not r:
-                    continue
+            for pos, r in t.rows:
                 key = _norm_id(r[k_id])
                 if key not in wanted:
                     continue
@@ -250,7 +234,7 @@ class LightCurveTableSource:
                         row.append(float(cell) if cell else math.nan)
                     except ValueError:
                         if key not in bad:
-                            bad[key] = f"line {line}: column {name!r} holds {cell!r}, not a number"
+                            bad[key] = f"{t.row_name(pos)}: column {name!r} holds {cell!r}, not a number"
                         row = None
                         break
                 if row is None:

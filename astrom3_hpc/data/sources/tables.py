@@ -1,0 +1,117 @@
+"""The user's tables as rows of text cells: CSV, gzip CSV (``.gz``) or Parquet (``.parquet``/``.pq``).
+
+Parquet needs pyarrow, a 55 MB wheel, so it is the optional ``parquet`` extra (``pip install
+'astrom3-hpc[parquet]'``) rather than a dependency: most surveys hand out CSV. Parquet cells are turned into the
+text a CSV would hold (each float as the shortest decimal of its own precision; nulls become empty cells), so one set
+of parsing and checks serves both formats and their errors read alike. Rows come with their position, "line N"
+in a text file (the header is line 1; blank lines are skipped but counted) and "row N" (1-based) in Parquet.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .long_table import _open_text
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_BATCH_ROWS = 65_536
+
+
+class TableError(ValueError):
+    """A whole input file is unusable; the message names the file and the column or id."""
+
+
+def is_parquet(path: str) -> bool:
+    return str(path).lower().endswith(PARQUET_SUFFIXES)
+
+
+@dataclass
+class Table:
+    path: str
+    header: list[str]
+    rows: Iterator[tuple[int, list[str]]]  # (position, cells); empty rows are skipped
+    parquet: bool
+
+    def row_name(self, pos: int) -> str:
+        return f"row {pos}" if self.parquet else f"line {pos}"
+
+    def at(self, pos: int) -> str:
+        """The row as a user finds it: `file:line` for text, `file row N` for Parquet."""
+        return f"{self.path} row {pos}" if self.parquet else f"{self.path}:{pos}"
+
+
+def _pyarrow_parquet(path: str) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TableError(f"{path}: reading Parquet needs pyarrow: pip install 'astrom3-hpc[parquet]' "
+                               f"(or convert the table to CSV)") from None
+    return pq
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _column_text(col: Any) -> list[str]:
+    import pyarrow as pa
+
+    if pa.types.is_float32(col.type) or pa.types.is_float16(col.type):
+        # The shortest decimal of the stored precision, what a CSV export would print (0.02, not the float64
+        # widening 0.019999999552965164).
+        null = col.is_null().to_numpy(zero_copy_only=False)
+        vals = col.to_numpy(zero_copy_only=False)
+        return ["" if n else str(v) for v, n in zip(vals, null)]
+    return [_text(v) for v in col.to_pylist()]
+
+
+def _parquet_rows(pf: Any) -> Iterator[tuple[int, list[str]]]:
+    pos = 0
+    for batch in pf.iter_batches(batch_size=_BATCH_ROWS):
+        cols = [_column_text(batch.column(j)) for j in range(batch.num_columns)]
+        for row in zip(*cols):
+            pos += 1
+            yield pos, list(row)
+
+
+def _csv_rows(rd: Any) -> Iterator[tuple[int, list[str]]]:
+    for r in rd:
+        if r:
+            yield rd.line_num, r
+
+
+@contextmanager
+def open_table(path: str | Path) -> Iterator[Table]:
+    """The table's header (stripped names) and an iterator over its non-empty data rows with their positions."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    if is_parquet(path):
+        pq = _pyarrow_parquet(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
+            raise TableError(f"{path}: not a readable Parquet file ({e})") from None
+        try:
+            yield Table(path, [n.strip() for n in pf.schema_arrow.names], _parquet_rows(pf), parquet=True)
+        finally:
+            pf.close()
+        return
+    with _open_text(path) as fh:
+        rd = csv.reader(fh)
+        header = [h.strip() for h in next(rd, [])]
+        yield Table(path, header, _csv_rows(rd), parquet=False)
+
+
+def read_header(path: str | Path) -> list[str]:
+    with open_table(path) as t:
+        return t.header
