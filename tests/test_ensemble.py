@@ -24,8 +24,8 @@ TINY = ("model.preset=periodic", "model.d_model=16", "model.n_layers=1", "model.
         "train.epochs=2", "train.batch_size=8")
 
 
-def _probs(run):
-    with open(run / "predictions.csv", newline="") as f:
+def _probs(run, name="predictions.csv"):
+    with open(run / name, newline="") as f:
         rows = list(csv.DictReader(f))
     return rows, np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
 
@@ -61,6 +61,16 @@ def test_model_seed_changes_weights_and_the_ensemble_averages(members, tmp_path)
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"] == "ensemble" and len(m["members"]) == 2 and m["test"]["n"] == len(re_)
     assert (out / "confusion_test.png").stat().st_size > 1000
+    # The validation split is averaged too: the kept model's validation predictions, scored as training scored
+    # them, so options (the ensemble among them) are chosen without looking at test.
+    val_rows, va = _probs(a, "predictions_val.csv")
+    _, vb = _probs(b, "predictions_val.csv")
+    ma = json.loads((a / "metrics.json").read_text())
+    assert ma["val"]["n"] == len(val_rows) > 0 and not {r["row"] for r in val_rows} & {r["row"] for r in ra}
+    assert ma["val"]["macro_f1"] == pytest.approx(ma["best_val"]["macro_f1"])
+    _, ve = _probs(out, "predictions_val.csv")
+    np.testing.assert_allclose(ve, (va + vb) / 2, atol=2e-6)
+    assert m["val"]["n"] == len(val_rows) and m["members"][0]["val_macro_f1"] == ma["val"]["macro_f1"]
     # collect lists it beside its members.
     from astrom3_hpc.cli.results import main as collect_main
 
@@ -80,6 +90,19 @@ def test_ensemble_refuses_members_of_different_test_sets(members, tmp_path, caps
     assert main(["ensemble", str(a), "--out", str(tmp_path / "e1")]) == 2
 
 
+def test_ensemble_of_runs_without_validation_predictions_has_no_val(members, tmp_path, caplog):
+    import shutil
+
+    _, (a, b) = members
+    old = tmp_path / "old"  # a run from before predictions_val.csv was written
+    shutil.copytree(b, old)
+    (old / "predictions_val.csv").unlink()
+    out = tmp_path / "e"
+    assert main(["ensemble", str(a), str(old), "--out", str(out)]) == 0
+    assert "val" not in json.loads((out / "metrics.json").read_text()) and not (out / "predictions_val.csv").exists()
+    assert f"no validation predictions in {old}" in caplog.text
+
+
 def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_path, capsys):
     _, (a, b) = members
     # A run against itself resampled: every draw gives 0, so the interval is [0, 0] and A >= B always.
@@ -89,6 +112,9 @@ def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_pa
     fa, fb = (json.loads((r / "metrics.json").read_text())["test"]["macro_f1"] for r in (a, b))
     assert pb.main(["--a", str(a), "--b", str(b), "--resamples", "20"]) == 0
     assert f"{(fa - fb) * 100:+.1f} points" in capsys.readouterr().out
+    va, vb = (json.loads((r / "metrics.json").read_text())["val"]["macro_f1"] for r in (a, b))
+    assert pb.main(["--a", str(a), "--b", str(b), "--resamples", "20", "--split", "val"]) == 0
+    assert f"val macro-F1 A - B: {(va - vb) * 100:+.1f} points" in capsys.readouterr().out
     odd = tmp_path / "odd"
     odd.mkdir()
     (odd / "predictions.csv").write_text("\n".join((b / "predictions.csv").read_text().splitlines()[:-1]) + "\n")

@@ -172,6 +172,9 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
         assert all(r["object_id"].startswith("OGLE-") for r in rows)
         assert all(abs(sum(float(r[f"p_{c}"]) for c in CLASSES) - 1) < 1e-4 for r in rows)
         assert all(r["predicted_class"] == max(CLASSES, key=lambda c: float(r[f"p_{c}"])) for r in rows)
+        with open(run / "predictions_val.csv") as f:
+            val = [int(r["row"]) for r in csv.DictReader(f)]
+        assert val == sorted(s.split(42, "full", "val").tolist()) and m["val"]["n"] == len(val)
     # Each job's log is in its run dir (and nothing of one job leaks into the other's).
     assert "rank 0 INFO astrom3: finished:" in (ft / "train.log").read_text()
     bl_log = (bl / "train.log").read_text()

@@ -262,8 +262,9 @@ def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, 
             assert sum(map(sum, rep["confusion"])) == rep["n"]
         assert (run / "confusion_test.png").stat().st_size > 1000
         assert (run / "confusion_test_full.png").exists()
-        # One prediction line per test object of each test set (the sub-X one and the full one).
-        for name, key in (("predictions.csv", "test"), ("predictions_test_full.csv", "test_full")):
+        # One prediction line per object of each test set (the sub-X one and the full one) and of validation.
+        for name, key in (("predictions.csv", "test"), ("predictions_test_full.csv", "test_full"),
+                          ("predictions_val.csv", "val")):
             assert len((run / name).read_text().splitlines()) == m[key]["n"] + 1
 
 

@@ -4,7 +4,8 @@ fine-tuning, so result tables show it beside the networks (docs/lightcurves.md).
 Features: data/lc_features.py (Lomb-Scargle search, 3-harmonic Fourier fits at the period and twice it,
 light-curve statistics; the `periodic` encoder gets the same vector), from the store's cache. Classifier:
 scikit-learn's HistGradientBoosting with balanced class weights. Writes metrics.json (the fine-tune format with
-init "baseline"), predictions.csv and confusion_test.png.
+init "baseline", the validation split's report under "val"), predictions.csv, predictions_val.csv and
+confusion_test.png.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
     from threadpoolctl import threadpool_limits
 
     from ..core.atomic import write_json
-    from .evaluate import classification_report, plot_confusion, write_predictions
+    from .evaluate import classification_report, plot_confusion, predictions_file, write_predictions
 
     names = store.class_names
     labels = store.labels
@@ -70,9 +71,9 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
                            "HistGradientBoosting", "period_source": period_source, "use_rfr_score": False,
                            "store": str(store.path), "n_features": len(FEATURE_NAMES),
                            "feature_names": list(FEATURE_NAMES)}
-    sets = [("test", subset)] + ([("test_full", "full")] if subset != "full" else [])
-    for key, sub in sets:
-        rows = store.split(seed, sub, "test")
+    sets = [("test", subset, "test")] + ([("test_full", "full", "test")] if subset != "full" else [])
+    for key, sub, split in sets + [("val", subset, "val")]:
+        rows = store.split(seed, sub, split)
         rows = rows[present[rows]]
         probs = np.zeros((len(rows), len(names)))
         x = baseline_features(store, rows, period_source)
@@ -81,9 +82,10 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
         y_pred = probs.argmax(1)
         rep = classification_report(labels[rows], y_pred, names)
         out[key], out[f"{key}_accuracy"] = rep, rep["accuracy"]
-        plot_confusion(rep, run / f"confusion_{key}.png", f"classical baseline {subset} seed {seed} - {sub} test set")
-        write_predictions(run / ("predictions.csv" if key == "test" else f"predictions_{key}.csv"), store, rows,
-                          labels[rows], y_pred, probs)
+        if split == "test":
+            plot_confusion(rep, run / f"confusion_{key}.png",
+                           f"classical baseline {subset} seed {seed} - {sub} test set")
+        write_predictions(run / predictions_file(key), store, rows, labels[rows], y_pred, probs)
     if "test_full" not in out:
         out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
     out["seconds"] = {"features_train": round(t_feat, 2), "fit": round(t_fit, 2),

@@ -5,9 +5,11 @@ set: fine-tune runs that differ in their weights' seed (`train.model_seed`), or 
 On a few hundred objects the test macro-F1 of one network moves by several points with its initial weights
 (docs/lightcurves.md); the mean of a few members' probabilities is the usual remedy, and it costs training
 time, not new information. A network and gradient boosting err on different objects: their average was the
-best light-curve classifier on validation on all four datasets of docs/lightcurves.md. The members' predictions.csv must list the same objects with the same truth and
-classes; the result is what a fine-tune run writes (metrics.json with init "ensemble", predictions.csv,
-confusion_test.png), so `astrom3 collect` lists it.
+best light-curve classifier on validation on all four datasets of docs/lightcurves.md. The members'
+predictions.csv must list the same objects with the same truth and classes; the result is what a fine-tune run
+writes (metrics.json with init "ensemble", predictions.csv, confusion_test.png), so `astrom3 collect` lists it.
+The validation split is averaged the same way (predictions_val.csv, metrics.json "val"), so an ensemble is
+chosen over its members on validation, as any other option.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import write_json, write_text
-from .evaluate import classification_report, plot_confusion
+from .evaluate import classification_report, plot_confusion, predictions_file
 
 log = logging.getLogger("astrom3")
 
-PREDICTIONS = "predictions.csv"
+PREDICTIONS = predictions_file("test")
 _ID_COLUMNS = ("row", "object_id", "true_class")
 
 
-def _read(run: Path) -> tuple[list[dict[str, str]], list[str]]:
-    path = run / PREDICTIONS
+def _read(run: Path, name: str) -> tuple[list[dict[str, str]], list[str]]:
+    path = run / name
     if not path.exists():
-        raise ValueError(f"{path}: no predictions.csv (not a finished fine-tune run?)")
+        raise ValueError(f"{path}: no {name} (not a finished fine-tune run?)")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -43,53 +45,70 @@ def _read(run: Path) -> tuple[list[dict[str, str]], list[str]]:
     return rows, [c[2:] for c in cols if c.startswith("p_")]
 
 
-def read_same_test_set(runs: list[Path]) -> tuple[list[str], list[list[dict[str, str]]]]:
-    """The class names and each run's predictions.csv rows, checked to list the same objects, truth and classes
-    in the same order (runs on the same store, split seed and subset)."""
-    read = [_read(run) for run in runs]
+def read_same_test_set(runs: list[Path], key: str = "test") -> tuple[list[str], list[list[dict[str, str]]]]:
+    """The class names and each run's predictions of one set (`key`: "test", or "val" for predictions_val.csv),
+    checked to list the same objects, truth and classes in the same order (runs on the same store, split seed
+    and subset)."""
+    name = predictions_file(key)
+    read = [_read(run, name) for run in runs]
     first, names = read[0]
     all_rows = []
     for run, (rows, cls) in zip(runs, read):
         if cls != names:
-            raise ValueError(f"{run / PREDICTIONS}: classes {cls} differ from {runs[0] / PREDICTIONS}'s {names}")
+            raise ValueError(f"{run / name}: classes {cls} differ from {runs[0] / name}'s {names}")
         if [tuple(r[c] for c in _ID_COLUMNS) for r in rows] != [tuple(r[c] for c in _ID_COLUMNS) for r in first]:
-            raise ValueError(f"{run / PREDICTIONS}: other objects or truth than {runs[0] / PREDICTIONS} "
+            raise ValueError(f"{run / name}: other objects or truth than {runs[0] / name} "
                              "(members must share store, split seed and subset)")
         all_rows.append(rows)
     return names, all_rows
+
+
+def _average(runs: list[Path], key: str) -> tuple[dict[str, Any], str]:
+    """The members' mean probabilities on one set: its report and its predictions file's text."""
+    names, member_rows = read_same_test_set(runs, key)
+    first = member_rows[0]
+    probs = np.mean([[[float(r[f"p_{c}"]) for c in names] for r in rows] for rows in member_rows], axis=0)
+    y_true = np.array([names.index(r["true_class"]) for r in first])
+    y_pred = probs.argmax(1)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*_ID_COLUMNS, "predicted_class", *[f"p_{c}" for c in names]])
+    for r, k, p in zip(first, y_pred, probs):
+        w.writerow([*(r[c] for c in _ID_COLUMNS), names[int(k)], *[f"{float(x):.6g}" for x in p]])
+    return classification_report(y_true, y_pred, names), buf.getvalue()
 
 
 def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two runs")
-    names, member_rows = read_same_test_set(runs)
-    first = member_rows[0]
-    probs = np.zeros((len(first), len(names)))
+    rep, text = _average(runs, "test")
+    # Runs from before validation predictions were written have none: the ensemble then has no "val".
+    with_val = all((run / predictions_file("val")).exists() for run in runs)
+    val = _average(runs, "val") if with_val else None
     members = []
-    for run, rows in zip(runs, member_rows):
-        probs += np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
+    for run in runs:
         m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
-        members.append({"run": str(run.resolve()), "test_macro_f1": m.get("test", {}).get("macro_f1")})
-    probs /= len(runs)
-    y_true = np.array([names.index(r["true_class"]) for r in first])
-    y_pred = probs.argmax(1)
-    rep = classification_report(y_true, y_pred, names)
+        members.append({"run": str(run.resolve()), "test_macro_f1": m.get("test", {}).get("macro_f1"),
+                        "val_macro_f1": m.get("val", {}).get("macro_f1")})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*_ID_COLUMNS, "predicted_class", *[f"p_{c}" for c in names]])
-    for r, k, p in zip(first, y_pred, probs):
-        w.writerow([*(r[c] for c in _ID_COLUMNS), names[int(k)], *[f"{float(x):.6g}" for x in p]])
-    write_text(out / PREDICTIONS, buf.getvalue())
+    write_text(out / PREDICTIONS, text)
+    if val is not None:
+        write_text(out / predictions_file("val"), val[1])
+    else:
+        log.warning("no validation predictions in %s: the ensemble's metrics.json has no 'val'",
+                    ", ".join(str(r) for r in runs if not (r / predictions_file("val")).exists()))
     ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
     result: dict[str, Any] = {k: ref.get(k) for k in ("kind", "mode", "fusion", "subset", "seed", "use_rfr_score")}
     result |= {"kind": "finetune", "init": "ensemble", "init_dir": None, "members": members, "test": rep,
                "test_accuracy": rep["accuracy"], "test_full": rep, "test_full_accuracy": rep["accuracy"]}
+    if val is not None:
+        result["val"] = val[0]
     plot_confusion(rep, out / "confusion_test.png", f"ensemble of {len(runs)} - test set")
     write_json(out / "metrics.json", result)
-    log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f", len(runs), rep["accuracy"], rep["macro_f1"])
+    log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
+             "" if val is None else f"; validation macro-F1 {val[0]['macro_f1']:.3f}")
     return result
 
 
@@ -98,7 +117,9 @@ def add_parser(sub) -> None:
                        description="Members: runs on the same store, split seed and subset: fine-tune runs that "
                                    "differ in train.model_seed (a seed ensemble), or a fine-tune run and an "
                                    "`astrom3 baseline` run. Writes metrics.json, predictions.csv, "
-                                   "confusion_test.png.")
+                                   "confusion_test.png, and, where every member has predictions_val.csv, "
+                                   "predictions_val.csv and the validation report (metrics.json 'val'): choose "
+                                   "between models on that, not on test.")
     p.add_argument("runs", nargs="+", help="fine-tune or baseline run directories (each with predictions.csv)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.set_defaults(func=cmd_ensemble)
@@ -108,5 +129,6 @@ def cmd_ensemble(args) -> int:
     out = ensemble(args.runs, args.out)
     print(json.dumps({"members": len(out["members"]), "test_accuracy": out["test_accuracy"],
                       "test_macro_f1": out["test"]["macro_f1"],
+                      "val_macro_f1": out.get("val", {}).get("macro_f1"),
                       "per_class_recall": out["test"]["per_class_recall"]}, indent=2))
     return 0

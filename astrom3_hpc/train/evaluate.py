@@ -104,9 +104,15 @@ def object_names(store) -> np.ndarray:
     return store.root["object_id"][:].astype(object)
 
 
+def predictions_file(key: str) -> str:
+    """The file a run writes one report's per-object predictions to: predictions.csv for the test set,
+    predictions_test_full.csv and predictions_val.csv beside it."""
+    return "predictions.csv" if key == "test" else f"predictions_{key}.csv"
+
+
 def write_predictions(path: str | Path, store, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                       probs: np.ndarray) -> None:
-    """predictions.csv: one line per test object (store row order): its id, true and predicted class, and the
+    """One line per object (store row order): its id, true and predicted class, and the
     probability of every class."""
     import csv
     import io

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import ModelConfig
-from .evaluate import classification_report, plot_confusion, write_predictions
+from .evaluate import classification_report, plot_confusion, predictions_file, write_predictions
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
@@ -205,8 +205,13 @@ class Finetuner(Trainer):
             if self.is_main:
                 plot_confusion(rep, self.run.path / f"confusion_{key}.png",
                                f"{f.mode} {d.subset} seed {d.seed} ({out['init']}) - {subset} test set")
-                write_predictions(self.run.path / ("predictions.csv" if key == "test" else f"predictions_{key}.csv"),
-                                  self.store, rows, y_true, y_pred, probs)
+                write_predictions(self.run.path / predictions_file(key), self.store, rows, y_true, y_pred, probs)
+        # The kept model's validation predictions: what `astrom3 ensemble` and the paired bootstrap compare
+        # options on without looking at test.
+        y_true, y_pred, loss, rows, probs = self.predict(self.val_batches, with_probs=True)
+        out["val"] = classification_report(y_true, y_pred, self.store.class_names) | {"loss": loss}
+        if self.is_main:
+            write_predictions(self.run.path / predictions_file("val"), self.store, rows, y_true, y_pred, probs)
         if "test_full" not in out:
             out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
         return out
