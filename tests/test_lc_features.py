@@ -323,3 +323,5 @@ def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():
 
     with pytest.raises(Exception, match="finetune.distill"):
         FinetuneConfig(mode="spectra", distill="baseline").validate()
+    with pytest.raises(Exception, match="finetune.average_baseline' needs finetune.mode photo"):
+        FinetuneConfig(mode="all", average_baseline=True).validate()

@@ -189,6 +189,29 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
         with open(run / "predictions.csv") as f:
             probs[run] = np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in csv.DictReader(f)])
     np.testing.assert_allclose(probs[both], (probs[ft] + probs[bl]) / 2, atol=1e-5)
+    # The same average in one fine-tune run: the same network (same seed), the baseline fitted at its end.
+    # (A second DeepSpeed engine in this process is not possible, so it runs as the jobs do.)
+    from test_train import run_job
+
+    hybrid = tmp_path / "hybrid"
+    run_job("finetune", hybrid, out, sets=("train.epochs=1", "train.batch_size=8", "finetune.average_baseline=true"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    for name in ("predictions.csv", "predictions_val.csv"):
+        with open(hybrid / name) as f:
+            mine = np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in csv.DictReader(f)])
+        with open((both if name == "predictions.csv" else ft) / name) as f:
+            ref = np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in csv.DictReader(f)])
+        if name == "predictions_val.csv":  # the ensemble's own val average is checked in test_ensemble
+            with open(bl / name) as f:
+                ref = (ref + np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in csv.DictReader(f)])) / 2
+        np.testing.assert_allclose(mine, ref, atol=1e-5)
+    mh, mf, mb = (json.loads((r / "metrics.json").read_text()) for r in (hybrid, ft, bl))
+    assert mh["average_baseline"] is True and mh["test"]["macro_f1"] == json.loads(
+        (both / "metrics.json").read_text())["test"]["macro_f1"]
+    for key in ("test", "val"):
+        assert mh["network"][key]["macro_f1"] == mf[key]["macro_f1"]
+        assert mh["baseline"][key]["confusion"] == mb[key]["confusion"]
+    assert "averaging with the classical baseline" in (hybrid / "train.log").read_text()
     assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0
     md = (tmp_path / "res" / "results.md").read_text()
     assert (tmp_path / "res" / "per_class_recall.png").stat().st_size > 1000

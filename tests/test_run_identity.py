@@ -117,3 +117,17 @@ def test_weights_that_do_not_fit_are_a_clear_error(pre, store, tmp_path):
     r = run_job("finetune", tmp_path / "ft", store, extra=["--seed", "42", "--init", str(bad)], check=False)
     assert r.returncode == 7, r.stderr[-3000:]
     assert "CLIP weights do not fit the classifier" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_key_added_after_the_run_was_written_resumes_at_its_default():
+    from astrom3_hpc.core.config import RunConfig
+    from astrom3_hpc.train.fingerprint import _flatten, differences
+
+    config = _flatten(RunConfig().to_dict())
+    new = {"config": config, "seed": 42, "world_size": 1, "batch_size": 32}
+    old = {**new, "config": {k: v for k, v in config.items() if k != "finetune.average_baseline"}}
+    assert differences(old, new) == []  # a run dir written before the key existed
+    on = {**new, "config": {**config, "finetune.average_baseline": True}}
+    assert differences(old, on) == ["finetune.average_baseline: '<absent>' in the run dir, True now"]
+    # A key the run dir holds is compared as always, default or not.
+    assert differences(on, new) == ["finetune.average_baseline: True in the run dir, False now"]

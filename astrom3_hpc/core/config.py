@@ -215,6 +215,11 @@ class FinetuneConfig:
     # probabilities. Light-curve stores with finetune.mode photo only. Inference is the network alone.
     distill: str = "none"
     distill_weight: float = 0.5
+    # True: validation and test predictions are the mean of the network's class probabilities and the classical
+    # baseline's (`astrom3 baseline`, fitted on the same train split at the end of the run); metrics.json keeps
+    # each alone under "network" and "baseline". Training and the kept epoch are the network's alone. Light-curve
+    # stores with finetune.mode photo only (docs/lightcurves.md, "Which model to run").
+    average_baseline: bool = False
     # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
     # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
     pretrain_seed: int | None = None
@@ -227,6 +232,8 @@ class FinetuneConfig:
         _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be none or balanced")
         _check(self.distill in ("none", "baseline"), "finetune.distill", "must be none or baseline")
         _check(0.0 <= self.distill_weight <= 1.0, "finetune.distill_weight", "must be in [0, 1]")
+        _check(not self.average_baseline or self.mode == "photo", "finetune.average_baseline",
+               "needs finetune.mode photo (the baseline reads light curves only)")
         _check(self.distill == "none" or self.mode == "photo", "finetune.distill",
                "baseline distillation needs finetune.mode photo (the baseline reads light curves only)")
         _check(self.pretrain_seed is None or self.pretrain_seed in SPLIT_SEEDS, "finetune.pretrain_seed",

@@ -45,27 +45,50 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
         return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
 
 
-def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_source: str, random_state: int,
-                    threads: int) -> dict[str, Any]:
+def split_rows(store: Store, seed: int, subset: str, split: str) -> np.ndarray:
+    """The split's rows that hold a light curve: the only ones the baseline fits on or scores."""
+    rows = store.split(seed, subset, split)
+    return rows[store.root["present"][:, 0][rows]]
+
+
+def fit_baseline(store: Store, seed: int, subset: str, period_source: str = "ls", random_state: int = 0,
+                 threads: int = 1) -> tuple[Any, dict[str, float]]:
+    """The classifier fitted on the split's train rows, and the seconds its features and its fit took."""
     from threadpoolctl import threadpool_limits
 
-    from ..core.atomic import write_json
-    from .evaluate import classification_report, plot_confusion, predictions_file, write_predictions
-
-    names = store.class_names
-    labels = store.labels
-    present = store.root["present"][:, 0]
     t0 = time.perf_counter()
-    train = store.split(seed, subset, "train")
-    train = train[present[train]]
+    train = split_rows(store, seed, subset, "train")
     x_train = baseline_features(store, train, period_source)
     t_feat = time.perf_counter() - t0
     clf = make_classifier(len(train), random_state)
     # OpenMP threads beyond the cores this job owns cost 10x on a shared node (measured: 105 s against 9.6 s
     # for one fit on 2 busy cores), so the thread count is explicit.
     with threadpool_limits(threads):
-        clf.fit(x_train, labels[train])
-    t_fit = time.perf_counter() - t0 - t_feat
+        clf.fit(x_train, store.labels[train])
+    return clf, {"features_train": round(t_feat, 2), "fit": round(time.perf_counter() - t0 - t_feat, 2)}
+
+
+def baseline_probabilities(clf, store: Store, rows: np.ndarray, period_source: str = "ls",
+                           threads: int = 1) -> np.ndarray:
+    """(len(rows), n_classes) class probabilities; a class absent from the train rows gets 0."""
+    from threadpoolctl import threadpool_limits
+
+    probs = np.zeros((len(rows), len(store.class_names)))
+    x = baseline_features(store, rows, period_source)
+    with threadpool_limits(threads):
+        probs[:, clf.classes_] = clf.predict_proba(x)
+    return probs
+
+
+def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_source: str, random_state: int,
+                    threads: int) -> dict[str, Any]:
+    from ..core.atomic import write_json
+    from .evaluate import classification_report, plot_confusion, predictions_file, write_predictions
+
+    names = store.class_names
+    labels = store.labels
+    t0 = time.perf_counter()
+    clf, seconds = fit_baseline(store, seed, subset, period_source, random_state, threads)
     out: dict[str, Any] = {"kind": "finetune", "mode": "photo", "fusion": None, "subset": subset, "seed": seed,
                            "init": "baseline", "init_dir": None, "model": "lomb-scargle+fourier+stats, "
                            "HistGradientBoosting", "period_source": period_source, "use_rfr_score": False,
@@ -73,12 +96,8 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
                            "feature_names": list(FEATURE_NAMES)}
     sets = [("test", subset, "test")] + ([("test_full", "full", "test")] if subset != "full" else [])
     for key, sub, split in sets + [("val", subset, "val")]:
-        rows = store.split(seed, sub, split)
-        rows = rows[present[rows]]
-        probs = np.zeros((len(rows), len(names)))
-        x = baseline_features(store, rows, period_source)
-        with threadpool_limits(threads):
-            probs[:, clf.classes_] = clf.predict_proba(x)
+        rows = split_rows(store, seed, sub, split)
+        probs = baseline_probabilities(clf, store, rows, period_source, threads)
         y_pred = probs.argmax(1)
         rep = classification_report(labels[rows], y_pred, names)
         out[key], out[f"{key}_accuracy"] = rep, rep["accuracy"]
@@ -88,8 +107,7 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
         write_predictions(run / predictions_file(key), store, rows, labels[rows], y_pred, probs)
     if "test_full" not in out:
         out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
-    out["seconds"] = {"features_train": round(t_feat, 2), "fit": round(t_fit, 2),
-                      "total": round(time.perf_counter() - t0, 2)}
+    out["seconds"] = seconds | {"total": round(time.perf_counter() - t0, 2)}
     write_json(run / "metrics.json", out)
     log.info("baseline %s seed %d: test accuracy %.3f, macro-F1 %.3f", subset, seed, out["test"]["accuracy"],
              out["test"]["macro_f1"])

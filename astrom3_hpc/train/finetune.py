@@ -102,14 +102,15 @@ class Finetuner(Trainer):
         self.class_weight = balanced_weights(self.train_batches.labels[self.train_batches.rows],
                                              len(self.store.class_names)) if f.class_weights == "balanced" else None
         self.teacher = self.teacher_probabilities() if f.distill == "baseline" else None
+        if f.average_baseline:
+            self.check_baseline_inputs("finetune.average_baseline")
 
     def teacher_probabilities(self) -> torch.Tensor:
         """Cross-fitted baseline probabilities for every training object, as a (n_objects, n_classes) table looked
         up by the batches' store rows (rows outside the train split stay 0 and are never looked up)."""
         from .baseline import baseline_features, cross_fitted_probabilities
 
-        if "photo" not in (self.store.attrs.get("modalities") or []):
-            raise ValueError(f"finetune.distill baseline: {self.cfg.data.store} holds no light curves")
+        self.check_baseline_inputs("finetune.distill baseline")
         t0 = time.perf_counter()
         rows = np.sort(self.train_batches.rows)
         n_classes = len(self.store.class_names)
@@ -122,6 +123,27 @@ class Finetuner(Trainer):
             log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects "
                      "(%.1f s)", len(rows), time.perf_counter() - t0)
         return torch.from_numpy(table)
+
+    def check_baseline_inputs(self, what: str) -> None:
+        """Before training, on every rank: what the classical baseline needs (it is fitted on rank 0 only)."""
+        if "photo" not in (self.store.attrs.get("modalities") or []):
+            raise ValueError(f"{what}: {self.cfg.data.store} holds no light curves")
+        try:
+            import sklearn.ensemble  # noqa: F401
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            raise ValueError(f"{what} needs scikit-learn: pip install 'astrom3-hpc[science]'") from None
+
+    def baseline_probabilities(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The classical baseline fitted on this run's train split, as `astrom3 baseline` fits it: its class
+        probabilities for each set's rows (same order)."""
+        from .baseline import baseline_probabilities, fit_baseline
+
+        d, threads = self.cfg.data, self.cfg.train.threads or 1
+        clf, seconds = fit_baseline(self.store, d.seed, d.subset, threads=threads)
+        log.info("averaging with the classical baseline (features %.1f s, fit %.1f s)", seconds["features_train"],
+                 seconds["fit"])
+        return {key: baseline_probabilities(clf, self.store, r, threads=threads) for key, r in rows.items()}
 
     def build_model(self) -> torch.nn.Module:
         from ..model import build_classifier, load_pretrained_encoders
@@ -193,25 +215,37 @@ class Finetuner(Trainer):
                                "use_rfr_score": d.use_rfr_score, "best_val": self.best_val,
                                "class_weights": None if self.class_weight is None else
                                [round(float(w), 6) for w in self.class_weight],
-                               "distill": f.distill, "epochs_run": self.state.epoch, "world_size": self.world}
+                               "distill": f.distill, "average_baseline": f.average_baseline,
+                               "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
-        for key, subset in sets:
-            y_true, y_pred, loss, rows, probs = self.predict(
-                self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra), with_probs=True)
-            rep = classification_report(y_true, y_pred, self.store.class_names)
-            rep["loss"] = loss
-            out[key] = rep
-            out[f"{key}_accuracy"] = rep["accuracy"]
-            if self.is_main:
-                plot_confusion(rep, self.run.path / f"confusion_{key}.png",
-                               f"{f.mode} {d.subset} seed {d.seed} ({out['init']}) - {subset} test set")
-                write_predictions(self.run.path / predictions_file(key), self.store, rows, y_true, y_pred, probs)
+        preds = {key: self.predict(self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra),
+                                   with_probs=True) for key, subset in sets}
         # The kept model's validation predictions: what `astrom3 ensemble` and the paired bootstrap compare
         # options on without looking at test.
-        y_true, y_pred, loss, rows, probs = self.predict(self.val_batches, with_probs=True)
-        out["val"] = classification_report(y_true, y_pred, self.store.class_names) | {"loss": loss}
-        if self.is_main:
-            write_predictions(self.run.path / predictions_file("val"), self.store, rows, y_true, y_pred, probs)
+        preds["val"] = self.predict(self.val_batches, with_probs=True)
+        names = self.store.class_names
+        baseline = None
+        if f.average_baseline and self.is_main:
+            baseline = self.baseline_probabilities({key: p[3] for key, p in preds.items()})
+        for key, (y_true, y_pred, loss, rows, probs) in preds.items():
+            rep = classification_report(y_true, y_pred, names) | {"loss": loss}
+            if baseline is not None:
+                out.setdefault("network", {})[key] = rep
+                out.setdefault("baseline", {})[key] = classification_report(y_true, baseline[key].argmax(1), names)
+                probs = (probs + baseline[key]) / 2
+                y_pred = probs.argmax(1)
+                nll = -np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()
+                rep = classification_report(y_true, y_pred, names) | {"loss": float(nll)}
+            out[key] = rep
+            if key != "val":
+                out[f"{key}_accuracy"] = rep["accuracy"]
+            if self.is_main:
+                if key != "val":
+                    plot_confusion(rep, self.run.path / f"confusion_{key}.png",
+                                   f"{f.mode} {d.subset} seed {d.seed} ({out['init']}"
+                                   f"{' + baseline' if baseline is not None else ''}) - {dict(sets)[key]} "
+                                   "test set")
+                write_predictions(self.run.path / predictions_file(key), self.store, rows, y_true, y_pred, probs)
         if "test_full" not in out:
             out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
         return out

@@ -66,10 +66,15 @@ def digest(identity: dict[str, Any]) -> str:
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     a = _flatten({k: v for k, v in old.items() if k not in ("store_path", "digest")})
     b = _flatten({k: v for k, v in new.items() if k not in ("store_path", "digest")})
+    # A key added to the config after the run was written, at its default, is that run's behaviour (new keys
+    # default to what the code did before them): an upgrade of astrom3 between a job and its requeue resumes.
+    defaults = _flatten({"config": _flatten(RunConfig().to_dict())})
     out = []
     for k in sorted(set(a) | set(b)):
         if k.startswith("config.data.seed") or k.startswith("config.train.batch_size"):
             continue  # reported once, as seed and batch_size
+        if k not in a and k in defaults and b.get(k) == defaults[k]:
+            continue
         if a.get(k, "<absent>") != b.get(k, "<absent>"):
             name = k.removeprefix("config.")
             out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} now")
