@@ -23,8 +23,9 @@ CLASSES = {"M_or_SR": (40.0, 0.8), "HADS_or_DSCT": (0.07, 0.15), "RRab-like": (0
 
 def _write_tables(d: Path, n_per_class: int = 14, seed: int = 0, drop_points_of: str | None = None,
                   bad_time_of: str | None = None, extra_object: tuple[str, str] | None = None,
-                  id_of=lambda k: f"OGLE-{k:05d}") -> dict:
-    """A long points table (gzip CSV, two bands, magnitudes) and an objects table; returns id -> (class, period)."""
+                  id_of=lambda k: f"OGLE-{k:05d}", unlabelled_per_class: int = 0) -> dict:
+    """A long points table (gzip CSV, two bands, magnitudes) and an objects table; returns id -> (class, period).
+    `unlabelled_per_class` more objects of each class are written with an empty class."""
     rng = np.random.default_rng(seed)
     truth = {}
     d.mkdir(parents=True, exist_ok=True)
@@ -34,11 +35,11 @@ def _write_tables(d: Path, n_per_class: int = 14, seed: int = 0, drop_points_of:
         wo.writerow(["star", "cls", "P"])
         k = 0
         for cls, (period, amp) in CLASSES.items():
-            for _ in range(n_per_class):
+            for j in range(n_per_class + unlabelled_per_class):
                 oid = id_of(k)
                 p = period * rng.uniform(0.9, 1.1)
                 truth[oid] = (cls, p)
-                wo.writerow([oid, cls, f"{p:.6f}"])
+                wo.writerow([oid, cls if j < n_per_class else "", f"{p:.6f}"])
                 k += 1
                 if oid == drop_points_of:
                     continue
@@ -265,6 +266,53 @@ def test_missing_label_column_and_unknown_labels(tmp_path, capsys):
 
     s = Store(out)
     assert s.class_names == ("DSCT", "LPV", "RRAB") and s.n_objects == 9 and (s.labels >= 0).all()
+
+
+def test_unlabelled_objects_are_kept_on_request_and_classified_by_every_run(tmp_path, capsys):
+    """A survey's unclassified variables ride along in the store (label -1, in no split) and every fine-tune
+    and baseline run writes their predicted classes."""
+    from test_train import run_job
+
+    from astrom3_hpc.data.store import Store
+
+    truth = _write_tables(tmp_path, n_per_class=14, unlabelled_per_class=2)
+    with open(tmp_path / "objects.csv") as f:
+        unlabelled = sorted(r["star"] for r in csv.DictReader(f) if not r["cls"])
+    out = tmp_path / "s.zarr"
+    assert main(_ingest_args(tmp_path, out, "--keep-unlabelled", "--drop-unlabelled")) == 2
+    assert "at most one of --drop-unlabelled and --keep-unlabelled" in capsys.readouterr().err
+    assert main(_ingest_args(tmp_path, out)) == 2
+    assert "--keep-unlabelled" in capsys.readouterr().err  # the error names the way to keep them
+    assert main(_ingest_args(tmp_path, out, "--keep-unlabelled")) == 0
+    s = Store(out)
+    names = json.loads((out / "object_names.json").read_text())
+    rows = s.unlabelled_rows()
+    assert sorted(names[i] for i in rows) == unlabelled and (s.labels[rows] == -1).all()
+    assert s.class_names == tuple(sorted(CLASSES)) and s.attrs["provenance"]["source"]["n_unlabelled"] == 6
+    for split in ("train", "val", "test"):
+        assert not set(s.split(42, "full", split)) & set(rows)
+    assert main(["info", str(out)]) == 0
+    assert "objects without a class: 6" in capsys.readouterr().out
+    runs = {"baseline": tmp_path / "baseline", "finetune": tmp_path / "ft", "hybrid": tmp_path / "hybrid"}
+    assert main(["baseline", str(out), "--out", str(runs["baseline"])]) == 0
+    run_job("finetune", runs["finetune"], out, sets=("train.epochs=1", "train.batch_size=8"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    run_job("finetune", runs["hybrid"], out, sets=("train.epochs=1", "train.batch_size=8",
+                                                  "finetune.average_baseline=true"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    preds = {}
+    for kind, run in runs.items():
+        with open(run / "predictions_unlabelled.csv") as f:
+            preds[kind] = list(csv.DictReader(f))
+        assert [r["object_id"] for r in preds[kind]] == [names[i] for i in rows]
+        assert all(r["true_class"] == "" and r["predicted_class"] in CLASSES for r in preds[kind])
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["unlabelled"]["n"] == 6 and sum(m["unlabelled"]["predicted"].values()) == 6
+        assert m["test"]["n"] == len(s.split(42, "full", "test"))  # scores count labelled objects only
+    # Well-separated periods: the baseline names the hidden classes.
+    assert sum(r["predicted_class"] == truth[r["object_id"]][0] for r in preds["baseline"]) >= 5
+    p = {k: np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in v]) for k, v in preds.items()}
+    np.testing.assert_allclose(p["hybrid"], (p["finetune"] + p["baseline"]) / 2, atol=1e-5)
 
 
 def test_split_file_with_unknown_id(tmp_path, capsys):

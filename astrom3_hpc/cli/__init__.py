@@ -177,6 +177,10 @@ def cmd_info(args) -> int:
             o = origins.get(f"seed{seed}/{sub}", {"origin": "generated"})
             where = f" ({Path(o['files']['train']).parent})" if o.get("files") else ""
             print(f"{seed:>5} {sub:>6} {n[0]:>7} {n[1]:>6} {n[2]:>6}  {o['origin']}{where}")
+    n_unlabelled = len(s.unlabelled_rows())
+    if n_unlabelled:
+        print(f"objects without a class: {n_unlabelled} (in no split; runs classify them: "
+              "predictions_unlabelled.csv)")
     if s.skipped():
         print(f"skipped objects: {len(s.skipped())} (see {s.path / 'skipped.json'})")
     return 0

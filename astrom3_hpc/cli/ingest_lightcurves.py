@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "object out")
     g.add_argument("--drop-unlabelled", action="store_true",
                    help="leave out objects with no class (default: error naming them)")
+    g.add_argument("--keep-unlabelled", action="store_true",
+                   help="keep objects with no class (label -1, in no split): every fine-tune and baseline run "
+                        "classifies them into predictions_unlabelled.csv")
     g.add_argument("--period-column", help="catalogue period (days) in the objects table; default (and empty "
                                            "cells): the Lomb-Scargle period")
     g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42); "
@@ -48,6 +51,7 @@ def source_from_args(args: argparse.Namespace) -> LightCurveTableSource:
         points=args.points, objects=args.objects, id_column=args.id_column, time_column=args.time_column,
         mag_column=args.mag_column, flux_column=args.flux_column, err_column=args.err_column,
         band_column=args.band_column, band=args.band, label_column=args.label_column, class_map=args.class_map,
-        drop_unlabelled=args.drop_unlabelled, period_column=args.period_column, splits_from=args.splits_from,
+        drop_unlabelled=args.drop_unlabelled,
+        keep_unlabelled=args.keep_unlabelled, period_column=args.period_column, splits_from=args.splits_from,
         split_column=args.split_column, skip_bad_split_ids=args.on_error == "skip",
         period_backend=args.period_backend, min_period=args.min_period))

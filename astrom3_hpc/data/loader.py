@@ -25,6 +25,8 @@ from .chunks import ChunkReader
 from .store import Store, StoreError
 
 _RFR = AUX_COLUMNS.index("rfr_score")
+# LoaderSpec.split beside train/val/test: the objects without a class (Store.unlabelled_rows), for evaluation.
+UNLABELLED = "unlabelled"
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,13 @@ class TrimodalBatches:
         self.spec = spec
         store = Store(spec.store)
         self.chunk = store.chunk_objects
-        self.rows = store.split(spec.seed, spec.subset, spec.split)
+        unlabelled = spec.split == UNLABELLED
+        self.rows = store.unlabelled_rows() if unlabelled else store.split(spec.seed, spec.subset, spec.split)
         if len(self.rows) == 0:
             raise StoreError(f"{spec.store}: split seed{spec.seed}/{spec.subset}/{spec.split} is empty")
         # The small arrays are read whole, here, once: hash their files first (a few ms per 100k objects).
         store.check_arrays(["label", "object_id", "present", "meta", "aux", "lc/stats", "lc/offsets",
-                            f"splits/seed{spec.seed}/{spec.subset}/{spec.split}",
+                            "valid" if unlabelled else f"splits/seed{spec.seed}/{spec.subset}/{spec.split}",
                             *(f"stats/seed{spec.seed}/{k}" for k in ("meta_mean", "meta_std", "aux_mean", "aux_std"))])
         stats = store.stats(spec.seed)
         r = store.root

@@ -176,6 +176,11 @@ class Store:
             raise StoreError(f"{self.path}: split array '{key}' is missing")
         return self.root[key][:].astype(np.int64)
 
+    def unlabelled_rows(self) -> np.ndarray:
+        """Rows of valid objects without a class (label -1: `ingest lightcurves --keep-unlabelled`, the synthetic
+        generator's unseen classes): in no split; fine-tune and baseline runs classify them."""
+        return np.flatnonzero(self.root["valid"][:] & (self.labels < 0)).astype(np.int64)
+
     def stats(self, seed: int) -> dict[str, np.ndarray]:
         """Train-split z-score statistics of the given seed (population std, as the reference)."""
         key = f"stats/seed{seed}"

@@ -4,8 +4,8 @@ fine-tuning, so result tables show it beside the networks (docs/lightcurves.md).
 Features: data/lc_features.py (Lomb-Scargle search, 3-harmonic Fourier fits at the period and twice it,
 light-curve statistics; the `periodic` encoder gets the same vector), from the store's cache. Classifier:
 scikit-learn's HistGradientBoosting with balanced class weights. Writes metrics.json (the fine-tune format with
-init "baseline", the validation split's report under "val"), predictions.csv, predictions_val.csv and
-confusion_test.png.
+init "baseline", the validation split's report under "val"), predictions.csv, predictions_val.csv,
+predictions_unlabelled.csv (objects without a class, when the store has any) and confusion_test.png.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def baseline_probabilities(clf, store: Store, rows: np.ndarray, period_source: s
 def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_source: str, random_state: int,
                     threads: int) -> dict[str, Any]:
     from ..core.atomic import write_json
-    from .evaluate import classification_report, plot_confusion, predictions_file, write_predictions
+    from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
+                           write_predictions)
 
     names = store.class_names
     labels = store.labels
@@ -105,6 +106,12 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
             plot_confusion(rep, run / f"confusion_{key}.png",
                            f"classical baseline {subset} seed {seed} - {sub} test set")
         write_predictions(run / predictions_file(key), store, rows, labels[rows], y_pred, probs)
+    rows = store.unlabelled_rows()
+    rows = rows[store.root["present"][:, 0][rows]]
+    if len(rows):  # objects without a class: classified, not scored
+        probs = baseline_probabilities(clf, store, rows, period_source, threads)
+        out["unlabelled"] = unlabelled_summary(probs.argmax(1), names)
+        write_predictions(run / predictions_file("unlabelled"), store, rows, labels[rows], probs.argmax(1), probs)
     if "test_full" not in out:
         out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
     out["seconds"] = seconds | {"total": round(time.perf_counter() - t0, 2)}

@@ -104,9 +104,16 @@ def object_names(store) -> np.ndarray:
     return store.root["object_id"][:].astype(object)
 
 
+def unlabelled_summary(y_pred: np.ndarray, names) -> dict:
+    """What metrics.json says about the objects without a class: how many, and how many went to each class."""
+    counts = np.bincount(y_pred, minlength=len(names))
+    return {"n": int(len(y_pred)), "predicted": {c: int(n) for c, n in zip(names, counts)}}
+
+
 def predictions_file(key: str) -> str:
     """The file a run writes one report's per-object predictions to: predictions.csv for the test set,
-    predictions_test_full.csv and predictions_val.csv beside it."""
+    predictions_test_full.csv, predictions_val.csv and predictions_unlabelled.csv (objects without a class, their
+    true_class empty) beside it."""
     return "predictions.csv" if key == "test" else f"predictions_{key}.csv"
 
 
@@ -126,6 +133,7 @@ def write_predictions(path: str | Path, store, rows: np.ndarray, y_true: np.ndar
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["row", "object_id", "true_class", "predicted_class", *[f"p_{c}" for c in names]])
     for k in order:
-        w.writerow([int(rows[k]), ids[rows[k]], names[int(y_true[k])], names[int(y_pred[k])],
+        truth = names[int(y_true[k])] if y_true[k] >= 0 else ""  # an unlabelled object
+        w.writerow([int(rows[k]), ids[rows[k]], truth, names[int(y_pred[k])],
                     *[f"{float(x):.6g}" for x in probs[k]]])
     write_text(path, buf.getvalue())

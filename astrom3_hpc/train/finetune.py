@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import ModelConfig
-from .evaluate import classification_report, plot_confusion, predictions_file, write_predictions
+from ..data.loader import UNLABELLED
+from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
+                       write_predictions)
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
@@ -183,7 +185,8 @@ class Finetuner(Trainer):
             with self.autocast():
                 logits = self.engine(b)
             logits = logits.float()
-            loss_sum += float(F.cross_entropy(logits, b["label"], reduction="sum"))
+            # Unlabelled objects (label -1) are classified, not scored.
+            loss_sum += float(F.cross_entropy(logits, b["label"], reduction="sum", ignore_index=-1))
             preds.append(logits.argmax(1).cpu().numpy())
             labels.append(batch["label"].numpy())
             if with_probs:
@@ -223,11 +226,23 @@ class Finetuner(Trainer):
         # The kept model's validation predictions: what `astrom3 ensemble` and the paired bootstrap compare
         # options on without looking at test.
         preds["val"] = self.predict(self.val_batches, with_probs=True)
+        if len(self.store.unlabelled_rows()):
+            preds[UNLABELLED] = self.predict(self.loader(UNLABELLED, train=False, read_spectra=self.read_spectra),
+                                             with_probs=True)
         names = self.store.class_names
         baseline = None
         if f.average_baseline and self.is_main:
             baseline = self.baseline_probabilities({key: p[3] for key, p in preds.items()})
         for key, (y_true, y_pred, loss, rows, probs) in preds.items():
+            if key == UNLABELLED:
+                if baseline is not None:
+                    probs = (probs + baseline[key]) / 2
+                    y_pred = probs.argmax(1)
+                out[key] = unlabelled_summary(y_pred, names)
+                if self.is_main:
+                    write_predictions(self.run.path / predictions_file(key), self.store, rows, y_true, y_pred,
+                                      probs)
+                continue
             rep = classification_report(y_true, y_pred, names) | {"loss": loss}
             if baseline is not None:
                 out.setdefault("network", {})[key] = rep

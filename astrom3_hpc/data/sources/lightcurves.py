@@ -48,6 +48,9 @@ class TableOptions:
     label_column: str = "label"
     class_map: str | None = None  # JSON {raw label: class} or a two-column CSV (label, class)
     drop_unlabelled: bool = False  # objects without a (mapped) class are left out instead of an error
+    # ... or kept with label -1: in no split, classified by every fine-tune and baseline run
+    # (predictions_unlabelled.csv)
+    keep_unlabelled: bool = False
     period_column: str | None = None  # catalogue period (days); empty cells fall back to Lomb-Scargle
     splits_from: str | None = None  # splits/{subset}/{seed}/{train,val,test}.csv (the authors' layout)
     split_column: str | None = None  # train / val / test per object (stored as split seed 42)
@@ -104,6 +107,8 @@ class LightCurveTableSource:
             raise TableError("give exactly one of --mag-column and --flux-column")
         if opt.splits_from and opt.split_column:
             raise TableError("give at most one of --splits-from and --split-column")
+        if opt.drop_unlabelled and opt.keep_unlabelled:
+            raise TableError("give at most one of --drop-unlabelled and --keep-unlabelled")
         if not (opt.min_period > 0 and math.isfinite(opt.min_period)):
             raise TableError(f"--min-period must be a positive number of days, got {opt.min_period}")
         self.opt = opt
@@ -146,12 +151,13 @@ class LightCurveTableSource:
             seen.add(key)
             raw = r[k_lab].strip() if k_lab < len(r) else ""
             cls = cmap.get(raw, None) if cmap is not None else raw
-            if not cls:
+            if not cls and not o.keep_unlabelled:
                 if not o.drop_unlabelled:
                     why = (f"label {raw!r} is not in the class map {o.class_map}" if cmap is not None and raw
                            not in cmap else f"no class (label {raw!r})")
                     raise TableError(f"{t.at(pos)}: object {key}: {why}; pass --drop-unlabelled to leave "
-                                     f"such objects out, or --class-map to name their class")
+                                     f"such objects out, --keep-unlabelled to have runs classify them, or "
+                                     f"--class-map to name their class")
                 dropped.append(key)
                 continue
             keys.append(key)
@@ -167,12 +173,12 @@ class LightCurveTableSource:
             periods_.append(p if p > 0 else math.nan)
             if self._k_split is not None:
                 splits.append(r[self._k_split].strip().lower() if self._k_split < len(r) else "")
-        if not keys:
+        if not any(labels):
             raise TableError(f"{o.objects}: no labelled objects")
         self.keys = keys
         self.dropped = dropped
-        self._names = tuple(sorted(set(labels)))
-        self.labels = np.array([self._names.index(c) for c in labels], np.int64)
+        self._names = tuple(sorted(set(c for c in labels if c)))
+        self.labels = np.array([self._names.index(c) if c else -1 for c in labels], np.int64)
         self.periods = np.array(periods_, np.float64)
         self._split_values = splits
         # Integer ids are stored as they are; otherwise the store's object_id is the row and the names are kept.
@@ -290,6 +296,7 @@ class LightCurveTableSource:
                     "split": o.split_column},
                 "band": o.band, "class_map": o.class_map, "splits_from": o.splits_from,
                 "n_objects": len(self), "n_dropped_unlabelled": len(self.dropped),
+                "n_unlabelled": int((self.labels < 0).sum()),
                 "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
                 "modalities": ["photo"],
                 "flux": ("mJy from magnitudes, AB-like zero point 3631 Jy" if o.mag_column else "as given"),
