@@ -313,6 +313,13 @@ def test_unlabelled_objects_are_kept_on_request_and_classified_by_every_run(tmp_
     assert sum(r["predicted_class"] == truth[r["object_id"]][0] for r in preds["baseline"]) >= 5
     p = {k: np.array([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in v]) for k, v in preds.items()}
     np.testing.assert_allclose(p["hybrid"], (p["finetune"] + p["baseline"]) / 2, atol=1e-5)
+    both = tmp_path / "ensemble"
+    assert main(["ensemble", str(runs["finetune"]), str(runs["baseline"]), "--out", str(both)]) == 0
+    with open(both / "predictions_unlabelled.csv") as f:
+        ens = list(csv.DictReader(f))
+    assert [r["object_id"] for r in ens] == [r["object_id"] for r in preds["hybrid"]]
+    np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in sorted(CLASSES)] for r in ens], p["hybrid"], atol=1e-5)
+    assert json.loads((both / "metrics.json").read_text())["unlabelled"]["n"] == 6
 
 
 def test_split_file_with_unknown_id(tmp_path, capsys):

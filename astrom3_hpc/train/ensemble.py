@@ -9,7 +9,8 @@ best light-curve classifier on validation on all four datasets of docs/lightcurv
 predictions.csv must list the same objects with the same truth and classes; the result is what a fine-tune run
 writes (metrics.json with init "ensemble", predictions.csv, confusion_test.png), so `astrom3 collect` lists it.
 The validation split is averaged the same way (predictions_val.csv, metrics.json "val"), so an ensemble is
-chosen over its members on validation, as any other option.
+chosen over its members on validation, as any other option; so are the objects without a class
+(predictions_unlabelled.csv) when the members classified some.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import write_json, write_text
-from .evaluate import classification_report, plot_confusion, predictions_file
+from .evaluate import classification_report, plot_confusion, predictions_file, unlabelled_summary
 
 log = logging.getLogger("astrom3")
 
@@ -68,13 +69,15 @@ def _average(runs: list[Path], key: str) -> tuple[dict[str, Any], str]:
     names, member_rows = read_same_test_set(runs, key)
     first = member_rows[0]
     probs = np.mean([[[float(r[f"p_{c}"]) for c in names] for r in rows] for rows in member_rows], axis=0)
-    y_true = np.array([names.index(r["true_class"]) for r in first])
     y_pred = probs.argmax(1)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*_ID_COLUMNS, "predicted_class", *[f"p_{c}" for c in names]])
     for r, k, p in zip(first, y_pred, probs):
         w.writerow([*(r[c] for c in _ID_COLUMNS), names[int(k)], *[f"{float(x):.6g}" for x in p]])
+    if key == "unlabelled":
+        return unlabelled_summary(y_pred, names), buf.getvalue()
+    y_true = np.array([names.index(r["true_class"]) for r in first])
     return classification_report(y_true, y_pred, names), buf.getvalue()
 
 
@@ -86,6 +89,9 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     # Runs from before validation predictions were written have none: the ensemble then has no "val".
     with_val = all((run / predictions_file("val")).exists() for run in runs)
     val = _average(runs, "val") if with_val else None
+    # Objects without a class (a store ingested with --keep-unlabelled): every member classified them.
+    with_unl = all((run / predictions_file("unlabelled")).exists() for run in runs)
+    unl = _average(runs, "unlabelled") if with_unl else None
     members = []
     for run in runs:
         m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
@@ -94,6 +100,8 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / PREDICTIONS, text)
+    if unl is not None:
+        write_text(out / predictions_file("unlabelled"), unl[1])
     if val is not None:
         write_text(out / predictions_file("val"), val[1])
     else:
@@ -105,6 +113,8 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
                "test_accuracy": rep["accuracy"], "test_full": rep, "test_full_accuracy": rep["accuracy"]}
     if val is not None:
         result["val"] = val[0]
+    if unl is not None:
+        result["unlabelled"] = unl[0]
     plot_confusion(rep, out / "confusion_test.png", f"ensemble of {len(runs)} - test set")
     write_json(out / "metrics.json", result)
     log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
