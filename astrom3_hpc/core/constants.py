@@ -15,6 +15,8 @@ N_CLASSES = len(CLASS_NAMES)
 
 SPLIT_SEEDS: tuple[int, ...] = (42, 0, 66, 12, 123)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+# Beside train/val/test: the objects without a class (label -1), in no split; runs classify them.
+UNLABELLED = "unlabelled"
 SUBSET_FACTORS: dict[str, int] = {"full": 1, "sub50": 2, "sub25": 4, "sub10": 10}
 
 # Metadata columns in the order the metadata encoder sees them.

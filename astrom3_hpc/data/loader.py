@@ -19,14 +19,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..core.constants import AUX_COLUMNS, SEQ_LEN
+from ..core.constants import AUX_COLUMNS, SEQ_LEN, UNLABELLED
 from .arena import BatchArena
 from .chunks import ChunkReader
 from .store import Store, StoreError
 
 _RFR = AUX_COLUMNS.index("rfr_score")
-# LoaderSpec.split beside train/val/test: the objects without a class (Store.unlabelled_rows), for evaluation.
-UNLABELLED = "unlabelled"
 
 
 @dataclass(frozen=True)

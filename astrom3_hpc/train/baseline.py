@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.constants import UNLABELLED
 from ..data.lc_features import FEATURE_NAMES, cached_features, store_features
 from ..data.store import Store
 from .rundir import RunLog
@@ -45,10 +46,13 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
         return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
 
 
-def split_rows(store: Store, seed: int, subset: str, split: str) -> np.ndarray:
-    """The split's rows that hold a light curve: the only ones the baseline fits on or scores."""
-    rows = store.split(seed, subset, split)
+def with_light_curve(store: Store, rows: np.ndarray) -> np.ndarray:
+    """The rows that hold a light curve: the only ones the baseline fits on, scores or classifies."""
     return rows[store.root["present"][:, 0][rows]]
+
+
+def split_rows(store: Store, seed: int, subset: str, split: str) -> np.ndarray:
+    return with_light_curve(store, store.split(seed, subset, split))
 
 
 def fit_baseline(store: Store, seed: int, subset: str, period_source: str = "ls", random_state: int = 0,
@@ -106,12 +110,12 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
             plot_confusion(rep, run / f"confusion_{key}.png",
                            f"classical baseline {subset} seed {seed} - {sub} test set")
         write_predictions(run / predictions_file(key), store, rows, labels[rows], y_pred, probs)
-    rows = store.unlabelled_rows()
-    rows = rows[store.root["present"][:, 0][rows]]
+    rows = with_light_curve(store, store.unlabelled_rows())
     if len(rows):  # objects without a class: classified, not scored
         probs = baseline_probabilities(clf, store, rows, period_source, threads)
-        out["unlabelled"] = unlabelled_summary(probs.argmax(1), names)
-        write_predictions(run / predictions_file("unlabelled"), store, rows, labels[rows], probs.argmax(1), probs)
+        y_pred = probs.argmax(1)
+        out[UNLABELLED] = unlabelled_summary(y_pred, names)
+        write_predictions(run / predictions_file(UNLABELLED), store, rows, labels[rows], y_pred, probs)
     if "test_full" not in out:
         out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
     out["seconds"] = seconds | {"total": round(time.perf_counter() - t0, 2)}

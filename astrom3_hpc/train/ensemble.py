@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import write_json, write_text
+from ..core.constants import UNLABELLED
 from .evaluate import classification_report, plot_confusion, predictions_file, unlabelled_summary
 
 log = logging.getLogger("astrom3")
@@ -75,7 +76,7 @@ def _average(runs: list[Path], key: str) -> tuple[dict[str, Any], str]:
     w.writerow([*_ID_COLUMNS, "predicted_class", *[f"p_{c}" for c in names]])
     for r, k, p in zip(first, y_pred, probs):
         w.writerow([*(r[c] for c in _ID_COLUMNS), names[int(k)], *[f"{float(x):.6g}" for x in p]])
-    if key == "unlabelled":
+    if key == UNLABELLED:
         return unlabelled_summary(y_pred, names), buf.getvalue()
     y_true = np.array([names.index(r["true_class"]) for r in first])
     return classification_report(y_true, y_pred, names), buf.getvalue()
@@ -86,12 +87,10 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two runs")
     rep, text = _average(runs, "test")
-    # Runs from before validation predictions were written have none: the ensemble then has no "val".
-    with_val = all((run / predictions_file("val")).exists() for run in runs)
-    val = _average(runs, "val") if with_val else None
-    # Objects without a class (a store ingested with --keep-unlabelled): every member classified them.
-    with_unl = all((run / predictions_file("unlabelled")).exists() for run in runs)
-    unl = _average(runs, "unlabelled") if with_unl else None
+    # Averaged where every member has them: runs from before validation predictions were written have none, and
+    # only stores with objects without a class (--keep-unlabelled) have unlabelled ones.
+    optional = {key: _average(runs, key) for key in ("val", UNLABELLED)
+                if all((run / predictions_file(key)).exists() for run in runs)}
     members = []
     for run in runs:
         m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
@@ -100,25 +99,20 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / PREDICTIONS, text)
-    if unl is not None:
-        write_text(out / predictions_file("unlabelled"), unl[1])
-    if val is not None:
-        write_text(out / predictions_file("val"), val[1])
-    else:
+    for key, (_, key_text) in optional.items():
+        write_text(out / predictions_file(key), key_text)
+    if "val" not in optional:
         log.warning("no validation predictions in %s: the ensemble's metrics.json has no 'val'",
                     ", ".join(str(r) for r in runs if not (r / predictions_file("val")).exists()))
     ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
     result: dict[str, Any] = {k: ref.get(k) for k in ("kind", "mode", "fusion", "subset", "seed", "use_rfr_score")}
     result |= {"kind": "finetune", "init": "ensemble", "init_dir": None, "members": members, "test": rep,
                "test_accuracy": rep["accuracy"], "test_full": rep, "test_full_accuracy": rep["accuracy"]}
-    if val is not None:
-        result["val"] = val[0]
-    if unl is not None:
-        result["unlabelled"] = unl[0]
+    result |= {key: summary for key, (summary, _) in optional.items()}
     plot_confusion(rep, out / "confusion_test.png", f"ensemble of {len(runs)} - test set")
     write_json(out / "metrics.json", result)
     log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
-             "" if val is None else f"; validation macro-F1 {val[0]['macro_f1']:.3f}")
+             f"; validation macro-F1 {result['val']['macro_f1']:.3f}" if "val" in result else "")
     return result
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import ModelConfig
-from ..data.loader import UNLABELLED
+from ..core.constants import UNLABELLED
 from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
                        write_predictions)
 from .engine import to_device
@@ -233,33 +233,30 @@ class Finetuner(Trainer):
         baseline = None
         if f.average_baseline and self.is_main:
             baseline = self.baseline_probabilities({key: p[3] for key, p in preds.items()})
-        for key, (y_true, y_pred, loss, rows, probs) in preds.items():
-            if key == UNLABELLED:
-                if baseline is not None:
-                    probs = (probs + baseline[key]) / 2
-                    y_pred = probs.argmax(1)
-                out[key] = unlabelled_summary(y_pred, names)
-                if self.is_main:
-                    write_predictions(self.run.path / predictions_file(key), self.store, rows, y_true, y_pred,
-                                      probs)
-                continue
-            rep = classification_report(y_true, y_pred, names) | {"loss": loss}
+        for key, (y_true, y_net, loss, rows, probs) in preds.items():
+            y_pred = y_net
             if baseline is not None:
-                out.setdefault("network", {})[key] = rep
-                out.setdefault("baseline", {})[key] = classification_report(y_true, baseline[key].argmax(1), names)
                 probs = (probs + baseline[key]) / 2
                 y_pred = probs.argmax(1)
-                nll = -np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()
-                rep = classification_report(y_true, y_pred, names) | {"loss": float(nll)}
-            out[key] = rep
-            if key != "val":
-                out[f"{key}_accuracy"] = rep["accuracy"]
-            if self.is_main:
+            if key == UNLABELLED:  # classified, not scored
+                out[key] = unlabelled_summary(y_pred, names)
+            else:
+                rep = classification_report(y_true, y_net, names) | {"loss": loss}
+                if baseline is not None:
+                    out.setdefault("network", {})[key] = rep
+                    out.setdefault("baseline", {})[key] = classification_report(y_true, baseline[key].argmax(1),
+                                                                                names)
+                    nll = -np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()
+                    rep = classification_report(y_true, y_pred, names) | {"loss": float(nll)}
+                out[key] = rep
                 if key != "val":
-                    plot_confusion(rep, self.run.path / f"confusion_{key}.png",
-                                   f"{f.mode} {d.subset} seed {d.seed} ({out['init']}"
-                                   f"{' + baseline' if baseline is not None else ''}) - {dict(sets)[key]} "
-                                   "test set")
+                    out[f"{key}_accuracy"] = rep["accuracy"]
+                    if self.is_main:
+                        plot_confusion(rep, self.run.path / f"confusion_{key}.png",
+                                       f"{f.mode} {d.subset} seed {d.seed} ({out['init']}"
+                                       f"{' + baseline' if baseline is not None else ''}) - {dict(sets)[key]} "
+                                       "test set")
+            if self.is_main:
                 write_predictions(self.run.path / predictions_file(key), self.store, rows, y_true, y_pred, probs)
         if "test_full" not in out:
             out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
