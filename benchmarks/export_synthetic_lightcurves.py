@@ -1,5 +1,5 @@
 """Export the synthetic survey's light curves as the long CSV tables `astrom3 ingest lightcurves` reads, so the
-generic path (and its Lomb-Scargle periods) can be measured on it (docs/lightcurves.md, "Results").
+generic path (and its Lomb-Scargle periods) can be measured on it (docs/lightcurves_results.md).
 
     python benchmarks/export_synthetic_lightcurves.py 2000 OUT_DIR
     astrom3 ingest lightcurves --points OUT_DIR/points.csv.gz --objects OUT_DIR/objects.csv --flux-column flux \

@@ -9,7 +9,7 @@ checks its members). Each resample draws every pair's test objects with replacem
 and takes the mean over pairs of macro-F1(A) - macro-F1(B) (classes present in the draw). Prints the observed
 mean difference, the 2.5-97.5 % interval of the resampled ones and the share of resamples in which A is not
 below B. Test splits of a few hundred objects with two or three members in some classes move macro-F1 by
-several points per object (docs/lightcurves.md): this says how far apart two rows must be to differ.
+several points per object (docs/lightcurves_results.md): this says how far apart two rows must be to differ.
 `--split val` compares the runs' validation predictions (predictions_val.csv) instead: the comparison to decide
 on, leaving test for the final report.
 """

@@ -1,7 +1,7 @@
 """Write the objects table `astrom3 ingest lightcurves` needs for the Stripe 82 RR Lyrae sample (Sesar et al.
 2010, /work/shared/realdata/sesar2010_rrlyrae): its periods.csv names the id `Num` where the light-curve table
 says `num`, and carries the catalogue period, which a photometry-only run must not see. The output keeps only
-the id and the type (ab/c), so the store's periods are Lomb-Scargle ones (docs/lightcurves.md, "Results").
+the id and the type (ab/c), so the store's periods are Lomb-Scargle ones (docs/lightcurves_results.md).
 
     python benchmarks/prepare_stripe82_objects.py /work/shared/realdata/sesar2010_rrlyrae/periods.csv OUT.csv
     astrom3 ingest lightcurves --points .../sesar2010_rrlyrae_lightcurves.csv.gz --objects OUT.csv \

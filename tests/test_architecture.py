@@ -237,3 +237,22 @@ def test_layer_rank_rules(tmp_path, mapping, expect):
     """Catches a rank check that lets a layer import its sibling or a layer above it."""
     pkg = _write(tmp_path, {"__init__.py": "", "x.py": "from . import y\n", "y.py": ""})
     assert len(layer_breaches(import_graph(pkg, "pkg"), mapping, RANK, [])) == expect
+
+
+def test_docs_the_repository_names_exist():
+    """A docs/*.md path in a comment, config or page is where a reader is sent for the reason behind a setting;
+    moving or splitting a page must not leave those pointers dangling."""
+    import re
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    named = {}
+    for name in files:
+        if Path(name).suffix not in (".py", ".md", ".yaml", ".yml", ".cfg", ".sh", ".txt") or name.startswith("shared/"):
+            continue
+        text = (ROOT / name).read_text(errors="replace")
+        for ref in re.findall(r"docs/[A-Za-z0-9_\-]+\.md", text):
+            named.setdefault(ref, name)
+    assert named, "no docs/*.md reference found: the scan is broken"
+    missing = {ref: where for ref, where in named.items() if not (ROOT / ref).is_file()}
+    assert not missing, f"pages named but absent (page: first file naming it): {missing}"

@@ -87,7 +87,7 @@ class ModelConfig:
     # preset) with the views it builds.
     lc_encoder: str | None = None
     # "fold_full" (every point folded, cached per store) replaced the window's "fold" in the default: lower
-    # validation loss on all three light-curve datasets, higher mean validation macro-F1 (docs/lightcurves.md).
+    # validation loss on all three light-curve datasets, higher mean validation macro-F1 (docs/lightcurves_results.md).
     periodic_views: list[str] = field(default_factory=lambda: ["time", "phase", "fold_full"])
     # The periodic encoder also gets the classical baseline's per-object feature vector (data/lc_features.py),
     # quantile-normalised with the seed's train split. None: taken from the preset (on for `periodic`).

@@ -177,7 +177,7 @@ def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = CLIP) -
     the quantile transform of Gorishniy et al. 2021), clipped to +-clip; non-finite values and features of
     constant train value become 0, the train median. Period ratios, kurtoses and R21 have heavy tails and
     spikes that a linear scaling leaves to dominate a network's first layer: against median/IQR z-scores this
-    lowered the periodic preset's validation loss on all three datasets of docs/lightcurves.md."""
+    lowered the periodic preset's validation loss on all three datasets of docs/lightcurves_results.md."""
     tr = feats[train_rows].astype(np.float64)
     out = np.zeros(feats.shape, np.float64)
     for j in range(feats.shape[1]):

@@ -21,7 +21,7 @@ from .lc_features import SUBSETS_VERSION, light_curves_in_days, point_subsets
 from .store import Store
 
 FOLD_BINS = 32  # the window's fold: 200 points
-FULL_FOLD_BINS = 32  # every point; 64 measured: validation mixed (worse on ZTF), see docs/lightcurves.md
+FULL_FOLD_BINS = 32  # every point; 64 measured: validation mixed (worse on ZTF), see docs/lightcurves_results.md
 # Bump when the fold's definition changes: cached arrays of older code are then ignored.
 FOLDS_VERSION = 3
 RESAMPLED_VERSION = 1

@@ -16,7 +16,7 @@ import numpy as np
 
 # Below most HADS and delta Scuti periods, not all: DSCT reach 0.02 d and less (the synthetic survey's do). Lower
 # it per store with `ingest lightcurves --min-period`: the grid grows as 1/min_period, and so does the search time
-# (docs/lightcurves.md measures 0.0125 d against this default).
+# (docs/lightcurves_results.md measures 0.0125 d against this default).
 MIN_PERIOD_DAYS = 0.03
 MAX_FREQUENCIES = 2_000_000  # caps the grid for decade-long spans
 OVERSAMPLE = 5

@@ -3,9 +3,9 @@ set: fine-tune runs that differ in their weights' seed (`train.model_seed`), or 
 `astrom3 baseline` run.
 
 On a few hundred objects the test macro-F1 of one network moves by several points with its initial weights
-(docs/lightcurves.md); the mean of a few members' probabilities is the usual remedy, and it costs training
+(docs/lightcurves_results.md); the mean of a few members' probabilities is the usual remedy, and it costs training
 time, not new information. A network and gradient boosting err on different objects: their average was the
-best light-curve classifier on validation on all four datasets of docs/lightcurves.md. The members'
+best light-curve classifier on validation on all four datasets of docs/lightcurves_results.md. The members'
 predictions.csv must list the same objects with the same truth and classes; the result is what a fine-tune run
 writes (metrics.json with init "ensemble", predictions.csv, confusion_test.png), so `astrom3 collect` lists it.
 The validation split is averaged the same way (predictions_val.csv, metrics.json "val"), so an ensemble is
