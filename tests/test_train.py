@@ -266,6 +266,16 @@ def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, 
         for name, key in (("predictions.csv", "test"), ("predictions_test_full.csv", "test_full"),
                           ("predictions_val.csv", "val")):
             assert len((run / name).read_text().splitlines()) == m[key]["n"] + 1
+    # `astrom3 predict` with the paper preset, which samples attention keys at evaluation: an object's class
+    # probabilities do not depend on the batch it lands in.
+    from astrom3_hpc.cli import main
+
+    texts = []
+    for bs in ("7", "64"):
+        assert main(["predict", str(run), "--store", str(tiny_store), "--out", str(tmp_path / f"pred{bs}"),
+                     "--batch-size", bs]) == 0
+        texts.append((tmp_path / f"pred{bs}" / "predictions.csv").read_text())
+    assert texts[0] == texts[1] and len(texts[0].splitlines()) > m["test_full"]["n"] + 1
 
 
 @pytest.mark.timeout(600)

@@ -388,10 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     results_cli.add_parser(sub)
     demo.add_parser(sub)
-    from ..train import baseline, ensemble
+    from ..train import baseline, ensemble, predict
 
     baseline.add_parser(sub)
     ensemble.add_parser(sub)
+    predict.add_parser(sub)
     return p
 
 

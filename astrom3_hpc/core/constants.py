@@ -17,6 +17,8 @@ SPLIT_SEEDS: tuple[int, ...] = (42, 0, 66, 12, 123)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 # Beside train/val/test: the objects without a class (label -1), in no split; runs classify them.
 UNLABELLED = "unlabelled"
+# Every valid object of a store, split or not: what `astrom3 predict` classifies.
+ALL_OBJECTS = "all"
 SUBSET_FACTORS: dict[str, int] = {"full": 1, "sub50": 2, "sub25": 4, "sub10": 10}
 
 # Metadata columns in the order the metadata encoder sees them.

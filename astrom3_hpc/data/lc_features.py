@@ -172,13 +172,16 @@ def cached_resampled_features(store: Store, k: int, fraction: float) -> np.ndarr
 CLIP = 5.0  # standardised features lie in [-CLIP, CLIP] (model/periodic.py bins them up to it)
 
 
-def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = CLIP) -> np.ndarray:
+def standardise(feats: np.ndarray, train_rows: np.ndarray, clip: float = CLIP,
+                reference: np.ndarray | None = None) -> np.ndarray:
     """Each feature mapped through its train rows' empirical distribution onto a standard normal (rank-Gauss,
     the quantile transform of Gorishniy et al. 2021), clipped to +-clip; non-finite values and features of
     constant train value become 0, the train median. Period ratios, kurtoses and R21 have heavy tails and
     spikes that a linear scaling leaves to dominate a network's first layer: against median/IQR z-scores this
-    lowered the periodic preset's validation loss on all three datasets of docs/lightcurves_results.md."""
-    tr = feats[train_rows].astype(np.float64)
+    lowered the periodic preset's validation loss on all three datasets of docs/lightcurves_results.md.
+    `reference`: the feature matrix `train_rows` index (another store's: its model classifying these objects);
+    default `feats` itself."""
+    tr = (feats if reference is None else reference)[train_rows].astype(np.float64)
     out = np.zeros(feats.shape, np.float64)
     for j in range(feats.shape[1]):
         col = tr[:, j][np.isfinite(tr[:, j])]

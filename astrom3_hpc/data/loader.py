@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..core.constants import AUX_COLUMNS, SEQ_LEN, UNLABELLED
+from ..core.constants import ALL_OBJECTS, AUX_COLUMNS, SEQ_LEN, UNLABELLED
 from .arena import BatchArena
 from .chunks import ChunkReader
 from .store import Store, StoreError
@@ -55,6 +55,10 @@ class LoaderSpec:
     # Training only, with lc_features and lc_fold_resamples = K > 0: `lc_features` of the same one of K point
     # subsets as the batch's fold (lc_features.cached_resampled_features).
     lc_feature_resampling: bool = False
+    # Another store whose seed's train split supplies every normalisation (metadata and aux z-scores, the
+    # metadata fill values, the classical features' quantiles): a model trained on that store classifying this
+    # one's objects (`astrom3 predict`) must see them scaled as its training objects were. None: this store.
+    norm_store: str | None = None
 
 
 def _empty(shape: tuple[int, ...]) -> torch.Tensor:
@@ -71,15 +75,23 @@ class TrimodalBatches:
         self.spec = spec
         store = Store(spec.store)
         self.chunk = store.chunk_objects
-        unlabelled = spec.split == UNLABELLED
-        self.rows = store.unlabelled_rows() if unlabelled else store.split(spec.seed, spec.subset, spec.split)
+        unsplit = spec.split in (UNLABELLED, ALL_OBJECTS)
+        self.rows = (store.unlabelled_rows() if spec.split == UNLABELLED else store.valid_rows()
+                     if spec.split == ALL_OBJECTS else store.split(spec.seed, spec.subset, spec.split))
         if len(self.rows) == 0:
             raise StoreError(f"{spec.store}: split seed{spec.seed}/{spec.subset}/{spec.split} is empty")
+        if spec.norm_store and spec.train:
+            raise ValueError("LoaderSpec.norm_store is for inference (train=False); training normalises by its "
+                             "own store")
+        norm = Store(spec.norm_store) if spec.norm_store else store
+        stats_keys = [f"stats/seed{spec.seed}/{k}" for k in ("meta_mean", "meta_std", "aux_mean", "aux_std")]
         # The small arrays are read whole, here, once: hash their files first (a few ms per 100k objects).
         store.check_arrays(["label", "object_id", "present", "meta", "aux", "lc/stats", "lc/offsets",
-                            "valid" if unlabelled else f"splits/seed{spec.seed}/{spec.subset}/{spec.split}",
-                            *(f"stats/seed{spec.seed}/{k}" for k in ("meta_mean", "meta_std", "aux_mean", "aux_std"))])
-        stats = store.stats(spec.seed)
+                            "valid" if unsplit else f"splits/seed{spec.seed}/{spec.subset}/{spec.split}",
+                            *([] if spec.norm_store else stats_keys)])
+        if spec.norm_store:
+            norm.check_arrays(stats_keys)
+        stats = norm.stats(spec.seed)
         r = store.root
         # The per-object tables are small (tens of bytes per object): hold them z-scored in memory.
         self.labels = r["label"][:].astype(np.int64)
@@ -91,8 +103,8 @@ class TrimodalBatches:
         # median of this seed, computed at ingestion from train rows only.
         self.meta_present = r["meta_present"][:] if "meta_present" in r else np.isfinite(meta)
         median_key = f"stats/seed{spec.seed}/meta_median"
-        if not self.meta_present.all() and median_key in r:
-            meta = np.where(self.meta_present, meta, r[median_key][:][None, :])
+        if not self.meta_present.all() and median_key in norm.root:
+            meta = np.where(self.meta_present, meta, norm.root[median_key][:][None, :])
         self.meta = ((meta - stats["meta_mean"]) / stats["meta_std"]).astype(np.float32)
         # A catalogue value the source lacked (NaN) gets the train mean: 0 after z-scoring.
         aux = np.nan_to_num((r["aux"][:] - stats["aux_mean"]) / stats["aux_std"], nan=0.0).astype(np.float32)
@@ -126,7 +138,8 @@ class TrimodalBatches:
         elif spec.lc_features:
             from .lc_features import cached_features, standardise
 
-            self.lc_features = standardise(cached_features(store), store.split(spec.seed, "full", "train"))
+            self.lc_features = standardise(cached_features(store), norm.split(spec.seed, "full", "train"),
+                                           reference=None if norm is store else cached_features(norm))
         self.lc_fold = self.lc_fold_resampled = None
         if spec.lc_fold and spec.train and spec.lc_fold_resamples > 0:
             from .lc_folds import cached_resampled_folds

@@ -181,6 +181,10 @@ class Store:
         generator's unseen classes): in no split; fine-tune and baseline runs classify them."""
         return np.flatnonzero(self.root["valid"][:] & (self.labels < 0)).astype(np.int64)
 
+    def valid_rows(self) -> np.ndarray:
+        """Every object ingested whole, in a split or not (`astrom3 predict` classifies them all)."""
+        return np.flatnonzero(self.root["valid"][:]).astype(np.int64)
+
     def stats(self, seed: int) -> dict[str, np.ndarray]:
         """Train-split z-score statistics of the given seed (population std, as the reference)."""
         key = f"stats/seed{seed}"

@@ -288,6 +288,8 @@ def gather_dir(root: Path, exclude: Path | None = None) -> Collection:
             if kind == "pretrain":
                 pretrain.append(_pretrain_record(root, d, None, logs))
                 continue
+            if kind == "predict":  # a run's classes for another store (`astrom3 predict`), not a run
+                continue
             rec = RunRecord(status="complete", run_dir=_rel(d, root), **_parse_dir_name(d.name))
             try:
                 m = read_metrics(mpath)

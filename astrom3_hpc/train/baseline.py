@@ -73,11 +73,12 @@ def fit_baseline(store: Store, seed: int, subset: str, period_source: str = "ls"
 
 
 def baseline_probabilities(clf, store: Store, rows: np.ndarray, period_source: str = "ls",
-                           threads: int = 1) -> np.ndarray:
-    """(len(rows), n_classes) class probabilities; a class absent from the train rows gets 0."""
+                           threads: int = 1, n_classes: int | None = None) -> np.ndarray:
+    """(len(rows), n_classes) class probabilities; a class absent from the train rows gets 0. `n_classes`:
+    the training store's class count, when `store` is another one (default: this store's)."""
     from threadpoolctl import threadpool_limits
 
-    probs = np.zeros((len(rows), len(store.class_names)))
+    probs = np.zeros((len(rows), n_classes or len(store.class_names)))
     x = baseline_features(store, rows, period_source)
     with threadpool_limits(threads):
         probs[:, clf.classes_] = clf.predict_proba(x)
@@ -97,7 +98,8 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
     out: dict[str, Any] = {"kind": "finetune", "mode": "photo", "fusion": None, "subset": subset, "seed": seed,
                            "init": "baseline", "init_dir": None, "model": "lomb-scargle+fourier+stats, "
                            "HistGradientBoosting", "period_source": period_source, "use_rfr_score": False,
-                           "store": str(store.path), "n_features": len(FEATURE_NAMES),
+                           "store": str(store.path), "store_fingerprint": store.fingerprint,
+                           "random_state": random_state, "n_features": len(FEATURE_NAMES),
                            "feature_names": list(FEATURE_NAMES)}
     sets = [("test", subset, "test")] + ([("test_full", "full", "test")] if subset != "full" else [])
     for key, sub, split in sets + [("val", subset, "val")]:

@@ -118,22 +118,24 @@ def predictions_file(key: str) -> str:
 
 
 def write_predictions(path: str | Path, store, rows: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
-                      probs: np.ndarray) -> None:
+                      probs: np.ndarray, class_names=None) -> None:
     """One line per object (store row order): its id, true and predicted class, and the
-    probability of every class."""
+    probability of every class. `class_names`: the model's classes (y_pred, probs), when they are not the
+    store's (a model classifying another store's objects); the truth is always named by the store."""
     import csv
     import io
 
     from ..core.atomic import write_text
 
-    names = list(store.class_names)
+    truth_names = list(store.class_names)
+    names = truth_names if class_names is None else list(class_names)
     ids = object_names(store)
     order = np.argsort(rows, kind="stable")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["row", "object_id", "true_class", "predicted_class", *[f"p_{c}" for c in names]])
     for k in order:
-        truth = names[int(y_true[k])] if y_true[k] >= 0 else ""  # an unlabelled object
+        truth = truth_names[int(y_true[k])] if y_true[k] >= 0 else ""  # an unlabelled object
         w.writerow([int(rows[k]), ids[rows[k]], truth, names[int(y_pred[k])],
                     *[f"{float(x):.6g}" for x in probs[k]]])
     write_text(path, buf.getvalue())

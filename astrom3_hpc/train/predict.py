@@ -1,0 +1,197 @@
+"""`astrom3 predict RUN --store STORE --out DIR`: classify another store's objects with a finished run.
+
+The way to use a classifier trained on one labelled catalogue on new light curves (a new field, a later data
+release): ingest them into a store of their own (`astrom3 ingest lightcurves`, labels optional with
+`--keep-unlabelled`) and run the trained model over it, without retraining. Runs: a fine-tune run (its kept
+weights; with `finetune.average_baseline`, averaged with the classical baseline as the run was), an
+`astrom3 baseline` run (refitted on its training store: the fit is deterministic and takes seconds) or an
+`astrom3 ensemble` of those (its members' mean).
+
+Every input is scaled as the model's training objects were: the z-scores, metadata fill values and the
+classical features' quantiles come from the training store's train split of the run's seed
+(LoaderSpec.norm_store), never from the new store, so an object gets the same probabilities whichever store
+holds it. The training store must therefore still exist (`--train-store` where it moved); its content
+fingerprint is checked against the one the run recorded. Writes predictions.csv (every valid object with the
+modalities the model reads; the truth column names the new store's class, empty where it has none) and
+metrics.json (counts per predicted class and, where the new store's labels are classes the model knows, the
+report over those objects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.constants import ALL_OBJECTS
+from ..data.store import Store
+
+log = logging.getLogger("astrom3")
+
+
+def _metrics(run: Path) -> dict[str, Any]:
+    p = run / "metrics.json"
+    if not p.exists():
+        raise ValueError(f"{run}: no metrics.json (not a finished fine-tune, baseline or ensemble run)")
+    m = json.loads(p.read_text())
+    if m.get("kind") != "finetune":
+        raise ValueError(f"{run} is a {m.get('kind')!r} run; astrom3 predict needs a fine-tune, baseline or "
+                         "ensemble run")
+    return m
+
+
+def _training_store(run: Path, recorded: str, fingerprint: str | None, override: str | None) -> Store:
+    path = override or recorded
+    if not Path(path).exists():
+        raise ValueError(f"{run} was trained on {path}, which does not exist: the model's input scaling comes "
+                         "from it; give its new place with --train-store")
+    store = Store(path)
+    if fingerprint and store.fingerprint and store.fingerprint != fingerprint:
+        raise ValueError(f"{path} is not the store {run} was trained on (content fingerprint "
+                         f"{store.fingerprint[:12]} against the run's {fingerprint[:12]}): rebuilt or replaced")
+    return store
+
+
+def _baseline(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None,
+              threads: int) -> tuple[np.ndarray, list[str]]:
+    from .baseline import baseline_probabilities, fit_baseline
+
+    train = _training_store(run, m["store"], m.get("store_fingerprint"), train_store)
+    clf, _ = fit_baseline(train, m["seed"], m["subset"], m.get("period_source", "ls"), m.get("random_state", 0),
+                          threads)
+    probs = baseline_probabilities(clf, store, rows, m.get("period_source", "ls"), threads, len(train.class_names))
+    return probs, list(train.class_names)
+
+
+def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None, threads: int,
+             batch_size: int) -> tuple[np.ndarray, list[str]]:
+    import torch
+
+    from ..core.config import config_from_dict
+    from ..data.loader import LoaderSpec, TrimodalBatches
+    from ..model import build_classifier
+    from ..model.presets import resolve
+    from ..model.registry import cached_inputs
+    from .checkpoint import BEST_MODEL, load_weights
+    from .fingerprint import IDENTITY
+    from .rundir import read_run_config
+
+    cfg = config_from_dict(read_run_config(run))
+    ident = json.loads((run / IDENTITY).read_text()) if (run / IDENTITY).exists() else {}
+    train = _training_store(run, cfg.data.store, ident.get("store", {}).get("fingerprint"), train_store)
+    names = list(train.class_names)
+    f, d = cfg.finetune, cfg.data
+    model = build_classifier(cfg.model, f.mode, len(names), f.fusion)
+    state = load_weights(run / BEST_MODEL)["state_dict"]
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    model.eval()
+    torch.set_num_threads(max(1, threads))
+    batches = TrimodalBatches(LoaderSpec(
+        store=str(store.path), seed=d.seed, subset=d.subset, split=ALL_OBJECTS, batch_size=batch_size, train=False,
+        use_rfr_score=d.use_rfr_score, read_spectra=f.mode in ("spectra", "all"), norm_store=str(train.path),
+        **cached_inputs(resolve(cfg.model))))
+    index, probs = [], []
+    with torch.no_grad():
+        for batch in batches.iter_epoch(0):
+            index.append(batch["index"].numpy())
+            # The paper preset samples attention keys at evaluation too: one seed per batch makes an object's
+            # class probabilities a function of the object alone (as `astrom3 embed` does), not of its batch.
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                probs.append(torch.softmax(model(batch).float(), 1).numpy())
+    batches.close()
+    by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))
+    out = np.stack([by_row[int(r)] for r in rows]).astype(np.float64)
+    if f.average_baseline:  # as the run reported: the mean with the baseline fitted on its train split
+        from .baseline import baseline_probabilities, fit_baseline
+
+        clf, _ = fit_baseline(train, d.seed, d.subset, threads=threads)
+        out = (out + baseline_probabilities(clf, store, rows, threads=threads, n_classes=len(names))) / 2
+    return out, names
+
+
+def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
+                      threads: int = 1, batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+    """(len(rows), n_classes) class probabilities of a finished run for `store`'s `rows`, and the run's
+    class names."""
+    run = Path(run_dir)
+    m = _metrics(run)
+    if m.get("init") == "ensemble":
+        parts = [run_probabilities(member["run"], store, rows, train_store, threads, batch_size)
+                 for member in m["members"]]
+        names = parts[0][1]
+        for member, (_, other) in zip(m["members"], parts):
+            if other != names:
+                raise ValueError(f"{run}: member {member['run']} has classes {other}, not {names}")
+        return np.mean([p for p, _ in parts], axis=0), names
+    if m.get("init") == "baseline":
+        return _baseline(run, m, store, rows, train_store, threads)
+    return _network(run, m, store, rows, train_store, threads, batch_size)
+
+
+def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, train_store: str | None = None,
+            threads: int = 1, batch_size: int = 256) -> dict[str, Any]:
+    from ..core.atomic import write_json
+    from .evaluate import classification_report, predictions_file, unlabelled_summary, write_predictions
+
+    run = Path(run_dir)
+    m = _metrics(run)
+    store = Store(store_path)
+    rows = store.valid_rows()
+    if m.get("mode") == "photo":  # the light-curve models classify objects that have one
+        rows = rows[store.root["present"][:, 0][rows]]
+    if len(rows) == 0:
+        raise ValueError(f"{store_path}: no valid object with the modalities {run} reads")
+    probs, names = run_probabilities(run, store, rows, train_store, threads, batch_size)
+    y_pred = probs.argmax(1)
+    out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path),
+                           "class_names": names, "all": unlabelled_summary(y_pred, names)}
+    # Objects labelled with a class the model knows are scored; other labels only counted.
+    own = list(store.class_names)
+    labels = store.labels[rows]
+    known = np.array([lab >= 0 and own[lab] in names for lab in labels], bool)
+    if known.any():
+        y_true = np.array([names.index(own[lab]) for lab in labels[known]])
+        out["scored"] = classification_report(y_true, y_pred[known], names)
+    out["n_labelled_unknown_class"] = int(((labels >= 0) & ~known).sum())
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    write_predictions(target / predictions_file("test"), store, rows, labels, y_pred, probs, class_names=names)
+    write_json(target / "metrics.json", out)
+    log.info("classified %d objects of %s with %s%s", len(rows), store_path, run,
+             f"; macro-F1 over the {int(known.sum())} with a known class: {out['scored']['macro_f1']:.3f}"
+             if known.any() else "")
+    return out
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify another store's objects with a finished fine-tune, baseline "
+                                       "or ensemble run",
+                       description="Runs a trained model over every valid object of STORE (a new field or "
+                                   "release, ingested like the training data; labels optional) with the input "
+                                   "scaling of the store it was trained on. Writes OUT/predictions.csv (row, "
+                                   "object_id, true_class or empty, predicted_class, p_<class>...) and "
+                                   "OUT/metrics.json (counts per class; the report over objects whose label is "
+                                   "a class the model knows).",
+                       epilog="example: astrom3 predict runs/periodic-s42 --store data/new_field.zarr "
+                              "--out runs/periodic-s42/new_field")
+    p.add_argument("run", help="a finished fine-tune, `astrom3 baseline` or `astrom3 ensemble` run directory")
+    p.add_argument("--store", required=True, help="the store whose objects to classify")
+    p.add_argument("--out", required=True, help="directory for predictions.csv and metrics.json")
+    p.add_argument("--train-store", help="where the run's training store is now, if it moved (default: the "
+                                         "path the run recorded)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--batch-size", type=int, default=256, help="objects per forward pass (default 256)")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    out = predict(args.run, args.store, args.out, args.train_store, args.threads, args.batch_size)
+    print(json.dumps({"objects": out["all"]["n"], "predicted": out["all"]["predicted"]}
+                     | ({"scored_macro_f1": out["scored"]["macro_f1"], "scored_accuracy": out["scored"]["accuracy"]}
+                        if "scored" in out else {}), indent=2))
+    return 0

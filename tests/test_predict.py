@@ -1,0 +1,111 @@
+"""`astrom3 predict`: a finished run classifies another store's objects, scaled as its training objects were.
+
+Real runs on real stores: a periodic fine-tune averaged with the baseline (its features, folds and the
+baseline all pass through the new path), a baseline run and their ensemble. On the training store they
+reproduce their own predictions.csv; on a second store holding some of the same objects (several without a
+class) they give those objects the same probabilities, so nothing is normalised by the new store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from test_ensemble import TINY
+from test_lightcurves import CLASSES, _ingest_args, _write_tables
+from test_train import run_job
+
+from astrom3_hpc.cli import main
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return {r["object_id"]: r for r in csv.DictReader(f)}
+
+
+def _probs(rows: dict, ids) -> np.ndarray:
+    return np.array([[float(rows[i][f"p_{c}"]) for c in sorted(CLASSES)] for i in ids])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("predict")
+    _write_tables(d / "train")
+    store = d / "train.zarr"
+    assert main(_ingest_args(d / "train", store)) == 0
+    runs = {"hybrid": d / "hybrid", "baseline": d / "baseline", "ensemble": d / "ensemble"}
+    run_job("finetune", runs["hybrid"], store, sets=(*TINY, "finetune.average_baseline=true"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    assert main(["baseline", str(store), "--out", str(runs["baseline"])]) == 0
+    assert main(["ensemble", str(runs["hybrid"]), str(runs["baseline"]), "--out", str(runs["ensemble"])]) == 0
+    # A new "field": every third object of the same survey, a third of them without a class.
+    with open(d / "train" / "objects.csv", newline="") as f:
+        objects = list(csv.DictReader(f))
+    new = d / "new"
+    new.mkdir()
+    shutil.copy(d / "train" / "points.csv.gz", new / "points.csv.gz")
+    kept = objects[::3]
+    with open(new / "objects.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["star", "cls", "P"])
+        for i, r in enumerate(kept):
+            w.writerow([r["star"], "" if i % 3 == 0 else r["cls"], r["P"]])
+    new_store = d / "new.zarr"
+    assert main(_ingest_args(new, new_store, "--keep-unlabelled")) == 0
+    return d, store, new_store, runs, [r["star"] for r in kept]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind", ["hybrid", "baseline", "ensemble"])
+def test_predict_reproduces_the_run_and_ignores_the_new_stores_scaling(trained, kind, capsys):
+    d, store, new_store, runs, kept = trained
+    run = runs[kind]
+    same = d / f"same-{kind}"
+    assert main(["predict", str(run), "--store", str(store), "--out", str(same)]) == 0
+    everything = _rows(same / "predictions.csv")
+    own = _rows(run / "predictions.csv")  # the run's own test predictions
+    np.testing.assert_allclose(_probs(everything, own), _probs(own, own), atol=2e-6)
+    assert all(everything[i]["predicted_class"] == own[i]["predicted_class"] for i in own)
+    m = json.loads((same / "metrics.json").read_text())
+    assert m["all"]["n"] == len(everything) == 3 * 14 and m["scored"]["n"] == 3 * 14
+
+    out = d / f"new-{kind}"
+    capsys.readouterr()
+    assert main(["predict", str(run), "--store", str(new_store), "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    new = _rows(out / "predictions.csv")
+    assert sorted(new) == sorted(kept)
+    np.testing.assert_allclose(_probs(new, kept), _probs(everything, kept), atol=2e-6)
+    assert sum(r["true_class"] == "" for r in new.values()) == len(kept[::3])
+    m = json.loads((out / "metrics.json").read_text())
+    assert printed["objects"] == m["all"]["n"] == len(kept)
+    assert m["scored"]["n"] == len(kept) - len(kept[::3]) and m["class_names"] == sorted(CLASSES)
+    # Beside the runs, the outputs are not mistaken for (failed) runs by `astrom3 collect`.
+    from astrom3_hpc.results.read import gather_dir
+
+    found = {r.run_dir: r.status for r in gather_dir(d).runs}
+    assert f"new-{kind}" not in found and found[run.name] == "complete"
+
+
+def test_predict_refuses_what_it_cannot_use(trained, tmp_path, capsys):
+    d, store, new_store, runs, _ = trained
+    assert main(["predict", str(tmp_path), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
+    # The training store moved: named, and --train-store points at it; another store is refused by content.
+    moved = d / "moved.zarr"
+    store.rename(moved)
+    try:
+        assert main(["predict", str(runs["hybrid"]), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert str(store) in err and "--train-store" in err
+        assert main(["predict", str(runs["hybrid"]), "--store", str(new_store), "--out", str(tmp_path / "o"),
+                     "--train-store", str(new_store)]) == 2
+        assert "not the store" in capsys.readouterr().err
+        assert main(["predict", str(runs["hybrid"]), "--store", str(new_store), "--out", str(tmp_path / "o"),
+                     "--train-store", str(moved)]) == 0
+    finally:
+        moved.rename(store)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["metrics.json", "predictions.csv"]
