@@ -247,11 +247,12 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
                                               "model.n_heads=2", "model.d_ff=32", "train.epochs=2",
                                               "train.batch_size=8", "finetune.class_weights=balanced",
                                               "finetune.distill=baseline", "data.lc_fold_resamples=4",
-                                              "data.lc_feature_resampling=true"),
+                                              "data.lc_feature_resampling=true", "finetune.label_smoothing=0.1"),
                 extra=("--mode", "photo", "--init", "scratch"))
     m = json.loads((run / "metrics.json").read_text())
     s = Store(store)
     y = s.labels[s.split(42, "full", "train")]
+    assert m["label_smoothing"] == 0.1 and "label_smoothing: 0.1" in (run / "config.yaml").read_text()
     assert m["distill"] == "baseline" and f"cross-fitted probabilities for {len(y)} training objects" in r.stderr
     want = len(y) / (len(s.class_names) * np.bincount(y, minlength=len(s.class_names)))
     np.testing.assert_allclose(m["class_weights"], want, rtol=1e-5)  # the loss was weighted as the baseline's
@@ -304,6 +305,8 @@ def test_balanced_weights_are_sklearns():
         from astrom3_hpc.core.config import FinetuneConfig
 
         FinetuneConfig(class_weights="inverse").validate()
+    with pytest.raises(Exception, match="label_smoothing"):
+        FinetuneConfig(label_smoothing=1.0).validate()
 
 
 def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():

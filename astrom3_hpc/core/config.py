@@ -215,6 +215,10 @@ class FinetuneConfig:
     # probabilities. Light-curve stores with finetune.mode photo only. Inference is the network alone.
     distill: str = "none"
     distill_weight: float = 0.5
+    # The label's cross-entropy against (1 - e) x one-hot + e / n_classes (Szegedy et al. 2016): the network is
+    # not pushed to certainty on a training set it can learn by heart. 0: the reference's plain loss. The
+    # validation loss that picks the kept epoch stays the plain one.
+    label_smoothing: float = 0.0
     # True: validation and test predictions are the mean of the network's class probabilities and the classical
     # baseline's (`astrom3 baseline`, fitted on the same train split at the end of the run); metrics.json keeps
     # each alone under "network" and "baseline". Training and the kept epoch are the network's alone. Light-curve
@@ -232,6 +236,7 @@ class FinetuneConfig:
         _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be none or balanced")
         _check(self.distill in ("none", "baseline"), "finetune.distill", "must be none or baseline")
         _check(0.0 <= self.distill_weight <= 1.0, "finetune.distill_weight", "must be in [0, 1]")
+        _check(0.0 <= self.label_smoothing < 1.0, "finetune.label_smoothing", "must be in [0, 1)")
         _check(not self.average_baseline or self.mode == "photo", "finetune.average_baseline",
                "needs finetune.mode photo (the baseline reads light curves only)")
         _check(self.distill == "none" or self.mode == "photo", "finetune.distill",

@@ -167,7 +167,8 @@ class Finetuner(Trainer):
         with self.autocast():
             logits = self.engine(batch)
         weight = None if self.class_weight is None else self.class_weight.to(logits.device)
-        loss = F.cross_entropy(logits.float(), batch["label"], weight=weight)
+        loss = F.cross_entropy(logits.float(), batch["label"], weight=weight,
+                               label_smoothing=self.cfg.finetune.label_smoothing)
         if self.teacher is None:
             return loss
         a = self.cfg.finetune.distill_weight
@@ -218,7 +219,8 @@ class Finetuner(Trainer):
                                "use_rfr_score": d.use_rfr_score, "best_val": self.best_val,
                                "class_weights": None if self.class_weight is None else
                                [round(float(w), 6) for w in self.class_weight],
-                               "distill": f.distill, "average_baseline": f.average_baseline,
+                               "distill": f.distill, "label_smoothing": f.label_smoothing,
+                               "average_baseline": f.average_baseline,
                                "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         preds = {key: self.predict(self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra),

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..core.constants import ALL_OBJECTS
+from ..core.progress import Progress
 from ..data.store import Store
 
 log = logging.getLogger("astrom3")
@@ -67,7 +68,7 @@ def _baseline(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: s
 
 
 def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None, threads: int,
-             batch_size: int) -> tuple[np.ndarray, list[str]]:
+             batch_size: int, progress: bool) -> tuple[np.ndarray, list[str]]:
     import torch
 
     from ..core.config import config_from_dict
@@ -95,8 +96,9 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
         use_rfr_score=d.use_rfr_score, read_spectra=f.mode in ("spectra", "all"), norm_store=str(train.path),
         **cached_inputs(resolve(cfg.model))))
     index, probs = [], []
-    with torch.no_grad():
+    with torch.no_grad(), Progress(len(batches.rows), f"predict {run.name}", enabled=progress) as bar:
         for batch in batches.iter_epoch(0):
+            bar.update(len(batch["index"]))
             index.append(batch["index"].numpy())
             # The paper preset samples attention keys at evaluation too: one seed per batch makes an object's
             # class probabilities a function of the object alone (as `astrom3 embed` does), not of its batch.
@@ -115,13 +117,14 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
 
 
 def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
-                      threads: int = 1, batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+                      threads: int = 1, batch_size: int = 256,
+                      progress: bool = True) -> tuple[np.ndarray, list[str]]:
     """(len(rows), n_classes) class probabilities of a finished run for `store`'s `rows`, and the run's
     class names."""
     run = Path(run_dir)
     m = _metrics(run)
     if m.get("init") == "ensemble":
-        parts = [run_probabilities(member["run"], store, rows, train_store, threads, batch_size)
+        parts = [run_probabilities(member["run"], store, rows, train_store, threads, batch_size, progress)
                  for member in m["members"]]
         names = parts[0][1]
         for member, (_, other) in zip(m["members"], parts):
@@ -130,11 +133,11 @@ def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train
         return np.mean([p for p, _ in parts], axis=0), names
     if m.get("init") == "baseline":
         return _baseline(run, m, store, rows, train_store, threads)
-    return _network(run, m, store, rows, train_store, threads, batch_size)
+    return _network(run, m, store, rows, train_store, threads, batch_size, progress)
 
 
 def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, train_store: str | None = None,
-            threads: int = 1, batch_size: int = 256) -> dict[str, Any]:
+            threads: int = 1, batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
     from ..core.atomic import write_json
     from .evaluate import classification_report, predictions_file, unlabelled_summary, write_predictions
 
@@ -146,7 +149,7 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
         rows = rows[store.root["present"][:, 0][rows]]
     if len(rows) == 0:
         raise ValueError(f"{store_path}: no valid object with the modalities {run} reads")
-    probs, names = run_probabilities(run, store, rows, train_store, threads, batch_size)
+    probs, names = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
     y_pred = probs.argmax(1)
     out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path),
                            "class_names": names, "all": unlabelled_summary(y_pred, names)}
@@ -186,11 +189,13 @@ def add_parser(sub) -> None:
                                          "path the run recorded)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--batch-size", type=int, default=256, help="objects per forward pass (default 256)")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args) -> int:
-    out = predict(args.run, args.store, args.out, args.train_store, args.threads, args.batch_size)
+    out = predict(args.run, args.store, args.out, args.train_store, args.threads, args.batch_size,
+                  not args.no_progress)
     print(json.dumps({"objects": out["all"]["n"], "predicted": out["all"]["predicted"]}
                      | ({"scored_macro_f1": out["scored"]["macro_f1"], "scored_accuracy": out["scored"]["accuracy"]}
                         if "scored" in out else {}), indent=2))
