@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -109,3 +110,15 @@ def test_predict_refuses_what_it_cannot_use(trained, tmp_path, capsys):
     finally:
         moved.rename(store)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["metrics.json", "predictions.csv"]
+    assert "ingest_differences" not in json.loads((tmp_path / "o" / "metrics.json").read_text())
+
+
+def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, caplog):
+    d, store, new_store, runs, _ = trained
+    other = tmp_path / "other.zarr"  # the same objects, another period grid
+    assert main(_ingest_args(d / "new", other, "--keep-unlabelled", "--min-period", "0.02")) == 0
+    with caplog.at_level(logging.WARNING, logger="astrom3"):
+        assert main(["predict", str(runs["baseline"]), "--store", str(other), "--out", str(tmp_path / "o")]) == 0
+    assert "min_period_days 0.03 there, 0.02 here" in caplog.text
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["ingest_differences"] == {str(store): {"min_period_days": [0.03, 0.02]}}

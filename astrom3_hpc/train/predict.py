@@ -56,19 +56,30 @@ def _training_store(run: Path, recorded: str, fingerprint: str | None, override:
     return store
 
 
+# How a store's light curves were made: a model fed curves made another way sees inputs unlike its training ones.
+_INGEST_KEYS = ("kind", "band", "flux", "period", "min_period_days", "modalities")
+
+
+def ingest_differences(train: Store, store: Store) -> dict[str, list]:
+    """{key: [training store's, this store's]} for the ingestion settings that differ."""
+    a = train.attrs.get("provenance", {}).get("source", {})
+    b = store.attrs.get("provenance", {}).get("source", {})
+    return {k: [a.get(k), b.get(k)] for k in _INGEST_KEYS if a.get(k) != b.get(k)}
+
+
 def _baseline(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None,
-              threads: int) -> tuple[np.ndarray, list[str]]:
+              threads: int) -> tuple[np.ndarray, list[str], Store]:
     from .baseline import baseline_probabilities, fit_baseline
 
     train = _training_store(run, m["store"], m.get("store_fingerprint"), train_store)
     clf, _ = fit_baseline(train, m["seed"], m["subset"], m.get("period_source", "ls"), m.get("random_state", 0),
                           threads)
     probs = baseline_probabilities(clf, store, rows, m.get("period_source", "ls"), threads, len(train.class_names))
-    return probs, list(train.class_names)
+    return probs, list(train.class_names), train
 
 
 def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None, threads: int,
-             batch_size: int, progress: bool) -> tuple[np.ndarray, list[str]]:
+             batch_size: int, progress: bool) -> tuple[np.ndarray, list[str], Store]:
     import torch
 
     from ..core.config import config_from_dict
@@ -113,27 +124,29 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
 
         clf, _ = fit_baseline(train, d.seed, d.subset, threads=threads)
         out = (out + baseline_probabilities(clf, store, rows, threads=threads, n_classes=len(names))) / 2
-    return out, names
+    return out, names, train
 
 
 def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
                       threads: int = 1, batch_size: int = 256,
-                      progress: bool = True) -> tuple[np.ndarray, list[str]]:
-    """(len(rows), n_classes) class probabilities of a finished run for `store`'s `rows`, and the run's
-    class names."""
+                      progress: bool = True) -> tuple[np.ndarray, list[str], list[Store]]:
+    """(len(rows), n_classes) class probabilities of a finished run for `store`'s `rows`, the run's class
+    names and the store(s) it was trained on."""
     run = Path(run_dir)
     m = _metrics(run)
     if m.get("init") == "ensemble":
         parts = [run_probabilities(member["run"], store, rows, train_store, threads, batch_size, progress)
                  for member in m["members"]]
         names = parts[0][1]
-        for member, (_, other) in zip(m["members"], parts):
+        for member, (_, other, _) in zip(m["members"], parts):
             if other != names:
                 raise ValueError(f"{run}: member {member['run']} has classes {other}, not {names}")
-        return np.mean([p for p, _ in parts], axis=0), names
+        return np.mean([p for p, _, _ in parts], axis=0), names, [t for _, _, ts in parts for t in ts]
     if m.get("init") == "baseline":
-        return _baseline(run, m, store, rows, train_store, threads)
-    return _network(run, m, store, rows, train_store, threads, batch_size, progress)
+        probs, names, train = _baseline(run, m, store, rows, train_store, threads)
+    else:
+        probs, names, train = _network(run, m, store, rows, train_store, threads, batch_size, progress)
+    return probs, names, [train]
 
 
 def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, train_store: str | None = None,
@@ -149,10 +162,17 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
         rows = rows[store.root["present"][:, 0][rows]]
     if len(rows) == 0:
         raise ValueError(f"{store_path}: no valid object with the modalities {run} reads")
-    probs, names = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
+    probs, names, trains = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
     y_pred = probs.argmax(1)
     out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path),
                            "class_names": names, "all": unlabelled_summary(y_pred, names)}
+    # Not an error (a user may mean it), never silent: light curves made another way than the training ones.
+    differ = {str(t.path): d for t in trains if (d := ingest_differences(t, store))}
+    if differ:
+        out["ingest_differences"] = differ
+        for path, d in differ.items():
+            log.warning("%s was ingested unlike the training store %s: %s", store.path, path,
+                        "; ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in d.items()))
     # Objects labelled with a class the model knows are scored; other labels only counted.
     own = list(store.class_names)
     labels = store.labels[rows]
