@@ -159,6 +159,8 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     # An in-process job leaves no rendezvous behind: an sbatch from this process once handed a 2-rank job the
     # finished job's MASTER_PORT, still held here (EADDRINUSE on rank 0, rank 1 waiting for the timeout).
     assert {k: os.environ.get(k) for k in rendezvous} == rendezvous
+    # The paper's encoder on a light-curve store: the run says which models were measured for such stores.
+    assert "--config configs/periodic_finetune.yaml" in caplog.text
     bl = runs / "baseline-s42"
     assert main(["baseline", str(out), "--seed", "42", "--out", str(bl)]) == 0
     for run in (ft, bl):

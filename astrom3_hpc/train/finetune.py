@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..core.config import ModelConfig
 from ..core.constants import UNLABELLED
+from ..model.presets import resolve
 from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
                        write_predictions)
 from .engine import to_device
@@ -106,6 +107,14 @@ class Finetuner(Trainer):
         self.teacher = self.teacher_probabilities() if f.distill == "baseline" else None
         if f.average_baseline:
             self.check_baseline_inputs("finetune.average_baseline")
+        source = self.store.attrs.get("provenance", {}).get("source", {}).get("kind")
+        if self.is_main and source == "lightcurves" and f.mode == "photo" and \
+                resolve(self.cfg.model).lc_encoder != "periodic":
+            # The paper encoder sees positions, not time, and never the period: on a survey's light curves
+            # alone it is the weakest choice, and the default config is the paper's.
+            log.warning("%s holds light curves only and this run uses the paper's photometry encoder; the "
+                        "periodic preset (--config configs/periodic_finetune.yaml) and `astrom3 baseline` are "
+                        "the models measured for such stores (docs/lightcurves.md)", self.cfg.data.store)
 
     def teacher_probabilities(self) -> torch.Tensor:
         """Cross-fitted baseline probabilities for every training object, as a (n_objects, n_classes) table looked
