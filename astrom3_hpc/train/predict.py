@@ -88,6 +88,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     from ..model.presets import resolve
     from ..model.registry import cached_inputs
     from .checkpoint import BEST_MODEL, load_weights
+    from .engine import to_device
     from .fingerprint import IDENTITY
     from .rundir import read_run_config
 
@@ -100,7 +101,8 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     state = load_weights(run / BEST_MODEL)["state_dict"]
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-    model.eval()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(dev).eval()
     torch.set_num_threads(max(1, threads))
     batches = TrimodalBatches(LoaderSpec(
         store=str(store.path), seed=d.seed, subset=d.subset, split=ALL_OBJECTS, batch_size=batch_size, train=False,
@@ -113,9 +115,9 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
             index.append(batch["index"].numpy())
             # The paper preset samples attention keys at evaluation too: one seed per batch makes an object's
             # class probabilities a function of the object alone (as `astrom3 embed` does), not of its batch.
-            with torch.random.fork_rng():
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                 torch.manual_seed(0)
-                probs.append(torch.softmax(model(batch).float(), 1).numpy())
+                probs.append(torch.softmax(model(to_device(batch, dev)).float(), 1).cpu().numpy())
     batches.close()
     by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))
     out = np.stack([by_row[int(r)] for r in rows]).astype(np.float64)
