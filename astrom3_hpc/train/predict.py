@@ -67,14 +67,20 @@ def ingest_differences(train: Store, store: Store) -> dict[str, list]:
     return {k: [a.get(k), b.get(k)] for k in _INGEST_KEYS if a.get(k) != b.get(k)}
 
 
-def _baseline(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None,
-              threads: int) -> tuple[np.ndarray, list[str], Store]:
+def _refitted_baseline(train: Store, seed: int, subset: str, store: Store, rows: np.ndarray, threads: int,
+                       period_source: str = "ls", random_state: int = 0) -> np.ndarray:
+    """The baseline fitted on `train`'s split as its run fitted it (deterministic), on `store`'s rows."""
     from .baseline import baseline_probabilities, fit_baseline
 
+    clf, _ = fit_baseline(train, seed, subset, period_source, random_state, threads)
+    return baseline_probabilities(clf, store, rows, period_source, threads, len(train.class_names))
+
+
+def _baseline(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: str | None,
+              threads: int) -> tuple[np.ndarray, list[str], Store]:
     train = _training_store(run, m["store"], m.get("store_fingerprint"), train_store)
-    clf, _ = fit_baseline(train, m["seed"], m["subset"], m.get("period_source", "ls"), m.get("random_state", 0),
-                          threads)
-    probs = baseline_probabilities(clf, store, rows, m.get("period_source", "ls"), threads, len(train.class_names))
+    probs = _refitted_baseline(train, m["seed"], m["subset"], store, rows, threads, m.get("period_source", "ls"),
+                               m.get("random_state", 0))
     return probs, list(train.class_names), train
 
 
@@ -122,10 +128,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))
     out = np.stack([by_row[int(r)] for r in rows]).astype(np.float64)
     if f.average_baseline:  # as the run reported: the mean with the baseline fitted on its train split
-        from .baseline import baseline_probabilities, fit_baseline
-
-        clf, _ = fit_baseline(train, d.seed, d.subset, threads=threads)
-        out = (out + baseline_probabilities(clf, store, rows, threads=threads, n_classes=len(names))) / 2
+        out = (out + _refitted_baseline(train, d.seed, d.subset, store, rows, threads)) / 2
     return out, names, train
 
 
@@ -161,7 +164,9 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
     store = Store(store_path)
     rows = store.valid_rows()
     if m.get("mode") == "photo":  # the light-curve models classify objects that have one
-        rows = rows[store.root["present"][:, 0][rows]]
+        from .baseline import with_light_curve
+
+        rows = with_light_curve(store, rows)
     if len(rows) == 0:
         raise ValueError(f"{store_path}: no valid object with the modalities {run} reads")
     probs, names, trains = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
