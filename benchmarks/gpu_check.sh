@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_check.sh --out /scratch/gpu-check
 #
 # Settings (environment):
+#   GPU_PYTHON       an interpreter that already has a CUDA torch and the project's requirements (a site or
+#                    module Python, a machine with no network): used as it is, no venv is made, nothing installed
 #   GPU_VENV         venv to use or create              default: <repo>/.venv-gpu (reused when it exists)
 #   TORCH_INDEX_URL  where the CUDA torch wheel comes from  default: https://download.pytorch.org/whl/cu128
 #   TORCH_VERSION    default: 2.13.0 (the version the project pins)
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --out) OUT=$2; shift ;;
     --out=*) OUT=${1#--out=} ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -37,6 +39,11 @@ if [ "$DRY" = 1 ]; then
   export CUDA_VISIBLE_DEVICES="" DS_ACCELERATOR=cpu GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   EXTRA=(--dry-run)
+elif [ -n "${GPU_PYTHON:-}" ]; then
+  PYTHON=$(command -v "$GPU_PYTHON") || { echo "FAIL venv: GPU_PYTHON=$GPU_PYTHON is not an interpreter"; exit 1; }
+  OUT=${OUT:-$ROOT/runs/gpu-check}
+  export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$OUT/torch_extensions}
+  EXTRA=()
 else
   VENV=${GPU_VENV:-$ROOT/.venv-gpu}
   if [ ! -x "$VENV/bin/python" ]; then
