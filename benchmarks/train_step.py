@@ -94,23 +94,14 @@ def step_flops(batch_size: int, kernels: str = "plain") -> float:
     return float(fc.get_total_flops())
 
 
-def worker(args) -> None:
-    from astrom3_hpc.core.config import load_config
-
-    kind, ranks, kernels = EXECUTIONS[args.mode]
-    local = args.batch // ranks
-    cfg = load_config(None, ["model.preset=paper", f"train.batch_size={args.batch}", "optim.grad_clip=45.0",
-                             f"train.kernels={kernels}", "train.threads=0"])
-    batches = [make_batch(local, torch.Generator().manual_seed(i)) for i in range(2)]
+def make_step(kind: str, cfg, device: torch.device | None = None):
+    """One training step on a batch, and the rank: the reference's plain Adam loop, or the project's engine
+    (forward under the config's autocast, loss in fp32, the trainer's gradient clipping, engine step)."""
     torch.manual_seed(0)
-    rank = 0
     if kind == "reference":
         from reference_model import RefCLIP, reference_loss
 
-        from astrom3_hpc.train.engine import cpu_threads
-
-        torch.set_num_threads(cpu_threads(0, 1))
-        model = RefCLIP(cfg.model).train()
+        model = RefCLIP(cfg.model).to(device or "cpu").train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=tuple(cfg.optim.betas),
                                weight_decay=cfg.optim.weight_decay)
 
@@ -120,24 +111,41 @@ def worker(args) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-    else:
-        from astrom3_hpc import distributed as adist
-        from astrom3_hpc.train.loss import ContrastiveLoss
-        from astrom3_hpc.model import build_clip
-        from astrom3_hpc.train.engine import build_engine
+        return step, 0
+    from astrom3_hpc import distributed as adist
+    from astrom3_hpc.model import build_clip
+    from astrom3_hpc.train.engine import autocast, build_engine, clip_gradients
+    from astrom3_hpc.train.loss import ContrastiveLoss
 
-        model = build_clip(cfg.model)
-        loss_fn = ContrastiveLoss(cfg.model.modalities)
-        env = adist.init(force_group=True)
-        rank = env.rank
-        engine, _ = build_engine(model, cfg, env.world_size, env.local_world_size)
-        engine.train()
+    model = build_clip(cfg.model)
+    loss_fn = ContrastiveLoss(cfg.model.modalities)
+    env = adist.init(force_group=True)
+    engine, _ = build_engine(model, cfg, env.world_size, env.local_world_size)
+    engine.train()
+    where = device or torch.device("cpu")
 
-        def step(batch):
+    def step(batch):  # as Pretrainer.compute_loss and train_step
+        with autocast(cfg, where):
             emb = engine(batch)
-            loss, _ = loss_fn(emb, engine.module.logit_scales())
-            engine.backward(loss)
-            engine.step()
+        loss, _ = loss_fn({m: e.float() for m, e in emb.items()}, engine.module.logit_scales())
+        engine.backward(loss)
+        clip_gradients(engine.module, cfg)
+        engine.step()
+    return step, env.rank
+
+
+def worker(args) -> None:
+    from astrom3_hpc.core.config import load_config
+    from astrom3_hpc.train.engine import cpu_threads
+
+    kind, ranks, kernels = EXECUTIONS[args.mode]
+    local = args.batch // ranks
+    cfg = load_config(None, ["model.preset=paper", f"train.batch_size={args.batch}", "optim.grad_clip=45.0",
+                             f"train.kernels={kernels}", "train.threads=0"])
+    batches = [make_batch(local, torch.Generator().manual_seed(i)) for i in range(2)]
+    if kind == "reference":
+        torch.set_num_threads(cpu_threads(0, 1))
+    step, rank = make_step(kind, cfg)
     for i in range(args.warmup):
         step(batches[i % 2])
     times = []

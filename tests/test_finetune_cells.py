@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import IN_CI
 
 from astrom3_hpc.core.config import ConfigError, load_config
 from astrom3_hpc.orchestration.sweep import Sweep
-from astrom3_hpc.train.engine import ds_config
+from astrom3_hpc.train.engine import clip_gradients, ds_config
 from astrom3_hpc.train.schedule import LRSchedule
 
 ASTROM3 = str(Path(sys.executable).parent / "astrom3")
@@ -115,8 +116,21 @@ def test_overrides_win_and_cells_can_be_turned_off(tmp_path):
 def test_trainer_honours_warmup_clipping_and_plateau():
     meta = load_config(PAPER_FT, ["finetune.mode=meta", "data.subset=sub10"])
     photo = load_config(PAPER_FT, ["finetune.mode=photo", "data.subset=sub10"])
-    assert ds_config(meta, 1)["gradient_clipping"] == 0.0  # DeepSpeed clips only when > 0
-    assert ds_config(photo, 1)["gradient_clipping"] == 5.0
+    # ZeRO stage 0 clips in the trainer (clip_gradients, no host sync), ZeRO stages inside DeepSpeed.
+    assert ds_config(meta, 1)["gradient_clipping"] == 0.0 and ds_config(photo, 1)["gradient_clipping"] == 0.0
+    zero = load_config(PAPER_FT, ["finetune.mode=photo", "data.subset=sub10", "train.zero_stage=1"])
+    assert ds_config(zero, 1)["gradient_clipping"] == 5.0
+    layer = torch.nn.Linear(4, 3)
+
+    def clipped_norm(cfg, g: float) -> float:
+        layer.weight.grad, layer.bias.grad = torch.full((3, 4), g), torch.full((3,), g)
+        clip_gradients(layer, cfg)
+        return float(torch.cat([layer.weight.grad.flatten(), layer.bias.grad]).norm())
+
+    assert clipped_norm(photo, 10.0) == pytest.approx(5.0, rel=1e-5)  # the cell's clip_value
+    assert clipped_norm(photo, 0.1) == pytest.approx(0.1 * 15**0.5, rel=1e-6)  # under the limit: untouched
+    assert clipped_norm(meta, 10.0) == pytest.approx(10.0 * 15**0.5, rel=1e-6)  # clip_grad False
+    assert clipped_norm(zero, 10.0) == pytest.approx(10.0 * 15**0.5, rel=1e-6)  # DeepSpeed's job under ZeRO
     assert ds_config(photo, 2)["train_batch_size"] == 512
     s = LRSchedule.from_config(photo.optim, photo.train.epochs)
     lrs = [s.lr(e) for e in range(11)]

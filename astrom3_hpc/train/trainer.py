@@ -38,7 +38,8 @@ from ..core.progress import Progress
 from ..model.presets import resolve
 from ..model.registry import cached_inputs
 from . import checkpoint
-from .engine import autocast, build_engine, configure_cuda, seed_everything, set_deterministic, set_lr, to_device
+from .engine import (autocast, build_engine, clip_gradients, configure_cuda, seed_everything, set_deterministic, set_lr,
+                     to_device)
 from .finite import FiniteGuard
 from .fingerprint import check_run_dir, run_identity, store_identity, write_identity
 from .preempt import EXIT_PREEMPTED, Preemption
@@ -195,6 +196,7 @@ class Trainer:
         self.engine.backward(loss)
         st = self.state
         self.guard.observe(st.step, st.epoch, st.batch_in_epoch, ids, loss, self.model)  # no host sync
+        clip_gradients(self.model, self.cfg)
         self.engine.step()
         if self.average is not None:
             self.average.update(self.model)
