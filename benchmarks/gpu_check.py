@@ -168,13 +168,15 @@ def train_throughput(sz: Sizes, store: Path, out: Path, precision: str, compiled
         t.preempt = Preemption(signals=())
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        losses, n, t0 = [], 0, None
+        losses, n, t0, warm_peak = [], 0, None, float("nan")
         epoch = 0
         while n < sz.warmup + sz.steps:
             for batch in epoch_loader(t.train_batches, epoch, 0, cfg.data.workers(cuda)):
                 if n == sz.warmup:  # warm-up steps (compilation, cuDNN autotuning, allocator) excluded
                     if cuda:
                         torch.cuda.synchronize()
+                        warm_peak = torch.cuda.max_memory_allocated() / 2**30
+                        torch.cuda.reset_peak_memory_stats()
                     t0 = time.perf_counter()
                 loss = t.train_step(batch)
                 if len(losses) < 3:
@@ -195,7 +197,7 @@ def train_throughput(sz: Sizes, store: Path, out: Path, precision: str, compiled
     ok = all(math.isfinite(x) for x in first)
     report("PASS" if ok else "FAIL", name,
            f"{rate:,.0f} samples/s at batch {sz.batch} (loader included), peak GPU memory "
-           f"{f'{peak:.2f} GiB' if cuda else 'n/a (CPU)'}, "
+           f"{f'{peak:.2f} GiB (warm-up {warm_peak:.2f})' if cuda else 'n/a (CPU)'}, "
            f"first losses {', '.join(f'{x:.4f}' for x in first)}")
     return {"rate": rate, "peak_gib": peak, "first_losses": first}
 

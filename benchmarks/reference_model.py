@@ -178,6 +178,6 @@ def reference_loss(logits: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over the pairs of CE(logits, arange) + CE(logits.T, arange), mean reduction."""
     total = 0.0
     for lg in logits.values():
-        labels = torch.arange(lg.shape[0])
+        labels = torch.arange(lg.shape[0], device=lg.device)
         total = total + F.cross_entropy(lg, labels) + F.cross_entropy(lg.T, labels)
     return total
