@@ -29,3 +29,21 @@ def test_gpu_check_dry_run_passes_every_item(tmp_path):
         assert items.get(name) == "PASS", (name, lines)
     assert not [line for line in lines if line.startswith("FAIL")]
     assert any(line.startswith("best samples/s: ") for line in r.stdout.splitlines())
+
+
+@pytest.mark.timeout(300)
+def test_gpu_step_runs_on_cpu(tmp_path):
+    """benchmarks/gpu_step.py --cpu: the reference and an engine execution time their steps and report the ratio,
+    so the script the next GPU run starts with has run somewhere."""
+    import json
+    import sys
+
+    env = child_env()
+    out = tmp_path / "gpu_step.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--cpu", "--batch", "4",
+                        "--steps", "1", "--warmup", "1", "--only", "reference", "engine-bf16", "--json", str(out)],
+                       env=env, capture_output=True, text=True, timeout=280, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = {x["mode"]: x for x in json.loads(out.read_text())["results"]}
+    assert set(res) == {"reference", "engine-bf16"} and all(x["step_s"] > 0 for x in res.values()), res
+    assert "FAILED" not in r.stdout and "x ref" in r.stdout.splitlines()[-1], r.stdout
