@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flux-column", help="fluxes, any linear unit (instead of --mag-column)")
     g.add_argument("--err-column", default="err", help="magnitude or flux error column (default err)")
     g.add_argument("--band-column", help="band column in the points table")
-    g.add_argument("--band", help="the one band to keep (required when the band column has several)")
+    g.add_argument("--band", help="the band to keep (required when the band column has several); several, "
+                                  "comma-separated (--band r,g), are merged into one curve per object, each band "
+                                  "shifted to the first one's median")
     g.add_argument("--label-column", default="label", help="class column in the objects table; any names")
     g.add_argument("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
                                        "object out")

@@ -44,7 +44,9 @@ class TableOptions:
     flux_column: str | None = None
     err_column: str = "err"
     band_column: str | None = None
-    band: str | None = None  # required when band_column holds more than one band
+    # Required when band_column holds more than one band; "g,r" merges those bands into one curve (see
+    # merge_bands) at the first band's level.
+    band: str | None = None
     label_column: str = "label"
     class_map: str | None = None  # JSON {raw label: class} or a two-column CSV (label, class)
     drop_unlabelled: bool = False  # objects without a (mapped) class are left out instead of an error
@@ -112,6 +114,11 @@ class LightCurveTableSource:
         if not (opt.min_period > 0 and math.isfinite(opt.min_period)):
             raise TableError(f"--min-period must be a positive number of days, got {opt.min_period}")
         self.opt = opt
+        self.bands = tuple(b.strip() for b in opt.band.split(",")) if opt.band is not None else ()
+        if any(not b for b in self.bands) or len(set(self.bands)) != len(self.bands):
+            raise TableError(f"--band {opt.band!r}: give one band, or several distinct bands separated by commas")
+        if len(self.bands) > 1 and not opt.band_column:
+            raise TableError(f"--band {opt.band!r} names several bands: give the points table's --band-column")
         self._read_objects()
         self._points: dict[str, Any] | None = None
         self._fixed_splits: dict | None = None
@@ -215,8 +222,9 @@ class LightCurveTableSource:
 
     # -- points --------------------------------------------------------------------------------------------
     def _load_points(self) -> dict[str, Any]:
-        """Group the points file by object: {key: (start, stop)} into time/value/err arrays, and per-object
-        first parse error."""
+        """Group the points file by object: {key: (start, stop)} into (time, value, err, band index) rows in
+        the file's units (magnitudes are converted per object, after merge_bands), and per-object first parse
+        error."""
         o = self.opt
         with open_table(o.points) as t:
             header = t.header
@@ -224,6 +232,7 @@ class LightCurveTableSource:
             k_v, k_e = header.index(o.mag_column or o.flux_column), header.index(o.err_column)
             k_b = header.index(o.band_column) if o.band_column else None
             wanted = set(self.keys)
+            band_index = {b: i for i, b in enumerate(self.bands)}
             ids, vals, bands = [], [], []
             bad: dict[str, str] = {}
             for pos, r in t.rows:
@@ -231,7 +240,7 @@ class LightCurveTableSource:
                 if key not in wanted:
                     continue
                 b = r[k_b].strip() if k_b is not None else ""
-                if o.band is not None and b != o.band:
+                if self.bands and b not in band_index:
                     continue
                 row = []
                 for k, name in ((k_t, o.time_column), (k_v, o.mag_column or o.flux_column), (k_e, o.err_column)):
@@ -245,20 +254,20 @@ class LightCurveTableSource:
                         break
                 if row is None:
                     continue
+                row.append(band_index.get(b, 0))
                 ids.append(key)
                 vals.append(row)
                 bands.append(b)
         if k_b is not None and o.band is None and len(set(bands)) > 1:
             raise TableError(f"{o.points}: column {o.band_column!r} holds bands {sorted(set(bands))}; a store holds "
-                             f"one band: choose it with --band")
-        a = np.asarray(vals, np.float64).reshape(-1, 3)
+                             f"one light curve per object: choose a band with --band, or merge several with "
+                             f"--band {','.join(sorted(set(bands))[:2])}")
+        a = np.asarray(vals, np.float64).reshape(-1, 4)
         id_arr = np.asarray(ids, object)
         if o.mag_column:
-            # NaN magnitudes stay (preprocessing drops non-finite rows); sentinel values go.
+            # NaN magnitudes stay (get() drops non-finite rows); sentinel values go.
             keep = ~((a[:, 1] >= _MAG_SENTINEL) | (a[:, 2] >= _ERR_SENTINEL))
             a, id_arr = a[keep], id_arr[keep]
-            flux, ferr = mag_to_flux_mjy(a[:, 1], a[:, 2])
-            a = np.stack([a[:, 0], flux, ferr], axis=1)
         order = np.argsort(id_arr, kind="stable") if len(id_arr) else np.zeros(0, np.int64)
         ids_sorted = id_arr[order]
         a = a[order]
@@ -294,7 +303,8 @@ class LightCurveTableSource:
                     "id": o.id_column, "time": o.time_column, "mag": o.mag_column, "flux": o.flux_column,
                     "err": o.err_column, "band": o.band_column, "label": o.label_column, "period": o.period_column,
                     "split": o.split_column},
-                "band": o.band, "class_map": o.class_map, "splits_from": o.splits_from,
+                "band": o.band, **({"band_merge": MERGE_RULE.format(first=self.bands[0])} if len(self.bands) > 1
+                                   else {}), "class_map": o.class_map, "splits_from": o.splits_from,
                 "n_objects": len(self), "n_dropped_unlabelled": len(self.dropped),
                 "n_unlabelled": int((self.labels < 0).sum()),
                 "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
@@ -311,11 +321,16 @@ class LightCurveTableSource:
         if key in self._points["bad"]:
             raise BadInputError(key, self.opt.points, self._points["bad"][key])
         s, e = self._points["groups"].get(key, (0, 0))
-        lc = self._points["values"][s:e]
-        lc = lc[np.all(np.isfinite(lc), axis=1)]
-        if len(lc) < 5:
+        rows = self._points["values"][s:e]
+        rows = rows[np.all(np.isfinite(rows[:, :3]), axis=1)]
+        if len(self.bands) > 1:
+            rows = merge_bands(rows, magnitudes=bool(self.opt.mag_column))
+        if len(rows) < 5:
             band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
-            raise BadInputError(key, self.opt.points, f"{len(lc)} usable rows{band} (at least 5 needed)")
+            raise BadInputError(key, self.opt.points, f"{len(rows)} usable rows{band} (at least 5 needed)")
+        lc = rows[:, :3]
+        if self.opt.mag_column:
+            lc = np.stack([lc[:, 0], *mag_to_flux_mjy(lc[:, 1], lc[:, 2])], axis=1)
         ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend, self.opt.min_period)
         aux = np.full(len(AUX_COLUMNS), np.nan)
         period = self.periods[index]
@@ -329,3 +344,35 @@ class LightCurveTableSource:
                          spec_wave=np.zeros(0), spec_flux=np.zeros(0), spec_ivar=np.zeros(0),
                          meta=np.full(len(META_COLUMNS), np.nan), aux=aux, source=src,
                          extra={"modalities": ("photo",), "period_search": ls.as_array(), "name": key})
+
+
+MIN_BAND_POINTS = 5  # fewer points cannot fix a band's offset
+MERGE_RULE = ("bands merged per object: each band shifted to band {first}'s median (magnitudes: added offset; "
+              "positive fluxes: scaled), bands with fewer than 5 points left out")
+
+
+def merge_bands(rows: np.ndarray, *, magnitudes: bool) -> np.ndarray:
+    """(time, value, err, band index) rows of several bands -> one curve at the level of the first listed band
+    the object has with at least MIN_BAND_POINTS points, sorted by time.
+
+    A colour is an offset in magnitude and a ratio in flux; a pulsator's shape and phase are nearly the same in
+    neighbouring bands, so the merged curve keeps the period and the fold while doubling (ZTF g+r) or more the
+    points the period search and the fold see. Amplitudes differ between bands (larger in bluer bands), which
+    the merged fold shows as extra scatter; median offsets, not a fit, so a band covering only part of the cycle
+    shifts a little. Fluxes that are not all positive (difference imaging) are shifted instead of scaled."""
+    bands, counts = np.unique(rows[:, 3].astype(np.int64), return_counts=True)
+    usable = [int(b) for b, n in zip(bands, counts) if n >= MIN_BAND_POINTS]
+    if not usable:
+        return rows[:0]
+    ref = rows[rows[:, 3] == usable[0], 1]
+    out = []
+    for b in usable:
+        part = rows[rows[:, 3] == b].copy()
+        if magnitudes or np.any(ref <= 0) or np.any(part[:, 1] <= 0):
+            part[:, 1] += np.median(ref) - np.median(part[:, 1])
+        else:
+            scale = np.median(ref) / np.median(part[:, 1])
+            part[:, 1:3] *= scale
+        out.append(part)
+    merged = np.concatenate(out)
+    return merged[np.argsort(merged[:, 0], kind="stable")]
