@@ -347,8 +347,9 @@ class LightCurveTableSource:
 
 
 MIN_BAND_POINTS = 5  # fewer points cannot fix a band's offset
-MERGE_RULE = ("bands merged per object: each band shifted to band {first}'s median (magnitudes: added offset; "
-              "positive fluxes: scaled), bands with fewer than 5 points left out")
+MERGE_RULE = ("bands merged per object: each band shifted to band {first}'s median (or the next listed band's "
+              "where an object has too few points in it; magnitudes: added offset; positive fluxes: scaled), bands "
+              f"with fewer than {MIN_BAND_POINTS} points left out")
 
 
 def merge_bands(rows: np.ndarray, *, magnitudes: bool) -> np.ndarray:
