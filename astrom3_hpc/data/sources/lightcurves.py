@@ -32,6 +32,7 @@ from .tables import Table, TableError, open_table, read_header
 
 _MAG_SENTINEL = 90.0  # survey "no measurement" magnitudes (SDSS 99.999) and errors (9.999) are dropped
 _ERR_SENTINEL = 9.0
+MIN_POINTS = 5  # the fewest points of an object, and of a band to merge: fewer fix neither a period nor an offset
 
 
 @dataclass
@@ -325,9 +326,9 @@ class LightCurveTableSource:
         rows = rows[np.all(np.isfinite(rows[:, :3]), axis=1)]
         if len(self.bands) > 1:
             rows = merge_bands(rows, magnitudes=bool(self.opt.mag_column))
-        if len(rows) < 5:
+        if len(rows) < MIN_POINTS:
             band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
-            raise BadInputError(key, self.opt.points, f"{len(rows)} usable rows{band} (at least 5 needed)")
+            raise BadInputError(key, self.opt.points, f"{len(rows)} usable rows{band} (at least {MIN_POINTS} needed)")
         lc = rows[:, :3]
         if self.opt.mag_column:
             lc = np.stack([lc[:, 0], *mag_to_flux_mjy(lc[:, 1], lc[:, 2])], axis=1)
@@ -346,15 +347,14 @@ class LightCurveTableSource:
                          extra={"modalities": ("photo",), "period_search": ls.as_array(), "name": key})
 
 
-MIN_BAND_POINTS = 5  # fewer points cannot fix a band's offset
 MERGE_RULE = ("bands merged per object: each band shifted to band {first}'s median (or the next listed band's "
               "where an object has too few points in it; magnitudes: added offset; positive fluxes: scaled), bands "
-              f"with fewer than {MIN_BAND_POINTS} points left out")
+              f"with fewer than {MIN_POINTS} points left out")
 
 
 def merge_bands(rows: np.ndarray, *, magnitudes: bool) -> np.ndarray:
     """(time, value, err, band index) rows of several bands -> one curve at the level of the first listed band
-    the object has with at least MIN_BAND_POINTS points, sorted by time.
+    the object has with at least MIN_POINTS points, sorted by time.
 
     A colour is an offset in magnitude and a ratio in flux; a pulsator's shape and phase are nearly the same in
     neighbouring bands, so the merged curve keeps the period and the fold while doubling (ZTF g+r) or more the
@@ -362,7 +362,7 @@ def merge_bands(rows: np.ndarray, *, magnitudes: bool) -> np.ndarray:
     the merged fold shows as extra scatter; median offsets, not a fit, so a band covering only part of the cycle
     shifts a little. Fluxes that are not all positive (difference imaging) are shifted instead of scaled."""
     bands, counts = np.unique(rows[:, 3].astype(np.int64), return_counts=True)
-    usable = [int(b) for b, n in zip(bands, counts) if n >= MIN_BAND_POINTS]
+    usable = [int(b) for b, n in zip(bands, counts) if n >= MIN_POINTS]
     if not usable:
         return rows[:0]
     ref = rows[rows[:, 3] == usable[0], 1]
