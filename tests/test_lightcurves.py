@@ -114,7 +114,7 @@ def test_ingest_any_class_names_given_splits_and_periods(lc_store):
 
 def test_gaia_sized_integer_ids_stay_exact(tmp_path):
     """Gaia source_ids have 19 digits; through a float64 neighbouring ids would become one object."""
-    from astrom3_hpc.data.sources.lightcurves import _norm_id
+    from astrom3_hpc.data.sources.points_table import norm_id
     from astrom3_hpc.data.store import Store
 
     first = 4251347230184701952  # float64 spacing here is 512: all nine ids below round to one float
@@ -124,7 +124,7 @@ def test_gaia_sized_integer_ids_stay_exact(tmp_path):
     s = Store(out)
     assert s.root["object_id"][:].tolist() == [int(k) for k in truth] == [first + k for k in range(9)]
     assert not (out / "object_names.json").exists()
-    assert _norm_id(" 004251347230184701954 ") == "4251347230184701954" and _norm_id("123.0") == "123"
+    assert norm_id(" 004251347230184701954 ") == "4251347230184701954" and norm_id("123.0") == "123"
     # Beyond int64 the ids are kept as names, the store's object_id is the row.
     big = tmp_path / "big"
     truth = _write_tables(big, n_per_class=3, id_of=lambda k: str(10 ** 20 + k))

@@ -159,14 +159,14 @@ def _write(path: Path, header: str, rows: list[str]) -> None:
 def test_text_ids_own_id_column_and_unknown_ids_for_sources_that_name_objects(tmp_path):
     """The one reader also serves `ingest lightcurves`: ids in a column the source names, parsed its way
     (text, "00123" == "123"), DIR or DIR/splits, and ids that are not objects skipped when asked."""
-    from astrom3_hpc.data.sources.lightcurves import _norm_id
+    from astrom3_hpc.data.sources.points_table import norm_id
     from astrom3_hpc.data.split_files import lookup_rows
 
     base = tmp_path / "splits" / "full" / "42"
     _write(base / "train.csv", "name,other", ["OGLE-1,x", "00007,y", "OGLE-3,z"])
     _write(base / "val.csv", "name", ["OGLE-4"])
     _write(base / "test.csv", "name", ["OGLE-5", "NOT-A-STAR"])
-    ps = read_split_dir(tmp_path, id_column="name", parse=_norm_id)  # the folder holding splits/
+    ps = read_split_dir(tmp_path, id_column="name", parse=norm_id)  # the folder holding splits/
     assert ps.ids[("full", 42)]["train"].tolist() == ["OGLE-1", "7", "OGLE-3"]
     row_of = {k: i for i, k in enumerate(["OGLE-5", "7", "OGLE-1", "OGLE-3", "OGLE-4"])}
     with pytest.raises(SplitFileError, match=r"test\.csv: object NOT-A-STAR is not in"):
@@ -177,7 +177,7 @@ def test_text_ids_own_id_column_and_unknown_ids_for_sources_that_name_objects(tm
     # The generic checks hold for text ids too: one object in two splits is an error naming both files.
     _write(base / "val.csv", "name", ["OGLE-1"])
     with pytest.raises(SplitFileError, match=r"object OGLE-1 is in both .*train\.csv and .*val\.csv"):
-        read_split_dir(tmp_path / "splits", id_column="name", parse=_norm_id)
+        read_split_dir(tmp_path / "splits", id_column="name", parse=norm_id)
     # Integer ids (the default parser) cannot read these files: the bad cell is named.
     with pytest.raises(SplitFileError, match=r"train\.csv:2: not an object id: 'OGLE-1'"):
         read_split_dir(tmp_path, id_column="name")

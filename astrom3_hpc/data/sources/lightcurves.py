@@ -5,8 +5,8 @@ docs/lightcurves.md.
 Formats: CSV, gzip CSV (``.gz``) and Parquet (``.parquet``, with the optional pyarrow), read by tables.py as rows
 of text cells, so both formats pass the same checks.
 
-The whole points file is parsed once per process (every MPI rank re-reads it: a million rows take a couple of
-seconds, less than shipping them) and grouped with numpy. Problems that concern one object (no rows, a
+The whole points file is parsed once per process by points_table.py (every MPI rank re-reads it: a million rows
+take about a second, less than shipping them). Problems that concern one object (no rows, a
 non-numeric time) are raised from `get()` as BadInputError, so `--on-error skip` lists them in skipped.json;
 problems with a whole file (a missing column, an unknown class, a split file naming an unknown object) raise
 at construction, before anything is written. Split files are read by the generic reader (data/split_files.py)
@@ -28,6 +28,7 @@ from .. import periods
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
 from .common import mag_to_flux_mjy
+from .points_table import Points, norm_id, read_points
 from .tables import Table, TableError, open_table, read_header
 
 _MAG_SENTINEL = 90.0  # survey "no measurement" magnitudes (SDSS 99.999) and errors (9.999) are dropped
@@ -68,24 +69,6 @@ def _col(header: list[str], name: str, path: str, what: str) -> int:
     return header.index(name)
 
 
-def _norm_id(s: str) -> str:
-    """The id's canonical text: "00123", "123.0" and "123" name one object. Integers are parsed as integers,
-    never through a float: a Gaia source_id has 19 digits and a float64 keeps 15-16, so neighbouring ids would
-    merge into one object."""
-    s = s.strip()
-    try:
-        return str(int(s))
-    except ValueError:
-        pass
-    try:
-        f = float(s)
-    except ValueError:
-        return s
-    if f.is_integer() and abs(f) < 2 ** 53:  # beyond 2**53 a float no longer names one integer
-        return str(int(f))
-    return s
-
-
 def read_class_map(path: str) -> dict[str, str]:
     """{raw label: class name}; an empty class name means "leave this object out"."""
     p = Path(path)
@@ -121,7 +104,7 @@ class LightCurveTableSource:
         if len(self.bands) > 1 and not opt.band_column:
             raise TableError(f"--band {opt.band!r} names several bands: give the points table's --band-column")
         self._read_objects()
-        self._points: dict[str, Any] | None = None
+        self._points: Points | None = None
         self._fixed_splits: dict | None = None
         self.ignored_split_ids: list[str] = []
         if opt.splits_from:
@@ -151,7 +134,7 @@ class LightCurveTableSource:
         keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
         seen: set[str] = set()
         for pos, r in t.rows:
-            key = _norm_id(r[k_id]) if k_id < len(r) else ""
+            key = norm_id(r[k_id]) if k_id < len(r) else ""
             if not key:
                 raise TableError(f"{t.at(pos)}: empty id in column {o.id_column!r}")
             if key in seen:
@@ -200,7 +183,7 @@ class LightCurveTableSource:
     def _given_splits(self, root: str) -> dict[int, dict[str, dict[str, np.ndarray]]]:
         """{seed: {subset: {split: positions}}} from split files, ids matched like the objects file's (the
         generic reader checks the files; unknown ids are listed in ignored_split_ids under --on-error skip)."""
-        published = read_split_dir(root, self.opt.id_column, _norm_id)
+        published = read_split_dir(root, self.opt.id_column, norm_id)
         if not published.ids:
             raise TableError(f"{root}: no splits/{{subset}}/{{seed}}/{{train,val,test}}.csv found")
         known = {k: i for i, k in enumerate(self.keys)}
@@ -222,62 +205,19 @@ class LightCurveTableSource:
         return {k: np.asarray(v, np.int64) for k, v in out.items()}
 
     # -- points --------------------------------------------------------------------------------------------
-    def _load_points(self) -> dict[str, Any]:
-        """Group the points file by object: {key: (start, stop)} into (time, value, err, band index) rows in
-        the file's units (magnitudes are converted per object, after merge_bands), and per-object first parse
-        error."""
+    def _load_points(self) -> Points:
+        """The points file's rows of this store's objects (time, value, err, band index) in the file's units;
+        magnitudes are converted per object in get(), after merge_bands."""
         o = self.opt
-        with open_table(o.points) as t:
-            header = t.header
-            k_id, k_t = header.index(o.id_column), header.index(o.time_column)
-            k_v, k_e = header.index(o.mag_column or o.flux_column), header.index(o.err_column)
-            k_b = header.index(o.band_column) if o.band_column else None
-            wanted = set(self.keys)
-            band_index = {b: i for i, b in enumerate(self.bands)}
-            ids, vals, bands = [], [], []
-            bad: dict[str, str] = {}
-            for pos, r in t.rows:
-                key = _norm_id(r[k_id])
-                if key not in wanted:
-                    continue
-                b = r[k_b].strip() if k_b is not None else ""
-                if self.bands and b not in band_index:
-                    continue
-                row = []
-                for k, name in ((k_t, o.time_column), (k_v, o.mag_column or o.flux_column), (k_e, o.err_column)):
-                    cell = r[k].strip() if k < len(r) else ""
-                    try:
-                        row.append(float(cell) if cell else math.nan)
-                    except ValueError:
-                        if key not in bad:
-                            bad[key] = f"{t.row_name(pos)}: column {name!r} holds {cell!r}, not a number"
-                        row = None
-                        break
-                if row is None:
-                    continue
-                row.append(band_index.get(b, 0))
-                ids.append(key)
-                vals.append(row)
-                bands.append(b)
-        if k_b is not None and o.band is None and len(set(bands)) > 1:
-            raise TableError(f"{o.points}: column {o.band_column!r} holds bands {sorted(set(bands))}; a store holds "
-                             f"one light curve per object: choose a band with --band, or merge several with "
-                             f"--band {','.join(sorted(set(bands))[:2])}")
-        a = np.asarray(vals, np.float64).reshape(-1, 4)
-        id_arr = np.asarray(ids, object)
-        if o.mag_column:
-            # NaN magnitudes stay (get() drops non-finite rows); sentinel values go.
-            keep = ~((a[:, 1] >= _MAG_SENTINEL) | (a[:, 2] >= _ERR_SENTINEL))
-            a, id_arr = a[keep], id_arr[keep]
-        order = np.argsort(id_arr, kind="stable") if len(id_arr) else np.zeros(0, np.int64)
-        ids_sorted = id_arr[order]
-        a = a[order]
-        groups: dict[str, tuple[int, int]] = {}
-        if len(ids_sorted):
-            starts = np.flatnonzero(np.r_[True, ids_sorted[1:] != ids_sorted[:-1]])
-            stops = np.r_[starts[1:], len(ids_sorted)]
-            groups = {ids_sorted[s]: (int(s), int(e)) for s, e in zip(starts, stops)}
-        return {"values": a, "groups": groups, "bad": bad}
+        pts = read_points(o.points, id_column=o.id_column, keys=self.keys, bands=self.bands,
+                          numeric_columns=(o.time_column, o.mag_column or o.flux_column, o.err_column),
+                          band_column=o.band_column)
+        if o.band_column and o.band is None and len(pts.bands) > 1:
+            seen = sorted(pts.bands)
+            raise TableError(f"{o.points}: column {o.band_column!r} holds bands {seen}; a store holds one light "
+                             f"curve per object: choose a band with --band, or merge several with "
+                             f"--band {','.join(seen[:2])}")
+        return pts
 
     def __getstate__(self) -> dict[str, Any]:
         st = self.__dict__.copy()
@@ -319,11 +259,13 @@ class LightCurveTableSource:
             self._points = self._load_points()
         key = self.keys[index]
         src = f"{self.opt.points} (object {key})"
-        if key in self._points["bad"]:
-            raise BadInputError(key, self.opt.points, self._points["bad"][key])
-        s, e = self._points["groups"].get(key, (0, 0))
-        rows = self._points["values"][s:e]
+        if key in self._points.bad:
+            raise BadInputError(key, self.opt.points, self._points.bad[key])
+        s, e = self._points.groups.get(key, (0, 0))
+        rows = self._points.values[s:e]
         rows = rows[np.all(np.isfinite(rows[:, :3]), axis=1)]
+        if self.opt.mag_column:  # survey "no measurement" sentinels
+            rows = rows[(rows[:, 1] < _MAG_SENTINEL) & (rows[:, 2] < _ERR_SENTINEL)]
         if len(self.bands) > 1:
             rows = merge_bands(rows, magnitudes=bool(self.opt.mag_column))
         if len(rows) < MIN_POINTS:

@@ -1,0 +1,209 @@
+"""A long points table (one row per epoch) grouped by object, for `ingest lightcurves` (lightcurves.py).
+
+Every MPI rank of an ingest reads the whole points file (shipping the rows would cost more than parsing them), so
+this is the one part of ingest that does not shrink with more ranks, and its memory is paid once per rank. Rows
+are therefore parsed in batches: ids and bands are looked up once per distinct text, numbers converted by numpy a
+column at a time, and the rows kept as one float array rather than Python lists (benchmarks/points_table.py
+measures both against the row-by-row parser, which stays as the path for a batch with a short row or a cell
+that is not a number: it finds the first bad cell of each object and names its line).
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tables import Table, TableError, open_table
+
+BATCH_ROWS = 65_536
+
+
+def norm_id(s: str) -> str:
+    """The id's canonical text: "00123", "123.0" and "123" name one object. Integers are parsed as integers,
+    never through a float: a Gaia source_id has 19 digits and a float64 keeps 15-16, so neighbouring ids would
+    merge into one object."""
+    s = s.strip()
+    try:
+        return str(int(s))
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    if f.is_integer() and abs(f) < 2 ** 53:  # beyond 2**53 a float no longer names one integer
+        return str(int(f))
+    return s
+
+
+@dataclass
+class Points:
+    """Rows of the wanted objects: `values` (time, value, err, band index) in file order within each object,
+    `groups` {key: (start, stop)} into it, `bad` {key: the object's first unparsable cell}, `bands` the
+    (stripped) band names seen in those rows."""
+    values: np.ndarray
+    groups: dict[str, tuple[int, int]]
+    bad: dict[str, str]
+    bands: set[str]
+
+
+def read_points(path: str, *, id_column: str, numeric_columns: tuple[str, str, str], band_column: str | None,
+                keys: list[str], bands: tuple[str, ...] = (), batch_rows: int = BATCH_ROWS) -> Points:
+    """Rows of objects in `keys` (normalised ids) and, when `bands` is given, in those bands (band index = position
+    in `bands`, else 0). Empty cells are NaN; a cell that is not a number marks its object in `bad`."""
+    with open_table(path) as t, _no_cyclic_gc():
+        parser = _Parser(t, id_column, numeric_columns, band_column, keys, bands)
+        while batch := list(itertools.islice(t.rows, batch_rows)):
+            parser.add(batch)
+    codes, values = parser.result()
+    starts = _runs(codes)
+    if len(np.unique(codes[starts])) < len(starts):
+        # Some object's rows are spread over the file: gather them (stable, so each stays in file order). A
+        # table written object by object, the usual export, skips this copy.
+        order = np.argsort(codes, kind="stable")
+        codes, values = codes[order], values[order]
+        starts = _runs(codes)
+    stops = np.r_[starts[1:], len(codes)]
+    groups = {keys[codes[s]]: (int(s), int(e)) for s, e in zip(starts, stops)}
+    return Points(values, groups, parser.bad, parser.bands_seen)
+
+
+def _runs(codes: np.ndarray) -> np.ndarray:
+    """Where each run of equal codes starts."""
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+
+
+def _floats(cells: Sequence[str]) -> np.ndarray | None:
+    """Text cells as numbers, an empty cell as NaN; None if a cell is not a number (the row path then names it).
+    numpy converts text with Python's float(): the same numbers, spaces, "nan" and errors as the row path."""
+    try:
+        return np.array(cells, np.float64)
+    except ValueError:
+        pass
+    try:
+        return np.array([c if c.strip() else "nan" for c in cells], np.float64)
+    except ValueError:
+        return None
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Millions of short-lived row lists would set off the cyclic collector over and over, each pass walking
+    every live object (2.5x the reading time, measured); rows hold only strings, so there are no cycles to find."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _Parser:
+    """Batches of (position, cells) -> object codes and float rows. Only rows of wanted objects and bands are
+    parsed, so a bad cell in an object the store leaves out is no error."""
+
+    def __init__(self, t: Table, id_column: str, numeric_columns: tuple[str, str, str], band_column: str | None,
+                 keys: list[str], bands: tuple[str, ...]):
+        def col(name: str) -> int:
+            if name not in t.header:
+                raise TableError(f"{t.path}: no column {name!r} (columns: {t.header})")
+            return t.header.index(name)
+
+        self.t = t
+        self.k_id = col(id_column)
+        self.numeric = tuple((col(n), n) for n in numeric_columns)
+        self.k_band = col(band_column) if band_column else None
+        self.width = 1 + max(self.k_id, self.k_band or 0, *(k for k, _ in self.numeric))
+        self.key_index = {k: i for i, k in enumerate(keys)}
+        self.band_index = {b: i for i, b in enumerate(bands)}
+        self.bad: dict[str, str] = {}
+        self.bands_seen: set[str] = set()
+        self._code: dict[str, int] = {}  # raw id text -> index in keys, -1 for an object the store leaves out
+        self._band: dict[str, int] = {}  # raw band text -> band index, -1 for a band not asked for
+        self._codes: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+
+    def _code_of(self, raw: str) -> int:
+        c = self._code.get(raw)
+        if c is None:
+            c = self._code[raw] = self.key_index.get(norm_id(raw), -1)
+        return c
+
+    def _band_of(self, raw: str) -> int:
+        b = self._band.get(raw)
+        if b is None:
+            b = self._band[raw] = self.band_index.get(raw.strip(), -1) if self.band_index else 0
+        return b
+
+    def _codes_of(self, raw_ids: tuple[str, ...]) -> np.ndarray:
+        for raw in set(raw_ids) - self._code.keys():
+            self._code_of(raw)
+        return np.fromiter(map(self._code.__getitem__, raw_ids), np.int64, len(raw_ids))
+
+    def _bands_of(self, raw_bands: tuple[str, ...]) -> np.ndarray:
+        for raw in set(raw_bands) - self._band.keys():
+            self._band_of(raw)
+        return np.fromiter(map(self._band.__getitem__, raw_bands), np.int64, len(raw_bands))
+
+    def add(self, batch: list[tuple[int, list[str]]]) -> None:
+        rows = [r for _, r in batch]
+        if not (min(map(len, rows)) >= self.width and self._add_batch(rows)):
+            self._add_rows(batch)
+
+    def _add_batch(self, rows: list[list[str]]) -> bool:
+        cols = list(zip(*rows))  # every row has the columns asked for (add() checked), so none is cut short
+        codes = self._codes_of(cols[self.k_id])
+        bands = np.zeros(len(rows), np.int64) if self.k_band is None else self._bands_of(cols[self.k_band])
+        keep = (codes >= 0) & (bands >= 0)
+        mask = None if keep.all() else keep.tolist()
+
+        def kept(col: tuple[str, ...]) -> Sequence[str]:
+            return col if mask is None else list(itertools.compress(col, mask))
+
+        numbers = [_floats(kept(cols[k])) for k, _ in self.numeric]
+        if any(x is None for x in numbers):
+            return False
+        if self.k_band is not None:
+            self.bands_seen.update(b.strip() for b in set(kept(cols[self.k_band])))
+        self._codes.append(codes[keep])
+        self._values.append(np.stack([*numbers, bands[keep].astype(np.float64)], axis=1))
+        return True
+
+    def _add_rows(self, batch: list[tuple[int, list[str]]]) -> None:
+        codes, values = [], []
+        for pos, r in batch:
+            # A short row's missing cells are empty: no id is no wanted object, a missing number is NaN.
+            code = self._code_of(r[self.k_id] if self.k_id < len(r) else "")
+            band = 0 if self.k_band is None else self._band_of(r[self.k_band] if self.k_band < len(r) else "")
+            if code < 0 or band < 0:
+                continue
+            row = []
+            for k, name in self.numeric:
+                cell = r[k].strip() if k < len(r) else ""
+                try:
+                    row.append(float(cell) if cell else math.nan)
+                except ValueError:
+                    why = f"{self.t.row_name(pos)}: column {name!r} holds {cell!r}, not a number"
+                    self.bad.setdefault(norm_id(r[self.k_id]), why)  # the object's first bad cell
+                    break
+            else:
+                if self.k_band is not None:
+                    self.bands_seen.add(r[self.k_band].strip() if self.k_band < len(r) else "")
+                codes.append(code)
+                values.append((*row, float(band)))
+        self._codes.append(np.asarray(codes, np.int64))
+        self._values.append(np.asarray(values, np.float64).reshape(-1, 4))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """All rows parsed so far, as one array each; the batches are let go (the rows are large)."""
+        codes = np.concatenate(self._codes) if self._codes else np.zeros(0, np.int64)
+        values = np.concatenate(self._values) if self._values else np.zeros((0, 4))
+        self._codes, self._values = [], []
+        return codes, values

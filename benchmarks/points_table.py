@@ -1,0 +1,136 @@
+"""Reading a long points table: the batched parser (astrom3_hpc/data/sources/points_table.py) against the
+row-by-row parser it replaced, on the same generated file, each in its own process so peak RSS is its own.
+
+Every MPI rank of `astrom3 ingest lightcurves` reads the whole points file, so this cost is paid per rank and does
+not shrink with more ranks; the period searches, which do, are not part of it.
+
+    python benchmarks/points_table.py [--objects 2000] [--points 500] [--bands 1] [--file POINTS --objects-file OBJ]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_table(root: Path, n_objects: int, n_points: int, n_bands: int, seed: int = 0) -> tuple[Path, Path]:
+    """A survey-like long table: 19-digit ids (Gaia-style), Julian dates, fluxes and errors as a CSV export
+    prints them; with several bands, one column names the band and only the first is read."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(10 ** 18, 9 * 10 ** 18, n_objects)
+    points, objects = root / "points.csv.gz", root / "objects.csv"
+    with gzip.open(points, "wt", compresslevel=6) as fh:
+        fh.write("id,time,flux,err" + (",band" if n_bands > 1 else "") + "\n")
+        for oid in ids:
+            t = np.sort(2455000 + rng.uniform(0, 2500, n_points * n_bands))
+            f = 5 + rng.normal(0, 1, len(t))
+            e = rng.uniform(0.01, 0.3, len(t))
+            bands = rng.integers(0, n_bands, len(t))
+            for ti, fi, ei, bi in zip(t, f, e, bands):
+                fh.write(f"{oid},{ti:.6f},{fi:.5f},{ei:.4f}" + (f",b{bi}" if n_bands > 1 else "") + "\n")
+    objects.write_text("id,label\n" + "".join(f"{oid},C{i % 5}\n" for i, oid in enumerate(ids)))
+    return points, objects
+
+
+def rowwise(path: str, keys: list[str], band: str | None) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """The row-by-row parser points_table.py replaced (lists of Python floats, ids sorted as strings), kept
+    here as the baseline."""
+    from astrom3_hpc.data.sources.points_table import norm_id
+    from astrom3_hpc.data.sources.tables import open_table
+
+    wanted = set(keys)
+    with open_table(path) as t:
+        k_id, k_t, k_v, k_e = (t.header.index(c) for c in ("id", "time", "flux", "err"))
+        k_b = t.header.index("band") if band else None
+        ids, vals = [], []
+        for _, r in t.rows:
+            key = norm_id(r[k_id])
+            if key not in wanted or (k_b is not None and r[k_b].strip() != band):
+                continue
+            row = []
+            for k in (k_t, k_v, k_e):
+                cell = r[k].strip()
+                row.append(float(cell) if cell else math.nan)
+            row.append(0)
+            ids.append(key)
+            vals.append(row)
+    a = np.asarray(vals, np.float64).reshape(-1, 4)
+    id_arr = np.asarray(ids, object)
+    order = np.argsort(id_arr, kind="stable")
+    ids_sorted, a = id_arr[order], a[order]
+    starts = np.flatnonzero(np.r_[True, ids_sorted[1:] != ids_sorted[:-1]])
+    stops = np.r_[starts[1:], len(ids_sorted)]
+    return a, {ids_sorted[s]: (int(s), int(e)) for s, e in zip(starts, stops)}
+
+
+def child(mode: str, points: str, objects: str, band: str | None) -> None:
+    from astrom3_hpc.data.sources.points_table import read_points
+    from astrom3_hpc.data.sources.tables import open_table
+
+    with open_table(objects) as t:
+        keys = [r[0].strip() for _, r in t.rows]
+    t0 = time.perf_counter()
+    if mode == "rowwise":
+        values, groups = rowwise(points, keys, band)
+    else:
+        p = read_points(points, id_column="id", numeric_columns=("time", "flux", "err"),
+                        band_column="band" if band else None, keys=keys, bands=(band,) if band else ())
+        values, groups = p.values, p.groups
+    wall = time.perf_counter() - t0
+    digest = hashlib.sha1()
+    for k in keys:  # per object, so the two parsers' different group order does not matter
+        s, e = groups.get(k, (0, 0))
+        digest.update(values[s:e, :3].tobytes())
+    print(json.dumps({"mode": mode, "wall_s": wall, "rows": len(values), "digest": digest.hexdigest(),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--objects", type=int, default=2000, help="objects in the generated table")
+    ap.add_argument("--points", type=int, default=500, help="points per object and band")
+    ap.add_argument("--bands", type=int, default=1, help="bands in the table (only the first is read)")
+    ap.add_argument("--file", default=None, help="an existing points table (columns id,time,flux,err[,band])")
+    ap.add_argument("--objects-file", default=None, help="its objects table (first column: id)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    band = "b0" if args.bands > 1 else None
+    if args.child:
+        child(args.child, args.file, args.objects_file, band)
+        return
+    with tempfile.TemporaryDirectory(prefix="points-bench-") as tmp:
+        if args.file:
+            points, objects = Path(args.file), Path(args.objects_file)
+        else:
+            t0 = time.perf_counter()
+            points, objects = write_table(Path(tmp), args.objects, args.points, args.bands)
+            print(f"wrote {points.stat().st_size / 2**20:.0f} MB gzip in {time.perf_counter() - t0:.0f} s")
+        res = {}
+        for mode in ("rowwise", "batched"):
+            out = subprocess.run([sys.executable, __file__, "--child", mode, "--file", str(points),
+                                  "--objects-file", str(objects), "--bands", str(args.bands)],
+                                 capture_output=True, text=True, check=True)
+            res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+            r = res[mode]
+            print(f"{mode:8s} {r['rows']:>10,d} rows  {r['wall_s']:6.1f} s  {r['rows'] / r['wall_s'] / 1e6:5.2f} M "
+                  f"rows/s  peak RSS {r['peak_rss_mb']:6.0f} MB")
+    a, b = res["rowwise"], res["batched"]
+    if a["digest"] != b["digest"] or a["rows"] != b["rows"]:
+        raise SystemExit("the two parsers disagree: the batched parser is wrong")
+    print(f"batched / row-by-row: {a['wall_s'] / b['wall_s']:.2f}x faster, peak RSS "
+          f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x; same rows, same values per object")
+
+
+if __name__ == "__main__":
+    main()
