@@ -4,7 +4,10 @@ row-by-row parser it replaced, on the same generated file, each in its own proce
 Every MPI rank of `astrom3 ingest lightcurves` reads the whole points file, so this cost is paid per rank and does
 not shrink with more ranks; the period searches, which do, are not part of it.
 
-    python benchmarks/points_table.py [--objects 2000] [--points 500] [--bands 1] [--file POINTS --objects-file OBJ]
+    python benchmarks/points_table.py [--objects 2000] [--points 500] [--bands 1] [--ranks 8]
+                                      [--file POINTS --objects-file OBJ]
+
+With --ranks R it also times one rank of R under mpiexec, which keeps only its own 1/R of the objects' rows.
 """
 
 from __future__ import annotations
@@ -74,19 +77,22 @@ def rowwise(path: str, keys: list[str], band: str | None) -> tuple[np.ndarray, d
     return a, {ids_sorted[s]: (int(s), int(e)) for s, e in zip(starts, stops)}
 
 
-def child(mode: str, points: str, objects: str, band: str | None) -> None:
+def child(mode: str, points: str, objects: str, band: str | None, ranks: int) -> None:
     from astrom3_hpc.data.sources.points_table import read_points
     from astrom3_hpc.data.sources.tables import open_table
 
     with open_table(objects) as t:
         keys = [r[0].strip() for _, r in t.rows]
     t0 = time.perf_counter()
+    only = (0, -(-len(keys) // ranks)) if mode == "one-rank" else None
     if mode == "rowwise":
         values, groups = rowwise(points, keys, band)
     else:
         p = read_points(points, id_column="id", numeric_columns=("time", "flux", "err"),
-                        band_column="band" if band else None, keys=keys, bands=(band,) if band else ())
+                        band_column="band" if band else None, keys=keys, bands=(band,) if band else (), only=only)
         values, groups = p.values, p.groups
+    if only:
+        keys = keys[only[0]:only[1]]
     wall = time.perf_counter() - t0
     digest = hashlib.sha1()
     for k in keys:  # per object, so the two parsers' different group order does not matter
@@ -103,11 +109,12 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=1, help="bands in the table (only the first is read)")
     ap.add_argument("--file", default=None, help="an existing points table (columns id,time,flux,err[,band])")
     ap.add_argument("--objects-file", default=None, help="its objects table (first column: id)")
+    ap.add_argument("--ranks", type=int, default=1, help="also time one rank's share of R ranks")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     band = "b0" if args.bands > 1 else None
     if args.child:
-        child(args.child, args.file, args.objects_file, band)
+        child(args.child, args.file, args.objects_file, band, args.ranks)
         return
     with tempfile.TemporaryDirectory(prefix="points-bench-") as tmp:
         if args.file:
@@ -117,9 +124,10 @@ def main() -> None:
             points, objects = write_table(Path(tmp), args.objects, args.points, args.bands)
             print(f"wrote {points.stat().st_size / 2**20:.0f} MB gzip in {time.perf_counter() - t0:.0f} s")
         res = {}
-        for mode in ("rowwise", "batched"):
+        for mode in ("rowwise", "batched") + (("one-rank",) if args.ranks > 1 else ()):
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--file", str(points),
-                                  "--objects-file", str(objects), "--bands", str(args.bands)],
+                                  "--objects-file", str(objects), "--bands", str(args.bands), "--ranks",
+                                  str(args.ranks)],
                                  capture_output=True, text=True, check=True)
             res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             r = res[mode]
@@ -130,6 +138,10 @@ def main() -> None:
         raise SystemExit("the two parsers disagree: the batched parser is wrong")
     print(f"batched / row-by-row: {a['wall_s'] / b['wall_s']:.2f}x faster, peak RSS "
           f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x; same rows, same values per object")
+    if "one-rank" in res:
+        c = res["one-rank"]
+        print(f"one rank of {args.ranks} / row-by-row: {a['wall_s'] / c['wall_s']:.2f}x faster, peak RSS "
+              f"{c['peak_rss_mb'] / a['peak_rss_mb']:.2f}x (its {c['rows']:,d} rows)")
 
 
 if __name__ == "__main__":

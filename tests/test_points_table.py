@@ -55,7 +55,7 @@ def test_batches_of_any_size_give_the_same_rows_and_errors(tmp_path, batch_rows)
     assert len(rows("9")) == 1 and rows("9")[0][:2] == [3.0, 30.0] and math.isnan(rows("9")[0][2])
     # Object 6: the first bad cell is reported, with its line (blank line 5 counted), and 5's garbage is ignored.
     assert p.bad == {"6": "line 12: column 'time' holds 'yesterday', not a number"}
-    assert p.bands == {"r", "g"}
+    assert p.bands == {"r", "g", "x", ""}  # every band of the store's objects, read or not
 
     # Without a band column every row of a wanted object is read, the short row with NaN flux and error.
     p = _read(path, batch_rows, bands=(), band_column=None)
@@ -82,7 +82,7 @@ def test_one_band_and_spread_objects_keep_file_order(tmp_path):
         want = times[(ids == i) & ((times * 2).astype(int) % 2 == 1)]
         np.testing.assert_array_equal(p.values[s:e, 0], want)  # only band g, in file order
         assert np.all(p.values[s:e, 1] == i + 0.25) and np.all(p.values[s:e, 3] == 0)
-    assert p.bad == {} and p.bands == {"g"}
+    assert p.bad == {} and p.bands == {"r", "g"}
 
 
 def test_cyclic_gc_is_restored(tmp_path):
@@ -97,3 +97,20 @@ def test_cyclic_gc_is_restored(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_only_a_range_of_objects_is_kept_and_every_range_sees_the_same_bands(tmp_path):
+    """An MPI rank keeps its own objects' rows (`only`), but the bands it reports are the whole store's, so a
+    table with several bands fails on every rank alike."""
+    path = tmp_path / "points.csv"
+    path.write_text("\n".join(LINES) + "\n")
+    whole = _read(path, 4, bands=(), band_column="band")
+    for lo, hi in ((0, 1), (1, 3), (3, 4), (2, 2)):
+        p = read_points(str(path), id_column="id", numeric_columns=("time", "flux", "err"), band_column="band",
+                        keys=KEYS, only=(lo, hi), batch_rows=4)
+        assert set(p.groups) == set(KEYS[lo:hi]) & set(whole.groups)
+        for k in p.groups:
+            (s, e), (s0, e0) = p.groups[k], whole.groups[k]
+            np.testing.assert_array_equal(p.values[s:e], whole.values[s0:e0])
+        assert p.bad == {k: v for k, v in whole.bad.items() if k in KEYS[lo:hi]}
+        assert p.bands == whole.bands == {"r", "g", "x", ""}

@@ -267,6 +267,8 @@ def _write_tables(root: zarr.Group, per_rank: list[list[dict[str, np.ndarray]]])
 
 def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, comm: _Comm,
             lo: int, hi: int, status: dict, table: _TableRows) -> None:
+    if hasattr(source, "select"):  # optional (raw.RawSource): a source over one shared file keeps only these rows
+        source.select(lo, hi)
     root = zarr.open_group(str(tmp), mode="r+")
     part = root.create_array(f"parts/lc{comm.rank}", shape=(0, 3), chunks=(layout.lc_chunk, 3), dtype="float32",
                              compressors=compressor(layout.compression), fill_value=0) if hi > lo else None

@@ -52,6 +52,9 @@ class RawSource(Protocol):
 
     def class_names(self) -> tuple[str, ...]: ...
 
+    # Optional: `select(lo, hi)`, called by ingest before a process reads objects lo..hi-1 and no others, so a
+    # source that parses one shared file per process can keep only those objects' data (lightcurves.py).
+
 
 def iterate(source: RawSource, start: int = 0, stop: int | None = None) -> Iterator[RawObject]:
     stop = len(source) if stop is None else stop

@@ -5,8 +5,8 @@ docs/lightcurves.md.
 Formats: CSV, gzip CSV (``.gz``) and Parquet (``.parquet``, with the optional pyarrow), read by tables.py as rows
 of text cells, so both formats pass the same checks.
 
-The whole points file is parsed once per process by points_table.py (every MPI rank re-reads it: a million rows
-take about a second, less than shipping them). Problems that concern one object (no rows, a
+The whole points file is parsed once per process by points_table.py (every MPI rank re-reads it, keeping its own
+objects' rows: a million rows take about a second, less than shipping them). Problems that concern one object (no rows, a
 non-numeric time) are raised from `get()` as BadInputError, so `--on-error skip` lists them in skipped.json;
 problems with a whole file (a missing column, an unknown class, a split file naming an unknown object) raise
 at construction, before anything is written. Split files are read by the generic reader (data/split_files.py)
@@ -105,6 +105,7 @@ class LightCurveTableSource:
             raise TableError(f"--band {opt.band!r} names several bands: give the points table's --band-column")
         self._read_objects()
         self._points: Points | None = None
+        self._selected: tuple[int, int] | None = None
         self._fixed_splits: dict | None = None
         self.ignored_split_ids: list[str] = []
         if opt.splits_from:
@@ -209,7 +210,7 @@ class LightCurveTableSource:
         """The points file's rows of this store's objects (time, value, err, band index) in the file's units;
         magnitudes are converted per object in get(), after merge_bands."""
         o = self.opt
-        pts = read_points(o.points, id_column=o.id_column, keys=self.keys, bands=self.bands,
+        pts = read_points(o.points, id_column=o.id_column, keys=self.keys, bands=self.bands, only=self._selected,
                           numeric_columns=(o.time_column, o.mag_column or o.flux_column, o.err_column),
                           band_column=o.band_column)
         if o.band_column and o.band is None and len(pts.bands) > 1:
@@ -225,6 +226,12 @@ class LightCurveTableSource:
         return st
 
     # -- RawSource -----------------------------------------------------------------------------------------
+    def select(self, lo: int, hi: int) -> None:
+        """This process will get() objects lo..hi-1 only (ingest calls it with each MPI rank's range): the points
+        of the others are skipped, not kept, so a rank holds its own objects' rows, not the whole table's."""
+        self._selected = (lo, hi)
+        self._points = None
+
     def __len__(self) -> int:
         return len(self.keys)
 
@@ -255,6 +262,8 @@ class LightCurveTableSource:
                 "min_period_days": o.min_period}
 
     def get(self, index: int) -> RawObject:
+        if self._selected is not None and not self._selected[0] <= index < self._selected[1]:
+            raise IndexError(f"object {index} is outside the objects {self._selected} this process selected")
         if self._points is None:
             self._points = self._load_points()
         key = self.keys[index]

@@ -1,11 +1,12 @@
 """A long points table (one row per epoch) grouped by object, for `ingest lightcurves` (lightcurves.py).
 
 Every MPI rank of an ingest reads the whole points file (shipping the rows would cost more than parsing them), so
-this is the one part of ingest that does not shrink with more ranks, and its memory is paid once per rank. Rows
-are therefore parsed in batches: ids and bands are looked up once per distinct text, numbers converted by numpy a
-column at a time, and the rows kept as one float array rather than Python lists (benchmarks/points_table.py
-measures both against the row-by-row parser, which stays as the path for a batch with a short row or a cell
-that is not a number: it finds the first bad cell of each object and names its line).
+reading is the one part of ingest that does not shrink with more ranks. Each rank keeps (and converts to numbers)
+only its own objects' rows, and rows are parsed in batches: ids and bands are looked up once per distinct text,
+numbers converted by numpy a column at a time, the rows kept as one float array rather than Python lists
+(benchmarks/points_table.py measures it against the row-by-row parser it replaced). A batch with a short row or a
+cell that is not a number is parsed again row by row, which finds the first bad cell of each object and names its
+line.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def norm_id(s: str) -> str:
 class Points:
     """Rows of the wanted objects: `values` (time, value, err, band index) in file order within each object,
     `groups` {key: (start, stop)} into it, `bad` {key: the object's first unparsable cell}, `bands` the
-    (stripped) band names seen in those rows."""
+    (stripped) band names of the store's objects' rows."""
     values: np.ndarray
     groups: dict[str, tuple[int, int]]
     bad: dict[str, str]
@@ -54,11 +55,14 @@ class Points:
 
 
 def read_points(path: str, *, id_column: str, numeric_columns: tuple[str, str, str], band_column: str | None,
-                keys: list[str], bands: tuple[str, ...] = (), batch_rows: int = BATCH_ROWS) -> Points:
-    """Rows of objects in `keys` (normalised ids) and, when `bands` is given, in those bands (band index = position
-    in `bands`, else 0). Empty cells are NaN; a cell that is not a number marks its object in `bad`."""
+                keys: list[str], bands: tuple[str, ...] = (), only: tuple[int, int] | None = None,
+                batch_rows: int = BATCH_ROWS) -> Points:
+    """Rows of objects in `keys` (normalised ids), or with `only` = (lo, hi) of keys[lo:hi] alone (an MPI rank's
+    objects), and, when `bands` is given, in those bands (band index = position in `bands`, else 0). Empty cells
+    are NaN; a cell that is not a number marks its object in `bad`. `bands` of the result counts the rows of
+    every object in `keys`, so each rank sees the same."""
     with open_table(path) as t, _no_cyclic_gc():
-        parser = _Parser(t, id_column, numeric_columns, band_column, keys, bands)
+        parser = _Parser(t, id_column, numeric_columns, band_column, keys, bands, only or (0, len(keys)))
         while batch := list(itertools.islice(t.rows, batch_rows)):
             parser.add(batch)
     codes, values = parser.result()
@@ -77,6 +81,10 @@ def read_points(path: str, *, id_column: str, numeric_columns: tuple[str, str, s
 def _runs(codes: np.ndarray) -> np.ndarray:
     """Where each run of equal codes starts."""
     return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+
+
+def _kept(col: tuple[str, ...], keep: np.ndarray) -> Sequence[str]:
+    return col if keep.all() else list(itertools.compress(col, keep.tolist()))
 
 
 def _floats(cells: Sequence[str]) -> np.ndarray | None:
@@ -110,7 +118,7 @@ class _Parser:
     parsed, so a bad cell in an object the store leaves out is no error."""
 
     def __init__(self, t: Table, id_column: str, numeric_columns: tuple[str, str, str], band_column: str | None,
-                 keys: list[str], bands: tuple[str, ...]):
+                 keys: list[str], bands: tuple[str, ...], only: tuple[int, int]):
         def col(name: str) -> int:
             if name not in t.header:
                 raise TableError(f"{t.path}: no column {name!r} (columns: {t.header})")
@@ -122,6 +130,7 @@ class _Parser:
         self.k_band = col(band_column) if band_column else None
         self.width = 1 + max(self.k_id, self.k_band or 0, *(k for k, _ in self.numeric))
         self.key_index = {k: i for i, k in enumerate(keys)}
+        self.lo, self.hi = only
         self.band_index = {b: i for i, b in enumerate(bands)}
         self.bad: dict[str, str] = {}
         self.bands_seen: set[str] = set()
@@ -161,17 +170,12 @@ class _Parser:
         cols = list(zip(*rows))  # every row has the columns asked for (add() checked), so none is cut short
         codes = self._codes_of(cols[self.k_id])
         bands = np.zeros(len(rows), np.int64) if self.k_band is None else self._bands_of(cols[self.k_band])
-        keep = (codes >= 0) & (bands >= 0)
-        mask = None if keep.all() else keep.tolist()
-
-        def kept(col: tuple[str, ...]) -> Sequence[str]:
-            return col if mask is None else list(itertools.compress(col, mask))
-
-        numbers = [_floats(kept(cols[k])) for k, _ in self.numeric]
+        keep = (codes >= self.lo) & (codes < self.hi) & (bands >= 0)
+        numbers = [_floats(_kept(cols[k], keep)) for k, _ in self.numeric]
         if any(x is None for x in numbers):
             return False
         if self.k_band is not None:
-            self.bands_seen.update(b.strip() for b in set(kept(cols[self.k_band])))
+            self.bands_seen.update(b.strip() for b in set(_kept(cols[self.k_band], codes >= 0)))
         self._codes.append(codes[keep])
         self._values.append(np.stack([*numbers, bands[keep].astype(np.float64)], axis=1))
         return True
@@ -181,8 +185,12 @@ class _Parser:
         for pos, r in batch:
             # A short row's missing cells are empty: no id is no wanted object, a missing number is NaN.
             code = self._code_of(r[self.k_id] if self.k_id < len(r) else "")
-            band = 0 if self.k_band is None else self._band_of(r[self.k_band] if self.k_band < len(r) else "")
-            if code < 0 or band < 0:
+            band, raw_band = 0, r[self.k_band] if self.k_band is not None and self.k_band < len(r) else ""
+            if self.k_band is not None:
+                band = self._band_of(raw_band)
+                if code >= 0:
+                    self.bands_seen.add(raw_band.strip())
+            if not (self.lo <= code < self.hi and band >= 0):
                 continue
             row = []
             for k, name in self.numeric:
@@ -194,8 +202,6 @@ class _Parser:
                     self.bad.setdefault(norm_id(r[self.k_id]), why)  # the object's first bad cell
                     break
             else:
-                if self.k_band is not None:
-                    self.bands_seen.add(r[self.k_band].strip() if self.k_band < len(r) else "")
                 codes.append(code)
                 values.append((*row, float(band)))
         self._codes.append(np.asarray(codes, np.int64))
