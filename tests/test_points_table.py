@@ -114,3 +114,55 @@ def test_only_a_range_of_objects_is_kept_and_every_range_sees_the_same_bands(tmp
             np.testing.assert_array_equal(p.values[s:e], whole.values[s0:e0])
         assert p.bad == {k: v for k, v in whole.bad.items() if k in KEYS[lo:hi]}
         assert p.bands == whole.bands == {"r", "g", "x", ""}
+
+
+def test_parquet_columns_give_the_rows_of_the_csv_export(tmp_path):
+    """The Parquet path reads float64 and integer columns as stored and everything else through its text; the
+    result must be the CSV export's, row for row, including float32 decimals, nulls, bands and `only`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    ids = rng.choice([4251347230184701952 + k for k in range(6)] + [17], n)  # 19-digit ids and one unknown
+    time = np.round(rng.uniform(58000, 59000, n), 6)
+    flux = rng.normal(10, 1, n).astype(np.float32)
+    err = rng.integers(1, 5, n)  # an integer column
+    band = rng.choice(["g", "r", None], n)
+    flux_null = rng.random(n) < 0.05
+    table = pa.table({"id": pa.array(ids, pa.int64()), "time": pa.array(time, pa.float64()),
+                      "flux": pa.array(flux, pa.float32(), mask=flux_null), "err": pa.array(err, pa.int64()),
+                      "band": pa.array(band, pa.string())})
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=700)
+    with open(tmp_path / "p.csv", "w") as fh:
+        fh.write("id,time,flux,err,band\n")
+        for i in range(n):
+            fh.write(f"{ids[i]},{float(time[i])!r},{'' if flux_null[i] else str(flux[i])},{err[i]},{band[i] or ''}\n")
+    keys = [str(4251347230184701952 + k) for k in range(6)]
+    for only, bands in ((None, ("r", "g")), ((2, 5), ("g",)), (None, ())):
+        got = [read_points(str(tmp_path / f), id_column="id", numeric_columns=("time", "flux", "err"),
+                           band_column="band", keys=keys, bands=bands, only=only, batch_rows=512)
+               for f in ("p.parquet", "p.csv")]
+        pq_, csv_ = got
+        assert set(pq_.groups) == set(csv_.groups) and pq_.bands == csv_.bands == {"g", "r", ""}
+        for k in pq_.groups:
+            np.testing.assert_array_equal(pq_.values[slice(*pq_.groups[k])], csv_.values[slice(*csv_.groups[k])])
+        lo, hi = only or (0, len(keys))
+        want = np.isin(ids, [int(k) for k in keys[lo:hi]]) & (np.isin(band, bands) if bands else True)
+        assert len(pq_.values) == len(csv_.values) == want.sum()
+        assert np.isnan(pq_.values[:, 1]).sum() == (flux_null & want).sum() > 0
+
+
+def test_parquet_text_column_with_a_bad_cell_names_its_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    times = ["1.0", "2.0", "soon", "4.0", None, "6.0"]
+    pq.write_table(pa.table({"id": ["a", "a", "b", "b", "c", "c"], "time": times, "flux": [1.0] * 6,
+                             "err": [0.1] * 6}), tmp_path / "p.parquet", row_group_size=4)
+    p = read_points(str(tmp_path / "p.parquet"), id_column="id", numeric_columns=("time", "flux", "err"),
+                    band_column=None, keys=["a", "b", "c"], batch_rows=4)
+    assert p.bad == {"b": "row 3: column 'time' holds 'soon', not a number"}
+    assert p.values[slice(*p.groups["a"]), 0].tolist() == [1.0, 2.0]
+    c = p.values[slice(*p.groups["c"]), 0]
+    assert np.isnan(c[0]) and c[1] == 6.0  # a null time is an empty cell: NaN, dropped later as non-finite

@@ -5,9 +5,9 @@ docs/lightcurves.md.
 Formats: CSV, gzip CSV (``.gz``) and Parquet (``.parquet``, with the optional pyarrow), read by tables.py as rows
 of text cells, so both formats pass the same checks.
 
-The whole points file is parsed once per process by points_table.py (every MPI rank re-reads it, keeping its own
-objects' rows: a million rows take about a second, less than shipping them). Problems that concern one object (no rows, a
-non-numeric time) are raised from `get()` as BadInputError, so `--on-error skip` lists them in skipped.json;
+The whole points file is parsed once per process by points_table.py (every MPI rank re-reads it, keeping its
+own objects' rows: a million rows take about a second, less than shipping them). Problems that concern one
+object (no rows, a non-numeric time) are raised from `get()` as BadInputError, so `--on-error skip` lists them in skipped.json;
 problems with a whole file (a missing column, an unknown class, a split file naming an unknown object) raise
 at construction, before anything is written. Split files are read by the generic reader (data/split_files.py)
 with this source's id column and id matching; the command-line options live in cli/ingest_lightcurves.py.

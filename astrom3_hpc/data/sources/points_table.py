@@ -14,13 +14,14 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .tables import Table, TableError, open_table
+from .tables import Table, TableError, column_text, open_table
 
 BATCH_ROWS = 65_536
 
@@ -63,8 +64,11 @@ def read_points(path: str, *, id_column: str, numeric_columns: tuple[str, str, s
     every object in `keys`, so each rank sees the same."""
     with open_table(path) as t, _no_cyclic_gc():
         parser = _Parser(t, id_column, numeric_columns, band_column, keys, bands, only or (0, len(keys)))
-        while batch := list(itertools.islice(t.rows, batch_rows)):
-            parser.add(batch)
+        if t.arrow is not None:
+            parser.add_parquet(t.arrow, batch_rows)
+        else:
+            while batch := list(itertools.islice(t.rows, batch_rows)):
+                parser.add(batch)
     codes, values = parser.result()
     starts = _runs(codes)
     if len(np.unique(codes[starts])) < len(starts):
@@ -81,6 +85,26 @@ def read_points(path: str, *, id_column: str, numeric_columns: tuple[str, str, s
 def _runs(codes: np.ndarray) -> np.ndarray:
     """Where each run of equal codes starts."""
     return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+
+
+def _lookup(col: Any, code_of: Callable[[str], int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A pyarrow column of ids or bands -> (code per row, index per row into the distinct values, their text)."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col, null_encoding="encode")  # a null is one more distinct value: text ""
+    texts = column_text(enc.dictionary)
+    index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.fromiter(map(code_of, texts), np.int64, len(texts))[index], index, texts
+
+
+def _arrow_floats(col: Any, keep: np.ndarray) -> np.ndarray | None:
+    import pyarrow as pa
+
+    if pa.types.is_float64(col.type) or (pa.types.is_integer(col.type) and col.null_count == 0):
+        x = col.to_numpy(zero_copy_only=False).astype(np.float64)  # float64 nulls come out as NaN
+    else:
+        x = _floats(column_text(col))
+    return None if x is None else x[keep]
 
 
 def _kept(col: tuple[str, ...], keep: np.ndarray) -> Sequence[str]:
@@ -176,11 +200,43 @@ class _Parser:
             return False
         if self.k_band is not None:
             self.bands_seen.update(b.strip() for b in set(_kept(cols[self.k_band], codes >= 0)))
-        self._codes.append(codes[keep])
-        self._values.append(np.stack([*numbers, bands[keep].astype(np.float64)], axis=1))
+        self._append(codes, bands, keep, numbers)
         return True
 
-    def _add_rows(self, batch: list[tuple[int, list[str]]]) -> None:
+    def add_parquet(self, pf: Any, batch_rows: int) -> None:
+        """Parquet read a column at a time: ids and bands through arrow's dictionary encoding (one lookup per
+        distinct value), float64 and integer columns as they are stored. Other types go through the cells'
+        text, as the row path reads them (a float32 0.02 is 0.02, not its float64 widening), so a Parquet
+        table gives the rows its CSV export would."""
+        wanted = sorted({self.k_id, *(k for k, _ in self.numeric), *([self.k_band] if self.k_band is not None
+                                                                     else [])})
+        names = [pf.schema_arrow.names[k] for k in wanted]
+        pos = 0
+        for rb in pf.iter_batches(batch_size=batch_rows, columns=names):
+            col = {k: rb.column(j) for j, k in enumerate(wanted)}
+            codes, _, _ = _lookup(col[self.k_id], self._code_of)
+            bands = np.zeros(len(codes), np.int64)
+            if self.k_band is not None:
+                bands, band_index, band_texts = _lookup(col[self.k_band], self._band_of)
+                self.bands_seen.update(band_texts[i].strip() for i in np.unique(band_index[codes >= 0]))
+            keep = (codes >= self.lo) & (codes < self.hi) & (bands >= 0)
+            numbers = [_arrow_floats(col[k], keep) for k, _ in self.numeric]
+            if any(x is None for x in numbers):  # a text column with a cell that is not a number
+                texts = {k: column_text(c) for k, c in col.items()}
+                rows = [[""] * self.width for _ in range(len(codes))]
+                for k, cells in texts.items():
+                    for r, cell in zip(rows, cells):
+                        r[k] = cell
+                self._add_rows([(pos + 1 + i, r) for i, r in enumerate(rows)], count_bands=False)
+            else:
+                self._append(codes, bands, keep, numbers)
+            pos += len(codes)
+
+    def _append(self, codes: np.ndarray, bands: np.ndarray, keep: np.ndarray, numbers: list[np.ndarray]) -> None:
+        self._codes.append(codes[keep])
+        self._values.append(np.stack([*numbers, bands[keep].astype(np.float64)], axis=1))
+
+    def _add_rows(self, batch: list[tuple[int, list[str]]], count_bands: bool = True) -> None:
         codes, values = [], []
         for pos, r in batch:
             # A short row's missing cells are empty: no id is no wanted object, a missing number is NaN.
@@ -188,7 +244,7 @@ class _Parser:
             band, raw_band = 0, r[self.k_band] if self.k_band is not None and self.k_band < len(r) else ""
             if self.k_band is not None:
                 band = self._band_of(raw_band)
-                if code >= 0:
+                if code >= 0 and count_bands:
                     self.bands_seen.add(raw_band.strip())
             if not (self.lo <= code < self.hi and band >= 0):
                 continue

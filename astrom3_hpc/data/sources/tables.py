@@ -3,8 +3,10 @@
 Parquet needs pyarrow, a 55 MB wheel, so it is the optional ``parquet`` extra (``pip install
 'astrom3-hpc[parquet]'``) rather than a dependency: most surveys hand out CSV. Parquet cells are turned into the
 text a CSV would hold (each float as the shortest decimal of its own precision; nulls become empty cells), so one set
-of parsing and checks serves both formats and their errors read alike. Rows come with their position, "line N"
-in a text file (the header is line 1; blank lines are skipped but counted) and "row N" (1-based) in Parquet.
+of parsing and checks serves both formats and their errors read alike (the points reader, points_table.py, takes
+a Parquet table's float64 and integer columns as they are stored: the same numbers, without the text). Rows come
+with their position, "line N" in a text file (the header is line 1; blank lines are skipped but counted) and
+"row N" (1-based) in Parquet.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Table:
     header: list[str]
     rows: Iterator[tuple[int, list[str]]]  # (position, cells); empty rows are skipped
     parquet: bool
+    arrow: Any = None  # the pyarrow ParquetFile of a Parquet table, for readers that take whole columns
 
     def row_name(self, pos: int) -> str:
         return f"row {pos}" if self.parquet else f"line {pos}"
@@ -62,7 +65,8 @@ def _text(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _column_text(col: Any) -> list[str]:
+def column_text(col: Any) -> list[str]:
+    """A pyarrow array's cells as the text a CSV export would hold."""
     import pyarrow as pa
 
     if pa.types.is_float32(col.type) or pa.types.is_float16(col.type):
@@ -77,7 +81,7 @@ def _column_text(col: Any) -> list[str]:
 def _parquet_rows(pf: Any) -> Iterator[tuple[int, list[str]]]:
     pos = 0
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS):
-        cols = [_column_text(batch.column(j)) for j in range(batch.num_columns)]
+        cols = [column_text(batch.column(j)) for j in range(batch.num_columns)]
         for row in zip(*cols):
             pos += 1
             yield pos, list(row)
@@ -102,7 +106,7 @@ def open_table(path: str | Path) -> Iterator[Table]:
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
             raise TableError(f"{path}: not a readable Parquet file ({e})") from None
         try:
-            yield Table(path, [n.strip() for n in pf.schema_arrow.names], _parquet_rows(pf), parquet=True)
+            yield Table(path, [n.strip() for n in pf.schema_arrow.names], _parquet_rows(pf), parquet=True, arrow=pf)
         finally:
             pf.close()
         return
