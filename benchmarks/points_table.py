@@ -7,7 +7,8 @@ not shrink with more ranks; the period searches, which do, are not part of it.
     python benchmarks/points_table.py [--objects 2000] [--points 500] [--bands 1] [--ranks 8]
                                       [--file POINTS --objects-file OBJ]
 
-With --ranks R it also times one rank of R under mpiexec, which keeps only its own 1/R of the objects' rows.
+With --ranks R it also times one rank of R under mpiexec, which keeps only its own 1/R of the objects' rows;
+with --parquet both parsers read the table written to Parquet (pyarrow, float64 columns) instead.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--file", default=None, help="an existing points table (columns id,time,flux,err[,band])")
     ap.add_argument("--objects-file", default=None, help="its objects table (first column: id)")
     ap.add_argument("--ranks", type=int, default=1, help="also time one rank's share of R ranks")
+    ap.add_argument("--parquet", action="store_true", help="read the table as Parquet (needs pyarrow)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     band = "b0" if args.bands > 1 else None
@@ -123,6 +125,15 @@ def main() -> None:
             t0 = time.perf_counter()
             points, objects = write_table(Path(tmp), args.objects, args.points, args.bands)
             print(f"wrote {points.stat().st_size / 2**20:.0f} MB gzip in {time.perf_counter() - t0:.0f} s")
+        if args.parquet:
+            import pyarrow as pa
+            import pyarrow.csv as pa_csv
+            import pyarrow.parquet as pq
+
+            table = pa_csv.read_csv(points, convert_options=pa_csv.ConvertOptions(column_types={"id": pa.string()}))
+            points = Path(tmp) / "points.parquet"
+            pq.write_table(table, points)
+            print(f"as Parquet: {points.stat().st_size / 2**20:.0f} MB")
         res = {}
         for mode in ("rowwise", "batched") + (("one-rank",) if args.ranks > 1 else ()):
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--file", str(points),
