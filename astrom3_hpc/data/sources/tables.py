@@ -102,7 +102,9 @@ def open_table(path: str | Path) -> Iterator[Table]:
     if is_parquet(path):
         pq = _pyarrow_parquet(path)
         try:
-            pf = pq.ParquetFile(path)
+            # Streamed, not pre-buffered: pre-buffering holds a whole row group's column chunks (a million rows
+            # by default) in memory at once, which every MPI rank of an ingest pays (benchmarks/points_table.py).
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
             raise TableError(f"{path}: not a readable Parquet file ({e})") from None
         try:
