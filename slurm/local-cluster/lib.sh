@@ -407,3 +407,26 @@ lc_stop_slurm_and_services() {
     lc_stop_pid mariadbd mariadbd
     lc_stop_pid munged munged
 }
+
+# lc_stop_main TEARDOWN_FN [--purge]: what stop.sh and stop-multi.sh share; TEARDOWN_FN ("" for none) runs
+# after the daemons are down and before a purge.
+lc_stop_main() {
+    local teardown="$1" purge=0
+    shift
+    case "${1:-}" in
+        --purge) purge=1 ;;
+        "") ;;
+        *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
+    esac
+    if [ ! -d "$LC_STATE" ]; then
+        lc_log "nothing to stop: $LC_STATE does not exist"
+        return 0
+    fi
+    lc_lock
+    lc_stop_slurm_and_services
+    [ -z "$teardown" ] || "$teardown"
+    if [ $purge -eq 1 ]; then
+        rm -rf "$LC_STATE"
+        lc_log "removed $LC_STATE"
+    fi
+}
