@@ -44,6 +44,7 @@ import numpy as np
 
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 from .splits import split_indices, subset_indices
+from .text_files import decoding_errors_named, open_text
 
 log = logging.getLogger("astrom3")
 
@@ -83,7 +84,7 @@ def read_split_file(path: Path, id_column: str | None = None, parse: IdParser = 
     id_column: looked for first, before the usual ID_COLUMNS. parse: text -> id, or None (or "") for a cell
     that is not one."""
     columns = ((id_column,) if id_column else ()) + tuple(c for c in ID_COLUMNS if c != id_column)
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open_text(path) as fh, decoding_errors_named(path):
         rd = csv.reader(fh)
         header = [h.strip() for h in next(rd, [])]
         col = next((header.index(c) for c in columns if c in header), None)

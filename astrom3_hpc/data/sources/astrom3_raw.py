@@ -84,6 +84,7 @@ import numpy as np
 from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
+from ..text_files import decoding_errors_named, open_text
 from .asassn import read_asassn_dat
 from .common import MODALITIES, _label_of, _to_float
 from .lamost import read_lamost_fits
@@ -100,7 +101,7 @@ SPEC_FILE_COLUMN = "spec_filename"
 # ----------------------------------------------------------------------------------------------------------------
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    with open(path, "r", encoding="utf-8", newline="") as fh:
+    with open_text(path) as fh, decoding_errors_named(path):
         rd = csv.reader(fh)
         header = next(rd, None)
         if header is None:

@@ -4,10 +4,7 @@ and the base of the light-curve-only sources built on one such table."""
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +14,7 @@ import numpy as np
 
 from astrom3_hpc.core.constants import CLASS_NAMES
 
+from ..text_files import open_text
 from .common import mag_to_flux_mjy
 
 ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
@@ -24,13 +22,6 @@ ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
 # Magnitudes at or beyond these are survey sentinels (SDSS writes 99.999 for "no measurement").
 _MAG_SENTINEL = 90.0
 _MAGERR_SENTINEL = 9.0
-
-
-def _open_text(path: str | os.PathLike) -> io.TextIOBase:
-    p = str(path)
-    if p.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
-    return open(p, "r", encoding="utf-8", newline="")
 
 
 @dataclass
@@ -107,7 +98,7 @@ def _build_long(path: str, oid: np.ndarray, band: np.ndarray, band_names: tuple[
 def _read_numeric_csv(path: str, ncols: int) -> np.ndarray:
     """All-numeric CSV with a header row -> (n, ncols) float64 (C parser; tolerant fallback with csv)."""
     try:
-        with _open_text(path) as fh, warnings.catch_warnings():
+        with open_text(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = np.loadtxt(fh, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
         if arr.shape[1] != ncols:
@@ -115,7 +106,7 @@ def _read_numeric_csv(path: str, ncols: int) -> np.ndarray:
         return arr
     except ValueError:
         rows = []
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             rd = csv.reader(fh)
             next(rd, None)
             for r in rd:

@@ -14,8 +14,9 @@ import numpy as np
 from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
+from ..text_files import open_text
 from .common import _empty_spec, _nan, _to_float
-from .long_table import LongLightCurves, _band_name, _build_long, _LongTableSource, _open_text
+from .long_table import LongLightCurves, _band_name, _build_long, _LongTableSource
 
 
 def read_stripe82_long(path: str | os.PathLike) -> LongLightCurves:
@@ -27,7 +28,7 @@ def read_stripe82_long(path: str | os.PathLike) -> LongLightCurves:
     oid: list[int] = []
     code: list[int] = []
     vals: list[tuple[float, float, float]] = []
-    with _open_text(p) as fh:
+    with open_text(p) as fh:
         rd = csv.reader(fh)
         header = [h.strip() for h in next(rd)]
         want = ["num", "time", "mag", "magerr", "band"]
@@ -94,7 +95,7 @@ class Stripe82RRLyraeSource(_LongTableSource):
         self._periods: dict[int, tuple[str, float]] = {}
         order: list[int] = []
         if self.periods_path.is_file():
-            with open(self.periods_path, "r", encoding="utf-8", newline="") as fh:
+            with open_text(self.periods_path) as fh:
                 for r in csv.DictReader(fh):
                     try:
                         num = int(r["Num"])

@@ -1,5 +1,8 @@
 """The user's tables as rows of text cells: CSV, gzip CSV (``.gz``) or Parquet (``.parquet``/``.pq``).
 
+A text table is UTF-8 (a byte-order mark is allowed) and separated by commas, tabs or semicolons, whichever the
+header line holds (in that order of preference): TSV is what VizieR and many survey archives hand out.
+
 Parquet needs pyarrow, a 55 MB wheel, so it is the optional ``parquet`` extra (``pip install
 'astrom3-hpc[parquet]'``) rather than a dependency: most surveys hand out CSV. Parquet cells are turned into the
 text a CSV would hold (each float as the shortest decimal of its own precision; nulls become empty cells), so one set
@@ -12,13 +15,14 @@ with their position, "line N" in a text file (the header is line 1; blank lines 
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .long_table import _open_text
+from ..text_files import decoding_errors_named, open_text
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _BATCH_ROWS = 65_536
@@ -112,10 +116,15 @@ def open_table(path: str | Path) -> Iterator[Table]:
         finally:
             pf.close()
         return
-    with _open_text(path) as fh:
-        rd = csv.reader(fh)
+    with open_text(path) as fh, decoding_errors_named(path):
+        first = fh.readline()
+        rd = csv.reader(itertools.chain([first], fh), delimiter=_delimiter(first))
         header = [h.strip() for h in next(rd, [])]
         yield Table(path, header, _csv_rows(rd), parquet=False)
+
+
+def _delimiter(header_line: str) -> str:
+    return next((d for d in (",", "\t", ";") if d in header_line), ",")
 
 
 def read_header(path: str | Path) -> list[str]:

@@ -13,8 +13,9 @@ import numpy as np
 from astrom3_hpc.core.constants import AUX_COLUMNS, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
+from ..text_files import open_text
 from .common import _empty_spec, _label_of, _nan, _to_float
-from .long_table import ZTF_FILTERS, LongLightCurves, _band_name, _build_long, _LongTableSource, _open_text, \
+from .long_table import ZTF_FILTERS, LongLightCurves, _band_name, _build_long, _LongTableSource, \
     _read_numeric_csv
 
 
@@ -23,7 +24,7 @@ def read_ztf_vsx_long(path: str | os.PathLike) -> LongLightCurves:
     p = str(path)
     if not os.path.exists(p):
         raise FileNotFoundError(p)
-    with _open_text(p) as fh:
+    with open_text(p) as fh:
         header = [h.strip() for h in fh.readline().split(",")]
     want = ["vsx_oid", "filter", "mjd", "mag", "magerr"]
     if header[:5] != want:
@@ -63,7 +64,7 @@ class ZTFVSXSource(_LongTableSource):
             raise FileNotFoundError(self.lc_path)
         if not self.objects_path.is_file():
             raise FileNotFoundError(self.objects_path)
-        with open(self.objects_path, "r", encoding="utf-8", newline="") as fh:
+        with open_text(self.objects_path) as fh:
             self._cat = list(csv.DictReader(fh))
         for c in ("vsx_oid", "astrom3_class", "period", "l", "b", "distance"):
             if self._cat and c not in self._cat[0]:
