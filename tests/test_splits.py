@@ -77,3 +77,39 @@ def test_seeds_give_different_splits_and_subsets_nest_in_their_split():
         per_class = np.bincount(labels[a[sub]["train"]], minlength=10)
         assert np.array_equal(per_class, np.minimum(train, t)), sub
         assert per_class.sum() == total, sub
+
+
+def test_classes_too_small_for_every_split_are_named():
+    from astrom3_hpc.data.splits import classes_missing_from_splits, split_indices
+
+    # 40 objects of class 0, then 1, 5, 7 and 8 of classes 1-4: rounding 80/10/10 puts a class in all three
+    # splits from 8 objects on.
+    labels = np.repeat(np.arange(5), [40, 1, 5, 7, 8])
+    valid = np.ones(len(labels), bool)
+    sets = {seed: {"full": split_indices(labels, valid, seed)} for seed in (42, 0)}
+    assert classes_missing_from_splits(sets, labels) == {1: 1, 2: 5, 3: 7}
+    for seed in (42, 0):
+        for split in ("train", "val", "test"):
+            assert {0, 4} <= set(labels[sets[seed]["full"][split]].tolist())
+
+
+def test_ingest_warns_of_classes_missing_from_val_or_test(tmp_path, caplog):
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(0)
+    classes = ["A"] * 20 + ["B"] * 20 + ["rare"] * 2
+    with open(tmp_path / "points.csv", "w") as f:
+        f.write("id,t,flux,err\n")
+        for i in range(len(classes)):
+            for t in np.sort(rng.uniform(0, 300, 40)):
+                f.write(f"{i},{t:.4f},{np.sin(t / (0.3 + i / 50)) + rng.normal(0, 0.1):.4f},0.1\n")
+    (tmp_path / "objects.csv").write_text("id,cls\n" + "".join(f"{i},{c}\n" for i, c in enumerate(classes)))
+    out = tmp_path / "s.zarr"
+    with caplog.at_level("WARNING", logger="astrom3"):
+        assert main(["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
+                     str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--flux-column",
+                     "flux", "--err-column", "err", "--label-column", "cls", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert "class 'rare' (2 objects) missing from the validation or test split" in caplog.text
+    assert Store(out).attrs["summary"]["classes_missing_from_val_or_test"] == {"rare": 2}

@@ -35,7 +35,7 @@ from .checksums import write_table
 from .raw import BadInputError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
 from .periods import PERIOD_SEARCH_COLUMNS
-from .splits import given_splits
+from .splits import classes_missing_from_splits, given_splits
 from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
 from .tempdirs import removed_if_interrupted
 
@@ -399,6 +399,12 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     if names is not None:
         write_json(tmp / OBJECT_NAMES, names, indent=None)
     counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
+    thin = {root.attrs["class_names"][c]: n for c, n in classes_missing_from_splits(all_sets, labels).items()}
+    if thin:
+        log.warning("%s missing from the validation or test split of some seeds: nothing measures their recall "
+                    "there (a generated split puts a class in all three from 8 objects on). Merge them with "
+                    "--class-map or leave them out",
+                    ", ".join(f"class {k!r} ({n} object{'s' * (n != 1)})" for k, n in thin.items()))
     summary = {
         "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),
         "n_skipped": len(skipped), "lc_points": int(offsets[-1]), "seconds": round(elapsed, 2),
@@ -406,6 +412,8 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
         "objects_per_rank": rank_objects,
         "class_counts": dict(zip(root.attrs["class_names"], counts.tolist())),
     }
+    if thin:
+        summary["classes_missing_from_val_or_test"] = thin
     # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.
     root.attrs.update({"complete": True, "summary": summary, "splits": split_info,
                        "checksums": write_table(tmp)})

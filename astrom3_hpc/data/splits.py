@@ -8,7 +8,9 @@ from ..core.constants import SPLIT_FRACTIONS, SUBSET_FACTORS
 
 
 def split_indices(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """80/10/10 split of the valid objects, stratified by class so every class appears in every split.
+    """80/10/10 split of the valid objects, stratified by class: each class's objects are shared out by rounding,
+    so a class of 8 or more objects appears in every split and a smaller one misses val or test
+    (`classes_missing_from_splits` names them; ingestion warns).
 
     Returns sorted row indices (sorted so the loader reads chunk-aligned runs).
     """
@@ -24,6 +26,21 @@ def split_indices(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str,
         out["val"].append(idx[n_train:n_train + n_val])
         out["test"].append(idx[n_train + n_val:])
     return {k: np.sort(np.concatenate(v)) if v else np.zeros(0, np.int64) for k, v in out.items()}
+
+
+def classes_missing_from_splits(sets_per_seed: dict[int, dict[str, dict[str, np.ndarray]]], labels: np.ndarray
+                                ) -> dict[int, int]:
+    """{label: objects in the seed's full split} for each class absent from the full val or test split of some
+    seed: its recall cannot be measured there, and early stopping never sees it."""
+    missing: dict[int, int] = {}
+    for sets in sets_per_seed.values():
+        full = sets["full"]
+        everywhere = [set(np.unique(labels[full[s]]).tolist()) for s in ("val", "test")]
+        counts = np.bincount(labels[np.concatenate([full[s] for s in ("train", "val", "test")])])
+        for c in np.flatnonzero(counts).tolist():
+            if not all(c in e for e in everywhere):
+                missing[c] = int(counts[c])
+    return dict(sorted(missing.items()))
 
 
 def subset_threshold(class_counts: list[int] | np.ndarray, factor: int) -> int:
