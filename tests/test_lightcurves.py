@@ -503,3 +503,36 @@ def test_mpi_ingest_equals_serial(lc_store, tmp_path):
                  "splits/seed42/sub10/test"):
         np.testing.assert_array_equal(a.root[name][:], b.root[name][:], err_msg=name)
     assert (serial / "object_names.json").read_text() == (out / "object_names.json").read_text()
+
+
+def test_constant_curve_is_named_and_placeholder_periods_fall_back(tmp_path, capsys):
+    """A light curve with one value throughout is an error saying so (not a NaN feature); catalogue periods of
+    0 or -1 (a catalogue's "unknown") are treated as empty: the Lomb-Scargle period is stored."""
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(3)
+    true_p = {i: rng.uniform(0.3, 2.0) for i in range(12)}
+    with open(tmp_path / "points.csv", "w") as f:
+        f.write("id,t,mag,err\n")
+        for i, p in true_p.items():
+            for t in np.sort(rng.uniform(0, 400, 120)):
+                f.write(f"{i},{t:.5f},{15.0 if i == 0 else 15 + 0.3 * np.sin(2 * np.pi * t / p):.4f},0.02\n")
+    cat = {i: f"{p:.6f}" for i, p in true_p.items()} | {1: "0", 2: "-1"}
+    (tmp_path / "objects.csv").write_text("id,cls,P\n" + "".join(f"{i},{'AB'[i % 2]},{cat[i]}\n" for i in true_p))
+    out = tmp_path / "s.zarr"
+    args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
+            str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
+            "--err-column", "err", "--label-column", "cls", "--period-column", "P", "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "object 0 (" in err and "all 120 usable values are 15: a constant light curve" in err
+    _no_leftovers(tmp_path, out)
+    assert main([*args, "--on-error", "skip"]) == 0
+    s = Store(out)
+    assert [str(r["object_id"]) for r in json.loads((out / "skipped.json").read_text())] == ["0"]
+    valid = s.root["valid"][:]
+    assert valid.tolist() == [False] + [True] * 11
+    stored = 10 ** s.root["aux"][:, 1]  # log10 period
+    ls = s.root["lc/period_search"][:, 0]
+    np.testing.assert_allclose(stored[1:3], ls[1:3], rtol=1e-5)  # 0 and -1: the search's period
+    np.testing.assert_allclose(stored[3:], [true_p[i] for i in range(3, 12)], rtol=1e-5)  # the catalogue's

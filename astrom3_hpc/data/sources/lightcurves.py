@@ -55,7 +55,7 @@ class TableOptions:
     # ... or kept with label -1: in no split, classified by every fine-tune and baseline run
     # (predictions_unlabelled.csv)
     keep_unlabelled: bool = False
-    period_column: str | None = None  # catalogue period (days); empty cells fall back to Lomb-Scargle
+    period_column: str | None = None  # catalogue period (days); empty, zero or negative: Lomb-Scargle
     splits_from: str | None = None  # splits/{subset}/{seed}/{train,val,test}.csv (the authors' layout)
     split_column: str | None = None  # train / val / test per object (stored as split seed 42)
     skip_bad_split_ids: bool = False  # --on-error skip: ids in split files not in the store are listed, not fatal
@@ -281,6 +281,9 @@ class LightCurveTableSource:
             band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
             raise BadInputError(key, self.opt.points, f"{len(rows)} usable rows{band} (at least {MIN_POINTS} needed)")
         lc = rows[:, :3]
+        if np.ptp(lc[:, 1]) == 0:
+            raise BadInputError(key, self.opt.points, f"all {len(lc)} usable values are {lc[0, 1]:g}: a constant "
+                                "light curve has no amplitude or period to classify by")
         if self.opt.mag_column:
             lc = np.stack([lc[:, 0], *mag_to_flux_mjy(lc[:, 1], lc[:, 2])], axis=1)
         ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend, self.opt.min_period)
