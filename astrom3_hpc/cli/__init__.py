@@ -45,7 +45,7 @@ def _add_ingest(sub) -> None:
                    help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout "
                         "(split CSVs, light-curve zip or directory, LAMOST FITS); ztf-vsx, stripe82 (light "
                         "curves) and lamost (spectra): single-modality real samples; lightcurves: any "
-                        "survey's long CSV tables (--points, --objects)")
+                        "survey's long tables, CSV, TSV or Parquet (--points, --objects)")
     p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
     p.add_argument("--root", help="input directory for real sources")
     p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects")

@@ -11,10 +11,11 @@ from ..data.sources.lightcurves import LightCurveTableSource, TableError, TableO
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Registered on the ingest parser."""
-    g = p.add_argument_group("lightcurves: long tables of any survey, CSV, .csv.gz or Parquet "
-                                  "(pip install 'astrom3-hpc[parquet]'; see docs/lightcurves.md)")
-    g.add_argument("--points", help="points table (CSV, .csv.gz or .parquet): one row per epoch")
-    g.add_argument("--objects", help="objects table (CSV, .csv.gz or .parquet): one row per object, "
+    g = p.add_argument_group("lightcurves: long tables of any survey, UTF-8 text separated by commas, tabs or "
+                                  "semicolons (optionally .gz), or Parquet (pip install 'astrom3-hpc[parquet]'; "
+                                  "see docs/lightcurves.md)")
+    g.add_argument("--points", help="points table (.csv, .tsv, .gz or .parquet): one row per epoch")
+    g.add_argument("--objects", help="objects table (.csv, .tsv, .gz or .parquet): one row per object, "
                                        "with its class")
     g.add_argument("--id-column", default="id", help="object id column, in both tables and the split files "
                                                      "(default id)")
