@@ -93,12 +93,12 @@ def test_classes_too_small_for_every_split_are_named():
             assert {0, 4} <= set(labels[sets[seed]["full"][split]].tolist())
 
 
-def test_ingest_warns_of_classes_missing_from_val_or_test(tmp_path, caplog):
+def test_ingest_warns_of_thin_and_near_duplicate_classes(tmp_path, caplog):
     from astrom3_hpc.cli import main
     from astrom3_hpc.data.store import Store
 
     rng = np.random.default_rng(0)
-    classes = ["A"] * 20 + ["B"] * 20 + ["rare"] * 2
+    classes = ["RR ab"] * 20 + ["RRab"] * 20 + ["rare"] * 2  # two spellings of one class, as typed by hand
     with open(tmp_path / "points.csv", "w") as f:
         f.write("id,t,flux,err\n")
         for i in range(len(classes)):
@@ -112,4 +112,12 @@ def test_ingest_warns_of_classes_missing_from_val_or_test(tmp_path, caplog):
                      "flux", "--err-column", "err", "--label-column", "cls", "--out", str(out),
                      "--no-progress"]) == 0
     assert "class 'rare' (2 objects) missing from the validation or test split" in caplog.text
+    assert "classes 'RR ab' and 'RRab' differ only in case or punctuation" in caplog.text
     assert Store(out).attrs["summary"]["classes_missing_from_val_or_test"] == {"rare": 2}
+
+
+def test_near_duplicate_class_names():
+    from astrom3_hpc.data.ingest import _near_duplicates
+
+    assert _near_duplicates(["EA", "EW", "RR_ab", "RRAB", "rr-ab", "M"]) == [["RR_ab", "RRAB", "rr-ab"]]
+    assert _near_duplicates(["EA", "EB", "EW"]) == []

@@ -399,6 +399,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     if names is not None:
         write_json(tmp / OBJECT_NAMES, names, indent=None)
     counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
+    for group in _near_duplicates(root.attrs["class_names"]):
+        log.warning("classes %s differ only in case or punctuation: if they are one class, merge them with "
+                    "--class-map", " and ".join(map(repr, group)))
     thin = {root.attrs["class_names"][c]: n for c, n in classes_missing_from_splits(all_sets, labels).items()}
     if thin:
         log.warning("%s missing from the validation or test split of some seeds: nothing measures their recall "
@@ -419,3 +422,12 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
                        "checksums": write_table(tmp)})
     replace_dir(tmp, out)
     return summary
+
+
+def _near_duplicates(names: list[str]) -> list[list[str]]:
+    """Class names that are one name but for case, spaces, '_' or '-' ("RRab", "RRAB", "RR ab"): a catalogue
+    typed by hand, each spelling a class of its own."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault("".join(ch for ch in n.casefold() if ch not in " _-"), []).append(n)
+    return [g for g in groups.values() if len(g) > 1]
