@@ -536,3 +536,18 @@ def test_constant_curve_is_named_and_placeholder_periods_fall_back(tmp_path, cap
     ls = s.root["lc/period_search"][:, 0]
     np.testing.assert_allclose(stored[1:3], ls[1:3], rtol=1e-5)  # 0 and -1: the search's period
     np.testing.assert_allclose(stored[3:], [true_p[i] for i in range(3, 12)], rtol=1e-5)  # the catalogue's
+
+
+def test_a_band_the_table_does_not_hold_is_one_clear_error(tmp_path, capsys):
+    """A typo in --band (or a survey's own band codes) names the bands the table has; no traceback, and no hint
+    to --on-error skip, which could not help."""
+    _write_tables(tmp_path, n_per_class=3)
+    out = tmp_path / "s.zarr"
+    args = _ingest_args(tmp_path, out)
+    args[args.index("--band") + 1] = "V,R"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "points.csv.gz: no rows of band 'R' in column 'band' for this store's objects (bands there: ['I', 'V'])" \
+        in err
+    assert "Traceback" not in err and "--on-error skip" not in err
+    _no_leftovers(tmp_path, out)

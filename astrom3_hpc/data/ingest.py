@@ -32,7 +32,7 @@ from ..core.constants import META_COLUMNS
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from .checksums import write_table
-from .raw import BadInputError, RawSource
+from .raw import BadInputError, InputFileError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
 from .periods import PERIOD_SEARCH_COLUMNS
 from .splits import classes_missing_from_splits, given_splits
@@ -149,7 +149,9 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         with zarr.config.set({"array.write_empty_chunks": True}):
             _phase1(source, tmp, layout, opt, comm, lo, hi, status, table)
     except Exception as e:  # noqa: BLE001
-        status["error"] = f"{type(e).__name__}: {e}" if isinstance(e, BadInputError) else traceback.format_exc()
+        status["error"] = (f"{type(e).__name__}: {e}" if isinstance(e, BadInputError) else str(e)
+                           if isinstance(e, InputFileError) else traceback.format_exc())
+        status["one_object"] = isinstance(e, BadInputError)  # what --on-error skip could step over
     statuses = comm.allgather(status)
     errors = [s["error"] for s in statuses if s["error"]]
     tables = comm.gather([] if errors else table.arrays())
@@ -157,7 +159,7 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         comm.barrier()
         if comm.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        hint = "" if opt.on_error == "skip" else \
+        hint = "" if opt.on_error == "skip" or not any(s.get("one_object") for s in statuses) else \
             "\n(--on-error skip keeps going and lists bad objects in skipped.json)"
         raise IngestError(f"ingestion into {out} failed, nothing was written:\n" + "\n".join(errors) + hint)
 

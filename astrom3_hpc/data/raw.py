@@ -22,6 +22,11 @@ class BadInputError(ValueError):
         super().__init__(f"object {object_id} ({source}): {reason}")
 
 
+class InputFileError(ValueError):
+    """A whole input file is unusable (a missing column, a band it does not hold, not UTF-8, a split file naming
+    unknown objects). The message names the file; ingestion reports it without a traceback."""
+
+
 @dataclass
 class RawObject:
     object_id: int  # Gaia EDR3 source id for real data; a unique integer for synthetic data

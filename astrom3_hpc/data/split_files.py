@@ -43,6 +43,7 @@ from typing import Callable, Mapping, Union
 import numpy as np
 
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+from .raw import InputFileError
 from .splits import split_indices, subset_indices
 from .text_files import decoding_errors_named, open_text
 
@@ -57,7 +58,7 @@ ObjectKey = Union[int, str]
 IdParser = Callable[[str], "ObjectKey | None"]
 
 
-class SplitFileError(ValueError):
+class SplitFileError(InputFileError):
     """A split file is unusable; the message names the file and, where one is at fault, the object id."""
 
 

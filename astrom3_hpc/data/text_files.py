@@ -14,8 +14,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .raw import InputFileError
 
-class TextEncodingError(ValueError):
+
+class TextEncodingError(InputFileError):
     """A text table is not UTF-8; the message names the file, line and byte."""
 
 

@@ -218,6 +218,10 @@ class LightCurveTableSource:
             raise TableError(f"{o.points}: column {o.band_column!r} holds bands {seen}; a store holds one light "
                              f"curve per object: choose a band with --band, or merge several with "
                              f"--band {','.join(seen[:2])}")
+        absent = [b for b in self.bands if o.band_column and b not in pts.bands]
+        if absent:  # a typo, or the survey's own band codes (ZTF writes 1, 2, 3 for g, r, i)
+            raise TableError(f"{o.points}: no rows of band {', '.join(map(repr, absent))} in column "
+                             f"{o.band_column!r} for this store's objects (bands there: {sorted(pts.bands)})")
         return pts
 
     def __getstate__(self) -> dict[str, Any]:

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..raw import InputFileError
 from ..text_files import decoding_errors_named, open_text
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _BATCH_ROWS = 65_536
 
 
-class TableError(ValueError):
+class TableError(InputFileError):
     """A whole input file is unusable; the message names the file and the column or id."""
 
 
