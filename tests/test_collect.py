@@ -384,3 +384,35 @@ def test_per_class_table_lists_every_group_with_recall(sweep):
     rows = [ln for ln in md.splitlines() if ln.startswith("| photo | full | clip |")]
     assert len(rows) == 1 and f"| {g['test']['mean']:.2f} |" in rows[0]
     assert g["test"]["per_class_recall"]  # mean recall per class over the seeds
+
+
+def test_paper_columns_only_for_astrom3s_ten_classes(tmp_path):
+    """Runs on another survey's classes (or on a subset of AstroM3's) get no paper numbers beside them: those were
+    measured on ASAS-SN's ten classes. The same runs renamed to the ten classes get them back."""
+    rng = np.random.default_rng(5)
+
+    def runs(root: Path, names: list[str]) -> None:
+        for seed in (42, 0):
+            m = fake_metrics("photo", "full", seed, "scratch", 0.9, rng)
+            for key in ("test", "test_full"):
+                rep = m[key]
+                rep["class_names"] = names
+                rep["per_class_recall"] = dict(zip(names, rep["per_class_recall"].values()))
+            write_run(root / "runs" / f"photo-full-s{seed}-scratch", m, seed=seed)
+
+    survey = [f"C{i}" for i in range(10)]
+    runs(tmp_path / "survey", survey)
+    res = collect(tmp_path / "survey", out=tmp_path / "o1", plot=False)
+    g = _group(res, "photo", "full", "scratch")
+    assert g["test"]["paper_mean"] is None and g["class_names"] == survey
+    assert any("not AstroM3's ten classes" in w for w in res["warnings"])
+    md = (tmp_path / "o1" / "results.md").read_text()
+    assert "Paper columns empty" in md and "90.724" not in md
+    runs(tmp_path / "ten", list(CLASS_NAMES))
+    res = collect(tmp_path / "ten", out=tmp_path / "o2", plot=False)
+    assert _group(res, "photo", "full", "scratch")["test"]["paper_mean"] == 90.724
+    assert "90.724 ± 1.464" in (tmp_path / "o2" / "results.md").read_text()
+    from astrom3_hpc.results.paper import not_comparable
+
+    two = {"class_names": ["RRAB", "RRC"], "test": {"per_class_recall": {}}, "test_full": {"per_class_recall": {}}}
+    assert not_comparable([two]) == "these runs classify 2 of AstroM3's ten classes (RRAB, RRC)"

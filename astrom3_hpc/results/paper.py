@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ..core.constants import CLASS_NAMES
 from ..orchestration.sweep import INITS, MODES
 
 
@@ -49,6 +50,21 @@ def paper_value(mode: str, subset: str, init: str, test_set: str) -> tuple[float
     if p is None or init not in p or (test_set == "test_full" and subset != "full"):
         return None
     return p[init]
+
+
+def not_comparable(groups: Iterable[dict[str, Any]]) -> str | None:
+    """Why the paper's numbers, measured on ASAS-SN's ten classes, are no yardstick for these groups (a survey
+    ingested with `ingest lightcurves`, or a subset of the classes), or None when they are."""
+    names: set[str] = set()
+    for g in groups:
+        names |= set(g.get("class_names") or ()) or {c for ts in TEST_SETS for c in g[ts]["per_class_recall"]}
+    if not names or names == set(CLASS_NAMES):
+        return None
+    foreign = sorted(names - set(CLASS_NAMES))
+    if foreign:
+        more = " ..." if len(foreign) > 6 else ""
+        return f"these runs classify {', '.join(foreign[:6])}{more}, not AstroM3's ten classes"
+    return f"these runs classify {len(names)} of AstroM3's ten classes ({', '.join(sorted(names))})"
 
 
 def pair_key(mode: str, subset: str) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.atomic import atomic_path
 from ..orchestration.sweep import MODES
-from .paper import LABEL_FRACTION, MODE_NAMES, PAPER_RESULTS, SUBSET_ORDER
+from .paper import LABEL_FRACTION, MODE_NAMES, PAPER_RESULTS, SUBSET_ORDER, not_comparable
 
 
 def _pyplot():
@@ -38,6 +38,7 @@ def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = 
     colours = {"clip": "tab:blue", "scratch": "tab:orange"}
     labels = {"clip": "CLIP", "scratch": "no CLIP"}
     offset = {"clip": 1.0, "scratch": -1.0}
+    no_paper = not_comparable(res["groups"])  # another survey's classes: the paper's points are no yardstick
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True)
     for ax, mode in zip(axes, MODES):
         any_data = False
@@ -54,7 +55,7 @@ def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = 
                             lw=1.6 if ts == "test" else 1.0, alpha=1.0 if ts == "test" else 0.55,
                             label=f"{labels[init]} ({'sub-X test' if ts == 'test' else 'full test'})")
             pp = [(LABEL_FRACTION[s], PAPER_RESULTS[(mode, s)][init]) for s in SUBSET_ORDER
-                  if (mode, s) in PAPER_RESULTS]
+                  if (mode, s) in PAPER_RESULTS and not no_paper]
             if pp:
                 ax.errorbar([p[0] + offset[init] * 2.2 for p in pp], [p[1][0] for p in pp],
                             yerr=[p[1][1] for p in pp], fmt="s", mfc="none", mec=colours[init], ecolor=colours[init],

@@ -8,7 +8,8 @@ from dataclasses import asdict
 from typing import Any
 
 from ..orchestration.sweep import HPARAM_KEYS
-from .paper import (ALPHA, EMBEDDING_NAMES, MODE_NAMES, PAPER_RESULTS, TEST_SET_TITLES, TEST_SETS, paper_value)
+from .paper import (ALPHA, EMBEDDING_NAMES, MODE_NAMES, PAPER_RESULTS, TEST_SET_TITLES, TEST_SETS, not_comparable,
+                    paper_value)
 from .read import RunRecord
 
 
@@ -62,6 +63,7 @@ def render_markdown(res: dict[str, Any], std: str = "population") -> str:
     groups = {(g["mode"], g["subset"], g["init"]): g for g in res["groups"]}
     comps = {(c["mode"], c["subset"], c["test_set"]): c for c in res["comparisons"]}
     sm = res["summary"]
+    no_paper = not_comparable(res["groups"])
     pre_line = (f"Pretraining: {sm['pretrain_complete']} of {sm['pretrain_runs']} runs complete "
                 f"({res['pretrain']['n_with_eval']} with an embedding evaluation)." if sm["pretrain_runs"] else "")
     out = [f"# AstroM3 fine-tuning results: {res['sweep']}", "",
@@ -69,7 +71,8 @@ def render_markdown(res: dict[str, Any], std: str = "population") -> str:
            f"Test accuracy (%), mean ± {std} std over seeds ({', '.join(map(str, res['seeds'])) or 'none'}); "
            f"n = seeds with a result (no CLIP / CLIP); p = paired t-test CLIP vs no CLIP (two-sided, "
            f"scipy.stats.ttest_rel) over the seeds both have; \"+\" marks p < {ALPHA} with CLIP better. "
-           f"Paper columns: spec section 4 (AJ version, 5 seeds, population std).", ""]
+           + ("Paper columns: spec section 4 (AJ version, 5 seeds, population std)." if not no_paper else
+              "Paper columns empty: these runs' classes are not AstroM3's ten (see Warnings)."), ""]
     for ts in TEST_SETS:
         out += [f"## Test accuracy on the {TEST_SET_TITLES[ts]}", "",
                 "| modality | subset | n | no CLIP | CLIP | p | paper no CLIP | paper CLIP | macro-F1 no CLIP "
@@ -79,7 +82,8 @@ def render_markdown(res: dict[str, Any], std: str = "population") -> str:
             s, c = groups.get((mode, subset, "scratch")), groups.get((mode, subset, "clip"))
             comp = comps.get((mode, subset, ts))
             plus = bool(comp and comp["plus"])
-            ps, pc = paper_value(mode, subset, "scratch", ts), paper_value(mode, subset, "clip", ts)
+            ps, pc = ((None, None) if no_paper else
+                      (paper_value(mode, subset, "scratch", ts), paper_value(mode, subset, "clip", ts)))
             paper_plus = bool(pc and PAPER_RESULTS[(mode, subset)]["plus"])
             fusion = {g.get("fusion") for g in (s, c) if g} - {None}
             name = MODE_NAMES.get(mode, mode) + (f" ({'/'.join(sorted(fusion))} fusion)" if fusion else "")

@@ -9,8 +9,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .paper import (ALL_INITS, ALPHA, EMBEDDING_VIEWS, PAPER_KNN1, PAPER_RESULTS, TEST_SETS, grid_order, pair_key,
-                    paper_value)
+from .paper import (ALL_INITS, ALPHA, EMBEDDING_VIEWS, PAPER_KNN1, PAPER_RESULTS, TEST_SETS, grid_order,
+                    not_comparable, pair_key, paper_value)
 from .read import RunRecord, finite_number
 
 
@@ -70,7 +70,15 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
                      "n_objects": {r.seed: r.metrics[ts]["n"] for r in rs},
                      "per_class_recall": _mean_recall(r.metrics[ts] for r in rs),
                      "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None}
+        g["class_names"] = sorted({c for r in rs for ts in TEST_SETS
+                                   for c in r.metrics[ts].get("class_names") or ()})
         groups.append(g)
+    no_paper = not_comparable(groups)
+    if no_paper:
+        warn.append(f"the paper's columns are left empty: {no_paper}")
+        for g in groups:
+            for ts in TEST_SETS:
+                g[ts]["paper_mean"] = g[ts]["paper_std"] = None
     comps = []
     idx = {(g["mode"], g["subset"], g["init"]): g for g in groups}
     for (mode, subset) in grid_order({(g["mode"], g["subset"]) for g in groups}):
@@ -85,7 +93,8 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
             comps.append({"mode": mode, "subset": subset, "test_set": ts, **tt,
                           "clip_mean": c[ts]["mean"], "scratch_mean": s[ts]["mean"],
                           "diff": c[ts]["mean"] - s[ts]["mean"], "plus": plus,
-                          "paper_plus": (paper["plus"] if paper and paper_value(mode, subset, "clip", ts) else None)})
+                          "paper_plus": (paper["plus"] if paper and paper_value(mode, subset, "clip", ts)
+                                         and not no_paper else None)})
     return groups, comps, warn
 
 
