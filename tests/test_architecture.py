@@ -11,6 +11,8 @@ Moving files: update LAYER_OF (module prefix -> layer; the longest matching pref
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,6 +191,25 @@ def test_modules_fit_in_one_sitting():
     assert all(reason.strip() for reason in LARGE_OK.values())
     big = {p: n for p, n in sorted(sizes.items()) if n > MAX_LINES and p not in LARGE_OK}
     assert big == {}, f"modules over {MAX_LINES} lines without a reason in LARGE_OK: {big}"
+
+
+
+def test_argument_parsing_lives_in_cli_and_app():
+    """Catches a library module (train, data, ...) growing its own subcommand: the library is usable without the
+    command line, and every option is found in cli/ (the demo, a whole workflow, is the one app)."""
+    parsers = sorted(m for m, p in package_modules(ROOT / PACKAGE, PACKAGE).items()
+                     if layer_of(m, LAYER_OF) not in ("cli", "app") and "add_parser(" in p.read_text())
+    assert parsers == []
+
+
+def test_help_loads_no_heavy_library():
+    """Catches a module-level import that makes every `astrom3 ...` (and each srun task's argument parsing) wait for
+    torch, zarr, scipy or scikit-learn before it has even read its arguments."""
+    code = ("import sys; import astrom3_hpc.cli as c; c.build_parser(); "
+            "print(' '.join(m for m in ('torch', 'zarr', 'scipy', 'sklearn', 'deepspeed', 'astropy', 'submitit', "
+            "'matplotlib', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == []
 
 
 # ------------------------------------------------------------------ the checker itself, on a made-up package

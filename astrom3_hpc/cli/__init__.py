@@ -388,11 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     results_cli.add_parser(sub)
     demo.add_parser(sub)
-    from ..train import baseline, ensemble, predict
+    from .models import add_parsers as add_model_parsers
 
-    baseline.add_parser(sub)
-    ensemble.add_parser(sub)
-    predict.add_parser(sub)
+    add_model_parsers(sub)
     return p
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from ..data import periods
-from ..data.sources.lightcurves import LightCurveTableSource, TableError, TableOptions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
 
 
-def source_from_args(args: argparse.Namespace) -> LightCurveTableSource:
+def source_from_args(args: argparse.Namespace):
+    # Imported here: the readers pull in zarr and scipy, which `astrom3 --help` should not wait for.
+    from ..data.sources.lightcurves import LightCurveTableSource, TableError, TableOptions
+
     if not args.points or not args.objects:
         raise TableError("astrom3 ingest lightcurves needs --points and --objects")
     return LightCurveTableSource(TableOptions(

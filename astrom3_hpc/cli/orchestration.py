@@ -19,7 +19,6 @@ from ..distributed.rendezvous_check import check_rendezvous
 from ..orchestration.sbatch import submit_sweep_sbatch
 from ..orchestration.status import format_status, sweep_status
 from ..orchestration.submission import JOBS_FILE, array_spec, create_sweep
-from ..orchestration.submitit_launch import launch_pretrain, launch_sweep
 from ..orchestration.sweep import INITS, MANIFEST, MODES, Sweep, run_missing_task
 
 
@@ -205,6 +204,8 @@ def cmd_sweep_submit(a) -> int:
             _print_entry(entry, a.sweep_dir)
         return 0
     params = _sbatch_args_to_params(a.sbatch_arg)
+    from ..orchestration.submitit_launch import launch_sweep  # submitit: only when used
+
     entry = launch_sweep(sw, cluster=a.cluster, gpus_per_node=a.gpus_per_node, slurm_parameters=params, **kw)
     _print_entry(entry, a.sweep_dir)
     return _wait_entry(entry) if a.wait else 0
@@ -229,6 +230,8 @@ def cmd_sweep_status(a) -> int:
 
 @_errors_to_exit_code
 def cmd_launch_pretrain(a) -> int:
+    from ..orchestration.submitit_launch import launch_pretrain
+
     job = launch_pretrain(a.run_dir, a.config, a.set, nodes=a.nodes, tasks_per_node=a.tasks_per_node,
                           cpus_per_task=a.cpus_per_task, cluster=a.cluster, folder=a.folder, timeout_min=a.time,
                           partition=a.partition, account=a.account, gpus_per_node=a.gpus_per_node,

@@ -10,7 +10,6 @@ predictions_unlabelled.csv (objects without a class, when the store has any) and
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -162,27 +161,3 @@ def baseline_features(store: Store, rows: np.ndarray, period_source: str) -> np.
     if period_source == "ls":
         return cached_features(store)[rows].astype(np.float64)
     return store_features(store, rows, period_source)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("baseline", help="classical light-curve classifier (Lomb-Scargle + Fourier + statistics, "
-                                        "gradient boosting) on a store's splits",
-                       description="Writes metrics.json (fine-tune format, init 'baseline'), predictions.csv and "
-                                   "confusion_test.png into --out, so `astrom3 collect` lists it beside the networks.")
-    p.add_argument("store")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--seed", type=int, default=42, help="split seed")
-    p.add_argument("--subset", default="full", choices=["full", "sub50", "sub25", "sub10"])
-    p.add_argument("--period", choices=["ls", "store"], default="ls",
-                   help="ls (default): the Lomb-Scargle period only; store: the store's period (catalogue where "
-                        "the source gave one)")
-    p.add_argument("--threads", type=int, default=1, help="OpenMP threads for gradient boosting (default 1)")
-    p.set_defaults(func=cmd_baseline)
-
-
-def cmd_baseline(args) -> int:
-    out = run_baseline(args.store, args.out, args.seed, args.subset, args.period, threads=args.threads)
-    print(json.dumps({k: out[k] for k in ("subset", "seed", "test_accuracy")} |
-                     {"test_macro_f1": out["test"]["macro_f1"], "per_class_recall": out["test"]["per_class_recall"]},
-                     indent=2))
-    return 0

@@ -114,25 +114,3 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
              f"; validation macro-F1 {result['val']['macro_f1']:.3f}" if "val" in result else "")
     return result
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("ensemble", help="average the class probabilities of fine-tune and baseline runs",
-                       description="Members: runs on the same store, split seed and subset: fine-tune runs that "
-                                   "differ in train.model_seed (a seed ensemble), or a fine-tune run and an "
-                                   "`astrom3 baseline` run. Writes metrics.json, predictions.csv, "
-                                   "confusion_test.png, and, where every member has predictions_val.csv, "
-                                   "predictions_val.csv and the validation report (metrics.json 'val'): choose "
-                                   "between models on that, not on test.")
-    p.add_argument("runs", nargs="+", help="fine-tune or baseline run directories (each with predictions.csv)")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.set_defaults(func=cmd_ensemble)
-
-
-def cmd_ensemble(args) -> int:
-    out = ensemble(args.runs, args.out)
-    print(json.dumps({"members": len(out["members"]), "test_accuracy": out["test_accuracy"],
-                      "test_macro_f1": out["test"]["macro_f1"],
-                      "val_macro_f1": out.get("val", {}).get("macro_f1"),
-                      "per_class_recall": out["test"]["per_class_recall"]}, indent=2))
-    return 0

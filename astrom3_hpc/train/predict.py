@@ -196,34 +196,3 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
              f"; macro-F1 over the {int(known.sum())} with a known class: {out['scored']['macro_f1']:.3f}"
              if known.any() else "")
     return out
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="classify another store's objects with a finished fine-tune, baseline "
-                                       "or ensemble run",
-                       description="Runs a trained model over every valid object of STORE (a new field or "
-                                   "release, ingested like the training data; labels optional) with the input "
-                                   "scaling of the store it was trained on. Writes OUT/predictions.csv (row, "
-                                   "object_id, true_class or empty, predicted_class, p_<class>...) and "
-                                   "OUT/metrics.json (counts per class; the report over objects whose label is "
-                                   "a class the model knows).",
-                       epilog="example: astrom3 predict runs/periodic-s42 --store data/new_field.zarr "
-                              "--out runs/periodic-s42/new_field")
-    p.add_argument("run", help="a finished fine-tune, `astrom3 baseline` or `astrom3 ensemble` run directory")
-    p.add_argument("--store", required=True, help="the store whose objects to classify")
-    p.add_argument("--out", required=True, help="directory for predictions.csv and metrics.json")
-    p.add_argument("--train-store", help="where the run's training store is now, if it moved (default: the "
-                                         "path the run recorded)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    p.add_argument("--batch-size", type=int, default=256, help="objects per forward pass (default 256)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args) -> int:
-    out = predict(args.run, args.store, args.out, args.train_store, args.threads, args.batch_size,
-                  not args.no_progress)
-    print(json.dumps({"objects": out["all"]["n"], "predicted": out["all"]["predicted"]}
-                     | ({"scored_macro_f1": out["scored"]["macro_f1"], "scored_accuracy": out["scored"]["accuracy"]}
-                        if "scored" in out else {}), indent=2))
-    return 0
