@@ -551,3 +551,41 @@ def test_a_band_the_table_does_not_hold_is_one_clear_error(tmp_path, capsys):
         in err
     assert "Traceback" not in err and "--on-error skip" not in err
     _no_leftovers(tmp_path, out)
+
+
+def test_points_left_out_are_counted_and_repeats_do_not_weigh_twice(tmp_path, capsys):
+    """Rows no light curve should hold (a NaN, an error of 0, a row repeated exactly) are left out before the
+    period search and counted per reason in the store's summary; an object left with too few names why."""
+    from astrom3_hpc.data import periods
+    from astrom3_hpc.data.sources.common import mag_to_flux_mjy
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(5)
+    curves = {}
+    for i in range(9):
+        t = np.sort(rng.uniform(0, 300, 90))
+        curves[i] = np.stack([t, 15 + 0.3 * np.sin(2 * np.pi * t / rng.uniform(0.3, 3.0)), np.full(90, 0.02)], 1)
+    lines = [f"{i},{t:.5f},{m:.4f},{e}" for i, c in curves.items() for t, m, e in c]
+    lines += [lines[5]] * 3 + [lines[6]]  # object 0: four repeats of two rows, at the end of the file
+    lines += ["1,310.0,nan,0.02", "1,311.0,15.1,0", "2,312.0,15.2,-0.01"]
+    lines += [f"9,{t},15.{t},0" for t in range(20)]  # object 9: no usable error at all
+    (tmp_path / "points.csv").write_text("id,t,mag,err\n" + "\n".join(lines) + "\n")
+    (tmp_path / "objects.csv").write_text("id,cls\n" + "".join(f"{i},{'AB'[i % 2]}\n" for i in range(10)))
+    out = tmp_path / "s.zarr"
+    args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
+            str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
+            "--label-column", "cls", "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "object 9 (" in err and "0 usable rows of 20; left out: error <= 0 (20); at least 5 needed" in err
+    _no_leftovers(tmp_path, out)
+    assert main([*args, "--on-error", "skip"]) == 0
+    s = Store(out)
+    assert s.attrs["summary"]["points_dropped"] == {"non-finite value": {"points": 1, "objects": 1},
+                                                    "error <= 0": {"points": 2, "objects": 2},
+                                                    "exact repeat": {"points": 4, "objects": 1}}
+    assert s.attrs["summary"]["lc_points"] == 9 * 90
+    t, m, e = curves[0][:, 0], np.round(curves[0][:, 1], 4), curves[0][:, 2]
+    flux, err = mag_to_flux_mjy(np.round(m, 4), e)
+    expect = periods.search(np.round(t, 5), flux, err).as_array()
+    np.testing.assert_allclose(s.root["lc/period_search"][0], expect, rtol=1e-6)

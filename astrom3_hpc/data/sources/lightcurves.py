@@ -275,15 +275,17 @@ class LightCurveTableSource:
         if key in self._points.bad:
             raise BadInputError(key, self.opt.points, self._points.bad[key])
         s, e = self._points.groups.get(key, (0, 0))
-        rows = self._points.values[s:e]
-        rows = rows[np.all(np.isfinite(rows[:, :3]), axis=1)]
-        if self.opt.mag_column:  # survey "no measurement" sentinels
-            rows = rows[(rows[:, 1] < _MAG_SENTINEL) & (rows[:, 2] < _ERR_SENTINEL)]
+        rows, dropped = usable_rows(self._points.values[s:e], magnitudes=bool(self.opt.mag_column))
         if len(self.bands) > 1:
-            rows = merge_bands(rows, magnitudes=bool(self.opt.mag_column))
+            merged = merge_bands(rows, magnitudes=bool(self.opt.mag_column))
+            if len(merged) < len(rows):
+                dropped[f"band with < {MIN_POINTS} points"] = len(rows) - len(merged)
+            rows = merged
         if len(rows) < MIN_POINTS:
             band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
-            raise BadInputError(key, self.opt.points, f"{len(rows)} usable rows{band} (at least {MIN_POINTS} needed)")
+            why = f" of {e - s}; left out: " + ", ".join(f"{k} ({n})" for k, n in dropped.items()) if dropped else ""
+            raise BadInputError(key, self.opt.points,
+                                f"{len(rows)} usable rows{band}{why}; at least {MIN_POINTS} needed")
         lc = rows[:, :3]
         if np.ptp(lc[:, 1]) == 0:
             raise BadInputError(key, self.opt.points, f"all {len(lc)} usable values are {lc[0, 1]:g}: a constant "
@@ -302,7 +304,34 @@ class LightCurveTableSource:
         return RawObject(object_id=int(self.object_ids[index]), label=int(self.labels[index]), lc=lc,
                          spec_wave=np.zeros(0), spec_flux=np.zeros(0), spec_ivar=np.zeros(0),
                          meta=np.full(len(META_COLUMNS), np.nan), aux=aux, source=src,
-                         extra={"modalities": ("photo",), "period_search": ls.as_array(), "name": key})
+                         extra={"modalities": ("photo",), "period_search": ls.as_array(), "name": key,
+                                "points_dropped": dropped})
+
+
+def usable_rows(rows: np.ndarray, *, magnitudes: bool) -> tuple[np.ndarray, dict[str, int]]:
+    """An object's (time, value, err, band) rows without those no light curve should hold, and how many went for
+    each reason (ingest sums them into the store's summary, so a survey's quirks are seen, not silently absorbed).
+
+    A row repeated exactly (a catalogue merged from overlapping releases) would weigh its epoch twice in the
+    period search and the fit; two different values at one time are kept (Stripe 82 has such pairs from
+    overlapping runs). An error of zero or less would get infinite or negative weight."""
+    dropped: dict[str, int] = {}
+
+    def keep(mask: np.ndarray, reason: str) -> None:
+        nonlocal rows
+        if not mask.all():
+            dropped[reason] = int((~mask).sum())
+            rows = rows[mask]
+
+    keep(np.all(np.isfinite(rows[:, :3]), axis=1), "non-finite value")
+    if magnitudes:  # survey "no measurement" values (SDSS: magnitude 99.999, error 9.999)
+        keep((rows[:, 1] < _MAG_SENTINEL) & (rows[:, 2] < _ERR_SENTINEL), "no-measurement sentinel")
+    keep(rows[:, 2] > 0, "error <= 0")
+    order = np.lexsort(rows.T[::-1])
+    repeat = np.zeros(len(rows), bool)
+    repeat[order[1:]] = np.all(rows[order[1:]] == rows[order[:-1]], axis=1)
+    keep(~repeat, "exact repeat")
+    return rows, dropped
 
 
 MERGE_RULE = ("bands merged per object: each band shifted to band {first}'s median (or the next listed band's "
