@@ -35,6 +35,14 @@ def mad(x: np.ndarray) -> float:
     return float(np.median(np.abs(x - np.median(x))))
 
 
+def repeated_rows(rows: np.ndarray) -> np.ndarray:
+    """True for every row equal in all columns to an earlier one (each first copy stays False), in any row order."""
+    order = np.lexsort(rows.T[::-1])
+    repeat = np.zeros(len(rows), bool)
+    repeat[order[1:]] = np.all(rows[order[1:]] == rows[order[:-1]], axis=1)
+    return repeat
+
+
 def light_curve(lc: np.ndarray, object_id, source: str) -> tuple[np.ndarray, np.ndarray]:
     lc = np.asarray(lc, dtype=np.float64)
     if lc.ndim != 2 or lc.shape[1] != 3:
@@ -42,9 +50,9 @@ def light_curve(lc: np.ndarray, object_id, source: str) -> tuple[np.ndarray, np.
     lc = lc[np.all(np.isfinite(lc), axis=1)]
     if len(lc) == 0:
         raise BadInputError(object_id, source, "empty light curve (no finite rows)")
-    # Sort rows lexicographically (time first), then drop rows equal to their predecessor: exact duplicates.
+    # Sorted lexicographically (time first), without exact duplicates.
     lc = lc[np.lexsort((lc[:, 2], lc[:, 1], lc[:, 0]))]
-    lc = lc[np.concatenate([[True], np.any(lc[1:] != lc[:-1], axis=1)])]
+    lc = lc[~repeated_rows(lc)]
     t, flux, err = lc[:, 0], lc[:, 1], lc[:, 2]
     m = mad(flux)
     if m <= 0:

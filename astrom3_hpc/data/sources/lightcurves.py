@@ -25,6 +25,7 @@ import numpy as np
 
 from ...core.constants import AUX_COLUMNS, META_COLUMNS
 from .. import periods
+from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
 from .common import mag_to_flux_mjy
@@ -327,10 +328,7 @@ def usable_rows(rows: np.ndarray, *, magnitudes: bool) -> tuple[np.ndarray, dict
     if magnitudes:  # survey "no measurement" values (SDSS: magnitude 99.999, error 9.999)
         keep((rows[:, 1] < _MAG_SENTINEL) & (rows[:, 2] < _ERR_SENTINEL), "no-measurement sentinel")
     keep(rows[:, 2] > 0, "error <= 0")
-    order = np.lexsort(rows.T[::-1])
-    repeat = np.zeros(len(rows), bool)
-    repeat[order[1:]] = np.all(rows[order[1:]] == rows[order[:-1]], axis=1)
-    keep(~repeat, "exact repeat")
+    keep(~repeated_rows(rows), "exact repeat")
     return rows, dropped
 
 
