@@ -226,6 +226,15 @@ def _no_leftovers(d: Path, out: Path) -> None:
     assert not [p for p in d.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
 
 
+def _fails_then_skips(args: list[str], d: Path, out: Path, capsys) -> str:
+    """Ingest `args` fails (exit 2, nothing written) and then, with --on-error skip, succeeds; the failure's stderr."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    _no_leftovers(d, out)
+    assert main([*args, "--on-error", "skip"]) == 0
+    return err
+
+
 def test_object_without_points_fails_or_is_skipped(tmp_path):
     from astrom3_hpc.data.store import Store
 
@@ -523,11 +532,8 @@ def test_constant_curve_is_named_and_placeholder_periods_fall_back(tmp_path, cap
     args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
             str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
             "--err-column", "err", "--label-column", "cls", "--period-column", "P", "--out", str(out), "--no-progress"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
+    err = _fails_then_skips(args, tmp_path, out, capsys)
     assert "object 0 (" in err and "all 120 usable values are 15: a constant light curve" in err
-    _no_leftovers(tmp_path, out)
-    assert main([*args, "--on-error", "skip"]) == 0
     s = Store(out)
     assert [str(r["object_id"]) for r in json.loads((out / "skipped.json").read_text())] == ["0"]
     valid = s.root["valid"][:]
@@ -575,11 +581,8 @@ def test_points_left_out_are_counted_and_repeats_do_not_weigh_twice(tmp_path, ca
     args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
             str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
             "--label-column", "cls", "--out", str(out), "--no-progress"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
+    err = _fails_then_skips(args, tmp_path, out, capsys)
     assert "object 9 (" in err and "0 usable rows of 20; left out: error <= 0 (20); at least 5 needed" in err
-    _no_leftovers(tmp_path, out)
-    assert main([*args, "--on-error", "skip"]) == 0
     s = Store(out)
     assert s.attrs["summary"]["points_dropped"] == {"non-finite value": {"points": 1, "objects": 1},
                                                     "error <= 0": {"points": 2, "objects": 2},
