@@ -204,7 +204,7 @@ def _run_once(target: str, path: str, world_size: int, out: Path, launcher: str,
     procs: list[Any] = []
     logs: list[Path] = []
     try:
-        if launcher == "env":
+        if launcher in ("env", "forkserver"):
             port = str(free_port())
             for r in range(world_size):
                 e = child_env({"RANK": str(r), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(r),
@@ -212,19 +212,13 @@ def _run_once(target: str, path: str, world_size: int, out: Path, launcher: str,
                                "MASTER_PORT": port, **(env or {})})
                 log = out / f"rank{r}.log"
                 logs.append(log)
+                if launcher == "forkserver":
+                    procs.append(_ForkserverProc(cmd_tail[1:], e, log))
+                    continue
                 with open(log, "wb") as f:
                     procs.append(subprocess.Popen([sys.executable] + cmd_tail, env=e, stdout=f,
                                                   stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
                                                   start_new_session=True))
-        elif launcher == "forkserver":
-            port = str(free_port())
-            for r in range(world_size):
-                e = child_env({"RANK": str(r), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(r),
-                               "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
-                               "MASTER_PORT": port, **(env or {})})
-                log = out / f"rank{r}.log"
-                logs.append(log)
-                procs.append(_ForkserverProc(cmd_tail[1:], e, log))
         elif launcher == "mpiexec":
             e = child_env(env)
             log = out / "mpiexec.log"
