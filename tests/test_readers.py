@@ -7,6 +7,7 @@ import gzip
 import math
 import multiprocessing as mp
 import pickle
+import re
 import shutil
 import zipfile
 
@@ -15,6 +16,7 @@ import pytest
 
 from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
+from astrom3_hpc.data.sources.tables import TableError
 from conftest import IN_CI, REALDATA
 from astrom3_hpc.data.sources import (
     AstroM3RawSource, LamostSampleSource, Stripe82RRLyraeSource, ZTFVSXSource, icrs_to_galactic, mag_to_flux_mjy,
@@ -283,6 +285,71 @@ def test_stripe82_grouping_and_source():
     o = src.get(0)
     assert o.object_id == 4099 and o.aux[AUX_COLUMNS.index("period")] == pytest.approx(0.641754351271)
     assert o.extra["modalities"] == ("photo",) and np.all(o.lc[:, 1] > 0)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+ZTF_HEADER = "vsx_oid,filter,mjd,mag,magerr\n"
+
+
+def test_ztf_long_table_rows_dropped_and_refused(tmp_path):
+    ok = _write(tmp_path / "ok.csv", ZTF_HEADER + "7,2,58000.1,14.0,0.01\n7,2,58001.2,,0.01\n7,2,58002.3,14.1,0\n"
+                "7,2,58003.4,99.999,9.999\n7,1,58004.5,14.3,0.02\n")
+    tab = read_ztf_vsx_long(ok)  # an empty cell, a zero error, a sentinel: dropped, counted
+    assert tab.n_dropped == 3 and tab.count(7, "r") == 1 and tab.count(7, "g") == 1
+    cases = {
+        "mag": (ZTF_HEADER + "7,2,58000.1,14.0,0.01\n7,2,58001.2,bright,0.01\n",
+                "bad.csv:3: column 'mag' holds 'bright'"),
+        "short": (ZTF_HEADER + "7,2,58000.1,14.0\n", "bad.csv:2: 4 cells, expected at least 5"),
+        "filter": (ZTF_HEADER + "7,2,58000.1,14.0,0.01\n8,4,58001.2,14.0,0.01\n", "filter 4 (vsx_oid 8, mjd 58001.2)"),
+    }
+    for what, (text, message) in cases.items():
+        with pytest.raises(TableError, match=re.escape(message)):  # never a row silently left out
+            read_ztf_vsx_long(_write(tmp_path / "bad.csv", text))
+
+
+@needs_ztf
+def test_ztf_objects_bad_cells_are_the_objects_errors(tmp_path):
+    shutil.copy(ZTF_DIR / "ztf_vsx_lightcurves_long.csv.gz", tmp_path)
+    with open(ZTF_DIR / "ztf_vsx_objects.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["astrom3_class"], rows[1]["period"] = "RR Lyrae", "0.5d"
+    with open(tmp_path / "ztf_vsx_objects.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    src = ZTFVSXSource(tmp_path)
+    with pytest.raises(BadInputError) as e:
+        src.get(0)
+    assert_names(e.value, rows[0]["vsx_oid"], "ztf_vsx_objects.csv:row 2", "astrom3_class 'RR Lyrae'")
+    with pytest.raises(BadInputError) as e:
+        src.get(1)
+    assert_names(e.value, rows[1]["vsx_oid"], "ztf_vsx_objects.csv:row 3", "column 'period' holds '0.5d'")
+    assert src.get(2).object_id == int(rows[2]["vsx_oid"])  # the others still read
+
+
+def test_stripe82_malformed_rows_and_types_refused(tmp_path):
+    lc = "num,time,mag,magerr,band\n1,51000.1,17.0,0.02,r\n1,51001.2,17.1,0.02,r\n2,51000.1,16.0,0.02,r\n"
+    _write(tmp_path / "lc.csv", lc)
+    _write(tmp_path / "periods.csv", "Num,Type,Per\n1,ab,0.55\n2,d,0.40\n")
+    src = Stripe82RRLyraeSource(tmp_path, lc_csv="lc.csv")
+    assert src.get(0).label == CLASS_NAMES.index("RRAB")
+    with pytest.raises(BadInputError) as e:
+        src.get(1)
+    assert_names(e.value, 2, "periods.csv", "Type 'd'")
+    for text, message in (("1,51002.3,17.2,0.02,V\n", "lc.csv:5: band 'V' is none of u, g, r, i, z"),
+                          ("x1,51002.3,17.2,0.02,r\n", "lc.csv:5: num 'x1' is not an integer"),
+                          ("1,51002.3,faint,0.02,r\n", "lc.csv:5: time, mag, magerr")):
+        _write(tmp_path / "lc.csv", lc + text)
+        with pytest.raises(TableError, match=re.escape(message)):
+            Stripe82RRLyraeSource(tmp_path, lc_csv="lc.csv")
+    _write(tmp_path / "lc.csv", lc)
+    _write(tmp_path / "periods.csv", "Num,Type,Per\n1,ab,0.55\n1,c,0.30\n")
+    with pytest.raises(TableError, match=re.escape("periods.csv:3: star 1 listed twice")):
+        Stripe82RRLyraeSource(tmp_path, lc_csv="lc.csv")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ import numpy as np
 from astrom3_hpc.core.constants import CLASS_NAMES
 
 AB_ZERO_POINT_MJY = 3631e3  # 3631 Jy in mJy
+# Survey "no measurement" values (SDSS writes magnitude 99.999, error 9.999): a row at or beyond either is dropped.
+MAG_SENTINEL = 90.0
+ERR_SENTINEL = 9.0
 MODALITIES: tuple[str, ...] = ("photo", "spectra", "meta")
 
 

@@ -28,12 +28,10 @@ from .. import periods
 from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
-from .common import mag_to_flux_mjy
+from .common import ERR_SENTINEL, MAG_SENTINEL, mag_to_flux_mjy
 from .points_table import Points, norm_id, read_points
 from .tables import Table, TableError, open_table, read_header
 
-_MAG_SENTINEL = 90.0  # survey "no measurement" magnitudes (SDSS 99.999) and errors (9.999) are dropped
-_ERR_SENTINEL = 9.0
 MIN_POINTS = 5  # the fewest points of an object, and of a band to merge: fewer fix neither a period nor an offset
 
 
@@ -326,7 +324,7 @@ def usable_rows(rows: np.ndarray, *, magnitudes: bool) -> tuple[np.ndarray, dict
 
     keep(np.all(np.isfinite(rows[:, :3]), axis=1), "non-finite value")
     if magnitudes:  # survey "no measurement" values (SDSS: magnitude 99.999, error 9.999)
-        keep((rows[:, 1] < _MAG_SENTINEL) & (rows[:, 2] < _ERR_SENTINEL), "no-measurement sentinel")
+        keep((rows[:, 1] < MAG_SENTINEL) & (rows[:, 2] < ERR_SENTINEL), "no-measurement sentinel")
     keep(rows[:, 2] > 0, "error <= 0")
     keep(~repeated_rows(rows), "exact repeat")
     return rows, dropped

@@ -4,7 +4,6 @@ and the base of the light-curve-only sources built on one such table."""
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,22 +14,19 @@ import numpy as np
 from astrom3_hpc.core.constants import CLASS_NAMES
 
 from ..text_files import open_text
-from .common import mag_to_flux_mjy
+from .common import ERR_SENTINEL, MAG_SENTINEL, _to_float, mag_to_flux_mjy
+from .tables import TableError
 
 ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
-
-# Magnitudes at or beyond these are survey sentinels (SDSS writes 99.999 for "no measurement").
-_MAG_SENTINEL = 90.0
-_MAGERR_SENTINEL = 9.0
 
 
 @dataclass
 class LongLightCurves:
     """A long light-curve table grouped by object and band (numpy only).
 
-    Rows are sorted by (object id, band) keeping file order inside a group. Rows with non-finite values, a
-    magnitude >= 90 or an error >= 9 (survey sentinels such as SDSS 99.999) or a negative error are dropped at
-    load (`n_dropped`); `object_ids` still lists every object seen in the file.
+    Rows are sorted by (object id, band) keeping file order inside a group. Rows with non-finite values (empty
+    cells), a magnitude >= 90 or an error >= 9 (survey sentinels such as SDSS 99.999) or an error <= 0 are dropped
+    at load (`n_dropped`), as `ingest lightcurves` drops them; `object_ids` still lists every object in the file.
     """
 
     path: str
@@ -86,8 +82,8 @@ def _build_long(path: str, oid: np.ndarray, band: np.ndarray, band_names: tuple[
                 mag: np.ndarray, err: np.ndarray) -> LongLightCurves:
     n_file = oid.size
     object_ids = np.unique(oid)
-    ok = (np.isfinite(t) & np.isfinite(mag) & np.isfinite(err) & (mag < _MAG_SENTINEL) & (err < _MAGERR_SENTINEL)
-          & (err >= 0))
+    ok = (np.isfinite(t) & np.isfinite(mag) & np.isfinite(err) & (mag < MAG_SENTINEL) & (err < ERR_SENTINEL)
+          & (err > 0))
     oid, band, t, mag, err = oid[ok], band[ok], t[ok], mag[ok], err[ok]
     order = np.lexsort((np.arange(oid.size), band, oid))
     return LongLightCurves(path=path, object_ids=object_ids.astype(np.int64), band_names=band_names,
@@ -95,28 +91,41 @@ def _build_long(path: str, oid: np.ndarray, band: np.ndarray, band_names: tuple[
                            mag=mag[order], magerr=err[order], n_rows_file=int(n_file), n_dropped=int(n_file - ok.sum()))
 
 
-def _read_numeric_csv(path: str, ncols: int) -> np.ndarray:
-    """All-numeric CSV with a header row -> (n, ncols) float64 (C parser; tolerant fallback with csv)."""
+def read_numeric_csv(path: str, columns: list[str]) -> np.ndarray:
+    """An all-numeric CSV whose header starts with `columns` -> (n, len(columns)) float64; empty cells are NaN.
+    A short row or a cell that is not a number is an error naming its line, never a row silently left out."""
+    ncols = len(columns)
     try:
         with open_text(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = np.loadtxt(fh, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
-        if arr.shape[1] != ncols:
-            raise ValueError(f"expected {ncols} columns, got {arr.shape[1]}")
+            arr = np.loadtxt(fh, delimiter=",", skiprows=1, usecols=range(ncols), dtype=np.float64, ndmin=2)
         return arr
     except ValueError:
-        rows = []
-        with open_text(path) as fh:
-            rd = csv.reader(fh)
-            next(rd, None)
-            for r in rd:
-                if len(r) < ncols:
-                    continue
-                try:
-                    rows.append([float(x) if x.strip() else math.nan for x in r[:ncols]])
-                except ValueError:
-                    continue
-        return np.asarray(rows, dtype=np.float64).reshape(-1, ncols)
+        pass  # an empty cell or a bad one: the row-by-row reader below tells which
+    rows = []
+    with open_text(path) as fh:
+        rd = csv.reader(fh)
+        next(rd, None)
+        for r in rd:
+            if not r:
+                continue
+            if len(r) < ncols:
+                raise TableError(f"{path}:{rd.line_num}: {len(r)} cells, expected at least {ncols} ({columns})")
+            try:
+                rows.append([_to_float(x) for x in r[:ncols]])
+            except ValueError:
+                k = next(k for k, x in enumerate(r[:ncols]) if not _is_float(x))
+                raise TableError(f"{path}:{rd.line_num}: column {columns[k]!r} holds {r[k]!r}, not a number"
+                                 ) from None
+    return np.asarray(rows, dtype=np.float64).reshape(-1, ncols)
+
+
+def _is_float(x: str) -> bool:
+    try:
+        _to_float(x)
+    except ValueError:
+        return False
+    return True
 
 
 def _band_name(band: str | int, allowed: Iterable[str]) -> str:

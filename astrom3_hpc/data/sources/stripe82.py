@@ -17,6 +17,7 @@ from astrom3_hpc.data.raw import BadInputError, RawObject
 from ..text_files import open_text
 from .common import _empty_spec, _nan, _to_float
 from .long_table import LongLightCurves, _band_name, _build_long, _LongTableSource
+from .tables import TableError
 
 
 def read_stripe82_long(path: str | os.PathLike) -> LongLightCurves:
@@ -35,16 +36,22 @@ def read_stripe82_long(path: str | os.PathLike) -> LongLightCurves:
         if header[:5] != want:
             raise ValueError(f"{p}: expected columns {want}, got {header}")
         for r in rd:
-            if len(r) < 5 or r[4].strip() not in names:
+            if not r:
                 continue
+            where = f"{p}:{rd.line_num}"
+            if len(r) < 5:
+                raise TableError(f"{where}: {len(r)} cells, expected at least 5 ({want})")
+            if r[4].strip() not in names:
+                raise TableError(f"{where}: band {r[4]!r} is none of {', '.join(names)}")
             try:
-                o = int(r[0])
-                v = (float(r[1]), float(r[2]), float(r[3]))
+                oid.append(int(r[0]))
             except ValueError:
-                continue
-            oid.append(o)
+                raise TableError(f"{where}: num {r[0]!r} is not an integer") from None
+            try:
+                vals.append((_to_float(r[1]), _to_float(r[2]), _to_float(r[3])))  # empty cells: NaN, dropped
+            except ValueError:
+                raise TableError(f"{where}: time, mag, magerr {r[1:4]} are not all numbers") from None
             code.append(names.index(r[4].strip()))
-            vals.append(v)
     a = np.asarray(vals, dtype=np.float64).reshape(-1, 3)
     return _build_long(p, np.asarray(oid, dtype=np.int64), np.asarray(code, dtype=np.int16), names,
                        a[:, 0], a[:, 1], a[:, 2])
@@ -76,9 +83,10 @@ class Stripe82RRLyraeSource(_LongTableSource):
     """The shared SDSS Stripe 82 RR Lyrae set (Sesar et al. 2010) as light-curve-only RawObjects.
 
     One band (g or r, default r; u, i, z accepted), MJD, flux in mJy (`mag_to_flux_mjy`; SDSS 99.999 sentinels
-    dropped). Label from ``periods.csv`` Type: ab -> RRAB, c -> RRC. Aux: period (days) and amplitude (mag, the
-    best-fit template amplitude in that band from ``apj326724t2_mrt.txt`` when present), others NaN. Metadata NaN.
-    Objects follow ``periods.csv`` order when it exists, else ascending star number.
+    dropped). Label from ``periods.csv`` Type: ab -> RRAB, c -> RRC, empty or no row -> -1 (another type is the
+    star's error; a malformed row of either table is an error naming its line). Aux: period (days) and amplitude
+    (mag, the best-fit template amplitude in that band from ``apj326724t2_mrt.txt`` when present), others NaN.
+    Metadata NaN. Objects follow ``periods.csv`` order when it exists, else ascending star number.
     """
 
     _TYPES = {"ab": "RRAB", "c": "RRC"}
@@ -96,16 +104,19 @@ class Stripe82RRLyraeSource(_LongTableSource):
         order: list[int] = []
         if self.periods_path.is_file():
             with open_text(self.periods_path) as fh:
-                for r in csv.DictReader(fh):
+                rd = csv.DictReader(fh)
+                missing = [c for c in ("Num", "Type", "Per") if c not in (rd.fieldnames or [])]
+                if missing:
+                    raise TableError(f"{self.periods_path}: no column {', '.join(missing)} (header: {rd.fieldnames})")
+                for r in rd:
+                    where = f"{self.periods_path}:{rd.line_num}"
                     try:
-                        num = int(r["Num"])
-                    except (KeyError, ValueError):
-                        continue
-                    try:
-                        per = _to_float(r.get("Per", ""))
-                    except ValueError:
-                        per = math.nan
-                    self._periods[num] = ((r.get("Type") or "").strip(), per)
+                        num, per = int(r["Num"]), _to_float(r["Per"] or "")
+                    except (TypeError, ValueError):
+                        raise TableError(f"{where}: Num {r['Num']!r} or Per {r['Per']!r} is not a number") from None
+                    if num in self._periods:
+                        raise TableError(f"{where}: star {num} listed twice")
+                    self._periods[num] = ((r["Type"] or "").strip(), per)
                     order.append(num)
         self._amps = _read_mrt_amplitudes(self.dir / mrt)
         self._table: LongLightCurves | None = read_stripe82_long(self.lc_path)
@@ -129,8 +140,10 @@ class Stripe82RRLyraeSource(_LongTableSource):
         if lc.shape[0] == 0:
             raise BadInputError(oid, str(self.lc_path), f"no usable {self.band}-band points")
         typ, per = self._periods.get(oid, ("", math.nan))
-        cls = self._TYPES.get(typ.lower(), "")
-        label = CLASS_NAMES.index(cls) if cls in CLASS_NAMES else -1
+        if typ and typ.lower() not in self._TYPES:
+            raise BadInputError(oid, str(self.periods_path), f"Type {typ!r} is neither 'ab' (RRAB) nor 'c' (RRC); "
+                                "leave it empty for an unlabelled star")
+        label = CLASS_NAMES.index(self._TYPES[typ.lower()]) if typ else -1
         aux = _nan(len(AUX_COLUMNS))
         aux[AUX_COLUMNS.index("period")] = per
         aux[AUX_COLUMNS.index("amplitude")] = self._amps.get(oid, {}).get(self.band, math.nan)

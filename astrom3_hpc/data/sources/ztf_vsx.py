@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import csv
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from astrom3_hpc.core.constants import AUX_COLUMNS, META_COLUMNS
+from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
 from ..text_files import open_text
 from .common import _empty_spec, _label_of, _nan, _to_float
-from .long_table import ZTF_FILTERS, LongLightCurves, _band_name, _build_long, _LongTableSource, \
-    _read_numeric_csv
+from .long_table import ZTF_FILTERS, LongLightCurves, _band_name, _build_long, _LongTableSource, read_numeric_csv
+from .tables import TableError
 
 
 def read_ztf_vsx_long(path: str | os.PathLike) -> LongLightCurves:
@@ -29,7 +28,7 @@ def read_ztf_vsx_long(path: str | os.PathLike) -> LongLightCurves:
     want = ["vsx_oid", "filter", "mjd", "mag", "magerr"]
     if header[:5] != want:
         raise ValueError(f"{p}: expected columns {want}, got {header}")
-    a = _read_numeric_csv(p, 5)
+    a = read_numeric_csv(p, want)
     top = np.abs(a[:, 0]).max() if a.size else 0.0
     if top >= 2 ** 53:  # parsed as float64: larger ids are no longer exact
         raise ValueError(f"{p}: vsx_oid values reach {top:.0f}, beyond what this reader keeps "
@@ -38,20 +37,23 @@ def read_ztf_vsx_long(path: str | os.PathLike) -> LongLightCurves:
     names = tuple(ZTF_FILTERS[k] for k in sorted(ZTF_FILTERS))
     for k, name in ZTF_FILTERS.items():
         codes[a[:, 1] == k] = names.index(name)
-    keep = codes >= 0
-    a, codes = a[keep], codes[keep]
+    if (codes < 0).any():
+        i = int(np.argmax(codes < 0))
+        raise TableError(f"{p}: filter {a[i, 1]:g} (vsx_oid {a[i, 0]:.0f}, mjd {a[i, 2]}) is none of ZTF's "
+                         f"{', '.join(f'{k} ({n})' for k, n in ZTF_FILTERS.items())}")
     return _build_long(p, a[:, 0].astype(np.int64), codes, names, a[:, 2], a[:, 3], a[:, 4])
 
 
 class ZTFVSXSource(_LongTableSource):
     """The shared ZTF DR3 VSX set (``ztf_vsx_objects.csv`` + ``ztf_vsx_lightcurves_long.csv.gz``) as RawObjects.
 
-    Light-curve only (``extra["modalities"] == ("photo",)``): one band (ZTF r = filter 2 by default), time in
-    MJD, flux in mJy from the AB-like zero point (`mag_to_flux_mjy`). Label from ``astrom3_class`` (-1 when
-    empty or not an AstroM3 class). Spectrum: empty arrays. Metadata NaN except ``l``, ``b`` (degrees) and
-    ``parallax`` = 1000 / ``distance`` (pc) in mas when the distance is positive. Aux: NaN except ``period``
-    (days, the catalogue's ``period`` column). Objects follow the catalogue row order; an object with no point
-    in the chosen band raises BadInputError from `get`. The long table is read once per process, on first use.
+    Light-curve only (``extra["modalities"] == ("photo",)``): one band (ZTF r = filter 2 by default), time in MJD,
+    flux in mJy from the AB-like zero point (`mag_to_flux_mjy`). Label from ``astrom3_class`` (-1 when empty;
+    another name, like a number that is not one, is the object's error). Spectrum: empty arrays. Metadata NaN except
+    ``l``, ``b`` (degrees) and ``parallax`` = 1000 / ``distance`` (pc) in mas when the distance is positive. Aux:
+    NaN except ``period`` (days, the catalogue's ``period`` column). Objects follow the catalogue row order; an
+    object with no point in the chosen band raises BadInputError from `get`. The long table is read once per
+    process, on first use.
     """
 
     def __init__(self, csv_dir: str | os.PathLike, band: str | int = 2, *,
@@ -91,24 +93,20 @@ class ZTFVSXSource(_LongTableSource):
         lc = self.table.get(oid, self.band)
         if lc.shape[0] == 0:
             raise BadInputError(oid, str(self.lc_path), f"no usable ZTF {self.band}-band points")
-        label = _label_of(row.get("astrom3_class", ""), True)
+        cls = row.get("astrom3_class", "").strip()
+        label = _label_of(cls, True) if cls else -1
+        if label == -1 and cls:
+            raise BadInputError(oid, where, f"astrom3_class {cls!r} is none of AstroM3's classes "
+                                f"{', '.join(CLASS_NAMES)} (leave it empty for an unlabelled object, or read the "
+                                f"table with `astrom3 ingest lightcurves --class-map`)")
+        number = {c: _cell_number(row, c, oid, where) for c in ("l", "b", "distance", "period")}
         meta = _nan(len(META_COLUMNS))
         for c in ("l", "b"):
-            try:
-                meta[META_COLUMNS.index(c)] = _to_float(row.get(c, ""))
-            except ValueError:
-                pass
-        try:
-            dist = _to_float(row.get("distance", ""))
-        except ValueError:
-            dist = math.nan
-        if np.isfinite(dist) and dist > 0:
-            meta[META_COLUMNS.index("parallax")] = 1000.0 / dist
+            meta[META_COLUMNS.index(c)] = number[c]
+        if np.isfinite(number["distance"]) and number["distance"] > 0:
+            meta[META_COLUMNS.index("parallax")] = 1000.0 / number["distance"]
         aux = _nan(len(AUX_COLUMNS))
-        try:
-            aux[AUX_COLUMNS.index("period")] = _to_float(row.get("period", ""))
-        except ValueError:
-            pass
+        aux[AUX_COLUMNS.index("period")] = number["period"]
         wave, flux, ivar = _empty_spec()
         return RawObject(object_id=oid, label=int(label), lc=lc, spec_wave=wave, spec_flux=flux, spec_ivar=ivar,
                          meta=meta, aux=aux, source=f"{where}; {self.lc_path} (vsx_oid {oid}, {self.band})",
@@ -116,3 +114,11 @@ class ZTFVSXSource(_LongTableSource):
                                 "name": row.get("Name", ""), "group": row.get("file_group", ""),
                                 "astrom3_class": row.get("astrom3_class", ""), "band": self.band,
                                 "survey": "ZTF DR3"})
+
+
+def _cell_number(row: dict[str, str], column: str, oid: int, where: str) -> float:
+    """The cell as a float (empty: NaN); text that is not a number is the object's error, not a silent NaN."""
+    try:
+        return _to_float(row.get(column, ""))
+    except ValueError:
+        raise BadInputError(oid, where, f"column {column!r} holds {row[column]!r}, not a number") from None
