@@ -226,6 +226,21 @@ def test_query_by_raw_files_matches_stored_embedding(embedded, tmp_path):
             assert [n["row"] for n in q["neighbours"]["photo"]] == [n["row"] for n in by_id["neighbours"]["photo"]]
 
 
+def test_query_csv_rows_dropped_and_refused(tmp_path):
+    from astrom3_hpc.data.raw import BadInputError
+    from astrom3_hpc.science.search import read_lightcurve_file
+
+    good = "# exported light curve\nhjd,flux,flux_err\n1.0,2.0,0.1\n2.0,,0.1\n3.0,2.5,0.1\n"
+    (tmp_path / "q.csv").write_text(good)
+    np.testing.assert_array_equal(read_lightcurve_file(tmp_path / "q.csv"), [[1.0, 2.0, 0.1], [3.0, 2.5, 0.1]])
+    for text, where, why in ((good + "4.0,faint,0.1\n", "q.csv:6", "'faint' is not a number"),
+                             (good + "4.0,2.0\n", "q.csv:6", "2 cells, expected at least 3")):
+        (tmp_path / "q.csv").write_text(text)
+        with pytest.raises(BadInputError, match=why) as e:  # never a row silently left out of the query
+            read_lightcurve_file(tmp_path / "q.csv")
+        assert where in str(e.value)
+
+
 # ---------------------------------------------------------------------------------------------------- outliers
 
 def test_detection_metrics_on_known_cases():

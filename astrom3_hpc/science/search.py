@@ -162,49 +162,51 @@ def recall_report(emb: Embeddings, split: str = "test", ks=RECALL_KS, index: str
 
 def read_lightcurve_file(path: str | Path) -> np.ndarray:
     """(n, 3) [time, flux, flux_err] from an ASAS-SN .dat(.gz) or a CSV (header naming time/hjd/mjd, flux,
-    flux_err; or no header and those three columns first)."""
+    flux_err; or no header and those three columns first). In a CSV, `#` lines are comments and empty or NaN
+    cells drop their row; a cell that is not a number is an error naming its line, never a row left out."""
     from ..data.raw import BadInputError
     from ..data.sources.asassn import read_asassn_dat
+    from ..data.sources.common import _to_float, is_number
+    from ..data.text_files import open_text
 
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".csv") or name.endswith(".csv.gz"):
-        import csv
-        import gzip
+    if not (name.endswith(".csv") or name.endswith(".csv.gz")):
+        return read_asassn_dat(path, path.stem)
+    import csv
 
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith("#")]
-        if not rows:
-            raise BadInputError(path.stem, str(path), "empty light-curve CSV")
-        head = [c.strip().lower() for c in rows[0]]
-        cols = [0, 1, 2]
-        try:
-            [float(x) for x in rows[0][:3]]
-            body = rows
-        except ValueError:
-            body = rows[1:]
+    with open_text(path) as f:
+        rd = csv.reader(f)
+        rows = [(rd.line_num, r) for r in rd if r and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise BadInputError(path.stem, str(path), "empty light-curve CSV")
+    head = [c.strip().lower() for c in rows[0][1]]
+    cols = [0, 1, 2]
+    body = rows
+    if not all(is_number(x) for x in rows[0][1][:3]):
+        body = rows[1:]
 
-            def find(names):
-                for nm in names:
-                    if nm in head:
-                        return head.index(nm)
-                raise BadInputError(path.stem, str(path), f"CSV header {head} lacks one of {names}")
+        def find(names):
+            for nm in names:
+                if nm in head:
+                    return head.index(nm)
+            raise BadInputError(path.stem, str(path), f"CSV header {head} lacks one of {names}")
 
-            cols = [find(("time", "hjd", "mjd", "jd", "t")), find(("flux",)),
-                    find(("flux_err", "flux_error", "fluxerr", "e_flux", "err"))]
-        data = []
-        for r in body:
-            try:
-                data.append([float(r[c]) for c in cols])
-            except (ValueError, IndexError):
-                continue
-        lc = np.asarray(data, dtype=np.float64).reshape(-1, 3)
-        lc = lc[np.isfinite(lc).all(1)]
-        if len(lc) == 0:
-            raise BadInputError(path.stem, str(path), "no usable rows in light-curve CSV")
-        return lc
-    return read_asassn_dat(path, path.stem)
+        cols = [find(("time", "hjd", "mjd", "jd", "t")), find(("flux",)),
+                find(("flux_err", "flux_error", "fluxerr", "e_flux", "err"))]
+    data = []
+    for line, r in body:
+        if len(r) <= max(cols):
+            raise BadInputError(path.stem, f"{path}:{line}", f"{len(r)} cells, expected at least {max(cols) + 1}")
+        bad = [r[c] for c in cols if not is_number(r[c])]
+        if bad:
+            raise BadInputError(path.stem, f"{path}:{line}", f"{bad[0]!r} is not a number")
+        data.append([_to_float(r[c]) for c in cols])
+    lc = np.asarray(data, dtype=np.float64).reshape(-1, 3)
+    lc = lc[np.isfinite(lc).all(1)]
+    if len(lc) == 0:
+        raise BadInputError(path.stem, str(path), "no usable rows in light-curve CSV")
+    return lc
 
 
 def file_modality(path: str | Path) -> str:

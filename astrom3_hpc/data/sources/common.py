@@ -76,6 +76,15 @@ def _to_float(s: str) -> float:
     return float(s)
 
 
+def is_number(cell: str) -> bool:
+    """Whether `_to_float` reads the cell (an empty or NaN-like cell is a missing number, not a bad one)."""
+    try:
+        _to_float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 
 def _label_of(name: str, allow_unknown: bool) -> int | None:
     name = name.strip()

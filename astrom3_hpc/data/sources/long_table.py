@@ -14,7 +14,7 @@ import numpy as np
 from astrom3_hpc.core.constants import CLASS_NAMES
 
 from ..text_files import open_text
-from .common import ERR_SENTINEL, MAG_SENTINEL, _to_float, mag_to_flux_mjy
+from .common import ERR_SENTINEL, MAG_SENTINEL, _to_float, is_number, mag_to_flux_mjy
 from .tables import TableError
 
 ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
@@ -114,18 +114,10 @@ def read_numeric_csv(path: str, columns: list[str]) -> np.ndarray:
             try:
                 rows.append([_to_float(x) for x in r[:ncols]])
             except ValueError:
-                k = next(k for k, x in enumerate(r[:ncols]) if not _is_float(x))
+                k = next(k for k, x in enumerate(r[:ncols]) if not is_number(x))
                 raise TableError(f"{path}:{rd.line_num}: column {columns[k]!r} holds {r[k]!r}, not a number"
                                  ) from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, ncols)
-
-
-def _is_float(x: str) -> bool:
-    try:
-        _to_float(x)
-    except ValueError:
-        return False
-    return True
 
 
 def _band_name(band: str | int, allowed: Iterable[str]) -> str:
