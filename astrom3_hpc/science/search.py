@@ -166,7 +166,7 @@ def read_lightcurve_file(path: str | Path) -> np.ndarray:
     cells drop their row; a cell that is not a number is an error naming its line, never a row left out."""
     from ..data.raw import BadInputError
     from ..data.sources.asassn import read_asassn_dat
-    from ..data.sources.common import _to_float, is_number
+    from ..data.sources.common import NotANumber, cell_numbers
     from ..data.text_files import open_text
 
     path = Path(path)
@@ -183,7 +183,9 @@ def read_lightcurve_file(path: str | Path) -> np.ndarray:
     head = [c.strip().lower() for c in rows[0][1]]
     cols = [0, 1, 2]
     body = rows
-    if not all(is_number(x) for x in rows[0][1][:3]):
+    try:
+        cell_numbers(rows[0][1][:3])
+    except NotANumber:  # a header
         body = rows[1:]
 
         def find(names):
@@ -198,10 +200,10 @@ def read_lightcurve_file(path: str | Path) -> np.ndarray:
     for line, r in body:
         if len(r) <= max(cols):
             raise BadInputError(path.stem, f"{path}:{line}", f"{len(r)} cells, expected at least {max(cols) + 1}")
-        bad = [r[c] for c in cols if not is_number(r[c])]
-        if bad:
-            raise BadInputError(path.stem, f"{path}:{line}", f"{bad[0]!r} is not a number")
-        data.append([_to_float(r[c]) for c in cols])
+        try:
+            data.append(cell_numbers([r[c] for c in cols]))
+        except NotANumber as e:
+            raise BadInputError(path.stem, f"{path}:{line}", str(e)) from None
     lc = np.asarray(data, dtype=np.float64).reshape(-1, 3)
     lc = lc[np.isfinite(lc).all(1)]
     if len(lc) == 0:

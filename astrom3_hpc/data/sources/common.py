@@ -76,13 +76,24 @@ def _to_float(s: str) -> float:
     return float(s)
 
 
-def is_number(cell: str) -> bool:
-    """Whether `_to_float` reads the cell (an empty or NaN-like cell is a missing number, not a bad one)."""
-    try:
-        _to_float(cell)
-    except ValueError:
-        return False
-    return True
+class NotANumber(ValueError):
+    """A cell of a row that `cell_numbers` cannot read; `index` is its position in the cells given."""
+
+    def __init__(self, index: int, cell: str):
+        super().__init__(f"{cell!r} is not a number")
+        self.index, self.cell = index, cell
+
+
+def cell_numbers(cells: list[str]) -> list[float]:
+    """The cells as floats, empty or NaN-like ones as NaN (a missing number, not a bad one); the first cell that
+    is not a number raises NotANumber naming it, so a reader can name the column and line."""
+    out = []
+    for i, cell in enumerate(cells):
+        try:
+            out.append(_to_float(cell))
+        except ValueError:
+            raise NotANumber(i, cell) from None
+    return out
 
 
 

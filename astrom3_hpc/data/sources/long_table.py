@@ -14,7 +14,7 @@ import numpy as np
 from astrom3_hpc.core.constants import CLASS_NAMES
 
 from ..text_files import open_text
-from .common import ERR_SENTINEL, MAG_SENTINEL, _to_float, is_number, mag_to_flux_mjy
+from .common import ERR_SENTINEL, MAG_SENTINEL, NotANumber, cell_numbers, mag_to_flux_mjy
 from .tables import TableError
 
 ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
@@ -112,10 +112,9 @@ def read_numeric_csv(path: str, columns: list[str]) -> np.ndarray:
             if len(r) < ncols:
                 raise TableError(f"{path}:{rd.line_num}: {len(r)} cells, expected at least {ncols} ({columns})")
             try:
-                rows.append([_to_float(x) for x in r[:ncols]])
-            except ValueError:
-                k = next(k for k, x in enumerate(r[:ncols]) if not is_number(x))
-                raise TableError(f"{path}:{rd.line_num}: column {columns[k]!r} holds {r[k]!r}, not a number"
+                rows.append(cell_numbers(r[:ncols]))
+            except NotANumber as e:
+                raise TableError(f"{path}:{rd.line_num}: column {columns[e.index]!r} holds {e.cell!r}, not a number"
                                  ) from None
     return np.asarray(rows, dtype=np.float64).reshape(-1, ncols)
 

@@ -15,7 +15,7 @@ from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
 from ..text_files import open_text
-from .common import _empty_spec, _nan, _to_float
+from .common import NotANumber, _empty_spec, _nan, _to_float, cell_numbers
 from .long_table import LongLightCurves, _band_name, _build_long, _LongTableSource
 from .tables import TableError
 
@@ -48,8 +48,8 @@ def read_stripe82_long(path: str | os.PathLike) -> LongLightCurves:
             except ValueError:
                 raise TableError(f"{where}: num {r[0]!r} is not an integer") from None
             try:
-                vals.append((_to_float(r[1]), _to_float(r[2]), _to_float(r[3])))  # empty cells: NaN, dropped
-            except ValueError:
+                vals.append(cell_numbers(r[1:4]))  # empty cells: NaN, dropped
+            except NotANumber:
                 raise TableError(f"{where}: time, mag, magerr {r[1:4]} are not all numbers") from None
             code.append(names.index(r[4].strip()))
     a = np.asarray(vals, dtype=np.float64).reshape(-1, 3)

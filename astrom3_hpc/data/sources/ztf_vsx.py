@@ -94,8 +94,8 @@ class ZTFVSXSource(_LongTableSource):
         if lc.shape[0] == 0:
             raise BadInputError(oid, str(self.lc_path), f"no usable ZTF {self.band}-band points")
         cls = row.get("astrom3_class", "").strip()
-        label = _label_of(cls, True) if cls else -1
-        if label == -1 and cls:
+        label = _label_of(cls, False) if cls else -1
+        if label is None:
             raise BadInputError(oid, where, f"astrom3_class {cls!r} is none of AstroM3's classes "
                                 f"{', '.join(CLASS_NAMES)} (leave it empty for an unlabelled object, or read the "
                                 f"table with `astrom3 ingest lightcurves --class-map`)")
