@@ -122,3 +122,22 @@ def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_pa
         pb.main(["--a", str(a), "--b", str(odd)])
     with pytest.raises(SystemExit):
         pb.main(["--a", str(a), str(b), "--b", str(a)])
+
+
+@pytest.mark.timeout(600)
+def test_subset_averaging_reproduces_the_run_and_refuses_runs_without_subsets(members, tmp_path, capsys):
+    import subset_averaging as sa
+
+    store, (plain, _) = members
+    run = tmp_path / "resampled"
+    run_job("finetune", run, store, sets=(*TINY, "data.lc_fold_resamples=2", "data.lc_feature_resampling=true"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    assert sa.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    m = json.loads((run / "metrics.json").read_text())
+    # The whole-curve variant is the run's own evaluation: the same macro-F1 and loss from the saved weights.
+    for split in ("val", "test"):
+        assert f"{split} whole {100 * m[split]['macro_f1']:.1f}/{m[split]['loss']:.3f}" in out
+        assert f"{split} half_half" in out and f"{split} subsets" in out
+    with pytest.raises(SystemExit, match="not trained with fold resampling"):
+        sa.main([str(plain)])
