@@ -76,3 +76,41 @@ def test_job_script_exit_codes(tmp_path):
     (done / "metrics.json").write_text("{}")
     r = subprocess.run([*script, "0"], capture_output=True, text=True)
     assert r.returncode == 0 and "nothing to do" in r.stderr
+
+
+def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
+    """Catches a sweep that cannot hold the classical baseline (so a cluster user's table lacks the score its
+    networks must beat), a baseline task that runs anything but `astrom3 baseline` on its split, and a baseline
+    asked of a sweep without light curves."""
+    import pytest
+
+    from test_lc_features import _lc_store
+
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.cli.results import main as collect_main
+
+    store = _lc_store(tmp_path / "tables")
+    sw = create_sweep(tmp_path / "lc", seeds=[42], modes=["photo", "meta"], subsets=["full"],
+                      inits=["scratch", "baseline"], finetune_config=str(REPO / "configs" / "periodic_finetune.yaml"),
+                      store=str(store), sets=["train.epochs=1", "train.batch_size=8", "model.d_model=16",
+                                              "model.n_layers=1", "model.n_heads=2", "model.d_ff=32"])
+    assert [(t.mode, t.init) for t in sw.tasks] == [("photo", "scratch"), ("photo", "baseline"), ("meta", "scratch")]
+    base = sw.tasks[1]
+    assert base.hparams is None and sw.run_dir(base).name == "photo-full-s42-baseline"
+    assert sw.task_argv(base) == ["baseline", str(store), "--seed", "42", "--subset", "full", "--out",
+                                  str(sw.run_dir(base))]
+    # Through the array task's own entry point, as sbatch and Submitit start it.
+    script = [sys.executable, str(REPO / "jobs" / "sweep_task.py"), str(sw.root)]
+    for index in (1, 0):
+        r = subprocess.run([*script, str(index)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    by_hand = tmp_path / "by-hand"
+    assert main(["baseline", str(store), "--seed", "42", "--out", str(by_hand)]) == 0
+    task_m, hand_m = (json.loads((d / "metrics.json").read_text()) for d in (sw.run_dir(base), by_hand))
+    assert task_m["init"] == "baseline" and task_m["test"] == hand_m["test"] and task_m["val"] == hand_m["val"]
+    assert collect_main([str(sw.root), "--out", str(tmp_path / "res")]) == 0
+    md = (tmp_path / "res" / "results.md").read_text()
+    assert "| photo | full | baseline | 1 |" in md and "| photo | full | scratch | 1 |" in md
+    with pytest.raises(ValueError, match="needs mode photo"):
+        create_sweep(tmp_path / "bad", seeds=[42], modes=["meta"], subsets=["full"], inits=["baseline"],
+                     store=str(store))

@@ -19,7 +19,7 @@ from ..distributed.rendezvous_check import check_rendezvous
 from ..orchestration.sbatch import submit_sweep_sbatch
 from ..orchestration.status import format_status, sweep_status
 from ..orchestration.submission import JOBS_FILE, array_spec, create_sweep
-from ..orchestration.sweep import INITS, MANIFEST, MODES, Sweep, run_missing_task
+from ..orchestration.sweep import BASELINE, INITS, MANIFEST, MODES, Sweep, run_missing_task
 
 
 def split_list(values: Sequence[str] | None) -> list[str]:
@@ -96,7 +96,9 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
                    help=f"default all: {','.join(MODES)}")
     g.add_argument("--subsets", action="append", default=None, metavar="LIST",
                    help=f"default all: {','.join(SUBSET_FACTORS)}")
-    g.add_argument("--inits", action="append", default=None, metavar="LIST", help=f"default both: {','.join(INITS)}")
+    g.add_argument("--inits", action="append", default=None, metavar="LIST",
+                   help=f"default both: {','.join(INITS)}; add {BASELINE} for the classical light-curve classifier "
+                        "on each photo task's split (`astrom3 baseline`), tabled beside the networks")
     g.add_argument("--config", help="fine-tuning config (e.g. configs/paper_finetune.yaml)")
     g.add_argument("--pretrain-config", help="pretraining config (e.g. configs/paper.yaml)")
     g.add_argument("--store", help="Zarr store for every job (data.store)")
@@ -153,7 +155,9 @@ def _add_resource_args(p: argparse.ArgumentParser, backend_choice: bool) -> None
 def cmd_sweep_create(a) -> int:
     sw = _create_from_args(a, exist_ok=False)
     seeds = sw.seeds
-    print(f"sweep {sw.root}: {len(sw.tasks)} fine-tuning tasks over seeds {seeds}; "
+    n_baseline = sum(t.init == BASELINE for t in sw.tasks)
+    print(f"sweep {sw.root}: {len(sw.tasks) - n_baseline} fine-tuning tasks"
+          f"{f' and {n_baseline} baseline tasks' if n_baseline else ''} over seeds {seeds}; "
           f"{len({t.seed for t in sw.tasks if t.init == 'clip'})} pretraining runs")
     cells = {t.hparams.get("cells") for t in sw.tasks if t.hparams}
     print("per-cell fine-tuning values: " + (", ".join(sorted(c for c in cells if c)) if any(cells) else

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from ..core.atomic import write_json
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
-from .sweep import INITS, MANIFEST, MODES, Sweep, cell_hparams, make_tasks
+from .sweep import BASELINE, INITS, MANIFEST, MODES, Sweep, cell_hparams, make_tasks
 
 
 JOBS_FILE = "jobs.json"
@@ -138,7 +138,8 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
     # Resolve every task's config now: a bad key fails here, not in an array task hours later, and the manifest
     # records each task's per-cell values (configs/finetune_cells.yaml through the config's `cells:` key).
     for t in tasks:
-        t.hparams = cell_hparams(sw.resolve_config(t).to_dict())
+        cfg = sw.resolve_config(t)
+        t.hparams = None if t.init == BASELINE else cell_hparams(cfg.to_dict())
     sw.save()
     return sw
 

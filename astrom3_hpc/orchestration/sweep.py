@@ -2,7 +2,8 @@
 
     <sweep>/manifest.json           tasks + how to run them (config, store, overrides), written atomically
     <sweep>/pretrain/s<seed>/       one pretraining run per split seed
-    <sweep>/runs/<mode>-<subset>-s<seed>-<init>/   one fine-tuning run per task
+    <sweep>/runs/<mode>-<subset>-s<seed>-<init>/   one run per task: a fine-tune, or with init "baseline" the
+                                    classical light-curve classifier (`astrom3 baseline`) on the same split
     <sweep>/logs/                   scheduler output
 
 A task is done when its run directory holds metrics.json (written atomically, only on success): that is all
@@ -22,6 +23,9 @@ from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 
 MODES = ("photo", "spectra", "meta", "all")
 INITS = ("clip", "scratch")
+# A task that fits the classical light-curve baseline on the task's split instead of fine-tuning (mode photo only):
+# a light-curve sweep then carries the score its networks have to beat, and `collect` tables both.
+BASELINE = "baseline"
 MANIFEST = "manifest.json"
 
 
@@ -31,7 +35,7 @@ class Task:
     mode: str
     subset: str
     seed: int
-    init: str  # "clip" (from pretrain_dir) or "scratch"
+    init: str  # "clip" (from pretrain_dir), "scratch" or "baseline"
     run_dir: str  # relative to the sweep directory
     # The task's resolved fine-tuning values (cell_hparams of its config), recorded when the sweep is created.
     hparams: dict[str, Any] | None = None
@@ -75,7 +79,11 @@ class Sweep:
         return str(self.pretrain_dir(task.seed)) if task.init == "clip" else "scratch"
 
     def task_argv(self, task: Task) -> list[str]:
-        """Arguments of `astrom3 finetune` for one task (what the demo runs; run_task builds the same config)."""
+        """Arguments of `astrom3 finetune` (or `astrom3 baseline`) for one task (what the demo runs; run_task
+        builds the same config)."""
+        if task.init == BASELINE:
+            return ["baseline", self.resolve_config(task).data.store, "--seed", str(task.seed), "--subset",
+                    task.subset, "--out", str(self.run_dir(task))]
         argv = ["finetune", "--run-dir", str(self.run_dir(task)), "--mode", task.mode, "--subset", task.subset,
                 "--seed", str(task.seed), "--init", self.task_init(task)]
         if self.finetune_config:
@@ -146,7 +154,8 @@ def cell_hparams(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), inits=INITS) -> list[Task]:
-    """The grid seed x mode x subset x init, ordered by seed so each seed's tasks form one array block."""
+    """The grid seed x mode x subset x init, ordered by seed so each seed's tasks form one array block; init
+    "baseline" only with mode photo (the classical baseline reads light curves alone)."""
     for m in modes:
         if m not in MODES:
             raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
@@ -154,8 +163,11 @@ def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), in
         if s not in SUBSET_FACTORS:
             raise ValueError(f"unknown subset {s!r}; choose from {list(SUBSET_FACTORS)}")
     for i in inits:
-        if i not in INITS:
-            raise ValueError(f"unknown init {i!r}; choose from {INITS}")
+        if i not in (*INITS, BASELINE):
+            raise ValueError(f"unknown init {i!r}; choose from {(*INITS, BASELINE)}")
+    if BASELINE in inits and "photo" not in modes:
+        raise ValueError(f"init {BASELINE!r} is the classical light-curve classifier: it needs mode photo among "
+                         f"the modes (got {list(modes)})")
     tasks = []
     for seed in seeds:
         if seed not in SPLIT_SEEDS:
@@ -163,23 +175,37 @@ def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), in
         for mode in modes:
             for subset in subsets:
                 for init in inits:
+                    if init == BASELINE and mode != "photo":
+                        continue
                     tasks.append(Task(len(tasks), mode, subset, seed, init,
                                       f"runs/{mode}-{subset}-s{seed}-{init}"))
     return tasks
 
 
 def run_task(sweep_dir: str | Path, index: int) -> int:
-    """Run task `index` of a sweep in this process (what each array task does): `astrom3 finetune` with the
-    task's flags, through the same library calls, so the same config, log format and exit codes (0 done,
-    75 preempted after a checkpoint, 2 bad input)."""
+    """Run task `index` of a sweep in this process (what each array task does): `astrom3 finetune` (or
+    `astrom3 baseline`) with the task's flags, through the same library calls, so the same config, log format and
+    exit codes (0 done, 75 preempted after a checkpoint, 2 bad input)."""
     from ..train.jobs import run_command, run_finetune
 
     sw = Sweep.load(sweep_dir)
     if not 0 <= index < len(sw.tasks):
         raise IndexError(f"sweep {sweep_dir} has tasks 0..{len(sw.tasks) - 1}, not {index}")
     task = sw.tasks[index]
+    if task.init == BASELINE:
+        return run_command("baseline", lambda: _run_baseline_task(sw, task))
     return run_command("finetune", lambda: run_finetune(sw.task_config(task), str(sw.run_dir(task))),
                        fail_fast=True)
+
+
+def _run_baseline_task(sw: Sweep, task: Task) -> None:
+    from ..train.baseline import run_baseline
+    from ..train.engine import cpu_threads
+
+    cfg = sw.resolve_config(task)
+    # The array task's cores (or train.threads where the sweep sets it) go to gradient boosting's OpenMP threads.
+    run_baseline(cfg.data.store, str(sw.run_dir(task)), task.seed, task.subset,
+                 threads=cpu_threads(cfg.train.threads, 1))
 
 
 def run_missing_task(sw: Sweep, index: int) -> int:

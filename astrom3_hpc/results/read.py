@@ -232,7 +232,7 @@ def gather_sweep(root: Path) -> Collection:
 
 
 def _parse_dir_name(name: str) -> dict[str, Any]:
-    m = re.fullmatch(r"(?P<mode>[a-z]+)-(?P<subset>sub\d+|full)-s(?P<seed>-?\d+)-(?P<init>clip|scratch)", name)
+    m = re.fullmatch(r"(?P<mode>[a-z]+)-(?P<subset>sub\d+|full)-s(?P<seed>-?\d+)-(?P<init>clip|scratch|baseline)", name)
     if not m:
         return {}
     return {"mode": m["mode"], "subset": m["subset"], "seed": int(m["seed"]), "init": m["init"]}
