@@ -110,7 +110,11 @@ def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
     assert task_m["init"] == "baseline" and task_m["test"] == hand_m["test"] and task_m["val"] == hand_m["val"]
     assert collect_main([str(sw.root), "--out", str(tmp_path / "res")]) == 0
     md = (tmp_path / "res" / "results.md").read_text()
-    assert "| photo | full | baseline | 1 |" in md and "| photo | full | scratch | 1 |" in md
+    assert "| photo | full | scratch | 1 |" in md
+    # Beside the test scores, the validation macro-F1 a model is to be chosen by.
+    t, v = task_m["test"], task_m["val"]
+    assert (f"| photo | full | baseline | 1 | {100 * t['accuracy']:.2f} | {100 * v['macro_f1']:.2f} | "
+            f"{100 * t['macro_f1']:.2f} |") in md
     with pytest.raises(ValueError, match="needs mode photo"):
         create_sweep(tmp_path / "bad", seeds=[42], modes=["meta"], subsets=["full"], inits=["baseline"],
                      store=str(store))

@@ -163,14 +163,17 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
     out = [f"## Macro-F1 and per-class recall on the {TEST_SET_TITLES[ts]}", "",
            "Mean over seeds (%); init `baseline` is `astrom3 baseline` (Lomb-Scargle + Fourier + statistics, "
            "gradient boosting) on the same splits; init `ensemble` is `astrom3 ensemble` (averaged class "
-           "probabilities of its member runs).", "",
-           "| mode | subset | init | n | accuracy | macro-F1 | " + " | ".join(classes) + " |",
-           "|---|---|---|---|---|---|" + "---|" * len(classes)]
+           "probabilities of its member runs). Val macro-F1: on the validation split, the one to choose "
+           "a model by (blank where the runs report none; marked * where only some seeds do).", "",
+           "| mode | subset | init | n | accuracy | val macro-F1 | macro-F1 | " + " | ".join(classes) + " |",
+           "|---|---|---|---|---|---|---|" + "---|" * len(classes)]
     for g in groups:
         rec = g[ts]["per_class_recall"]
         f1 = g[ts]["macro_f1_mean"]
+        val = g.get("val_macro_f1_mean")
+        val_s = "" if val is None else f"{val:.2f}" + ("*" if g.get("val_macro_f1_n", 0) < g["n_seeds"] else "")
         out.append(f"| {g['mode']} | {g['subset']} | {g['init']} | {g['n_seeds']} "
-                   f"| {g[ts]['mean']:.2f} | {f1:.2f} | "
+                   f"| {g[ts]['mean']:.2f} | {val_s} | {f1:.2f} | "
                    + " | ".join(f"{rec[c]:.1f}" if c in rec else "" for c in classes) + " |")
     return out + [""]
 

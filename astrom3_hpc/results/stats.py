@@ -70,6 +70,11 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
                      "n_objects": {r.seed: r.metrics[ts]["n"] for r in rs},
                      "per_class_recall": _mean_recall(r.metrics[ts] for r in rs),
                      "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None}
+        # The validation split's macro-F1 (runs that report one): what options are chosen by, test left alone.
+        val = [100.0 * r.metrics["val"]["macro_f1"] for r in rs
+               if isinstance(r.metrics.get("val"), dict) and r.metrics["val"].get("macro_f1") is not None]
+        g["val_macro_f1_mean"] = float(np.mean(val)) if val else None
+        g["val_macro_f1_n"] = len(val)
         g["class_names"] = sorted({c for r in rs for ts in TEST_SETS
                                    for c in r.metrics[ts].get("class_names") or ()})
         groups.append(g)
