@@ -115,6 +115,14 @@ def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
     t, v = task_m["test"], task_m["val"]
     assert (f"| photo | full | baseline | 1 | {100 * t['accuracy']:.2f} | {100 * v['macro_f1']:.2f} | "
             f"{100 * t['macro_f1']:.2f} |") in md
+    # Each network group against the baseline on the same splits, with the paired bootstrap's interval.
+    net_m = json.loads((sw.run_dir(sw.tasks[0]) / "metrics.json").read_text())
+    row = next(r for r in json.loads((tmp_path / "res" / "results.json").read_text())["against_baseline"])
+    assert (row["init"], row["seeds"]) == ("scratch", [42])
+    for split in ("val", "test"):
+        diff = net_m[split]["macro_f1"] - task_m[split]["macro_f1"]
+        assert abs(row[split]["observed"] - diff) < 1e-9 and row[split]["low"] <= diff <= row[split]["high"]
+    assert f"| photo | full | scratch | 1 | {100 * row['val']['observed']:+.1f} [" in md
     with pytest.raises(ValueError, match="needs mode photo"):
         create_sweep(tmp_path / "bad", seeds=[42], modes=["meta"], subsets=["full"], inits=["baseline"],
                      store=str(store))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..core.atomic import write_json, write_text
+from .bootstrap import against_baseline
 from .logs import _last_line, parse_log_name, read_job_ids  # noqa: F401 - _last_line: tests import it from here
 from .paper import PAPER_KNN1, PAPER_RESULTS
 from .plots import plot_accuracy_vs_fraction, plot_per_class
@@ -47,6 +48,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     out = Path(out) if out is not None else root / "results"
     col = gather(root, exclude=out.resolve() if out.resolve().is_relative_to(root.resolve()) else None)
     groups, comps, warn = aggregate(col.runs)
+    baseline_rows, baseline_warn = against_baseline(col.runs, root)
     pre = aggregate_pretrain(col.pretrain)
     failures = [r for r in col.runs + col.pretrain if r.status != "complete"]
     res: dict[str, Any] = {
@@ -57,10 +59,10 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
                     "missing": sum(r.status == "missing" for r in col.runs), "line": summary_line(col.runs),
                     "pretrain_runs": len(col.pretrain),
                     "pretrain_complete": sum(r.status == "complete" for r in col.pretrain)},
-        "groups": groups, "comparisons": comps, "pretrain": pre,
+        "groups": groups, "comparisons": comps, "against_baseline": baseline_rows, "pretrain": pre,
         "paper": {"results": [{"mode": m, "subset": s, "scratch": v["scratch"], "clip": v["clip"], "plus": v["plus"]}
                               for (m, s), v in PAPER_RESULTS.items()], "knn1": PAPER_KNN1},
-        "warnings": col.warnings + warn,
+        "warnings": col.warnings + warn + baseline_warn,
         "failures": [record_json(r) for r in failures],
         "runs": [record_json(r) for r in col.runs],
         "pretrain_runs": [record_json(r) for r in col.pretrain],
