@@ -221,6 +221,31 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     assert "| photo | full | baseline | 1 |" in md and "| photo | full | ensemble | 1 |" in md and "HADS_or_DSCT" in md
 
 
+def test_a_modality_the_store_lacks_is_refused_before_any_training(lc_store, tmp_path):
+    """Catches a run that learns from zero-filled inputs: fine-tuning spectra on a light-curve store exited 0 with
+    chance-level scores. The trainer and `sweep create` now refuse it, naming the store and what it holds."""
+    import subprocess
+    import sys
+
+    from astrom3_hpc.orchestration.submission import create_sweep
+
+    _, out, _ = lc_store
+    for args, setting in ((["finetune", "--mode", "spectra", "--init", "scratch"], "finetune.mode spectra"),
+                          (["finetune", "--mode", "all", "--init", "scratch"], "finetune.mode all"),
+                          (["pretrain"], "model.modalities")):
+        run = tmp_path / args[0] / args[-1]
+        r = subprocess.run([sys.executable, "-m", "astrom3_hpc.cli", *args, "--run-dir", str(run), "--set",
+                            f"data.store={out}", "train.epochs=1"], capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert f"{out}: no object of the train split (seed 42, full) has spectra, which this run reads ({setting}); " \
+               "the store holds photo (source: lightcurves)" in r.stderr and "Traceback" not in r.stderr
+        assert not (run / "metrics.json").exists() and not list((run / "checkpoints").iterdir())
+    with pytest.raises(ValueError, match="holds photo only, but the tasks of mode all, meta read meta, spectra"):
+        create_sweep(tmp_path / "sw", seeds=[42], modes=["photo", "meta", "all"], subsets=["full"], store=str(out))
+    assert not (tmp_path / "sw").exists()
+    assert len(create_sweep(tmp_path / "sw", seeds=[42], modes=["photo"], subsets=["full"], store=str(out)).tasks) == 2
+
+
 def _no_leftovers(d: Path, out: Path) -> None:
     assert not out.exists()
     assert not [p for p in d.iterdir() if p.name.startswith(f".{out.name}.tmp-")]

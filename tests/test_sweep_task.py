@@ -90,11 +90,11 @@ def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
     from astrom3_hpc.cli.results import main as collect_main
 
     store = _lc_store(tmp_path / "tables")
-    sw = create_sweep(tmp_path / "lc", seeds=[42], modes=["photo", "meta"], subsets=["full"],
+    sw = create_sweep(tmp_path / "lc", seeds=[42], modes=["photo"], subsets=["full"],
                       inits=["scratch", "baseline"], finetune_config=str(REPO / "configs" / "periodic_finetune.yaml"),
                       store=str(store), sets=["train.epochs=1", "train.batch_size=8", "model.d_model=16",
                                               "model.n_layers=1", "model.n_heads=2", "model.d_ff=32"])
-    assert [(t.mode, t.init) for t in sw.tasks] == [("photo", "scratch"), ("photo", "baseline"), ("meta", "scratch")]
+    assert [(t.mode, t.init) for t in sw.tasks] == [("photo", "scratch"), ("photo", "baseline")]
     base = sw.tasks[1]
     assert base.hparams is None and sw.run_dir(base).name == "photo-full-s42-baseline"
     assert sw.task_argv(base) == ["baseline", str(store), "--seed", "42", "--subset", "full", "--out",

@@ -36,12 +36,7 @@ class AstroM3Classifier(nn.Module):
         cfg = resolve(cfg)
         self.cfg = cfg
         self.mode = mode
-        if mode == "all":
-            mods = tuple(cfg.modalities)
-        elif mode in cfg.modalities:
-            mods = (mode,)
-        else:
-            raise ValueError(f"classifier mode must be 'all' or one of {list(cfg.modalities)}, got {mode!r}")
+        mods = mode_modalities(cfg.modalities, mode)
         if fusion not in ("avg", "concat"):
             raise ValueError(f"fusion must be 'avg' or 'concat', got {fusion!r}")
         self.modalities = mods
@@ -84,6 +79,15 @@ class AstroM3Classifier(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         f = self.features(batch)
         return self.head(f.to(self.head.weight.dtype))
+
+
+def mode_modalities(modalities, mode: str) -> tuple[str, ...]:
+    """The modalities a classifier of `mode` reads: every configured one for "all", else the mode's own."""
+    if mode == "all":
+        return tuple(modalities)
+    if mode in modalities:
+        return (mode,)
+    raise ValueError(f"classifier mode must be 'all' or one of {list(modalities)}, got {mode!r}")
 
 
 def build_classifier(cfg: ModelConfig, mode: str, n_classes: int = N_CLASSES, fusion: str = "avg"

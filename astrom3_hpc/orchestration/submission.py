@@ -135,13 +135,38 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
                        inits=tuple(inits))
     sw = Sweep(root, tasks, finetune_config=abs_path(finetune_config), pretrain_config=abs_path(pretrain_config),
                store=abs_path(store), sets=list(sets), pretrain_sets=list(pretrain_sets))
-    # Resolve every task's config now: a bad key fails here, not in an array task hours later, and the manifest
-    # records each task's per-cell values (configs/finetune_cells.yaml through the config's `cells:` key).
+    from ..model.classifier import mode_modalities  # torch: not for `astrom3 --help`
+
+    # Resolve every task's config now: a bad key or a modality the store lacks fails here, not in an array task
+    # hours later, and the manifest records each task's per-cell values (configs/finetune_cells.yaml through the
+    # config's `cells:` key).
+    lacking: dict[str, set[str]] = {}  # mode -> what its tasks read that their store has no object with
+    held: dict[str, frozenset[str]] = {}
     for t in tasks:
         cfg = sw.resolve_config(t)
         t.hparams = None if t.init == BASELINE else cell_hparams(cfg.to_dict())
+        reads = {"photo"} if t.init == BASELINE else set(mode_modalities(cfg.model.modalities, t.mode))
+        path = cfg.data.store
+        if path not in held:
+            held[path] = held_modalities(path)
+        if reads - held[path]:
+            lacking.setdefault(t.mode, set()).update(reads - held[path])
+    if lacking:
+        raise ValueError(f"{', '.join(held)} holds {' / '.join(', '.join(sorted(h)) for h in held.values())} only, "
+                         f"but the tasks of mode {', '.join(sorted(lacking))} read "
+                         f"{', '.join(sorted(set().union(*lacking.values())))}: choose --modes among what it holds")
     sw.save()
     return sw
+
+
+def held_modalities(store: str) -> frozenset[str]:
+    """The modalities some object of `store` has; every modality where the store does not exist yet."""
+    from ..data.store import MODALITIES, Store
+
+    if not Path(store).exists():
+        return frozenset(MODALITIES)
+    present = Store(store, check_chunks=False).root["present"][:]
+    return frozenset(m for i, m in enumerate(MODALITIES) if present[:, i].any())
 
 
 def plan(sw: Sweep, resume_missing: bool) -> dict[int, dict[str, Any]]:

@@ -116,6 +116,12 @@ class Finetuner(Trainer):
                         "periodic preset (--config configs/periodic_finetune.yaml) and `astrom3 baseline` are "
                         "the models measured for such stores (docs/lightcurves.md)", self.cfg.data.store)
 
+    def read_modalities(self) -> tuple[list[str], str]:
+        from ..model.classifier import mode_modalities
+
+        mode = self.cfg.finetune.mode
+        return list(mode_modalities(self.cfg.model.modalities, mode)), f"finetune.mode {mode}"
+
     def teacher_probabilities(self) -> torch.Tensor:
         """Cross-fitted baseline probabilities for every training object, as a (n_objects, n_classes) table looked
         up by the batches' store rows (rows outside the train split stay 0 and are never looked up)."""

@@ -33,7 +33,7 @@ from ..distributed import device as ddev
 from ..distributed.env import exports_restored, find_free_port
 from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
-from ..data.store import Store
+from ..data.store import MODALITIES, Store, StoreError
 from ..core.progress import Progress
 from ..model.presets import resolve
 from ..model.registry import cached_inputs
@@ -124,10 +124,30 @@ class Trainer:
         self.store = Store(self.cfg.data.store)
         self.train_batches = self.loader("train", train=True)
         self.val_batches = self.loader("val", train=False)
+        self.check_modalities(self.train_batches)
         if self.train_batches.num_batches() == 0:
             raise ValueError(f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, "
                              f"{self.cfg.data.subset}) has fewer objects than one global batch "
                              f"({self.cfg.train.batch_size}); lower train.batch_size")
+
+    def read_modalities(self) -> tuple[list[str], str]:
+        """The store modalities the model reads, and the setting that chooses them."""
+        return list(self.cfg.model.modalities), "model.modalities"
+
+    def check_modalities(self, batches: TrimodalBatches) -> None:
+        """A modality the model reads that no training object has would be learnt from zero-filled inputs: a run
+        that exits 0 with chance-level scores (fine-tuning spectra on a light-curve store did). Refused, naming
+        what the store does hold."""
+        present = batches.present[batches.rows]
+        held = [m for i, m in enumerate(MODALITIES) if present[:, i].any()]
+        mods, setting = self.read_modalities()
+        for m in mods:
+            if m in MODALITIES and m not in held:
+                d = self.cfg.data
+                raise StoreError(
+                    f"{d.store}: no object of the train split (seed {d.seed}, {d.subset}) has {m}, which this run "
+                    f"reads ({setting}); the store holds {', '.join(held) or 'nothing'} (source: "
+                    f"{self.store.attrs.get('provenance', {}).get('source', {}).get('kind', 'unknown')})")
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
