@@ -164,13 +164,13 @@ def test_preemption_takes_submitits_signal_inside_submitit_jobs(monkeypatch):
 
 @pytest.fixture(scope="module")
 def sbatch_sweep(slurm_cluster, tiny_store, tmp_path_factory):
-    """submit_sweep.sh on one seed: pretraining (2 srun tasks) + an array of 4 fine-tuning tasks depending on it,
-    one of which is broken on purpose (corrupt checkpoint in its run dir)."""
+    """submit_sweep.sh on one seed: pretraining (2 srun tasks) + an array of 4 fine-tuning and 2 baseline tasks
+    depending on it, one of which is broken on purpose (corrupt checkpoint in its run dir)."""
     root = tmp_path_factory.mktemp("sbatch") / "sweep"
     env = job_env()
     create = subprocess.run(
         [PY, "-m", "astrom3_hpc.cli", "sweep", "create", str(root), "--seeds", str(SEED), "--modes", "photo",
-         "--subsets", "full,sub50", "--config", TEST_CFG, "--pretrain-config", TEST_CFG, "--store", str(tiny_store),
+         "--subsets", "full,sub50", "--inits", "clip,scratch,baseline", "--config", TEST_CFG, "--pretrain-config", TEST_CFG, "--store", str(tiny_store),
          "--set", *FT_SETS, "--pretrain-set", *PT_SETS], env=env, capture_output=True, text=True, timeout=120)
     assert create.returncode == 0, create.stderr
     from astrom3_hpc.orchestration.sweep import Sweep
@@ -216,7 +216,8 @@ def test_sbatch_sweep_pretraining_then_dependent_array(sbatch_sweep, slurm_clust
     assert "restart=0" in (pre / "slurm_job.log").read_text()
     # the array: task index = array index, all tasks ran after pretraining finished, the broken one failed
     states = slurm_cluster.sacct(s.arr_id)
-    assert sorted(states) == [f"{s.arr_id}_{i}" for i in range(4)], states
+    n = len(s.sw.tasks)
+    assert n == 6 and sorted(states) == sorted(f"{s.arr_id}_{i}" for i in range(n)), states
     assert states.pop(f"{s.arr_id}_{s.bad.index}") == "FAILED"
     assert set(states.values()) == {"COMPLETED"}, states
     for t in s.sw.tasks:
@@ -234,8 +235,8 @@ def test_sbatch_sweep_pretraining_then_dependent_array(sbatch_sweep, slurm_clust
     # jobs.json: both ids, the dependency, the array spec
     fin = s.jobs["submissions"][-1]["finetune"][0]
     assert s.jobs["job_ids"] == [s.pre_id, s.arr_id]
-    assert fin["dependency"] == f"afterok:{s.pre_id}" and fin["array"] == "0-3%2" and fin["tasks"] == [0, 1, 2, 3]
-    print(f"\nsbatch sweep (pretrain + 4-task array): {s.seconds:.0f} s")
+    assert fin["dependency"] == f"afterok:{s.pre_id}" and fin["array"] == "0-5%2" and fin["tasks"] == list(range(n))
+    print(f"\nsbatch sweep (pretrain + 6-task array): {s.seconds:.0f} s")
 
 
 @pytest.mark.slurm
@@ -245,7 +246,7 @@ def test_collector_keeps_results_and_reports_the_failed_task(sbatch_sweep):
     res = collect.collect(s.root, plot=False)
     assert (s.root / "results" / "results.md").exists() and (s.root / "results" / "results.csv").exists()
     summ = res["summary"]
-    assert (summ["tasks"], summ["complete"], summ["failed"], summ["missing"]) == (4, 3, 1, 0), summ
+    assert (summ["tasks"], summ["complete"], summ["failed"], summ["missing"]) == (6, 5, 1, 0), summ
     assert summ["pretrain_complete"] == 1
     (fail,) = res["failures"]
     assert fail["index"] == s.bad.index and fail["status"] == "failed"
@@ -253,7 +254,11 @@ def test_collector_keeps_results_and_reports_the_failed_task(sbatch_sweep):
     md = (s.root / "results" / "results.md").read_text()
     assert s.bad.run_dir in md or s.bad.name in md
     complete = [r for r in res["runs"] if r["status"] == "complete"]
-    assert len(complete) == 3
+    assert len(complete) == 5
+    # The baseline array tasks: each network group against them on its subset (not the failed one).
+    assert sorted((r["subset"], r["init"]) for r in res["against_baseline"]) == [
+        ("full", "clip"), ("full", "scratch"), ("sub50", "clip")]
+    assert all(r["test"] is not None and r["val"] is not None for r in res["against_baseline"])
 
 
 @pytest.mark.slurm

@@ -20,7 +20,7 @@ import numpy as np
 from ..core.constants import UNLABELLED
 from ..data.lc_features import FEATURE_NAMES, cached_features, store_features
 from ..data.store import Store
-from .rundir import RunLog
+from .rundir import RunLog, env_info, write_run_json
 
 log = logging.getLogger("astrom3")
 
@@ -41,6 +41,7 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
         raise ValueError(f"{store_path}: no light curves in this store")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})
     with RunLog(run).attach().recording("baseline"):
         return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
 

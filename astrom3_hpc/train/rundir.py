@@ -93,7 +93,7 @@ class RunDir:
     def write_config(self, cfg: RunConfig, info: dict[str, Any]) -> None:
         if self.is_main:
             dump_config(cfg, self.path / "config.yaml")
-            write_json(self.path / "run.json", {**info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            write_run_json(self.path, info)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         if self.is_main:
@@ -128,6 +128,11 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not p.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     return yaml.safe_load(p.read_text())
+
+
+def write_run_json(run: Path, info: dict[str, Any]) -> None:
+    """run.json: how and where the job ran (launcher, SLURM ids: the collector finds a task's logs by them)."""
+    write_json(run / "run.json", {**info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
 def env_info() -> dict[str, Any]:
