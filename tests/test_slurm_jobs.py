@@ -170,7 +170,8 @@ def sbatch_sweep(slurm_cluster, tiny_store, tmp_path_factory):
     env = job_env()
     create = subprocess.run(
         [PY, "-m", "astrom3_hpc.cli", "sweep", "create", str(root), "--seeds", str(SEED), "--modes", "photo",
-         "--subsets", "full,sub50", "--inits", "clip,scratch,baseline", "--config", TEST_CFG, "--pretrain-config", TEST_CFG, "--store", str(tiny_store),
+         "--subsets", "full,sub50", "--inits", "clip,scratch,baseline", "--config", TEST_CFG,
+         "--pretrain-config", TEST_CFG, "--store", str(tiny_store),
          "--set", *FT_SETS, "--pretrain-set", *PT_SETS], env=env, capture_output=True, text=True, timeout=120)
     assert create.returncode == 0, create.stderr
     from astrom3_hpc.orchestration.sweep import Sweep
