@@ -122,3 +122,38 @@ def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, capl
     assert "min_period_days 0.03 there, 0.02 here" in caplog.text
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["ingest_differences"] == {str(store): {"min_period_days": [0.03, 0.02]}}
+
+
+@pytest.mark.timeout(600)
+def test_predict_classifies_only_objects_with_what_the_model_reads(trained, tiny_store, tmp_path, capsys, caplog):
+    """Catches a model classifying objects from zero-filled inputs: a metadata run on a store of light curves
+    alone once labelled every object, exit 0."""
+    _, _, new_store, _, _ = trained
+    meta = tmp_path / "meta"
+    run_job("finetune", meta, tiny_store, sets=("train.epochs=1", "train.batch_size=8"),
+            extra=("--mode", "meta", "--init", "scratch"))
+    assert main(["predict", str(meta), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 2
+    assert f"{new_store}: no valid object has the modalities {meta} reads (meta)" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "predictions.csv").exists()
+    # On a store where some objects lack the modality: those are left out, counted and said.
+    from astrom3_hpc.data.store import Store
+
+    import zarr
+
+    from astrom3_hpc.data.checksums import write_table
+
+    mixed = tmp_path / "mixed.zarr"
+    shutil.copytree(tiny_store, mixed)
+    arr = zarr.open_group(str(mixed), mode="r+")["present"]
+    present = arr[:]
+    present[::4, 2] = False  # a quarter of the objects without metadata, the store's checksums rewritten to match
+    arr[:] = present
+    write_table(mixed)
+    s = Store(mixed)
+    caplog.set_level(logging.WARNING)
+    assert main(["predict", str(meta), "--store", str(mixed), "--out", str(tmp_path / "m")]) == 0
+    out = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    lacking = int((~present[s.valid_rows(), 2]).sum())
+    assert lacking > 0 and out["n_without_modalities"] == lacking
+    assert len(_rows(tmp_path / "m" / "predictions.csv")) == len(s.valid_rows()) - lacking
+    assert f"{lacking} of the {len(s.valid_rows())} objects of {mixed} lack meta" in caplog.text

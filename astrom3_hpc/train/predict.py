@@ -12,9 +12,10 @@ classical features' quantiles come from the training store's train split of the 
 (LoaderSpec.norm_store), never from the new store, so an object gets the same probabilities whichever store
 holds it. The training store must therefore still exist (`--train-store` where it moved); its content
 fingerprint is checked against the one the run recorded. Writes predictions.csv (every valid object with the
-modalities the model reads; the truth column names the new store's class, empty where it has none) and
-metrics.json (counts per predicted class and, where the new store's labels are classes the model knows, the
-report over those objects).
+modalities the model reads: the others would be classified from zero-filled inputs, so they are left out, counted
+in metrics.json `n_without_modalities` and warned about; the truth column names the new store's class, empty where
+it has none) and metrics.json (counts per predicted class and, where the new store's labels are classes the model
+knows, the report over those objects).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..core.constants import ALL_OBJECTS
 from ..core.progress import Progress
-from ..data.store import Store
+from ..data.store import MODALITIES, Store
 
 log = logging.getLogger("astrom3")
 
@@ -162,17 +163,21 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
     run = Path(run_dir)
     m = _metrics(run)
     store = Store(store_path)
-    rows = store.valid_rows()
-    if m.get("mode") == "photo":  # the light-curve models classify objects that have one
-        from .baseline import with_light_curve
-
-        rows = with_light_curve(store, rows)
+    # A model classifies the objects that hold what it reads: the others' inputs would be zero-filled.
+    reads = MODALITIES if m.get("mode") == "all" else (m.get("mode"),)
+    valid = store.valid_rows()
+    present = store.root["present"][:][valid]
+    rows = valid[np.all([present[:, MODALITIES.index(x)] for x in reads if x in MODALITIES], axis=0)]
     if len(rows) == 0:
-        raise ValueError(f"{store_path}: no valid object with the modalities {run} reads")
+        raise ValueError(f"{store_path}: no valid object has the modalities {run} reads ({', '.join(reads)})")
     probs, names, trains = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
     y_pred = probs.argmax(1)
     out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path),
-                           "class_names": names, "all": unlabelled_summary(y_pred, names)}
+                           "class_names": names, "all": unlabelled_summary(y_pred, names),
+                           "n_without_modalities": int(len(valid) - len(rows))}
+    if len(rows) < len(valid):
+        log.warning("%d of the %d objects of %s lack %s, which %s reads: not classified", len(valid) - len(rows),
+                    len(valid), store.path, " or ".join(reads), run)
     # Not an error (a user may mean it), never silent: light curves made another way than the training ones.
     differ = {str(t.path): d for t in trains if (d := ingest_differences(t, store))}
     if differ:
