@@ -240,10 +240,15 @@ def test_a_modality_the_store_lacks_is_refused_before_any_training(lc_store, tmp
         assert f"{out}: no object of the train split (seed 42, full) has spectra, which this run reads ({setting}); " \
                "the store holds photo (source: lightcurves)" in r.stderr and "Traceback" not in r.stderr
         assert not (run / "metrics.json").exists() and not list((run / "checkpoints").iterdir())
-    with pytest.raises(ValueError, match="holds photo only, but the tasks of mode all, meta read meta, spectra"):
-        create_sweep(tmp_path / "sw", seeds=[42], modes=["photo", "meta", "all"], subsets=["full"], store=str(out))
+    with pytest.raises(ValueError, match="holds photo only: mode all reads meta, spectra; mode meta reads meta. "):
+        create_sweep(tmp_path / "sw", seeds=[42], modes=["photo", "meta", "all"], subsets=["full"],
+                     inits=["scratch"], store=str(out))
+    with pytest.raises(ValueError, match="holds photo only: init clip's pretraining reads meta, spectra. "):
+        create_sweep(tmp_path / "sw", seeds=[42], modes=["photo"], subsets=["full"], store=str(out))
     assert not (tmp_path / "sw").exists()
-    assert len(create_sweep(tmp_path / "sw", seeds=[42], modes=["photo"], subsets=["full"], store=str(out)).tasks) == 2
+    sw = create_sweep(tmp_path / "sw", seeds=[42], modes=["photo"], subsets=["full"], inits=["scratch", "baseline"],
+                      store=str(out))
+    assert len(sw.tasks) == 2
 
 
 def _no_leftovers(d: Path, out: Path) -> None:

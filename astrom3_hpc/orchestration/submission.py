@@ -136,11 +136,12 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
     sw = Sweep(root, tasks, finetune_config=abs_path(finetune_config), pretrain_config=abs_path(pretrain_config),
                store=abs_path(store), sets=list(sets), pretrain_sets=list(pretrain_sets))
     from ..model.classifier import mode_modalities  # torch: not for `astrom3 --help`
+    from ..train.jobs import pretrain_config
 
     # Resolve every task's config now: a bad key or a modality the store lacks fails here, not in an array task
     # hours later, and the manifest records each task's per-cell values (configs/finetune_cells.yaml through the
     # config's `cells:` key).
-    lacking: dict[str, set[str]] = {}  # mode -> what its tasks read that their store has no object with
+    lacking: dict[str, set[str]] = {}  # "mode X" -> what its tasks read that their store has no object with
     held: dict[str, frozenset[str]] = {}
     for t in tasks:
         cfg = sw.resolve_config(t)
@@ -150,11 +151,18 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
         if path not in held:
             held[path] = held_modalities(path)
         if reads - held[path]:
-            lacking.setdefault(t.mode, set()).update(reads - held[path])
+            lacking.setdefault(f"mode {t.mode}", set()).update(reads - held[path])
+    for seed in sorted({t.seed for t in tasks if t.init == "clip"}):
+        # The CLIP tasks' pretraining reads every modality of its own config.
+        pre = pretrain_config(sw.pretrain_config, sw.pretrain_overrides(seed))
+        held.setdefault(pre.data.store, held_modalities(pre.data.store))
+        if set(pre.model.modalities) - held[pre.data.store]:
+            lacking.setdefault("init clip's pretraining", set()).update(
+                set(pre.model.modalities) - held[pre.data.store])
     if lacking:
-        raise ValueError(f"{', '.join(held)} holds {' / '.join(', '.join(sorted(h)) for h in held.values())} only, "
-                         f"but the tasks of mode {', '.join(sorted(lacking))} read "
-                         f"{', '.join(sorted(set().union(*lacking.values())))}: choose --modes among what it holds")
+        what = "; ".join(f"{who} reads {', '.join(sorted(mods))}" for who, mods in sorted(lacking.items()))
+        raise ValueError(f"{', '.join(held)} holds {' / '.join(', '.join(sorted(h)) for h in held.values())} only: "
+                         f"{what}. Choose --modes and --inits that read what it holds")
     sw.save()
     return sw
 
