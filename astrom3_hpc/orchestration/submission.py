@@ -135,36 +135,41 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
                        inits=tuple(inits))
     sw = Sweep(root, tasks, finetune_config=abs_path(finetune_config), pretrain_config=abs_path(pretrain_config),
                store=abs_path(store), sets=list(sets), pretrain_sets=list(pretrain_sets))
-    from ..model.classifier import mode_modalities  # torch: not for `astrom3 --help`
-    from ..train.jobs import pretrain_config
-
     # Resolve every task's config now: a bad key or a modality the store lacks fails here, not in an array task
     # hours later, and the manifest records each task's per-cell values (configs/finetune_cells.yaml through the
     # config's `cells:` key).
-    lacking: dict[str, set[str]] = {}  # "mode X" -> what its tasks read that their store has no object with
-    held: dict[str, frozenset[str]] = {}
+    configs = {t.index: sw.resolve_config(t) for t in tasks}
     for t in tasks:
-        cfg = sw.resolve_config(t)
-        t.hparams = None if t.init == BASELINE else cell_hparams(cfg.to_dict())
-        reads = {"photo"} if t.init == BASELINE else set(mode_modalities(cfg.model.modalities, t.mode))
-        path = cfg.data.store
-        if path not in held:
-            held[path] = held_modalities(path)
-        if reads - held[path]:
-            lacking.setdefault(f"mode {t.mode}", set()).update(reads - held[path])
-    for seed in sorted({t.seed for t in tasks if t.init == "clip"}):
-        # The CLIP tasks' pretraining reads every modality of its own config.
-        pre = pretrain_config(sw.pretrain_config, sw.pretrain_overrides(seed))
-        held.setdefault(pre.data.store, held_modalities(pre.data.store))
-        if set(pre.model.modalities) - held[pre.data.store]:
-            lacking.setdefault("init clip's pretraining", set()).update(
-                set(pre.model.modalities) - held[pre.data.store])
-    if lacking:
-        what = "; ".join(f"{who} reads {', '.join(sorted(mods))}" for who, mods in sorted(lacking.items()))
-        raise ValueError(f"{', '.join(held)} holds {' / '.join(', '.join(sorted(h)) for h in held.values())} only: "
-                         f"{what}. Choose --modes and --inits that read what it holds")
+        t.hparams = None if t.init == BASELINE else cell_hparams(configs[t.index].to_dict())
+    refuse_unreadable(sw, configs)
     sw.save()
     return sw
+
+
+def refuse_unreadable(sw: Sweep, configs: dict[int, Any]) -> None:
+    """ValueError where a task (or the pretraining of its CLIP init) reads a modality that no object of its store
+    has: the trainer would refuse it too, but only once its array task runs."""
+    from ..model.classifier import mode_modalities  # torch: not for `astrom3 --help`
+    from ..train.jobs import pretrain_config
+
+    readers: list[tuple[str, Any, set[str]]] = []  # (who, store path, modalities it reads)
+    for t in sw.tasks:
+        cfg = configs[t.index]
+        reads = {"photo"} if t.init == BASELINE else set(mode_modalities(cfg.model.modalities, t.mode))
+        readers.append((f"mode {t.mode}", cfg.data.store, reads))
+    for seed in sorted({t.seed for t in sw.tasks if t.init == "clip"}):
+        pre = pretrain_config(sw.pretrain_config, sw.pretrain_overrides(seed))
+        readers.append(("init clip's pretraining", pre.data.store, set(pre.model.modalities)))
+    held = {path: held_modalities(path) for path in {path for _, path, _ in readers}}
+    lacking: dict[str, set[str]] = {}
+    for who, path, reads in readers:
+        if reads - held[path]:
+            lacking.setdefault(who, set()).update(reads - held[path])
+    if lacking:
+        what = "; ".join(f"{who} reads {', '.join(sorted(mods))}" for who, mods in sorted(lacking.items()))
+        stores = sorted(held)
+        raise ValueError(f"{', '.join(stores)} holds {' / '.join(', '.join(sorted(held[p])) for p in stores)} only: "
+                         f"{what}. Choose --modes and --inits that read what it holds")
 
 
 def held_modalities(store: str) -> frozenset[str]:
