@@ -133,6 +133,21 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     return out, names, train
 
 
+def run_reads(run_dir: str | Path) -> tuple[str, ...]:
+    """The modalities a finished run's model reads: its config's for a fine-tune, light curves for the baseline,
+    every member's for an ensemble."""
+    from ..model.classifier import mode_modalities
+    from .rundir import read_run_config
+
+    run = Path(run_dir)
+    m = _metrics(run)
+    if m.get("init") == "ensemble":
+        return tuple(dict.fromkeys(x for member in m["members"] for x in run_reads(member["run"])))
+    if m.get("init") == "baseline":
+        return ("photo",)
+    return mode_modalities(read_run_config(run)["model"]["modalities"], m["mode"])
+
+
 def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
                       threads: int = 1, batch_size: int = 256,
                       progress: bool = True) -> tuple[np.ndarray, list[str], list[Store]]:
@@ -164,7 +179,7 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
     m = _metrics(run)
     store = Store(store_path)
     # A model classifies the objects that hold what it reads: the others' inputs would be zero-filled.
-    reads = MODALITIES if m.get("mode") == "all" else (m.get("mode"),)
+    reads = run_reads(run)
     valid = store.valid_rows()
     present = store.root["present"][:][valid]
     rows = valid[np.all([present[:, MODALITIES.index(x)] for x in reads if x in MODALITIES], axis=0)]
