@@ -158,3 +158,11 @@ def test_predict_classifies_only_objects_with_what_the_model_reads(trained, tiny
     assert lacking > 0 and out["n_without_modalities"] == lacking
     assert len(_rows(tmp_path / "m" / "predictions.csv")) == len(s.valid_rows()) - lacking
     assert f"{lacking} of the {len(s.valid_rows())} objects of {mixed} lack meta" in caplog.text
+    # Mode "all" of a model of two modalities (light curves and metadata, a survey without spectra): it trains on
+    # the store's three-column presence mask and asks for what it reads, not for every modality of the format.
+    both = tmp_path / "photo+meta"
+    run_job("finetune", both, tiny_store, sets=("train.epochs=1", "train.batch_size=8",
+                                                "model.modalities=[photo,meta]"),
+            extra=("--mode", "all", "--init", "scratch"))
+    assert main(["predict", str(both), "--store", str(mixed), "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["n_without_modalities"] == lacking

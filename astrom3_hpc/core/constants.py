@@ -12,6 +12,8 @@ CLASS_COUNTS: dict[str, int] = {
     "ROT": 1839, "RRC": 796, "HADS": 281, "M": 268, "DSCT": 255,
 }
 N_CLASSES = len(CLASS_NAMES)
+# The store's modalities, in the order of its per-object presence mask (`present`, one column each).
+MODALITIES: tuple[str, ...] = ("photo", "spectra", "meta")
 
 SPLIT_SEEDS: tuple[int, ...] = (42, 0, 66, 12, 123)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import zarr
 
-from ..core.constants import AUX_COLUMNS, META_COLUMNS, SPEC_CHANNELS, SPEC_LEN
+from ..core.constants import AUX_COLUMNS, META_COLUMNS, MODALITIES, SPEC_CHANNELS, SPEC_LEN
 
 SCHEMA_VERSION = 1
-MODALITIES = ("photo", "spectra", "meta")
 SPLITS = ("train", "val", "test")
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import ModelConfig
-from ..core.constants import N_CLASSES
+from ..core.constants import MODALITIES as STORE_MODALITIES, N_CLASSES
 from .clip import _batch_args
 from .presets import resolve
 from .registry import get_modality
@@ -69,7 +69,10 @@ class AstroM3Classifier(nn.Module):
         present = batch.get("present")
         if present is None:
             return stack.mean(1)
-        # Average over the modalities each object has (a full row gives the reference's plain mean).
+        # Average over the modalities each object has (a full row gives the reference's plain mean). The loader's
+        # mask has one column per store modality: a model of fewer reads its own columns.
+        if present.shape[1] == len(STORE_MODALITIES) and set(self.modalities) <= set(STORE_MODALITIES):
+            present = present[:, [STORE_MODALITIES.index(m) for m in self.modalities]]
         if present.shape != stack.shape[:2]:
             raise ValueError(f"batch['present'] has shape {tuple(present.shape)}, expected "
                              f"{tuple(stack.shape[:2])} (one column per modality in {list(self.modalities)})")

@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from astrom3_hpc.core.constants import CLASS_NAMES
+from astrom3_hpc.core.constants import CLASS_NAMES, MODALITIES  # noqa: F401 - sources import it from here
 
 AB_ZERO_POINT_MJY = 3631e3  # 3631 Jy in mJy
 # Survey "no measurement" values (SDSS writes magnitude 99.999, error 9.999): a row at or beyond either is dropped.
 MAG_SENTINEL = 90.0
 ERR_SENTINEL = 9.0
-MODALITIES: tuple[str, ...] = ("photo", "spectra", "meta")
 
 
 def _src(path_or_bytes: Any, source: str | None) -> str:
