@@ -98,6 +98,11 @@ def create_arrays(root: zarr.Group, layout: Layout) -> None:
 
 
 
+def modalities_held(present: np.ndarray) -> list[str]:
+    """The modalities (store order) that some row of a presence mask (rows, len(MODALITIES)) has."""
+    return [m for i, m in enumerate(MODALITIES) if present[:, i].any()]
+
+
 class Store:
     """Read access to a finished store, validated on open."""
 

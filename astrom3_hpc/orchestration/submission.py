@@ -174,12 +174,11 @@ def refuse_unreadable(sw: Sweep, configs: dict[int, Any]) -> None:
 
 def held_modalities(store: str) -> frozenset[str]:
     """The modalities some object of `store` has; every modality where the store does not exist yet."""
-    from ..data.store import MODALITIES, Store
+    from ..data.store import MODALITIES, Store, modalities_held
 
     if not Path(store).exists():
         return frozenset(MODALITIES)
-    present = Store(store, check_chunks=False).root["present"][:]
-    return frozenset(m for i, m in enumerate(MODALITIES) if present[:, i].any())
+    return frozenset(modalities_held(Store(store, check_chunks=False).root["present"][:]))
 
 
 def plan(sw: Sweep, resume_missing: bool) -> dict[int, dict[str, Any]]:

@@ -33,7 +33,7 @@ from ..distributed import device as ddev
 from ..distributed.env import exports_restored, find_free_port
 from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
-from ..data.store import MODALITIES, Store, StoreError
+from ..data.store import MODALITIES, Store, StoreError, modalities_held
 from ..core.progress import Progress
 from ..model.presets import resolve
 from ..model.registry import cached_inputs
@@ -138,8 +138,7 @@ class Trainer:
         """A modality the model reads that no training object has would be learnt from zero-filled inputs: a run
         that exits 0 with chance-level scores (fine-tuning spectra on a light-curve store did). Refused, naming
         what the store does hold."""
-        present = batches.present[batches.rows]
-        held = [m for i, m in enumerate(MODALITIES) if present[:, i].any()]
+        held = modalities_held(batches.present[batches.rows])
         mods, setting = self.read_modalities()
         for m in mods:
             if m in MODALITIES and m not in held:
