@@ -112,6 +112,10 @@ def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_pa
     fa, fb = (json.loads((r / "metrics.json").read_text())["test"]["macro_f1"] for r in (a, b))
     assert pb.main(["--a", str(a), "--b", str(b), "--resamples", "20"]) == 0
     assert f"{(fa - fb) * 100:+.1f} points" in capsys.readouterr().out
+    # The same pairs listed in another order (collect sorts by seed) resample alike: the same interval.
+    two = pb.main(["--a", str(a), str(b), "--b", str(b), str(a), "--resamples", "50"]), capsys.readouterr().out
+    assert pb.main(["--a", str(b), str(a), "--b", str(a), str(b), "--resamples", "50"]) == 0 == two[0]
+    assert capsys.readouterr().out == two[1]
     va, vb = (json.loads((r / "metrics.json").read_text())["val"]["macro_f1"] for r in (a, b))
     assert pb.main(["--a", str(a), "--b", str(b), "--resamples", "20", "--split", "val"]) == 0
     assert f"val macro-F1 A - B: {(va - vb) * 100:+.1f} points" in capsys.readouterr().out

@@ -41,9 +41,16 @@ def macro_f1_difference(pairs: list[Pair], draws: list[np.ndarray]) -> float:
     return float(np.mean(d))
 
 
+def _content_key(pair: Pair) -> tuple:
+    names, y, a, b = pair
+    return (len(y), tuple(names), y.tobytes(), a.tobytes(), b.tobytes())
+
+
 def paired_bootstrap(pairs: list[Pair], resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Observed mean difference of macro-F1 (A - B, fractions), its 95 % interval and the share of resamples
-    with A >= B."""
+    with A >= B. The pairs are drawn for in one fixed order of their contents, so the same runs listed in another
+    order (collect sorts by seed, a user lists them as they like) get the same draws and the same interval."""
+    pairs = sorted(pairs, key=_content_key)
     observed = macro_f1_difference(pairs, [np.arange(len(p[1])) for p in pairs])
     rng = np.random.default_rng(seed)
     diffs = np.array([macro_f1_difference(pairs, [rng.integers(0, len(p[1]), len(p[1])) for p in pairs])
