@@ -463,3 +463,10 @@ def write_split_files(layout: Mapping[str, Any], subset: str, seed: int, ids: Ma
                 oid = int(oid)
                 w.writerow(rows.get(oid, [f"EDR3 {oid}" if c == "id" else "" for c in ASTROM3_CSV_COLUMNS]))
     return out
+
+
+def assert_names(exc: Exception, object_id, *fragments: str) -> None:
+    msg = str(exc)
+    assert str(object_id) in msg, msg
+    for f in fragments:
+        assert f in msg, msg

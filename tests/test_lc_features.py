@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_lightcurves import _ingest_args, _write_splits, _write_tables
+from lightcurve_tables import ingest_args, write_splits, write_tables
 
 from astrom3_hpc.cli import main
 from astrom3_hpc.data import lc_features as lcf
@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _lc_store(d, seed=0, n_per_class=14):
-    truth = _write_tables(d, n_per_class=n_per_class, seed=seed)
-    _write_splits(d, truth)
+    truth = write_tables(d, n_per_class=n_per_class, seed=seed)
+    write_splits(d, truth)
     out = d / "lc.zarr"
-    assert main(_ingest_args(d, out, "--splits-from", str(d))) == 0
+    assert main(ingest_args(d, out, "--splits-from", str(d))) == 0
     return out
 
 

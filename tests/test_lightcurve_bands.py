@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REALDATA
-from test_lightcurves import _ingest_args, _write_tables
+from lightcurve_tables import ingest_args, write_tables
 
 from astrom3_hpc.cli import main
 from astrom3_hpc.data.sources.lightcurves import merge_bands
@@ -58,7 +58,7 @@ def test_merge_shifts_magnitudes_and_scales_fluxes_to_the_first_band():
 def _two_band_tables(d: Path) -> dict:
     """The test tables with V and I observed on alternate epochs (as ZTF takes g and r on different nights) and
     band I 0.7 mag fainter."""
-    truth = _write_tables(d, n_per_class=4)
+    truth = write_tables(d, n_per_class=4)
     with gzip.open(d / "points.csv.gz", "rt", newline="") as f:
         header, *rows = list(csv.reader(f))
     kept, epoch = [header], {}
@@ -76,8 +76,8 @@ def test_ingest_merges_bands_into_one_curve(tmp_path):
 
     truth = _two_band_tables(tmp_path)
     one, both = tmp_path / "v.zarr", tmp_path / "vi.zarr"
-    assert main(_ingest_args(tmp_path, one)) == 0
-    args = _ingest_args(tmp_path, both)
+    assert main(ingest_args(tmp_path, one)) == 0
+    args = ingest_args(tmp_path, both)
     args[args.index("--band") + 1] = "V,I"
     assert main(args) == 0
     sv, svi = Store(one), Store(both)
@@ -104,21 +104,21 @@ def test_ingest_merges_bands_into_one_curve(tmp_path):
 
 
 def test_band_list_errors_name_the_option(tmp_path, capsys):
-    _write_tables(tmp_path, n_per_class=2)
+    write_tables(tmp_path, n_per_class=2)
     out = tmp_path / "s.zarr"
     for bands, want in (("V,V", "distinct bands"), ("V,", "distinct bands")):
-        args = _ingest_args(tmp_path, out)
+        args = ingest_args(tmp_path, out)
         args[args.index("--band") + 1] = bands
         assert main(args) == 2
         assert want in capsys.readouterr().err and not out.exists()
-    args = _ingest_args(tmp_path, out)
+    args = ingest_args(tmp_path, out)
     i = args.index("--band-column")
     del args[i:i + 2]
     args[args.index("--band") + 1] = "V,I"
     assert main(args) == 2
     assert "--band-column" in capsys.readouterr().err and not out.exists()
     # Several bands in the column and no --band: the message says how to merge them.
-    args = _ingest_args(tmp_path, out)
+    args = ingest_args(tmp_path, out)
     i = args.index("--band")
     del args[i:i + 2]
     assert main(args) == 2

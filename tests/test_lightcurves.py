@@ -14,76 +14,18 @@ import numpy as np
 import pytest
 
 from conftest import IN_CI, REALDATA, ROOT
+from lightcurve_tables import CLASSES, ingest_args, write_splits, write_tables
 
 from astrom3_hpc.cli import main
-
-# Arbitrary class names, as another survey spells them (the issue's examples).
-CLASSES = {"M_or_SR": (40.0, 0.8), "HADS_or_DSCT": (0.07, 0.15), "RRab-like": (0.55, 0.6)}
-
-
-def _write_tables(d: Path, n_per_class: int = 14, seed: int = 0, drop_points_of: str | None = None,
-                  bad_time_of: str | None = None, extra_object: tuple[str, str] | None = None,
-                  id_of=lambda k: f"OGLE-{k:05d}", unlabelled_per_class: int = 0) -> dict:
-    """A long points table (gzip CSV, two bands, magnitudes) and an objects table; returns id -> (class, period).
-    `unlabelled_per_class` more objects of each class are written with an empty class."""
-    rng = np.random.default_rng(seed)
-    truth = {}
-    d.mkdir(parents=True, exist_ok=True)
-    with gzip.open(d / "points.csv.gz", "wt", newline="") as fp, open(d / "objects.csv", "w", newline="") as fo:
-        wp, wo = csv.writer(fp), csv.writer(fo)
-        wp.writerow(["star", "hjd", "band", "magnitude", "magnitude_err"])
-        wo.writerow(["star", "cls", "P"])
-        k = 0
-        for cls, (period, amp) in CLASSES.items():
-            for j in range(n_per_class + unlabelled_per_class):
-                oid = id_of(k)
-                p = period * rng.uniform(0.9, 1.1)
-                truth[oid] = (cls, p)
-                wo.writerow([oid, cls if j < n_per_class else "", f"{p:.6f}"])
-                k += 1
-                if oid == drop_points_of:
-                    continue
-                t = np.sort(rng.uniform(0, 600, 150)) + 57000
-                ph = 2 * np.pi * (t / p + rng.uniform())
-                shape = np.sin(ph) + (0.4 * np.sin(2 * ph) if cls == "RRab-like" else 0)
-                for band in ("V", "I"):
-                    mag = 15 + amp * shape + rng.normal(0, 0.02, len(t))
-                    for i, (ti, mi) in enumerate(zip(t, mag)):
-                        tcell = "yesterday" if (oid == bad_time_of and i == 7) else f"{ti:.6f}"
-                        wp.writerow([oid, tcell, band, f"{mi:.4f}", "0.02"])
-        if extra_object:
-            wo.writerow([extra_object[0], extra_object[1], ""])
-    return truth
-
-
-def _write_splits(d: Path, truth: dict, unknown: str | None = None) -> Path:
-    ids = sorted(truth)
-    rng = np.random.default_rng(1)
-    perm = [ids[i] for i in rng.permutation(len(ids))]
-    parts = {"train": perm[:28], "val": perm[28:35], "test": perm[35:]}
-    if unknown:
-        parts["test"] = parts["test"] + [unknown]
-    for split, members in parts.items():
-        p = d / "splits" / "full" / "42" / f"{split}.csv"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("id,target\n" + "".join(f"{m},{truth.get(m, ('?',))[0]}\n" for m in members))
-    return d
-
-
-def _ingest_args(d: Path, out: Path, *extra: str) -> list[str]:
-    return ["ingest", "lightcurves", "--points", str(d / "points.csv.gz"), "--objects", str(d / "objects.csv"),
-            "--id-column", "star", "--time-column", "hjd", "--mag-column", "magnitude", "--err-column",
-            "magnitude_err", "--band-column", "band", "--band", "V", "--label-column", "cls", "--out", str(out),
-            "--no-progress", "--chunk-objects", "8", "--table-chunk", "16", "--lc-chunk", "2048", *extra]
 
 
 @pytest.fixture(scope="module")
 def lc_store(tmp_path_factory):
     d = tmp_path_factory.mktemp("lctables")
-    truth = _write_tables(d)
-    _write_splits(d, truth)
+    truth = write_tables(d)
+    write_splits(d, truth)
     out = d / "lc.zarr"
-    assert main(_ingest_args(d, out, "--splits-from", str(d))) == 0
+    assert main(ingest_args(d, out, "--splits-from", str(d))) == 0
     return d, out, truth
 
 
@@ -118,26 +60,26 @@ def test_gaia_sized_integer_ids_stay_exact(tmp_path):
     from astrom3_hpc.data.store import Store
 
     first = 4251347230184701952  # float64 spacing here is 512: all nine ids below round to one float
-    truth = _write_tables(tmp_path, n_per_class=3, id_of=lambda k: str(first + k))
+    truth = write_tables(tmp_path, n_per_class=3, id_of=lambda k: str(first + k))
     out = tmp_path / "g.zarr"
-    assert main(_ingest_args(tmp_path, out)) == 0
+    assert main(ingest_args(tmp_path, out)) == 0
     s = Store(out)
     assert s.root["object_id"][:].tolist() == [int(k) for k in truth] == [first + k for k in range(9)]
     assert not (out / "object_names.json").exists()
     assert norm_id(" 004251347230184701954 ") == "4251347230184701954" and norm_id("123.0") == "123"
     # Beyond int64 the ids are kept as names, the store's object_id is the row.
     big = tmp_path / "big"
-    truth = _write_tables(big, n_per_class=3, id_of=lambda k: str(10 ** 20 + k))
-    assert main(_ingest_args(big, big / "b.zarr")) == 0
+    truth = write_tables(big, n_per_class=3, id_of=lambda k: str(10 ** 20 + k))
+    assert main(ingest_args(big, big / "b.zarr")) == 0
     assert json.loads((big / "b.zarr" / "object_names.json").read_text()) == list(truth)
 
 
 def test_period_column_overrides_lomb_scargle(tmp_path):
     from astrom3_hpc.data.store import Store
 
-    truth = _write_tables(tmp_path, n_per_class=3)
+    truth = write_tables(tmp_path, n_per_class=3)
     out = tmp_path / "p.zarr"
-    assert main(_ingest_args(tmp_path, out, "--period-column", "P")) == 0
+    assert main(ingest_args(tmp_path, out, "--period-column", "P")) == 0
     s = Store(out)
     names = [f"OGLE-{i:05d}" for i in range(9)]
     np.testing.assert_allclose(10 ** s.root["aux"][:, 1], [truth[n][1] for n in names], rtol=1e-5)
@@ -251,64 +193,6 @@ def test_a_modality_the_store_lacks_is_refused_before_any_training(lc_store, tmp
     assert len(sw.tasks) == 2
 
 
-def _no_leftovers(d: Path, out: Path) -> None:
-    assert not out.exists()
-    assert not [p for p in d.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
-
-
-def _fails_then_skips(args: list[str], d: Path, out: Path, capsys) -> str:
-    """Ingest `args` fails (exit 2, nothing written) and then, with --on-error skip, succeeds; the failure's stderr."""
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    _no_leftovers(d, out)
-    assert main([*args, "--on-error", "skip"]) == 0
-    return err
-
-
-def test_object_without_points_fails_or_is_skipped(tmp_path):
-    from astrom3_hpc.data.store import Store
-
-    _write_tables(tmp_path, n_per_class=3, drop_points_of="OGLE-00004")
-    out = tmp_path / "s.zarr"
-    assert main(_ingest_args(tmp_path, out)) == 2
-    _no_leftovers(tmp_path, out)
-    assert main(_ingest_args(tmp_path, out, "--on-error", "skip")) == 0
-    skipped = Store(out).skipped()
-    assert [s["object_id"] for s in skipped] == ["OGLE-00004"] and "0 usable rows in band 'V'" in skipped[0]["reason"]
-
-
-def test_non_numeric_time_names_object_line_and_column(tmp_path, capsys):
-    _write_tables(tmp_path, n_per_class=3, bad_time_of="OGLE-00002")
-    out = tmp_path / "s.zarr"
-    assert main(_ingest_args(tmp_path, out)) == 2
-    err = capsys.readouterr().err
-    assert "OGLE-00002" in err and "'hjd'" in err and "'yesterday'" in err and "points.csv.gz" in err
-    assert "Traceback" not in err
-    _no_leftovers(tmp_path, out)
-
-
-def test_missing_label_column_and_unknown_labels(tmp_path, capsys):
-    _write_tables(tmp_path, n_per_class=3, extra_object=("OGLE-99999", ""))
-    out = tmp_path / "s.zarr"
-    args = _ingest_args(tmp_path, out)
-    bad = list(args)
-    bad[bad.index("cls")] = "variability_class"
-    assert main(bad) == 2
-    err = capsys.readouterr().err
-    assert "'variability_class'" in err and "objects.csv" in err
-    # An object without a class: an error (never a silent -1) unless dropped on request.
-    assert main(args) == 2
-    assert "OGLE-99999" in capsys.readouterr().err
-    _no_leftovers(tmp_path, out)
-    cmap = tmp_path / "map.json"
-    cmap.write_text(json.dumps({"M_or_SR": "LPV", "HADS_or_DSCT": "DSCT", "RRab-like": "RRAB"}))
-    assert main(args + ["--class-map", str(cmap), "--drop-unlabelled"]) == 0
-    from astrom3_hpc.data.store import Store
-
-    s = Store(out)
-    assert s.class_names == ("DSCT", "LPV", "RRAB") and s.n_objects == 9 and (s.labels >= 0).all()
-
-
 def test_unlabelled_objects_are_kept_on_request_and_classified_by_every_run(tmp_path, capsys):
     """A survey's unclassified variables ride along in the store (label -1, in no split) and every fine-tune
     and baseline run writes their predicted classes."""
@@ -316,15 +200,15 @@ def test_unlabelled_objects_are_kept_on_request_and_classified_by_every_run(tmp_
 
     from astrom3_hpc.data.store import Store
 
-    truth = _write_tables(tmp_path, n_per_class=14, unlabelled_per_class=2)
+    truth = write_tables(tmp_path, n_per_class=14, unlabelled_per_class=2)
     with open(tmp_path / "objects.csv") as f:
         unlabelled = sorted(r["star"] for r in csv.DictReader(f) if not r["cls"])
     out = tmp_path / "s.zarr"
-    assert main(_ingest_args(tmp_path, out, "--keep-unlabelled", "--drop-unlabelled")) == 2
+    assert main(ingest_args(tmp_path, out, "--keep-unlabelled", "--drop-unlabelled")) == 2
     assert "at most one of --drop-unlabelled and --keep-unlabelled" in capsys.readouterr().err
-    assert main(_ingest_args(tmp_path, out)) == 2
+    assert main(ingest_args(tmp_path, out)) == 2
     assert "--keep-unlabelled" in capsys.readouterr().err  # the error names the way to keep them
-    assert main(_ingest_args(tmp_path, out, "--keep-unlabelled")) == 0
+    assert main(ingest_args(tmp_path, out, "--keep-unlabelled")) == 0
     s = Store(out)
     names = json.loads((out / "object_names.json").read_text())
     rows = s.unlabelled_rows()
@@ -363,21 +247,6 @@ def test_unlabelled_objects_are_kept_on_request_and_classified_by_every_run(tmp_
     assert json.loads((both / "metrics.json").read_text())["unlabelled"]["n"] == 6
 
 
-def test_split_file_with_unknown_id(tmp_path, capsys):
-    truth = _write_tables(tmp_path, n_per_class=14)
-    _write_splits(tmp_path, truth, unknown="NOT-A-STAR")
-    out = tmp_path / "s.zarr"
-    assert main(_ingest_args(tmp_path, out, "--splits-from", str(tmp_path))) == 2
-    err = capsys.readouterr().err
-    assert "NOT-A-STAR" in err and "test.csv" in err
-    _no_leftovers(tmp_path, out)
-    assert main(_ingest_args(tmp_path, out, "--splits-from", str(tmp_path), "--on-error", "skip")) == 0
-    from astrom3_hpc.data.store import Store
-
-    src = Store(out).attrs["provenance"]["source"]
-    assert src["n_ignored_split_ids"] == 1 and src["ignored_split_ids"][0].endswith(":NOT-A-STAR")
-
-
 def test_lomb_scargle_backends_agree():
     from astrom3_hpc.data import periods
 
@@ -400,12 +269,12 @@ def test_min_period_reaches_short_pulsators(tmp_path, capsys):
     y = np.sin(2 * np.pi * t / 0.022) + rng.normal(0, 0.1, len(t))
     assert abs(periods.search(t, y, None).period / 0.022 - 1) > 0.05
     assert abs(periods.search(t, y, None, min_period=0.02).period / 0.022 - 1) < 1e-3
-    _write_tables(tmp_path, n_per_class=3)
+    write_tables(tmp_path, n_per_class=3)
     out = tmp_path / "m.zarr"
-    assert main(_ingest_args(tmp_path, out, "--min-period", "0")) == 2
+    assert main(ingest_args(tmp_path, out, "--min-period", "0")) == 2
     assert "--min-period must be a positive number of days" in capsys.readouterr().err
     assert not out.exists()
-    assert main(_ingest_args(tmp_path, out, "--min-period", "0.02")) == 0
+    assert main(ingest_args(tmp_path, out, "--min-period", "0.02")) == 0
     assert Store(out).attrs["provenance"]["source"]["min_period_days"] == 0.02
 
 
@@ -528,7 +397,7 @@ def test_mpi_ingest_equals_serial(lc_store, tmp_path):
     out = tmp_path / "mpi.zarr"
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    args = _ingest_args(d, out, "--splits-from", str(d))
+    args = ingest_args(d, out, "--splits-from", str(d))
     k = args.index("--table-chunk")
     del args[k:k + 2]
     r = subprocess.run(["mpiexec", "-n", "2", "astrom3", *args], env=env, capture_output=True, text=True, timeout=280)
@@ -542,83 +411,3 @@ def test_mpi_ingest_equals_serial(lc_store, tmp_path):
                  "splits/seed42/sub10/test"):
         np.testing.assert_array_equal(a.root[name][:], b.root[name][:], err_msg=name)
     assert (serial / "object_names.json").read_text() == (out / "object_names.json").read_text()
-
-
-def test_constant_curve_is_named_and_placeholder_periods_fall_back(tmp_path, capsys):
-    """A light curve with one value throughout is an error saying so (not a NaN feature); catalogue periods of
-    0 or -1 (a catalogue's "unknown") are treated as empty: the Lomb-Scargle period is stored."""
-    from astrom3_hpc.data.store import Store
-
-    rng = np.random.default_rng(3)
-    true_p = {i: rng.uniform(0.3, 2.0) for i in range(12)}
-    with open(tmp_path / "points.csv", "w") as f:
-        f.write("id,t,mag,err\n")
-        for i, p in true_p.items():
-            for t in np.sort(rng.uniform(0, 400, 120)):
-                f.write(f"{i},{t:.5f},{15.0 if i == 0 else 15 + 0.3 * np.sin(2 * np.pi * t / p):.4f},0.02\n")
-    cat = {i: f"{p:.6f}" for i, p in true_p.items()} | {1: "0", 2: "-1"}
-    (tmp_path / "objects.csv").write_text("id,cls,P\n" + "".join(f"{i},{'AB'[i % 2]},{cat[i]}\n" for i in true_p))
-    out = tmp_path / "s.zarr"
-    args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
-            str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
-            "--err-column", "err", "--label-column", "cls", "--period-column", "P", "--out", str(out), "--no-progress"]
-    err = _fails_then_skips(args, tmp_path, out, capsys)
-    assert "object 0 (" in err and "all 120 usable values are 15: a constant light curve" in err
-    s = Store(out)
-    assert [str(r["object_id"]) for r in json.loads((out / "skipped.json").read_text())] == ["0"]
-    valid = s.root["valid"][:]
-    assert valid.tolist() == [False] + [True] * 11
-    stored = 10 ** s.root["aux"][:, 1]  # log10 period
-    ls = s.root["lc/period_search"][:, 0]
-    np.testing.assert_allclose(stored[1:3], ls[1:3], rtol=1e-5)  # 0 and -1: the search's period
-    np.testing.assert_allclose(stored[3:], [true_p[i] for i in range(3, 12)], rtol=1e-5)  # the catalogue's
-
-
-def test_a_band_the_table_does_not_hold_is_one_clear_error(tmp_path, capsys):
-    """A typo in --band (or a survey's own band codes) names the bands the table has; no traceback, and no hint
-    to --on-error skip, which could not help."""
-    _write_tables(tmp_path, n_per_class=3)
-    out = tmp_path / "s.zarr"
-    args = _ingest_args(tmp_path, out)
-    args[args.index("--band") + 1] = "V,R"
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "points.csv.gz: no rows of band 'R' in column 'band' for this store's objects (bands there: ['I', 'V'])" \
-        in err
-    assert "Traceback" not in err and "--on-error skip" not in err
-    _no_leftovers(tmp_path, out)
-
-
-def test_points_left_out_are_counted_and_repeats_do_not_weigh_twice(tmp_path, capsys):
-    """Rows no light curve should hold (a NaN, an error of 0, a row repeated exactly) are left out before the
-    period search and counted per reason in the store's summary; an object left with too few names why."""
-    from astrom3_hpc.data import periods
-    from astrom3_hpc.data.sources.common import mag_to_flux_mjy
-    from astrom3_hpc.data.store import Store
-
-    rng = np.random.default_rng(5)
-    curves = {}
-    for i in range(9):
-        t = np.sort(rng.uniform(0, 300, 90))
-        curves[i] = np.stack([t, 15 + 0.3 * np.sin(2 * np.pi * t / rng.uniform(0.3, 3.0)), np.full(90, 0.02)], 1)
-    lines = [f"{i},{t:.5f},{m:.4f},{e}" for i, c in curves.items() for t, m, e in c]
-    lines += [lines[5]] * 3 + [lines[6]]  # object 0: four repeats of two rows, at the end of the file
-    lines += ["1,310.0,nan,0.02", "1,311.0,15.1,0", "2,312.0,15.2,-0.01"]
-    lines += [f"9,{t},15.{t},0" for t in range(20)]  # object 9: no usable error at all
-    (tmp_path / "points.csv").write_text("id,t,mag,err\n" + "\n".join(lines) + "\n")
-    (tmp_path / "objects.csv").write_text("id,cls\n" + "".join(f"{i},{'AB'[i % 2]}\n" for i in range(10)))
-    out = tmp_path / "s.zarr"
-    args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
-            str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
-            "--label-column", "cls", "--out", str(out), "--no-progress"]
-    err = _fails_then_skips(args, tmp_path, out, capsys)
-    assert "object 9 (" in err and "0 usable rows of 20; left out: error <= 0 (20); at least 5 needed" in err
-    s = Store(out)
-    assert s.attrs["summary"]["points_dropped"] == {"non-finite value": {"points": 1, "objects": 1},
-                                                    "error <= 0": {"points": 2, "objects": 2},
-                                                    "exact repeat": {"points": 4, "objects": 1}}
-    assert s.attrs["summary"]["lc_points"] == 9 * 90
-    t, m, e = curves[0][:, 0], np.round(curves[0][:, 1], 4), curves[0][:, 2]
-    flux, err = mag_to_flux_mjy(np.round(m, 4), e)
-    expect = periods.search(np.round(t, 5), flux, err).as_array()
-    np.testing.assert_allclose(s.root["lc/period_search"][0], expect, rtol=1e-6)

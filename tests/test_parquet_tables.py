@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from astrom3_hpc.cli import main
 from astrom3_hpc.data.store import Store
-from test_lightcurves import _ingest_args, _no_leftovers, _write_splits, _write_tables
+from lightcurve_tables import ingest_args, no_leftovers, write_splits, write_tables
 
 
 def _csv_to_parquet(src: Path, dst: Path, types: dict[str, pa.DataType], row_group: int) -> None:
@@ -34,7 +34,7 @@ def _csv_to_parquet(src: Path, dst: Path, types: dict[str, pa.DataType], row_gro
 
 
 def _parquet_args(d: Path, out: Path, *extra: str) -> list[str]:
-    args = _ingest_args(d, out, *extra)
+    args = ingest_args(d, out, *extra)
     args[args.index("--points") + 1] = str(d / "points.parquet")
     args[args.index("--objects") + 1] = str(d / "objects.parquet")
     return args
@@ -48,11 +48,11 @@ def _to_parquet(d: Path, time_type: pa.DataType = pa.float64()) -> None:
 
 
 def test_parquet_tables_make_the_csv_store(tmp_path):
-    truth = _write_tables(tmp_path, n_per_class=14)
-    _write_splits(tmp_path, truth)
+    truth = write_tables(tmp_path, n_per_class=14)
+    write_splits(tmp_path, truth)
     _to_parquet(tmp_path)
     a, b = tmp_path / "csv.zarr", tmp_path / "pq.zarr"
-    assert main(_ingest_args(tmp_path, a, "--splits-from", str(tmp_path))) == 0
+    assert main(ingest_args(tmp_path, a, "--splits-from", str(tmp_path))) == 0
     assert main(_parquet_args(tmp_path, b, "--splits-from", str(tmp_path), "--period-column", "P")) == 0
     sa, sb = Store(a), Store(b)
     assert sb.attrs["provenance"]["source"]["points"].endswith("points.parquet")
@@ -68,14 +68,14 @@ def test_parquet_tables_make_the_csv_store(tmp_path):
 
 
 def test_parquet_errors_name_file_row_and_column(tmp_path, capsys):
-    _write_tables(tmp_path, n_per_class=3, bad_time_of="OGLE-00002")
+    write_tables(tmp_path, n_per_class=3, bad_time_of="OGLE-00002")
     _to_parquet(tmp_path, time_type=pa.string())  # a text time column holding "yesterday"
     out = tmp_path / "s.zarr"
     assert main(_parquet_args(tmp_path, out)) == 2
     err = capsys.readouterr().err
     assert "points.parquet" in err and "OGLE-00002" in err and "'hjd'" in err and "'yesterday'" in err
     assert "row " in err and "Traceback" not in err
-    _no_leftovers(tmp_path, out)
+    no_leftovers(tmp_path, out)
     # A label left empty: a null cell, named by its row.
     t = pq.read_table(tmp_path / "objects.parquet").to_pylist()
     t[4]["cls"] = None
@@ -87,14 +87,14 @@ def test_parquet_errors_name_file_row_and_column(tmp_path, capsys):
     (tmp_path / "objects.parquet").write_text("star,cls\nOGLE-00000,RR\n")
     assert main(_parquet_args(tmp_path, out)) == 2
     assert "objects.parquet: not a readable Parquet file" in capsys.readouterr().err
-    _no_leftovers(tmp_path, out)
+    no_leftovers(tmp_path, out)
 
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path, capsys, monkeypatch):
-    _write_tables(tmp_path, n_per_class=3)
+    write_tables(tmp_path, n_per_class=3)
     _to_parquet(tmp_path)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
     out = tmp_path / "s.zarr"
     assert main(_parquet_args(tmp_path, out)) == 2
     assert "pip install 'astrom3-hpc[parquet]'" in capsys.readouterr().err
-    _no_leftovers(tmp_path, out)
+    no_leftovers(tmp_path, out)

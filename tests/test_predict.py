@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from test_ensemble import TINY
-from test_lightcurves import CLASSES, _ingest_args, _write_tables
+from lightcurve_tables import CLASSES, ingest_args, write_tables
 from test_train import run_job
 
 from astrom3_hpc.cli import main
@@ -34,9 +34,9 @@ def _probs(rows: dict, ids) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
-    _write_tables(d / "train")
+    write_tables(d / "train")
     store = d / "train.zarr"
-    assert main(_ingest_args(d / "train", store)) == 0
+    assert main(ingest_args(d / "train", store)) == 0
     runs = {"hybrid": d / "hybrid", "baseline": d / "baseline", "ensemble": d / "ensemble"}
     run_job("finetune", runs["hybrid"], store, sets=(*TINY, "finetune.average_baseline=true"),
             extra=("--mode", "photo", "--init", "scratch"))
@@ -55,7 +55,7 @@ def trained(tmp_path_factory):
         for i, r in enumerate(kept):
             w.writerow([r["star"], "" if i % 3 == 0 else r["cls"], r["P"]])
     new_store = d / "new.zarr"
-    assert main(_ingest_args(new, new_store, "--keep-unlabelled")) == 0
+    assert main(ingest_args(new, new_store, "--keep-unlabelled")) == 0
     return d, store, new_store, runs, [r["star"] for r in kept]
 
 
@@ -116,7 +116,7 @@ def test_predict_refuses_what_it_cannot_use(trained, tmp_path, capsys):
 def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, caplog):
     d, store, new_store, runs, _ = trained
     other = tmp_path / "other.zarr"  # the same objects, another period grid
-    assert main(_ingest_args(d / "new", other, "--keep-unlabelled", "--min-period", "0.02")) == 0
+    assert main(ingest_args(d / "new", other, "--keep-unlabelled", "--min-period", "0.02")) == 0
     with caplog.at_level(logging.WARNING, logger="astrom3"):
         assert main(["predict", str(runs["baseline"]), "--store", str(other), "--out", str(tmp_path / "o")]) == 0
     assert "min_period_days 0.03 there, 0.02 here" in caplog.text

@@ -14,7 +14,7 @@ from astrom3_hpc.data.split_files import read_split_file
 from astrom3_hpc.data.sources.tables import open_table
 from astrom3_hpc.data.store import Store
 from astrom3_hpc.data.text_files import TextEncodingError, decoding_errors_named, first_bad_line, open_text
-from test_lightcurves import _ingest_args, _no_leftovers, _write_splits, _write_tables
+from lightcurve_tables import ingest_args, no_leftovers, write_splits, write_tables
 
 
 def _rewrite(src: Path, dst: Path, delimiter: str = ",", bom: bool = False) -> None:
@@ -29,10 +29,10 @@ def _rewrite(src: Path, dst: Path, delimiter: str = ",", bom: bool = False) -> N
 
 @pytest.mark.parametrize("delimiter", ["\t", ";"])
 def test_tab_and_semicolon_tables_with_a_bom_make_the_csv_store(tmp_path, delimiter):
-    truth = _write_tables(tmp_path)
-    _write_splits(tmp_path, truth)
+    truth = write_tables(tmp_path)
+    write_splits(tmp_path, truth)
     a, b = tmp_path / "csv.zarr", tmp_path / "other.zarr"
-    assert main(_ingest_args(tmp_path, a, "--splits-from", str(tmp_path))) == 0
+    assert main(ingest_args(tmp_path, a, "--splits-from", str(tmp_path))) == 0
     other = tmp_path / "other"
     other.mkdir()
     _rewrite(tmp_path / "points.csv.gz", other / "points.csv.gz", delimiter, bom=True)
@@ -41,7 +41,7 @@ def test_tab_and_semicolon_tables_with_a_bom_make_the_csv_store(tmp_path, delimi
         p = other / "splits" / "full" / "42" / f"{split}.csv"
         p.parent.mkdir(parents=True, exist_ok=True)
         _rewrite(tmp_path / "splits" / "full" / "42" / f"{split}.csv", p, bom=True)
-    assert main(_ingest_args(other, b, "--splits-from", str(other))) == 0
+    assert main(ingest_args(other, b, "--splits-from", str(other))) == 0
     sa, sb = Store(a), Store(b)
     assert sb.class_names == sa.class_names
     for name in ("object_id", "label", "lc/values", "lc/period_search", "splits/seed42/full/test"):
@@ -62,15 +62,15 @@ def test_open_table_reads_header_and_rows_whatever_the_separator(tmp_path):
 
 
 def test_a_file_that_is_not_utf8_is_named_by_its_line(tmp_path, capsys):
-    _write_tables(tmp_path, n_per_class=3)
+    write_tables(tmp_path, n_per_class=3)
     text = (tmp_path / "objects.csv").read_text().splitlines()
     text[3] = text[3] + "é"  # a label saved as Latin-1
     (tmp_path / "objects.csv").write_bytes(("\n".join(text) + "\n").encode("latin-1"))
     out = tmp_path / "s.zarr"
-    assert main(_ingest_args(tmp_path, out)) == 2
+    assert main(ingest_args(tmp_path, out)) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'objects.csv'}:4: not UTF-8 text (byte 0xe9" in err and "Traceback" not in err
-    _no_leftovers(tmp_path, out)
+    no_leftovers(tmp_path, out)
     # The same in a gzip file, past the first buffer the decoder reads, and in a split file.
     p = tmp_path / "big.csv.gz"
     with gzip.open(p, "wb") as fh:

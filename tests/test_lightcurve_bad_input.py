@@ -1,0 +1,152 @@
+"""`astrom3 ingest lightcurves` on bad input: each a clear error naming the object, line or file, exit 2 and
+nothing written, or, with `--on-error skip`, the object left out and listed; points no light curve should hold
+are left out and counted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from lightcurve_tables import fails_then_skips, ingest_args, no_leftovers, write_splits, write_tables
+
+from astrom3_hpc.cli import main
+
+
+def test_object_without_points_fails_or_is_skipped(tmp_path):
+    from astrom3_hpc.data.store import Store
+
+    write_tables(tmp_path, n_per_class=3, drop_points_of="OGLE-00004")
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out)) == 2
+    no_leftovers(tmp_path, out)
+    assert main(ingest_args(tmp_path, out, "--on-error", "skip")) == 0
+    skipped = Store(out).skipped()
+    assert [s["object_id"] for s in skipped] == ["OGLE-00004"] and "0 usable rows in band 'V'" in skipped[0]["reason"]
+
+
+def test_non_numeric_time_names_object_line_and_column(tmp_path, capsys):
+    write_tables(tmp_path, n_per_class=3, bad_time_of="OGLE-00002")
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out)) == 2
+    err = capsys.readouterr().err
+    assert "OGLE-00002" in err and "'hjd'" in err and "'yesterday'" in err and "points.csv.gz" in err
+    assert "Traceback" not in err
+    no_leftovers(tmp_path, out)
+
+
+def test_missing_label_column_and_unknown_labels(tmp_path, capsys):
+    write_tables(tmp_path, n_per_class=3, extra_object=("OGLE-99999", ""))
+    out = tmp_path / "s.zarr"
+    args = ingest_args(tmp_path, out)
+    bad = list(args)
+    bad[bad.index("cls")] = "variability_class"
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "'variability_class'" in err and "objects.csv" in err
+    # An object without a class: an error (never a silent -1) unless dropped on request.
+    assert main(args) == 2
+    assert "OGLE-99999" in capsys.readouterr().err
+    no_leftovers(tmp_path, out)
+    cmap = tmp_path / "map.json"
+    cmap.write_text(json.dumps({"M_or_SR": "LPV", "HADS_or_DSCT": "DSCT", "RRab-like": "RRAB"}))
+    assert main(args + ["--class-map", str(cmap), "--drop-unlabelled"]) == 0
+    from astrom3_hpc.data.store import Store
+
+    s = Store(out)
+    assert s.class_names == ("DSCT", "LPV", "RRAB") and s.n_objects == 9 and (s.labels >= 0).all()
+
+
+def test_split_file_with_unknown_id(tmp_path, capsys):
+    truth = write_tables(tmp_path, n_per_class=14)
+    write_splits(tmp_path, truth, unknown="NOT-A-STAR")
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out, "--splits-from", str(tmp_path))) == 2
+    err = capsys.readouterr().err
+    assert "NOT-A-STAR" in err and "test.csv" in err
+    no_leftovers(tmp_path, out)
+    assert main(ingest_args(tmp_path, out, "--splits-from", str(tmp_path), "--on-error", "skip")) == 0
+    from astrom3_hpc.data.store import Store
+
+    src = Store(out).attrs["provenance"]["source"]
+    assert src["n_ignored_split_ids"] == 1 and src["ignored_split_ids"][0].endswith(":NOT-A-STAR")
+
+
+def test_constant_curve_is_named_and_placeholder_periods_fall_back(tmp_path, capsys):
+    """A light curve with one value throughout is an error saying so (not a NaN feature); catalogue periods of
+    0 or -1 (a catalogue's "unknown") are treated as empty: the Lomb-Scargle period is stored."""
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(3)
+    true_p = {i: rng.uniform(0.3, 2.0) for i in range(12)}
+    with open(tmp_path / "points.csv", "w") as f:
+        f.write("id,t,mag,err\n")
+        for i, p in true_p.items():
+            for t in np.sort(rng.uniform(0, 400, 120)):
+                f.write(f"{i},{t:.5f},{15.0 if i == 0 else 15 + 0.3 * np.sin(2 * np.pi * t / p):.4f},0.02\n")
+    cat = {i: f"{p:.6f}" for i, p in true_p.items()} | {1: "0", 2: "-1"}
+    (tmp_path / "objects.csv").write_text("id,cls,P\n" + "".join(f"{i},{'AB'[i % 2]},{cat[i]}\n" for i in true_p))
+    out = tmp_path / "s.zarr"
+    args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
+            str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
+            "--err-column", "err", "--label-column", "cls", "--period-column", "P", "--out", str(out), "--no-progress"]
+    err = fails_then_skips(args, tmp_path, out, capsys)
+    assert "object 0 (" in err and "all 120 usable values are 15: a constant light curve" in err
+    s = Store(out)
+    assert [str(r["object_id"]) for r in json.loads((out / "skipped.json").read_text())] == ["0"]
+    valid = s.root["valid"][:]
+    assert valid.tolist() == [False] + [True] * 11
+    stored = 10 ** s.root["aux"][:, 1]  # log10 period
+    ls = s.root["lc/period_search"][:, 0]
+    np.testing.assert_allclose(stored[1:3], ls[1:3], rtol=1e-5)  # 0 and -1: the search's period
+    np.testing.assert_allclose(stored[3:], [true_p[i] for i in range(3, 12)], rtol=1e-5)  # the catalogue's
+
+
+def test_a_band_the_table_does_not_hold_is_one_clear_error(tmp_path, capsys):
+    """A typo in --band (or a survey's own band codes) names the bands the table has; no traceback, and no hint
+    to --on-error skip, which could not help."""
+    write_tables(tmp_path, n_per_class=3)
+    out = tmp_path / "s.zarr"
+    args = ingest_args(tmp_path, out)
+    args[args.index("--band") + 1] = "V,R"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "points.csv.gz: no rows of band 'R' in column 'band' for this store's objects (bands there: ['I', 'V'])" \
+        in err
+    assert "Traceback" not in err and "--on-error skip" not in err
+    no_leftovers(tmp_path, out)
+
+
+def test_points_left_out_are_counted_and_repeats_do_not_weigh_twice(tmp_path, capsys):
+    """Rows no light curve should hold (a NaN, an error of 0, a row repeated exactly) are left out before the
+    period search and counted per reason in the store's summary; an object left with too few names why."""
+    from astrom3_hpc.data import periods
+    from astrom3_hpc.data.sources.common import mag_to_flux_mjy
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(5)
+    curves = {}
+    for i in range(9):
+        t = np.sort(rng.uniform(0, 300, 90))
+        curves[i] = np.stack([t, 15 + 0.3 * np.sin(2 * np.pi * t / rng.uniform(0.3, 3.0)), np.full(90, 0.02)], 1)
+    lines = [f"{i},{t:.5f},{m:.4f},{e}" for i, c in curves.items() for t, m, e in c]
+    lines += [lines[5]] * 3 + [lines[6]]  # object 0: four repeats of two rows, at the end of the file
+    lines += ["1,310.0,nan,0.02", "1,311.0,15.1,0", "2,312.0,15.2,-0.01"]
+    lines += [f"9,{t},15.{t},0" for t in range(20)]  # object 9: no usable error at all
+    (tmp_path / "points.csv").write_text("id,t,mag,err\n" + "\n".join(lines) + "\n")
+    (tmp_path / "objects.csv").write_text("id,cls\n" + "".join(f"{i},{'AB'[i % 2]}\n" for i in range(10)))
+    out = tmp_path / "s.zarr"
+    args = ["ingest", "lightcurves", "--points", str(tmp_path / "points.csv"), "--objects",
+            str(tmp_path / "objects.csv"), "--id-column", "id", "--time-column", "t", "--mag-column", "mag",
+            "--label-column", "cls", "--out", str(out), "--no-progress"]
+    err = fails_then_skips(args, tmp_path, out, capsys)
+    assert "object 9 (" in err and "0 usable rows of 20; left out: error <= 0 (20); at least 5 needed" in err
+    s = Store(out)
+    assert s.attrs["summary"]["points_dropped"] == {"non-finite value": {"points": 1, "objects": 1},
+                                                    "error <= 0": {"points": 2, "objects": 2},
+                                                    "exact repeat": {"points": 4, "objects": 1}}
+    assert s.attrs["summary"]["lc_points"] == 9 * 90
+    t, m, e = curves[0][:, 0], np.round(curves[0][:, 1], 4), curves[0][:, 2]
+    flux, err = mag_to_flux_mjy(np.round(m, 4), e)
+    expect = periods.search(np.round(t, 5), flux, err).as_array()
+    np.testing.assert_allclose(s.root["lc/period_search"][0], expect, rtol=1e-6)
