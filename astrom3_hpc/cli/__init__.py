@@ -262,8 +262,8 @@ def _add_train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (see configs/); unspecified keys keep their defaults")
     p.add_argument("--run-dir", required=True,
                    help="output directory; rerunning with the same directory resumes from its last checkpoint")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. --set train.epochs=3 data.store=data/x.zarr")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. --set train.epochs=3 optim.lr=1e-4 (repeatable: every --set applies)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --run-dir")
     p.add_argument("--stop-after-steps", type=int, default=None,
                    help="checkpoint and exit (code 75) after this many steps, as on preemption (for testing)")

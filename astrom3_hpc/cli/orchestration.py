@@ -102,8 +102,10 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="fine-tuning config (e.g. configs/paper_finetune.yaml)")
     g.add_argument("--pretrain-config", help="pretraining config (e.g. configs/paper.yaml)")
     g.add_argument("--store", help="Zarr store for every job (data.store)")
-    g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every fine-tuning task")
-    g.add_argument("--pretrain-set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for pretraining")
+    g.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides for every fine-tuning task (repeatable)")
+    g.add_argument("--pretrain-set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides for pretraining (repeatable)")
 
 
 def _create_from_args(a, exist_ok: bool) -> Sweep:
@@ -281,7 +283,7 @@ def add_parsers(sub) -> None:
                                     "Preemption checkpoints and requeues; the rerun resumes from --run-dir.")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--config")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--tasks-per-node", type=int, default=2)
     p.add_argument("--cpus-per-task", type=int, default=1)
