@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from astrom3_hpc.cli import build_parser
+from conftest import ROOT
+
+from astrom3_hpc.cli import _overrides, build_parser, cmd_pretrain
+from astrom3_hpc.core.config import load_config
+from astrom3_hpc.train import jobs
+
+TEST_CFG = str(ROOT / "configs/test.yaml")
+
+
+@pytest.mark.parametrize("path", ["2024", "field: a.zarr", "yes", "[b].zarr"])
+def test_store_flag_takes_any_path_verbatim(path, monkeypatch):
+    """Catches --store going through --set's YAML, which reads these as a number, a mapping, true, a list."""
+    for cmd in ("finetune", "pretrain"):
+        args = build_parser().parse_args([cmd, "--run-dir", "r", "--store", path, "--set", "data.store=other"])
+        assert load_config(TEST_CFG, _overrides(args)).data.store == path
+    seen = {}
+
+    def run_pretrain(cfg, run_dir, **kw) -> int:  # the config the command resolved, without training
+        seen["cfg"] = cfg
+        return 0
+
+    monkeypatch.setattr(jobs, "run_pretrain", run_pretrain)
+    args = build_parser().parse_args(["pretrain", "--config", TEST_CFG, "--run-dir", "r",
+                                      "--store", path, "--seed", "66"])
+    assert cmd_pretrain(args) == 0 and (seen["cfg"].data.store, seen["cfg"].data.seed) == (path, 66)
 
 
 @pytest.mark.parametrize("argv", [["finetune", "--run-dir", "r"], ["pretrain", "--run-dir", "r"],

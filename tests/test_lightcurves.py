@@ -97,7 +97,7 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     ft = runs / "photo-full-s42-scratch"
     rendezvous = {k: os.environ.get(k) for k in ("MASTER_PORT", "MASTER_ADDR", "RANK", "WORLD_SIZE")}
     assert main(["finetune", "--config", str(ROOT / "configs/test.yaml"), "--run-dir", str(ft), "--mode", "photo",
-                 "--init", "scratch", "--set", f"data.store={out}", "train.epochs=1", "train.batch_size=8"]) == 0
+                 "--init", "scratch", "--store", str(out), "--set", "train.epochs=1", "train.batch_size=8"]) == 0
     # An in-process job leaves no rendezvous behind: an sbatch from this process once handed a 2-rank job the
     # finished job's MASTER_PORT, still held here (EADDRINUSE on rank 0, rank 1 waiting for the timeout).
     assert {k: os.environ.get(k) for k in rendezvous} == rendezvous

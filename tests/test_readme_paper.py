@@ -81,7 +81,7 @@ def test_readme_paper_commands_on_the_authors_layout(tmp_path):
             body = next(it)
             assert next(it) == "done"
             for seed in SEEDS:
-                run(astrom3(body.replace("$seed", seed), lay["root"], MODEL + TRAIN), work)
+                run(astrom3(body.replace("$seed", seed), lay["root"], ["--set", *MODEL, *TRAIN]), work)
         elif line.startswith("astrom3 sweep create"):
             run(astrom3(line, lay["root"], ["--seeds", ",".join(SEEDS), "--modes", "photo", "--subsets", "sub10",
                                             "--set", *MODEL, *TRAIN]), work)

@@ -264,6 +264,7 @@ def _add_train_common(p: argparse.ArgumentParser) -> None:
                    help="output directory; rerunning with the same directory resumes from its last checkpoint")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set train.epochs=3 optim.lr=1e-4 (repeatable: every --set applies)")
+    p.add_argument("--store", help="the Zarr store to train on; overrides data.store")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --run-dir")
     p.add_argument("--stop-after-steps", type=int, default=None,
                    help="checkpoint and exit (code 75) after this many steps, as on preemption (for testing)")
@@ -275,6 +276,7 @@ def _add_train(sub) -> None:
                                    "batch negatives. Start it with srun, mpiexec, torchrun, deepspeed or as one "
                                    "process. SIGUSR1/SIGTERM checkpoint and exit with code 75 for requeue.")
     _add_train_common(p)
+    p.add_argument("--seed", type=int, help="split seed (its train split is pretrained on); overrides data.seed")
     p.set_defaults(func=cmd_pretrain, fail_fast=True)
     q = sub.add_parser("finetune", help="fine-tune a classifier from scratch or from a pretraining run",
                        description="Trains a single-modality or multimodal classifier and evaluates it on the "
@@ -302,17 +304,24 @@ def _add_train(sub) -> None:
     e.set_defaults(func=cmd_evaluate_embeddings, fail_fast=True)
 
 
+def _overrides(args) -> list[str]:
+    """--set, then the flags that name one key (they win, as --mode does over finetune.mode). A --set value is
+    YAML; a path is not (`2024`, `a: b.zarr`), so --store's goes in as a quoted string."""
+    return [*args.set, *([f"data.store={json.dumps(args.store)}"] if args.store else [])]
+
+
 def cmd_pretrain(args) -> int:
     from ..train.jobs import pretrain_config, run_pretrain
 
-    return run_pretrain(pretrain_config(args.config, args.set), args.run_dir,
+    seed = [] if args.seed is None else [f"data.seed={args.seed}"]
+    return run_pretrain(pretrain_config(args.config, _overrides(args) + seed), args.run_dir,
                         stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
 
 def cmd_finetune(args) -> int:
     from ..train.jobs import finetune_config, run_finetune
 
-    cfg = finetune_config(args.config, args.set, mode=args.mode, subset=args.subset, seed=args.seed, init=args.init,
+    cfg = finetune_config(args.config, _overrides(args), mode=args.mode, subset=args.subset, seed=args.seed, init=args.init,
                           pretrain_seed=args.pretrain_seed, allow_unknown_seed=args.allow_unknown_seed)
     return run_finetune(cfg, args.run_dir, stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
