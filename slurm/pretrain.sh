@@ -14,7 +14,7 @@
 # `astrom3 pretrain` (e.g. `--set train.epochs=3`, `--stop-after-steps 5`).
 #   ASTROM3_ROOT  repository root                     default: $SLURM_SUBMIT_DIR (the directory sbatch ran in)
 #   CONFIG        YAML config                          default: configs/demo.yaml
-#   STORE         Zarr store (--set data.store=...)    default: data/synthetic.zarr; empty: the config's data.store
+#   STORE         Zarr store (--store)                 default: data/synthetic.zarr; empty: the config's data.store
 #   OUT_ROOT      parent of the default run dir        default: runs/slurm
 #   RUN_DIR       run directory                        default: $OUT_ROOT/pretrain-<job id> (the same after a
 #                 requeue, so the job resumes from its own checkpoint)
@@ -95,8 +95,8 @@ fi
 
 ARGS=(--run-dir "$RUN_DIR")
 [ -z "$CONFIG" ] || ARGS+=(--config "$CONFIG")
+[ -z "$STORE" ] || ARGS+=(--store "$STORE")
 SETS=()
-[ -z "$STORE" ] || SETS+=("data.store=$STORE")
 # shellcheck disable=SC2206
 [ -z "${EXTRA_SETS:-}" ] || SETS+=($EXTRA_SETS)
 

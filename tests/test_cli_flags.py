@@ -42,3 +42,16 @@ def test_every_set_flag_applies(argv):
         args = build_parser().parse_args([*argv, "--pretrain-set", "train.epochs=3", "--pretrain-set", "x=1"])
         assert args.pretrain_set == ["train.epochs=3", "x=1"]
     assert build_parser().parse_args(argv).set == []  # the default list is not shared between parses
+
+
+def test_a_sweep_passes_any_store_path_to_its_jobs(tmp_path):
+    """Catches the sweep's store reaching its tasks through YAML (`/x/field: a.zarr` is a mapping there)."""
+    from astrom3_hpc.orchestration.submission import create_sweep
+
+    store = tmp_path / "field: a.zarr"
+    sw = create_sweep(tmp_path / "sw", seeds=[42], modes=["photo"], subsets=["full"], store=str(store),
+                      finetune_config=TEST_CFG, pretrain_config=TEST_CFG)
+    assert {sw.task_config(t).data.store for t in sw.tasks} == {str(store)}
+    assert load_config(TEST_CFG, sw.pretrain_overrides(42)).data.store == str(store)
+    args = build_parser().parse_args(sw.task_argv(sw.tasks[0]))
+    assert load_config(args.config, args.set).data.store == str(store)

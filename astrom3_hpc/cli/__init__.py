@@ -305,9 +305,10 @@ def _add_train(sub) -> None:
 
 
 def _overrides(args) -> list[str]:
-    """--set, then the flags that name one key (they win, as --mode does over finetune.mode). A --set value is
-    YAML; a path is not (`2024`, `a: b.zarr`), so --store's goes in as a quoted string."""
-    return [*args.set, *([f"data.store={json.dumps(args.store)}"] if args.store else [])]
+    """--set, then the flags that name one key (they win, as --mode does over finetune.mode)."""
+    from ..core.config import store_override
+
+    return [*args.set, *([store_override(args.store)] if args.store else [])]
 
 
 def cmd_pretrain(args) -> int:
@@ -321,8 +322,8 @@ def cmd_pretrain(args) -> int:
 def cmd_finetune(args) -> int:
     from ..train.jobs import finetune_config, run_finetune
 
-    cfg = finetune_config(args.config, _overrides(args), mode=args.mode, subset=args.subset, seed=args.seed, init=args.init,
-                          pretrain_seed=args.pretrain_seed, allow_unknown_seed=args.allow_unknown_seed)
+    cfg = finetune_config(args.config, _overrides(args), mode=args.mode, subset=args.subset, seed=args.seed,
+                          init=args.init, pretrain_seed=args.pretrain_seed, allow_unknown_seed=args.allow_unknown_seed)
     return run_finetune(cfg, args.run_dir, stop_after_steps=args.stop_after_steps, resume=not args.no_resume)
 
 

@@ -7,6 +7,7 @@ fall back to a default). Overrides from the command line use dotted keys: `train
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,6 +346,12 @@ def parse_overrides(overrides: list[str] | None) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = yaml.safe_load(raw)
     return tree
+
+
+def store_override(path: str | Path) -> str:
+    """The override `data.store=PATH` for any path: override values are YAML, which reads `2024` as a number and
+    `a: b.zarr` as a mapping, so the path goes in as a quoted string (JSON's quoting is YAML's)."""
+    return f"data.store={json.dumps(str(path))}"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
