@@ -55,3 +55,13 @@ def test_a_sweep_passes_any_store_path_to_its_jobs(tmp_path):
     assert load_config(TEST_CFG, sw.pretrain_overrides(42)).data.store == str(store)
     args = build_parser().parse_args(sw.task_argv(sw.tasks[0]))
     assert load_config(args.config, args.set).data.store == str(store)
+
+
+def test_an_init_directory_of_any_name_reaches_the_config(tmp_path):
+    """Catches --init going through YAML: a pretraining run under `runs/field: a/` read as a mapping."""
+    from astrom3_hpc.train.jobs import finetune_config
+
+    init = str(tmp_path / "field: a" / "pretrain" / "s42")
+    args = build_parser().parse_args(["finetune", "--run-dir", "r", "--init", init, "--seed", "42"])
+    cfg = finetune_config(TEST_CFG, _overrides(args), seed=args.seed, init=args.init)
+    assert cfg.finetune.init == init and cfg.data.seed == 42

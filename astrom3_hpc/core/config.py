@@ -348,10 +348,10 @@ def parse_overrides(overrides: list[str] | None) -> dict:
     return tree
 
 
-def store_override(path: str | Path) -> str:
-    """The override `data.store=PATH` for any path: override values are YAML, which reads `2024` as a number and
+def path_override(key: str, path: str | Path) -> str:
+    """The override `KEY=PATH` for any path: override values are YAML, which reads `2024` as a number and
     `a: b.zarr` as a mapping, so the path goes in as a quoted string (JSON's quoting is YAML's)."""
-    return f"data.store={json.dumps(str(path))}"
+    return f"{key}={json.dumps(str(path))}"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

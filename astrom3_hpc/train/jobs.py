@@ -53,8 +53,12 @@ def finetune_overrides(*, mode: str | None = None, subset: str | None = None, se
                        init: str | None = None, pretrain_seed: int | None = None,
                        allow_unknown_seed: bool = False) -> list[str]:
     """`astrom3 finetune`'s flags as KEY=VALUE overrides (None: not given, the config decides)."""
+    from ..core.config import path_override
+
     given = dict(mode=mode, subset=subset, seed=seed, init=init, pretrain_seed=pretrain_seed)
-    out = [f"{key}={given[flag]}" for flag, key in FINETUNE_FLAGS if given[flag] is not None]
+    out = [f"{key}={given[flag]}" for flag, key in FINETUNE_FLAGS if given[flag] is not None and flag != "init"]
+    if init is not None:  # a run directory: any path
+        out.append(path_override("finetune.init", init))
     if allow_unknown_seed:
         out.append("finetune.allow_unknown_seed=true")
     return out
