@@ -65,3 +65,12 @@ def test_an_init_directory_of_any_name_reaches_the_config(tmp_path):
     args = build_parser().parse_args(["finetune", "--run-dir", "r", "--init", init, "--seed", "42"])
     cfg = finetune_config(TEST_CFG, _overrides(args), seed=args.seed, init=args.init)
     assert cfg.finetune.init == init and cfg.data.seed == 42
+
+
+def test_a_set_value_yaml_reads_as_another_type_says_to_quote_it():
+    from astrom3_hpc.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'data.store' must be a string, got 2024: YAML read the value as a number; "
+                                          r"quote it \(data.store='...'\)"):
+        load_config(TEST_CFG, ["data.store=2024"])
+    assert load_config(TEST_CFG, ["data.store='2024'"]).data.store == "2024"

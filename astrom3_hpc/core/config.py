@@ -318,7 +318,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+            kind = {bool: "true/false", int: "number", float: "number", dict: "mapping", list: "list"}.get(
+                type(value), type(value).__name__)
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}: YAML read the value as a {kind}; "
+                              f"quote it ({key}='...')")
         return value
     return value
 
