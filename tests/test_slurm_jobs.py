@@ -295,9 +295,11 @@ def test_preempted_pretraining_requeues_and_resumes_exactly(sbatch_sweep, slurm_
     requeues the job, the restart resumes in the same run dir and ends where the uninterrupted run ended."""
     run = tmp_path / "pre"
     log = tmp_path / "pretrain-%j.out"
+    # The seed as the script's usage line passes it, a --set after the script's own: it once replaced them, STORE
+    # and EXTRA_SETS included (the run then trained on the config's store).
     job = slurm_cluster.sbatch(["-o", log, str(ROOT / "slurm" / "pretrain.sh"), f"CONFIG={TEST_CFG}",
-                                f"STORE={tiny_store}", f"RUN_DIR={run}",
-                                "EXTRA_SETS=" + " ".join([f"data.seed={SEED}", *PT_SETS])], env=job_env(), cwd=ROOT)
+                                f"STORE={tiny_store}", f"RUN_DIR={run}", "EXTRA_SETS=" + " ".join(PT_SETS),
+                                "--set", f"data.seed={SEED}"], env=job_env(), cwd=ROOT)
     log = tmp_path / f"pretrain-{job}.out"
     try:
         wait_for_steps(run, 2, 300, "pretraining", slurm_cluster, job)
