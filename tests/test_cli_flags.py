@@ -74,3 +74,11 @@ def test_a_set_value_yaml_reads_as_another_type_says_to_quote_it():
                                           r"quote it \(data.store='...'\)"):
         load_config(TEST_CFG, ["data.store=2024"])
     assert load_config(TEST_CFG, ["data.store='2024'"]).data.store == "2024"
+
+
+def test_list_flags_of_the_science_tools_add_up():
+    p = build_parser()
+    a = p.parse_args(["search", "run", "--query", "1", "2", "--query", "3", "--target", "photo", "--target", "meta"])
+    assert a.query == [1, 2, 3] and a.target == ["photo", "meta"]
+    assert p.parse_args(["embed", "run", "--splits", "val", "--splits", "test"]).splits == ["val", "test"]
+    assert p.parse_args(["search", "run"]).target is None  # unset: the command's default (all)

@@ -47,7 +47,7 @@ def _add_embed(sub) -> None:
                "         torchrun --nproc_per_node 4 -m astrom3_hpc.cli.science embed runs/pretrain-s42")
     p.add_argument("run_dir", help="a finished pretraining run directory (config.yaml, best_model.pt)")
     p.add_argument("--store", help="data store to embed (default: the run's data.store)")
-    p.add_argument("--splits", nargs="+", choices=["train", "val", "test"],
+    p.add_argument("--splits", nargs="+", action="extend", choices=["train", "val", "test"],
                    help="embed only these splits of the run's seed (default: every valid object, including "
                         "objects of classes unseen in training, which are in no split)")
     p.add_argument("--out-dir", help=_OUT_HELP)
@@ -94,15 +94,17 @@ def _add_search(sub) -> None:
                "  astrom3 search RUN --query-file star.dat --aux 0.45 0.37 0.2 0.9 --target photo spectra\n"
                "  astrom3 search RUN --recall --recall-split test")
     p.add_argument("run_dir", help="a pretraining run directory")
-    p.add_argument("--query", nargs="+", type=int, default=[], metavar="OBJECT_ID", help="query object id(s)")
-    p.add_argument("--query-row", nargs="+", type=int, default=[], metavar="ROW", help="query store row(s)")
+    p.add_argument("--query", nargs="+", action="extend", type=int, default=[], metavar="OBJECT_ID",
+                   help="query object id(s)")
+    p.add_argument("--query-row", nargs="+", action="extend", type=int, default=[], metavar="ROW",
+                   help="query store row(s)")
     p.add_argument("--query-file", help="raw light curve (.dat, .csv) or spectrum (.fits, .fits.gz) to embed")
     p.add_argument("--aux", nargs=4, type=float, metavar=("AMPLITUDE", "PERIOD", "LKSL", "RFR_SCORE"),
                    help="photometric features of a light-curve query file (raw: mag, days); default: the "
                         "train-split mean")
     p.add_argument("--modality", default="photo", choices=["photo", "spectra", "meta", "average"],
                    help="embedding of the query object to search with (default photo; a file sets its own)")
-    p.add_argument("--target", nargs="+", choices=["photo", "spectra", "meta", "average"],
+    p.add_argument("--target", nargs="+", action="extend", choices=["photo", "spectra", "meta", "average"],
                    help="embeddings to search (default: all)")
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw", "ivf"], help=_INDEX_HELP)
