@@ -48,8 +48,8 @@ def _content_key(pair: Pair) -> tuple:
 
 def paired_bootstrap(pairs: list[Pair], resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Observed mean difference of macro-F1 (A - B, fractions), its 95 % interval and the share of resamples
-    with A >= B. The pairs are drawn for in one fixed order of their contents, so the same runs listed in another
-    order (collect sorts by seed, a user lists them as they like) get the same draws and the same interval."""
+    with A >= B. The pairs take their draws in an order fixed by their contents, so the same runs listed in
+    another order (collect sorts by seed, a user lists them as they like) get the same draws and interval."""
     pairs = sorted(pairs, key=_content_key)
     observed = macro_f1_difference(pairs, [np.arange(len(p[1])) for p in pairs])
     rng = np.random.default_rng(seed)
