@@ -44,17 +44,29 @@ def test_every_set_flag_applies(argv):
     assert build_parser().parse_args(argv).set == []  # the default list is not shared between parses
 
 
-def test_a_sweep_passes_any_store_path_to_its_jobs(tmp_path):
+def test_a_sweep_passes_any_store_path_to_its_jobs(tmp_path, monkeypatch):
     """Catches the sweep's store reaching its tasks through YAML (`/x/field: a.zarr` is a mapping there)."""
     from astrom3_hpc.orchestration.submission import create_sweep
 
     store = tmp_path / "field: a.zarr"
     sw = create_sweep(tmp_path / "sw", seeds=[42], modes=["photo"], subsets=["full"], store=str(store),
-                      finetune_config=TEST_CFG, pretrain_config=TEST_CFG)
+                      finetune_config=TEST_CFG, pretrain_config=TEST_CFG, pretrain_sets=["train.epochs=2"])
     assert {sw.task_config(t).data.store for t in sw.tasks} == {str(store)}
     assert load_config(TEST_CFG, sw.pretrain_overrides(42)).data.store == str(store)
+    seen = {}
+
+    def run(cfg, run_dir, **kw) -> int:  # the config the command resolved, without training
+        seen["cfg"] = cfg
+        return 0
+
+    monkeypatch.setattr(jobs, "run_finetune", run)
+    monkeypatch.setattr(jobs, "run_pretrain", run)
     args = build_parser().parse_args(sw.task_argv(sw.tasks[0]))
-    assert load_config(args.config, args.set).data.store == str(store)
+    assert args.func(args) == 0 and seen["cfg"].data.store == str(store)
+    # The pretraining command a sweep's sbatch script and the demo run: the config of pretrain_overrides.
+    args = build_parser().parse_args(sw.pretrain_argv(42))
+    assert args.func(args) == 0
+    assert seen["cfg"].to_dict() == load_config(TEST_CFG, sw.pretrain_overrides(42)).to_dict()
 
 
 def test_an_init_directory_of_any_name_reaches_the_config(tmp_path):

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from astrom3_hpc.cli import build_parser
-from astrom3_hpc.core.config import load_config
 from astrom3_hpc.core.errors import EXIT_BAD_INPUT
 from astrom3_hpc.orchestration.submission import create_sweep
 from astrom3_hpc.orchestration.sweep import run_task
+from astrom3_hpc.train import jobs
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = str(REPO / "configs" / "paper_finetune.yaml")
@@ -27,17 +27,24 @@ def _sweep(tmp_path, store="data/none.zarr"):
                         finetune_config=CFG, store=store, sets=["train.epochs=3"])
 
 
-def test_task_config_is_the_finetune_commands_config(tmp_path):
+def test_task_config_is_the_finetune_commands_config(tmp_path, monkeypatch):
     """Catches a sweep task whose config drifts from `astrom3 finetune`'s for the same flags (an override
     applied in another order, the `cells:` entry of the wrong mode/subset, a flag dropped)."""
     sw = _sweep(tmp_path)
     assert len(sw.tasks) == 8
+    seen = {}
+
+    def run_finetune(cfg, run_dir, **kw) -> int:
+        seen["cfg"] = cfg
+        return 0
+
+    monkeypatch.setattr(jobs, "run_finetune", run_finetune)
     for t in sw.tasks:
         args = build_parser().parse_args(sw.task_argv(t))
-        from_cli = load_config(args.config, list(args.set) + [
-            f"finetune.mode={args.mode}", f"data.subset={args.subset}", f"data.seed={args.seed}",
-            f"finetune.init={args.init}"])
+        assert args.func(args) == 0  # `astrom3 finetune` with these arguments, up to the training itself
+        from_cli = seen.pop("cfg")
         assert sw.task_config(t).to_dict() == from_cli.to_dict(), t.name
+        assert from_cli.data.store == sw.store and from_cli.train.epochs == 3
     cells = {(t.mode, t.subset): sw.task_config(t).optim.lr for t in sw.tasks}
     assert len(set(cells.values())) > 1, "configs/finetune_cells.yaml gives cells different learning rates"
 

@@ -89,8 +89,10 @@ class Sweep:
                 "--seed", str(task.seed), "--init", self.task_init(task)]
         if self.finetune_config:
             argv += ["--config", self.finetune_config]
-        if self.task_sets():
-            argv += ["--set", *self.task_sets()]
+        if self.store:
+            argv += ["--store", self.store]
+        if self.sets:
+            argv += ["--set", *self.sets]
         return argv
 
     def task_config(self, task: Task):
@@ -113,10 +115,14 @@ class Sweep:
         return store + [f"data.seed={seed}"] + list(self.pretrain_sets)
 
     def pretrain_argv(self, seed: int) -> list[str]:
+        """Arguments of `astrom3 pretrain` for seed `seed` (the config `pretrain_overrides` gives)."""
         argv = ["pretrain", "--run-dir", str(self.pretrain_dir(seed))]
         if self.pretrain_config:
             argv += ["--config", self.pretrain_config]
-        return argv + ["--set", *self.pretrain_overrides(seed)]
+        if self.store:
+            argv += ["--store", self.store]
+        argv += ["--seed", str(seed)]
+        return argv + (["--set", *self.pretrain_sets] if self.pretrain_sets else [])
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
