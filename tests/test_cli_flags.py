@@ -94,3 +94,22 @@ def test_list_flags_of_the_science_tools_add_up():
     assert a.query == [1, 2, 3] and a.target == ["photo", "meta"]
     assert p.parse_args(["embed", "run", "--splits", "val", "--splits", "test"]).splits == ["val", "test"]
     assert p.parse_args(["search", "run"]).target is None  # unset: the command's default (all)
+
+
+def test_an_option_of_another_source_is_an_error_and_builds_nothing(tmp_path, capsys):
+    """Catches an ingest option the chosen source does not read going unused: `-n 30` to ztf-vsx built all 439
+    objects, `--points` to synthetic a synthetic store; and the two source errors that exited 1, not 2."""
+    from astrom3_hpc.cli import main
+
+    out = tmp_path / "s.zarr"
+    cases = [(["synthetic", "-n", "50", "--points", "p.csv"], "--points is an option of `ingest lightcurves`, "
+                                                               "not of `ingest synthetic`"),
+             (["ztf-vsx", "--root", str(tmp_path), "-n", "30"], "-n/--n-objects is an option of `ingest synthetic`"),
+             (["lightcurves", "--root", str(tmp_path)], "--root is an option of `ingest astrom3-raw / ztf-vsx"),
+             (["synthetic", "--catalogue", "train=a.csv"], "--catalogue is an option of `ingest astrom3-raw`"),
+             (["ztf-vsx"], "ingest ztf-vsx reads files: --root DIR is required"),
+             (["astrom3-raw", "--root", str(tmp_path), "--catalogue", "a.csv"], "--catalogue takes SPLIT=CSV")]
+    for argv, message in cases:
+        assert main(["ingest", *argv, "--out", str(out), "--no-progress"]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+        assert not out.exists() and list(tmp_path.iterdir()) == [], argv

@@ -36,6 +36,9 @@ def _add_layout_args(p: argparse.ArgumentParser) -> None:
                         "~1.25x slower than lz4hc)")
 
 
+FILE_SOURCES = ("astrom3-raw", "ztf-vsx", "stripe82", "lamost")  # the sources read from --root
+
+
 def _add_ingest(sub) -> None:
     p = sub.add_parser("ingest", help="build a trimodal Zarr store (synthetic or real survey files)",
                        description="Preprocess raw objects once and write a versioned Zarr v3 store with splits "
@@ -47,15 +50,18 @@ def _add_ingest(sub) -> None:
                         "curves) and lamost (spectra): single-modality real samples; lightcurves: any "
                         "survey's long tables, CSV, TSV or Parquet (--points, --objects)")
     p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
-    p.add_argument("--root", help="input directory for real sources")
-    p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
-    p.add_argument("--unseen-fraction", type=float, default=0.0,
-                   help="synthetic: fraction of objects from classes absent in training (label -1)")
-    p.add_argument("--mislabel-fraction", type=float, default=0.0, help="synthetic: fraction of wrong labels")
-    p.add_argument("--missing-rate", type=float, default=0.0,
-                   help="synthetic: fraction of objects given one NaN metadata value, to exercise --meta-nan "
-                        "(default 0 here; the Python generator's default is 0.003)")
+    # Options of some sources only: given to another, they are an error, never silently unused.
+    only: list[tuple[argparse.Action, tuple[str, ...]]] = [
+        (p.add_argument("--root", help="input directory for real sources"), FILE_SOURCES)]
+    synthetic = [
+        p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects"),
+        p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed"),
+        p.add_argument("--unseen-fraction", type=float, default=0.0,
+                       help="synthetic: fraction of objects from classes absent in training (label -1)"),
+        p.add_argument("--mislabel-fraction", type=float, default=0.0, help="synthetic: fraction of wrong labels"),
+        p.add_argument("--missing-rate", type=float, default=0.0,
+                       help="synthetic: fraction of objects given one NaN metadata value, to exercise --meta-nan "
+                            "(default 0 here; the Python generator's default is 0.003)")]
     p.add_argument("--meta-nan", choices=["fail", "skip", "impute"], default="fail",
                    help="NaN metadata: fail (default, names object and column), skip the object, or impute the "
                         "split seed's train median (a presence mask is stored; see docs/store.md)")
@@ -64,13 +70,14 @@ def _add_ingest(sub) -> None:
                         "(astrom3-raw: ROOT/splits by default); absent (subset, seed) pairs are generated "
                         "(lightcurves: ids as in --id-column; only the given seeds are stored)")
     g = p.add_argument_group("astrom3-raw: the authors' research layout (paths relative to --root)")
-    g.add_argument("--catalogue", action="append", default=[], metavar="SPLIT=CSV",
-                   help="catalogue CSV per split, e.g. train=preprocessed_data/full_lb/spectra_and_v_train.csv "
-                        "(repeatable; default splits/full/42/{train,val,test}.csv)")
-    g.add_argument("--photometry", metavar="PATH", help="light-curve zip or directory (default: the first of "
-                   "photometry.zip, photometry/, asassnvarlc_vband_complete.zip, vardb_files/)")
-    g.add_argument("--spectra-dir", metavar="DIR", help="LAMOST FITS directory, flat or {split}/{class}/ "
-                                                        "(default ROOT/spectra)")
+    raw = [
+        g.add_argument("--catalogue", action="append", default=[], metavar="SPLIT=CSV",
+                       help="catalogue CSV per split, e.g. train=preprocessed_data/full_lb/spectra_and_v_train.csv "
+                            "(repeatable; default splits/full/42/{train,val,test}.csv)"),
+        g.add_argument("--photometry", metavar="PATH", help="light-curve zip or directory (default: the first of "
+                       "photometry.zip, photometry/, asassnvarlc_vband_complete.zip, vardb_files/)"),
+        g.add_argument("--spectra-dir", metavar="DIR", help="LAMOST FITS directory, flat or {split}/{class}/ "
+                                                            "(default ROOT/spectra)")]
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="fail at the first bad object, or skip it and list it in skipped.json")
     p.add_argument("--error-channel", choices=["ivar", "sigma"], default="ivar",
@@ -81,8 +88,11 @@ def _add_ingest(sub) -> None:
     _add_layout_args(p)
     from .ingest_lightcurves import add_arguments as add_lightcurve_args
 
-    add_lightcurve_args(p)
-    p.set_defaults(func=cmd_ingest)
+    lightcurves = add_lightcurve_args(p)
+    only += [(a, ("synthetic",)) for a in synthetic] + [(a, ("astrom3-raw",)) for a in raw]
+    only += [(a, ("lightcurves",)) for a in lightcurves]
+    p.set_defaults(func=cmd_ingest, source_options=[("/".join(a.option_strings), a.dest, a.default, sources)
+                                                    for a, sources in only])
 
 
 def make_source(args):
@@ -96,13 +106,13 @@ def make_source(args):
 
         return source_from_args(args)
     if not args.root:
-        raise SystemExit(f"astrom3 ingest {args.source}: --root DIR is required")
+        raise ValueError(f"ingest {args.source} reads files: --root DIR is required")
     from ..data import sources as readers
 
     if args.source == "astrom3-raw":
         files = dict(c.split("=", 1) for c in args.catalogue if "=" in c)
         if len(files) != len(args.catalogue):
-            raise SystemExit("astrom3 ingest: --catalogue takes SPLIT=CSV, e.g. train=spectra_and_v_train.csv")
+            raise ValueError("--catalogue takes SPLIT=CSV, e.g. train=spectra_and_v_train.csv")
         return readers.AstroM3RawSource(args.root, files or None, photometry=args.photometry,
                                         spectra_dir=args.spectra_dir)
     if args.source == "ztf-vsx":
@@ -112,9 +122,18 @@ def make_source(args):
     return readers.LamostSampleSource(args.root)
 
 
+def refuse_other_sources_options(args) -> None:
+    """An option of another source (`--points` to `ingest synthetic`, `-n` to `ingest ztf-vsx`) would go unused
+    and build a store of something else than the user asked for: an error naming it."""
+    for option, dest, default, sources in args.source_options:
+        if args.source not in sources and getattr(args, dest) != default:
+            raise ValueError(f"{option} is an option of `ingest {' / '.join(sources)}`, not of `ingest {args.source}`")
+
+
 def cmd_ingest(args) -> int:
     from ..data.ingest import IngestOptions, ingest
 
+    refuse_other_sources_options(args)
     source = make_source(args)
     # lightcurves reads --splits-from itself (ids as in its objects file) and keeps only the seeds given there.
     splits_from = None if args.source == "lightcurves" else args.splits_from

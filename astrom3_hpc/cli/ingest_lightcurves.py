@@ -8,42 +8,48 @@ import argparse
 from ..data import periods
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Registered on the ingest parser."""
+def add_arguments(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Registered on the ingest parser; returns the options, which only `ingest lightcurves` takes."""
     g = p.add_argument_group("lightcurves: long tables of any survey, UTF-8 text separated by commas, tabs or "
                                   "semicolons (optionally .gz), or Parquet (pip install 'astrom3-hpc[parquet]'; "
                                   "see docs/lightcurves.md)")
-    g.add_argument("--points", help="points table (.csv, .tsv, .gz or .parquet): one row per epoch")
-    g.add_argument("--objects", help="objects table (.csv, .tsv, .gz or .parquet): one row per object, "
-                                       "with its class")
-    g.add_argument("--id-column", default="id", help="object id column, in both tables and the split files "
-                                                     "(default id)")
-    g.add_argument("--time-column", default="time", help="time in days, e.g. MJD (default time)")
-    g.add_argument("--mag-column", help="magnitudes (converted to flux: 3631e3 * 10**(-0.4 mag) mJy)")
-    g.add_argument("--flux-column", help="fluxes, any linear unit (instead of --mag-column)")
-    g.add_argument("--err-column", default="err", help="magnitude or flux error column (default err)")
-    g.add_argument("--band-column", help="band column in the points table")
-    g.add_argument("--band", help="the band to keep (required when the band column has several); several, "
-                                  "comma-separated (--band r,g), are merged into one curve per object, each band "
-                                  "shifted to the first one's median")
-    g.add_argument("--label-column", default="label", help="class column in the objects table; any names")
-    g.add_argument("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
-                                       "object out")
-    g.add_argument("--drop-unlabelled", action="store_true",
-                   help="leave out objects with no class (default: error naming them)")
-    g.add_argument("--keep-unlabelled", action="store_true",
-                   help="keep objects with no class (label -1, in no split): every fine-tune and baseline run "
-                        "classifies them into predictions_unlabelled.csv")
-    g.add_argument("--period-column", help="catalogue period (days) in the objects table; default (and empty "
-                                           "cells): the Lomb-Scargle period")
-    g.add_argument("--split-column", help="train/val/test column in the objects table (stored as seed 42); "
-                                          "or --splits-from DIR (only the seeds given there are stored; "
-                                          "--on-error skip ignores ids that are not in the objects file)")
-    g.add_argument("--min-period", type=float, default=periods.MIN_PERIOD_DAYS, metavar="DAYS",
-                   help=f"shortest Lomb-Scargle period searched (default {periods.MIN_PERIOD_DAYS}); the search "
-                        "time grows as 1/DAYS. Delta Scuti stars reach 0.02 d")
-    g.add_argument("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
-                   help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
+    actions: list[argparse.Action] = []
+
+    def add(*names: str, **kw) -> None:
+        actions.append(g.add_argument(*names, **kw))
+
+    add("--points", help="points table (.csv, .tsv, .gz or .parquet): one row per epoch")
+    add("--objects", help="objects table (.csv, .tsv, .gz or .parquet): one row per object, "
+                          "with its class")
+    add("--id-column", default="id", help="object id column, in both tables and the split files "
+                                          "(default id)")
+    add("--time-column", default="time", help="time in days, e.g. MJD (default time)")
+    add("--mag-column", help="magnitudes (converted to flux: 3631e3 * 10**(-0.4 mag) mJy)")
+    add("--flux-column", help="fluxes, any linear unit (instead of --mag-column)")
+    add("--err-column", default="err", help="magnitude or flux error column (default err)")
+    add("--band-column", help="band column in the points table")
+    add("--band", help="the band to keep (required when the band column has several); several, "
+                       "comma-separated (--band r,g), are merged into one curve per object, each band "
+                       "shifted to the first one's median")
+    add("--label-column", default="label", help="class column in the objects table; any names")
+    add("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
+                            "object out")
+    add("--drop-unlabelled", action="store_true",
+        help="leave out objects with no class (default: error naming them)")
+    add("--keep-unlabelled", action="store_true",
+        help="keep objects with no class (label -1, in no split): every fine-tune and baseline run "
+             "classifies them into predictions_unlabelled.csv")
+    add("--period-column", help="catalogue period (days) in the objects table; default (and empty "
+                                "cells): the Lomb-Scargle period")
+    add("--split-column", help="train/val/test column in the objects table (stored as seed 42); "
+                               "or --splits-from DIR (only the seeds given there are stored; "
+                               "--on-error skip ignores ids that are not in the objects file)")
+    add("--min-period", type=float, default=periods.MIN_PERIOD_DAYS, metavar="DAYS",
+        help=f"shortest Lomb-Scargle period searched (default {periods.MIN_PERIOD_DAYS}); the search "
+             "time grows as 1/DAYS. Delta Scuti stars reach 0.02 d")
+    add("--period-backend", choices=["auto", "nifty", "astropy"], default="auto",
+        help="Lomb-Scargle implementation (auto: nifty-ls when installed)")
+    return actions
 
 
 def source_from_args(args: argparse.Namespace):
