@@ -325,9 +325,9 @@ def _add_train(sub) -> None:
 
 def _overrides(args) -> list[str]:
     """--set, then the flags that name one key (they win, as --mode does over finetune.mode)."""
-    from ..core.config import path_override
+    from ..core.config import store_overrides
 
-    return [*args.set, *([path_override("data.store", args.store)] if args.store else [])]
+    return [*args.set, *store_overrides(args.store)]
 
 
 def cmd_pretrain(args) -> int:

@@ -357,6 +357,11 @@ def path_override(key: str, path: str | Path) -> str:
     return f"{key}={json.dumps(str(path))}"
 
 
+def store_overrides(store: str | Path | None) -> list[str]:
+    """The override naming `store` as data.store, or none when no store is given (the config's then)."""
+    return [path_override("data.store", store)] if store else []
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (optionally with `base: other.yaml` inheritance), apply overrides, validate."""
     values: dict = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import write_json
-from ..core.config import path_override
+from ..core.config import store_overrides
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 
 MODES = ("photo", "spectra", "meta", "all")
@@ -74,7 +74,7 @@ class Sweep:
 
     def task_sets(self) -> list[str]:
         """The overrides every fine-tuning task gets: the sweep's store, then its --set values."""
-        return ([path_override("data.store", self.store)] if self.store else []) + list(self.sets)
+        return store_overrides(self.store) + list(self.sets)
 
     def task_init(self, task: Task) -> str:
         return str(self.pretrain_dir(task.seed)) if task.init == "clip" else "scratch"
@@ -111,8 +111,7 @@ class Sweep:
 
     def pretrain_overrides(self, seed: int) -> list[str]:
         """The overrides of seed `seed`'s pretraining: the sweep's store, the seed, then its --pretrain-set values."""
-        store = [path_override("data.store", self.store)] if self.store else []
-        return store + [f"data.seed={seed}"] + list(self.pretrain_sets)
+        return store_overrides(self.store) + [f"data.seed={seed}"] + list(self.pretrain_sets)
 
     def pretrain_argv(self, seed: int) -> list[str]:
         """Arguments of `astrom3 pretrain` for seed `seed` (the config `pretrain_overrides` gives)."""

@@ -56,9 +56,9 @@ def finetune_overrides(*, mode: str | None = None, subset: str | None = None, se
     from ..core.config import path_override
 
     given = dict(mode=mode, subset=subset, seed=seed, init=init, pretrain_seed=pretrain_seed)
-    out = [f"{key}={given[flag]}" for flag, key in FINETUNE_FLAGS if given[flag] is not None and flag != "init"]
-    if init is not None:  # a run directory: any path
-        out.append(path_override("finetune.init", init))
+    # init is a run directory: any path, which YAML must not read.
+    out = [path_override(key, given[flag]) if flag == "init" else f"{key}={given[flag]}"
+           for flag, key in FINETUNE_FLAGS if given[flag] is not None]
     if allow_unknown_seed:
         out.append("finetune.allow_unknown_seed=true")
     return out
