@@ -97,19 +97,46 @@ def test_list_flags_of_the_science_tools_add_up():
 
 
 def test_an_option_of_another_source_is_an_error_and_builds_nothing(tmp_path, capsys):
-    """Catches an ingest option the chosen source does not read going unused: `-n 30` to ztf-vsx built all 439
-    objects, `--points` to synthetic a synthetic store; and the two source errors that exited 1, not 2."""
+    """Catches an ingest option the chosen source does not read going unused (`-n 30` to ztf-vsx built all 439
+    objects, `--points` to synthetic a synthetic store): each source parses only its own options, and one of
+    another source is named with the sources that take it."""
     from astrom3_hpc.cli import main
 
     out = tmp_path / "s.zarr"
-    cases = [(["synthetic", "-n", "50", "--points", "p.csv"], "--points is an option of `ingest lightcurves`, "
+    usage = [(["synthetic", "-n", "50", "--points", "p.csv"], "--points is an option of `ingest lightcurves`, "
                                                                "not of `ingest synthetic`"),
-             (["ztf-vsx", "--root", str(tmp_path), "-n", "30"], "-n/--n-objects is an option of `ingest synthetic`"),
-             (["lightcurves", "--root", str(tmp_path)], "--root is an option of `ingest astrom3-raw / ztf-vsx"),
-             (["synthetic", "--catalogue", "train=a.csv"], "--catalogue is an option of `ingest astrom3-raw`"),
-             (["ztf-vsx"], "ingest ztf-vsx reads files: --root DIR is required"),
-             (["astrom3-raw", "--root", str(tmp_path), "--catalogue", "a.csv"], "--catalogue takes SPLIT=CSV")]
-    for argv, message in cases:
-        assert main(["ingest", *argv, "--out", str(out), "--no-progress"]) == 2, argv
-        assert message in capsys.readouterr().err, argv
+             (["ztf-vsx", "--root", str(tmp_path), "-n", "30"], "-n is an option of `ingest synthetic`, not of"),
+             (["lightcurves", "--root", str(tmp_path)],
+              "--root is an option of `ingest astrom3-raw / ztf-vsx / stripe82 / lamost`"),
+             (["synthetic", "--catalogue=train=a.csv"], "--catalogue is an option of `ingest astrom3-raw`"),
+             (["ztf-vsx", "--meta-nan", "skip"], "--meta-nan is an option of `ingest synthetic / astrom3-raw`"),
+             (["ztf-vsx"], "the following arguments are required: --root"),
+             (["lightcurves", "--points", "p.csv"], "the following arguments are required: --objects")]
+    for argv, message in usage:
+        with pytest.raises(SystemExit) as e:
+            main(["ingest", *argv, "--out", str(out), "--no-progress"])
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
         assert not out.exists() and list(tmp_path.iterdir()) == [], argv
+    assert main(["ingest", "astrom3-raw", "--root", str(tmp_path), "--catalogue", "a.csv", "--out", str(out)]) == 2
+    assert "--catalogue takes SPLIT=CSV" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_each_source_lists_only_its_own_options(capsys):
+    """`astrom3 ingest lightcurves --help` listed every source's options (146 lines); each source now shows the
+    shared ones and its own, and the source's own come first."""
+    from astrom3_hpc.cli import main
+
+    helps = {}
+    for source in ("synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost", "lightcurves"):
+        with pytest.raises(SystemExit):
+            main(["ingest", source, "--help"])
+        helps[source] = capsys.readouterr().out
+        assert "--out" in helps[source] and "--compression" in helps[source], source
+    assert "--points" in helps["lightcurves"] and "--points" not in helps["synthetic"]
+    assert "--n-objects" in helps["synthetic"] and "--n-objects" not in helps["ztf-vsx"]
+    assert "ztf_vsx_objects.csv" in helps["ztf-vsx"] and "--root" not in helps["lightcurves"]
+    assert "--meta-nan" in helps["astrom3-raw"] and "--meta-nan" not in helps["stripe82"]
+    assert "--error-channel" in helps["lamost"] and "--error-channel" not in helps["lightcurves"]
+    assert helps["lightcurves"].index("--points") < helps["lightcurves"].index("--out")
+    assert helps["ztf-vsx"].index("--root") < helps["ztf-vsx"].index("--out")

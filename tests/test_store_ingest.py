@@ -106,7 +106,8 @@ def test_cli_compression_choices_are_the_store_layouts():
     from astrom3_hpc.data.store import COMPRESSIONS, Layout
 
     ingest_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["ingest"]
-    opt = next(a for a in ingest_parser._actions if a.dest == "compression")
+    synthetic = next(a for a in ingest_parser._actions if a.dest == "source").choices["synthetic"]
+    opt = next(a for a in synthetic._actions if a.dest == "compression")
     assert tuple(opt.choices) == COMPRESSIONS and opt.default == Layout(n_objects=1).compression == "none"
 
 

@@ -20,145 +20,6 @@ EXIT_DAMAGED, EXIT_UNVERIFIABLE = 3, 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# ingest
-
-def _add_layout_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("store layout (see docs/store.md)")
-    g.add_argument("--chunk-objects", type=int, default=64, help="objects per spectra chunk (default 64, ~2 MB)")
-    g.add_argument("--table-chunk", type=int, default=8192, help="objects per chunk of the small tables")
-    g.add_argument("--lc-chunk", type=int, default=32768, help="light-curve points per chunk")
-    g.add_argument("--shard-chunks", type=int, default=0, help="spectra chunks per shard file (0: no sharding)")
-    # store.COMPRESSIONS and Layout's default, spelled out so `--help` need not import zarr (a test ties them).
-    g.add_argument("--compression", choices=["none", "lz4hc", "lz4"], default="none",
-                   help="spectra and light-curve points: none (default: the loader copies rows straight from "
-                        "the page cache, one copy per node), lz4hc (half the disk, ~2.5x slower to load, "
-                        "ingestion ~1.5x slower) or lz4 (like lz4hc, but ingests as fast as none and loads "
-                        "~1.25x slower than lz4hc)")
-
-
-FILE_SOURCES = ("astrom3-raw", "ztf-vsx", "stripe82", "lamost")  # the sources read from --root
-
-
-def _add_ingest(sub) -> None:
-    p = sub.add_parser("ingest", help="build a trimodal Zarr store (synthetic or real survey files)",
-                       description="Preprocess raw objects once and write a versioned Zarr v3 store with splits "
-                                   "and z-score statistics for every split seed. Runs in parallel under "
-                                   "`mpiexec -n N astrom3 ingest ...`. The store appears only when complete.")
-    p.add_argument("source", choices=["synthetic", "astrom3-raw", "ztf-vsx", "stripe82", "lamost", "lightcurves"],
-                   help="synthetic: the embedded generator; astrom3-raw: the published AstroM3 raw layout "
-                        "(split CSVs, light-curve zip or directory, LAMOST FITS); ztf-vsx, stripe82 (light "
-                        "curves) and lamost (spectra): single-modality real samples; lightcurves: any "
-                        "survey's long tables, CSV, TSV or Parquet (--points, --objects)")
-    p.add_argument("--out", required=True, help="store path to create (e.g. data/synthetic.zarr)")
-    # Options of some sources only: given to another, they are an error, never silently unused.
-    only: list[tuple[argparse.Action, tuple[str, ...]]] = [
-        (p.add_argument("--root", help="input directory for real sources"), FILE_SOURCES)]
-    synthetic = [
-        p.add_argument("-n", "--n-objects", type=int, default=21440, help="synthetic: number of objects"),
-        p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed"),
-        p.add_argument("--unseen-fraction", type=float, default=0.0,
-                       help="synthetic: fraction of objects from classes absent in training (label -1)"),
-        p.add_argument("--mislabel-fraction", type=float, default=0.0, help="synthetic: fraction of wrong labels"),
-        p.add_argument("--missing-rate", type=float, default=0.0,
-                       help="synthetic: fraction of objects given one NaN metadata value, to exercise --meta-nan "
-                            "(default 0 here; the Python generator's default is 0.003)")]
-    p.add_argument("--meta-nan", choices=["fail", "skip", "impute"], default="fail",
-                   help="NaN metadata: fail (default, names object and column), skip the object, or impute the "
-                        "split seed's train median (a presence mask is stored; see docs/store.md)")
-    p.add_argument("--splits-from", metavar="DIR",
-                   help="split files DIR/{subset}/{seed}/{train,val,test}.csv (or DIR/splits/...) to keep "
-                        "(astrom3-raw: ROOT/splits by default); absent (subset, seed) pairs are generated "
-                        "(lightcurves: ids as in --id-column; only the given seeds are stored)")
-    g = p.add_argument_group("astrom3-raw: the authors' research layout (paths relative to --root)")
-    raw = [
-        g.add_argument("--catalogue", action="append", default=[], metavar="SPLIT=CSV",
-                       help="catalogue CSV per split, e.g. train=preprocessed_data/full_lb/spectra_and_v_train.csv "
-                            "(repeatable; default splits/full/42/{train,val,test}.csv)"),
-        g.add_argument("--photometry", metavar="PATH", help="light-curve zip or directory (default: the first of "
-                       "photometry.zip, photometry/, asassnvarlc_vband_complete.zip, vardb_files/)"),
-        g.add_argument("--spectra-dir", metavar="DIR", help="LAMOST FITS directory, flat or {split}/{class}/ "
-                                                            "(default ROOT/spectra)")]
-    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
-                   help="fail at the first bad object, or skip it and list it in skipped.json")
-    p.add_argument("--error-channel", choices=["ivar", "sigma"], default="ivar",
-                   help="spectrum error channel: ivar (default; what the reference feeds, the inverse variance) "
-                        "or sigma (the corrected channel, 1/sqrt(ivar)); recorded in the store (astrom3 info)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--no-progress", action="store_true")
-    _add_layout_args(p)
-    from .ingest_lightcurves import add_arguments as add_lightcurve_args
-
-    lightcurves = add_lightcurve_args(p)
-    only += [(a, ("synthetic",)) for a in synthetic] + [(a, ("astrom3-raw",)) for a in raw]
-    only += [(a, ("lightcurves",)) for a in lightcurves]
-    p.set_defaults(func=cmd_ingest, source_options=[("/".join(a.option_strings), a.dest, a.default, sources)
-                                                    for a, sources in only])
-
-
-def make_source(args):
-    if args.source == "synthetic":
-        from ..data.synthetic import SyntheticSource
-
-        return SyntheticSource(args.n_objects, seed=args.seed, unseen_fraction=args.unseen_fraction,
-                               mislabel_fraction=args.mislabel_fraction, missing_rate=args.missing_rate)
-    if args.source == "lightcurves":
-        from .ingest_lightcurves import source_from_args
-
-        return source_from_args(args)
-    if not args.root:
-        raise ValueError(f"ingest {args.source} reads files: --root DIR is required")
-    from ..data import sources as readers
-
-    if args.source == "astrom3-raw":
-        files = dict(c.split("=", 1) for c in args.catalogue if "=" in c)
-        if len(files) != len(args.catalogue):
-            raise ValueError("--catalogue takes SPLIT=CSV, e.g. train=spectra_and_v_train.csv")
-        return readers.AstroM3RawSource(args.root, files or None, photometry=args.photometry,
-                                        spectra_dir=args.spectra_dir)
-    if args.source == "ztf-vsx":
-        return readers.ZTFVSXSource(args.root)
-    if args.source == "stripe82":
-        return readers.Stripe82RRLyraeSource(args.root)
-    return readers.LamostSampleSource(args.root)
-
-
-def refuse_other_sources_options(args) -> None:
-    """An option of another source (`--points` to `ingest synthetic`, `-n` to `ingest ztf-vsx`) would go unused
-    and build a store of something else than the user asked for: an error naming it."""
-    for option, dest, default, sources in args.source_options:
-        if args.source not in sources and getattr(args, dest) != default:
-            raise ValueError(f"{option} is an option of `ingest {' / '.join(sources)}`, not of `ingest {args.source}`")
-
-
-def cmd_ingest(args) -> int:
-    from ..data.ingest import IngestOptions, ingest
-
-    refuse_other_sources_options(args)
-    source = make_source(args)
-    # lightcurves reads --splits-from itself (ids as in its objects file) and keeps only the seeds given there.
-    splits_from = None if args.source == "lightcurves" else args.splits_from
-    opts = IngestOptions(on_error=args.on_error, error_channel=args.error_channel, overwrite=args.overwrite,
-                         meta_nan=args.meta_nan, splits_from=splits_from,
-                         progress=not args.no_progress,
-                         layout_kw=dict(chunk_objects=args.chunk_objects, table_chunk=args.table_chunk,
-                                        lc_chunk=args.lc_chunk, shard_chunks=args.shard_chunks,
-                                        compression=args.compression))
-    summary = ingest(source, args.out, opts)
-    if summary and _is_rank0():
-        print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _is_rank0() -> bool:
-    import os
-
-    for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "RANK"):
-        if k in os.environ:
-            return os.environ[k] == "0"
-    return True
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # info / inspect
 
 def _add_info(sub) -> None:
@@ -401,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"astrom3-hpc {__version__}")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    _add_ingest(sub)
+    from .ingest import add_parser as add_ingest_parser
+
+    add_ingest_parser(sub)
     _add_info(sub)
     _add_verify(sub)
     _add_clean(sub)
