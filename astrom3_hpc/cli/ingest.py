@@ -24,7 +24,8 @@ WITH_SPECTRA = ("synthetic", "astrom3-raw", "lamost")  # and spectra (--error-ch
 
 class _SourceParser(argparse.ArgumentParser):
     """The parser of one source. argparse would call an option of another source merely unrecognized (or first
-    complain of a missing one); this says whose it is. `options_of` (option string -> sources taking it) is filled once every source is built."""
+    complain of a missing one); this says whose it is. `options_of` (option string -> the sources taking it) is
+    shared by the sources' parsers and filled as they are built."""
     options_of: dict[str, list[str]]
     source: str
 
