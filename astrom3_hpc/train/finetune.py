@@ -278,3 +278,10 @@ class Finetuner(Trainer):
         if "test_full" not in out:
             out["test_full"], out["test_full_accuracy"] = out["test"], out["test_accuracy"]
         return out
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        test, val = metrics["test"], metrics["val"]
+        kept = f"best epoch {metrics['best_val'].get('epoch')} of {metrics['epochs_run']} run"
+        return (f"{metrics['mode']} {metrics['subset']} seed {metrics['seed']} ({metrics['init']}"
+                f"{' + baseline' if metrics['average_baseline'] else ''}, {kept}): test accuracy "
+                f"{test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}; validation macro-F1 {val['macro_f1']:.3f}")

@@ -107,7 +107,7 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
         raise RunMismatchError(
             f"run dir {run_dir} holds another run; resuming it with these settings would mix two runs:\n  "
             + "\n  ".join(diff) + "\nRerun with the same settings to resume it, or start this one with "
-            f"--no-resume --run-dir NEW_DIR.")
+            "--no-resume --run-dir NEW_DIR.")
 
 
 def write_identity(run_dir: str | Path, identity: dict[str, Any]) -> None:

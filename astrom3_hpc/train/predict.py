@@ -176,7 +176,7 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
     from .evaluate import classification_report, predictions_file, unlabelled_summary, write_predictions
 
     run = Path(run_dir)
-    m = _metrics(run)
+    _metrics(run)  # an error naming the run unless it is a finished fine-tune, baseline or ensemble run
     store = Store(store_path)
     # A model classifies the objects that hold what it reads: the others' inputs would be zero-filled.
     reads = run_reads(run)

@@ -110,6 +110,12 @@ class Pretrainer(Trainer):
                 "steps": self.state.step, "world_size": self.world, "best_epoch": self.best_val.get("epoch"),
                 "best_val": self.best_val, "embedding_eval": emb_eval}
 
+    def summary(self, metrics: dict[str, Any]) -> str:
+        best, emb = metrics["best_val"], metrics["embedding_eval"]
+        return (f"best validation loss {best.get('loss', float('nan')):.4f} at epoch {best.get('epoch')} of "
+                f"{metrics['epochs_run']}; averaged embedding, test accuracy: class centroid "
+                f"{emb['centroid_average']:.3f}, 1-NN {emb['knn1_average']:.3f}")
+
 
 
 def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None) -> dict[str, Any]:

@@ -322,6 +322,10 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """The log's last line: the numbers a user looks for first (metrics.json has the rest)."""
+        raise NotImplementedError
+
     # -- the job -------------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "world_size": self.world, "launcher": self.env.launcher,
@@ -370,7 +374,7 @@ class Trainer:
             metrics = self.finish()
             self.run.finish(metrics)
             if self.is_main:
-                log.info("finished: %s", {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+                log.info("finished: %s (%s)", self.summary(metrics), self.run.path / "metrics.json")
             return 0
         finally:
             self.preempt.restore()
