@@ -9,7 +9,8 @@ from astrom3_hpc.core.config import ConfigError, load_config
 from astrom3_hpc.model.informer import InformerEncoder
 
 
-def test_compiled_encoder_matches_eager_and_keeps_its_state_dict_keys():
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_compiled_encoder_matches_eager_and_keeps_its_state_dict_keys(backend):
     """Deterministic settings (eval, every key scored, no dropout): outputs and gradients within fp32 tolerance."""
     torch.manual_seed(0)
     enc = InformerEncoder(d_model=16, n_layers=1, n_heads=2, d_ff=32, deterministic_eval=True,
@@ -19,7 +20,7 @@ def test_compiled_encoder_matches_eager_and_keeps_its_state_dict_keys():
     mask[:, 150:] = 0
     eager = enc(lc, mask)
     g_eager = torch.autograd.grad(eager.square().sum(), list(enc.parameters()))
-    enc.compile()
+    enc.compile(backend=backend)
     compiled = enc(lc, mask)
     g_comp = torch.autograd.grad(compiled.square().sum(), list(enc.parameters()))
     assert list(enc.state_dict()) == keys
@@ -33,3 +34,7 @@ def test_compile_key_is_validated():
     assert load_config(None, ["train.compile=true"]).train.compile is True
     with pytest.raises(ConfigError, match="train.compile"):
         load_config(None, ["train.compile=3"])
+    assert load_config(None, []).train.compile_backend == "inductor"
+    assert load_config(None, ["train.compile_backend=aot_eager"]).train.compile_backend == "aot_eager"
+    with pytest.raises(ConfigError, match="train.compile_backend.*inductor, aot_eager"):
+        load_config(None, ["train.compile_backend=triton"])

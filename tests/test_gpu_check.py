@@ -13,7 +13,7 @@ from dist_helpers import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ["device", "store", "loader", "train bf16 eager", "loss vs CPU fp32 (bf16)", "train fp32 eager",
-            "loss vs CPU fp32 (fp32)", "1-rank job (gloo)", "2-rank job (gloo)"]
+            "loss vs CPU fp32 (fp32)", "1-rank job (gloo)", "2-rank job (gloo)", "train fp32 compiled (aot_eager)"]
 
 
 @pytest.mark.timeout(900)

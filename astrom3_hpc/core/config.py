@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 
 
 CUDA_DEFAULT_WORKERS = 4  # divides the default data.streams (8)
+COMPILE_BACKENDS = ("inductor", "aot_eager")  # torch.compile backends train.compile_backend takes
 
 
 @dataclass
@@ -181,6 +182,10 @@ class TrainConfig:
     # on the CPU class the hand-fused fast kernels are faster and start at once; for CUDA runs
     # (benchmarks/gpu_check.sh measures both).
     compile: bool = False
+    # inductor generates kernels (Triton on CUDA, C++ on CPU: about a minute of gcc per process on 2 cores);
+    # aot_eager traces the same graphs forward and backward and runs them with torch's own ops, so it checks
+    # that a model compiles, in seconds and without a compiler (the CPU dry run of gpu_check.sh).
+    compile_backend: str = "inductor"
     # Seed of the initial weights and of dropout; None: data.seed. Members of a seed ensemble (`astrom3
     # ensemble`) differ only in it: same split, same batch order.
     model_seed: int | None = None
@@ -194,6 +199,8 @@ class TrainConfig:
         _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
         _check(isinstance(self.compile, bool), "train.compile", "must be true or false")
+        _check(self.compile_backend in COMPILE_BACKENDS, "train.compile_backend",
+               f"must be one of {', '.join(COMPILE_BACKENDS)}")
         _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
         _check(self.zero_stage in (0, 1, 2), "train.zero_stage", "must be 0, 1 or 2")
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")

@@ -149,7 +149,7 @@ def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int, local_
     if cfg.train.compile:
         # Per encoder, in place: the parameters, their names and the checkpoints stay those of the eager model.
         for enc in getattr(model, "encoders", {}).values():
-            enc.compile()
+            enc.compile(backend=cfg.train.compile_backend)
     opt = build_optimizer(model, cfg, fused=fused)
     index = torch.cuda.current_device() if cuda else None  # set by dist.env.init
     engine, optimizer, _, _ = deepspeed.initialize(args=deepspeed_args(index), model=model, optimizer=opt,
