@@ -324,7 +324,8 @@ def main(argv=None) -> int:
     adist.cleanup()
     if rates:
         (p, c), best = max(rates.items(), key=lambda kv: kv[1])
-        print(f"best samples/s: {best:,.0f} ({p}{' compiled' if c else ''}, batch {sz.batch}, 1 {'GPU' if cuda else 'CPU'})")
+        print(f"best samples/s: {best:,.0f} ({p}{' compiled' if c else ''}, batch {sz.batch}, "
+              f"1 {'GPU' if cuda else 'CPU'})")
     fails = [r for r in RESULTS if r[0] == "FAIL"]
     print(f"gpu_check: {len(RESULTS) - len(fails)} ok, {len(fails)} failed", flush=True)
     return 1 if fails else 0
