@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,3 +240,13 @@ def test_rng_state_of_four_visible_gpus_resumes_with_one(monkeypatch):
     loader.install(monkeypatch)
     checkpoint.set_rng_state(state)
     assert torch.equal(loader.states[0], torch.full((16,), 2, dtype=torch.uint8))  # the device it ran on
+
+
+def test_the_engine_puts_the_interpreters_ninja_first_on_path():
+    """Catches the JIT op cache rebuilt twice per CI run: `.venv/bin/python -m pytest` without the venv activated
+    found the system ninja, so DeepSpeed rebuilt its comm op (42 s) and the next venv job rebuilt it back."""
+    r = subprocess.run([sys.executable, "-c", "import os, astrom3_hpc.train.engine; print(os.environ['PATH'])"],
+                       env={**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}, capture_output=True, text=True,
+                       check=True, cwd=Path(__file__).resolve().parents[1])
+    path = r.stdout.strip().split(os.pathsep)
+    assert path[0] == str(Path(sys.executable).parent) and path[1:] == ["/usr/local/bin", "/usr/bin", "/bin"]
