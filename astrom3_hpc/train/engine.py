@@ -32,7 +32,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_exte
 # (`.venv/bin/python -m pytest`, as CI runs) found the system ninja and rebuilt the op (42 s on 2 cores), and the
 # next job with the venv's ninja rebuilt it again. The interpreter's directory first, as the job scripts do.
 _bin = str(Path(sys.executable).parent)
-if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
+if sys.executable and os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:  # never "." (embedded Python)
     os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
