@@ -375,6 +375,10 @@ class Trainer:
             self.run.finish(metrics)
             if self.is_main:
                 log.info("finished: %s (%s)", self.summary(metrics), self.run.path / "metrics.json")
+            # Leave together: rank 0 still writes the run's files while the others reach the teardown, and a rank
+            # destroying its group (or exiting) beside one still in it once aborted the other (gpu_check's 2-rank
+            # gloo job, SIGABRT after "finished"). Only on success: after a failure a barrier would wait.
+            adist.barrier()
             return 0
         finally:
             self.preempt.restore()
