@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.interpreter import interpreter_first
 from ..orchestration.sweep import Sweep, make_tasks
 
 log = logging.getLogger("astrom3")
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PATH"] = interpreter_first(env.get("PATH", ""))
     # One thread per process, whatever the caller's shell says: the thread count changes how CPU kernels split
     # their sums, so it changes the bits (OMP_NUM_THREADS=2 instead of 1 changed 53 of 56 weight tensors after
     # 12 pretraining steps), and ProbSparse's top-k query selection amplifies that into different accuracies.

@@ -24,16 +24,14 @@ import numpy as np
 import torch
 
 from ..core.config import RunConfig
+from ..core.interpreter import interpreter_first
 
 # DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
 # once per install (see .ci/setup.sh) rather than once per home directory.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
-# That cache is tied to the ninja found on PATH: a process of the venv's interpreter without the venv activated
-# (`.venv/bin/python -m pytest`, as CI runs) found the system ninja and rebuilt the op (42 s on 2 cores), and the
-# next job with the venv's ninja rebuilt it again. The interpreter's directory first, as the job scripts do.
-_bin = str(Path(sys.executable).parent)
-if sys.executable and os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:  # never "." (embedded Python)
-    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+# That cache is tied to the ninja found on PATH: `.venv/bin/python -m pytest` (CI, venv not activated) found the
+# system ninja and rebuilt the op (42 s on 2 cores), and the next job rebuilt it back. As the job scripts do:
+os.environ["PATH"] = interpreter_first(os.environ.get("PATH", ""))
 if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
