@@ -245,6 +245,17 @@ def child_failure(stderr: str) -> str:
         (f"; last lines: {' | '.join(lines[-6:])}" if not errors and len(lines) > 1 else "")
 
 
+def _run_job(world: int, sz: Sizes, store: Path, run: Path, extra: list[str], env: dict[str, str],
+             stage: str) -> subprocess.CompletedProcess:
+    """One launch of the job, its whole output kept in RUN/launch-STAGE.log: every rank's stderr passes through
+    torchrun, and a rank that dies at exit (a signal, not an exception) leaves its last words only there."""
+    r = subprocess.run(_job_cmd(world, sz, store, run, extra), env=env, capture_output=True, text=True,
+                       timeout=900)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / f"launch-{stage}.log").write_text(r.stdout + r.stderr)
+    return r
+
+
 @item("job")
 def job_stop_resume(sz: Sizes, store: Path, out: Path, world: int, cuda: bool) -> None:
     import torch
@@ -255,8 +266,7 @@ def job_stop_resume(sz: Sizes, store: Path, out: Path, world: int, cuda: bool) -
     run = out / f"job-{world}rank"
     env = clean_env()
     stop = sz.job_steps + 1  # in the second epoch: after a validation and an epoch checkpoint
-    r1 = subprocess.run(_job_cmd(world, sz, store, run, ["--stop-after-steps", str(stop)]), env=env,
-                        capture_output=True, text=True, timeout=900)
+    r1 = _run_job(world, sz, store, run, ["--stop-after-steps", str(stop)], env, "stopped")
     stopped = json.loads((run / "checkpoints" / "latest.json").read_text())["step"] \
         if (run / "checkpoints" / "latest.json").exists() else None
     if stopped != stop:
@@ -264,10 +274,11 @@ def job_stop_resume(sz: Sizes, store: Path, out: Path, world: int, cuda: bool) -
             report("SKIP", name, "NCCL refuses two ranks on one GPU (Duplicate GPU detected): needs 2 GPUs")
             return
         raise RuntimeError(f"the stopped run has no checkpoint at step {stop} (exit {r1.returncode}): "
-                           f"{child_failure(r1.stderr)}")
-    r2 = subprocess.run(_job_cmd(world, sz, store, run, []), env=env, capture_output=True, text=True, timeout=900)
+                           f"{child_failure(r1.stderr)} (whole output: {run / 'launch-stopped.log'})")
+    r2 = _run_job(world, sz, store, run, [], env, "resumed")
     if r2.returncode != 0:
-        raise RuntimeError(f"resumed run exited {r2.returncode}: {child_failure(r2.stderr)}")
+        raise RuntimeError(f"resumed run exited {r2.returncode}: {child_failure(r2.stderr)} "
+                           f"(whole output: {run / 'launch-resumed.log'})")
     m = json.loads((run / "metrics.json").read_text())
     epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     ok = (m["steps"] == 2 * sz.job_steps and m["world_size"] == world and len(epochs) == 2

@@ -23,7 +23,13 @@ def test_gpu_check_dry_run_passes_every_item(tmp_path):
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
                        env=env, capture_output=True, text=True, timeout=850, cwd=ROOT)
     lines = [line for line in r.stdout.splitlines() if line.split(" ", 1)[0] in ("PASS", "FAIL", "SKIP")]
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    launches = sorted(tmp_path.glob("job-*rank/launch-*.log"))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:] + "".join(
+        f"\n--- {p.relative_to(tmp_path)} (end) ---\n{p.read_text()[-3000:]}" for p in launches)
+    # Each launch's whole output is kept: a rank that dies by a signal at exit says why only there.
+    assert [p.relative_to(tmp_path).as_posix() for p in launches] == [
+        f"job-{w}rank/launch-{s}.log" for w in (1, 2) for s in ("resumed", "stopped")]
+    assert all("finished: " in (tmp_path / f"job-{w}rank/launch-resumed.log").read_text() for w in (1, 2))
     items = {line.split(" ", 1)[1].split(":", 1)[0]: line.split(" ", 1)[0] for line in lines}
     for name in EXPECTED:
         assert items.get(name) == "PASS", (name, lines)
