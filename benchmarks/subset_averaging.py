@@ -28,7 +28,7 @@ from astrom3_hpc.data.lc_features import cached_resampled_features, standardise 
 from astrom3_hpc.data.lc_folds import cached_resampled_folds  # noqa: E402
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches  # noqa: E402
 from astrom3_hpc.data.store import Store  # noqa: E402
-from astrom3_hpc.model import build_classifier  # noqa: E402
+from astrom3_hpc.model.members import class_probabilities, finetune_classifier  # noqa: E402
 from astrom3_hpc.model.presets import resolve  # noqa: E402
 from astrom3_hpc.model.registry import cached_inputs  # noqa: E402
 from astrom3_hpc.train.checkpoint import BEST_MODEL, load_weights  # noqa: E402
@@ -64,7 +64,7 @@ def probabilities(model, batches: TrimodalBatches, folds: np.ndarray, feats: np.
                 batch["lc_fold"] = torch.from_numpy(folds[idx, j])
                 if feats is not None:
                     batch["lc_features"] = torch.from_numpy(feats[idx, j])
-            member.append(torch.softmax(model(batch).float(), 1).numpy())
+            member.append(class_probabilities(model(batch)).numpy())
         rows.append(idx)
         labels.append(batch["label"].numpy())
         probs.append(np.stack(member, 1))
@@ -77,7 +77,7 @@ def evaluate(run: Path) -> dict[str, tuple[float, float]]:
         raise SystemExit(f"{run}: not trained with fold resampling (data.lc_fold_resamples and a fold_full view)")
     store = Store(cfg.data.store)
     names = list(store.class_names)
-    model = build_classifier(cfg.model, cfg.finetune.mode, len(names), cfg.finetune.fusion)
+    model = finetune_classifier(cfg, len(names))
     model.load_state_dict(load_weights(run / BEST_MODEL)["state_dict"])
     model.eval()
     folds, feats = subset_inputs(cfg, store)

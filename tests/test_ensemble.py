@@ -145,3 +145,61 @@ def test_subset_averaging_reproduces_the_run_and_refuses_runs_without_subsets(me
         assert f"{split} half_half" in out and f"{split} subsets" in out
     with pytest.raises(SystemExit, match="not trained with fold resampling"):
         sa.main([str(plain)])
+
+
+def test_members_start_from_the_weights_of_their_seeds_and_average_their_probabilities():
+    from astrom3_hpc.core.config import ModelConfig
+    from astrom3_hpc.model import build_classifier
+    from astrom3_hpc.model.members import Members, build_members, class_probabilities, log_probabilities
+
+    def build():
+        return build_classifier(ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32), "photo", 4)
+
+    torch.manual_seed(7)
+    model = build_members(build, 3, seed=7)
+    assert isinstance(model, Members) and sorted(model.encoders) == ["0.photo", "1.photo", "2.photo"]
+    for k, member in enumerate(model.members):  # member k: what a run with train.model_seed=7+k starts from
+        torch.manual_seed(7 + k)
+        alone = build().state_dict()
+        assert all(torch.equal(alone[key], v) for key, v in member.state_dict().items())
+    torch.manual_seed(7)
+    assert isinstance(build_members(build, 1, seed=7), type(build()))
+    logits = torch.randn(3, 5, 4) * 30  # confident members that disagree: some class probabilities underflow
+    mean = torch.softmax(logits, -1).mean(0)
+    torch.testing.assert_close(class_probabilities(logits), mean)
+    torch.testing.assert_close(log_probabilities(logits).exp(), mean)
+    assert torch.isfinite(log_probabilities(logits)).all()
+    torch.testing.assert_close(log_probabilities(logits[0]), torch.log_softmax(logits[0], -1))
+
+
+@pytest.mark.timeout(600)
+def test_members_train_in_one_run_that_predict_and_collect_read(members, tmp_path, capsys):
+    """finetune.members=2: one run, two classifiers from the seeds of the two member runs above, its predictions
+    and validation loss those of their mean probabilities; `astrom3 predict` rebuilds the same model."""
+    store, _ = members
+    run = tmp_path / "runs" / "joint"
+    run_job("finetune", run, store, sets=(*TINY, "train.model_seed=1", "finetune.members=2"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["weight_seeds"] == [1, 2] and m["init"] == "scratch"
+    assert ", 2 members, best epoch" in (run / "train.log").read_text()
+    w = torch.load(run / "best_model.pt", weights_only=False)["state_dict"]
+    assert {k.split(".")[:2] == ["members", "0"] or k.split(".")[:2] == ["members", "1"] for k in w} == {True}
+    assert any(not torch.equal(w[k], w[k.replace("members.0.", "members.1.", 1)]) for k in w if ".0." in k)
+    rows, p = _probs(run, "predictions_val.csv")
+    names = [k[2:] for k in rows[0] if k.startswith("p_")]
+    truth = np.array([names.index(r["true_class"]) for r in rows])
+    # The kept epoch's validation loss is the log loss of the members' mean probability (printed to 6 digits).
+    assert m["val"]["loss"] == pytest.approx(-np.log(p[np.arange(len(p)), truth]).mean(), rel=1e-4)
+    assert [r["predicted_class"] for r in rows] == [names[i] for i in p.argmax(1)]
+    out = tmp_path / "again"
+    assert main(["predict", str(run), "--store", str(store), "--out", str(out)]) == 0
+    capsys.readouterr()
+    test_rows, pt = _probs(run)
+    again = {r["row"]: r for r in _probs(out)[0]}
+    np.testing.assert_allclose([[float(again[r["row"]][f"p_{c}"]) for c in names] for r in test_rows], pt,
+                               atol=2e-6)
+    from astrom3_hpc.cli.results import main as collect_main
+
+    assert collect_main([str(tmp_path / "runs"), "--out", str(tmp_path / "res")]) == 0
+    assert "| photo | full | scratch | 1 |" in (tmp_path / "res" / "results.md").read_text()

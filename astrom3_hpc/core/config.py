@@ -232,6 +232,11 @@ class FinetuneConfig:
     # each alone under "network" and "baseline". Training and the kept epoch are the network's alone. Light-curve
     # stores with finetune.mode photo only (docs/lightcurves.md, "Which model to run").
     average_baseline: bool = False
+    # > 1: that many classifiers trained side by side in the run, initial weights from train.model_seed (or
+    # data.seed) + 0, 1, ...; predictions, validation and the kept epoch use their mean class probabilities
+    # (model/members.py). The cost is that many trainings. Each member's gradient is clipped alone (under ZeRO,
+    # train.zero_stage > 0, DeepSpeed clips them together).
+    members: int = 1
     # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
     # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
     pretrain_seed: int | None = None
@@ -245,6 +250,7 @@ class FinetuneConfig:
         _check(self.distill in ("none", "baseline"), "finetune.distill", "must be none or baseline")
         _check(0.0 <= self.distill_weight <= 1.0, "finetune.distill_weight", "must be in [0, 1]")
         _check(0.0 <= self.label_smoothing < 1.0, "finetune.label_smoothing", "must be in [0, 1)")
+        _check(1 <= self.members <= 16, "finetune.members", "must be in 1..16")
         _check(not self.average_baseline or self.mode == "photo", "finetune.average_baseline",
                "needs finetune.mode photo (the baseline reads light curves only)")
         _check(self.distill == "none" or self.mode == "photo", "finetune.distill",

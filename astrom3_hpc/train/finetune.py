@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..core.config import ModelConfig
 from ..core.constants import UNLABELLED
+from ..model.members import class_probabilities, each_member, finetune_classifier, log_probabilities
 from ..model.presets import resolve
 from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
                        write_predictions)
@@ -163,31 +164,39 @@ class Finetuner(Trainer):
         return {key: baseline_probabilities(clf, self.store, r, threads=threads) for key, r in rows.items()}
 
     def build_model(self) -> torch.nn.Module:
-        from ..model import build_classifier, load_pretrained_encoders
+        from ..model import load_pretrained_encoders
 
         f = self.cfg.finetune
-        model = build_classifier(self.cfg.model, f.mode, len(self.store.class_names), f.fusion)
+        model = finetune_classifier(self.cfg, len(self.store.class_names), self.model_seed)
         self.loaded_keys = []
         if f.init != "scratch":
             ckpt = load_weights(Path(f.init) / BEST_MODEL)
-            self.loaded_keys = load_pretrained_encoders(model, ckpt["state_dict"], include_projections=f.mode == "all")
+            for member in each_member(model):  # every member starts from the same pretrained encoders
+                self.loaded_keys = load_pretrained_encoders(member, ckpt["state_dict"],
+                                                            include_projections=f.mode == "all")
             if self.is_main:
-                log.info("loaded %d pretrained tensors from %s", len(self.loaded_keys), f.init)
+                log.info("loaded %d pretrained tensors from %s%s", len(self.loaded_keys), f.init,
+                         f" into each of {f.members} members" if f.members > 1 else "")
         if f.freeze_encoders:
-            for p in model.encoders.parameters():
-                p.requires_grad_(False)
+            for member in each_member(model):
+                for p in member.encoders.parameters():
+                    p.requires_grad_(False)
         return model
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
         with self.autocast():
             logits = self.engine(batch)
+        labels, index = batch["label"], batch["index"]
+        if logits.dim() == 3:  # members: each its own loss on the same batch, the mean of those losses
+            n = logits.shape[0]
+            logits, labels, index = logits.flatten(0, 1), labels.repeat(n), index.repeat(n)
         weight = None if self.class_weight is None else self.class_weight.to(logits.device)
-        loss = F.cross_entropy(logits.float(), batch["label"], weight=weight,
+        loss = F.cross_entropy(logits.float(), labels, weight=weight,
                                label_smoothing=self.cfg.finetune.label_smoothing)
         if self.teacher is None:
             return loss
         a = self.cfg.finetune.distill_weight
-        target = self.teacher[batch["index"].cpu()].to(logits.device)
+        target = self.teacher[index.cpu()].to(logits.device)
         soft = -(target * F.log_softmax(logits.float(), 1)).sum(1).mean()
         return (1.0 - a) * loss + a * soft
 
@@ -200,14 +209,15 @@ class Finetuner(Trainer):
             b = to_device(batch, self.device, self.float_dtype)
             with self.autocast():
                 logits = self.engine(b)
-            logits = logits.float()
+            # With members, the model is their mean probability: its loss, its class.
+            logp = log_probabilities(logits)
             # Unlabelled objects (label -1) are classified, not scored.
-            loss_sum += float(F.cross_entropy(logits, b["label"], reduction="sum", ignore_index=-1))
-            preds.append(logits.argmax(1).cpu().numpy())
+            loss_sum += float(F.nll_loss(logp, b["label"], reduction="sum", ignore_index=-1))
+            preds.append(logp.argmax(1).cpu().numpy())
             labels.append(batch["label"].numpy())
             if with_probs:
                 ids.append(batch["index"].numpy())
-                probs.append(torch.softmax(logits, 1).cpu().numpy())
+                probs.append(class_probabilities(logits).cpu().numpy())
         extra = (np.concatenate(ids), np.concatenate(probs)) if with_probs else ()
         parts = gather_objects((np.concatenate(preds), np.concatenate(labels), loss_sum, *extra))
         y_pred = np.concatenate([p[0] for p in parts])
@@ -236,6 +246,7 @@ class Finetuner(Trainer):
                                [round(float(w), 6) for w in self.class_weight],
                                "distill": f.distill, "label_smoothing": f.label_smoothing,
                                "average_baseline": f.average_baseline,
+                               "weight_seeds": [self.model_seed + k for k in range(f.members)],
                                "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         preds = {key: self.predict(self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra),
@@ -282,6 +293,8 @@ class Finetuner(Trainer):
     def summary(self, metrics: dict[str, Any]) -> str:
         test, val = metrics["test"], metrics["val"]
         kept = f"best epoch {metrics['best_val'].get('epoch')} of {metrics['epochs_run']} run"
+        n = len(metrics["weight_seeds"])
         return (f"{metrics['mode']} {metrics['subset']} seed {metrics['seed']} ({metrics['init']}"
-                f"{' + baseline' if metrics['average_baseline'] else ''}, {kept}): test accuracy "
+                f"{f', {n} members' if n > 1 else ''}{' + baseline' if metrics['average_baseline'] else ''}, "
+                f"{kept}): test accuracy "
                 f"{test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}; validation macro-F1 {val['macro_f1']:.3f}")

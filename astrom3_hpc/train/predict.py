@@ -91,7 +91,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
 
     from ..core.config import config_from_dict
     from ..data.loader import LoaderSpec, TrimodalBatches
-    from ..model import build_classifier
+    from ..model.members import class_probabilities, finetune_classifier
     from ..model.presets import resolve
     from ..model.registry import cached_inputs
     from .checkpoint import BEST_MODEL, load_weights
@@ -104,7 +104,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     train = _training_store(run, cfg.data.store, ident.get("store", {}).get("fingerprint"), train_store)
     names = list(train.class_names)
     f, d = cfg.finetune, cfg.data
-    model = build_classifier(cfg.model, f.mode, len(names), f.fusion)
+    model = finetune_classifier(cfg, len(names))
     state = load_weights(run / BEST_MODEL)["state_dict"]
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
@@ -124,7 +124,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
             # class probabilities a function of the object alone (as `astrom3 embed` does), not of its batch.
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                 torch.manual_seed(0)
-                probs.append(torch.softmax(model(to_device(batch, dev)).float(), 1).cpu().numpy())
+                probs.append(class_probabilities(model(to_device(batch, dev))).cpu().numpy())
     batches.close()
     by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))
     out = np.stack([by_row[int(r)] for r in rows]).astype(np.float64)

@@ -35,6 +35,7 @@ from ..core.config import RunConfig
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import MODALITIES, Store, StoreError, modalities_held
 from ..core.progress import Progress
+from ..model.members import each_member
 from ..model.presets import resolve
 from ..model.registry import cached_inputs
 from . import checkpoint
@@ -151,13 +152,19 @@ class Trainer:
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
+    @property
+    def model_seed(self) -> int:
+        """The initial weights' seed (train.model_seed, else the split seed)."""
+        return self.cfg.data.seed if self.cfg.train.model_seed is None else self.cfg.train.model_seed
+
     def setup_engine(self) -> None:
         # Same seed on every rank for the weights; per-rank seeds for dropout and sampling afterwards.
-        seed = self.cfg.data.seed if self.cfg.train.model_seed is None else self.cfg.train.model_seed
+        seed = self.model_seed
         seed_everything(seed)
         model = self.build_model()
         self.engine, self.optimizer = build_engine(model, self.cfg, self.world, self.env.local_world_size)
         self.model = self.engine.module
+        self.n_members = len(each_member(self.model))
         seed_everything(seed * 1000 + 17 + self.rank)
         self.schedule = LRSchedule.from_config(self.cfg.optim, self.cfg.train.epochs)
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
@@ -212,7 +219,9 @@ class Trainer:
         ids = batch.get("object_id")
         batch = to_device(batch, self.device, self.float_dtype)
         loss = self.compute_loss(batch)
-        self.engine.backward(loss)
+        # Members (finetune.members) report their mean loss; each is trained on its own loss, as if alone (the
+        # sum's gradient: the mean's would shrink each member's gradient against Adam's L2 term and the clip).
+        self.engine.backward(loss * self.n_members if self.n_members > 1 else loss)
         st = self.state
         self.guard.observe(st.step, st.epoch, st.batch_in_epoch, ids, loss, self.model)  # no host sync
         clip_gradients(self.model, self.cfg)

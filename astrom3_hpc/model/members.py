@@ -1,0 +1,81 @@
+"""Several classifiers of one architecture trained side by side in one engine (`finetune.members`).
+
+A network trained on a few thousand objects lands, depending on its initial weights alone, several macro-F1 points
+apart from its twin (docs/lightcurves_results.md); the mean of a few members' class probabilities is steadier and
+usually better than its average member. Training them in one module, rather than as separate runs averaged
+afterwards (`astrom3 ensemble`), keeps one run: one command, one run directory, one checkpoint to resume, one
+model for `astrom3 predict` and sweeps. Each member has its own loss on the same batches (so the optimizer's
+per-parameter state keeps them independent); validation, the kept epoch and the learning-rate plateau follow the
+members' averaged probabilities, which is the model that is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..core.config import RunConfig
+
+
+class Members(nn.Module):
+    """`forward` stacks the members' logits: (n_members, batch, n_classes)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"Members needs at least two classifiers, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def encoders(self) -> dict[str, nn.Module]:
+        """Every member's encoders by "<member>.<modality>" (what the engine compiles, one module at a time)."""
+        return {f"{k}.{m}": enc for k, member in enumerate(self.members) for m, enc in member.encoders.items()}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return torch.stack([m(batch) for m in self.members])
+
+
+def build_members(build: Callable[[], nn.Module], n: int, seed: int) -> nn.Module:
+    """`build()` itself for n == 1; else `Members` of n builds, member k's weights drawn with torch seed `seed` + k
+    for k >= 1 and member 0's from the current generator, as a single model's are: after seeding with `seed`,
+    the weights runs with `train.model_seed` = seed, seed + 1, ... would start from."""
+    if n == 1:
+        return build()
+    members = [build()]
+    for k in range(1, n):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + k)
+            members.append(build())
+    return Members(members)
+
+
+def finetune_classifier(cfg: RunConfig, n_classes: int, seed: int = 0) -> nn.Module:
+    """The model a fine-tune run of `cfg` trains: finetune.members classifiers of its mode (`build_members`), or
+    one. `seed` only matters for members' initial weights (a trained run's are loaded over them)."""
+    from .classifier import build_classifier
+
+    f = cfg.finetune
+    return build_members(lambda: build_classifier(cfg.model, f.mode, n_classes, f.fusion), f.members, seed)
+
+
+def each_member(model: nn.Module) -> list[nn.Module]:
+    """The classifiers of `model`: its members, or the model itself."""
+    return list(model.members) if isinstance(model, Members) else [model]
+
+
+def log_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(batch, n_classes) log class probabilities from a classifier's logits; with members, the log of their mean
+    probabilities (through logsumexp: a class every member rules out stays finite)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    if logits.dim() == 3:
+        return torch.logsumexp(logp, 0) - math.log(logits.shape[0])
+    return logp
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(batch, n_classes) probabilities from a classifier's logits, averaged over members where it has them."""
+    probs = torch.softmax(logits.float(), -1)
+    return probs.mean(0) if logits.dim() == 3 else probs
