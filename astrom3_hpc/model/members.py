@@ -38,6 +38,11 @@ class Members(nn.Module):
         return torch.stack([m(batch) for m in self.members])
 
 
+def member_seeds(seed: int, n: int) -> list[int]:
+    """The initial weights' seed of each of n members: the run's seed, then the next ones."""
+    return [seed + k for k in range(n)]
+
+
 def build_members(build: Callable[[], nn.Module], n: int, seed: int) -> nn.Module:
     """`build()` itself for n == 1; else `Members` of n builds, member k's weights drawn with torch seed `seed` + k
     for k >= 1 and member 0's from the current generator, as a single model's are: after seeding with `seed`,
@@ -45,9 +50,9 @@ def build_members(build: Callable[[], nn.Module], n: int, seed: int) -> nn.Modul
     if n == 1:
         return build()
     members = [build()]
-    for k in range(1, n):
+    for member_seed in member_seeds(seed, n)[1:]:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + k)
+            torch.manual_seed(member_seed)
             members.append(build())
     return Members(members)
 

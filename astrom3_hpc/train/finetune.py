@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from ..core.config import ModelConfig
 from ..core.constants import UNLABELLED
-from ..model.members import class_probabilities, each_member, finetune_classifier, log_probabilities
+from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
+                             member_seeds)
 from ..model.presets import resolve
 from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
                        write_predictions)
@@ -246,7 +247,7 @@ class Finetuner(Trainer):
                                [round(float(w), 6) for w in self.class_weight],
                                "distill": f.distill, "label_smoothing": f.label_smoothing,
                                "average_baseline": f.average_baseline,
-                               "weight_seeds": [self.model_seed + k for k in range(f.members)],
+                               "weight_seeds": member_seeds(self.model_seed, f.members),
                                "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         preds = {key: self.predict(self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra),
