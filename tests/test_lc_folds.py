@@ -1,5 +1,6 @@
 """The full-curve fold (data/lc_folds.py, view `fold_full` of the periodic encoder): the encoder's own fold applied
-once per store to every point, cached like the classical features, reaching the model only when asked; and its resampled variants for training."""
+once per store to every point, cached like the classical features, reaching the model only when asked; and its
+resampled variants for training."""
 
 from __future__ import annotations
 
@@ -69,6 +70,46 @@ def test_fold_full_view_reads_lc_fold_and_requires_it():
     assert batch["lc_fold"].grad.abs().sum() > 0
     with pytest.raises(KeyError, match="lc_fold"):
         model({k: v for k, v in batch.items() if k != "lc_fold"})
+
+
+def test_without_tokens_the_window_reaches_the_encoder_only_through_its_object_channels():
+    """model.periodic_tokens false drops the Informer: the encoder is the full-curve fold, the features and the
+    per-object channels, so moving the window's points changes nothing while moving the fold does."""
+    from astrom3_hpc.core.config import ModelConfig
+    from astrom3_hpc.data.lc_features import FEATURE_NAMES
+    from astrom3_hpc.model import build_classifier
+    from astrom3_hpc.model.informer import InformerEncoder
+
+    def build(tokens: bool):
+        cfg = ModelConfig(preset="periodic", d_model=16, n_layers=1, n_heads=2, d_ff=32, periodic_tokens=tokens,
+                          periodic_views=["fold_full"])
+        cfg.validate()
+        torch.manual_seed(0)
+        return build_classifier(cfg, "photo", 3).eval()
+
+    B = 4
+    batch = periodic_batch(B, lc_features=torch.randn(B, len(FEATURE_NAMES)),
+                           lc_fold=torch.randn(B, 4, lc_folds.FULL_FOLD_BINS))
+    batch["lc"][:, :, 1] = torch.randn(B, 200)
+    moved = {**batch, "lc": batch["lc"].clone()}
+    moved["lc"][:, :, 1] += torch.randn(B, 200)
+    refolded = {**batch, "lc_fold": batch["lc_fold"] + 1}
+    plain, with_tokens = build(False), build(True)
+    enc = plain.encoders["photo"]
+    assert not any(isinstance(m, InformerEncoder) for m in enc.modules())
+    assert enc.out_features == 3 * 16  # object channels, features, fold
+    assert enc.out_features == with_tokens.encoders["photo"].out_features - 16
+    with torch.no_grad():
+        out = plain(batch)
+        assert torch.isfinite(out).all() and out.shape == (B, 3)
+        torch.testing.assert_close(plain(moved), out, rtol=0, atol=0)
+        assert not torch.allclose(plain(refolded), out)
+        assert not torch.allclose(with_tokens(moved), with_tokens(batch))
+    # time and phase are channels of the tokens: refused without them, naming the key to change.
+    with pytest.raises(ValueError, match="model.periodic_views"):
+        ModelConfig(preset="periodic", periodic_tokens=False).validate()
+    with pytest.raises(ValueError, match="model.periodic_tokens"):
+        ModelConfig(preset="periodic", periodic_tokens="no", periodic_views=["fold_full"]).validate()
 
 
 # Fold resampling (data.lc_fold_resamples): training batches carry the fold of a random subset of each object's

@@ -100,6 +100,9 @@ class ModelConfig:
     # The fold views' convolutions also get log10 of the period they were folded at, as a constant fifth channel:
     # a sinusoid folded at 0.04 d (delta Scuti) and at 0.2 d (a contact binary at half its orbit) look alike.
     periodic_fold_period: bool = False
+    # The Informer over the 200-point window (the token branch; views time and phase are its channels). false:
+    # the encoder is the folds, the per-object channels and the features alone.
+    periodic_tokens: bool = True
     # Spectra GalSpecNet
     spec_channels: list[int] = field(default_factory=lambda: [64, 64, 32, 32])
     spec_dropout: float = 0.339
@@ -116,6 +119,10 @@ class ModelConfig:
         _check(set(self.periodic_views) <= {"time", "phase", "fold", "fold_full"}, "model.periodic_views",
                "must be a list drawn from time, phase, fold, fold_full")
         _check(isinstance(self.periodic_fold_period, bool), "model.periodic_fold_period", "must be true or false")
+        _check(isinstance(self.periodic_tokens, bool), "model.periodic_tokens", "must be true or false")
+        _check(self.periodic_tokens or not {"time", "phase"} & set(self.periodic_views), "model.periodic_views",
+               "time and phase are channels of the Informer's tokens: without model.periodic_tokens choose from "
+               "fold, fold_full")
         _check(self.periodic_feature_embedding in ("linear", "periodic", "piecewise"),
                "model.periodic_feature_embedding", "must be linear, periodic or piecewise")
         _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),

@@ -16,12 +16,13 @@ chosen by `model.periodic_views` (the preset's: time, phase, fold_full):
 - "fold_full": the same fold of every point of the light curve (batch key `lc_fold`, computed once per store),
            through its own convolutional net: the window holds 200 of a ZTF curve's ~500 points.
 
-Tokens go through the Informer (masked, mean-pooled, standard head layout); the output is the pooled tokens, the
-fold features (each fold view's), a projection of the per-object channels 3-8 (amplitude, period, ..., span) with the
-Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart) and, with
-`model.periodic_features`, an MLP of the classical baseline's feature vector (batch key `lc_features`: the
-same 35 features, data/lc_features.py, quantile-normalised by the loader), concatenated. With them the
-network has at least the information the baseline classifies from.
+Tokens go through the Informer (masked, mean-pooled, standard head layout); `model.periodic_tokens: false` leaves
+the Informer out (and with it time and phase), an order of magnitude faster to train. The output is the pooled
+tokens, the fold features (each fold view's), a projection of the per-object channels 3-8 (amplitude, period, ...,
+span) with the Lomb-Scargle search (batch key `lc_period_search`: the second peak tells aliases apart) and, with
+`model.periodic_features`, an MLP of the classical baseline's feature vector (batch key `lc_features`: the same 35
+features, data/lc_features.py, quantile-normalised by the loader), concatenated. With them the network has at least
+the information the baseline classifies from.
 """
 
 from __future__ import annotations
@@ -53,20 +54,24 @@ class PeriodicEncoder(nn.Module):
 
     def __init__(self, *, views: tuple[str, ...] = VIEWS, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  d_ff: int = 128, factor: int = 1, dropout: float = 0.1, deterministic_eval: bool = True,
-                 n_features: int = 0, feature_embedding: str = "linear", fold_period: bool = False):
+                 n_features: int = 0, feature_embedding: str = "linear", fold_period: bool = False,
+                 tokens: bool = True):
         super().__init__()
         bad = set(views) - set(VIEWS)
         if bad:
             raise ValueError(f"unknown periodic views {sorted(bad)}; choose from {VIEWS}")
+        if not tokens and {"time", "phase"} & set(views):
+            raise ValueError("the periodic views time and phase are channels of the Informer's tokens; "
+                             "without tokens choose from fold, fold_full")
         self.views = tuple(views)
         extra = (2 * len(TIME_SCALES_DAYS) if "time" in views else 0) + (4 if "phase" in views else 0)
         self.register_buffer("scales", torch.tensor(TIME_SCALES_DAYS, dtype=torch.float32), persistent=False)
         self.tokens = InformerEncoder(c_in=LC_CHANNELS + extra, seq_len=SEQ_LEN, d_model=d_model, n_layers=n_layers,
                                       n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout,
                                       deterministic_eval=deterministic_eval, padding_mask=True, pooling="mean",
-                                      head_layout="standard")
+                                      head_layout="standard") if tokens else None
         self.object = nn.Sequential(nn.Linear(6 + 4, d_model), nn.GELU())
-        out = 2 * d_model
+        out = (2 if tokens else 1) * d_model
         self.n_features = n_features
         if n_features:
             if feature_embedding not in FEATURE_EMBEDDINGS:
@@ -100,7 +105,7 @@ class PeriodicEncoder(nn.Module):
                              f"{len(optional)} more inputs")
         extra = dict(zip(self.optional_keys, optional))
         lc_features, lc_fold = extra.get("lc_features"), extra.get("lc_fold")
-        dtype = self.tokens.embedding.token_conv.weight.dtype
+        dtype = self.object[0].weight.dtype
         lc = lc.to(dtype)
         w = lc_mask.to(dtype)
         t_days = lc[:, :, 0] * lc[:, :, _SPAN_CH] * DAYS_PER_YEAR
@@ -112,9 +117,10 @@ class PeriodicEncoder(nn.Module):
         if "phase" in self.views:
             a1, a2 = 2 * math.pi * phase(t_days, period), 2 * math.pi * phase(t_days, 2 * period)
             chans.append(torch.stack([a1.sin(), a1.cos(), a2.sin(), a2.cos()], dim=-1))
-        x = torch.cat(chans, dim=-1) * w[:, :, None]
         objects = torch.cat([lc[:, 0, _OBJECT_CH], lc_period_search.to(dtype)], dim=-1)
-        feats = [self.tokens(x, lc_mask), self.object(objects)]
+        feats = [self.object(objects)]
+        if self.tokens is not None:
+            feats.insert(0, self.tokens(torch.cat(chans, dim=-1) * w[:, :, None], lc_mask))
         if self.n_features:
             if lc_features.shape[-1] != self.n_features:
                 raise ValueError(f"the periodic encoder was built for {self.n_features} per-object features "
@@ -196,4 +202,4 @@ def build_periodic(cfg) -> PeriodicEncoder:
                            deterministic_eval=bool(cfg.deterministic_eval),
                            n_features=len(FEATURE_NAMES) if cfg.periodic_features else 0,
                            feature_embedding=cfg.periodic_feature_embedding,
-                           fold_period=cfg.periodic_fold_period)
+                           fold_period=cfg.periodic_fold_period, tokens=cfg.periodic_tokens)
