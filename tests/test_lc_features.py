@@ -4,6 +4,7 @@ train rows only, reaching the model; and the encoder's time axis in the store's 
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -289,6 +290,40 @@ def test_large_survey_preset_is_the_preset_plus_three_settings():
                  (small.train, large.train)):
         diff = {k for k in vars(a) if getattr(a, k) != getattr(b, k)}
         assert diff <= {"lc_feature_resampling", "periodic_fold_period"}, diff
+
+
+def test_fast_large_survey_preset_is_the_large_one_without_the_informer_and_five_members():
+    from astrom3_hpc.core.config import load_config
+
+    large = load_config(str(ROOT / "configs" / "periodic_finetune_large.yaml"))
+    fast = load_config(str(ROOT / "configs" / "periodic_finetune_large_fast.yaml"))
+    assert large.model.periodic_tokens and large.finetune.members == 1
+    assert not fast.model.periodic_tokens and fast.model.periodic_views == ["fold_full"]
+    assert fast.finetune.members == 5
+    for a, b in ((large.data, fast.data), (large.model, fast.model), (large.optim, fast.optim),
+                 (large.train, fast.train), (large.finetune, fast.finetune)):
+        diff = {k for k in vars(a) if getattr(a, k) != getattr(b, k)}
+        assert diff <= {"periodic_tokens", "periodic_views", "members"}, diff
+
+
+def test_fast_large_survey_preset_trains_five_networks_without_an_informer_and_predicts(tmp_path):
+    from test_train import run_job
+
+    store = _lc_store(tmp_path / "tables")
+    run = tmp_path / "fast"
+    run_job("finetune", run, store, extra=("--config", str(ROOT / "configs" / "periodic_finetune_large_fast.yaml")),
+            sets=("train.batch_size=8", "model.d_model=16"))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["weight_seeds"] == [42, 43, 44, 45, 46] and m["distill"] == "baseline"
+    sd = torch.load(run / "best_model.pt", weights_only=False)["state_dict"]
+    assert any(".fold_full." in k for k in sd) and not any(".tokens." in k for k in sd)
+    s = Store(store)
+    assert m["test"]["n"] == len(s.split(42, "full", "test")) and (run / "predictions.csv").exists()
+    assert main(["predict", str(run), "--store", str(store), "--out", str(tmp_path / "pred")]) == 0
+    # predict rebuilds the same five networks from the run: its classes for the test objects are the run's own.
+    kept = {r["row"]: r["predicted_class"] for r in csv.DictReader(open(run / "predictions.csv"))}
+    again = {r["row"]: r["predicted_class"] for r in csv.DictReader(open(tmp_path / "pred" / "predictions.csv"))}
+    assert kept and {k: again[k] for k in kept} == kept
 
 
 def test_balanced_weights_are_sklearns():
