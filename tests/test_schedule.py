@@ -8,10 +8,11 @@ option. Each test names the bug it catches.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
-from astrom3_hpc.core.config import OptimConfig
+from astrom3_hpc.core.config import ConfigError, OptimConfig, load_config
 from astrom3_hpc.train.schedule import EarlyStopping, LRSchedule
 
 LR = 1e-3
@@ -104,3 +105,30 @@ def test_early_stopping_after_patience_epochs_without_improvement():
     f = EarlyStopping(patience=3)
     f.load_state_dict(e.state_dict())
     assert f.should_stop and f.best_epoch == 3
+
+
+def test_patience_zero_never_stops_early():
+    """Catches 0 read as "stop after any epoch": bad_epochs >= 0 held even while the loss fell, so a run with
+    patience 0 ended after its first epoch."""
+    e = EarlyStopping(patience=0)
+    for epoch, loss in enumerate([1.0, 0.9, 0.95, 1.2, 1.3, 2.0]):
+        e.update(epoch, loss)
+        assert not e.should_stop
+    assert e.best_epoch == 1 and e.bad_epochs == 4
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.early_stop_patience=-1", "train.early_stop_patience"),
+    ("train.checkpoint_every_epochs=0", "train.checkpoint_every_epochs"),
+    ("optim.plateau_factor=1.5", "optim.plateau_factor"),
+    ("optim.plateau_factor=0", "optim.plateau_factor"),
+    ("optim.plateau_patience=-2", "optim.plateau_patience"),
+    ("optim.warmup_start_factor=0", "optim.warmup_start_factor"),
+])
+def test_a_schedule_value_out_of_range_is_refused_by_name(override, key):
+    """Catches values that used to load and then misbehaved: a negative patience stopped after epoch 1, a
+    checkpoint interval of 0 divided by zero at the end of the first epoch, a plateau factor >= 1 raised the
+    rate on a plateau and 0 ended training at rate 0; a warm-up start factor of 0 spent the first epoch at rate 0
+    (torch's LinearLR refuses it too)."""
+    with pytest.raises(ConfigError, match=f"config key '{re.escape(key)}'"):
+        load_config(None, [override])

@@ -164,13 +164,16 @@ class OptimConfig:
         _check(self.scheduler in ("plateau", "cosine"), "optim.scheduler", "must be plateau or cosine")
         _check(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0: no clipping)")
+        _check(0.0 < self.warmup_start_factor <= 1.0, "optim.warmup_start_factor", "must be in (0, 1]")
+        _check(0.0 < self.plateau_factor < 1.0, "optim.plateau_factor", "must be in (0, 1)")
+        _check(self.plateau_patience >= 0, "optim.plateau_patience", "must be >= 0")
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 100
     batch_size: int = 512  # global batch: the contrastive batch spans all ranks
-    early_stop_patience: int = 6
+    early_stop_patience: int = 6  # epochs without a lower validation loss before stopping; 0: never stop early
     zero_stage: int = 0
     precision: str = "fp32"  # "fp32" or "bf16" (autocast over fp32 weights, see train/engine.py)
     device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU; "cuda": refuse to start without one
@@ -202,6 +205,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.early_stop_patience >= 0, "train.early_stop_patience", "must be >= 0 (0 = off)")
+        _check(self.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
         _check(self.ema_epochs >= 0, "train.ema_epochs", "must be >= 0 (0 = off)")
         _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")

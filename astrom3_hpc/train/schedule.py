@@ -78,7 +78,8 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
+        # patience 0 is "off" (as for grad_clip and ema_epochs): without the guard every epoch would be enough
+        return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
         return asdict(self)
