@@ -172,6 +172,18 @@ def test_members_start_from_the_weights_of_their_seeds_and_average_their_probabi
     torch.testing.assert_close(log_probabilities(logits[0]), torch.log_softmax(logits[0], -1))
 
 
+def test_members_under_zero_with_a_clip_are_refused_by_name():
+    """Catches members clipped together: under ZeRO DeepSpeed clips every parameter by one norm, so one member's
+    large gradient would shrink the others' steps, unlike the separate runs members stand for."""
+    from astrom3_hpc.core.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="'finetune.members' above 1 needs train.zero_stage 0"):
+        load_config(None, ["finetune.members=3", "train.zero_stage=1"])
+    for ok in (["finetune.members=3", "train.zero_stage=1", "optim.grad_clip=0"], ["train.zero_stage=2"],
+               ["finetune.members=3"]):
+        load_config(None, ok)
+
+
 @pytest.mark.timeout(600)
 def test_members_train_in_one_run_that_predict_and_collect_read(members, tmp_path, capsys):
     """finetune.members=2: one run, two classifiers from the seeds of the two member runs above, its predictions

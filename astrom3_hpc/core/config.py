@@ -246,8 +246,8 @@ class FinetuneConfig:
     average_baseline: bool = False
     # > 1: that many classifiers trained side by side in the run, initial weights from train.model_seed (or
     # data.seed) + 0, 1, ...; predictions, validation and the kept epoch use their mean class probabilities
-    # (model/members.py). The cost is that many trainings. Each member's gradient is clipped alone (under ZeRO,
-    # train.zero_stage > 0, DeepSpeed clips them together).
+    # (model/members.py). The cost is that many trainings. Each member's gradient is clipped alone, which ZeRO
+    # cannot do (DeepSpeed clips all parameters by one norm): with a clip, members need train.zero_stage 0.
     members: int = 1
     # A pretraining run that does not know its split seed (imported weights): fine-tuning needs either the
     # seed it was pretrained on (checked against data.seed like any run's) or the explicit acknowledgement.
@@ -288,6 +288,9 @@ class RunConfig:
             v = getattr(self, f.name)
             if hasattr(v, "validate"):
                 v.validate()
+        _check(self.finetune.members == 1 or self.train.zero_stage == 0 or self.optim.grad_clip == 0,
+               "finetune.members", "above 1 needs train.zero_stage 0 or optim.grad_clip 0: each member's gradient "
+               "is clipped by its own norm, and under ZeRO DeepSpeed clips all members' gradients by one")
         return self
 
     def to_dict(self) -> dict[str, Any]:
