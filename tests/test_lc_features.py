@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -363,3 +364,21 @@ def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():
         FinetuneConfig(mode="spectra", distill="baseline").validate()
     with pytest.raises(Exception, match="finetune.average_baseline' needs finetune.mode photo"):
         FinetuneConfig(mode="all", average_baseline=True).validate()
+
+
+def test_lc_presets_benchmark_times_the_preset_and_another_config_in_one_run(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lc_presets
+
+    store = _lc_store(tmp_path / "tables")
+    capsys.readouterr()
+    assert lc_presets.main([str(store), "--epochs", "2", "--threads", "1", "--only", "preset-no-informer",
+                            "--set", "train.batch_size=8"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"preset", "preset-no-informer"}
+    # the ratio column is the preset's s/epoch over each row's, from this run's own timings
+    assert rows["preset"][1] == "1.0x"
+    base, other = float(rows["preset"][0]), float(rows["preset-no-informer"][0])
+    assert base > 0 and other > 0 and float(rows["preset-no-informer"][1][:-1]) == pytest.approx(base / other, rel=0.15)
+    with pytest.raises(SystemExit):
+        lc_presets.main([str(store), "--epochs", "1"])
