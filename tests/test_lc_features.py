@@ -345,6 +345,29 @@ def test_balanced_weights_are_sklearns():
         FinetuneConfig(label_smoothing=1.0).validate()
 
 
+def test_distillation_teacher_is_fitted_once_per_split_and_kept_in_the_store(feat_store, tmp_path, monkeypatch):
+    """Catches a teacher cached under a key that misses the split (another seed's or subset's rows would read
+    this one's probabilities) and a cache that is not read (five fits again in every run of the split)."""
+    from astrom3_hpc.train import baseline as bl
+
+    store_dir, s = private_copy(feat_store, tmp_path)
+    rows, k = np.sort(s.split(42, "full", "train")), len(s.class_names)
+    fresh = bl.cross_fitted_probabilities(bl.baseline_features(s, rows, "ls"), s.labels[rows], k, seed=42)
+    p = bl.cached_teacher(s, rows, k, seed=42, threads=1, what="train")
+    np.testing.assert_array_equal(p, fresh.astype(np.float32))
+    other = bl.cached_teacher(s, rows, k, seed=0, threads=1, what="train")  # same rows, other folds
+    assert not np.array_equal(other, p)
+    assert len(list((store_dir / "cache").glob("distill_teacher-*.npy"))) == 2  # one split's file keeps the other's
+
+    def no_fit(*a, **kw):
+        raise AssertionError("teacher fitted again although cached")
+
+    monkeypatch.setattr(bl, "cross_fitted_probabilities", no_fit)
+    np.testing.assert_array_equal(bl.cached_teacher(Store(store_dir), rows, k, seed=42, threads=2, what="t"), p)
+    with pytest.raises(AssertionError, match="fitted again"):  # fewer rows: another split, another key
+        bl.cached_teacher(s, rows[1:], k, seed=42, threads=1, what="train")
+
+
 def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():
     """On pure noise a model fitted on all rows recites their labels; the cross-fitted teacher cannot do better
     than the class prior there, because no row's probabilities come from a model that saw that row."""

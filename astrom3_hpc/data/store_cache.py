@@ -1,4 +1,5 @@
-"""Per-object arrays derived from a store's light curves, computed once and kept beside the store's arrays.
+"""Arrays derived from a store's light curves (per object, or per split: distillation's teacher), computed once and
+kept beside the store's arrays.
 
 `STORE/cache/<name>-<fingerprint>-v<version>.npy`, written to a temporary file and renamed: the loader of every
 rank and every split, and the baseline, read it instead of recomputing per job. The name carries the store's
@@ -33,24 +34,18 @@ def cache_path(store: Store, name: str, version: int) -> Path | None:
     return store.path / CACHE_DIR / f"{name}-{fp[:20]}-v{version}.npy"
 
 
-def cached_per_object(store: Store, name: str, version: int, row_shape: tuple[int, ...],
-                      compute: Callable[[np.ndarray], np.ndarray], what: str) -> np.ndarray:
-    """(n_objects, *row_shape) float32: `compute(rows)` for the rows with a light curve, NaN elsewhere. Read from
-    the cache when present, else computed and written there (concurrent ranks each write a complete file and
-    the last rename wins; an unwritable store only costs the recomputation)."""
-    shape = (store.n_objects, *row_shape)
+def cached(store: Store, name: str, version: int, shape: tuple[int, ...], compute: Callable[[], np.ndarray],
+           what: str) -> np.ndarray:
+    """The store's `name` array: read from the cache when present with this shape, else `compute()` (float32)
+    and written there (concurrent ranks each write a complete file and the last rename wins; an unwritable store
+    only costs the recomputation)."""
     path = cache_path(store, name, version)
     if path is not None and path.exists():
         arr = np.load(path)
         if arr.shape == shape:
             return arr
         log.warning("%s: cached %s have shape %s, expected %s; recomputing", path, what, arr.shape, shape)
-    rows = np.flatnonzero(store.root["present"][:, 0].astype(bool))
-    arr = np.full(shape, np.nan, np.float32)
-    if len(rows):
-        log.info("%s: computing %s for %d objects (once per store)", store.path, what, len(rows))
-        with np.errstate(all="ignore"):
-            arr[rows] = compute(rows).astype(np.float32)
+    arr = compute().astype(np.float32)
     if path is None:
         return arr
     try:
@@ -65,3 +60,20 @@ def cached_per_object(store: Store, name: str, version: int, row_shape: tuple[in
     except OSError as e:
         log.warning("%s: cannot cache the %s (%s); they are recomputed by every job", path, what, e)
     return arr
+
+
+def cached_per_object(store: Store, name: str, version: int, row_shape: tuple[int, ...],
+                      compute: Callable[[np.ndarray], np.ndarray], what: str) -> np.ndarray:
+    """(n_objects, *row_shape) float32: `compute(rows)` for the rows with a light curve, NaN elsewhere, cached."""
+    shape = (store.n_objects, *row_shape)
+
+    def every_row() -> np.ndarray:
+        rows = np.flatnonzero(store.root["present"][:, 0].astype(bool))
+        arr = np.full(shape, np.nan, np.float32)
+        if len(rows):
+            log.info("%s: computing %s for %d objects (once per store)", store.path, what, len(rows))
+            with np.errstate(all="ignore"):
+                arr[rows] = compute(rows).astype(np.float32)
+        return arr
+
+    return cached(store, name, version, shape, every_row, what)

@@ -10,6 +10,7 @@ predictions_unlabelled.csv (objects without a class, when the store has any) and
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..core.constants import UNLABELLED
-from ..data.lc_features import FEATURE_NAMES, cached_features, store_features
+from ..data import store_cache
+from ..data.lc_features import FEATURE_NAMES, FEATURES_VERSION, cached_features, store_features
 from ..data.store import Store
 from .rundir import RunLog, env_info, write_run_json
 
@@ -155,6 +157,21 @@ def cross_fitted_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, fol
             clf = make_classifier(len(fit_on), seed).fit(x[fit_on], y[fit_on])
             probs[np.ix_(predict_on, clf.classes_)] = clf.predict_proba(x[predict_on])
     return probs
+
+
+# Bump when make_classifier or cross_fitted_probabilities change what they compute: cached teachers then go stale.
+TEACHER_VERSION = 1
+
+
+def cached_teacher(store: Store, rows: np.ndarray, n_classes: int, seed: int, threads: int, what: str) -> np.ndarray:
+    """cross_fitted_probabilities of the store's `rows` (sorted) on their Lomb-Scargle features, kept in the store's
+    cache per (rows, seed): every run of one split (weight seeds, members, configs) shares one set of fits."""
+    key = hashlib.sha1(np.ascontiguousarray(rows, np.int64).tobytes() + f"/{seed}/{n_classes}".encode()).hexdigest()
+    return store_cache.cached(
+        store, f"distill_teacher-{key[:16]}", FEATURES_VERSION * 100 + TEACHER_VERSION, (len(rows), n_classes),
+        lambda: cross_fitted_probabilities(baseline_features(store, rows, "ls"), store.labels[rows], n_classes,
+                                           seed=seed, threads=threads, what=what),
+        "cross-fitted baseline probabilities")
 
 
 def baseline_features(store: Store, rows: np.ndarray, period_source: str) -> np.ndarray:

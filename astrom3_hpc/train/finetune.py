@@ -127,20 +127,20 @@ class Finetuner(Trainer):
     def teacher_probabilities(self) -> torch.Tensor:
         """Cross-fitted baseline probabilities for every training object, as a (n_objects, n_classes) table looked
         up by the batches' store rows (rows outside the train split stay 0 and are never looked up)."""
-        from .baseline import baseline_features, cross_fitted_probabilities
+        from .baseline import cached_teacher
 
         self.check_baseline_inputs("finetune.distill baseline")
         t0 = time.perf_counter()
         rows = np.sort(self.train_batches.rows)
         n_classes = len(self.store.class_names)
         table = np.zeros((len(self.store.labels), n_classes), dtype=np.float32)
-        table[rows] = cross_fitted_probabilities(
-            baseline_features(self.store, rows, "ls"), self.store.labels[rows], n_classes,
-            seed=self.cfg.data.seed, threads=self.cfg.train.threads or 1,
+        table[rows] = cached_teacher(
+            self.store, rows, n_classes, seed=self.cfg.data.seed, threads=self.cfg.train.threads or 1,
             what=f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, {self.cfg.data.subset})")
         if self.is_main:
             log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects "
-                     "(%.1f s)", len(rows), time.perf_counter() - t0)
+                     "(%.1f s; kept in the store's cache for the next run of this split)", len(rows),
+                     time.perf_counter() - t0)
         return torch.from_numpy(table)
 
     def check_baseline_inputs(self, what: str) -> None:
