@@ -167,11 +167,15 @@ def cached_teacher(store: Store, rows: np.ndarray, n_classes: int, seed: int, th
     """cross_fitted_probabilities of the store's `rows` (sorted) on their Lomb-Scargle features, kept in the store's
     cache per (rows, seed): every run of one split (weight seeds, members, configs) shares one set of fits."""
     key = hashlib.sha1(np.ascontiguousarray(rows, np.int64).tobytes() + f"/{seed}/{n_classes}".encode()).hexdigest()
-    return store_cache.cached(
-        store, f"distill_teacher-{key[:16]}", FEATURES_VERSION * 100 + TEACHER_VERSION, (len(rows), n_classes),
-        lambda: cross_fitted_probabilities(baseline_features(store, rows, "ls"), store.labels[rows], n_classes,
-                                           seed=seed, threads=threads, what=what),
-        "cross-fitted baseline probabilities")
+
+    def fit() -> np.ndarray:
+        log.info("fitting the classical baseline five times for the distillation teacher of the %s (once per "
+                 "split; later runs read it from the store's cache)", what)
+        return cross_fitted_probabilities(baseline_features(store, rows, "ls"), store.labels[rows], n_classes,
+                                          seed=seed, threads=threads, what=what)
+
+    return store_cache.cached(store, f"distill_teacher-{key[:16]}", FEATURES_VERSION * 100 + TEACHER_VERSION,
+                              (len(rows), n_classes), fit, "cross-fitted baseline probabilities")
 
 
 def baseline_features(store: Store, rows: np.ndarray, period_source: str) -> np.ndarray:

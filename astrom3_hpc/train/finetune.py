@@ -139,8 +139,7 @@ class Finetuner(Trainer):
             what=f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, {self.cfg.data.subset})")
         if self.is_main:
             log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects "
-                     "(%.1f s; kept in the store's cache for the next run of this split)", len(rows),
-                     time.perf_counter() - t0)
+                     "(%.1f s)", len(rows), time.perf_counter() - t0)
         return torch.from_numpy(table)
 
     def check_baseline_inputs(self, what: str) -> None:
