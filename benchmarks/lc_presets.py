@@ -11,8 +11,9 @@ at a time, the executions alternating for --rounds rounds because the machine ma
   large-fast          configs/periodic_finetune_large_fast.yaml (no Informer, five members)
 
 s/epoch is the median over each run's epochs after the first (metrics.jsonl `seconds`: training and validation);
-the run's wall time also holds the once-per-run work (start-up, caches, distillation's five baseline fits). The
-ratio is the preset's s/epoch over each execution's, both measured in this run.
+the run's wall time also holds the once-per-run work (start-up; the store's caches and distillation's five baseline
+fits, both paid by the first run on a store or split only). The ratio is the preset's s/epoch over each
+execution's, both measured in this run.
 """
 
 from __future__ import annotations
