@@ -207,6 +207,8 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.early_stop_patience >= 0, "train.early_stop_patience", "must be >= 0 (0 = off)")
         _check(self.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
+        for k in ("max_steps_per_epoch", "eval_max_batches"):
+            _check(getattr(self, k) is None or getattr(self, k) >= 1, f"train.{k}", "must be >= 1 or null (no cap)")
         _check(self.ema_epochs >= 0, "train.ema_epochs", "must be >= 0 (0 = off)")
         _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
