@@ -130,8 +130,7 @@ def test_patience_zero_never_stops_early():
 def test_a_schedule_value_out_of_range_is_refused_by_name(override, key):
     """Catches values that used to load and then misbehaved: a negative patience stopped after epoch 1, a
     checkpoint interval of 0 divided by zero at the end of the first epoch, a step cap of -1 made an epoch of -1
-    steps and a cap of 0 meant no cap, a plateau factor >= 1 raised the
-    rate on a plateau and 0 ended training at rate 0; a warm-up start factor of 0 spent the first epoch at rate 0
-    (torch's LinearLR refuses it too)."""
+    steps and a cap of 0 meant no cap, a plateau factor >= 1 raised the rate on a plateau and 0 ended training at
+    rate 0; a warm-up start factor of 0 spent the first epoch at rate 0 (torch's LinearLR refuses it too)."""
     with pytest.raises(ConfigError, match=f"config key '{re.escape(key)}'"):
         load_config(None, [override])
