@@ -365,9 +365,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     root.create_array("lc/offsets", data=offsets, chunks=(max(len(offsets), 1),), compressors=compressor())
     labels = root["label"][:].astype(np.int64)
-    valid = root["valid"][:] & (labels >= 0)
-    if not valid.any():  # a store of nothing would only fail later, in whichever job first reads it
-        raise ValueError(_nothing_usable(layout.n_objects, skipped, int((root["valid"][:] & (labels < 0)).sum())))
+    if not root["valid"][:].any():  # a store of nothing would only fail later, in whichever job first reads it
+        raise ValueError(_nothing_written(layout.n_objects, skipped))
+    valid = root["valid"][:] & (labels >= 0)  # unlabelled objects are stored (embed, predict), never split
     present = root["present"][:]
     meta = root["meta"][:].astype(np.float64)
     aux = root["aux"][:].astype(np.float64)
@@ -436,16 +436,12 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     return summary
 
 
-def _nothing_usable(n_objects: int, skipped: list[dict], unlabelled: int) -> str:
+def _nothing_written(n_objects: int, skipped: list[dict]) -> str:
     if n_objects == 0:
         return "the source has no objects"
-    why = []
-    if skipped:
-        first = skipped[0]
-        why.append(f"{len(skipped)} skipped (the first, {first['object_id']} in {first['source']}: {first['reason']})")
-    if unlabelled:
-        why.append(f"{unlabelled} without a class the store knows")
-    return f"none of its {n_objects} objects is usable: " + "; ".join(why)
+    first = skipped[0]
+    return (f"all {n_objects} objects were skipped (the first, {first['object_id']} in {first['source']}: "
+            f"{first['reason']}); skipped.json would be the whole store")
 
 
 def _sum_dropped(statuses: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
