@@ -396,7 +396,7 @@ def test_lc_presets_benchmark_times_the_preset_and_another_config_in_one_run(tmp
     store = _lc_store(tmp_path / "tables")
     capsys.readouterr()
     assert lc_presets.main([str(store), "--epochs", "2", "--threads", "1", "--only", "preset-no-informer",
-                            "--set", "train.batch_size=8"]) == 0
+                            "--set", "train.batch_size=8", "model.d_model=16", "model.d_ff=32"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
     assert set(rows) == {"preset", "preset-no-informer"}
     # the ratio column is the preset's s/epoch over each row's, from this run's own timings
