@@ -345,7 +345,8 @@ def test_balanced_weights_are_sklearns():
         FinetuneConfig(label_smoothing=1.0).validate()
 
 
-def test_distillation_teacher_is_fitted_once_per_split_and_kept_in_the_store(feat_store, tmp_path, monkeypatch):
+def test_distillation_teacher_is_fitted_once_per_split_and_kept_in_the_store(feat_store, tmp_path, monkeypatch,
+                                                                             capsys):
     """Catches a teacher cached under a key that misses the split (another seed's or subset's rows would read
     this one's probabilities) and a cache that is not read (five fits again in every run of the split)."""
     from astrom3_hpc.train import baseline as bl
@@ -358,6 +359,10 @@ def test_distillation_teacher_is_fitted_once_per_split_and_kept_in_the_store(fea
     other = bl.cached_teacher(s, rows, k, seed=0, threads=1, what="train")  # same rows, other folds
     assert not np.array_equal(other, p)
     assert len(list((store_dir / "cache").glob("distill_teacher-*.npy"))) == 2  # one split's file keeps the other's
+    capsys.readouterr()
+    assert main(["info", str(store_dir)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(f"cache ({store_dir / 'cache'}:") and "distill_teacher 2 files" in line
 
     def no_fit(*a, **kw):
         raise AssertionError("teacher fitted again although cached")

@@ -40,6 +40,7 @@ def cmd_info(args) -> int:
 
     from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
     from ..data.store import Store
+    from ..data.store_cache import CACHE_DIR, cache_contents
 
     s = Store(args.store)
     print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
@@ -63,6 +64,10 @@ def cmd_info(args) -> int:
               "predictions_unlabelled.csv)")
     if s.skipped():
         print(f"skipped objects: {len(s.skipped())} (see {s.path / 'skipped.json'})")
+    cache = cache_contents(s)
+    if cache:
+        print(f"cache ({s.path / CACHE_DIR}: arrays derived by jobs, recomputed by the next job if removed): " +
+              ", ".join(f"{kind} {n} file{'s' * (n != 1)} {size / 1e6:.1f} MB" for kind, (n, size) in cache.items()))
     return 0
 
 

@@ -34,6 +34,17 @@ def cache_path(store: Store, name: str, version: int) -> Path | None:
     return store.path / CACHE_DIR / f"{name}-{fp[:20]}-v{version}.npy"
 
 
+def cache_contents(store: Store) -> dict[str, tuple[int, int]]:
+    """{kind: (files, bytes)} of the store's cache, the kind being a file name up to its first dash
+    (lc_features, lc_fold_resampled, distill_teacher, ...)."""
+    out: dict[str, tuple[int, int]] = {}
+    folder = store.path / CACHE_DIR
+    for p in sorted(folder.glob("*.npy")) if folder.is_dir() else ():
+        files, size = out.get(p.name.split("-")[0], (0, 0))
+        out[p.name.split("-")[0]] = (files + 1, size + p.stat().st_size)
+    return out
+
+
 def cached(store: Store, name: str, version: int, shape: tuple[int, ...], compute: Callable[[], np.ndarray],
            what: str) -> np.ndarray:
     """The store's `name` array: read from the cache when present with this shape, else `compute()` (float32)
