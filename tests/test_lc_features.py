@@ -383,6 +383,8 @@ def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():
     in_sample = make_classifier(len(y)).fit(x, y).predict_proba(x)[np.arange(len(y)), y]
     p = cross_fitted_probabilities(x, y, 4)
     assert p.shape == (200, 4) and np.allclose(p.sum(1), 1.0)
+    # folds fitted in three processes: each fold's fit is the sequential one
+    np.testing.assert_array_equal(cross_fitted_probabilities(x, y, 4, threads=3), p)
     assert in_sample.mean() > 0.9 and p[np.arange(len(y)), y].mean() < 0.4
     with pytest.raises(ValueError, match="only 3 training objects"):
         cross_fitted_probabilities(x[:43], np.r_[np.zeros(40, int), np.ones(3, int)], 2, what="tiny")

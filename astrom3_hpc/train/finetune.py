@@ -135,12 +135,18 @@ class Finetuner(Trainer):
         n_classes = len(self.store.class_names)
         table = np.zeros((len(self.store.labels), n_classes), dtype=np.float32)
         table[rows] = cached_teacher(
-            self.store, rows, n_classes, seed=self.cfg.data.seed, threads=self.cfg.train.threads or 1,
+            self.store, rows, n_classes, seed=self.cfg.data.seed, threads=self.fold_workers(),
             what=f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, {self.cfg.data.subset})")
         if self.is_main:
             log.info("distilling from the classical baseline: cross-fitted probabilities for %d training objects "
                      "(%.1f s)", len(rows), time.perf_counter() - t0)
         return torch.from_numpy(table)
+
+    def fold_workers(self) -> int:
+        """Processes for the teacher's five fits: this rank's share of the cores (train.threads, 0: automatic)."""
+        from .engine import cpu_threads
+
+        return cpu_threads(self.cfg.train.threads, self.env.local_world_size)
 
     def check_baseline_inputs(self, what: str) -> None:
         """Before training, on every rank: what the classical baseline needs (it is fitted on rank 0 only)."""
