@@ -67,12 +67,13 @@ def main(argv=None) -> int:
     if args.epochs < 2:
         ap.error("--epochs must be at least 2: the first epoch is not timed")
     names = ["preset", *[n for n in (args.only or EXECUTIONS) if n != "preset"]]
+    store = str(Path(args.store).resolve())
     per_epoch: dict[str, list[float]] = {n: [] for n in names}
     walls: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="lc-presets-") as tmp:
         for _ in range(args.rounds):
             for n in names:
-                s, w = run_once(n, str(Path(args.store).resolve()), args.epochs, args.threads, Path(tmp), args.set)
+                s, w = run_once(n, store, args.epochs, args.threads, Path(tmp), args.set)
                 per_epoch[n].append(s)
                 walls[n].append(w)
     base = statistics.median(per_epoch["preset"])

@@ -40,8 +40,9 @@ def cache_contents(store: Store) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     folder = store.path / CACHE_DIR
     for p in sorted(folder.glob("*.npy")) if folder.is_dir() else ():
-        files, size = out.get(p.name.split("-")[0], (0, 0))
-        out[p.name.split("-")[0]] = (files + 1, size + p.stat().st_size)
+        kind = p.name.split("-")[0]
+        files, size = out.get(kind, (0, 0))
+        out[kind] = (files + 1, size + p.stat().st_size)
     return out
 
 
@@ -56,7 +57,7 @@ def cached(store: Store, name: str, version: int, shape: tuple[int, ...], comput
         if arr.shape == shape:
             return arr
         log.warning("%s: cached %s have shape %s, expected %s; recomputing", path, what, arr.shape, shape)
-    arr = compute().astype(np.float32)
+    arr = np.asarray(compute(), dtype=np.float32)  # no copy of an array already float32
     if path is None:
         return arr
     try:
