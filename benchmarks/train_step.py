@@ -40,19 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from astrom3_hpc.core.processes import usable_cores  # noqa: E402
+
 EXECUTIONS = {  # name: (kind, ranks, train.kernels)
     "reference": ("reference", 1, "plain"),
     "engine-plain": ("engine", 1, "plain"),
     "engine-fast": ("engine", 1, "fast"),
     "engine-fast-x2": ("engine", 2, "fast"),
 }
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def make_batch(b: int, gen: torch.Generator) -> dict:
@@ -189,7 +184,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     names = args.only or list(EXECUTIONS)
-    n_cores = cores()
+    n_cores = usable_cores()
     torch.set_num_threads(n_cores)
     flops = step_flops(args.batch)  # the model's FLOPs, as the reference computes them: MFU's numerator
     flops_fast = step_flops(args.batch, "fast")

@@ -181,12 +181,29 @@ def test_fast_path_training_steps_match_the_plain_path():
 
 
 # -- execution settings ------------------------------------------------------------------------------------------
-def test_thread_count_splits_the_usable_cores_over_the_node_ranks():
+def test_thread_count_splits_the_usable_cores_over_the_node_ranks(monkeypatch):
+    for k in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        monkeypatch.delenv(k, raising=False)
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads(3, 2) == 3
     assert cpu_threads(0, 1) == cores
     assert cpu_threads(0, cores) == 1
     assert cpu_threads(0, 4 * cores) == 1
+
+
+def test_thread_count_follows_what_slurm_allotted_within_the_affinity(monkeypatch):
+    """A cluster without task binding gives each task the node's whole affinity (here 8 cores): the allotment
+    decides. Where SLURM binds tasks, the affinity is already the task's own and is not split again."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "4")
+    assert cpu_threads(0, 1) == 4 and cpu_threads(0, 2) == 2  # the job's 4 CPUs over its tasks on the node
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert cpu_threads(0, 1) == 1 and cpu_threads(0, 2) == 1 and cpu_threads(2, 1) == 2
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")  # never more than the process may run on
+    assert cpu_threads(0, 2) == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # bound: this task's 4 cores
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert cpu_threads(0, 2) == 4
 
 
 def test_apply_execution_sets_threads_and_kernels():

@@ -24,7 +24,7 @@ def test_full_fold_is_the_window_fold_of_every_point_and_is_cached_once(feat_sto
     assert not path.exists()
     folds = lc_folds.cached_folds(s)
     assert path.exists() and folds.shape == (s.n_objects, 4, lc_folds.FULL_FOLD_BINS) and np.isfinite(folds).all()
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [".lc_fold.lock", path.name]
 
     plain = TrimodalBatches(LoaderSpec(str(store_dir), batch_size=8, use_rfr_score=False, train=False))
     rows = plain.batch_rows(0)[0]
@@ -131,7 +131,7 @@ def test_resampled_folds_are_fixed_per_object_and_all_points_give_the_full_fold(
     store_dir, own = private_copy(feat_store, tmp_path)
     cached = lc_folds.cached_resampled_folds(own, 3, 0.5)
     np.testing.assert_allclose(cached, half, rtol=1e-6, atol=1e-6)
-    names = [p.name for p in (store_dir / "cache").iterdir() if "resampled" in p.name]
+    names = [p.name for p in (store_dir / "cache").iterdir() if "resampled" in p.name and p.suffix != ".lock"]
     assert len(names) == 1 and names[0].startswith("lc_fold_resampled-k3-f0.5-")  # one file, no temporary left
 
     def no_compute(*a, **k):

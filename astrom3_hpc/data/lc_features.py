@@ -13,6 +13,7 @@ split reads it instead of fitting ~1 ms of numpy per object per job.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ def cached_features(store: Store) -> np.ndarray:
     """(n_objects, len(FEATURE_NAMES)) float32, Lomb-Scargle periods; NaN rows for objects without a light curve.
     Kept in the store's cache (data/store_cache.py): computed by the first job that needs them."""
     return store_cache.cached_per_object(store, "lc_features", FEATURES_VERSION, (len(FEATURE_NAMES),),
-                                         lambda rows: store_features(store, rows, "ls"),
+                                         partial(store_features, period_source="ls"),
                                          "classical light-curve features")
 
 
@@ -165,7 +166,7 @@ def cached_resampled_features(store: Store, k: int, fraction: float) -> np.ndarr
     NaN rows for objects without a light curve; cached per (k, fraction) like cached_features."""
     return store_cache.cached_per_object(store, f"lc_features_resampled-k{k}-f{fraction:g}",
                                          FEATURES_VERSION * 100 + SUBSETS_VERSION, (k, len(FEATURE_NAMES)),
-                                         lambda rows: store_resampled_features(store, rows, k, fraction),
+                                         partial(store_resampled_features, k=k, fraction=fraction),
                                          f"classical features of {k} random {fraction:.0%} subsets of each light curve")
 
 

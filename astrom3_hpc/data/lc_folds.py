@@ -12,6 +12,8 @@ learns shapes that survive a sparser sampling, as a new object's will be.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
@@ -83,7 +85,7 @@ def cached_folds(store: Store) -> np.ndarray:
     """(n_objects, 4, FULL_FOLD_BINS) float32 full-curve folds, NaN for objects without a light curve; kept in the
     store's cache (data/store_cache.py)."""
     return store_cache.cached_per_object(store, "lc_fold", FOLDS_VERSION, (4, FULL_FOLD_BINS),
-                                         lambda rows: store_folds(store, rows), "full light-curve folds")
+                                         store_folds, "full light-curve folds")
 
 
 def store_resampled_folds(store: Store, rows: np.ndarray, k: int, fraction: float) -> np.ndarray:
@@ -105,5 +107,5 @@ def cached_resampled_folds(store: Store, k: int, fraction: float) -> np.ndarray:
     return store_cache.cached_per_object(store, f"lc_fold_resampled-k{k}-f{fraction:g}",
                                          RESAMPLED_VERSION * 100 + SUBSETS_VERSION,
                                          (k, 4, FULL_FOLD_BINS),
-                                         lambda rows: store_resampled_folds(store, rows, k, fraction),
+                                         partial(store_resampled_folds, k=k, fraction=fraction),
                                          f"{k} folds of random {fraction:.0%} subsets of each light curve")

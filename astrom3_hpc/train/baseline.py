@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.constants import UNLABELLED
+from ..core.processes import map_in_processes
 from ..data import store_cache
 from ..data.lc_features import FEATURE_NAMES, FEATURES_VERSION, cached_features, store_features
 from ..data.store import Store
@@ -156,18 +157,7 @@ def cross_fitted_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, fol
                          f"needs at least {folds} per class (set finetune.distill: none)")
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
     args = [(x[fit_on], y[fit_on], x[predict_on], seed) for fit_on, predict_on in splits]
-    workers = max(1, min(threads, folds))
-    if workers == 1:
-        fitted = [_fold(*a) for a in args]
-    else:
-        # joblib's loky processes: started fresh (never forked from a process holding torch's threads or a process
-        # group) and without re-running the caller's __main__ as multiprocessing's spawn does; shut down after, so
-        # no idle worker holds memory through the training that follows.
-        from joblib import Parallel, delayed
-        from joblib.externals.loky import get_reusable_executor
-
-        fitted = Parallel(n_jobs=workers, backend="loky")(delayed(_fold)(*a) for a in args)
-        get_reusable_executor().shutdown(wait=True)
+    fitted = map_in_processes(_fold, args, max(1, min(threads, folds)))
     probs = np.zeros((len(y), n_classes))
     for (_, predict_on), (classes, p) in zip(splits, fitted):
         probs[np.ix_(predict_on, classes)] = p

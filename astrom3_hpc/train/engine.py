@@ -25,6 +25,7 @@ import torch
 
 from ..core.config import RunConfig
 from ..core.interpreter import interpreter_first
+from ..core.processes import allotted_cores
 from ..model.members import each_member
 
 # DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
@@ -111,14 +112,10 @@ def clip_gradients(model: torch.nn.Module, cfg: RunConfig) -> None:
 
 
 def cpu_threads(requested: int, local_world_size: int) -> int:
-    """Intra-op threads per rank: `requested`, or (0) the usable cores split evenly over the node's ranks."""
+    """Intra-op threads per rank: `requested`, or (0) the cores allotted to each of the node's ranks."""
     if requested > 0:
         return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, local_world_size))
+    return allotted_cores(local_world_size)
 
 
 def apply_execution(model: torch.nn.Module, cfg: RunConfig, local_world_size: int = 1) -> bool:
