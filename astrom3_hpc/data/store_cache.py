@@ -72,13 +72,8 @@ def _turn(path: Path | None, name: str, what: str) -> Iterator[None]:
     """Hold the lock file of the store's cached `name` array at `path`, waiting (with a log line) while another
     process holds it. A store that cannot hold a lock file (read-only, or a file system without locks) goes on
     without one."""
-    if path is None:
-        yield
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.parent / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
+    fd = None if path is None else _lock_file(path.parent / f".{name}.lock")
+    if fd is None:
         yield
         return
     try:
@@ -94,6 +89,20 @@ def _turn(path: Path | None, name: str, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock_file(lock: Path) -> int | None:
+    """A descriptor of the lock file, created where missing; read-only where this user cannot write it (a
+    colleague's store: a lock needs no write access, so a job there still waits for the colleague's); None where
+    it neither exists nor can be made."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            return os.open(lock, os.O_RDONLY)
+        except OSError:
+            return None
 
 
 def cached(store: Store, name: str, version: int, shape: tuple[int, ...], compute: Callable[[], np.ndarray],
