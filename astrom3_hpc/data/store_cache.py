@@ -174,7 +174,7 @@ def per_object(store: Store, rows: np.ndarray, compute: Callable[[Store, np.ndar
         rest = rows[PROBE_ROWS:]
         if len(rest):
             per_row = (time.perf_counter() - t0) / PROBE_ROWS
-            parallel = workers > 1 and per_row * len(rest) > PARALLEL_AFTER_S
+            parallel = workers > 1 and len(rest) > 1 and per_row * len(rest) > PARALLEL_AFTER_S
             pieces = np.array_split(rest, min(len(rest), max(4 * workers if parallel else 1, -(-len(rest) // 256))))
             if parallel:
                 log.info("%s: %s of %d more objects in %d processes", store.path, what, len(rest), workers)
@@ -191,4 +191,7 @@ def _rows(store: Store, compute: Callable[[Store, np.ndarray], np.ndarray], rows
 
 
 def _rows_in_worker(path: str, compute: Callable[[Store, np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
-    return _rows(Store(path, check_chunks=False), compute, rows)  # the parent has checked the store
+    # The parent has checked the store and said what there was to say of it (an older store's missing checksum
+    # table, say): not again from each worker.
+    log.setLevel(logging.ERROR)
+    return _rows(Store(path, check_chunks=False), compute, rows)
