@@ -8,7 +8,7 @@ stale file; older files of the same name are removed when a new one is written. 
 folder (it holds no array of the store).
 
 Jobs that need the same array at the same time (the tasks of a sweep's array, the ranks of one job) take turns on
-a lock file beside it (`cache/.<name>.lock`): the first computes it, on every core it may use, while the others
+a lock file beside it (`cache/.<name>.lock`): the first computes it, on the cores allotted to it, while the others
 wait and then read it, instead of each computing it on a share of the cores. Where the file system offers no
 locks, each computes it as before.
 """
