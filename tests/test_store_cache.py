@@ -21,22 +21,34 @@ from astrom3_hpc.core.processes import map_in_processes
 from astrom3_hpc.data import lc_features, store_cache
 from astrom3_hpc.data.store import Store
 
-# A job that computes the store's "demo" array slowly, recording each computation in a marker file.
+# A job that computes the store's "demo" array, recording each computation in a marker file and finishing it only
+# once the test has created the file "go" beside the marker.
 JOB = """
-import logging, sys, time
+import logging, pathlib, sys, time
 import numpy as np
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from astrom3_hpc.data import store_cache
 from astrom3_hpc.data.store import Store
 
 def compute():
-    with open(sys.argv[2], "a") as f:
+    marker = pathlib.Path(sys.argv[2])
+    with open(marker, "a") as f:
         f.write("computed\\n")
-    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while not (marker.parent / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return np.arange(6, dtype=np.float32).reshape(2, 3)
 
 print(store_cache.cached(Store(sys.argv[1]), "demo", 1, (2, 3), compute, "demo array").sum())
 """
+
+
+def wait_for(condition, what: str, procs, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert all(p.poll() is None for p in procs), f"a job ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +60,18 @@ def small_store(tmp_path_factory):
 def test_concurrent_jobs_compute_a_cached_array_once(small_store, tmp_path):
     marker = tmp_path / "computed.txt"
     cmd = [sys.executable, "-c", JOB, str(small_store), str(marker)]
-    first = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists():  # the first job holds the lock and is computing
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.05)
-    second = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=120)
-    out, err = first.communicate(timeout=120)
-    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
-    assert out.strip() == second.stdout.strip() == "15.0"
+    logs = [tmp_path / "first.err", tmp_path / "second.err"]
+    with open(logs[0], "w") as err0, open(logs[1], "w") as err1:
+        first = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=err0, text=True)
+        wait_for(marker.exists, "computation by the first job", [first])  # it holds the lock now
+        second = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=err1, text=True)
+        waiting = "another process is computing the demo array; waiting for it"
+        wait_for(lambda: waiting in logs[1].read_text(), "wait by the second job", [first, second])
+        (tmp_path / "go").touch()
+        outs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], [log.read_text() for log in logs]
+    assert [o.strip() for o in outs] == ["15.0", "15.0"]
     assert marker.read_text() == "computed\n"  # the second job read the first one's array
-    assert "another process is computing the demo array; waiting for it" in second.stderr
     cache = small_store / store_cache.CACHE_DIR
     assert sorted(p.name for p in cache.iterdir()) == [".demo.lock", store_cache.cache_path(
         Store(small_store), "demo", 1).name]
