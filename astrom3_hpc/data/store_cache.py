@@ -72,7 +72,8 @@ def _turn(path: Path | None, name: str, what: str) -> Iterator[None]:
     """Hold the lock file of the store's cached `name` array at `path`, waiting (with a log line) while another
     process holds it. A store that cannot hold a lock file (read-only, or a file system without locks) goes on
     without one."""
-    fd = None if path is None else _lock_file(path.parent / f".{name}.lock")
+    lock = None if path is None else path.parent / f".{name}.lock"
+    fd = None if lock is None else _lock_file(lock)
     if fd is None:
         yield
         return
@@ -81,7 +82,8 @@ def _turn(path: Path | None, name: str, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             t0 = time.monotonic()
-            log.info("%s: another process is computing the %s; waiting for it", path.parent, what)
+            log.info("%s: another process is computing the %s; waiting for it (it holds %s; its own log shows its "
+                     "progress)", path.parent, what, lock.name)
             fcntl.flock(fd, fcntl.LOCK_EX)
             log.info("%s: waited %.0f s for the %s", path.parent, time.monotonic() - t0, what)
         except OSError as e:  # no locks here (ENOLCK, EOPNOTSUPP)
