@@ -5,6 +5,7 @@ same result as in one process. Real stores, real processes."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -106,3 +107,23 @@ def test_store_cache_benchmark_compares_one_process_with_several(small_store, ca
     out = capsys.readouterr().out
     assert "store " in out and "20 objects, period search computed here, 2 workers" in out
     assert "folds " in out and " 2 processes " in out and "identical: True" in out
+
+
+def _signalled(name: str) -> int:
+    """Sends this worker the signal a batch system sends every process of a job step, then answers."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), getattr(signal, name))
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def test_workers_outlive_the_signals_the_job_itself_answers():
+    """SLURM sends --signal=USR1@90 and preemption's SIGTERM to every process of the step: the job's own process
+    checkpoints and exits 75 to be requeued, which a worker killed by the signal (a broken pool) would turn into a
+    failed task."""
+    from astrom3_hpc.core.processes import JOB_SIGNALS
+
+    pids = map_in_processes(_signalled, [(name,) for name in JOB_SIGNALS], 2)
+    assert len(pids) == 3 and os.getpid() not in pids

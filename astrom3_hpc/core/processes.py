@@ -9,6 +9,7 @@ training that follows.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Callable, Sequence
 
 # One BLAS/OpenMP thread per worker: the workers already fill the cores, and a result must not depend on how many
@@ -55,7 +56,8 @@ def map_in_processes(fn: Callable[..., Any], args: Sequence[tuple], workers: int
 
     from joblib.externals.loky import get_reusable_executor
 
-    executor = get_reusable_executor(max_workers=min(workers, len(args)), env=SINGLE_THREAD_ENV)
+    executor = get_reusable_executor(max_workers=min(workers, len(args)), env=SINGLE_THREAD_ENV,
+                                     initializer=_leave_signals_to_the_job)
     futures = {executor.submit(fn, *a): i for i, a in enumerate(args)}
     try:
         for f in as_completed(futures):
@@ -69,3 +71,14 @@ def map_in_processes(fn: Callable[..., Any], args: Sequence[tuple], workers: int
         raise
     finally:
         executor.shutdown(wait=True)
+
+
+# What a batch system sends to every process of a job step: SLURM's --signal=USR1@90 and preemption's SIGTERM,
+# Submitit's USR2. The job's own process turns them into a checkpoint and exit code 75 (train/preempt.py); a
+# worker killed by one would instead end the job with a broken pool, and a failure where a requeue was due.
+JOB_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+
+
+def _leave_signals_to_the_job() -> None:
+    for name in JOB_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
