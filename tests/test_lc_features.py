@@ -280,6 +280,44 @@ def test_periodic_preset_trains_with_features_and_baseline_shares_the_cache(tmp_
     assert "lc_feature_resampling: true" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.timeout(600)
+def test_a_signal_while_waiting_for_the_stores_features_ends_in_a_checkpoint_and_exit_75(feat_store, tmp_path):
+    """SLURM's USR1 (or preemption's SIGTERM) can arrive before training starts: while a job computes its store's
+    caches, or waits for another job computing them. It used to kill the job (the handler was installed after
+    the data set-up), and SLURM failed the task; now it sets the flag like any other, and the first steps end in a
+    checkpoint and exit 75 for requeue."""
+    import fcntl
+    import signal
+    import subprocess
+    import time
+
+    from dist_helpers import child_env
+    from test_train import _cmd
+
+    store_dir, _ = private_copy(feat_store, tmp_path)
+    lock = store_dir / lcf.CACHE_DIR / ".lc_features.lock"
+    lock.parent.mkdir()
+    run, err = tmp_path / "run", tmp_path / "job.err"
+    cmd = _cmd("finetune", run, store_dir, 1, "single", extra=("--mode", "photo", "--init", "scratch"),
+               sets=("model.preset=periodic", "model.d_model=16", "model.n_layers=1", "model.n_heads=2",
+                     "model.d_ff=32", "train.batch_size=8"))
+    with open(lock, "w") as held, open(err, "w") as job_err:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another job computing the store's features
+        p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=job_err, cwd=ROOT)
+        deadline = time.monotonic() + 300
+        while "computing the classical light-curve features; waiting for it" not in err.read_text():
+            assert p.poll() is None and time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.1)
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        assert p.poll() is None, err.read_text()[-3000:]  # still waiting, the signal noted
+    # The lock is released: the job computes the features, trains its first steps, checkpoints and stops.
+    assert p.wait(timeout=300) == 75, err.read_text()[-3000:]
+    assert "checkpoint written, exit 75 for requeue" in err.read_text()
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] >= 1
+    assert not (run / "metrics.json").exists() and lcf.cache_path(Store(store_dir)).exists()
+
+
 def test_large_survey_preset_is_the_preset_plus_three_settings():
     from astrom3_hpc.core.config import load_config
 

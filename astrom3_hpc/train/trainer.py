@@ -349,12 +349,22 @@ class Trainer:
                 return self._run_job()
 
     def _run_job(self) -> int:
+        # Listening before the data set-up: a signal that arrives while the store's caches or distillation's
+        # teacher are computed, or waited for (minutes on a large store), sets the flag and the first steps end in
+        # a checkpoint and exit 75. Installed after it, the signal's default action killed the job, and SLURM
+        # failed the task instead of requeueing it.
+        self.preempt = Preemption()
+        try:
+            return self._set_up_and_train()
+        finally:
+            self.preempt.restore()
+
+    def _set_up_and_train(self) -> int:
         self.setup_data()
         # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
         identity = run_identity(self.cfg, self.store, self.world)
         check_run_dir(self.run.path, identity, self.resume_enabled)
         self.setup_engine()
-        self.preempt = Preemption()
         resumed = self.resume()
         if not resumed:
             self.run.truncate_after(0, 0)  # rows of an attempt of this same run that died before a checkpoint
@@ -390,7 +400,6 @@ class Trainer:
             adist.barrier()
             return 0
         finally:
-            self.preempt.restore()
             adist.cleanup()
 
 
