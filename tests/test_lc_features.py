@@ -295,6 +295,7 @@ def test_a_signal_while_waiting_for_the_stores_features_ends_in_a_checkpoint_and
     from test_train import _cmd
 
     store_dir, _ = private_copy(feat_store, tmp_path)
+    shutil.rmtree(store_dir / lcf.CACHE_DIR, ignore_errors=True)  # what earlier tests cached in the module's store
     lock = store_dir / lcf.CACHE_DIR / ".lc_features.lock"
     lock.parent.mkdir()
     run, err = tmp_path / "run", tmp_path / "job.err"
