@@ -314,3 +314,14 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_child_main())
+
+
+def wait_for(condition, what: str, procs, timeout: float = 120, log: Path | None = None) -> None:
+    """Poll `condition` until it holds; fail when one of the processes `procs` ends first or `timeout` passes,
+    with the end of `log` (a job's stderr file) in the message."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        tail = log.read_text()[-3000:] if log is not None else ""
+        assert all(p.poll() is None for p in procs), f"a job ended before {what}\n{tail}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s\n{tail}"
+        time.sleep(0.05)

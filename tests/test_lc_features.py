@@ -291,7 +291,7 @@ def test_a_signal_while_waiting_for_the_stores_features_ends_in_a_checkpoint_and
     import subprocess
     import time
 
-    from dist_helpers import child_env
+    from dist_helpers import child_env, wait_for
     from test_train import _cmd
 
     store_dir, _ = private_copy(feat_store, tmp_path)
@@ -305,10 +305,8 @@ def test_a_signal_while_waiting_for_the_stores_features_ends_in_a_checkpoint_and
     with open(lock, "w") as held, open(err, "w") as job_err:
         fcntl.flock(held, fcntl.LOCK_EX)  # another job computing the store's features
         p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=job_err, cwd=ROOT)
-        deadline = time.monotonic() + 300
-        while "computing the classical light-curve features; waiting for it" not in err.read_text():
-            assert p.poll() is None and time.monotonic() < deadline, err.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_for(lambda: "computing the classical light-curve features; waiting for it" in err.read_text(),
+                 "wait for the features", [p], timeout=300, log=err)
         p.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
         assert p.poll() is None, err.read_text()[-3000:]  # still waiting, the signal noted

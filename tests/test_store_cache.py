@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import build_synthetic_store
-from dist_helpers import child_env
+from dist_helpers import child_env, wait_for
 
 from astrom3_hpc.core.processes import map_in_processes
 from astrom3_hpc.data import lc_features, store_cache
@@ -42,14 +42,6 @@ def compute():
 
 print(store_cache.cached(Store(sys.argv[1]), "demo", 1, (2, 3), compute, "demo array").sum())
 """
-
-
-def wait_for(condition, what: str, procs, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert all(p.poll() is None for p in procs), f"a job ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +103,6 @@ def test_store_cache_benchmark_compares_one_process_with_several(small_store, ca
 
 def _signalled(name: str) -> int:
     """Sends this worker the signal a batch system sends every process of a job step, then answers."""
-    import os
     import signal
 
     os.kill(os.getpid(), getattr(signal, name))
