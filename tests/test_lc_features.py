@@ -317,6 +317,40 @@ def test_a_signal_while_waiting_for_the_stores_features_ends_in_a_checkpoint_and
     assert not (run / "metrics.json").exists() and lcf.cache_path(Store(store_dir)).exists()
 
 
+@pytest.mark.timeout(600)
+def test_a_signal_stops_a_baseline_at_once_with_exit_75_and_nothing_written(feat_store, tmp_path):
+    """`astrom3 baseline` has nothing to checkpoint: a job signal (here while it waits for another job computing
+    the store's features) stops it with exit 75, which the array script requeues, instead of killing it (SLURM
+    failed the task); its metrics and predictions are not written, and a second run does the whole job."""
+    import fcntl
+    import signal
+    import subprocess
+
+    from dist_helpers import child_env, wait_for
+
+    store_dir, _ = private_copy(feat_store, tmp_path)
+    shutil.rmtree(store_dir / lcf.CACHE_DIR, ignore_errors=True)
+    lock = store_dir / lcf.CACHE_DIR / ".lc_features.lock"
+    lock.parent.mkdir()
+    run, err = tmp_path / "baseline", tmp_path / "job.err"
+    cmd = [sys.executable, "-m", "astrom3_hpc.cli", "baseline", str(store_dir), "--out", str(run)]
+    with open(lock, "w") as held, open(err, "w") as job_err:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=job_err, cwd=ROOT)
+        wait_for(lambda: "computing the classical light-curve features; waiting for it" in err.read_text(),
+                 "wait for the features", [p], timeout=300, log=err)
+        p.send_signal(signal.SIGUSR1)
+        assert p.wait(timeout=60) == 75, err.read_text()[-3000:]
+    text = err.read_text()
+    assert f"astrom3 baseline: {run} stopped by SIGUSR1 before it finished" in text and "Traceback" not in text
+    assert sorted(f.name for f in run.iterdir()) == ["run.json", "train.log"]
+    assert "stopped by SIGUSR1" in (run / "train.log").read_text()
+    assert sorted(f.name for f in lock.parent.iterdir()) == [lock.name]  # nothing cached, no temporary left
+    r = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "metrics.json").exists() and (run / "predictions.csv").exists()
+
+
 def test_large_survey_preset_is_the_preset_plus_three_settings():
     from astrom3_hpc.core.config import load_config
 

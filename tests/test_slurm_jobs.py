@@ -146,13 +146,13 @@ def test_preemption_takes_submitits_signal_inside_submitit_jobs(monkeypatch):
 
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     p = Preemption()
-    assert set(p._previous) == {signal.SIGUSR1, signal.SIGTERM}
+    assert set(p.signals) == {signal.SIGUSR1, signal.SIGTERM}
     p.restore()
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     before = signal.getsignal(signal.SIGUSR2)
     p = Preemption()
     try:
-        assert set(p._previous) == {signal.SIGUSR1, signal.SIGTERM, signal.SIGUSR2}
+        assert set(p.signals) == {signal.SIGUSR1, signal.SIGTERM, signal.SIGUSR2}
         signal.raise_signal(signal.SIGUSR2)
         assert p.requested and p.signal_name == "SIGUSR2"
     finally:

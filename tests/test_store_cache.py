@@ -101,11 +101,9 @@ def test_store_cache_benchmark_compares_one_process_with_several(small_store, ca
     assert "folds " in out and " 2 processes " in out and "identical: True" in out
 
 
-def _signalled(name: str) -> int:
+def _signalled(signum: int) -> int:
     """Sends this worker the signal a batch system sends every process of a job step, then answers."""
-    import signal
-
-    os.kill(os.getpid(), getattr(signal, name))
+    os.kill(os.getpid(), signum)
     time.sleep(0.2)
     return os.getpid()
 
@@ -114,7 +112,37 @@ def test_workers_outlive_the_signals_the_job_itself_answers():
     """SLURM sends --signal=USR1@90 and preemption's SIGTERM to every process of the step: the job's own process
     checkpoints and exits 75 to be requeued, which a worker killed by the signal (a broken pool) would turn into a
     failed task."""
-    from astrom3_hpc.core.processes import JOB_SIGNALS
+    from astrom3_hpc.core.signals import JOB_SIGNALS
 
-    pids = map_in_processes(_signalled, [(name,) for name in JOB_SIGNALS], 2)
+    pids = map_in_processes(_signalled, [(int(s),) for s in JOB_SIGNALS], 2)
     assert len(pids) == 3 and os.getpid() not in pids
+
+
+def _slow_piece(folder: str, i: int) -> int:
+    (Path(folder) / f"started-{i}").touch()
+    time.sleep(60)
+    (Path(folder) / f"finished-{i}").touch()
+    return i
+
+
+def test_a_job_signal_during_a_map_stops_it_and_ends_the_running_pieces(tmp_path):
+    """A job with nothing to checkpoint (`astrom3 baseline`) stops at once on a job signal: the pieces its workers
+    are computing are lost either way, so they are ended, not waited for (a minute here)."""
+    import signal
+    import threading
+
+    from astrom3_hpc.core.signals import Stopped, stopped_by
+
+    def signal_once_two_pieces_run():
+        while len(list(tmp_path.glob("started-*"))) < 2:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR1)  # to this process: Python runs the handler in the main thread
+
+    before = signal.getsignal(signal.SIGUSR1)
+    threading.Thread(target=signal_once_two_pieces_run, daemon=True).start()
+    with pytest.raises(Stopped) as stop, stopped_by("the map"):
+        map_in_processes(_slow_piece, [(str(tmp_path), i) for i in range(4)], 2)
+    assert stop.value.exit_code == 75 and "the map stopped by SIGUSR1" in str(stop.value)
+    # The two running pieces were ended (waiting would have let them finish), the other two never started.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["started-0", "started-1"]
+    assert signal.getsignal(signal.SIGUSR1) == before

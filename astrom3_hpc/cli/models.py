@@ -17,7 +17,8 @@ def _add_baseline(sub) -> None:
     p = sub.add_parser("baseline", help="classical light-curve classifier (Lomb-Scargle + Fourier + statistics, "
                                         "gradient boosting) on a store's splits",
                        description="Writes metrics.json (fine-tune format, init 'baseline'), predictions.csv and "
-                                   "confusion_test.png into --out, so `astrom3 collect` lists it beside the networks.")
+                                   "confusion_test.png into --out, so `astrom3 collect` lists it beside the networks. "
+                                   "SIGUSR1/SIGTERM stop it at once with nothing written, exit code 75 (requeue).")
     p.add_argument("store")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--seed", type=int, default=42, help="split seed")

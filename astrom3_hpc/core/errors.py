@@ -16,7 +16,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, requeue me (= astrom3_hpc.train.preempt.EXIT_PREEMPTED)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a job signal (core/signals.py), checkpoint written if any: requeue me
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
 
 
@@ -31,7 +31,8 @@ def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: t
     """``fn()``'s exit code. An ``expected`` error prints ``astrom3 COMMAND: error: ...`` and gives
     EXIT_BAD_INPUT; an error carrying an int ``exit_code`` (damaged store 3, non-finite loss 5, ...) is expected
     too and gives that code; Ctrl-C gives EXIT_INTERRUPTED (or the ``exit_code`` of the KeyboardInterrupt a
-    command raised for SIGTERM); a closed stdout (``astrom3 info store | head``) gives EXIT_BROKEN_PIPE quietly.
+    command raised for a job signal, core/signals.py); a closed stdout (``astrom3 info store | head``) gives
+    EXIT_BROKEN_PIPE quietly.
     ``on_error(command, error, code, expected)`` runs first (a multi-process job ends every rank there)."""
     try:
         return int(fn() or 0)
@@ -39,8 +40,8 @@ def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: t
         # Stop quietly, as other Unix tools do, and keep the interpreter's final flush of stdout from raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt as e:
-        print(f"astrom3 {command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C, or a job signal raised as core.signals.Stopped (its own message)
+        print(f"astrom3 {command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return int(getattr(e, "exit_code", EXIT_INTERRUPTED))
     except Exception as e:  # noqa: BLE001
         code = getattr(e, "exit_code", None)

@@ -12,6 +12,8 @@ import os
 import signal
 from typing import Any, Callable, Sequence
 
+from .signals import JOB_SIGNALS
+
 # One BLAS/OpenMP thread per worker: the workers already fill the cores, and a result must not depend on how many
 # threads a library picked.
 SINGLE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -64,21 +66,20 @@ def map_in_processes(fn: Callable[..., Any], args: Sequence[tuple], workers: int
             f.result()  # the first failure ends the map with the worker's exception
             if on_done is not None:
                 on_done(futures[f])
-        return [f.result() for f in futures]
     except BaseException:
+        # The results are lost either way: a stop (a job signal, Ctrl-C) or a failure ends the pieces still running
+        # rather than waiting for them.
         for f in futures:
             f.cancel()
+        executor.shutdown(wait=True, kill_workers=True)
         raise
-    finally:
-        executor.shutdown(wait=True)
-
-
-# What a batch system sends to every process of a job step: SLURM's --signal=USR1@90 and preemption's SIGTERM,
-# Submitit's USR2. The job's own process turns them into a checkpoint and exit code 75 (train/preempt.py); a
-# worker killed by one would instead end the job with a broken pool, and a failure where a requeue was due.
-JOB_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+    executor.shutdown(wait=True)
+    return [f.result() for f in futures]
 
 
 def _leave_signals_to_the_job() -> None:
-    for name in JOB_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # SLURM signals every process of a job step. The job's own process turns a signal into a checkpoint or a stop
+    # and exit code 75 (core/signals.py); a worker killed by one would instead end the job with a broken pool, and
+    # a failure where a requeue was due.
+    for s in JOB_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

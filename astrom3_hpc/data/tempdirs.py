@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import shutil
 import signal
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that cleanup runs; the CLI exits 143 (128 + SIGTERM) quietly."""
-
-    exit_code = 143
+from ..core.signals import Stopped, handling
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated(f"terminated by signal {signum}")
+    # An exception, so that the cleanup below runs; the CLI exits 143 (128 + SIGTERM) with this one line.
+    raise Stopped("interrupted by SIGTERM", 128 + signal.SIGTERM)
 
 
 @contextmanager
@@ -30,18 +26,13 @@ def removed_if_interrupted() -> Iterator[list[Path]]:
     """Yield a list; directories appended to it are removed if the block ends with any exception, SIGTERM
     and Ctrl-C included (SIGTERM is handled in the main thread only, as Python's signal module requires)."""
     pending: list[Path] = []
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield pending
-    except BaseException:
-        for p in pending:
-            shutil.rmtree(p, ignore_errors=True)
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with handling([signal.SIGTERM], _raise_terminated):
+        try:
+            yield pending
+        except BaseException:
+            for p in pending:
+                shutil.rmtree(p, ignore_errors=True)
+            raise
 
 
 def leftovers(store: str | Path) -> list[Path]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.constants import UNLABELLED
 from ..core.processes import map_in_processes
+from ..core.signals import stopped_by
 from ..data import store_cache
 from ..data.lc_features import FEATURE_NAMES, FEATURES_VERSION, cached_features, store_features
 from ..data.store import Store
@@ -45,7 +46,8 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})
-    with RunLog(run).attach().recording("baseline"):
+    # Nothing to checkpoint: a job signal stops the run at once, its files unwritten, for the job script to requeue.
+    with RunLog(run).attach().recording("baseline"), stopped_by(str(run)):
         return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
 
 

@@ -14,39 +14,25 @@ written the checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import signal
+from contextlib import ExitStack
 
 import torch
 import torch.distributed as dist
 
+from ..core.signals import handling, job_signals
+
 log = logging.getLogger("astrom3")
-
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job scripts requeue on this code
-
-
-def default_signals() -> tuple[signal.Signals, ...]:
-    """SIGUSR1 and SIGTERM, plus Submitit's preemption signal inside a Submitit job."""
-    sigs = [signal.SIGUSR1, signal.SIGTERM]
-    if os.environ.get("SUBMITIT_EXECUTOR"):
-        extra = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
-        if extra is not None and extra not in sigs:
-            sigs.append(extra)
-    return tuple(sigs)
 
 
 class Preemption:
     def __init__(self, signals=None):
-        if signals is None:
-            signals = default_signals()
         self.requested = False
         self.signal_name: str | None = None
-        self._previous = {}
-        for s in signals:
-            try:
-                self._previous[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread (e.g. inside some test runners): no handler
-                pass
+        self._handlers = ExitStack()
+        # The signals handled (none outside the main thread, e.g. inside some test runners).
+        self.signals = self._handlers.enter_context(handling(job_signals() if signals is None else signals,
+                                                             self._handle))
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
@@ -66,5 +52,4 @@ class Preemption:
         return bool(flag.item() > 0)
 
     def restore(self) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
+        self._handlers.close()

@@ -57,8 +57,11 @@ class RunLog(logging.FileHandler):
     def record_error(self, exc: BaseException, what: str = "failed") -> None:
         """Write the error that ends this rank, with its traceback, to the file only (the CLI already prints
         it on the terminal)."""
-        rec = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s: %s",
-                             (what, type(exc).__name__, exc), (type(exc), exc, exc.__traceback__))
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or a job signal (core/signals.py): where it came, no more
+            rec = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s: %s", (what, exc or "interrupted"), None)
+        else:
+            rec = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s: %s: %s",
+                                 (what, type(exc).__name__, exc), (type(exc), exc, exc.__traceback__))
         self.handle(rec)
 
     @contextmanager

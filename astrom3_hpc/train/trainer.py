@@ -32,6 +32,7 @@ from .. import distributed as adist
 from ..distributed import device as ddev
 from ..distributed.env import exports_restored, find_free_port
 from ..core.config import RunConfig
+from ..core.errors import EXIT_PREEMPTED
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import MODALITIES, Store, StoreError, modalities_held
 from ..core.progress import Progress
@@ -43,7 +44,7 @@ from .engine import (autocast, build_engine, clip_gradients, configure_cuda, see
                      to_device)
 from .finite import FiniteGuard
 from .fingerprint import check_run_dir, run_identity, store_identity, write_identity
-from .preempt import EXIT_PREEMPTED, Preemption
+from .preempt import Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
 from .weight_average import WeightAverage
