@@ -85,7 +85,7 @@ def test_period_column_overrides_lomb_scargle(tmp_path):
     np.testing.assert_allclose(10 ** s.root["aux"][:, 1], [truth[n][1] for n in names], rtol=1e-5)
 
 
-def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path, caplog):
+def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path, caplog, capsys):
     from astrom3_hpc.cli.results import main as collect_main
     from astrom3_hpc.data.store import Store
 
@@ -157,6 +157,12 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
         assert mh["network"][key]["macro_f1"] == mf[key]["macro_f1"]
         assert mh["baseline"][key]["confusion"] == mb[key]["confusion"]
     assert "averaging with the classical baseline" in (hybrid / "train.log").read_text()
+    # Averaging that run with the baseline run again would count the same fit twice: said, not silently done.
+    with caplog.at_level(logging.WARNING, logger="astrom3"):
+        assert main(["ensemble", str(hybrid), str(bl), "--out", str(tmp_path / "twice")]) == 0
+    assert f"the classical baseline is in 2 of the 2 members ({hybrid}, {bl}" in caplog.text
+    assert main(["ensemble", str(ft), str(ft), "--out", str(tmp_path / "same")]) == 2
+    assert f"{ft}: listed more than once" in capsys.readouterr().err
     assert collect_main([str(runs), "--out", str(tmp_path / "res")]) == 0
     md = (tmp_path / "res" / "results.md").read_text()
     assert (tmp_path / "res" / "per_class_recall.png").stat().st_size > 1000

@@ -86,16 +86,26 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two runs")
+    twice = sorted({str(r) for r in runs if sum(r.resolve() == o.resolve() for o in runs) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)}: listed more than once (a member would count twice in the mean)")
     rep, text = _average(runs, "test")
     # Averaged where every member has them: runs from before validation predictions were written have none, and
     # only stores with objects without a class (--keep-unlabelled) have unlabelled ones.
     optional = {key: _average(runs, key) for key in ("val", UNLABELLED)
                 if all((run / predictions_file(key)).exists() for run in runs)}
-    members = []
+    members, with_baseline = [], []
     for run in runs:
         m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
         members.append({"run": str(run.resolve()), "test_macro_f1": m.get("test", {}).get("macro_f1"),
                         "val_macro_f1": m.get("val", {}).get("macro_f1")})
+        if m.get("init") == "baseline" or m.get("average_baseline"):
+            with_baseline.append(str(run))
+    if len(with_baseline) > 1:
+        # The same deterministic fit of the same split each time: its share of the mean grows with every copy.
+        log.warning("the classical baseline is in %d of the %d members (%s: baseline runs or runs with "
+                    "finetune.average_baseline): it weighs that much more in the average", len(with_baseline),
+                    len(runs), ", ".join(with_baseline))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / PREDICTIONS, text)
