@@ -104,6 +104,10 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     # The paper's encoder on a light-curve store: the run says which models were measured for such stores.
     assert "--config configs/periodic_finetune.yaml" in caplog.text
     bl = runs / "baseline-s42"
+    # A seed the store has no split for: one line naming it, and no run directory left behind.
+    assert main(["baseline", str(out), "--seed", "7", "--out", str(runs / "baseline-s7")]) == 2
+    assert "no such split 'splits/seed7/full/train'" in capsys.readouterr().err
+    assert not (runs / "baseline-s7").exists()
     assert main(["baseline", str(out), "--seed", "42", "--out", str(bl)]) == 0
     for run in (ft, bl):
         m = json.loads((run / "metrics.json").read_text())
