@@ -366,6 +366,12 @@ def test_cli(sweep, tmp_path, capsys):
     assert (tmp_path / "o" / "results.csv").exists()
     args = parser.parse_args(["collect", str(tmp_path / "nowhere")])
     assert args.func(args) == 2
+    # A folder without any run (the wrong one, most likely): an error naming it, no empty tables written.
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    args = parser.parse_args(["collect", str(tmp_path / "empty")])
+    assert args.func(args) == 2
+    assert f"{tmp_path / 'empty'}: no runs below it" in capsys.readouterr().err
+    assert not (tmp_path / "empty" / "results").exists()
 
 
 def test_module_main(sweep, tmp_path, capsys):

@@ -38,7 +38,7 @@ def cmd_collect(args) -> int:
     try:
         res = collect(args.sweep_dir, getattr(args, "out", None), getattr(args, "std", "population"),
                       stream=sys.stdout)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # a folder that is not there or holds no run
         print(f"astrom3 collect: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if getattr(args, "out", None) else Path(args.sweep_dir) / "results"

@@ -47,6 +47,10 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     root = Path(sweep_dir)
     out = Path(out) if out is not None else root / "results"
     col = gather(root, exclude=out.resolve() if out.resolve().is_relative_to(root.resolve()) else None)
+    if not col.has_manifest and not col.runs and not col.pretrain:
+        # Most likely the wrong folder: empty tables with exit 0 would look like a sweep with nothing done.
+        raise ValueError(f"{root}: no runs below it (no manifest.json, and no run directory with metrics.json or "
+                         "config.yaml); give a sweep directory or a folder of run directories")
     groups, comps, warn = aggregate(col.runs)
     baseline_rows, baseline_warn = against_baseline(col.runs, root)
     pre = aggregate_pretrain(col.pretrain)
