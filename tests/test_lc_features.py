@@ -381,7 +381,7 @@ def test_fast_large_survey_preset_is_the_large_one_without_the_informer_and_five
         assert diff <= {"periodic_tokens", "periodic_views", "members"}, diff
 
 
-def test_fast_large_survey_preset_trains_five_networks_without_an_informer_and_predicts(tmp_path):
+def test_fast_large_survey_preset_trains_five_networks_without_an_informer_and_predicts(tmp_path, capsys):
     from test_train import run_job
 
     store = _lc_store(tmp_path / "tables")
@@ -399,6 +399,51 @@ def test_fast_large_survey_preset_trains_five_networks_without_an_informer_and_p
     kept = {r["row"]: r["predicted_class"] for r in csv.DictReader(open(run / "predictions.csv"))}
     again = {r["row"]: r["predicted_class"] for r in csv.DictReader(open(tmp_path / "pred" / "predictions.csv"))}
     assert kept and {k: again[k] for k in kept} == kept
+    _science_tools_read_a_fine_tune_run(run, store, tmp_path, capsys)
+
+
+def _science_tools_read_a_fine_tune_run(run, store, tmp_path, capsys):
+    """A photometry-only survey has no second modality to pretrain CLIP with: the network trained on it is its
+    embedding model. Each object's vector is its members' head inputs, each normalised, side by side over
+    sqrt(n): a unit vector whose cosine similarity is the mean of the members' own."""
+    import zarr
+
+    from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
+    from astrom3_hpc.model.members import each_member
+    from astrom3_hpc.model.presets import resolve
+    from astrom3_hpc.model.registry import cached_inputs
+    from astrom3_hpc.science.common import load_model, read_embeddings
+
+    assert main(["embed", str(run), "--no-progress"]) == 0
+    emb = read_embeddings(run / "science" / "embeddings.zarr")
+    assert emb.modalities == ["photo"] and emb.attrs["model_kind"] == "finetune" and len(emb) == Store(store).n_objects
+    model, cfg, meta = load_model(run)
+    members = each_member(model.model)
+    assert len(members) == 5 and emb.view("photo").shape[1] == 5 * members[0].head.in_features
+    batches = TrimodalBatches(LoaderSpec(store=str(store), seed=42, split="test", train=False, batch_size=16,
+                                         read_spectra=False, **cached_inputs(resolve(cfg.model))))
+    batch = batches.make_batch(batches.rows[:16], 0, 0)
+    with torch.no_grad():
+        own = [torch.nn.functional.normalize(m.features(batch), dim=-1) for m in members]
+    positions = [emb.position_of_row(r) for r in batch["index"].tolist()]
+    v = emb.view("photo")[positions]
+    np.testing.assert_allclose(v, torch.cat(own, -1).numpy() / np.sqrt(5), atol=1e-5)
+    np.testing.assert_allclose(v @ v.T, torch.stack([o @ o.T for o in own]).mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(emb.view("average"), emb.view("photo"), atol=1e-6)
+    assert zarr.open_group(str(run / "science" / "embeddings.zarr"), mode="r").attrs["complete"]
+    # Search by object, outliers (one view: candidates are that view's top k) and UMAP read it.
+    row = int(batch["index"][0])
+    capsys.readouterr()
+    assert main(["search", str(run), "--query-row", str(row), "-k", "3"]) == 0
+    hits = json.loads(capsys.readouterr().out)["queries"][0]["neighbours"]["photo"]
+    assert hits[0][2] == pytest.approx(1.0, abs=1e-5) and len(hits) == 3
+    assert main(["outliers", str(run), "--top-k", "5"]) == 0
+    out = json.loads((run / "science" / "outliers.json").read_text())
+    assert len(out["candidates"]) == 5
+    # A raw file cannot be embedded: the network reads what ingestion computes for a store.
+    (tmp_path / "q.csv").write_text("time,mag,err\n" + "".join(f"{t},15.0,0.1\n" for t in range(20)))
+    assert main(["search", str(run), "--query-file", str(tmp_path / "q.csv")]) == 2
+    assert "--query-file needs a pretraining run" in capsys.readouterr().err
 
 
 def test_balanced_weights_are_sklearns():

@@ -36,16 +36,20 @@ def _print(obj) -> None:
 
 def _add_embed(sub) -> None:
     p = sub.add_parser(
-        "embed", help="embed every object of a store with a pretrained model (Zarr v3, distributed)",
+        "embed", help="embed every object of a store with a trained model (Zarr v3, distributed)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Compute the L2-normalised embedding of every valid object (each modality and their "
                     "normalised average) under the best weights of a pretraining run, keyed by object id and "
                     "store row, with labels and split membership, into OUT_DIR/embeddings.zarr (built under a "
-                    "temporary name and renamed into place).\n\nRuns as one process or distributed: under "
+                    "temporary name and renamed into place). A fine-tune run gives one view, named by its mode: "
+                    "the unit vector its classifier's head reads (e.g. a periodic network trained on a "
+                    "photometry-only survey, for search, outliers and UMAP there).\n\nRuns as one process or "
+                    "distributed: under "
                     "torchrun / srun / mpiexec every rank embeds a chunk-aligned share and writes it directly.",
         epilog="example: astrom3 embed runs/pretrain-s42\n"
+               "         astrom3 embed runs/periodic-s42             # a fine-tune run on a light-curve store\n"
                "         torchrun --nproc_per_node 4 -m astrom3_hpc.cli.science embed runs/pretrain-s42")
-    p.add_argument("run_dir", help="a finished pretraining run directory (config.yaml, best_model.pt)")
+    p.add_argument("run_dir", help="a finished pretraining or fine-tune run directory (config.yaml, best_model.pt)")
     p.add_argument("--store", help="data store to embed (default: the run's data.store)")
     p.add_argument("--splits", nargs="+", action="extend", choices=["train", "val", "test"],
                    help="embed only these splits of the run's seed (default: every valid object, including "
@@ -93,7 +97,7 @@ def _add_search(sub) -> None:
                "  astrom3 search RUN --query 2939710878511005696 --modality spectra --target photo -k 10\n"
                "  astrom3 search RUN --query-file star.dat --aux 0.45 0.37 0.2 0.9 --target photo spectra\n"
                "  astrom3 search RUN --recall --recall-split test")
-    p.add_argument("run_dir", help="a pretraining run directory")
+    p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
     p.add_argument("--query", nargs="+", action="extend", type=int, default=[], metavar="OBJECT_ID",
                    help="query object id(s)")
     p.add_argument("--query-row", nargs="+", action="extend", type=int, default=[], metavar="ROW",
@@ -148,7 +152,7 @@ def _add_outliers(sub) -> None:
                     "centroid. On a synthetic store, ROC AUC and precision@k for recovering the planted "
                     "mislabels and the unseen-class objects are measured. Writes OUT_DIR/outliers.csv (every "
                     "object, every score) and OUT_DIR/outliers.json (candidates, anomalies, metrics).")
-    p.add_argument("run_dir", help="a pretraining run directory")
+    p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
     p.add_argument("--top-k", type=int, default=50, help="per-modality rank cut for candidates (default 50)")
     p.add_argument("--min-modalities", type=int, default=2,
                    help="a candidate ranks in the top k of at least this many modalities (default 2)")
@@ -192,7 +196,7 @@ def _add_umap(sub) -> None:
         description="UMAP (umap-learn; the paper's n_neighbors 45, min_dist 0.7, cosine) of one embedding view, "
                     "coloured by class, objects of classes unseen in training overlaid in black. Writes "
                     "OUT_DIR/umap_<view>.png, .csv (coordinates) and .json.")
-    p.add_argument("run_dir", help="a pretraining run directory")
+    p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
     p.add_argument("--view", default="average", choices=["photo", "spectra", "meta", "average"],
                    help="embedding to project (default average)")
     p.add_argument("--n-neighbors", type=int, default=45, help="default 45 (the paper's)")

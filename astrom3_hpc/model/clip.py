@@ -64,6 +64,10 @@ class AstroM3CLIP(nn.Module):
         return {(a, b): self.log_logit_scales[pair_key(a, b)].exp().clamp(1.0, self.logit_scale_max)
                 for a, b in self._pairs}
 
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.embed_dim
+
     def encode(self, modality: str, batch: dict) -> torch.Tensor:
         """Normalised (B, embed_dim) embedding of one modality."""
         feats = self.encoders[modality](*_batch_args(modality, self.input_keys[modality], batch))

@@ -84,3 +84,23 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """(batch, n_classes) probabilities from a classifier's logits, averaged over members where it has them."""
     probs = torch.softmax(logits.float(), -1)
     return probs.mean(0) if logits.dim() == 3 else probs
+
+
+class ClassifierEmbedding(nn.Module):
+    """A fine-tuned model seen as an embedding model (`astrom3 embed` and the science tools on a fine-tune run):
+    one view, named by the run's mode, whose vector is what the head classifies (the encoder's output, or the
+    fused embedding of mode "all"), L2-normalised. With members, their unit vectors side by side scaled by
+    1/sqrt(n): a unit vector whose cosine similarity is the mean of the members' own (their feature spaces are
+    unrelated, so averaging the vectors themselves would mean nothing)."""
+
+    def __init__(self, model: nn.Module, mode: str):
+        super().__init__()
+        self.model = model
+        self.modalities: tuple[str, ...] = (mode,)
+        self.reads: tuple[str, ...] = tuple(each_member(model)[0].modalities)  # what the batches must carry
+        self.embed_dim = sum(m.head.in_features for m in each_member(model))
+
+    def encode(self, view: str, batch: dict) -> torch.Tensor:
+        parts = [nn.functional.normalize(m.features(batch).float(), dim=-1) for m in each_member(self.model)]
+        return torch.cat(parts, -1) / math.sqrt(len(parts))
+

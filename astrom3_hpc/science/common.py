@@ -27,26 +27,36 @@ def run_config(run_dir: str | Path):
 
 
 def load_model(run_dir: str | Path, device=None):
-    """The pretrained CLIP model of a finished pretraining run (best weights), in eval mode.
+    """The trained model of a finished pretraining run (CLIP: one embedding per modality) or fine-tune run (one
+    view, named by its mode: model.members.ClassifierEmbedding), best weights, in eval mode.
 
-    Returns (model, cfg, meta) where meta is what the run saved with the weights (epoch, val metrics, seed).
+    Returns (model, cfg, meta) where meta is what the run saved with the weights (kind, epoch, val metrics, seed).
     """
     import torch
 
     from ..model import build_clip
+    from ..model.members import ClassifierEmbedding, finetune_classifier
     from ..train.checkpoint import BEST_MODEL, load_weights
 
     cfg = run_config(run_dir)
     blob = load_weights(Path(run_dir) / BEST_MODEL)
-    meta = blob.get("meta", {})
-    if meta.get("kind", "pretrain") != "pretrain":
-        raise ValueError(f"{run_dir} is a {meta.get('kind')} run; the science tools need a pretraining run")
-    model = build_clip(cfg.model)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(blob["state_dict"]))
+    meta, state = blob.get("meta", {}), blob["state_dict"]
+    kind = meta.get("kind", "pretrain")
+    if kind == "finetune":
+        heads = [v for k, v in state.items() if k.endswith("head.weight")]
+        if not heads:
+            raise ValueError(f"{run_dir}/{BEST_MODEL} holds no classifier head (not a fine-tune run's weights?)")
+        net = finetune_classifier(cfg, int(heads[0].shape[0]))
+    elif kind == "pretrain":
+        net = build_clip(cfg.model)
+    else:
+        raise ValueError(f"{run_dir} is a {kind} run; the science tools need a pretraining or fine-tune run")
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
     if missing:
-        raise ValueError(f"{run_dir}/{BEST_MODEL} lacks parameters {missing[:5]} (not a CLIP pretraining run?)")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in blob["state_dict"].items() if k in own})
+        raise ValueError(f"{run_dir}/{BEST_MODEL} lacks parameters {missing[:5]} (not a {kind} run of this config?)")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own})
+    model = ClassifierEmbedding(net, cfg.finetune.mode) if kind == "finetune" else net
     model.to(device or torch.device("cpu")).eval()
     return model, cfg, meta
 

@@ -1,8 +1,13 @@
-"""`astrom3 embed`: embeddings of every valid object of a store under a pretrained model, as a Zarr v3 store.
+"""`astrom3 embed`: embeddings of every valid object of a store under a trained model, as a Zarr v3 store.
+
+The model: a pretraining run's CLIP (one embedding per modality, in one space), or a fine-tune run's network (one
+view named by its mode: the unit vector its head classifies; model.members.ClassifierEmbedding), e.g. a `periodic`
+network trained on a photometry-only survey, for similarity search, outliers and UMAP in that survey.
 
 Layout of RUN_DIR/science/embeddings.zarr (one row per embedded object, in store-row order):
 
-    emb/<modality>   (N, D) float32   L2-normalised embedding of each modality of the model
+    emb/<modality>   (N, D) float32   L2-normalised embedding of each modality of the model (a fine-tune
+                                      run: one, named by its mode)
     emb/average      (N, D) float32   L2-normalised mean of the normalised embeddings of the modalities the
                                       object has
     object_id        (N,)   int64     the store's object id
@@ -10,8 +15,8 @@ Layout of RUN_DIR/science/embeddings.zarr (one row per embedded object, in store
     label            (N,)   int16     stored label, -1 for classes unseen in training
     present          (N, 3) bool      modalities the object has (photo, spectra, meta)
     split/{train,val,test} (N,) bool  membership in the full subset of the run's split seed
-    attrs: schema, complete, modalities, embed_dim, class_names, run_dir, store, store_provenance, split_seed,
-           sample_seed, model_meta, n_objects, world_size
+    attrs: schema, complete, modalities, embed_dim, class_names, run_dir, model_kind, store, store_provenance,
+           split_seed, sample_seed, model_meta, n_objects, world_size
 
 Distributed: under torchrun / srun / mpiexec every rank embeds a contiguous, chunk-aligned range of the output
 rows and writes it directly into the temporary store that rank 0 created; rank 0 marks it complete and renames
@@ -76,8 +81,7 @@ def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_
                 with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                     torch.manual_seed(sample_seed)
                     out[m].append(model.encode(m, batch).float().cpu().numpy())
-    dim = model.cfg.embed_dim
-    return {m: np.concatenate(v) if v else np.zeros((0, dim), np.float32) for m, v in out.items()}
+    return {m: np.concatenate(v) if v else np.zeros((0, model.embed_dim), np.float32) for m, v in out.items()}
 
 
 def _rank_range(n: int, chunk: int, rank: int, world: int) -> tuple[int, int]:
@@ -118,12 +122,12 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     st = Store(store_path)
     seed = cfg.data.seed
     rows, flags = select_rows(st, seed, splits)
-    n, dim = len(rows), int(cfg.model.embed_dim)
+    n, dim = len(rows), int(model.embed_dim)
     mods = list(model.modalities)
     out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
     batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split="train", train=False,
                                          batch_size=batch_size, use_rfr_score=cfg.data.use_rfr_score,
-                                         read_spectra="spectra" in mods,
+                                         read_spectra="spectra" in getattr(model, "reads", mods),
                                          **cached_inputs(resolve(cfg.model))))
 
     # Rank 0 creates the temporary store (every array, the small tables filled in); the others get its path.
@@ -225,6 +229,7 @@ def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, di
             "run_dir": str(Path(run_dir).resolve()), "store": str(Path(store_path).resolve()),
             "store_provenance": st.attrs.get("provenance"), "split_seed": int(cfg.data.seed),
             "sample_seed": int(sample_seed), "model_preset": cfg.model.preset,
+            "model_kind": meta.get("kind", "pretrain"),
             "model_meta": {k: v for k, v in meta.items() if k in ("epoch", "seed", "kind", "val")},
             "n_objects": n, "world_size": world, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })

@@ -315,7 +315,12 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
     if query_file is not None:
         from ..data.store import Store
 
-        model, cfg, _ = load_model(run_dir)
+        model, cfg, meta = load_model(run_dir)
+        if meta.get("kind") == "finetune":
+            raise ValueError(f"--query-file needs a pretraining run, and {run_dir} is a fine-tune run: its "
+                             "network reads what ingestion computes (periods, classical features, folds); ingest "
+                             "the file with `astrom3 ingest lightcurves` and embed that store (astrom3 embed "
+                             "--store), or query by --query / --query-row")
         st = Store(store or emb.attrs["store"])
         fmod, vec = embed_file(query_file, model, st, int(emb.attrs["split_seed"]), cfg.data.use_rfr_score, aux,
                                 int(emb.attrs.get("sample_seed", 0)))

@@ -68,13 +68,15 @@ def plot_umap(coords: np.ndarray, labels: np.ndarray, class_names: list[str], pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    cmap = plt.get_cmap("tab10")
+    # Another survey's labels can be many more than AstroM3's ten: past 20 colours, classes differ by marker too.
+    colours = 10 if len(class_names) <= 10 else 20
+    cmap = plt.get_cmap(f"tab{colours}")
     size = max(1.0, min(12.0, 6000.0 / max(len(coords), 1)))
     for c, name in enumerate(class_names):
         m = labels == c
         if m.any():
-            ax.scatter(coords[m, 0], coords[m, 1], s=size, color=cmap(c % 10), alpha=0.7, lw=0,
-                       label=f"{name} ({int(m.sum())})")
+            ax.scatter(coords[m, 0], coords[m, 1], s=size, color=cmap(c % colours), alpha=0.7, lw=0,
+                       marker="osD^v"[(c // colours) % 5], label=f"{name} ({int(m.sum())})")
     un = labels < 0
     if un.any():
         groups = np.unique(unseen_names[un]) if unseen_names is not None else ["unseen"]
