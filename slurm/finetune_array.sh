@@ -21,8 +21,9 @@
 #                   sbatch --array=0-31%4 --gpus-per-task=1 slurm/finetune_array.sh SWEEP=runs/sweep GPUS=1
 #                 (one bound GPU per task; the task refuses to run on the CPU). Unset: SLURM_GPUS_PER_TASK.
 #
-# Exit code 75 of a task (SIGUSR1 from --signal=USR1@90, or SIGTERM: checkpoint written) requeues this array
-# task (`scontrol requeue <array job>_<task>`); it resumes in the same run directory.
+# Exit code 75 of a task (SIGUSR1 from --signal=USR1@90, or SIGTERM: a fine-tune's checkpoint written, a baseline
+# stopped with nothing written) requeues this array task (`scontrol requeue <array job>_<task>`); it resumes in the
+# same run directory (a baseline starts again).
 # Logs: the default --output below lands in the submission directory; submit_sweep.sh writes into
 # <sweep>/logs/ft_%A_%a.out and .err (the names the collector looks for).
 #
@@ -94,7 +95,7 @@ if [ "$rc" -eq 75 ]; then
     log "preempted, but already restarted $RESTART times (MAX_REQUEUES=$MAX_REQUEUES): not requeueing"
     exit 75
   fi
-  log "preempted: checkpoint written; requeueing $JOB_KEY (restart $((RESTART + 1)))"
+  log "preempted (a checkpoint written, or a baseline stopped); requeueing $JOB_KEY (restart $((RESTART + 1)))"
   if scontrol requeue "$JOB_KEY"; then
     exit 0
   fi

@@ -65,11 +65,12 @@ def _finish_job(rc: int, env, what: str) -> None:
                 log.warning("%s: preempted, checkpoint written; rank %d leaves, rank 0 requeues", what,
                             env.global_rank)
                 raise SystemExit(0)
-            log.warning("%s: preempted, checkpoint written; requeueing through Submitit", what)
+            # A training task has written its checkpoint; a baseline task has stopped with nothing written.
+            log.warning("%s: preempted (exit 75); requeueing through Submitit", what)
             signal.raise_signal(env._usr_sig())
             # Submitit's handler exits (requeued) or raises UncompletedJobError (no requeue left); if another
             # handler was installed, fall through.
-        raise RuntimeError(f"{what}: preempted (exit {rc}) after writing a checkpoint; submit it again to resume")
+        raise RuntimeError(f"{what}: preempted (exit {rc}); submit it again to resume (or, a baseline, to rerun)")
     raise RuntimeError(f"{what}: exited with code {rc} (see this job's log)")
 
 
