@@ -155,7 +155,8 @@ def _add_outliers(sub) -> None:
     p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
     p.add_argument("--top-k", type=int, default=50, help="per-modality rank cut for candidates (default 50)")
     p.add_argument("--min-modalities", type=int, default=2,
-                   help="a candidate ranks in the top k of at least this many modalities (default 2)")
+                   help="a candidate ranks in the top k of at least this many modalities (default 2; at most "
+                        "the embeddings' modalities: a fine-tune run's single view needs one)")
     p.add_argument("--knn-k", type=int, default=10, help="neighbours of the k-NN anomaly score (default 10)")
     p.add_argument("--unsupervised", default="knn", choices=["knn", "iforest"],
                    help="unsupervised score: knn (default) or iforest (scikit-learn)")
