@@ -330,6 +330,27 @@ def test_outlier_scores_recover_a_constructed_truth():
     assert evaluate_scores(emb, forest, mis, unseen)["unseen"]["iforest_average"]["roc_auc"] > 0.9
 
 
+def test_a_class_too_small_for_its_own_spread_takes_the_others_median():
+    """Another survey's labels can have classes of two or three train objects: a MAD over two nearly equal
+    distances made every other object of such a class a 'mislabel' with z in the tens (measured on the ZTF VSX
+    sample). Such classes are scaled by the median spread of the classes that have enough objects."""
+    from astrom3_hpc.science.outliers import MIN_SPREAD_REFS, class_robust_z
+
+    rng = np.random.default_rng(0)
+    n_big = 3 * MIN_SPREAD_REFS
+    dist = np.concatenate([0.2 + 0.05 * rng.standard_normal(n_big), 0.4 + 0.1 * rng.standard_normal(n_big),
+                           [0.30, 0.3001, 0.35]])
+    labels = np.repeat([0, 1, 2], [n_big, n_big, 3])
+    ref = np.ones(len(dist), bool)
+    ref[-1] = False  # class 2: two reference objects, a third to score
+    z = class_robust_z(dist, labels, ref, 3)
+    spreads = [1.4826 * np.median(np.abs(dist[labels == c] - np.median(dist[labels == c]))) for c in (0, 1)]
+    assert z[labels == 0] == pytest.approx((dist[labels == 0] - np.median(dist[labels == 0])) / spreads[0])
+    centre = np.median(dist[-3:-1])
+    assert z[-1] == pytest.approx((0.35 - centre) / np.median(spreads))  # about 0.5, not 1000
+    assert abs(z[-1]) < 2
+
+
 def test_outliers_cli_writes_candidates_and_metrics(embedded, capsys):
     """Writes the candidate table and recovers the planted mislabels clearly better than chance.
 

@@ -105,19 +105,32 @@ def descending_rank(score: np.ndarray) -> np.ndarray:
     return rank
 
 
+# A spread measured on fewer reference objects than this is noise: such a class takes the median spread of the
+# classes that have enough (ZTF's VSX sample, 20 types, has classes of 1-4 train objects; one of them, with a MAD
+# from two distances, once scored z = 64 and filled the top ranks by itself).
+MIN_SPREAD_REFS = 10
+
+
 def class_robust_z(dist: np.ndarray, labels: np.ndarray, ref: np.ndarray, n_classes: int) -> np.ndarray:
     """(dist - median) / (1.4826 MAD) per labelled class, median and MAD over the `ref` objects of the class:
-    a distance in units of its class's typical spread (broad classes such as SR no longer fill the top ranks)."""
+    a distance in units of its class's typical spread (broad classes such as SR no longer fill the top ranks).
+    A class with fewer than MIN_SPREAD_REFS reference objects takes the median spread of the others (of all
+    classes when none has enough)."""
     out = np.full(len(dist), np.nan)
+    centre, spread, n_ref = {}, {}, {}
     for c in range(n_classes):
-        m = labels == c
-        r = dist[ref & m]
+        r = dist[ref & (labels == c)]
         r = r[np.isfinite(r)]
-        if len(r) == 0:
-            continue
-        med = float(np.median(r))
-        mad = 1.4826 * float(np.median(np.abs(r - med)))
-        out[m] = (dist[m] - med) / max(mad, 1e-6)
+        if len(r):
+            centre[c] = float(np.median(r))
+            spread[c] = 1.4826 * float(np.median(np.abs(r - centre[c])))
+            n_ref[c] = len(r)
+    big = [spread[c] for c in spread if n_ref[c] >= MIN_SPREAD_REFS] or list(spread.values())
+    pooled = float(np.median(big)) if big else 0.0
+    for c in centre:
+        scale = spread[c] if n_ref[c] >= MIN_SPREAD_REFS else pooled
+        m = labels == c
+        out[m] = (dist[m] - centre[c]) / max(scale, 1e-6)
     return out
 
 
