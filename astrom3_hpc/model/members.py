@@ -103,4 +103,3 @@ class ClassifierEmbedding(nn.Module):
     def encode(self, view: str, batch: dict) -> torch.Tensor:
         parts = [nn.functional.normalize(m.features(batch).float(), dim=-1) for m in each_member(self.model)]
         return torch.cat(parts, -1) / math.sqrt(len(parts))
-
