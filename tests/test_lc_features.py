@@ -440,6 +440,32 @@ def _science_tools_read_a_fine_tune_run(run, store, tmp_path, capsys):
     assert main(["outliers", str(run), "--top-k", "5"]) == 0
     out = json.loads((run / "science" / "outliers.json").read_text())
     assert len(out["candidates"]) == 5
+    # Another store holding some of the same objects (one class left out, so its train split's quantiles differ):
+    # scaled by the training store, as predict scales, each object gets the same vector there as here.
+    from lightcurve_tables import ingest_args
+
+    (tmp_path / "map.json").write_text(json.dumps({"M_or_SR": "", "HADS_or_DSCT": "HADS_or_DSCT",
+                                                   "RRab-like": "RRab-like"}))
+    other = tmp_path / "other.zarr"
+    assert main(ingest_args(tmp_path / "tables", other, "--class-map", str(tmp_path / "map.json"),
+                            "--drop-unlabelled")) == 0
+    assert main(["embed", str(run), "--store", str(other), "--out-dir", str(tmp_path / "sci")]) == 0
+    there = read_embeddings(tmp_path / "sci" / "embeddings.zarr")
+    assert 0 < len(there) < len(emb)
+    from astrom3_hpc.train.evaluate import object_names
+
+    names_here, names_there = object_names(Store(store)).tolist(), object_names(Store(other))
+    here = [emb.position_of_row(names_here.index(names_there[r])) for r in there.row]
+    np.testing.assert_allclose(there.view("photo"), emb.view("photo")[here], atol=1e-5)
+    moved = tmp_path / "moved.zarr"
+    Path(store).rename(moved)
+    assert main(["embed", str(run), "--store", str(other), "--out-dir", str(tmp_path / "sci2")]) == 2
+    assert f"was trained on {store}, which does not exist" in capsys.readouterr().err
+    assert main(["embed", str(run), "--store", str(other), "--out-dir", str(tmp_path / "sci2"),
+                 "--train-store", str(moved)]) == 0
+    np.testing.assert_allclose(read_embeddings(tmp_path / "sci2" / "embeddings.zarr").view("photo"),
+                               there.view("photo"), atol=1e-6)
+    Path(moved).rename(store)
     # A raw file cannot be embedded: the network reads what ingestion computes for a store.
     (tmp_path / "q.csv").write_text("time,mag,err\n" + "".join(f"{t},15.0,0.1\n" for t in range(20)))
     assert main(["search", str(run), "--query-file", str(tmp_path / "q.csv")]) == 2

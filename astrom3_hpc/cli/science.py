@@ -51,6 +51,8 @@ def _add_embed(sub) -> None:
                "         torchrun --nproc_per_node 4 -m astrom3_hpc.cli.science embed runs/pretrain-s42")
     p.add_argument("run_dir", help="a finished pretraining or fine-tune run directory (config.yaml, best_model.pt)")
     p.add_argument("--store", help="data store to embed (default: the run's data.store)")
+    p.add_argument("--train-store", help="a fine-tune run's training store, where it moved: its train split "
+                                         "scales the network's inputs, as `astrom3 predict` does")
     p.add_argument("--splits", nargs="+", action="extend", choices=["train", "val", "test"],
                    help="embed only these splits of the run's seed (default: every valid object, including "
                         "objects of classes unseen in training, which are in no split)")
@@ -72,7 +74,8 @@ def cmd_embed(args) -> int:
 
     out = science_dir(args.run_dir, args.out_dir) / EMBEDDINGS
     summary = embed_run(args.run_dir, store=args.store, splits=args.splits, out=out, batch_size=args.batch_size,
-                        sample_seed=args.sample_seed, chunk_rows=args.chunk_rows, progress=not args.no_progress)
+                        sample_seed=args.sample_seed, chunk_rows=args.chunk_rows, progress=not args.no_progress,
+                        train_store=args.train_store)
     from ..distributed import env as denv
 
     if denv.get_rank() == 0:

@@ -92,8 +92,13 @@ def _rank_range(n: int, chunk: int, rank: int, world: int) -> tuple[int, int]:
 
 def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list[str] | None = None,
               out: str | Path | None = None, batch_size: int = 256, sample_seed: int = DEFAULT_SAMPLE_SEED,
-              chunk_rows: int = CHUNK_ROWS, progress: bool = False) -> dict[str, Any]:
+              chunk_rows: int = CHUNK_ROWS, progress: bool = False,
+              train_store: str | Path | None = None) -> dict[str, Any]:
     """Embed a store under the run's best model into `out` (default RUN_DIR/science/embeddings.zarr).
+
+    A pretraining run's inputs are scaled by the embedded store's own train split; a fine-tune run's by its
+    training store's (`train_store`: where it moved), as `astrom3 predict` scales them, so an object gets the
+    vector its network gives it whichever store holds it.
 
     Call it on every rank of a distributed job (it initialises the process group via astrom3_hpc.distributed.env) or
     in one process. Returns a summary (on every rank).
@@ -120,6 +125,13 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     if not store_path.exists():
         raise FileNotFoundError(f"store {store_path} (from the run's config) does not exist; pass --store")
     st = Store(store_path)
+    norm = None
+    if meta.get("kind") == "finetune":
+        from ..train.predict import network_training_store
+
+        trained_on = network_training_store(Path(run_dir), cfg, None if train_store is None else str(train_store))
+        if trained_on.path.resolve() != store_path.resolve():
+            norm = str(trained_on.path)
     seed = cfg.data.seed
     rows, flags = select_rows(st, seed, splits)
     n, dim = len(rows), int(model.embed_dim)
@@ -127,7 +139,7 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
     batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split="train", train=False,
                                          batch_size=batch_size, use_rfr_score=cfg.data.use_rfr_score,
-                                         read_spectra="spectra" in getattr(model, "reads", mods),
+                                         read_spectra="spectra" in getattr(model, "reads", mods), norm_store=norm,
                                          **cached_inputs(resolve(cfg.model))))
 
     # Rank 0 creates the temporary store (every array, the small tables filled in); the others get its path.

@@ -57,6 +57,15 @@ def _training_store(run: Path, recorded: str, fingerprint: str | None, override:
     return store
 
 
+def network_training_store(run: Path, cfg, override: str | None) -> Store:
+    """The store a fine-tune run's network was trained on, checked against the fingerprint the run recorded: its
+    train split scales the network's inputs on any other store (`override`: its new place, if it moved)."""
+    from .fingerprint import IDENTITY
+
+    ident = json.loads((run / IDENTITY).read_text()) if (run / IDENTITY).exists() else {}
+    return _training_store(run, cfg.data.store, ident.get("store", {}).get("fingerprint"), override)
+
+
 # How a store's light curves were made: a model fed curves made another way sees inputs unlike its training ones.
 _INGEST_KEYS = ("kind", "band", "flux", "period", "min_period_days", "modalities")
 
@@ -96,12 +105,10 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     from ..model.registry import cached_inputs
     from .checkpoint import BEST_MODEL, load_weights
     from .engine import to_device
-    from .fingerprint import IDENTITY
     from .rundir import read_run_config
 
     cfg = config_from_dict(read_run_config(run))
-    ident = json.loads((run / IDENTITY).read_text()) if (run / IDENTITY).exists() else {}
-    train = _training_store(run, cfg.data.store, ident.get("store", {}).get("fingerprint"), train_store)
+    train = network_training_store(run, cfg, train_store)
     names = list(train.class_names)
     f, d = cfg.finetune, cfg.data
     model = finetune_classifier(cfg, len(names))
