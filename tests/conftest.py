@@ -50,6 +50,15 @@ def tiny_store(tmp_path_factory) -> Path:
     return build_synthetic_store(tmp_path_factory.mktemp("store") / "tiny.zarr")
 
 
+@pytest.fixture(scope="module")
+def feat_store(tmp_path_factory) -> Path:
+    """A light-curve store of three arbitrary classes with its split files, one per test module; tests that write
+    its caches take a private copy (lightcurve_tables.private_copy)."""
+    from lightcurve_tables import lc_store
+
+    return lc_store(tmp_path_factory.mktemp("feat"))
+
+
 # The real single-node and multi-host SLURM clusters (started on first use; under CI=true a cluster that
 # cannot start fails the test instead of skipping it).
 from slurm_cluster import slurm_cluster, slurm_multihost_cluster  # noqa: E402,F401

@@ -1,16 +1,18 @@
 """Small long-format survey tables for the light-curve tests: arbitrary class names, two bands, magnitudes, the
-authors' split layout; the `astrom3 ingest lightcurves` arguments that read them; and checks that a refused ingest
-left nothing behind."""
+authors' split layout; the `astrom3 ingest lightcurves` arguments that read them; a store ingested from them; and
+checks that a refused ingest left nothing behind."""
 
 from __future__ import annotations
 
 import csv
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from astrom3_hpc.cli import main
+from astrom3_hpc.data.store import Store
 
 # Arbitrary class names, as another survey spells them (the issue's examples).
 CLASSES = {"M_or_SR": (40.0, 0.8), "HADS_or_DSCT": (0.07, 0.15), "RRab-like": (0.55, 0.6)}
@@ -70,6 +72,22 @@ def ingest_args(d: Path, out: Path, *extra: str) -> list[str]:
             "--id-column", "star", "--time-column", "hjd", "--mag-column", "magnitude", "--err-column",
             "magnitude_err", "--band-column", "band", "--band", "V", "--label-column", "cls", "--out", str(out),
             "--no-progress", "--chunk-objects", "8", "--table-chunk", "16", "--lc-chunk", "2048", *extra]
+
+
+def lc_store(d: Path, seed: int = 0, n_per_class: int = 14) -> Path:
+    """The tables written under `d` and ingested with their split files: a store of three arbitrary classes."""
+    truth = write_tables(d, n_per_class=n_per_class, seed=seed)
+    write_splits(d, truth)
+    out = d / "lc.zarr"
+    assert main(ingest_args(d, out, "--splits-from", str(d))) == 0
+    return out
+
+
+def private_copy(store: Path, tmp_path: Path) -> tuple[Path, Store]:
+    """A copy of a module's store for a test that writes its cache (the module's store stays without one)."""
+    store_dir = tmp_path / "s.zarr"
+    shutil.copytree(store, store_dir)
+    return store_dir, Store(store_dir)
 
 
 def no_leftovers(d: Path, out: Path) -> None:

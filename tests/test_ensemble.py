@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_lc_features import _lc_store
+from lightcurve_tables import lc_store
 from test_train import run_job
 
 from astrom3_hpc.cli import main
@@ -33,7 +33,7 @@ def _probs(run, name="predictions.csv"):
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     d = tmp_path_factory.mktemp("ens")
-    store = _lc_store(d / "tables")
+    store = lc_store(d / "tables")
     runs = []
     for seed in (1, 2):
         run = d / f"m{seed}"

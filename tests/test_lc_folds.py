@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_lc_features import feat_store, periodic_batch, private_copy  # noqa: F401 - feat_store is a fixture
+from lightcurve_tables import private_copy
+from test_lc_features import periodic_batch
 
 from astrom3_hpc.core.config import ConfigError, load_config
 from astrom3_hpc.core.constants import AUX_COLUMNS

@@ -91,12 +91,12 @@ def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
     asked of a sweep without light curves."""
     import pytest
 
-    from test_lc_features import _lc_store
+    from lightcurve_tables import lc_store
 
     from astrom3_hpc.cli import main
     from astrom3_hpc.cli.results import main as collect_main
 
-    store = _lc_store(tmp_path / "tables")
+    store = lc_store(tmp_path / "tables")
     sw = create_sweep(tmp_path / "lc", seeds=[42], modes=["photo"], subsets=["full"],
                       inits=["scratch", "baseline"], finetune_config=str(REPO / "configs" / "periodic_finetune.yaml"),
                       store=str(store), sets=["train.epochs=1", "train.batch_size=8", "model.d_model=16",
