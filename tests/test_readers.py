@@ -313,6 +313,8 @@ def test_ztf_objects_bad_cells_are_the_objects_errors(tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+        fh.write(",".join(list(rows[3].values())[:3]) + "\n")  # a row cut short (it crashed the reader)
+        fh.write(",".join(rows[4].values()) + ",1,2\n")  # and one with two cells too many
     src = ZTFVSXSource(tmp_path)
     with pytest.raises(BadInputError) as e:
         src.get(0)
@@ -321,6 +323,12 @@ def test_ztf_objects_bad_cells_are_the_objects_errors(tmp_path):
         src.get(1)
     assert_names(e.value, rows[1]["vsx_oid"], "ztf_vsx_objects.csv:row 3", "column 'period' holds '0.5d'")
     assert src.get(2).object_id == int(rows[2]["vsx_oid"])  # the others still read
+    n = len(rows[0])
+    for i, cells in ((len(rows), 3), (len(rows) + 1, n + 2)):
+        with pytest.raises(BadInputError) as e:  # the object's error: --on-error skip can step over it
+            src.get(i)
+        assert_names(e.value, rows[i - len(rows) + 3]["vsx_oid"], f"ztf_vsx_objects.csv:row {i + 2}",
+                     f"{cells} cells, expected {n} (the header's)")
 
 
 def test_stripe82_malformed_rows_and_types_refused(tmp_path):

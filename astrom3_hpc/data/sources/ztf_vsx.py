@@ -90,6 +90,10 @@ class ZTFVSXSource(_LongTableSource):
             oid = int(row["vsx_oid"])
         except ValueError:
             raise BadInputError(row.get("vsx_oid") or "?", where, "vsx_oid is not an integer") from None
+        # csv.DictReader fills a short row's missing cells with None and keeps a long row's extras under None.
+        if None in row or None in row.values():
+            cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
+            raise BadInputError(oid, where, f"{cells} cells, expected {len(row) - (None in row)} (the header's)")
         lc = self.table.get(oid, self.band)
         if lc.shape[0] == 0:
             raise BadInputError(oid, str(self.lc_path), f"no usable ZTF {self.band}-band points")
