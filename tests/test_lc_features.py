@@ -290,3 +290,39 @@ def test_distillation_teacher_never_saw_the_labels_it_is_asked_about():
         FinetuneConfig(mode="all", average_baseline=True).validate()
 
 
+
+
+def test_an_object_too_short_for_a_period_search_gets_no_period_features_and_the_baseline_runs(tmp_path):
+    """The catalogue sources keep objects of 3-4 points (their period comes from the catalogue); a period search
+    needs 5. The features computed one for every object and failed the whole store's baseline on the first such
+    object; now its period-dependent features are NaN (standardised to 0, a gap to the trees) and the rest stand."""
+    import csv
+    import gzip
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "ztf"
+    d.mkdir()
+    with open(d / "ztf_vsx_objects.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["vsx_oid", "astrom3_class", "period", "l", "b", "distance"])
+        w.writerows([1000 + i, ("EW", "RRAB")[i % 2], 0.3 + 0.01 * i, 10 + i, 5, 1000] for i in range(30))
+    with gzip.open(d / "ztf_vsx_lightcurves_long.csv.gz", "wt") as fh:
+        fh.write("vsx_oid,filter,mjd,mag,magerr\n")
+        for i in range(30):
+            n = 3 if i == 5 else 60
+            t = np.sort(rng.uniform(58000, 58300, n))
+            m = 15 + 0.3 * np.sin(2 * np.pi * t / (0.3 + 0.01 * i)) + rng.normal(0, 0.02, n)
+            fh.writelines(f"{1000 + i},2,{a:.5f},{b:.4f},0.02\n" for a, b in zip(t, m))
+    store = tmp_path / "ztf.zarr"
+    assert main(["ingest", "ztf-vsx", "--root", str(d), "--out", str(store), "--no-progress"]) == 0
+    s = Store(store)
+    short = int(np.flatnonzero(s.root["object_id"][:] == 1005)[0])
+    f = lcf.cached_features(s)
+    names = list(lcf.FEATURE_NAMES)
+    of_period = names[:names.index("log_mad")] + ["lksl", "lksl2"]  # the search, both Fourier fits, both folds
+    assert np.isnan(f[short, [names.index(c) for c in of_period]]).all()
+    assert np.isfinite(f[short, [i for i, c in enumerate(names) if c not in of_period]]).all()
+    assert f[short, names.index("log_n")] == np.float32(np.log10(3))
+    assert np.isfinite(np.delete(f, short, axis=0)).all()
+    assert np.isfinite(lcf.standardise(f, np.arange(len(f)))).all()
+    assert main(["baseline", str(store), "--seed", "42", "--out", str(tmp_path / "bl")]) == 0

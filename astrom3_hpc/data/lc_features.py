@@ -41,7 +41,9 @@ CACHE_DIR = store_cache.CACHE_DIR
 
 def fourier_features(t: np.ndarray, y: np.ndarray, period: float) -> list[float]:
     """Least-squares 3-harmonic fit at `period`: A1..A3, R21, R31, phi21, phi31 (in [0, 2 pi)), explained
-    variance."""
+    variance. NaN without a period (an object too short to search)."""
+    if not np.isfinite(period):
+        return [np.nan] * (N_HARMONICS + 5)
     ph = 2 * np.pi * t / period
     cols = [np.ones_like(t)]
     for k in range(1, N_HARMONICS + 1):
@@ -68,11 +70,12 @@ def object_features(t: np.ndarray, y: np.ndarray, err: np.ndarray, search: np.nd
     dy = np.diff(y[order])
     eta = float(np.mean(dy ** 2) / sd ** 2) if len(dy) else 0.0
     span = float(np.ptp(t))
+    lk = (lafler_kinman(t, y, p1), lafler_kinman(t, y, 2 * p1)) if np.isfinite(p1) else (np.nan, np.nan)
     return np.array([
         np.log10(p1), pow1, np.log10(p2), pow2, p2 / p1,
         *fourier_features(t, y, p1), *fourier_features(t, y, 2 * p1),
         log_mad, amplitude, q[5] - q[0], q[4] - q[1], q[3] - q[2], float(np.mean(z ** 3)), float(np.mean(z ** 4)) - 3,
-        lafler_kinman(t, y, p1), lafler_kinman(t, y, 2 * p1), eta, float(np.mean(np.abs(z) > 1)),
+        *lk, eta, float(np.mean(np.abs(z) > 1)),
         float(np.median(err)), np.log10(max(span, 1e-3)), np.log10(len(t)),
     ], dtype=np.float64)
 
@@ -122,7 +125,7 @@ def _feature_inputs(store: Store, rows: np.ndarray, period_source: str):
     for i, t, y, err in light_curves_in_days(store, rows):
         row = rows[i]
         s = search[row]
-        if not np.all(np.isfinite(s)):
+        if not np.all(np.isfinite(s)) and len(t) >= periods.MIN_SEARCH_POINTS:
             s = periods.search(t, y, err).as_array().astype(np.float64)
         if period_source == "store":
             s = s.copy()

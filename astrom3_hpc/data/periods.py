@@ -20,6 +20,7 @@ import numpy as np
 MIN_PERIOD_DAYS = 0.03
 MAX_FREQUENCIES = 2_000_000  # caps the grid for decade-long spans
 OVERSAMPLE = 5
+MIN_SEARCH_POINTS = 5  # fewer points fix no period: such objects (catalogue sources keep them) get NaN features
 # What is stored per object (`lc/period_search` in a store) and seen by the classical baseline.
 PERIOD_SEARCH_COLUMNS = ("ls_period", "ls_power", "ls_period2", "ls_power2")
 
@@ -80,8 +81,8 @@ def periodogram(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None, backend: st
 def search(t: np.ndarray, y: np.ndarray, dy: np.ndarray | None = None, backend: str = "auto",
            min_period: float = MIN_PERIOD_DAYS) -> PeriodSearch:
     """Best and second-best Lomb-Scargle periods of one light curve (needs >= 5 points)."""
-    if len(t) < 5:
-        raise ValueError(f"a period search needs at least 5 points, got {len(t)}")
+    if len(t) < MIN_SEARCH_POINTS:
+        raise ValueError(f"a period search needs at least {MIN_SEARCH_POINTS} points, got {len(t)}")
     freq, power = periodogram(t, y, dy, backend, min_period)
     k = int(np.argmax(power))
     span = max(float(np.ptp(t)), 1.0)
