@@ -143,6 +143,26 @@ def test_existing_store_is_not_overwritten_without_flag(tiny_store):
         ingest(SyntheticSource(10), tiny_store, IngestOptions(progress=False))
 
 
+def test_overwrite_replaces_only_a_store(tmp_path):
+    data = tmp_path / "data"
+    (data / "lcs").mkdir(parents=True)
+    (data / "lcs" / "a.dat").write_text("1 2 3\n")
+    r = subprocess.run([str(_venv_bin() / "astrom3"), "ingest", "synthetic", "-n", "40", "--out", str(data),
+                        "--overwrite", "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 2 and f"{data} exists and is not an astrom3 store" in r.stderr, r.stderr
+    assert (data / "lcs" / "a.dat").read_text() == "1 2 3\n"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    with pytest.raises(IngestError, match="notes.txt exists and is not an astrom3 store"):
+        ingest(SyntheticSource(40), a_file, IngestOptions(overwrite=True, progress=False, layout_kw=SMALL_LAYOUT))
+    assert a_file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
+    out = tmp_path / "s.zarr"  # a store, on the other hand, is replaced
+    for seed in (1, 2):
+        ingest(SyntheticSource(40, seed=seed), out, IngestOptions(on_error="skip", overwrite=True, progress=False,
+                                                                  layout_kw=SMALL_LAYOUT))
+    assert Store(out).attrs["provenance"]["source"]["seed"] == 2
+
+
 def test_interrupted_build_never_looks_finished(tmp_path):
     class Exploding(Corrupting):
         def get(self, i):

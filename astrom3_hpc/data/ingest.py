@@ -36,7 +36,7 @@ from .raw import BadInputError, InputFileError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
 from .periods import PERIOD_SEARCH_COLUMNS
 from .splits import classes_missing_from_splits, given_splits
-from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays
+from .store import MODALITIES, SCHEMA_VERSION, Layout, compressor, create_arrays, is_store
 from .tempdirs import removed_if_interrupted
 
 log = logging.getLogger("astrom3")
@@ -198,6 +198,10 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
 def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_ranks: int) -> str:
     if out.exists() and not opt.overwrite:
         raise FileExistsError(f"store {out} already exists; pass --overwrite to replace it")
+    if out.exists() and not is_store(out):
+        # --overwrite deletes what it replaces: `--out data --overwrite` must not wipe a data directory.
+        raise IngestError(f"{out} exists and is not an astrom3 store (no zarr.json with a schema_version); "
+                          f"--overwrite replaces only a store: choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     root = zarr.open_group(str(tmp), mode="w")

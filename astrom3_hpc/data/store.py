@@ -98,6 +98,17 @@ def create_arrays(root: zarr.Group, layout: Layout) -> None:
 
 
 
+def is_store(path: str | Path) -> bool:
+    """Whether `path` is a store `astrom3 ingest` wrote (a Zarr group carrying a schema_version: any version, complete
+    or not, since rebuilding an old or interrupted store in place is what `ingest --overwrite` is for)."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("node_type") == "group"
+            and "schema_version" in (meta.get("attributes") or {}))
+
+
 def modalities_held(present: np.ndarray) -> list[str]:
     """The modalities (store order) that some row of a presence mask (rows, len(MODALITIES)) has."""
     return [m for i, m in enumerate(MODALITIES) if present[:, i].any()]
