@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .submission import check_not_running, plan, record_submission, repo_root
+from .submission import array_spec, check_not_running, plan, record_partial, record_submission, repo_root
 from .sweep import Sweep
-from .submission import array_spec
 
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "ASTROM3_DIST_LAUNCHER",
@@ -65,35 +64,41 @@ def submit_sweep_sbatch(sw: Sweep, *, resume_missing: bool = False, parallel: in
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "sbatch", "cluster": "slurm",
                              "resume_missing": resume_missing, "pretrain": [], "finetune": [],
                              "skipped_pretrain": []}
-    for seed, p in plan(sw, resume_missing).items():
-        dep = None
-        if p["submit_pretrain"]:
-            argv = sw.pretrain_argv(seed)[1:]  # without the "pretrain" subcommand
-            i = argv.index("--run-dir")
-            run_dir = str(Path(argv[i + 1]).resolve())
-            del argv[i:i + 2]
-            job = _sbatch([*common, f"--job-name=a3-pretrain-s{seed}", f"--nodes={pretrain_nodes}",
-                           f"--ntasks-per-node={pretrain_tasks_per_node}", f"--cpus-per-task={cpus_per_task}",
-                           f"--time={pretrain_time_min}", f"--output={sweep_root}/logs/pretrain-s{seed}-%j.out",
-                           *pretrain_sbatch_args, str(root_repo / "slurm" / "pretrain.sh"), "CONFIG=", "STORE=",
-                           "EXTRA_SETS=", f"RUN_DIR={run_dir}", f"PYTHON={python}", *argv],
-                          root_repo, env, dry_run)
-            dep = f"afterok:{job}"
-            entry["pretrain"].append({"seed": seed, "job_id": job, "run_dir": f"pretrain/s{seed}",
-                                      "nodes": pretrain_nodes, "tasks_per_node": pretrain_tasks_per_node,
-                                      "log": f"logs/pretrain-s{seed}-{job}.out"})
-        elif p["needs_pretrain"]:
-            entry["skipped_pretrain"].append(seed)
-        spec = array_spec(p["tasks"], parallel)
-        args = [*common, f"--job-name=a3-ft-s{seed}", f"--array={spec}", "--ntasks=1",
-                f"--cpus-per-task={cpus_per_task}", f"--time={finetune_time_min}",
-                f"--output={sweep_root}/logs/ft_%A_%a.out", f"--error={sweep_root}/logs/ft_%A_%a.err"]
-        if dep:
-            args += [f"--dependency={dep}", "--kill-on-invalid-dep=yes"]
-        job = _sbatch([*args, *finetune_sbatch_args, str(root_repo / "slurm" / "finetune_array.sh"),
-                       f"SWEEP={sweep_root}", f"PYTHON={python}"], root_repo, env, dry_run)
-        entry["finetune"].append({"seed": seed, "array_job_id": job, "array": spec, "tasks": p["tasks"],
-                                  "dependency": dep, "logs": f"logs/ft_{job}_<task>.out"})
+    try:
+        for seed, p in plan(sw, resume_missing).items():
+            dep = None
+            if p["submit_pretrain"]:
+                argv = sw.pretrain_argv(seed)[1:]  # without the "pretrain" subcommand
+                i = argv.index("--run-dir")
+                run_dir = str(Path(argv[i + 1]).resolve())
+                del argv[i:i + 2]
+                job = _sbatch([*common, f"--job-name=a3-pretrain-s{seed}", f"--nodes={pretrain_nodes}",
+                               f"--ntasks-per-node={pretrain_tasks_per_node}", f"--cpus-per-task={cpus_per_task}",
+                               f"--time={pretrain_time_min}", f"--output={sweep_root}/logs/pretrain-s{seed}-%j.out",
+                               *pretrain_sbatch_args, str(root_repo / "slurm" / "pretrain.sh"), "CONFIG=", "STORE=",
+                               "EXTRA_SETS=", f"RUN_DIR={run_dir}", f"PYTHON={python}", *argv],
+                              root_repo, env, dry_run)
+                dep = f"afterok:{job}"
+                entry["pretrain"].append({"seed": seed, "job_id": job, "run_dir": f"pretrain/s{seed}",
+                                          "nodes": pretrain_nodes, "tasks_per_node": pretrain_tasks_per_node,
+                                          "log": f"logs/pretrain-s{seed}-{job}.out"})
+            elif p["needs_pretrain"]:
+                entry["skipped_pretrain"].append(seed)
+            spec = array_spec(p["tasks"], parallel)
+            args = [*common, f"--job-name=a3-ft-s{seed}", f"--array={spec}", "--ntasks=1",
+                    f"--cpus-per-task={cpus_per_task}", f"--time={finetune_time_min}",
+                    f"--output={sweep_root}/logs/ft_%A_%a.out", f"--error={sweep_root}/logs/ft_%A_%a.err"]
+            if dep:
+                args += [f"--dependency={dep}", "--kill-on-invalid-dep=yes"]
+            job = _sbatch([*args, *finetune_sbatch_args, str(root_repo / "slurm" / "finetune_array.sh"),
+                           f"SWEEP={sweep_root}", f"PYTHON={python}"], root_repo, env, dry_run)
+            entry["finetune"].append({"seed": seed, "array_job_id": job, "array": spec, "tasks": p["tasks"],
+                                      "dependency": dep, "logs": f"logs/ft_{job}_<task>.out"})
+    except Exception as e:
+        note = None if dry_run else record_partial(sweep_root, entry, e)
+        if note is None:
+            raise
+        raise RuntimeError(f"{e}\n{note}") from e
     if not dry_run:
         record_submission(sweep_root, entry)
     return entry

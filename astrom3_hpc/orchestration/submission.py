@@ -111,6 +111,20 @@ def record_submission(sweep_root: str | Path, entry: dict[str, Any]) -> dict[str
     return data
 
 
+def record_partial(sweep_root: str | Path, entry: dict[str, Any], exc: BaseException) -> str | None:
+    """Record the jobs of a submission that ``exc`` stopped half-way (``entry`` holds those submitted before it) and
+    return what to add to the error: they will run in the sweep's directories, and a retry that did not know them
+    would submit a second pretraining into the same run directory. None where nothing was submitted."""
+    done = [f"pretraining seed {p['seed']}: job {p['job_id']}" for p in entry.get("pretrain", [])]
+    done += [f"fine-tuning seed {a['seed']}: array {a['array_job_id']}" for a in entry.get("finetune", [])]
+    if not done:
+        return None
+    record_submission(sweep_root, {**entry, "error": f"stopped by: {str(exc).strip() or type(exc).__name__}"})
+    return (f"already submitted before this failure and recorded in {Path(sweep_root) / JOBS_FILE}: "
+            f"{'; '.join(done)}. They run as submitted: scancel them, or let them finish; then resubmit with "
+            f"--resume-missing (refused while they are queued, unless --force)")
+
+
 def previous_job_ids(sweep_root: Path) -> list[str]:
     try:
         return [str(j) for j in read_jobs(sweep_root).get("job_ids", [])]

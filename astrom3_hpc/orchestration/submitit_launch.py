@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .submission import SUBMITIT_DIR, abs_path, check_not_running, default_cluster, plan, record_submission
+from .submission import (SUBMITIT_DIR, abs_path, check_not_running, default_cluster, plan, record_partial,
+                         record_submission)
 from .submitit_jobs import PretrainJob, SweepTaskJob
 from .sweep import Sweep
 
@@ -110,45 +111,51 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "submitit", "cluster": cluster,
                              "resume_missing": resume_missing, "pretrain": [], "finetune": [],
                              "skipped_pretrain": [], "_jobs": {"pretrain": {}, "finetune": {}}}
-    for seed, p in plan(sw, resume_missing).items():
-        dep = None
-        if p["submit_pretrain"]:
-            job = _submit_pretrain(str(sw.pretrain_dir(seed).resolve()), sw.pretrain_config,
-                                   sw.pretrain_overrides(seed), folder, cluster, name=f"a3-pretrain-s{seed}",
-                                   nodes=pretrain_nodes, tasks_per_node=pretrain_tasks_per_node,
-                                   cpus_per_task=cpus_per_task, timeout_min=pretrain_time_min, partition=partition,
-                                   account=account, gpus_per_node=gpus_per_node, slurm_parameters=slurm_parameters)
-            entry["_jobs"]["pretrain"][seed] = job
-            ntasks = pretrain_nodes * pretrain_tasks_per_node
-            for r in range(ntasks):
-                suffix = "" if r == 0 else f".rank{r}"
-                paths = job.paths if ntasks == 1 else job._sub_jobs[r].paths
-                _link(sweep_root / "logs" / f"pretrain-s{seed}-{job.job_id}{suffix}.out", paths.stdout)
-                _link(sweep_root / "logs" / f"pretrain-s{seed}-{job.job_id}{suffix}.err", paths.stderr)
-            entry["pretrain"].append({"seed": seed, "job_id": str(job.job_id), "run_dir": f"pretrain/s{seed}",
-                                      "nodes": pretrain_nodes, "tasks_per_node": pretrain_tasks_per_node,
-                                      "log": f"logs/pretrain-s{seed}-{job.job_id}.out"})
-            if cluster == "slurm":
-                dep = f"afterok:{job.job_id}"
-            else:
-                log.info("%s executor has no dependencies: waiting for pretraining of seed %d", cluster, seed)
-                job.results()
-        elif p["needs_pretrain"]:
-            entry["skipped_pretrain"].append(seed)
-        ex = make_executor(folder, cluster, name=f"a3-ft-s{seed}", nodes=1, tasks_per_node=1,
-                           cpus_per_task=cpus_per_task, timeout_min=finetune_time_min, partition=partition,
-                           account=account, gpus_per_node=gpus_per_node, dependency=dep, array_parallelism=parallel,
-                           slurm_parameters=slurm_parameters)
-        indices = list(p["tasks"])
-        jobs = ex.map_array(SweepTaskJob(), [str(sweep_root)] * len(indices), indices)
-        entry["_jobs"]["finetune"][seed] = jobs
-        array_id = str(jobs[0].job_id).split("_")[0]
-        for j, index in zip(jobs, indices):
-            _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
-            _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
-        entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
-                                  "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
-                                  "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
-                                                              f"{SUBMITIT_DIR}/)"})
+    try:
+        for seed, p in plan(sw, resume_missing).items():
+            dep = None
+            if p["submit_pretrain"]:
+                job = _submit_pretrain(str(sw.pretrain_dir(seed).resolve()), sw.pretrain_config,
+                                       sw.pretrain_overrides(seed), folder, cluster, name=f"a3-pretrain-s{seed}",
+                                       nodes=pretrain_nodes, tasks_per_node=pretrain_tasks_per_node,
+                                       cpus_per_task=cpus_per_task, timeout_min=pretrain_time_min, partition=partition,
+                                       account=account, gpus_per_node=gpus_per_node, slurm_parameters=slurm_parameters)
+                entry["_jobs"]["pretrain"][seed] = job
+                ntasks = pretrain_nodes * pretrain_tasks_per_node
+                for r in range(ntasks):
+                    suffix = "" if r == 0 else f".rank{r}"
+                    paths = job.paths if ntasks == 1 else job._sub_jobs[r].paths
+                    _link(sweep_root / "logs" / f"pretrain-s{seed}-{job.job_id}{suffix}.out", paths.stdout)
+                    _link(sweep_root / "logs" / f"pretrain-s{seed}-{job.job_id}{suffix}.err", paths.stderr)
+                entry["pretrain"].append({"seed": seed, "job_id": str(job.job_id), "run_dir": f"pretrain/s{seed}",
+                                          "nodes": pretrain_nodes, "tasks_per_node": pretrain_tasks_per_node,
+                                          "log": f"logs/pretrain-s{seed}-{job.job_id}.out"})
+                if cluster == "slurm":
+                    dep = f"afterok:{job.job_id}"
+                else:
+                    log.info("%s executor has no dependencies: waiting for pretraining of seed %d", cluster, seed)
+                    job.results()
+            elif p["needs_pretrain"]:
+                entry["skipped_pretrain"].append(seed)
+            ex = make_executor(folder, cluster, name=f"a3-ft-s{seed}", nodes=1, tasks_per_node=1,
+                               cpus_per_task=cpus_per_task, timeout_min=finetune_time_min, partition=partition,
+                               account=account, gpus_per_node=gpus_per_node, dependency=dep, array_parallelism=parallel,
+                               slurm_parameters=slurm_parameters)
+            indices = list(p["tasks"])
+            jobs = ex.map_array(SweepTaskJob(), [str(sweep_root)] * len(indices), indices)
+            entry["_jobs"]["finetune"][seed] = jobs
+            array_id = str(jobs[0].job_id).split("_")[0]
+            for j, index in zip(jobs, indices):
+                _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
+                _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
+            entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
+                                      "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
+                                      "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
+                                                                  f"{SUBMITIT_DIR}/)"})
+    except Exception as e:
+        note = record_partial(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")}, e)
+        if note is None:
+            raise
+        raise RuntimeError(f"{e}\n{note}") from e
     record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
     return entry
