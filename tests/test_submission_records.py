@@ -79,3 +79,34 @@ def test_submitit_failing_after_the_first_seed_records_its_jobs(tmp_path, monkey
     (sub,) = data["submissions"]
     assert [p["seed"] for p in sub["pretrain"]] == [0] and [a["seed"] for a in sub["finetune"]] == [0]
     assert sub["error"].startswith("stopped by:")
+
+
+@pytest.mark.parametrize("cluster", ["local", "slurm"])
+def test_submitit_dry_run_prints_the_plan_and_submits_nothing(tmp_path, monkeypatch, capsys, cluster):
+    """Catches `launch sweep --dry-run` submitting for real: the flag never reached launch_sweep, and under
+    `--cluster local` the "dry run" started the pretraining and the fine-tuning tasks."""
+    pytest.importorskip("submitit")
+    from astrom3_hpc.cli import build_parser
+    from astrom3_hpc.orchestration import submitit_launch
+
+    def submitted(*a, **k):
+        raise AssertionError("a dry run submitted a job")
+
+    monkeypatch.setattr(submitit_launch, "_submit_pretrain", submitted)
+    monkeypatch.setattr(submitit_launch, "make_executor", submitted)
+    sw = _sweep(tmp_path / "sw", seeds=(0, 42))
+    (sw.pretrain_dir(0)).mkdir(parents=True)
+    (sw.pretrain_dir(0) / "metrics.json").write_text("{}")  # seed 0's pretraining is complete
+    args = build_parser().parse_args(["launch", "sweep", str(sw.root), "--cluster", cluster, "--dry-run",
+                                      "--pretrain-nodes", "2", "--parallel", "3", "--partition", "gpu",
+                                      "--sbatch-arg=--qos=high", "--wait"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert f"{cluster} executor" in out and "nothing is submitted" in out
+    assert "pretraining seed 0: already complete" in out
+    assert "+ pretraining seed 42: job a3-pretrain-s42, 2 node(s) x 2 tasks" in out and "partition gpu" in out
+    assert ("sbatch --qos=high" in out) == (cluster == "slurm")
+    ft = [ln for ln in out.splitlines() if ln.startswith("+ fine-tuning")]
+    assert len(ft) == 2 and "array a3-ft-s42 of 2 task(s) 2-3 (3 at once)" in ft[1]
+    assert ("afterok" in ft[1]) == (cluster == "slurm") and "after" not in ft[0]
+    assert not (sw.root / "jobs.json").exists() and not (sw.root / "submitit").exists()

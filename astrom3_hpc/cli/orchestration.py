@@ -148,7 +148,8 @@ def _add_resource_args(p: argparse.ArgumentParser, backend_choice: bool) -> None
     g.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
                    help="extra sbatch option for every job (repeatable), e.g. --sbatch-arg=--qos=high")
     g.add_argument("--dry-run", action="store_true",
-                   help="sbatch: print the commands, submit nothing (the manifest is still written)")
+                   help="print what would be submitted (sbatch: the commands; Submitit: each job and array "
+                        "with its resources), submit nothing (the manifest is still written)")
     g.add_argument("--force", action="store_true", help="submit even if jobs of this sweep are still queued")
     g.add_argument("--wait", action="store_true", help="Submitit: wait for every job and report failures")
 
@@ -212,7 +213,10 @@ def cmd_sweep_submit(a) -> int:
     params = _sbatch_args_to_params(a.sbatch_arg)
     from ..orchestration.submitit_launch import launch_sweep  # submitit: only when used
 
-    entry = launch_sweep(sw, cluster=a.cluster, gpus_per_node=a.gpus_per_node, slurm_parameters=params, **kw)
+    entry = launch_sweep(sw, cluster=a.cluster, gpus_per_node=a.gpus_per_node, slurm_parameters=params,
+                         dry_run=a.dry_run, **kw)
+    if a.dry_run:
+        return 0
     _print_entry(entry, a.sweep_dir)
     return _wait_entry(entry) if a.wait else 0
 

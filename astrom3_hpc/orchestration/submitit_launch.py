@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .submission import (SUBMITIT_DIR, abs_path, check_not_running, default_cluster, plan, record_partial,
-                         record_submission)
+from .submission import (SUBMITIT_DIR, abs_path, array_spec, check_not_running, default_cluster, plan,
+                         record_partial, record_submission)
 from .submitit_jobs import PretrainJob, SweepTaskJob
 from .sweep import Sweep
 
@@ -97,13 +97,20 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                  pretrain_nodes: int = 1, pretrain_tasks_per_node: int = 2, cpus_per_task: int = 1,
                  pretrain_time_min: int = 240, finetune_time_min: int = 120, partition: str | None = None,
                  account: str | None = None, gpus_per_node: int | None = None, force: bool = False,
-                 slurm_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+                 slurm_parameters: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Submit a sweep through Submitit: per seed a pretraining job (multi-task) and ONE job array (``map_array``)
     over the seed's tasks that depends on it (``afterok``). Local/debug executors have no dependencies: there the
     pretraining job is waited for before its array is submitted. Returns the submission record (also in jobs.json)
-    with the Submitit job objects under ``"_jobs"``."""
+    with the Submitit job objects under ``"_jobs"``. ``dry_run``: print those jobs and arrays with their resources,
+    submit and record nothing (the record returned has no job ids)."""
     cluster = cluster or default_cluster()
     sweep_root = Path(sw.root).resolve()
+    if dry_run:
+        return print_plan(sw, cluster, resume_missing, parallel=parallel, pretrain_nodes=pretrain_nodes,
+                          pretrain_tasks_per_node=pretrain_tasks_per_node, cpus_per_task=cpus_per_task,
+                          pretrain_time_min=pretrain_time_min, finetune_time_min=finetune_time_min,
+                          partition=partition, account=account, gpus_per_node=gpus_per_node,
+                          slurm_parameters=slurm_parameters)
     if cluster == "slurm":
         check_not_running(sw, force)
     folder = sweep_root / SUBMITIT_DIR
@@ -158,4 +165,43 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
             raise
         raise RuntimeError(f"{e}\n{note}") from e
     record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
+    return entry
+
+
+def print_plan(sw: Sweep, cluster: str, resume_missing: bool, *, parallel: int, pretrain_nodes: int,
+               pretrain_tasks_per_node: int, cpus_per_task: int, pretrain_time_min: int, finetune_time_min: int,
+               partition: str | None, account: str | None, gpus_per_node: int | None,
+               slurm_parameters: dict[str, Any] | None, stream=None) -> dict[str, Any]:
+    """The dry run of :func:`launch_sweep`: one line per job or array it would submit, with its resources; nothing
+    is submitted, waited for or written (a local executor would start training at once)."""
+    out = stream or sys.stdout
+    where = [f"partition {partition}" if partition else "", f"account {account}" if account else "",
+             f"{gpus_per_node} GPU(s)/node" if gpus_per_node else ""]
+    if cluster == "slurm" and slurm_parameters:
+        where.append("sbatch " + " ".join(f"--{k}" if v is True else f"--{k}={v}"
+                                          for k, v in slurm_parameters.items()))
+    extra = "".join(f", {w}" for w in where if w)
+    entry: dict[str, Any] = {"backend": "submitit", "cluster": cluster, "resume_missing": resume_missing,
+                             "dry_run": True, "pretrain": [], "finetune": [], "skipped_pretrain": []}
+    print(f"dry run: Submitit, {cluster} executor, sweep {Path(sw.root).resolve()}; nothing is submitted", file=out)
+    for seed, p in plan(sw, resume_missing).items():
+        after = ""
+        if p["submit_pretrain"]:
+            print(f"+ pretraining seed {seed}: job a3-pretrain-s{seed}, {pretrain_nodes} node(s) x "
+                  f"{pretrain_tasks_per_node} tasks, {cpus_per_task} CPU(s)/task, {pretrain_time_min} min{extra} "
+                  f"-> {sw.pretrain_dir(seed).resolve()}", file=out)
+            entry["pretrain"].append({"seed": seed, "job_id": None, "nodes": pretrain_nodes,
+                                      "tasks_per_node": pretrain_tasks_per_node})
+            after = (", afterok on that pretraining" if cluster == "slurm" else
+                     f", after that pretraining ends (the {cluster} executor has no dependencies: it waits)")
+        elif p["needs_pretrain"]:
+            entry["skipped_pretrain"].append(seed)
+            print(f"  pretraining seed {seed}: already complete, not resubmitted", file=out)
+        print(f"+ fine-tuning seed {seed}: array a3-ft-s{seed} of {len(p['tasks'])} task(s) "
+              f"{array_spec(p['tasks'])} ({parallel} at once), 1 task x {cpus_per_task} CPU(s), "
+              f"{finetune_time_min} min{extra}{after}", file=out)
+        entry["finetune"].append({"seed": seed, "array_job_id": None, "tasks": list(p["tasks"]),
+                                  "array": array_spec(p["tasks"], parallel)})
+    if not entry["finetune"]:
+        print("nothing to submit: every task is complete", file=out)
     return entry
