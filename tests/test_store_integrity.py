@@ -60,6 +60,25 @@ def test_random_bytes_in_a_chunk_are_named_by_verify_and_refused_by_the_loader(s
         _epoch(store, split="test")
 
 
+def _flip_byte(path: Path, offset: int = 20) -> None:
+    """A damage of the same size: only the checksum can tell."""
+    b = bytearray(path.read_bytes())
+    b[min(offset, len(b) - 1)] ^= 0x40
+    path.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("array", ["meta_present", "stats/seed42/meta_median", "lc/period_search"])
+def test_optional_small_arrays_are_hashed_before_the_loader_reads_them(store, tmp_path, array):
+    intact = tmp_path / "intact.zarr"
+    shutil.copytree(store, intact)
+    _flip_byte(next(p for p in sorted((store / array / "c").rglob("*")) if p.is_file()))
+    with pytest.raises(ChecksumError, match=f"array '{array}' is damaged"):
+        TrimodalBatches(LoaderSpec(str(store)))
+    if array.startswith("stats/"):  # read from the store that normalises another's objects (`astrom3 predict`)
+        with pytest.raises(ChecksumError, match=f"{store}.*array '{array}' is damaged"):
+            TrimodalBatches(LoaderSpec(str(intact), train=False, norm_store=str(store)))
+
+
 def test_damaged_chunk_is_refused_by_workers_and_in_memory_mode(store):
     _scribble(store / "spec" / "c" / "3" / "0" / "0")
     with pytest.raises(ChecksumError, match="'spec' is damaged"):

@@ -84,10 +84,14 @@ class TrimodalBatches:
             raise ValueError("LoaderSpec.norm_store is for inference (train=False); training normalises by its "
                              "own store")
         norm = Store(spec.norm_store) if spec.norm_store else store
-        stats_keys = [f"stats/seed{spec.seed}/{k}" for k in ("meta_mean", "meta_std", "aux_mean", "aux_std")]
-        # The small arrays are read whole, here, once: hash their files first (a few ms per 100k objects).
+        median_key = f"stats/seed{spec.seed}/meta_median"
+        stats_keys = [f"stats/seed{spec.seed}/{k}" for k in ("meta_mean", "meta_std", "aux_mean", "aux_std")
+                      ] + ([median_key] if median_key in norm.root else [])
+        # The small arrays are read whole, here, once: hash their files first (a few ms per 100k objects). Those
+        # older stores lack are hashed where present: a damaged one would feed wrong numbers as silently.
         store.check_arrays(["label", "object_id", "present", "meta", "aux", "lc/stats", "lc/offsets",
                             "valid" if unsplit else f"splits/seed{spec.seed}/{spec.subset}/{spec.split}",
+                            *[k for k in ("meta_present", "lc/period_search") if k in store.root],
                             *([] if spec.norm_store else stats_keys)])
         if spec.norm_store:
             norm.check_arrays(stats_keys)
@@ -102,7 +106,6 @@ class TrimodalBatches:
         # Metadata missing in the input (ingested with --meta-nan impute; see meta_present) gets the train-split
         # median of this seed, computed at ingestion from train rows only.
         self.meta_present = r["meta_present"][:] if "meta_present" in r else np.isfinite(meta)
-        median_key = f"stats/seed{spec.seed}/meta_median"
         if not self.meta_present.all() and median_key in norm.root:
             meta = np.where(self.meta_present, meta, norm.root[median_key][:][None, :])
         self.meta = ((meta - stats["meta_mean"]) / stats["meta_std"]).astype(np.float32)
