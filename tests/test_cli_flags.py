@@ -140,3 +140,18 @@ def test_each_source_lists_only_its_own_options(capsys):
     assert "--error-channel" in helps["lamost"] and "--error-channel" not in helps["lightcurves"]
     assert helps["lightcurves"].index("--points") < helps["lightcurves"].index("--out")
     assert helps["ztf-vsx"].index("--root") < helps["ztf-vsx"].index("--out")
+
+
+def test_sweep_submit_on_an_existing_manifest_names_every_flag_it_ignores(tmp_path, capsys):
+    """Catches --set and --pretrain-set dropped without a word when the manifest exists (the grid, config and
+    store flags were named in the note; the overrides silently did not reach the jobs)."""
+    from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
+
+    sw = Sweep(tmp_path / "sw", make_tasks(seeds=(42,), modes=("photo",), subsets=("full",), inits=("scratch",)))
+    sw.save()
+    args = build_parser().parse_args(["sweep", "submit", str(sw.root), "--store", "x.zarr", "--set", "train.epochs=3",
+                                      "--pretrain-set", "train.epochs=2", "--dry-run"])
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert "exists; ignoring --store, --set, --pretrain-set" in err
+    assert Sweep.load(sw.root).sets == []

@@ -110,11 +110,12 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
 
 def _create_from_args(a, exist_ok: bool) -> Sweep:
     if (Path(a.sweep_dir) / MANIFEST).exists() and exist_ok:
-        given = [x for x in ("seeds", "modes", "subsets", "inits", "config", "pretrain_config", "store")
-                 if getattr(a, x, None)]
+        # The manifest's overrides are what its tasks ran with: new ones would mix two configs in one table.
+        given = [x for x in ("seeds", "modes", "subsets", "inits", "config", "pretrain_config", "store", "set",
+                             "pretrain_set") if getattr(a, x, None)]
         if given:
-            print(f"note: {a.sweep_dir}/{MANIFEST} exists; ignoring --{', --'.join(g.replace('_', '-') for g in given)}",
-                  file=sys.stderr)
+            flags = ", --".join(g.replace("_", "-") for g in given)
+            print(f"note: {a.sweep_dir}/{MANIFEST} exists; ignoring --{flags}", file=sys.stderr)
         return Sweep.load(a.sweep_dir)
     return create_sweep(
         a.sweep_dir,
