@@ -148,7 +148,8 @@ def render_csv(res: dict[str, Any]) -> str:
     for g in res["groups"]:
         for ts in TEST_SETS:
             st = g[ts]
-            comp = comps.get((g["mode"], g["subset"], ts))
+            # The test pairs clip with scratch: a baseline or ensemble row beside them has no p-value of its own.
+            comp = comps.get((g["mode"], g["subset"], ts)) if g["init"] in ("clip", "scratch") else None
             w.writerow([g["mode"], g["subset"], g["init"], ts, g["n_seeds"], num(st["mean"]), num(st["std_pop"]),
                         num(st["std_sample"]), num(st["macro_f1_mean"]), num(st["paper_mean"]), num(st["paper_std"]),
                         num(comp["p_value"]) if comp else ""])

@@ -1,0 +1,34 @@
+"""Rows of the collector's tables beside the paper's grid: baseline rows in results.csv, pretraining runs that
+share a seed, and a plain directory collected into a folder of its own."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+
+from test_collect import fake_metrics, write_run
+
+from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
+from astrom3_hpc.results.collect import collect
+
+
+def test_only_clip_and_scratch_rows_carry_the_p_value(tmp_path):
+    """Catches results.csv writing the CLIP-vs-scratch p-value on the baseline row of the same (mode, subset),
+    where it reads as the baseline's own test."""
+    root = tmp_path / "sw"
+    tasks = make_tasks(seeds=(42, 0, 66), modes=("photo",), subsets=("sub10",), inits=("clip", "scratch", "baseline"))
+    sw = Sweep(root, tasks)
+    sw.save()
+    rng = np.random.default_rng(0)
+    for t in tasks:
+        write_run(sw.run_dir(t), fake_metrics(t.mode, t.subset, t.seed, t.init, 0.8, rng, root), t.mode, t.subset,
+                  t.seed, t.init)
+    collect(root, stream=io.StringIO(), plot=False)
+    rows = list(csv.DictReader((root / "results" / "results.csv").open()))
+    p = {(r["init"], r["test_set"]): r["p_value"] for r in rows}
+    assert {i for i, _ in p} == {"clip", "scratch", "baseline"}
+    for ts in ("test", "test_full"):
+        assert p[("clip", ts)] != "" and p[("clip", ts)] == p[("scratch", ts)]
+        assert p[("baseline", ts)] == ""
