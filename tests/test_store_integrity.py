@@ -149,6 +149,18 @@ def test_store_without_checksums_opens_with_a_warning_and_verify_says_so(store, 
     assert "no checksum table" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("garble", [lambda b: b[:len(b) // 2], lambda b: b"\xff\xfe" + b[2:], lambda b: b"[]"],
+                         ids=["truncated", "not-utf8", "not-a-table"])
+def test_garbled_checksum_table_is_store_damage_naming_the_file(store, capsys, garble):
+    table = store / TABLE
+    table.write_bytes(garble(table.read_bytes()))
+    for command in ("verify", "info"):
+        assert main([command, str(store)]) == 3
+        assert f"{table}: the checksum table is damaged" in capsys.readouterr().err
+    with pytest.raises(ChecksumError, match=f"{table}: the checksum table is damaged"):
+        TrimodalBatches(LoaderSpec(str(store)))
+
+
 def test_fingerprint_changes_with_content(tmp_path, tiny_store):
     other = build_synthetic_store(tmp_path / "more.zarr", n=656)
     assert Store(other).fingerprint != Store(tiny_store).fingerprint

@@ -94,8 +94,20 @@ def write_table(store_dir: str | Path) -> dict[str, Any]:
 
 
 def read_table(store_dir: str | Path) -> dict[str, Any] | None:
+    """The store's checksum table, None for a store built before checksums. A table that does not parse is store
+    damage like a bad chunk (ChecksumError, exit 3), not the bad input a bare JSON error would pass for."""
     p = Path(store_dir) / TABLE
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        table = json.loads(p.read_bytes())
+    except ValueError as e:  # UnicodeDecodeError included
+        raise ChecksumError(f"{p}: the checksum table is damaged (unreadable JSON: {e}); rebuild the store with "
+                            f"`astrom3 ingest`") from None
+    if not (isinstance(table, dict) and isinstance(table.get("arrays"), dict)):
+        raise ChecksumError(f"{p}: the checksum table is damaged (no 'arrays' table); rebuild the store with "
+                            f"`astrom3 ingest`")
+    return table
 
 
 def damaged(path: Path, name: str, key: str, why: str) -> str:
