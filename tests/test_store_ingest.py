@@ -181,6 +181,17 @@ def test_interrupted_build_never_looks_finished(tmp_path):
             Store(p)
 
 
+@pytest.mark.parametrize("name,other", [("s[1].zarr", "s1.zarr"), ("s*.zarr", "sb.zarr"), ("s?.zarr", "sb.zarr")])
+def test_clean_leaves_other_stores_temporary_directories_alone(tmp_path, name, other):
+    from astrom3_hpc.data.tempdirs import clean
+
+    mine, theirs = tmp_path / f".{name}.tmp-1234abcd", tmp_path / f".{other}.tmp-5678ef01"
+    mine.mkdir()
+    theirs.mkdir()
+    assert clean(tmp_path / name) == [mine]
+    assert theirs.is_dir() and not mine.exists()
+
+
 def test_wrong_schema_version_and_missing_chunk_are_refused(tmp_path, tiny_store):
     copy = tmp_path / "copy.zarr"
     shutil.copytree(tiny_store, copy)

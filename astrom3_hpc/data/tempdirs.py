@@ -7,6 +7,7 @@ store briefly moves the old one to `.<name>.old-<pid>` (atomic.replace_dir).
 
 from __future__ import annotations
 
+import glob
 import shutil
 import signal
 from contextlib import contextmanager
@@ -39,8 +40,9 @@ def leftovers(store: str | Path) -> list[Path]:
     store = Path(store).resolve()
     if not store.parent.is_dir():
         return []
-    return sorted(p for pat in (f".{store.name}.tmp-*", f".{store.name}.old-*") for p in store.parent.glob(pat)
-                  if p.is_dir())
+    # Escaped: in a name like `s[1].zarr` the brackets would match (and `clean` delete) `.s1.zarr.tmp-*`.
+    name = glob.escape(store.name)
+    return sorted(p for pat in (f".{name}.tmp-*", f".{name}.old-*") for p in store.parent.glob(pat) if p.is_dir())
 
 
 def clean(store: str | Path) -> list[Path]:
