@@ -8,8 +8,9 @@ import io
 
 import numpy as np
 
-from test_collect import fake_metrics, write_run
+from test_collect import embedding_eval, fake_metrics, write_run
 
+from astrom3_hpc.core.atomic import write_json
 from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
 from astrom3_hpc.results.collect import collect
 
@@ -32,3 +33,22 @@ def test_only_clip_and_scratch_rows_carry_the_p_value(tmp_path):
     for ts in ("test", "test_full"):
         assert p[("clip", ts)] != "" and p[("clip", ts)] == p[("scratch", ts)]
         assert p[("baseline", ts)] == ""
+
+
+def test_pretraining_runs_of_one_seed_keep_the_first_with_a_warning(tmp_path):
+    """Catches two pretraining runs of the same seed collapsing without a word in the embedding table (the last one
+    read won), where two fine-tunes of one cell are warned about."""
+    rng = np.random.default_rng(3)
+    evals = {}
+    for name in ("pre_a", "pre_b"):
+        evals[name] = embedding_eval(rng)
+        write_json(tmp_path / name / "metrics.json", {"kind": "pretrain", "seed": 42, "epochs_run": 3, "steps": 10,
+                                                      "world_size": 1, "best_epoch": 2, "best_val": {"loss": 1.0},
+                                                      "embedding_eval": evals[name],
+                                                      "finished": "2025-01-01T00:00:00"})
+    res = collect(tmp_path, stream=io.StringIO(), plot=False)
+    rows = {r["view"]: r for r in res["pretrain"]["rows"]}
+    assert rows["photo"]["knn1"]["values"] == {42: 100.0 * evals["pre_a"]["knn1_photo"]}
+    assert res["pretrain"]["n_with_eval"] == 1
+    assert [w for w in res["warnings"] if "duplicate" in w] == [
+        "pre_b: duplicate pretraining result for s42 (already have pre_a); ignored"]

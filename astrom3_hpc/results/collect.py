@@ -53,7 +53,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
                          "config.yaml); give a sweep directory or a folder of run directories")
     groups, comps, warn = aggregate(col.runs)
     baseline_rows, baseline_warn = against_baseline(col.runs, root)
-    pre = aggregate_pretrain(col.pretrain)
+    pre, pre_warn = aggregate_pretrain(col.pretrain)
     failures = [r for r in col.runs + col.pretrain if r.status != "complete"]
     res: dict[str, Any] = {
         "sweep": str(root), "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "has_manifest": col.has_manifest,
@@ -66,7 +66,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
         "groups": groups, "comparisons": comps, "against_baseline": baseline_rows, "pretrain": pre,
         "paper": {"results": [{"mode": m, "subset": s, "scratch": v["scratch"], "clip": v["clip"], "plus": v["plus"]}
                               for (m, s), v in PAPER_RESULTS.items()], "knn1": PAPER_KNN1},
-        "warnings": col.warnings + warn + baseline_warn,
+        "warnings": col.warnings + warn + pre_warn + baseline_warn,
         "failures": [record_json(r) for r in failures],
         "runs": [record_json(r) for r in col.runs],
         "pretrain_runs": [record_json(r) for r in col.pretrain],

@@ -112,9 +112,21 @@ def _mean_recall(reports: Iterable[dict]) -> dict[str, float]:
     return {c: float(np.mean(v)) for c, v in vals.items()}
 
 
-def aggregate_pretrain(pretrain: list[RunRecord]) -> dict[str, Any]:
-    rows = []
-    done = [r for r in pretrain if r.status == "complete" and r.metrics and r.metrics.get("embedding_eval")]
+def aggregate_pretrain(pretrain: list[RunRecord]) -> tuple[dict[str, Any], list[str]]:
+    """The embedding table over the pretraining runs with an evaluation, one per seed (the first; later ones of
+    the same seed are warned about and left out, as gather_dir does for fine-tuning), and the warnings."""
+    rows, warn = [], []
+    done: list[RunRecord] = []
+    first: dict[Any, str] = {}
+    for r in pretrain:
+        if not (r.status == "complete" and r.metrics and r.metrics.get("embedding_eval")):
+            continue
+        if r.seed in first:
+            warn.append(f"{r.run_dir}: duplicate pretraining result for s{r.seed} (already have {first[r.seed]}); "
+                        "ignored")
+            continue
+        first[r.seed] = r.run_dir
+        done.append(r)
     for view in EMBEDDING_VIEWS:
         row: dict[str, Any] = {"view": view, "paper_knn1": PAPER_KNN1.get(view)}
         for metric in ("centroid", "knn1"):
@@ -123,4 +135,4 @@ def aggregate_pretrain(pretrain: list[RunRecord]) -> dict[str, Any]:
             row[metric] = {"values": vals, "n_seeds": len(vals), **describe(list(vals.values()))}
         if row["centroid"]["n_seeds"] or row["knn1"]["n_seeds"]:
             rows.append(row)
-    return {"rows": rows, "n_runs": len(pretrain), "n_with_eval": len(done)}
+    return {"rows": rows, "n_runs": len(pretrain), "n_with_eval": len(done)}, warn
