@@ -250,6 +250,25 @@ def test_sigusr1_checkpoints_exits_75_and_resumes(tiny_store, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["steps"] == 18
 
 
+@pytest.mark.timeout(600)
+def test_a_run_stopped_at_an_epochs_end_never_rewrites_the_checkpoint_it_resumes_from(tiny_store, tmp_path):
+    """Stopped on an epoch's last batch, a run resumes with no step left before its validation and end-of-epoch
+    save: that save fell on the same step, and DeepSpeed rewrote the files latest.json named in place (a job
+    killed during that write would have had no intact checkpoint). Now it goes to a tag of its own."""
+    run = tmp_path / "edge"
+    sets = ["train.epochs=1", "train.max_steps_per_epoch=3"]
+    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "3"], check=False)
+    assert r.returncode == 75, r.stderr[-3000:]
+    latest = run / "checkpoints" / "latest.json"
+    assert json.loads(latest.read_text()) == {"tag": "step3", "step": 3, "epoch": 0, "batch_in_epoch": 3}
+    stopped = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+               for p in (run / "checkpoints" / "step3").iterdir()}
+    run_job("pretrain", run, tiny_store, sets=sets)
+    assert json.loads(latest.read_text())["tag"] == "step3.1" and (run / "metrics.json").exists()
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            for p in (run / "checkpoints" / "step3").iterdir()} == stopped
+
+
 @pytest.mark.timeout(900)
 def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, tiny_store, tmp_path):
     for init in ("scratch", str(pretrained_2rank)):

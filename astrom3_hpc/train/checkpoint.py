@@ -57,8 +57,33 @@ def _refuse_non_finite(module: torch.nn.Module, what: str) -> None:
         raise NonFiniteError(f"refusing to write {what}: the model holds NaN or infinite weights")
 
 
+def _tag_order(name: str) -> tuple[int, int]:
+    """step<S> and step<S>.<n> (a later save at the same step) in the order they were written; others first."""
+    step, _, n = name[4:].partition(".")
+    return (int(step), int(n or 0)) if step.isdigit() and (n or "0").isdigit() else (-1, -1)
+
+
+def _unused_tag(ckpt_dir: Path, tag: str) -> str:
+    """`tag`, or `tag.1`, `tag.2`... where a checkpoint of that name exists, decided by rank 0 for all. A resumed
+    run's first save can fall on the step its checkpoint was taken at (stopped at an epoch's last batch: the
+    validation and the end-of-epoch save are still to come), and DeepSpeed writes its files in place: rewriting
+    the checkpoint latest.json names would leave no intact one if the job died during the write."""
+    from ..distributed.device import comm_device
+
+    fresh, n = tag, 0
+    while _rank() == 0 and (ckpt_dir / fresh).exists():
+        n += 1
+        fresh = f"{tag}.{n}"
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [fresh]
+        dist.broadcast_object_list(box, src=0, device=comm_device())
+        fresh = box[0]
+    return fresh
+
+
 def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2) -> None:
     ckpt_dir = Path(ckpt_dir)
+    tag = _unused_tag(ckpt_dir, tag)
     _refuse_non_finite(engine.module, f"checkpoint {ckpt_dir / tag}")
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     with atomic_path(ckpt_dir / tag / f"rng_rank{_rank()}.pt") as tmp:
@@ -69,7 +94,7 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
         write_json(ckpt_dir / "latest.json", {"tag": tag, "step": pos.get("step"), "epoch": pos.get("epoch"),
                                               "batch_in_epoch": pos.get("batch_in_epoch")})
         tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")),
-                      key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1)
+                      key=lambda p: _tag_order(p.name))
         for old in tags[:-keep]:
             if old.name != tag:
                 shutil.rmtree(old, ignore_errors=True)
