@@ -269,6 +269,26 @@ def test_a_run_stopped_at_an_epochs_end_never_rewrites_the_checkpoint_it_resumes
             for p in (run / "checkpoints" / "step3").iterdir()} == stopped
 
 
+@pytest.mark.timeout(600)
+def test_two_ranks_classify_a_split_of_one_object(tmp_path):
+    """A split of fewer objects than ranks (here the one object of a class training never saw) leaves a rank an
+    empty batch, which the light-curve encoders cannot run on: the fine-tune failed after its training, and every
+    rerun resumed into the same failure, so the run never finished. Ranks with nothing to classify now skip it."""
+    from conftest import build_synthetic_store
+
+    from astrom3_hpc.data.store import Store
+
+    store = build_synthetic_store(tmp_path / "u.zarr", n=300, unseen_fraction=0.004)
+    assert len(Store(store).unlabelled_rows()) == 1
+    run = tmp_path / "ft"
+    run_job("finetune", run, store, world=2, launcher="torchrun", sets=["train.epochs=1"],
+            extra=["--mode", "photo", "--init", "scratch"])
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["unlabelled"]["n"] == 1 and sum(m["unlabelled"]["predicted"].values()) == 1
+    assert len((run / "predictions_unlabelled.csv").read_text().splitlines()) == 2
+    assert m["test"]["n"] == len(Store(store).split(42, "full", "test"))
+
+
 @pytest.mark.timeout(900)
 def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, tiny_store, tmp_path):
     for init in ("scratch", str(pretrained_2rank)):

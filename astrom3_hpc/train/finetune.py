@@ -23,7 +23,7 @@ from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
 from .rundir import read_run_config
 from .import_weights import import_record
-from .trainer import Trainer, gather_objects
+from .trainer import Trainer, gather_objects, joined
 
 log = logging.getLogger("astrom3")
 
@@ -212,6 +212,8 @@ class Finetuner(Trainer):
         self.engine.eval()
         preds, labels, loss_sum, ids, probs = [], [], 0.0, [], []
         for batch in batches.iter_epoch(0):
+            if not len(batch["index"]):  # a split of fewer objects than ranks leaves some ranks none to classify
+                continue
             b = to_device(batch, self.device, self.float_dtype)
             with self.autocast():
                 logits = self.engine(b)
@@ -224,14 +226,13 @@ class Finetuner(Trainer):
             if with_probs:
                 ids.append(batch["index"].numpy())
                 probs.append(class_probabilities(logits).cpu().numpy())
-        extra = (np.concatenate(ids), np.concatenate(probs)) if with_probs else ()
-        parts = gather_objects((np.concatenate(preds), np.concatenate(labels), loss_sum, *extra))
-        y_pred = np.concatenate([p[0] for p in parts])
-        y_true = np.concatenate([p[1] for p in parts])
+        extra = (ids, probs) if with_probs else ()
+        parts = gather_objects((preds, labels, loss_sum, *extra))
+        y_pred, y_true = joined(parts, 0), joined(parts, 1)
         loss = sum(p[2] for p in parts) / max(len(y_true), 1)
         if not with_probs:
             return y_true, y_pred, loss
-        return y_true, y_pred, loss, np.concatenate([p[3] for p in parts]), np.concatenate([p[4] for p in parts])
+        return y_true, y_pred, loss, joined(parts, 3), joined(parts, 4)
 
     def validate(self) -> dict[str, float]:
         y_true, y_pred, loss = self.predict(self.val_batches)

@@ -14,7 +14,7 @@ from ..data.store import MODALITIES
 from .evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
 from .loss import ContrastiveLoss
 from .engine import to_device
-from .trainer import Trainer, gather_objects, mean_over_ranks
+from .trainer import Trainer, gather_objects, joined, mean_over_ranks
 
 log = logging.getLogger("astrom3")
 
@@ -39,15 +39,16 @@ def embed_batches(model, batches, device, float_dtype=None, modalities=None) -> 
     local: dict[str, list] = {m: [] for m in mods}
     local.update(label=[], index=[], present=[])
     for batch in batches.iter_epoch(0):
+        if not len(batch["index"]):  # a split of fewer objects than ranks leaves some ranks none
+            continue
         b = to_device(batch, device, float_dtype)
         for m in mods:
             local[m].append(model.encode(m, b).float().cpu().numpy())
         local["label"].append(batch["label"].numpy())
         local["index"].append(batch["index"].numpy())
         local["present"].append(batch["present"].numpy())
-    local = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in local.items()}
     parts = gather_objects(local)
-    return {k: np.concatenate([p[k] for p in parts]) for k in local}
+    return {k: joined(parts, k) for k in local}
 
 
 class Pretrainer(Trainer):

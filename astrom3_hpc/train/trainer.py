@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -413,6 +414,13 @@ def gather_objects(obj: Any) -> list[Any]:
         dist.all_gather_object(out, obj)
         return out
     return [obj]
+
+
+def joined(parts: list, key) -> np.ndarray:
+    """gather_objects' parts (each a rank's list of per-batch arrays under `key`) as one array in rank order. A
+    rank with no rows (a split of fewer objects than ranks) holds an empty list: its shape is taken from the others'."""
+    arrays = [a for p in parts for a in p[key]]
+    return np.concatenate(arrays) if arrays else np.zeros(0)
 
 
 def mean_over_ranks(value: float, weight: float = 1.0) -> float:
