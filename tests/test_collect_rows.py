@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import numpy as np
 
@@ -52,3 +53,18 @@ def test_pretraining_runs_of_one_seed_keep_the_first_with_a_warning(tmp_path):
     assert res["pretrain"]["n_with_eval"] == 1
     assert [w for w in res["warnings"] if "duplicate" in w] == [
         "pre_b: duplicate pretraining result for s42 (already have pre_a); ignored"]
+
+
+def test_a_plain_directory_collected_into_itself_keeps_its_runs(tmp_path, capsys):
+    """Catches `astrom3 collect DIR --out DIR` leaving out the root as if it were the output folder below it: every
+    run was excluded and the command reported "no runs below it" (exit 2)."""
+    from astrom3_hpc.cli import build_parser
+
+    rng = np.random.default_rng(4)
+    for seed in (42, 0):
+        write_run(tmp_path / f"photo-full-s{seed}-scratch", fake_metrics("photo", "full", seed, "scratch", 0.8, rng),
+                  "photo", "full", seed, "scratch")
+    args = build_parser().parse_args(["collect", str(tmp_path), "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["summary"]["complete"] == 2 and (tmp_path / "results.csv").exists()

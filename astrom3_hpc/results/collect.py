@@ -46,7 +46,10 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
         raise ValueError(f"std must be 'population' or 'sample', not {std!r}")
     root = Path(sweep_dir)
     out = Path(out) if out is not None else root / "results"
-    col = gather(root, exclude=out.resolve() if out.resolve().is_relative_to(root.resolve()) else None)
+    # Earlier results in an output folder below the root are not runs; an output folder that IS the root is not
+    # left out (that would leave out every run).
+    below = out.resolve() != root.resolve() and out.resolve().is_relative_to(root.resolve())
+    col = gather(root, exclude=out.resolve() if below else None)
     if not col.has_manifest and not col.runs and not col.pretrain:
         # Most likely the wrong folder: empty tables with exit 0 would look like a sweep with nothing done.
         raise ValueError(f"{root}: no runs below it (no manifest.json, and no run directory with metrics.json or "

@@ -273,7 +273,8 @@ def gather_dir(root: Path, exclude: Path | None = None) -> Collection:
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             return True
-        return exclude is not None and (p == exclude or exclude in p.parents)
+        # An output folder equal to `root` holds the results files only: excluding it would exclude every run.
+        return exclude is not None and exclude != root and (p == exclude or exclude in p.parents)
 
     run_dirs = sorted({p.parent for pat in ("metrics.json", "config.yaml") for p in root.rglob(pat) if not skip(p)})
     run_dirs = [d for d in run_dirs if d.name != "checkpoints"]
