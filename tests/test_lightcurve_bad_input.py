@@ -57,6 +57,39 @@ def test_missing_label_column_and_unknown_labels(tmp_path, capsys):
     assert s.class_names == ("DSCT", "LPV", "RRAB") and s.n_objects == 9 and (s.labels >= 0).all()
 
 
+def _with_split_column(d, blank_labelled: bool = False) -> None:
+    """objects.csv with a `split` column: train/val/test for labelled objects, blank for unlabelled ones (and,
+    with blank_labelled, for the first labelled one too)."""
+    import csv
+
+    rows = [r[:3] for r in csv.reader((d / "objects.csv").open())]  # star, cls, P: a split column of before dropped
+    parts = ("train", "train", "val", "test")
+    labelled = [i for i, r in enumerate(rows[1:], 1) if r[1]]
+    cells = {i: parts[j % 4] for j, i in enumerate(labelled)} | ({labelled[0]: ""} if blank_labelled else {})
+    with (d / "objects.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0] + ["split"]] + [r + [cells.get(i, "")] for i, r in enumerate(rows[1:], 1)])
+
+
+def test_split_column_is_blank_for_kept_unlabelled_objects_only(tmp_path, capsys):
+    from astrom3_hpc.data.store import Store
+
+    write_tables(tmp_path, n_per_class=4, unlabelled_per_class=1)
+    _with_split_column(tmp_path)
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out, "--split-column", "split", "--keep-unlabelled")) == 0, \
+        capsys.readouterr().err
+    s = Store(out)
+    unlabelled = set(s.unlabelled_rows().tolist())
+    in_splits = [set(s.split(42, "full", k).tolist()) for k in ("train", "val", "test")]
+    assert len(unlabelled) == 3 and not unlabelled & set().union(*in_splits)
+    assert [len(p) for p in in_splits] == [6, 3, 3]
+    _with_split_column(tmp_path, blank_labelled=True)  # a labelled object without a split stays an error
+    assert main(ingest_args(tmp_path, tmp_path / "t.zarr", "--split-column", "split", "--keep-unlabelled")) == 2
+    err = capsys.readouterr().err
+    assert "objects.csv: object OGLE-00000: no split in column 'split'" in err
+    no_leftovers(tmp_path, tmp_path / "t.zarr")
+
+
 def test_split_file_with_unknown_id(tmp_path, capsys):
     truth = write_tables(tmp_path, n_per_class=14)
     write_splits(tmp_path, truth, unknown="NOT-A-STAR")

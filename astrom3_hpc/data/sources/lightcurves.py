@@ -198,6 +198,12 @@ class LightCurveTableSource:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         for i, v in enumerate(self._split_values):
             v = {"validation": "val", "valid": "val"}.get(v, v)
+            if not v and self.labels[i] < 0:
+                continue  # a kept unlabelled object is in no split: nothing to say in its cell
+            if not v:
+                raise TableError(f"{self.opt.objects}: object {self.keys[i]}: no split in column "
+                                 f"{self.opt.split_column!r}; a labelled object needs train, val or test (only "
+                                 f"unlabelled objects, in no split, may leave it blank)")
             if v not in out:
                 raise TableError(f"{self.opt.objects}: object {self.keys[i]}: split {v!r} in column "
                                  f"{self.opt.split_column!r} is not train, val or test")
