@@ -95,12 +95,34 @@ def read_job_ids(sweep_root: Path) -> set[str]:
     return ids
 
 
+def read_array_tasks(sweep_root: Path) -> dict[str, dict[int, int]]:
+    """Per Submitit array job id in <sweep>/jobs.json: array position -> manifest task index
+    (``array_index_to_task``). Submitit numbers array tasks by position, so the SLURM_ARRAY_TASK_ID a task's
+    run.json records is its position, not its task index, once the array is a subset (--resume-missing)."""
+    try:
+        data = json.loads((sweep_root / "jobs.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    out: dict[str, dict[int, int]] = {}
+    subs = data.get("submissions") if isinstance(data, dict) else None
+    for sub in subs if isinstance(subs, list) else []:
+        for arr in (sub.get("finetune") or []) if isinstance(sub, dict) else []:
+            mapping = arr.get("array_index_to_task") if isinstance(arr, dict) else None
+            if isinstance(mapping, dict) and arr.get("array_job_id") is not None:
+                try:
+                    out[str(arr["array_job_id"])] = {int(k): int(v) for k, v in mapping.items()}
+                except (TypeError, ValueError):  # a hand-edited record: only this array's logs go unmatched
+                    continue
+    return out
+
+
 class LogIndex:
     """The scheduler log files of a sweep, by task index."""
 
     def __init__(self, sweep_root: Path):
         self.root = sweep_root
         self.job_ids = read_job_ids(sweep_root)
+        self.array_tasks = read_array_tasks(sweep_root)
         self.files: list[tuple[Path, str | None, int]] = []
         self.all_files: list[Path] = []
         logs = sweep_root / "logs"
@@ -124,7 +146,10 @@ class LogIndex:
         run_ids = run_ids or {}
         array_job, task_id = run_ids.get("SLURM_ARRAY_JOB_ID"), run_ids.get("SLURM_ARRAY_TASK_ID")
         if array_job and task_id and task_id.isdigit():
-            hits |= {p for p, job, idx in self.files if job == array_job and idx == int(task_id)}
+            task = int(task_id)
+            if array_job in self.array_tasks:  # a Submitit array: its logs/ links are named by task index
+                task = self.array_tasks[array_job].get(task, -1)
+            hits |= {p for p, job, idx in self.files if job == array_job and idx == task}
         job_id = run_ids.get("SLURM_JOB_ID")
         if job_id and not array_job:
             hits |= {p for p in self.all_files if job_id in re.split(r"[_.\-]", p.name)}
