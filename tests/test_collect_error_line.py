@@ -70,3 +70,22 @@ def test_a_submitit_task_is_shown_its_own_log_not_the_one_at_its_array_position(
     assert [os.path.basename(p) for p in f[3]["logs"]] == ["ft_900_3.err"]
     assert f[3]["last_log_line"] == "RuntimeError: task three's own error"
     assert [os.path.basename(p) for p in f[1]["logs"]] == ["ft_900_1.err"]
+
+
+def test_a_task_that_never_ran_under_the_recorded_jobs_gets_no_older_log(tmp_path):
+    """Catches the fallback to the task index alone being decided per task: task 1 never started under job 777
+    (the one jobs.json lists, whose logs exist for task 0), and was shown an older sweep's ft_555_1.err. The
+    fallback is for a sweep where no id of jobs.json names any log file."""
+    sw = _failed_sweep(tmp_path / "sw")
+    write_json(sw.root / "jobs.json", {"job_ids": ["777"]})
+    for t in sw.tasks[:2]:
+        _run_dir(sw, t)
+    write_text(sw.root / "logs" / "ft_777_0.err", "ValueError: current failure\n")
+    write_text(sw.root / "logs" / "ft_555_1.err", "RuntimeError: from an older sweep's job\n")
+    f = _failures(sw)
+    assert [os.path.basename(p) for p in f[0]["logs"]] == ["ft_777_0.err"]
+    assert f[1]["logs"] == [] and f[1]["last_log_line"] is None
+    # The documented fallback stays: once no id of jobs.json names any log file, the index alone decides.
+    (sw.root / "logs" / "ft_777_0.err").unlink()
+    assert [os.path.basename(p) for p in _failures(sw)[1]["logs"]] == ["ft_555_1.err"]
+

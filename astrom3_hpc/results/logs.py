@@ -133,16 +133,16 @@ class LogIndex:
                     parsed = parse_log_name(p.name)
                     if parsed is not None:
                         self.files.append((p, *parsed))
+        # Decided once for the whole sweep: per task, a task that never started under the current jobs would
+        # inherit an older submission's log of the same index.
+        self.by_job_id = any(job in self.job_ids for _, job, _ in self.files)
 
     def for_task(self, index: int | None, run_ids: dict[str, str] | None = None) -> list[Path]:
-        """Log files of task `index` (by array job id from jobs.json and index, else by index alone), plus those
-        named after the SLURM ids the run itself recorded in run.json."""
+        """Log files of task `index` (by array job id from jobs.json and index; by index alone when no id of
+        jobs.json names any log file), plus those named after the SLURM ids the run itself recorded in run.json."""
         hits: set[Path] = set()
         if index is not None:
-            if self.job_ids:
-                hits = {p for p, job, idx in self.files if idx == index and job in self.job_ids}
-            if not hits:  # no jobs.json, or its ids match no file name: fall back to the index alone
-                hits = {p for p, job, idx in self.files if idx == index}
+            hits = {p for p, job, idx in self.files if idx == index and (job in self.job_ids or not self.by_job_id)}
         run_ids = run_ids or {}
         array_job, task_id = run_ids.get("SLURM_ARRAY_JOB_ID"), run_ids.get("SLURM_ARRAY_TASK_ID")
         if array_job and task_id and task_id.isdigit():
