@@ -215,3 +215,31 @@ def test_members_train_in_one_run_that_predict_and_collect_read(members, tmp_pat
 
     assert collect_main([str(tmp_path / "runs"), "--out", str(tmp_path / "res")]) == 0
     assert "| photo | full | scratch | 1 |" in (tmp_path / "res" / "results.md").read_text()
+
+
+@pytest.mark.timeout(600)
+def test_an_ensemble_of_sub_x_runs_reports_their_full_test_set(members, tmp_path, capsys):
+    """metrics.json's test_full is the full test set beside a sub-X run's own; the ensemble wrote its sub-X report
+    there too, so collect's full-test-set tables showed the subset's numbers for every sub-X ensemble."""
+    import shutil
+
+    store, _ = members
+    net, bl = tmp_path / "net", tmp_path / "bl"
+    run_job("finetune", net, store, sets=TINY, extra=("--mode", "photo", "--init", "scratch", "--subset", "sub50"))
+    assert main(["baseline", str(store), "--seed", "42", "--subset", "sub50", "--out", str(bl)]) == 0
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(net), str(bl), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rows, p_net = _probs(net, "predictions_test_full.csv")
+    _, p_bl = _probs(bl, "predictions_test_full.csv")
+    assert m["test_full"]["n"] == len(rows) > m["test"]["n"]
+    _, p_ens = _probs(out, "predictions_test_full.csv")
+    np.testing.assert_allclose(p_ens, (p_net + p_bl) / 2, atol=2e-6)
+    assert m["test_full_accuracy"] == m["test_full"]["accuracy"] and (out / "confusion_test_full.png").exists()
+    old = tmp_path / "old"  # a sub-X member without its full test set's predictions: refused by name
+    shutil.copytree(bl, old)
+    (old / "predictions_test_full.csv").unlink()
+    capsys.readouterr()
+    assert main(["ensemble", str(net), str(old), "--out", str(tmp_path / "e2")]) == 2
+    assert f"{old / 'predictions_test_full.csv'}: missing" in capsys.readouterr().err
+    assert not (tmp_path / "e2").exists()

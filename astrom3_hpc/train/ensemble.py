@@ -8,7 +8,8 @@ time, not new information. A network and gradient boosting err on different obje
 best light-curve classifier on validation on all four datasets of docs/lightcurves_results.md. The members'
 predictions.csv must list the same objects with the same truth and classes; the result is what a fine-tune run
 writes (metrics.json with init "ensemble", predictions.csv, confusion_test.png), so `astrom3 collect` lists it.
-The validation split is averaged the same way (predictions_val.csv, metrics.json "val"), so an ensemble is
+The full test set of sub-X members (predictions_test_full.csv, metrics.json "test_full") and the validation split
+(predictions_val.csv, metrics.json "val") are averaged the same way, so an ensemble is
 chosen over its members on validation, as any other option; so are the objects without a class
 (predictions_unlabelled.csv) when the members classified some.
 """
@@ -90,9 +91,16 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     if twice:
         raise ValueError(f"{', '.join(twice)}: listed more than once (a member would count twice in the mean)")
     rep, text = _average(runs, "test")
+    ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
+    # A sub-X run's test set is the subset's; the full test set is reported beside it from its own predictions.
+    full_missing = [str(r / predictions_file("test_full")) for r in runs
+                    if not (r / predictions_file("test_full")).exists()]
+    if ref.get("subset", "full") != "full" and full_missing:
+        raise ValueError(f"{', '.join(full_missing)}: missing: members of subset {ref['subset']} need their full "
+                         "test set's predictions for the ensemble's (rerun the member)")
     # Averaged where every member has them: runs from before validation predictions were written have none, and
     # only stores with objects without a class (--keep-unlabelled) have unlabelled ones.
-    optional = {key: _average(runs, key) for key in ("val", UNLABELLED)
+    optional = {key: _average(runs, key) for key in ("test_full", "val", UNLABELLED)
                 if all((run / predictions_file(key)).exists() for run in runs)}
     members, with_baseline = [], []
     for run in runs:
@@ -114,12 +122,14 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     if "val" not in optional:
         log.warning("no validation predictions in %s: the ensemble's metrics.json has no 'val'",
                     ", ".join(str(r) for r in runs if not (r / predictions_file("val")).exists()))
-    ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
     result: dict[str, Any] = {k: ref.get(k) for k in ("kind", "mode", "fusion", "subset", "seed", "use_rfr_score")}
     result |= {"kind": "finetune", "init": "ensemble", "init_dir": None, "members": members, "test": rep,
-               "test_accuracy": rep["accuracy"], "test_full": rep, "test_full_accuracy": rep["accuracy"]}
+               "test_accuracy": rep["accuracy"], "test_full": rep}
     result |= {key: summary for key, (summary, _) in optional.items()}
+    result["test_full_accuracy"] = result["test_full"]["accuracy"]
     plot_confusion(rep, out / "confusion_test.png", f"ensemble of {len(runs)} - test set")
+    if "test_full" in optional:
+        plot_confusion(result["test_full"], out / "confusion_test_full.png", f"ensemble of {len(runs)} - full test set")
     write_json(out / "metrics.json", result)
     log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
              f"; validation macro-F1 {result['val']['macro_f1']:.3f}" if "val" in result else "")
