@@ -52,6 +52,23 @@ def test_spectrum_resampled_to_grid(channel):
         assert np.isclose(out[1, 100] * 10 ** out[2, 0], 1.0, rtol=1e-4)  # ivar 1 / MAD
 
 
+def test_sigma_channel_zeroes_exactly_the_grid_points_of_a_masked_stretch():
+    """The gap widths were interpolated between neighbouring intervals, so the width ramped across a gap's edges:
+    the first grid points inside it kept values interpolated across it, and the first observed pixels after it
+    were zeroed."""
+    from astrom3_hpc.data.preprocess import spectrum_grid
+
+    grid = spectrum_grid()
+    wave = np.arange(3800.0, 9050.0, 1.0)
+    flux = 100 + 10 * np.sin(wave / 300) + np.random.default_rng(2).normal(0, 1, len(wave))
+    ivar = np.ones_like(wave)
+    ivar[(wave > 5000) & (wave < 5200)] = 0  # observed 5000 and 5200, nothing between
+    out = spectrum(wave, flux, ivar, 3, "s.fits", "sigma")
+    inside = (grid > 5000) & (grid < 5200)
+    assert inside.sum() > 90 and np.all(out[1, inside] == 0)
+    assert np.all(out[1, ~inside] != 0)  # the gap's observed edges and every other point keep their error
+
+
 def test_flat_spectrum_and_no_overlap_are_bad_input():
     wave, flux, ivar = _lamost_like(np.random.default_rng(1))
     with pytest.raises(BadInputError, match=r"object 9 \(s.fits\): flat spectrum"):

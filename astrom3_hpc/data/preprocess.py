@@ -98,8 +98,12 @@ def spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, object_id, so
         w = wave[ok]
         f = np.interp(_GRID, w, flux[ok], left=0.0, right=0.0)
         e = np.interp(_GRID, w, 1.0 / np.sqrt(ivar[ok]), left=0.0, right=0.0)
-        # Grid points inside a masked stretch wider than a few pixels carry no information: zero them.
-        gap = np.interp(_GRID, w[1:], np.diff(w), left=np.inf, right=np.inf)
+        # Grid points inside a masked stretch wider than a few pixels carry no information: zero them. Each point
+        # takes the width of the observed interval it falls in (w[j-1] <= g < w[j]); an observed pixel, none.
+        j = np.searchsorted(w, _GRID, side="right")
+        inside = (j > 0) & (j < len(w))
+        gap = np.full(len(_GRID), np.inf)
+        gap[inside] = np.where(w[j[inside] - 1] == _GRID[inside], 0.0, w[j[inside]] - w[j[inside] - 1])
         typical = float(np.median(np.diff(w)))
         bad = gap > 4 * typical
         f[bad] = 0.0
