@@ -96,8 +96,6 @@ def create_arrays(root: zarr.Group, layout: Layout) -> None:
                           compressors=compressor(layout.compression if name == "spec" else "lz4"), fill_value=0)
 
 
-
-
 def is_store(path: str | Path) -> bool:
     """Whether `path` is a store `astrom3 ingest` wrote (a Zarr group carrying a schema_version: any version, complete
     or not, since rebuilding an old or interrupted store in place is what `ingest --overwrite` is for)."""
