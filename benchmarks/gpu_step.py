@@ -200,7 +200,8 @@ def main() -> None:
         for batch in args.batch:
             flops = step_flops(load_config(None, ["model.preset=paper"]),
                                make_batch(batch, torch.Generator().manual_seed(0)) if device.type == "cpu" else
-                               {k: v.to(device) for k, v in make_batch(batch, torch.Generator().manual_seed(0)).items()},
+                               {k: v.to(device)
+                                for k, v in make_batch(batch, torch.Generator().manual_seed(0)).items()},
                                device)
             ref = None
             for n in names:

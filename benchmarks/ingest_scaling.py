@@ -65,7 +65,8 @@ def main() -> None:
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
     a, b = rows[0], rows[-1]
-    print(f"\nranks {args.ranks}, compression {args.compression or 'default'}; RSS ratio {b['n']}/{a['n']} objects: {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x "
+    print(f"\nranks {args.ranks}, compression {args.compression or 'default'}; RSS ratio {b['n']}/{a['n']} objects: "
+          f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x "
           f"for {b['n'] / a['n']:.0f}x the objects (flat is ~1x; target < 4 GB)")
     print(f"extrapolated ASAS-SN variable catalogue ({ASASSN_VARIABLES:,} objects): "
           f"{ASASSN_VARIABLES / b['obj_per_s'] / 60:.1f} min at {b['obj_per_s']:.0f} obj/s, "

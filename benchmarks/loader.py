@@ -135,7 +135,8 @@ def main() -> None:
     # loads in-memory arrays), then one epoch is timed.
     def per_item(get, n, timed):
         ds = PerItemDataset(get, n, stats)
-        make = lambda: torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True)  # noqa: E731
+        make = lambda: torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True,  # noqa: E731
+                                                   drop_last=True)
         rate(make, args.batch)
         return rate(make, timed)
 

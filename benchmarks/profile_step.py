@@ -4,7 +4,8 @@ One process, all cores as threads, global batch `--batch`, forward + contrastive
 clipping + Adam, random inputs of the real shapes; `--kernels plain` is the stock-torch path, `fast` the
 default one (train.kernels); `--reference` profiles benchmarks/reference_model.py instead.
 
-    python benchmarks/profile_step.py [--kernels fast|plain] [--reference] [--batch 64] [--steps 2] [--top 10] [--shapes]
+    python benchmarks/profile_step.py [--kernels fast|plain] [--reference] [--batch 64] [--steps 2] [--top 10]
+        [--shapes]
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         for _ in range(args.steps):
             step()
-    rows = sorted(prof.key_averages(group_by_input_shape=args.shapes), key=lambda e: e.self_cpu_time_total, reverse=True)
+    rows = sorted(prof.key_averages(group_by_input_shape=args.shapes), key=lambda e: e.self_cpu_time_total,
+                  reverse=True)
     total = sum(e.self_cpu_time_total for e in rows)
     name = "reference" if args.reference else f"project, kernels={args.kernels}"
     print(f"{name}: {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps, "

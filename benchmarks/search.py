@@ -114,7 +114,8 @@ def time_index(name, index, queries, single, k, truth, exact_batch_ms, exact_sin
     single_ms = statistics.median(lat)
     row = {"index": name, **params, "build_s": round(build_s, 2), "batch_ms_per_query": round(batch_ms, 4),
            "single_ms": round(single_ms, 3), f"recall@{k}": round(recall_at(found, truth, k), 4),
-           "speedup_batch": round(exact_batch_ms / batch_ms, 1), "speedup_single": round(exact_single_ms / single_ms, 1),
+           "speedup_batch": round(exact_batch_ms / batch_ms, 1),
+           "speedup_single": round(exact_single_ms / single_ms, 1),
            "peak_rss_gb": round(rss_gb(), 2)}
     print(f"{name:<10} {json.dumps(params):<34} build {row['build_s']:>7.1f} s  batch {batch_ms:>8.3f} ms/q  "
           f"single {single_ms:>8.3f} ms  recall@{k} {row[f'recall@{k}']:.4f}  speed-up x{row['speedup_batch']:>6} "
@@ -206,7 +207,8 @@ def main(argv=None) -> int:
                 exact_topk(base[:m], q[None], k)
                 lat.append((time.perf_counter() - t1) * 1e3)
             ex_s = statistics.median(lat)
-            print(f"{'exact':<10} {json.dumps({'n': m}):<34} batch {ex_b:>8.3f} ms/q  single {ex_s:>8.3f} ms", flush=True)
+            print(f"{'exact':<10} {json.dumps({'n': m}):<34} batch {ex_b:>8.3f} ms/q  single {ex_s:>8.3f} ms",
+                  flush=True)
         for ef in args.ef_search:
             hnsw.hnsw.efSearch = ef
             results["rows"].append(time_index("hnsw", hnsw, queries, args.single, k, truth_h, ex_b, ex_s, build,

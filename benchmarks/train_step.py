@@ -15,7 +15,8 @@ The executions alternate (A B C D A B C D ...) for `--rounds` rounds, because th
 median step time per execution is reported, with the load average. The all-core fp32 matmul rate (2048^3) is
 measured in the same run between rounds; MFU = model FLOPs of one global step (torch's FlopCounterMode on the
 stock path, i.e. what the reference computes) / step time / that rate. The fast kernels skip work the reference
-does (model/sparse_attention.py); the FLOPs they do execute are printed beside it. The last line names the fastest project execution:
+does (model/sparse_attention.py); the FLOPs they do execute are printed beside it. The last line names the fastest
+project execution:
 
     best samples/s: <number> (<configuration>)
 

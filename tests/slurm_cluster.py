@@ -149,7 +149,8 @@ class SlurmCluster:
                     distinct = sorted(set(states.values()))
                     return ",".join(distinct)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} not finished after {timeout}s; sacct: {states or self.sacct(job_id)}; "
+                raise TimeoutError(f"job {job_id} not finished after {timeout}s; "
+                                   f"sacct: {states or self.sacct(job_id)}; "
                                    f"squeue: {self.run(['squeue', '-j', str(job_id)], check=False).stdout}")
             time.sleep(poll)
 

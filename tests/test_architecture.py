@@ -269,7 +269,8 @@ def test_docs_the_repository_names_exist():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     named = {}
     for name in files:
-        if Path(name).suffix not in (".py", ".md", ".yaml", ".yml", ".cfg", ".sh", ".txt") or name.startswith("shared/"):
+        if (Path(name).suffix not in (".py", ".md", ".yaml", ".yml", ".cfg", ".sh", ".txt")
+                or name.startswith("shared/")):
             continue
         text = (ROOT / name).read_text(errors="replace")
         for ref in re.findall(r"docs/[A-Za-z0-9_\-]+\.md", text):

@@ -361,7 +361,8 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
     assert fp.fold[0].in_channels == fp.fold_full[0].in_channels == 5
     fold = fold_at_period_and_double(days, lc[:, :, 1], mask, torch.full((B,), 0.5))[:1].expand(B, -1, -1)
     with_p = fp._with_period(fold, torch.tensor([0.04, 0.2, 0.2]))
-    assert torch.equal(with_p[:, :4], fold) and torch.allclose(with_p[:, 4, 0], torch.log10(torch.tensor([0.04, 0.2, 0.2])))
+    assert torch.equal(with_p[:, :4], fold) and torch.allclose(with_p[:, 4, 0],
+                                                               torch.log10(torch.tensor([0.04, 0.2, 0.2])))
     out = fp.fold_full(with_p)
     assert not torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])
     with pytest.raises(ValueError, match="model.periodic_fold_period"):

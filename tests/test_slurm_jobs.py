@@ -1,6 +1,7 @@
 """The SLURM job suite on a real (local) SLURM cluster: slurm/pretrain.sh under srun, the fine-tuning array that
 depends on it, submit_sweep.sh and jobs.json, the collector over the result, preemption -> checkpoint -> requeue ->
-exact resume, and the same sweep through Submitit (astrom3_hpc.orchestration.submitit_launch) with Submitit's own requeue.
+exact resume, and the same sweep through Submitit (astrom3_hpc.orchestration.submitit_launch) with Submitit's own
+requeue.
 
 Everything runs the real Trainer on the tiny synthetic store with configs/test.yaml and FAST-like overrides. The
 node has 2 CPUs: a 2-task pretraining occupies it, so jobs run one after another (~5-6 min for the file on a busy

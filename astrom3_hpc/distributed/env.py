@@ -302,7 +302,8 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
             # another one-rank job on the node (a SLURM array's tasks would otherwise derive fixed ports).
             env = dataclasses.replace(env, master_port=find_free_port(""))
         elif env.rank == 0 and not port_is_free(env.master_port):
-            how = ("derived from SLURM_JOB_ID and the step id, see distributed.slurm_hosts.slurm_port" if env.launcher == "slurm"
+            how = ("derived from SLURM_JOB_ID and the step id, see distributed.slurm_hosts.slurm_port"
+                   if env.launcher == "slurm"
                    else "MASTER_PORT was not set")
             raise RuntimeError(
                 f"rendezvous port {env.master_port} ({how}) is already in use on this host by "
@@ -420,7 +421,8 @@ def cleanup() -> None:
 
 __all__ = [
     "DistEnv", "detect", "init", "cleanup", "is_initialized", "get_rank", "get_world_size", "is_main",
-    "barrier", "all_reduce_mean", "broadcast_object", "device_index_from_env", "expand_nodelist", "first_host", "expand_tasks_per_node",
+    "barrier", "all_reduce_mean", "broadcast_object", "device_index_from_env", "expand_nodelist", "first_host",
+    "expand_tasks_per_node",
     "slurm_port", "find_free_port", "port_is_free", "gloo_socket_ifname", "interface_addresses",
     "route_source_address",
 ]

@@ -14,8 +14,8 @@ from ..core.atomic import write_json
 
 def check_rendezvous(out: str | Path | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Run on every rank (``srun python -m astrom3_hpc.cli launch check-rendezvous``): detect rank and master
-    the way the Trainer does (astrom3_hpc.distributed.env.init), join a gloo group, all-reduce, and gather every rank's view
-    (host, rank, local rank, master, chosen GLOO_SOCKET_IFNAME and its address). With CUDA the group is
+    the way the Trainer does (astrom3_hpc.distributed.env.init), join a gloo group, all-reduce, and gather every rank's
+    view (host, rank, local rank, master, chosen GLOO_SOCKET_IFNAME and its address). With CUDA the group is
     ``cpu:gloo,cuda:nccl`` and a second all-reduce runs on each rank's GPU over NCCL (its bootstrap on
     NCCL_SOCKET_IFNAME, then its own transport: NVLink/SHM/IB/sockets), so a pass covers the backend the training
     uses; without CUDA only gloo is checked (``nccl_all_reduce_ok`` is None). Writes ``<out>/rank<r>.json``

@@ -5,8 +5,8 @@
     det_masked_pooled  deterministic_eval=True,  attn_padding_mask=True,  lc_pooling="mean",
                        attn_head_layout="standard"
     periodic           det_masked_pooled's options and lc_encoder="periodic" (model/periodic.py: real time,
-                       phase at the period and twice it, the whole curve folded; model.periodic_views picks them) and the
-                       classical per-object features (model.periodic_features)
+                       phase at the period and twice it, the whole curve folded; model.periodic_views picks them)
+                       and the classical per-object features (model.periodic_features)
 
 Explicitly set fields win over the preset.
 """

@@ -83,7 +83,8 @@ def _base_checkpointable():
 
 
 def _rank_info(env) -> dict[str, Any]:
-    """What this rank ran as: host, ranks, and the rendezvous (MASTER_*, the GLOO_SOCKET_IFNAME distributed.env chose)."""
+    """What this rank ran as: host, ranks, and the rendezvous (MASTER_*, the GLOO_SOCKET_IFNAME distributed.env
+    chose)."""
     return {"rank": env.global_rank, "local_rank": env.local_rank, "node": env.node, "host": socket.gethostname(),
             "master_addr": os.environ.get("MASTER_ADDR"), "master_port": os.environ.get("MASTER_PORT"),
             "gloo_ifname": os.environ.get("GLOO_SOCKET_IFNAME")}

@@ -7,8 +7,8 @@ same step even if the signal reached them at different moments.
 Inside a Submitit job (``SUBMITIT_EXECUTOR`` set) Submitit's own preemption signal (``SUBMITIT_PREEMPT_SIGNAL``,
 USR2 by default, sent ``signal_delay_s`` before the time limit) is handled the same way: while training runs our
 handler replaces Submitit's (which would checkpoint and requeue from rank 0 alone, mid-step); ``restore()`` gives
-it back, and the Submitit job function (astrom3_hpc.orchestration.submitit_jobs) then triggers Submitit's requeue once every rank has
-written the checkpoint.
+it back, and the Submitit job function (astrom3_hpc.orchestration.submitit_jobs) then triggers Submitit's requeue
+once every rank has written the checkpoint.
 """
 
 from __future__ import annotations

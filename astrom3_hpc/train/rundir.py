@@ -1,7 +1,7 @@
 """A run directory: resolved config, per-epoch metrics.jsonl, per-step steps.jsonl, final metrics.json, train.log.
 
-Only rank 0 writes here (checkpoints and train.log aside). `metrics.json` appears, atomically, only when a run succeeds: its
-presence is what the collector and `--resume-missing` take as "this task is done".
+Only rank 0 writes here (checkpoints and train.log aside). `metrics.json` appears, atomically, only when a run
+succeeds: its presence is what the collector and `--resume-missing` take as "this task is done".
 """
 
 from __future__ import annotations

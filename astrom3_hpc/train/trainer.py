@@ -81,7 +81,8 @@ class Trainer:
         # The GPU job scripts export ASTROM3_TRAIN_DEVICE=cuda (slurm/pretrain.sh GPUS=...).
         want = os.environ.get("ASTROM3_TRAIN_DEVICE") or self.cfg.train.device
         if want == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"a GPU was requested (train.device / ASTROM3_TRAIN_DEVICE) but torch {torch.__version__} sees no GPU (CUDA_VISIBLE_DEVICES="
+            raise ValueError(f"a GPU was requested (train.device / ASTROM3_TRAIN_DEVICE) but torch "
+                             f"{torch.__version__} sees no GPU (CUDA_VISIBLE_DEVICES="
                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, CUDA build "
                              f"{torch.version.cuda}): not training on the CPU instead")
 

@@ -92,7 +92,8 @@ def _read_lamost(path: str | os.PathLike | bytes, object_id: Any,
                     img = hdu.data
                     if img is None or img.ndim != 2 or img.shape[0] < 2:
                         shape = None if img is None else img.shape
-                        raise BadInputError(object_id, src, f"primary HDU is not a (5, N) spectrum image (shape {shape})")
+                        raise BadInputError(object_id, src,
+                                            f"primary HDU is not a (5, N) spectrum image (shape {shape})")
                     hdr = hdu.header
                     c0 = hdr.get("COEFF0", hdr.get("CRVAL1"))
                     c1 = hdr.get("COEFF1", hdr.get("CD1_1", hdr.get("CDELT1")))
@@ -112,7 +113,8 @@ def _read_lamost(path: str | os.PathLike | bytes, object_id: Any,
         reason = f"truncated FITS file: {msg}" if msg else "corrupt or unreadable FITS file"
         raise BadInputError(object_id, src, f"{reason} ({type(exc).__name__}: {exc})") from None
     if not (flux.shape == ivar.shape == wave.shape):
-        raise BadInputError(object_id, src, f"FLUX/IVAR/WAVELENGTH lengths differ: {flux.shape}, {ivar.shape}, {wave.shape}")
+        raise BadInputError(object_id, src,
+                            f"FLUX/IVAR/WAVELENGTH lengths differ: {flux.shape}, {ivar.shape}, {wave.shape}")
     ok_wave = np.isfinite(wave) & (wave > 0)
     wave, flux, ivar = wave[ok_wave], flux[ok_wave], ivar[ok_wave]
     if wave.size == 0:
