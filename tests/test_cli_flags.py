@@ -88,6 +88,21 @@ def test_a_set_value_yaml_reads_as_another_type_says_to_quote_it():
     assert load_config(TEST_CFG, ["data.store='2024'"]).data.store == "2024"
 
 
+def test_floats_in_scientific_notation_and_sizes_below_one(tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string, which a float key refused; n_heads 0 divided by zero in the
+    validation itself, and negative sizes passed it."""
+    from astrom3_hpc.core.config import ConfigError
+
+    assert load_config(TEST_CFG, ["optim.lr=1e-3", "optim.weight_decay=5E-5"]).optim.lr == 1e-3
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 2e-4\n")
+    assert load_config(str(tmp_path / "c.yaml")).optim.lr == 2e-4
+    with pytest.raises(ConfigError, match="'optim.lr' must be a number, got 'fast'"):
+        load_config(TEST_CFG, ["optim.lr=fast"])
+    for key, value in (("model.n_heads", 0), ("model.n_heads", -4), ("model.d_model", 0), ("model.meta_hidden", 0)):
+        with pytest.raises(ConfigError, match=f"{key.split('.')[0]}.(n_heads|d_model)"):
+            load_config(TEST_CFG, [f"{key}={value}"])
+
+
 def test_list_flags_of_the_science_tools_add_up():
     p = build_parser()
     a = p.parse_args(["search", "run", "--query", "1", "2", "--query", "3", "--target", "photo", "--target", "meta"])

@@ -127,6 +127,8 @@ class ModelConfig:
                "model.periodic_feature_embedding", "must be linear, periodic or piecewise")
         _check(len(self.modalities) >= 2 and len(set(self.modalities)) == len(self.modalities),
                "model.modalities", "needs at least two distinct modalities")
+        _check(self.n_heads >= 1, "model.n_heads", "must be >= 1")
+        _check(self.d_model >= 1 and self.meta_hidden >= 1, "model.d_model", "d_model and meta_hidden must be >= 1")
         _check(self.d_model % self.n_heads == 0, "model.d_model", "must be divisible by model.n_heads")
         _check(self.lc_pooling in (None, "flatten", "mean"), "model.lc_pooling", "must be flatten or mean")
         _check(self.attn_head_layout in (None, "reference", "standard"), "model.attn_head_layout",
@@ -343,6 +345,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot before the e) as a string: the way learning rates are written.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
