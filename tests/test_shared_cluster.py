@@ -38,6 +38,21 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mo
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == dir_mode
 
 
+def test_replacing_a_directory_survives_a_leftover_trash_of_the_same_pid(tmp_path):
+    """The old directory was moved to .NAME.old-<pid>; one left behind (an rmtree that NFS silly-renames kept from
+    emptying) under a pid reused by a later job made the move fail, and the finished build was thrown away."""
+    import os
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "v").write_text("old")
+    stale = tmp_path / f".out.old-{os.getpid()}"
+    stale.mkdir()
+    (stale / ".nfs0001").write_text("held open elsewhere")
+    with atomic_dir(tmp_path / "out", overwrite=True) as d:
+        (d / "v").write_text("new")
+    assert (tmp_path / "out" / "v").read_text() == "new" and (stale / ".nfs0001").exists()
+
+
 def _ingest(out: Path, n: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "astrom3_hpc.cli", "ingest", "synthetic", "-n", str(n),
                              "--out", str(out), "--chunk-objects", "16", "--on-error", "skip", "--no-progress"],

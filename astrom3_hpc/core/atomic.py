@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -105,7 +106,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 def replace_dir(src: Path, dst: Path) -> None:
     """Move a finished directory into place, replacing an old one with the shortest possible gap."""
     if dst.exists():
-        trash = dst.parent / f".{dst.name}.old-{os.getpid()}"
+        # Unique, not per process: an earlier trash that rmtree could not empty (NFS silly-renames) under a reused
+        # pid would make the rename fail and throw away the finished directory.
+        trash = dst.parent / f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.replace(dst, trash)
         os.replace(src, dst)
         shutil.rmtree(trash, ignore_errors=True)

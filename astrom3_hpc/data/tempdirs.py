@@ -2,7 +2,7 @@
 (SIGKILL, a node failure) could not remove its own.
 
 A store is built as `.<name>.tmp-<id>` next to its final path (data/ingest.py); a build replacing an existing
-store briefly moves the old one to `.<name>.old-<pid>` (atomic.replace_dir).
+store briefly moves the old one to `.<name>.old-<pid>-<random>` (atomic.replace_dir).
 """
 
 from __future__ import annotations
