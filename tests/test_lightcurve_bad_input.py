@@ -57,6 +57,36 @@ def test_missing_label_column_and_unknown_labels(tmp_path, capsys):
     assert s.class_names == ("DSCT", "LPV", "RRAB") and s.n_objects == 9 and (s.labels >= 0).all()
 
 
+def test_a_label_the_class_map_sends_to_nothing_is_left_out_whatever_the_flags(tmp_path, capsys):
+    """Catches an object whose label the map sends to "" (configs/ztf_vsx_classes.json's EW, EB, ...) treated as
+    one without a class: an error asking for the --class-map just given, or, with --keep-unlabelled, kept and
+    classified into every run's predictions_unlabelled.csv."""
+    from astrom3_hpc.data.store import Store
+
+    write_tables(tmp_path, n_per_class=3, unlabelled_per_class=1)  # per class 3 labelled objects, then 1 blank
+    cmap = tmp_path / "map.json"
+    cmap.write_text(json.dumps({"M_or_SR": "LPV", "HADS_or_DSCT": "", "RRab-like": "RRAB"}))
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out, "--class-map", str(cmap))) == 2  # the blank labels stay an error
+    err = capsys.readouterr().err
+    assert "objects.csv:5: object OGLE-00003: label '' is not in the class map" in err  # a blank, not an HADS star
+    no_leftovers(tmp_path, out)
+    for flag, unlabelled in (("--keep-unlabelled", 3), ("--drop-unlabelled", 0)):
+        assert main(ingest_args(tmp_path, out, "--class-map", str(cmap), flag, "--overwrite")) == 0, flag
+        s = Store(out)
+        src = s.attrs["provenance"]["source"]
+        assert s.class_names == ("LPV", "RRAB") and s.n_objects == 6 + unlabelled, flag
+        assert int((s.labels < 0).sum()) == src["n_unlabelled"] == unlabelled, flag
+        names = json.loads((out / "object_names.json").read_text())
+        assert not {f"OGLE-{k:05d}" for k in (4, 5, 6)} & set(names), flag  # the map's "" class: never stored
+        assert src["n_left_out_by_class_map"] == 3 and src["left_out_by_class_map"] == {"HADS_or_DSCT": 3}, flag
+        assert src["n_dropped_unlabelled"] == 3 - unlabelled, flag
+    # Without blank labels no flag is needed: the map's "" is the whole request.
+    write_tables(tmp_path, n_per_class=3)
+    assert main(ingest_args(tmp_path, out, "--class-map", str(cmap), "--overwrite")) == 0, capsys.readouterr().err
+    assert Store(out).n_objects == 6 and Store(out).class_names == ("LPV", "RRAB")
+
+
 def _with_split_column(d, blank_labelled: bool = False) -> None:
     """objects.csv with a `split` column: train/val/test for labelled objects, blank for unlabelled ones (and,
     with blank_labelled, for the first labelled one too)."""

@@ -132,6 +132,7 @@ class LightCurveTableSource:
         self._k_split = _col(header, o.split_column, o.objects, "split") if o.split_column else None
         cmap = read_class_map(o.class_map) if o.class_map else None
         keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
+        left_out: dict[str, int] = {}  # per label the class map sends to "": objects left out by request
         seen: set[str] = set()
         for pos, r in t.rows:
             key = norm_id(r[k_id]) if k_id < len(r) else ""
@@ -142,6 +143,11 @@ class LightCurveTableSource:
             seen.add(key)
             raw = r[k_lab].strip() if k_lab < len(r) else ""
             cls = cmap.get(raw, None) if cmap is not None else raw
+            if raw and cls == "":
+                # The map names this label and gives it no class: the user left these objects out on purpose, so
+                # neither the missing-class error nor --keep-unlabelled (which would classify them) applies.
+                left_out[raw] = left_out.get(raw, 0) + 1
+                continue
             if not cls and not o.keep_unlabelled:
                 if not o.drop_unlabelled:
                     why = (f"label {raw!r} is not in the class map {o.class_map}" if cmap is not None and raw
@@ -168,6 +174,7 @@ class LightCurveTableSource:
             raise TableError(f"{o.objects}: no labelled objects")
         self.keys = keys
         self.dropped = dropped
+        self.left_out_by_class_map = dict(sorted(left_out.items()))
         self._names = tuple(sorted(set(c for c in labels if c)))
         self.labels = np.array([self._names.index(c) if c else -1 for c in labels], np.int64)
         self.periods = np.array(periods_, np.float64)
@@ -263,6 +270,8 @@ class LightCurveTableSource:
                 "band": o.band, **({"band_merge": MERGE_RULE.format(first=self.bands[0])} if len(self.bands) > 1
                                    else {}), "class_map": o.class_map, "splits_from": o.splits_from,
                 "n_objects": len(self), "n_dropped_unlabelled": len(self.dropped),
+                "n_left_out_by_class_map": sum(self.left_out_by_class_map.values()),
+                "left_out_by_class_map": self.left_out_by_class_map,
                 "n_unlabelled": int((self.labels < 0).sum()),
                 "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
                 "modalities": ["photo"],
