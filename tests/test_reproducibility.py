@@ -54,3 +54,26 @@ def test_demo_runs_every_stage_with_one_thread_whatever_the_shell_says(monkeypat
     monkeypatch.setenv("MKL_NUM_THREADS", "4")
     env = _env()
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+
+
+def test_demo_stops_the_other_fine_tunes_when_one_fails(tmp_path):
+    """A failing fine-tune raised at once and left its siblings running: they wrote on after the demo had exited,
+    and a rerun started a second process on a run directory one of them still held."""
+    import os
+    import types
+
+    import pytest
+
+    from astrom3_hpc.app.demo import _fine_tune_side_by_side
+
+    script = tmp_path / "fake-astrom3"
+    script.write_text(f"#!/bin/sh\n[ \"$1\" = fail ] && sleep 1 && exit 3\necho $$ > {tmp_path}/slow.pid\n"
+                      "exec sleep 300\n")
+    script.chmod(0o755)
+    tasks = [types.SimpleNamespace(name="slow"), types.SimpleNamespace(name="fail")]
+    sw = types.SimpleNamespace(missing=lambda: list(tasks), task_argv=lambda t: [t.name])
+    with pytest.raises(RuntimeError, match="fine-tuning task fail failed"):
+        _fine_tune_side_by_side(sw, str(script), at_once=2)
+    pid = int((tmp_path / "slow.pid").read_text())
+    with pytest.raises(ProcessLookupError):  # terminated and reaped before the error reached the caller
+        os.kill(pid, 0)

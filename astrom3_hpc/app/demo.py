@@ -78,19 +78,7 @@ def cmd_demo(args) -> int:
         _run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(args.ranks),
               str(ROOT / "jobs" / "pretrain.py"), *sw.pretrain_argv(seed)[1:]], f"pretrain seed {seed}")
     # Fine-tuning tasks are single-process: run as many side by side as there are ranks.
-    pending = sw.missing()
-    running: list[tuple[subprocess.Popen, object]] = []
-    while pending or running:
-        while pending and len(running) < args.ranks:
-            t = pending.pop(0)
-            log.info("fine-tune %s", t.name)
-            running.append((subprocess.Popen([astrom3, *sw.task_argv(t)], env=_env()), t))
-        time.sleep(0.5)
-        for p, t in list(running):
-            if p.poll() is not None:
-                running.remove((p, t))
-                if p.returncode != 0:
-                    raise RuntimeError(f"fine-tuning task {t.name} failed (exit {p.returncode})")
+    _fine_tune_side_by_side(sw, astrom3, args.ranks)
     from ..results.collect import collect
 
     results = collect(sweep_dir, stream=sys.stdout)
@@ -98,6 +86,35 @@ def cmd_demo(args) -> int:
     log.info("demo finished in %.1f min; results in %s", (time.perf_counter() - t_start) / 60,
              sweep_dir / "results")
     return 0 if results is not None else 1
+
+
+def _fine_tune_side_by_side(sw: Sweep, astrom3: str, at_once: int) -> None:
+    """Run the sweep's missing tasks, `at_once` processes at a time. When one fails (or the demo is interrupted),
+    the others are stopped before the error: left running, they wrote on after the demo had exited, and a rerun
+    started a second process on a run directory an orphan still held."""
+    pending = sw.missing()
+    running: list[tuple[subprocess.Popen, object]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < at_once:
+                t = pending.pop(0)
+                log.info("fine-tune %s", t.name)
+                running.append((subprocess.Popen([astrom3, *sw.task_argv(t)], env=_env()), t))
+            time.sleep(0.5)
+            for p, t in list(running):
+                if p.poll() is not None:
+                    running.remove((p, t))
+                    if p.returncode != 0:
+                        raise RuntimeError(f"fine-tuning task {t.name} failed (exit {p.returncode})")
+    finally:
+        for p, t in running:  # SIGTERM: each checkpoints at its next step and exits 75, so a rerun resumes it
+            p.terminate()
+        for p, t in running:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def _print_margin(sw: Sweep) -> None:
