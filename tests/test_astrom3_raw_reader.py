@@ -193,3 +193,34 @@ def test_astrom3_missing_catalogue_and_container(tmp_path, small_layout):
         AstroM3RawSource(small_layout["root"], seed=0)
     with pytest.raises(FileNotFoundError):
         AstroM3RawSource(tmp_path / "nothing-here")
+
+
+
+def _set_id_cells(path, cells: dict[int, str]) -> str:
+    """Rewrite the id cells of some data rows (0-based) of a catalogue CSV; the id column's name."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    column = next(c for c in ("id", "edr3_source_id", "source_id") if c in rows[0])
+    for i, cell in cells.items():
+        rows[1 + i][rows[0].index(column)] = cell
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return column
+
+
+def test_astrom3_id_cell_that_is_not_a_source_id_is_refused(small_layout):
+    """Catches the id parser taking the trailing digits after any prefix: "EDR3" became object 3, a float-formatted
+    "EDR3 2117581746386552576.0" object 0, both read as real objects. The spellings the split files accept
+    (split_files.parse_id) still read."""
+    path = small_layout["split_files"]["train"]
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    good = [r[rows[0].index("id")] for r in rows[1:]]
+    for cell in ("EDR3", "Gaia DR3", "EDR3 2117581746386552576.0", "2117581746386552576.0", "DR3 12x"):
+        column = _set_id_cells(path, {1: cell})
+        with pytest.raises(BadInputError) as e:
+            AstroM3RawSource(small_layout["root"])
+        assert_names(e.value, cell, f"{path}:row 3", repr(column), f"not an integer source id: {cell!r}")
+    digits = [g.split()[-1] for g in good]
+    _set_id_cells(path, {i: f"{p}{d}" for i, (p, d) in enumerate(zip(("Gaia DR3 ", "edr3 ", "", "DR2"), digits))})
+    assert {int(d) for d in digits} <= set(AstroM3RawSource(small_layout["root"]).object_ids.tolist())

@@ -55,11 +55,13 @@ Exact layout `AstroM3RawSource` expects (all paths relative to ``root`` unless a
                                           (or `spectra_dir=`; .fits or .fits.gz)
 
 Catalogue columns: the 34 constants.META_COLUMNS and 4 constants.AUX_COLUMNS by exactly those names, plus
-an object id (``id``, ``edr3_source_id`` or ``source_id``; "EDR3 <digits>" or plain digits: the Gaia EDR3 source
-id becomes `RawObject.object_id`), the class (``target`` or ``variable_type``), the light-curve name (``name`` or
-``asassn_name``) and ``spec_filename``. A missing column raises `BadInputError` at construction naming the column
-and the file (object id "*": every row is affected). Empty / "nan" cells become NaN and are passed through.
-Values must be raw: the reference's ``*_norm.csv`` files hold z-scored values and are not raw inputs.
+an object id (``id``, ``edr3_source_id`` or ``source_id``; "EDR3 <digits>", "Gaia DR3 <digits>" or plain digits,
+as in split files; any other cell, "EDR3" or "EDR3 <digits>.0", is a `BadInputError` naming the file, row and cell:
+the Gaia EDR3 source id becomes `RawObject.object_id`), the class (``target`` or ``variable_type``), the
+light-curve name (``name`` or ``asassn_name``) and ``spec_filename``. A missing column raises `BadInputError` at
+construction naming the column and the file (object id "*": every row is affected). Empty / "nan" cells become
+NaN and are passed through. Values must be raw: the reference's ``*_norm.csv`` files hold z-scored values and
+are not raw inputs.
 
 Fork / MPI safety: nothing is opened at construction except the CSVs (read fully, then closed); the zip is
 opened lazily on first use in each process (re-opened after a fork, dropped when pickled), FITS files are opened
@@ -72,7 +74,6 @@ import csv
 import hashlib
 import math
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from glob import escape as glob_escape
@@ -84,6 +85,7 @@ import numpy as np
 from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
+from ..split_files import parse_id
 from ..text_files import decoding_errors_named, open_text
 from .asassn import read_asassn_dat
 from .common import MODALITIES, _label_of, _to_float
@@ -112,18 +114,16 @@ def _read_csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 
-_ID_RE = re.compile(r"(\d+)\s*$")
-
-
 def _parse_object_id(s: str) -> int:
-    """"EDR3 2117581746386552576" or "2117581746386552576" -> int; a float-formatted id is refused."""
-    s = s.strip()
-    if not s or not (s.isdigit() or s.upper().startswith(("EDR3", "DR3", "GAIA", "DR2"))):
+    """"EDR3 2117581746386552576", "Gaia DR3 2117581746386552576" or "2117581746386552576" -> int.
+
+    The split files' own parser (split_files.parse_id: an optional Gaia/EDR3/DR3/DR2 prefix, then digits to the
+    end), so a catalogue and its split files accept the same ids; a prefix alone ("EDR3") or a float-formatted id
+    ("EDR3 2117581746386552576.0") is refused instead of yielding its trailing digits (3, 0)."""
+    oid = parse_id(s)
+    if oid is None:
         raise ValueError(f"not an integer source id: {s!r}")
-    m = _ID_RE.search(s)
-    if not m:
-        raise ValueError(f"not an integer source id: {s!r}")
-    return int(m.group(1))
+    return oid
 
 
 
@@ -323,7 +323,7 @@ class AstroM3RawSource:
                 try:
                     oid = _parse_object_id(r[i_id])
                 except ValueError as exc:
-                    raise BadInputError(r[i_id] or "?", where, str(exc)) from None
+                    raise BadInputError(r[i_id] or "?", where, f"column {header[i_id]!r}: {exc}") from None
                 if oid in seen:
                     raise BadInputError(oid, where, f"duplicate object id (first seen at {seen[oid]})")
                 seen[oid] = where
