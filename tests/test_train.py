@@ -270,6 +270,29 @@ def test_a_run_stopped_at_an_epochs_end_never_rewrites_the_checkpoint_it_resumes
 
 
 @pytest.mark.timeout(600)
+def test_a_resume_puts_back_the_best_weights_its_checkpoint_kept(tiny_store, tmp_path):
+    """best_model.pt is written at every improvement, checkpoints only every train.checkpoint_every_epochs: an
+    attempt that died between the two left best weights the resumed run's early-stopping state knows nothing of
+    (here: a later attempt's file, made by hand). The checkpoint keeps its own (a hard link), and a resume puts it
+    back before any step."""
+    run = tmp_path / "best"
+    sets = ["train.epochs=2", "train.max_steps_per_epoch=3"]
+    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "4"], check=False)
+    assert r.returncode == 75, r.stderr[-3000:]
+    best, kept = run / "best_model.pt", run / "checkpoints" / "step4" / "best_model.pt"
+    assert best.samefile(kept)
+    good = torch.load(best, weights_only=False)
+    later = {"state_dict": {k: v + 1 for k, v in good["state_dict"].items()}, "meta": {**good["meta"], "epoch": 1}}
+    best.unlink()
+    torch.save(later, best)  # what an attempt that improved at epoch 1 and then died would have left
+    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "5"], check=False)
+    assert r.returncode == 75 and "the best weights of step4 put back" in r.stderr, r.stderr[-3000:]
+    back = torch.load(best, weights_only=False)
+    assert back["meta"] == good["meta"] and all(torch.equal(back["state_dict"][k], v)
+                                                for k, v in good["state_dict"].items())
+
+
+@pytest.mark.timeout(600)
 def test_two_ranks_classify_a_split_of_one_object(tmp_path):
     """A split of fewer objects than ranks (here the one object of a class training never saw) leaves a rank an
     empty batch, which the light-curve encoders cannot run on: the fine-tune failed after its training, and every

@@ -6,6 +6,7 @@ by rank 0 after every rank finished writing: a checkpoint is valid only once lat
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -81,13 +82,19 @@ def _unused_tag(ckpt_dir: Path, tag: str) -> str:
     return fresh
 
 
-def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2) -> None:
+def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2,
+         best: Path | None = None) -> None:
+    """Every rank's engine state and RNG states under a fresh tag, then latest.json naming it. `best`: the run's
+    best weights so far, kept with the checkpoint (a hard link: save_weights replaces the file, never rewrites it),
+    so that a resume from it can put them back (restore_best)."""
     ckpt_dir = Path(ckpt_dir)
     tag = _unused_tag(ckpt_dir, tag)
     _refuse_non_finite(engine.module, f"checkpoint {ckpt_dir / tag}")
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     with atomic_path(ckpt_dir / tag / f"rng_rank{_rank()}.pt") as tmp:
         torch.save(rng_state(), tmp)
+    if _rank() == 0 and best is not None and Path(best).exists():
+        _link_or_copy(Path(best), ckpt_dir / tag / BEST_MODEL)
     _barrier()
     if _rank() == 0:
         pos = client_state.get("state", {})
@@ -124,6 +131,28 @@ def load(engine, ckpt_dir: Path, tag: str) -> dict[str, Any]:
 
 
 BEST_MODEL = "best_model.pt"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """dst as src's content, appearing at once: a hard link where the filesystem allows it, else a copy."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def restore_best(tag_dir: Path, best: Path) -> bool:
+    """Put back the best weights a checkpoint kept, where the run's file is another one. An attempt that died
+    after improving on the checkpoint's best (and before its next checkpoint) left its own best_model.pt; the
+    resumed run keeps the checkpoint's early-stopping state, so where its replay does not improve on that, it
+    would evaluate weights no step of the surviving run produced. True where they were put back."""
+    kept = Path(tag_dir) / BEST_MODEL
+    if not kept.exists() or (best.exists() and os.path.samefile(kept, best)):
+        return False
+    _link_or_copy(kept, best)
+    return True
 
 
 def save_weights(model: torch.nn.Module, path: Path, meta: dict) -> None:

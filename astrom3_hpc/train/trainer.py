@@ -198,6 +198,9 @@ class Trainer:
             self.average.load_state_dict(client["weight_average"])
         self.run.truncate_after(self.state.step, self.state.epoch)
         if self.is_main:
+            if checkpoint.restore_best(self.run.ckpt_dir / tag, self.run.path / checkpoint.BEST_MODEL):
+                log.info("%s: the best weights of %s put back (a later attempt had replaced them)",
+                         checkpoint.BEST_MODEL, tag)
             log.info("resumed from %s: epoch %d, batch %d, step %d", tag, self.state.epoch,
                      self.state.batch_in_epoch, self.state.step)
         return True
@@ -242,7 +245,8 @@ class Trainer:
                   "early": self.early.state_dict(), "task": self.task_state(), "kind": self.kind}
         if self.average is not None:
             client["weight_average"] = self.average.state_dict()
-        checkpoint.save(self.engine, self.run.ckpt_dir, f"step{self.state.step}", client)
+        checkpoint.save(self.engine, self.run.ckpt_dir, f"step{self.state.step}", client,
+                        best=self.run.path / checkpoint.BEST_MODEL)
 
     def on_best(self, epoch: int, val: dict) -> None:
         """Validation loss improved: keep these weights (the model that later stages and the test use)."""
