@@ -91,6 +91,36 @@ def test_predict_reproduces_the_run_and_ignores_the_new_stores_scaling(trained, 
     assert f"new-{kind}" not in found and found[run.name] == "complete"
 
 
+def test_a_table_of_new_objects_without_any_class_is_ingested_and_classified(trained, tmp_path, capsys):
+    """Catches "no labelled objects" refusing a table whose label cells are all blank under --keep-unlabelled, the
+    way docs/lightcurves.md ingests new objects for `astrom3 predict`: a store without classes or splits."""
+    d, _, new_store, runs, kept = trained
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(d / "new" / "points.csv.gz", new / "points.csv.gz")
+    with open(d / "new" / "objects.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    with open(new / "objects.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[r[0], "", r[2]] for r in rows[1:]])
+    store = tmp_path / "blank.zarr"
+    assert main(ingest_args(new, store, "--drop-unlabelled")) == 2  # without --keep-unlabelled: an error saying so
+    err = capsys.readouterr().err
+    assert f"objects.csv: no objects to ingest: {len(kept)} without a class left out by --drop-unlabelled " \
+           "(--keep-unlabelled keeps them" in err
+    assert not store.exists()
+    assert main(ingest_args(new, store, "--keep-unlabelled")) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["info", str(store)]) == 0
+    assert f"objects without a class: {len(kept)}" in capsys.readouterr().out
+    for name, s in (("blank", store), ("some-labelled", new_store)):
+        assert main(["predict", str(runs["baseline"]), "--store", str(s), "--out", str(tmp_path / name)]) == 0
+    got, want = _rows(tmp_path / "blank" / "predictions.csv"), _rows(tmp_path / "some-labelled" / "predictions.csv")
+    assert sorted(got) == sorted(kept) and all(r["true_class"] == "" for r in got.values())
+    np.testing.assert_allclose(_probs(got, kept), _probs(want, kept), atol=2e-6)
+    m = json.loads((tmp_path / "blank" / "metrics.json").read_text())
+    assert m["all"]["n"] == len(kept) and m["class_names"] == sorted(CLASSES)
+
+
 def test_predict_refuses_what_it_cannot_use(trained, tmp_path, capsys):
     d, store, new_store, runs, _ = trained
     assert main(["predict", str(tmp_path), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 2

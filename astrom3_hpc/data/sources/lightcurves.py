@@ -170,8 +170,14 @@ class LightCurveTableSource:
             periods_.append(p if p > 0 else math.nan)
             if self._k_split is not None:
                 splits.append(r[self._k_split].strip().lower() if self._k_split < len(r) else "")
-        if not any(labels):
-            raise TableError(f"{o.objects}: no labelled objects")
+        if not keys:
+            # --keep-unlabelled keeps a table whose labels are all blank (new objects for `astrom3 predict`: a store
+            # without classes or splits); otherwise say what left every object out.
+            why = [f"{len(dropped)} without a class left out by --drop-unlabelled (--keep-unlabelled keeps them, "
+                   f"for `astrom3 predict` with a run trained on another store)"] if dropped else []
+            why += [f"{sum(left_out.values())} left out by the class map {o.class_map} (labels "
+                    f"{', '.join(map(repr, left_out))})"] if left_out else []
+            raise TableError(f"{o.objects}: no objects to ingest: {'; '.join(why) or 'the table has no rows'}")
         self.keys = keys
         self.dropped = dropped
         self.left_out_by_class_map = dict(sorted(left_out.items()))
