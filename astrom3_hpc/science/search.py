@@ -261,8 +261,17 @@ def embed_file(path: str | Path, model, store, seed: int, use_rfr_score: bool = 
                         "are set to the train-split mean", path)
             aux_z = np.zeros(len(AUX_COLUMNS), np.float32)
         else:
-            raw = pp.aux_features(np.asarray(aux, np.float64), path.stem, str(path))
-            aux_z = ((raw - stats["aux_mean"]) / stats["aux_std"]).astype(np.float32)
+            # As ingestion: amplitude and lksl the file lacks come from the light curve itself.
+            raw = pp.aux_features(np.asarray(aux, np.float64), path.stem, str(path), lc)
+            with np.errstate(invalid="ignore"):
+                aux_z = ((raw - stats["aux_mean"]) / stats["aux_std"]).astype(np.float32)
+            # A feature the source lacks (rfr_score outside ASAS-SN: NaN) gets the train mean, 0 after
+            # z-scoring, as the loader gives a stored object; a NaN fed on would make every similarity NaN.
+            bad = ~np.isfinite(aux_z)
+            if bad.any():
+                log.warning("%s: --aux %s not finite: set to the train-split mean", path,
+                            ", ".join(np.asarray(AUX_COLUMNS)[bad]))
+                aux_z[bad] = 0.0
         if not use_rfr_score:
             aux_z[AUX_COLUMNS.index("rfr_score")] = 0.0
         inputs = lc_model_inputs(values, lc_stats, aux_z)
@@ -325,6 +334,11 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
         fmod, vec = embed_file(query_file, model, st, int(emb.attrs["split_seed"]), cfg.data.use_rfr_score, aux,
                                 int(emb.attrs.get("sample_seed", 0)))
         queries.append((f"file-{Path(query_file).name}", {"file": str(query_file)}, fmod, vec))
+    for name, _, qmod, vec in queries:
+        if not np.isfinite(vec).all():
+            # Searched on, a NaN vector gives NaN similarities and store rows in order as the "neighbours".
+            raise ValueError(f"query {name}: its {qmod} embedding is not finite ({int((~np.isfinite(vec)).sum())}"
+                             f" of {vec.size} values); nothing searched")
     indexes: dict[str, tuple[VectorIndex, np.ndarray]] = {}
     report: dict[str, Any] = {"embeddings": str(emb.path), "k": k, "queries": []}
     for name, desc, qmod, vec in queries:

@@ -1,0 +1,76 @@
+"""Science tools on inputs that lack something: a query without rfr_score, an object without the queried
+modality, metadata missing at ingestion (--meta-nan impute), a store without planted outliers.
+
+One module-scoped store (400 synthetic objects, 5 % of them with one metadata value missing, ingested with
+--meta-nan impute) and one real tiny pretraining (configs/test.yaml, FAST overrides) on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SMALL_LAYOUT
+from test_train import run_job
+
+GEN = dict(missing_rate=0.05, unseen_fraction=0.05, mislabel_fraction=0.05)
+N = 400
+
+
+@pytest.fixture(scope="module")
+def impute_run(tmp_path_factory):
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from astrom3_hpc.science.embed import embed_run
+
+    root = tmp_path_factory.mktemp("science_inputs")
+    store = root / "s.zarr"
+    ingest(SyntheticSource(N, seed=0, **GEN), store,
+           IngestOptions(on_error="skip", progress=False, layout_kw=SMALL_LAYOUT, meta_nan="impute"))
+    run = root / "run"
+    run_job("pretrain", run, store)
+    embed_run(run, batch_size=100)
+    return run, store
+
+
+# ------------------------------------------------------------------------------------------------------ search
+
+def test_query_file_without_rfr_score_gets_the_train_mean(impute_run, tmp_path):
+    from astrom3_hpc.core.constants import AUX_COLUMNS
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from astrom3_hpc.science.common import load_model
+    from astrom3_hpc.science.search import embed_file, search_run
+
+    run, store = impute_run
+    st = Store(store)
+    obj = SyntheticSource(N, seed=0, **GEN).get(int(st.split(42, "full", "test")[0]))
+    q = tmp_path / "star.csv"
+    q.write_text("hjd,flux,flux_err\n" + "".join(f"{a!r},{b!r},{c!r}\n" for a, b, c in obj.lc.tolist()))
+    rfr = AUX_COLUMNS.index("rfr_score")
+    missing = [float(v) for v in obj.aux]
+    missing[rfr] = float("nan")  # ZTF / Stripe 82 objects have no rfr_score
+    at_mean = list(missing)
+    at_mean[rfr] = float(st.stats(42)["aux_mean"][rfr])
+    model, _, _ = load_model(run)
+    _, vec = embed_file(q, model, st, 42, True, missing)
+    _, ref = embed_file(q, model, st, 42, True, at_mean)
+    assert np.isfinite(vec).all()
+    np.testing.assert_allclose(vec, ref, atol=1e-6)  # the loader's rule: a missing value is the train mean
+    hits = search_run(run, query_file=q, aux=missing, targets=["photo"], k=5)["queries"][0]["neighbours"]["photo"]
+    assert len(hits) == 5 and all(np.isfinite(h["similarity"]) for h in hits)
+
+
+def test_a_non_finite_query_vector_is_refused(impute_run, tmp_path, monkeypatch):
+    from astrom3_hpc.science import search
+    from astrom3_hpc.science.common import read_embeddings
+
+    run, _ = impute_run
+    path = run / "science" / "embeddings.zarr"
+    nan = np.full(read_embeddings(path).attrs["embed_dim"], np.nan, np.float32)
+    q = tmp_path / "bad.csv"
+    q.write_text("hjd,flux,flux_err\n1,2,0.1\n")
+    monkeypatch.setattr(search, "embed_file", lambda *a, **k: ("photo", nan))
+    with pytest.raises(ValueError, match=r"file-bad\.csv.*not finite"):
+        search.search_run(run, query_file=q, k=3, out_dir=tmp_path / "sci", embeddings=path)
+    assert not (tmp_path / "sci" / "search").exists()  # nothing written for a query that was not searched
