@@ -119,6 +119,11 @@ def test_a_table_of_new_objects_without_any_class_is_ingested_and_classified(tra
     np.testing.assert_allclose(_probs(got, kept), _probs(want, kept), atol=2e-6)
     m = json.loads((tmp_path / "blank" / "metrics.json").read_text())
     assert m["all"]["n"] == len(kept) and m["class_names"] == sorted(CLASSES)
+    # Nothing to train on: said, before any run directory (the baseline failed in scikit-learn, having made one).
+    capsys.readouterr()
+    assert main(["baseline", str(store), "--seed", "42", "--out", str(tmp_path / "bl")]) == 2
+    assert "split seed42/full/train is empty: the store holds no object with a class" in capsys.readouterr().err
+    assert not (tmp_path / "bl").exists()
 
 
 def test_predict_refuses_what_it_cannot_use(trained, tmp_path, capsys):

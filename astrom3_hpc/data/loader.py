@@ -79,7 +79,7 @@ class TrimodalBatches:
         self.rows = (store.unlabelled_rows() if spec.split == UNLABELLED else store.valid_rows()
                      if spec.split == ALL_OBJECTS else store.split(spec.seed, spec.subset, spec.split))
         if len(self.rows) == 0:
-            raise StoreError(f"{spec.store}: split seed{spec.seed}/{spec.subset}/{spec.split} is empty")
+            raise store.empty_split_error(spec.seed, spec.subset, spec.split)
         if spec.norm_store and spec.train:
             raise ValueError("LoaderSpec.norm_store is for inference (train=False); training normalises by its "
                              "own store")

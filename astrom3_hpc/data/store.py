@@ -190,6 +190,12 @@ class Store:
             raise StoreError(f"{self.path}: split array '{key}' is missing")
         return self.root[key][:].astype(np.int64)
 
+    def empty_split_error(self, seed: int, subset: str, split: str) -> StoreError:
+        """What to say of a split without objects: a store of objects without a class has none anywhere."""
+        why = (": the store holds no object with a class (ingested with --keep-unlabelled from a table without "
+               "labels: it is for `astrom3 predict` with a run trained elsewhere)" if not self.class_names else "")
+        return StoreError(f"{self.path}: split seed{seed}/{subset}/{split} is empty{why}")
+
     def unlabelled_rows(self) -> np.ndarray:
         """Rows of valid objects without a class (label -1: `ingest lightcurves --keep-unlabelled`, the synthetic
         generator's unseen classes): in no split; fine-tune and baseline runs classify them."""

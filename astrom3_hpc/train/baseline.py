@@ -43,7 +43,9 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     store = Store(store_path)
     if not store.attrs.get("modalities") or "photo" not in store.attrs["modalities"]:
         raise ValueError(f"{store_path}: no light curves in this store")
-    store.split(seed, subset, "train")  # an unknown seed or subset is an error before the run directory exists
+    # An unknown seed or subset, or nothing to fit on, is an error before the run directory exists.
+    if not len(store.split(seed, subset, "train")):
+        raise store.empty_split_error(seed, subset, "train")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})
