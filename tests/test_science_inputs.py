@@ -74,3 +74,27 @@ def test_a_non_finite_query_vector_is_refused(impute_run, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"file-bad\.csv.*not finite"):
         search.search_run(run, query_file=q, k=3, out_dir=tmp_path / "sci", embeddings=path)
     assert not (tmp_path / "sci" / "search").exists()  # nothing written for a query that was not searched
+
+
+# ------------------------------------------------------------------------------------------------------ subtypes
+
+def test_subtypes_fills_missing_metadata_as_the_loader_does(impute_run, tmp_path):
+    from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.science.common import read_embeddings
+    from astrom3_hpc.science.subtypes import raw_features, subtypes_run
+    from astrom3_hpc.science.truth import synthetic_truth
+
+    run, store = impute_run
+    st = Store(store)
+    emb = read_embeddings(run / "science" / "embeddings.zarr")
+    truth = synthetic_truth({"provenance": emb.attrs["store_provenance"]}, emb.label, emb.row)
+    rows = emb.row[(emb.label == emb.class_names.index("ROT")) & (truth.true_class[emb.row] == "ROT")]
+    out = subtypes_run(run, "ROT", out_dir=tmp_path / "sci")
+    assert out["n_objects"] == len(rows)
+    assert not st.root["meta_present"].oindex[rows].all()  # the class holds objects with missing metadata
+    assert all(np.isfinite(out["ari"][k]) for k in ("raw_meta", "raw_all")), out["ari"]
+    feats = raw_features(st, 42, rows)
+    b = TrimodalBatches(LoaderSpec(store=str(store), seed=42, split="test", train=False))
+    np.testing.assert_allclose(feats["raw_meta"], b.meta[rows], rtol=1e-6, atol=1e-6)
+    assert np.isfinite(feats["raw_all"]).all()

@@ -58,11 +58,17 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 def raw_features(store, seed: int, rows: np.ndarray, pca_components: int = 16, pca_fit_max: int = 4000,
                  rng_seed: int = 0) -> dict[str, np.ndarray]:
     """Baseline feature sets (see module docstring) of the given store rows."""
+    from ..core.constants import ALL_OBJECTS, AUX_COLUMNS
+    from ..data.loader import LoaderSpec, TrimodalBatches
+
     decomposition = require("sklearn.decomposition", "the spectra-PCA baseline of astrom3 subtypes")
-    stats = store.stats(seed)
     root = store.root
-    meta = (root["meta"].oindex[rows] - stats["meta_mean"]) / stats["meta_std"]
-    aux = (root["aux"].oindex[rows] - stats["aux_mean"]) / stats["aux_std"]
+    # The loader's own z-scored tables, so the baselines see what the model saw: metadata missing at ingestion
+    # (--meta-nan impute keeps NaN in `meta`) filled with the seed's train median, a missing aux value (NaN
+    # rfr_score) at the train mean. Read raw, one NaN made k-means fail and no ARI was written.
+    tables = TrimodalBatches(LoaderSpec(store=str(store.path), seed=seed, split=ALL_OBJECTS, train=False))
+    meta = tables.meta[rows]
+    aux = tables.aux_steps[rows, :len(AUX_COLUMNS)]
     train = store.split(seed, "full", "train")
     rng = np.random.default_rng(rng_seed)
     fit_rows = np.sort(rng.choice(train, min(pca_fit_max, len(train)), replace=False))
