@@ -68,3 +68,25 @@ def test_a_plain_directory_collected_into_itself_keeps_its_runs(tmp_path, capsys
     assert args.func(args) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["summary"]["complete"] == 2 and (tmp_path / "results.csv").exists()
+
+
+def test_the_plus_and_the_difference_follow_the_paired_seeds(tmp_path):
+    """CLIP under scratch on every seed both ran, and one scratch-only seed far lower: the "+" (and `diff`) came
+    from the means over all seeds, so the table marked CLIP significantly better where the paired test says the
+    opposite."""
+    root = tmp_path / "sw"
+    tasks = make_tasks(seeds=(42, 0, 66, 12), modes=("photo",), subsets=("full",), inits=("clip", "scratch"))
+    sw = Sweep(root, tasks)
+    sw.save()
+    acc = {("clip", 42): 0.80, ("clip", 0): 0.81, ("clip", 66): 0.82,
+           ("scratch", 42): 0.85, ("scratch", 0): 0.861, ("scratch", 66): 0.872, ("scratch", 12): 0.10}
+    rng = np.random.default_rng(0)
+    for t in tasks:
+        if (t.init, t.seed) in acc:  # CLIP's seed 12 never ran
+            write_run(sw.run_dir(t), fake_metrics(t.mode, t.subset, t.seed, t.init, acc[t.init, t.seed], rng, root),
+                      t.mode, t.subset, t.seed, t.init)
+    collect(root, stream=io.StringIO(), plot=False)
+    res = json.loads((root / "results" / "results.json").read_text())
+    comp = next(c for c in res["comparisons"] if c["test_set"] == "test")
+    assert comp["n_pairs"] == 3 and comp["p_value"] < 0.05 and comp["clip_mean"] > comp["scratch_mean"]
+    assert comp["diff"] == comp["paired_diff"] < -4 and comp["plus"] is False

@@ -25,13 +25,15 @@ def describe(values: list[float]) -> dict[str, float]:
 def paired_ttest(clip: dict[int, float], scratch: dict[int, float]) -> dict[str, Any]:
     """scipy.stats.ttest_rel (two-sided) of CLIP vs scratch over the seeds both have."""
     seeds = sorted(set(clip) & set(scratch))
-    out: dict[str, Any] = {"seeds": seeds, "n_pairs": len(seeds), "t": float("nan"), "p_value": float("nan")}
+    a = np.array([clip[s] for s in seeds], dtype=float)
+    b = np.array([scratch[s] for s in seeds], dtype=float)
+    # The direction of the test is that of the pairs: a seed run on one side only does not enter it.
+    out: dict[str, Any] = {"seeds": seeds, "n_pairs": len(seeds), "t": float("nan"), "p_value": float("nan"),
+                           "paired_diff": float((a - b).mean()) if len(seeds) else float("nan")}
     if len(seeds) < 2:
         return out
     from scipy.stats import ttest_rel
 
-    a = np.array([clip[s] for s in seeds])
-    b = np.array([scratch[s] for s in seeds])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = ttest_rel(a, b)
@@ -93,11 +95,11 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
         for ts in TEST_SETS:
             tt = paired_ttest(c[ts]["values"], s[ts]["values"])
             p = tt["p_value"]
-            plus = bool(math.isfinite(p) and p < ALPHA and c[ts]["mean"] > s[ts]["mean"])
+            plus = bool(math.isfinite(p) and p < ALPHA and tt["paired_diff"] > 0)
             paper = PAPER_RESULTS.get((mode, subset))
             comps.append({"mode": mode, "subset": subset, "test_set": ts, **tt,
                           "clip_mean": c[ts]["mean"], "scratch_mean": s[ts]["mean"],
-                          "diff": c[ts]["mean"] - s[ts]["mean"], "plus": plus,
+                          "diff": tt["paired_diff"], "plus": plus,
                           "paper_plus": (paper["plus"] if paper and paper_value(mode, subset, "clip", ts)
                                          and not no_paper else None)})
     return groups, comps, warn
