@@ -90,3 +90,17 @@ def test_the_plus_and_the_difference_follow_the_paired_seeds(tmp_path):
     comp = next(c for c in res["comparisons"] if c["test_set"] == "test")
     assert comp["n_pairs"] == 3 and comp["p_value"] < 0.05 and comp["clip_mean"] > comp["scratch_mean"]
     assert comp["diff"] == comp["paired_diff"] < -4 and comp["plus"] is False
+
+
+def test_a_p_value_is_never_rounded_across_the_threshold_and_tables_keep_their_columns():
+    """0.04996 was printed "0.05" beside a "+" (which says p < 0.05); and with no per-class recall in any run the
+    macro-F1 table's header had one cell more than its separator, which Markdown renders as text."""
+    from astrom3_hpc.results.render import _fmt_p, render_per_class
+
+    assert _fmt_p(0.04996) == "0.04996" and _fmt_p(0.0504) == "0.0504" and _fmt_p(0.0123456) == "0.0123"
+    assert _fmt_p(0.05) == "0.05" and _fmt_p(2e-4) == "2.0e-04"
+    group = {"mode": "photo", "subset": "full", "init": "scratch", "n_seeds": 1,
+             "test": {"per_class_recall": {}, "macro_f1_mean": 80.0, "mean": 81.0}}
+    lines = render_per_class({"groups": [group]}, "test")
+    table = [line for line in lines if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1, table

@@ -113,7 +113,8 @@ def plot_per_class(res: dict[str, Any], path: str | Path, ts: str = "test") -> b
         rec = g[ts]["per_class_recall"]
         y = [rec.get(c, np.nan) for c in classes] + [g[ts]["macro_f1_mean"]]
         x = np.arange(len(cols)) - 0.4 + width * (k + 0.5)
-        ax.bar(x, np.nan_to_num(np.array(y, dtype=float)), width,
+        # A class absent from the group's test sets has no bar: a zero would read as a class it never finds.
+        ax.bar(x, np.array(y, dtype=float), width,
                label=f"{g['mode']} {g['subset']} {g['init']} (n={g['n_seeds']})")
     ax.axvline(len(classes) - 0.5, color="grey", lw=0.8)
     ax.set_xticks(np.arange(len(cols)), cols, rotation=30 if len(cols) > 8 else 0, ha="right" if len(cols) > 8

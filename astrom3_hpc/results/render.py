@@ -33,7 +33,12 @@ def _fmt_paper(p: tuple[float, float] | None, plus: bool = False) -> str:
 def _fmt_p(p: float | None) -> str:
     if p is None or not math.isfinite(p):
         return ""
-    return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
+    if p < 1e-3:
+        return f"{p:.1e}"
+    digits = 3
+    while (float(f"{p:.{digits}g}") < ALPHA) != (p < ALPHA):  # 0.04996 printed "0.05" beside a "+"
+        digits += 1
+    return f"{p:.{digits}g}"
 
 
 def summary_line(runs: list[RunRecord]) -> str:
@@ -167,7 +172,7 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
            "gradient boosting) on the same splits; init `ensemble` is `astrom3 ensemble` (averaged class "
            "probabilities of its member runs). Val macro-F1: on the validation split, the one to choose "
            "a model by (blank where the runs report none; marked * where only some seeds do).", "",
-           "| mode | subset | init | n | accuracy | val macro-F1 | macro-F1 | " + " | ".join(classes) + " |",
+           "| " + " | ".join(["mode", "subset", "init", "n", "accuracy", "val macro-F1", "macro-F1", *classes]) + " |",
            "|---|---|---|---|---|---|---|" + "---|" * len(classes)]
     for g in groups:
         rec = g[ts]["per_class_recall"]
@@ -175,8 +180,8 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
         val = g.get("val_macro_f1_mean")
         val_s = "" if val is None else f"{val:.2f}" + ("*" if g.get("val_macro_f1_n", 0) < g["n_seeds"] else "")
         out.append(f"| {g['mode']} | {g['subset']} | {g['init']} | {g['n_seeds']} "
-                   f"| {g[ts]['mean']:.2f} | {val_s} | {f1:.2f} | "
-                   + " | ".join(f"{rec[c]:.1f}" if c in rec else "" for c in classes) + " |")
+                   f"| {g[ts]['mean']:.2f} | {val_s} | {f1:.2f} |"
+                   + "".join(f" {rec[c]:.1f} |" if c in rec else "  |" for c in classes))
     return out + [""]
 
 
