@@ -110,3 +110,46 @@ def test_submitit_dry_run_prints_the_plan_and_submits_nothing(tmp_path, monkeypa
     assert len(ft) == 2 and "array a3-ft-s42 of 2 task(s) 2-3 (3 at once)" in ft[1]
     assert ("afterok" in ft[1]) == (cluster == "slurm") and "after" not in ft[0]
     assert not (sw.root / "jobs.json").exists() and not (sw.root / "submitit").exists()
+
+
+def test_sbatch_interrupted_by_ctrl_c_records_the_submitted_job(tmp_path, monkeypatch, capsys):
+    """Catches Ctrl-C during a slow sbatch call recording nothing: the partial record caught Exception only, so
+    the pretraining already submitted ran on unrecorded and a retry submitted a second one into pretrain/s42."""
+    sw = _sweep(tmp_path / "sw")
+    count = _fake_sbatch(tmp_path, monkeypatch, accept=5)
+    script = tmp_path / "bin" / "sbatch"
+    # The second call is "slow" and the user presses Ctrl-C: SIGINT reaches the submitting Python process.
+    script.write_text(script.read_text().replace(
+        "\nif [ $n", f'\nif [ $n -eq 2 ]; then kill -INT $PPID; sleep 5; fi\nif [ $n', 1))
+    with pytest.raises(KeyboardInterrupt):
+        submit_sweep_sbatch(sw)
+    assert count.read_text().strip() == "2"
+    data = _recorded(sw)
+    assert data["job_ids"] == ["10001"]
+    (sub,) = data["submissions"]
+    assert [p["job_id"] for p in sub["pretrain"]] == ["10001"] and sub["error"] == "stopped by: KeyboardInterrupt"
+    assert "pretraining seed 42: job 10001" in capsys.readouterr().err
+
+
+def test_submitit_local_interrupted_while_waiting_for_pretraining_records_it(tmp_path, monkeypatch):
+    """The same for the Submitit back end with the local executor: Ctrl-C in the wait for seed 42's pretraining
+    (before its array is submitted) left jobs.json without the running pretraining process."""
+    pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from astrom3_hpc.orchestration import submitit_launch
+
+    class Pretraining:
+        job_id = "4242"
+        paths = SimpleNamespace(stdout=tmp_path / "p.out", stderr=tmp_path / "p.err")
+
+        def results(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(submitit_launch, "_submit_pretrain", lambda *a, **k: Pretraining())
+    sw = _sweep(tmp_path / "sw")
+    with pytest.raises(KeyboardInterrupt):
+        submitit_launch.launch_sweep(sw, cluster="local", pretrain_tasks_per_node=1)
+    (sub,) = _recorded(sw)["submissions"]
+    assert [p["job_id"] for p in sub["pretrain"]] == ["4242"] and sub["finetune"] == []
+    assert sub["error"] == "stopped by: KeyboardInterrupt"

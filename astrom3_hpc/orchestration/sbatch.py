@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .submission import array_spec, check_not_running, plan, record_partial, record_submission, repo_root
+from .submission import array_spec, check_not_running, plan, record_submission, reraise_partial, repo_root
 from .sweep import Sweep
 
 
@@ -94,11 +94,10 @@ def submit_sweep_sbatch(sw: Sweep, *, resume_missing: bool = False, parallel: in
                            f"SWEEP={sweep_root}", f"PYTHON={python}"], root_repo, env, dry_run)
             entry["finetune"].append({"seed": seed, "array_job_id": job, "array": spec, "tasks": p["tasks"],
                                       "dependency": dep, "logs": f"logs/ft_{job}_<task>.out"})
-    except Exception as e:
-        note = None if dry_run else record_partial(sweep_root, entry, e)
-        if note is None:
+    except BaseException as e:  # Ctrl-C too: see reraise_partial
+        if dry_run:
             raise
-        raise RuntimeError(f"{e}\n{note}") from e
+        reraise_partial(sweep_root, entry, e)
     if not dry_run:
         record_submission(sweep_root, entry)
     return entry

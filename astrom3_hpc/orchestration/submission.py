@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -123,6 +124,21 @@ def record_partial(sweep_root: str | Path, entry: dict[str, Any], exc: BaseExcep
     return (f"already submitted before this failure and recorded in {Path(sweep_root) / JOBS_FILE}: "
             f"{'; '.join(done)}. They run as submitted: scancel them, or let them finish; then resubmit with "
             f"--resume-missing (refused while they are queued, unless --force)")
+
+
+def reraise_partial(sweep_root: str | Path, entry: dict[str, Any], exc: BaseException) -> None:
+    """Called in ``except BaseException`` around a submission loop: record what ``exc`` stopped half-way
+    (:func:`record_partial`) and raise. Ctrl-C and SystemExit are re-raised as they are (the command still ends as
+    interrupted), after the note on the jobs left running went to stderr; an error becomes a RuntimeError carrying
+    that note. Catching only Exception would let Ctrl-C during a slow sbatch, or during the local executor's wait
+    for a pretraining, forget jobs that keep running, and a retry would start a second one in the same run dir."""
+    note = record_partial(sweep_root, entry, exc)
+    if note is None:
+        raise exc
+    if not isinstance(exc, Exception):
+        print(f"interrupted ({type(exc).__name__}): {note}", file=sys.stderr)
+        raise exc
+    raise RuntimeError(f"{exc}\n{note}") from exc
 
 
 def previous_job_ids(sweep_root: Path) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .submission import (SUBMITIT_DIR, abs_path, array_spec, check_not_running, default_cluster, plan,
-                         record_partial, record_submission)
+                         record_submission, reraise_partial)
 from .submitit_jobs import PretrainJob, SweepTaskJob
 from .sweep import Sweep
 
@@ -159,11 +159,8 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                                       "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
                                       "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
                                                                   f"{SUBMITIT_DIR}/)"})
-    except Exception as e:
-        note = record_partial(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")}, e)
-        if note is None:
-            raise
-        raise RuntimeError(f"{e}\n{note}") from e
+    except BaseException as e:  # Ctrl-C too (e.g. in the local executor's wait): see reraise_partial
+        reraise_partial(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")}, e)
     record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
     return entry
 
