@@ -7,6 +7,10 @@ One module-scoped store (400 synthetic objects, 5 % of them with one metadata va
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,6 +35,22 @@ def impute_run(tmp_path_factory):
     run_job("pretrain", run, store)
     embed_run(run, batch_size=100)
     return run, store
+
+
+def _embeddings_copy(run: Path, dst: Path, rows: list[int], modality: str) -> Path:
+    """A copy of the run's embeddings in which the objects at `rows` lack `modality` (store `present` False)."""
+    import zarr
+
+    from astrom3_hpc.science.common import read_embeddings
+
+    src = run / "science" / "embeddings.zarr"
+    shutil.copytree(src, dst)
+    emb = read_embeddings(dst)
+    present = emb.present.copy()
+    col = list(emb.attrs["store_modalities"]).index(modality)
+    present[[emb.position_of_row(r) for r in rows], col] = False
+    zarr.open_group(str(dst), mode="r+")["present"][:] = present
+    return dst
 
 
 # ------------------------------------------------------------------------------------------------------ search
@@ -76,7 +96,62 @@ def test_a_non_finite_query_vector_is_refused(impute_run, tmp_path, monkeypatch)
     assert not (tmp_path / "sci" / "search").exists()  # nothing written for a query that was not searched
 
 
-# ------------------------------------------------------------------------------------------------------ subtypes
+def test_search_refuses_an_object_lacking_the_query_modality(impute_run, tmp_path):
+    from astrom3_hpc.science.common import read_embeddings
+    from astrom3_hpc.science.search import search_run
+
+    run, _ = impute_run
+    emb = read_embeddings(run / "science" / "embeddings.zarr")
+    row, oid = int(emb.row[5]), int(emb.object_id[5])
+    path = _embeddings_copy(run, tmp_path / "e.zarr", [row], "spectra")
+    kw = dict(modality="spectra", k=3, embeddings=path, out_dir=tmp_path / "sci")
+    with pytest.raises(ValueError, match=rf"object {oid} \(row {row}\) has no spectra.*has: photo, meta"):
+        search_run(run, object_ids=[oid], **kw)
+    with pytest.raises(ValueError, match=rf"row {row}\) has no spectra"):
+        search_run(run, rows=[row], **kw)
+    # Its other modalities are still queries; as a candidate it is left out of the spectra neighbours.
+    res = search_run(run, rows=[row], modality="photo", targets=["photo", "spectra"], k=3, embeddings=path,
+                     out_dir=tmp_path / "sci")["queries"][0]["neighbours"]
+    assert res["photo"][0]["row"] == row and row not in [h["row"] for h in res["spectra"]]
+
+
+# ------------------------------------------------------------------------------------------------ umap, subtypes
+
+def test_umap_view_uses_only_objects_with_its_modality(impute_run, tmp_path, monkeypatch):
+    from astrom3_hpc.science import umap_view
+
+    run, _ = impute_run
+    rows = [0, 7, 30]
+    path = _embeddings_copy(run, tmp_path / "e.zarr", rows, "meta")
+    seen = []
+
+    def fake_umap(x, *a, **k):  # the projection itself is umap-learn's; what is projected is the point here
+        seen.append(len(x))
+        return np.zeros((len(x), 2), np.float32)
+
+    monkeypatch.setattr(umap_view, "umap_embedding", fake_umap)
+    s = umap_view.umap_run(run, view="meta", embeddings=path, out_dir=tmp_path / "sci")
+    n = json.loads((tmp_path / "sci" / "umap_meta.json").read_text())["n_points"]
+    csv_rows = {int(line.split(",")[0]) for line in (tmp_path / "sci" / "umap_meta.csv").read_text().split()[1:]}
+    assert len(csv_rows) == n and not csv_rows & set(rows)
+    assert seen == [n] == [s["n_points"]] and s["n_left_out"] == len(rows)
+    assert umap_view.umap_run(run, view="photo", embeddings=path, out_dir=tmp_path / "sci")["n_left_out"] == 0
+
+
+def test_subtypes_views_use_only_objects_with_their_modality(impute_run, tmp_path):
+    from astrom3_hpc.science.common import read_embeddings
+    from astrom3_hpc.science.subtypes import subtypes_run
+
+    run, _ = impute_run
+    emb = read_embeddings(run / "science" / "embeddings.zarr")
+    rot = emb.row[emb.label == emb.class_names.index("ROT")]
+    path = _embeddings_copy(run, tmp_path / "e.zarr", [int(rot[0]), int(rot[1])], "spectra")
+    out = subtypes_run(run, "ROT", embeddings=path, out_dir=tmp_path / "sci")
+    n = out["n_objects"]
+    assert sum(sum(c.values()) for c in out["clusters"]["spectra"].values()) == n - 2
+    assert sum(sum(c.values()) for c in out["clusters"]["raw_all"].values()) == n
+    assert out["n_per_view"]["spectra"] == n - 2 and out["n_per_view"]["photo"] == n
+
 
 def test_subtypes_fills_missing_metadata_as_the_loader_does(impute_run, tmp_path):
     from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches

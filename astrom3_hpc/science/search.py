@@ -317,10 +317,10 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
     queries: list[tuple[str, dict[str, Any], str, np.ndarray]] = []
     for oid in object_ids or []:
         i = emb.position_of_object(oid)
-        queries.append((f"object-{oid}", _describe(emb, i), modality, emb.view(modality)[i]))
+        queries.append((f"object-{oid}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
     for row in rows or []:
         i = emb.position_of_row(row)
-        queries.append((f"row-{row}", _describe(emb, i), modality, emb.view(modality)[i]))
+        queries.append((f"row-{row}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
     if query_file is not None:
         from ..data.store import Store
 
@@ -358,6 +358,17 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
         write_json(sci / "retrieval.json", rep)
         report["retrieval"] = rep
     return report
+
+
+def _stored_query(emb: Embeddings, i: int, modality: str) -> np.ndarray:
+    """Object i's `modality` embedding; refused when the object lacks that modality, whose embedding is then
+    the encoding of an empty (zero-filled) input: its neighbours would look confident and mean nothing."""
+    if not emb.has(modality)[i]:
+        have = [v for v in emb.modalities if emb.has(v)[i]]
+        raise ValueError(f"object {int(emb.object_id[i])} (row {int(emb.row[i])}) has no {modality} (store "
+                         f"`present` False in {emb.path}); it has: {', '.join(have) or 'no modality'}; query "
+                         "one of those with --modality")
+    return emb.view(modality)[i]
 
 
 def _describe(emb: Embeddings, i: int) -> dict[str, Any]:

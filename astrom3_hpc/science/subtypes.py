@@ -110,17 +110,32 @@ def subtypes_run(run_dir: str | Path, cls: str = "M", *, method: str = "kmeans",
                          f"{out['subtype_counts']}); sub-typed classes are M and ROT")
     if len(sel) < max(k, 4):
         raise ValueError(f"class {cls}: only {len(sel)} objects, too few to cluster into {k} groups")
-    feats: dict[str, np.ndarray] = {v: normalise(emb.view(v)[sel]) for v in emb.views}
+    # An object lacking a view's modality has the embedding of an empty input: each view clusters only the
+    # objects that have it (the raw baselines: every object; the store fills what is missing).
+    has = {v: emb.has(v)[sel] for v in emb.views}
+    feats: dict[str, np.ndarray] = {v: normalise(emb.view(v)[sel[has[v]]]) for v in emb.views}
+    out["n_per_view"] = {v: int(has[v].sum()) for v in emb.views}
+    for v in emb.views:
+        if not has[v].all():
+            log.warning("subtypes %s, view %s: %d of %d objects lack %s (store `present` False) and are left out",
+                        cls, v, int((~has[v]).sum()), len(sel), v)
     st = Store(store or emb.attrs["store"])
-    feats.update(raw_features(st, int(emb.attrs["split_seed"]), rows, pca_components, rng_seed=seed))
+    raw = raw_features(st, int(emb.attrs["split_seed"]), rows, pca_components, rng_seed=seed)
+    feats.update(raw)
+    has.update({name: np.ones(len(sel), bool) for name in raw})
     for name, x in feats.items():
+        sub_v = sub[has[name]]
+        if len(sub_v) < max(k, 4):
+            log.warning("subtypes %s, view %s: only %d objects have it, too few to cluster: no ARI", cls, name,
+                        len(sub_v))
+            continue
         pred = cluster(np.asarray(x, np.float64), k, method, seed)
-        out["ari"][name] = adjusted_rand(sub, pred)
-        out["clusters"][name] = {f"cluster{j}": {str(a): int(((pred == j) & (sub == a)).sum()) for a in kinds}
+        out["ari"][name] = adjusted_rand(sub_v, pred)
+        out["clusters"][name] = {f"cluster{j}": {str(a): int(((pred == j) & (sub_v == a)).sum()) for a in kinds}
                                  for j in range(k)}
-    best_emb = max(emb.views, key=lambda v: out["ari"][v])
+    best_emb = max([v for v in emb.views if v in out["ari"]], key=lambda v: out["ari"][v], default=None)
     best_raw = max([n for n in out["ari"] if n.startswith("raw_")], key=lambda v: out["ari"][v])
-    out["best_embedding"] = {"view": best_emb, "ari": out["ari"][best_emb]}
+    out["best_embedding"] = {"view": best_emb, "ari": out["ari"][best_emb]} if best_emb else None
     out["best_baseline"] = {"features": best_raw, "ari": out["ari"][best_raw]}
     write_json(science_dir(run_dir, out_dir) / f"subtypes_{cls}.json", out)
     return out

@@ -101,9 +101,16 @@ def umap_run(run_dir: str | Path, *, view: str = AVERAGE, n_neighbors: int = 45,
     emb = embeddings_for(run_dir, out_dir, embeddings)
     sci = science_dir(run_dir, out_dir)
     x = emb.view(view)
-    sel = np.arange(len(emb))
+    # An object lacking the view's modality has the embedding of an empty input: a point placed by nothing.
+    sel = np.flatnonzero(emb.has(view))
+    n_left_out = len(emb) - len(sel)
+    if n_left_out:
+        log.warning("umap --view %s: %d of %d objects lack %s (store `present` False) and are left out",
+                    view, n_left_out, len(emb), view)
+    if not len(sel):
+        raise ValueError(f"umap --view {view}: no object of {emb.path} has {view}; nothing to project")
     if max_points and len(sel) > max_points:
-        sel = np.sort(np.random.default_rng(seed).choice(len(sel), max_points, replace=False))
+        sel = np.sort(np.random.default_rng(seed).choice(sel, max_points, replace=False))
     t0 = time.perf_counter()
     coords = umap_embedding(x[sel], n_neighbors, min_dist, seed, n_epochs)
     seconds = time.perf_counter() - t0
@@ -126,7 +133,7 @@ def umap_run(run_dir: str | Path, *, view: str = AVERAGE, n_neighbors: int = 45,
                     f"{coords[j, 0]:.5f}", f"{coords[j, 1]:.5f}"])
     write_text(sci / f"umap_{view}.csv", buf.getvalue())
     summary = {"png": str(png), "csv": str(sci / f"umap_{view}.csv"), "view": view, "n_points": int(len(sel)),
-               "n_unseen": int((labels < 0).sum()), "n_neighbors": n_neighbors, "min_dist": min_dist,
-               "metric": "cosine", "seed": seed, "seconds": round(seconds, 2)}
+               "n_left_out": n_left_out, "n_unseen": int((labels < 0).sum()), "n_neighbors": n_neighbors,
+               "min_dist": min_dist, "metric": "cosine", "seed": seed, "seconds": round(seconds, 2)}
     write_json(sci / f"umap_{view}.json", summary)
     return summary
