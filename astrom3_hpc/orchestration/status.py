@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .submission import array_spec, queued_jobs, read_jobs
+from .submission import QueueUnknown, array_spec, queued_jobs, read_jobs
 from .sweep import Sweep
 
 
@@ -42,8 +42,13 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
                     states[jid] = st.split()[0] if st.strip() else ""
         except (OSError, subprocess.SubprocessError):
             pass
+    queued: list[str] | None
+    try:
+        queued, unknown = queued_jobs(ids), None
+    except QueueUnknown as e:  # "unknown" must not read as "nothing queued: resubmit"
+        queued, unknown = None, str(e)
     return {"sweep": str(sw.root), "tasks": len(sw.tasks), "done": sum(s["done"] for s in seeds.values()),
-            "seeds": seeds, "job_ids": ids, "job_states": states, "queued": queued_jobs(ids)}
+            "seeds": seeds, "job_ids": ids, "job_states": states, "queued": queued, "queue_unknown": unknown}
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -56,7 +61,10 @@ def format_status(st: dict[str, Any]) -> str:
         for v in st["job_states"].values():
             counts[v] = counts.get(v, 0) + 1
         lines.append("  jobs (sacct): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    if st["queued"]:
+    if st["queued"] is None:
+        lines.append(f"  could not tell which jobs are still queued/running ({st['queue_unknown']}): do not "
+                     "resubmit before squeue answers")
+    elif st["queued"]:
         lines.append("  still queued/running: " + ", ".join(st["queued"]))
     elif st["done"] < st["tasks"]:
         lines.append("  nothing queued: resubmit the missing tasks with `astrom3 sweep submit --resume-missing`")

@@ -74,18 +74,32 @@ def default_cluster() -> str:
     return "slurm" if slurm_available() else "local"
 
 
+class QueueUnknown(RuntimeError):
+    """squeue did not say which jobs are queued (not on PATH, timed out, failed): not the same as "none"."""
+
+
 def queued_jobs(job_ids: Iterable[str]) -> list[str]:
-    """Those of ``job_ids`` (or their array tasks) the controller still lists as pending or running."""
+    """Those of ``job_ids`` (or their array tasks) the controller still lists as pending or running. Raises
+    :class:`QueueUnknown` when squeue cannot tell: a busy or unreachable controller must not read as "nothing
+    queued" (a resubmission would then start a second job in a run directory still in use). Only squeue's
+    "Invalid job id specified" (every job long finished and purged) counts as nothing queued."""
     ids = sorted({str(j).split("_")[0] for j in job_ids if j})
-    if not ids or shutil.which("squeue") is None:
+    if not ids:
         return []
+    cmd = ["squeue", "-h", "-o", "%i", "-j", ",".join(ids)]
+    if shutil.which("squeue") is None:
+        raise QueueUnknown(f"squeue is not on PATH, so whether jobs {', '.join(ids)} are queued is unknown")
     try:
-        r = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True,
-                           timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise QueueUnknown(f"`{' '.join(cmd)}` did not answer within 30 s (controller busy or down)") from None
+    except (OSError, subprocess.SubprocessError) as e:
+        raise QueueUnknown(f"`{' '.join(cmd)}` could not run: {e}") from e
     if r.returncode != 0:
-        return []
+        if "Invalid job id specified" in r.stderr:
+            return []
+        raise QueueUnknown(f"`{' '.join(cmd)}` failed (rc {r.returncode}): "
+                           f"{r.stderr.strip() or r.stdout.strip() or 'no message'}")
     return sorted({ln.split("_")[0].strip() for ln in r.stdout.splitlines() if ln.strip()})
 
 
@@ -227,7 +241,17 @@ def plan(sw: Sweep, resume_missing: bool) -> dict[int, dict[str, Any]]:
 
 
 def check_not_running(sw: Sweep, force: bool) -> None:
-    busy = queued_jobs(previous_job_ids(sw.root))
+    """RuntimeError while jobs recorded in jobs.json are queued or running, or when squeue cannot tell, unless
+    ``force``."""
+    try:
+        busy = queued_jobs(previous_job_ids(sw.root))
+    except QueueUnknown as e:
+        if force:
+            print(f"warning: --force: submitting although {e}", file=sys.stderr)
+            return
+        raise RuntimeError(f"cannot tell whether the jobs of sweep {sw.root} recorded in {JOBS_FILE} are still "
+                           f"queued or running: {e}. Retry when squeue answers, or pass --force if you know none is "
+                           f"(two jobs in one run directory corrupt it)") from e
     if busy and not force:
         raise RuntimeError(f"jobs {', '.join(busy)} of sweep {sw.root} are still queued or running: wait for them, "
                            f"scancel them, or pass --force (two jobs in one run directory corrupt it)")
