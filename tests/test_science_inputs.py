@@ -7,6 +7,7 @@ One module-scoped store (400 synthetic objects, 5 % of them with one metadata va
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -173,3 +174,32 @@ def test_subtypes_fills_missing_metadata_as_the_loader_does(impute_run, tmp_path
     b = TrimodalBatches(LoaderSpec(store=str(store), seed=42, split="test", train=False))
     np.testing.assert_allclose(feats["raw_meta"], b.meta[rows], rtol=1e-6, atol=1e-6)
     assert np.isfinite(feats["raw_all"]).all()
+
+
+# ---------------------------------------------------------------------------------------------------- outliers
+
+def test_outliers_json_is_strict_json_without_positives(impute_run, tmp_path, monkeypatch, capsys):
+    from astrom3_hpc.cli.science import main
+    from astrom3_hpc.science import truth as truth_mod
+
+    run, _ = impute_run
+    real = truth_mod.synthetic_truth
+
+    def no_outliers(*a, **k):  # a generator store without planted mislabels or unseen classes (the default)
+        t = real(*a, **k)
+        return dataclasses.replace(t, mislabeled=np.zeros_like(t.mislabeled), unseen=np.zeros_like(t.unseen))
+
+    monkeypatch.setattr(truth_mod, "synthetic_truth", no_outliers)
+    capsys.readouterr()
+    assert main(["outliers", str(run), "--top-k", "5", "--out-dir", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+
+    def refuse(c):
+        raise AssertionError(f"bare {c} in outliers.json")
+
+    out = json.loads((tmp_path / "outliers.json").read_text(), parse_constant=refuse)
+    for grp in ("mislabel", "unseen"):
+        met = out["metrics"][grp]["combined" if grp == "mislabel" else "knn_average"]
+        assert met["n_positive"] == 0 and "roc_auc" not in met and "r_precision" not in met
+        assert "no positives" in out["metrics_undefined"][grp]
+        assert printed["metrics"][grp]

@@ -201,17 +201,23 @@ def precision_at_k(scores: np.ndarray, positive: np.ndarray, k: int) -> float:
 
 def detection_metrics(scores: np.ndarray, positive: np.ndarray, ks=(10, 50, 100)) -> dict[str, Any]:
     """ROC AUC, precision@k for fixed k and at k = number of positives (R-precision), base rate.
-    Objects without a finite score (e.g. lacking the modality) are left out."""
+    Objects without a finite score (e.g. lacking the modality) are left out.
+
+    A metric the set leaves undefined is left out, not NaN (bare NaN is not JSON; these go to reports): ROC AUC
+    without positives or without negatives, R-precision without positives, the base rate of an empty set."""
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(positive, dtype=bool)
     ok = np.isfinite(scores)
     scores, positive = scores[ok], positive[ok]
     n_pos = int(positive.sum())
-    out: dict[str, Any] = {"n": int(len(positive)), "n_positive": n_pos,
-                           "base_rate": float(positive.mean()) if len(positive) else float("nan"),
-                           "roc_auc": roc_auc(scores, positive)}
+    out: dict[str, Any] = {"n": int(len(positive)), "n_positive": n_pos}
+    if len(positive):
+        out["base_rate"] = float(positive.mean())
+    if 0 < n_pos < len(positive):
+        out["roc_auc"] = roc_auc(scores, positive)
     for k in ks:
-        if k <= len(positive):
+        if 0 < k <= len(positive):
             out[f"precision_at_{k}"] = precision_at_k(scores, positive, k)
-    out["r_precision"] = precision_at_k(scores, positive, n_pos) if n_pos else float("nan")
+    if n_pos:
+        out["r_precision"] = precision_at_k(scores, positive, n_pos)
     return out

@@ -200,6 +200,22 @@ def evaluate_scores(emb: Embeddings, cols: dict[str, np.ndarray], mislabeled: np
     return out
 
 
+def undefined_metrics(metrics: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
+    """Per group of `evaluate_scores`, why ROC AUC / R-precision are missing from its scores (once per group,
+    not per score): a store without planted mislabels or unseen-class objects has no positive to find."""
+    what = {"mislabel": "planted mislabels", "unseen": "objects of classes unseen in training"}
+    out = {}
+    for grp, per_key in metrics.items():
+        lacking = sorted({m for met in per_key.values() for m in ("roc_auc", "r_precision") if m not in met})
+        if not lacking:
+            continue
+        n_pos = {met["n_positive"] for met in per_key.values()}
+        why = (f"no positives: the store has no {what.get(grp, grp)}" if n_pos == {0}
+               else "a score's objects are all positive or all negative")
+        out[grp] = f"{', '.join(lacking)} undefined ({why}) and left out"
+    return out
+
+
 def _table_csv(emb: Embeddings, cols: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> str:
     buf = io.StringIO()
     names = ["row", "object_id", "label", "class", "split"] + list(cols) + list(extra)
@@ -228,7 +244,8 @@ def _rows(emb: Embeddings, cols: dict[str, np.ndarray], order: np.ndarray, keys:
              "class": emb.class_name(int(emb.label[i])), "split": emb.split_name(int(i))}
         for k in keys:
             v = cols[k][i]
-            r[k] = int(v) if isinstance(v, (np.integer, np.bool_)) else float(v)
+            # A score the object has none of (a modality it lacks) is null: bare NaN is not JSON.
+            r[k] = int(v) if isinstance(v, (np.integer, np.bool_)) else float(v) if np.isfinite(v) else None
         for k, arr in extra.items():
             v = arr[i]
             r[k] = bool(v) if isinstance(v, (bool, np.bool_)) else str(v)
@@ -258,6 +275,11 @@ def outliers_run(run_dir: str | Path, *, top_k: int = 50, min_modalities: int = 
         summary["truth"] = {"source": "synthetic generator (store provenance)",
                             "n_mislabeled": int(extra["mislabeled"].sum()), "n_unseen": int(extra["unseen"].sum())}
         summary["metrics"] = evaluate_scores(emb, cols, extra["mislabeled"], extra["unseen"])
+        undefined = undefined_metrics(summary["metrics"])
+        if undefined:
+            summary["metrics_undefined"] = undefined
+            for grp, why in undefined.items():
+                log.warning("outliers, %s metrics: %s", grp, why)
     cand = np.flatnonzero(cols["candidate"])
     cand = cand[np.lexsort((-cols["combined"][cand], -cols["n_top"][cand]))][:n_list]
     mods = emb.modalities
