@@ -8,8 +8,9 @@
 # Normally submitted by slurm/submit_sweep.sh (= `astrom3 sweep submit`), which builds the manifest, picks the
 # indices of each seed's tasks, adds the dependency on that seed's pretraining and writes <sweep>/jobs.json.
 # Each task runs `python jobs/sweep_task.py <sweep> <index>` under srun (one rank by default; give the job more
-# tasks, e.g. --ntasks=2, for a multi-rank fine-tuning). A task whose run dir already holds metrics.json exits 0
-# at once; a rerun of an unfinished task resumes from its checkpoint.
+# tasks, e.g. --ntasks=2, for a multi-rank fine-tuning; a one-rank task drops an inherited
+# MASTER_PORT/MASTER_ADDR and takes a free port, so that tasks sharing a node do not collide). A task whose run
+# dir already holds metrics.json exits 0 at once; a rerun of an unfinished task resumes from its checkpoint.
 #
 # Settings: environment variables, or NAME=VALUE arguments (which win); a bare first argument is SWEEP.
 #   SWEEP         sweep directory (with manifest.json)  required
@@ -67,6 +68,13 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 
 unset RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE LOCAL_SIZE ASTROM3_DIST_LAUNCHER TORCHELASTIC_RUN_ID
+# A one-rank task has no peer to agree on a rendezvous with: without MASTER_* distributed/env.py takes a free port.
+# One inherited from the submitting shell (--export=ALL) would give every array task on a node the same port and
+# all but the first would fail with EADDRINUSE. A multi-rank task (--ntasks=2) keeps what was exported.
+if [ "${SLURM_NTASKS:-1}" -le 1 ]; then
+  [ -z "${MASTER_PORT:-}" ] || log "one-rank task: inherited MASTER_PORT=$MASTER_PORT ignored (a free port is used)"
+  unset MASTER_PORT MASTER_ADDR
+fi
 # The interpreter's bin directory first: its ninja matches DeepSpeed's JIT cache (see slurm/pretrain.sh).
 case "$PYTHON" in */*) PATH="$(cd "$(dirname "$PYTHON")" && pwd):$PATH"; export PATH ;; esac
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}

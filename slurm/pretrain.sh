@@ -135,6 +135,13 @@ if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
   esac
 fi
 
+# A one-rank job has no peer to agree on a rendezvous with: without MASTER_* distributed/env.py takes a free port,
+# where one inherited from the submitting shell would collide with any other one-rank job on the node using it.
+if [ "${SLURM_NTASKS:-1}" -le 1 ]; then
+  [ -z "${MASTER_PORT:-}" ] || log "one-rank job: inherited MASTER_PORT=$MASTER_PORT ignored (a free port is used)"
+  unset MASTER_PORT MASTER_ADDR
+fi
+
 # Rendezvous: dist/env.py takes the first host of the step's node list as MASTER_ADDR. Where node names do not
 # resolve (NodeAddr-only clusters), use that node's NodeAddr from the controller instead.
 if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then
