@@ -153,3 +153,65 @@ def test_submitit_local_interrupted_while_waiting_for_pretraining_records_it(tmp
     (sub,) = _recorded(sw)["submissions"]
     assert [p["job_id"] for p in sub["pretrain"]] == ["4242"] and sub["finetune"] == []
     assert sub["error"] == "stopped by: KeyboardInterrupt"
+
+
+def _logging_sbatch(tmp_path: Path, monkeypatch, submitit_style: bool = False) -> Path:
+    """An `sbatch` that accepts everything (job ids 10001, 10002, ...) and appends to the returned log one line per
+    call: its arguments, and for Submitit (`sbatch FILE`) the #SBATCH lines of the file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    count, log = tmp_path / "sbatch_count", tmp_path / "sbatch_log"
+    answer = 'echo "Submitted batch job 1000$n"' if submitit_style else 'echo "1000$n"'
+    script = bin_dir / "sbatch"
+    script.write_text(f"""#!/bin/bash
+n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}
+line="$*"; [ -f "${{@: -1}}" ] && line="$line $(grep '^#SBATCH' "${{@: -1}}" | tr '\\n' ' ')"
+echo "$line" >> {log}
+{answer}
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_sbatch_user_dependency_joins_the_arrays_afterok(tmp_path, monkeypatch):
+    """Catches --sbatch-arg=--dependency=... and the array's afterok on its pretraining given as two options, of
+    which sbatch keeps one: the array now gets both, comma-joined, once; the pretraining gets the user's."""
+    sw = _sweep(tmp_path / "sw")
+    log = _logging_sbatch(tmp_path, monkeypatch)
+    entry = submit_sweep_sbatch(sw, sbatch_args=["--dependency=afterany:555"])
+    pre, ft = log.read_text().splitlines()
+    assert [a for a in pre.split() if a.startswith("--dependency")] == ["--dependency=afterany:555"]
+    assert [a for a in ft.split() if a.startswith("--dependency")] == ["--dependency=afterok:10001,afterany:555"]
+    assert entry["finetune"][0]["dependency"] == "afterok:10001,afterany:555"
+
+
+def test_submitit_user_dependency_joins_the_arrays_afterok(tmp_path, monkeypatch):
+    """The same through Submitit: `slurm_parameters` (from --sbatch-arg) replaced the afterok the array was given,
+    so CLIP tasks could start before their pretraining had written its weights."""
+    pytest.importorskip("submitit")
+    from astrom3_hpc.orchestration.submitit_launch import launch_sweep
+
+    sw = _sweep(tmp_path / "sw")
+    log = _logging_sbatch(tmp_path, monkeypatch, submitit_style=True)
+    entry = launch_sweep(sw, cluster="slurm", slurm_parameters={"dependency": "afterany:555"})
+    pre, ft = log.read_text().splitlines()
+    assert "#SBATCH --dependency=afterany:555 " in pre
+    assert "#SBATCH --dependency=afterok:10001,afterany:555 " in ft and "--kill-on-invalid-dep=yes" in ft
+    assert entry["finetune"][0]["dependency"] == "afterok:10001,afterany:555"
+
+
+@pytest.mark.parametrize("backend", ["sbatch", "submitit"])
+def test_an_or_dependency_is_refused_before_anything_is_submitted(tmp_path, monkeypatch, backend):
+    """A '?' (any-of) dependency cannot be joined with the afterok: refused naming it, with nothing submitted."""
+    sw = _sweep(tmp_path / "sw")
+    log = _logging_sbatch(tmp_path, monkeypatch, submitit_style=backend == "submitit")
+    with pytest.raises(ValueError, match=r"--dependency=afterany:1\?afterany:2"):
+        if backend == "sbatch":
+            submit_sweep_sbatch(sw, sbatch_args=["--dependency=afterany:1?afterany:2"])
+        else:
+            pytest.importorskip("submitit")
+            from astrom3_hpc.orchestration.submitit_launch import launch_sweep
+
+            launch_sweep(sw, cluster="slurm", slurm_parameters={"dependency": "afterany:1?afterany:2"})
+    assert not log.exists() and not (sw.root / "jobs.json").exists()

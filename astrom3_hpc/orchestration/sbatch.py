@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .submission import array_spec, check_not_running, plan, record_submission, reraise_partial, repo_root
+from .submission import (array_spec, check_not_running, combine_dependency, plan, record_submission, reraise_partial,
+                         repo_root)
 from .sweep import Sweep
 
 
@@ -32,6 +33,23 @@ def _sbatch(args: list[str], cwd: Path, env: dict[str, str], dry_run: bool) -> s
         raise RuntimeError(f"sbatch failed (rc {r.returncode}): {shlex.join(cmd)}\n{r.stderr.strip()}")
     line = [ln for ln in r.stdout.splitlines() if ln.strip()][0]
     return line.split(";")[0].strip()
+
+
+def _split_dependency(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """``args`` without their ``--dependency``/``-d`` options, and the value of the last one (sbatch keeps the last)."""
+    rest: list[str] = []
+    dep = None
+    it = iter(args)
+    for a in it:
+        if a in ("--dependency", "-d"):
+            dep = next(it, None)
+        elif a.startswith("--dependency="):
+            dep = a.split("=", 1)[1]
+        elif a.startswith("-d") and not a.startswith("--"):
+            dep = a[2:].lstrip("=")
+        else:
+            rest.append(a)
+    return rest, dep
 
 
 def _common_sbatch(partition: str | None, account: str | None, extra: Sequence[str]) -> list[str]:
@@ -64,8 +82,12 @@ def submit_sweep_sbatch(sw: Sweep, *, resume_missing: bool = False, parallel: in
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "sbatch", "cluster": "slurm",
                              "resume_missing": resume_missing, "pretrain": [], "finetune": [],
                              "skipped_pretrain": []}
+    seeds = plan(sw, resume_missing)
+    if any(p["submit_pretrain"] for p in seeds.values()):
+        # Refused before anything is submitted: a user dependency the arrays' afterok cannot be joined with.
+        combine_dependency("afterok:<pretraining>", _split_dependency([*common, *finetune_sbatch_args])[1])
     try:
-        for seed, p in plan(sw, resume_missing).items():
+        for seed, p in seeds.items():
             dep = None
             if p["submit_pretrain"]:
                 argv = sw.pretrain_argv(seed)[1:]  # without the "pretrain" subcommand
@@ -85,12 +107,19 @@ def submit_sweep_sbatch(sw: Sweep, *, resume_missing: bool = False, parallel: in
             elif p["needs_pretrain"]:
                 entry["skipped_pretrain"].append(seed)
             spec = array_spec(p["tasks"], parallel)
-            args = [*common, f"--job-name=a3-ft-s{seed}", f"--array={spec}", "--ntasks=1",
+            # A user's --dependency joins the afterok on the pretraining instead of replacing it (sbatch keeps the
+            # last one given): CLIP tasks must not start before their weights exist.
+            ft_common, common_dep = _split_dependency(common)
+            ft_extra, extra_dep = _split_dependency(finetune_sbatch_args)
+            ours, dep = dep, combine_dependency(dep, extra_dep or common_dep)
+            args = [*ft_common, f"--job-name=a3-ft-s{seed}", f"--array={spec}", "--ntasks=1",
                     f"--cpus-per-task={cpus_per_task}", f"--time={finetune_time_min}",
                     f"--output={sweep_root}/logs/ft_%A_%a.out", f"--error={sweep_root}/logs/ft_%A_%a.err"]
             if dep:
-                args += [f"--dependency={dep}", "--kill-on-invalid-dep=yes"]
-            job = _sbatch([*args, *finetune_sbatch_args, str(root_repo / "slurm" / "finetune_array.sh"),
+                args.append(f"--dependency={dep}")
+            if ours:  # a failed pretraining cancels its array instead of leaving it pending forever
+                args.append("--kill-on-invalid-dep=yes")
+            job = _sbatch([*args, *ft_extra, str(root_repo / "slurm" / "finetune_array.sh"),
                            f"SWEEP={sweep_root}", f"PYTHON={python}"], root_repo, env, dry_run)
             entry["finetune"].append({"seed": seed, "array_job_id": job, "array": spec, "tasks": p["tasks"],
                                       "dependency": dep, "logs": f"logs/ft_{job}_<task>.out"})

@@ -103,6 +103,18 @@ def queued_jobs(job_ids: Iterable[str]) -> list[str]:
     return sorted({ln.split("_")[0].strip() for ln in r.stdout.splitlines() if ln.strip()})
 
 
+def combine_dependency(ours: str | None, user: str | None) -> str | None:
+    """The ``--dependency`` of a job that must wait for ``ours`` (a fine-tuning array's afterok on its pretraining)
+    while the user also asked for ``user`` (``--sbatch-arg=--dependency=...``): both, comma-joined (SLURM: all of
+    them). Letting the user's replace ours would start CLIP tasks before their pretrained weights exist."""
+    if not ours or not user:
+        return ours or user
+    if "?" in user:
+        raise ValueError(f"--sbatch-arg=--dependency={user}: a '?' list (any one of them) cannot be joined with "
+                         f"the array's {ours} on its pretraining (SLURM allows ',' or '?', not both); use ','")
+    return f"{ours},{user}"
+
+
 # ---------------------------------------------------------------------------------------------- jobs.json
 
 def read_jobs(sweep_root: str | Path) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .submission import (SUBMITIT_DIR, abs_path, array_spec, check_not_running, default_cluster, plan,
-                         record_submission, reraise_partial)
+from .submission import (SUBMITIT_DIR, abs_path, array_spec, check_not_running, combine_dependency, default_cluster,
+                         plan, record_submission, reraise_partial)
 from .submitit_jobs import PretrainJob, SweepTaskJob
 from .sweep import Sweep
 
@@ -44,10 +44,15 @@ def make_executor(folder: str | Path, cluster: str | None = None, *, name: str =
         extra: dict[str, Any] = {"requeue": True}
         if account:
             extra["account"] = account
+        user = dict(slurm_parameters or {})
+        # A --sbatch-arg=--dependency joins ours (an array's afterok on its pretraining) instead of replacing it,
+        # as in the sbatch back end: CLIP tasks must not start before their weights exist.
+        combined = combine_dependency(dependency, user_dependency(user, pop=True))
+        if combined:
+            extra["dependency"] = combined
         if dependency:
-            extra["dependency"] = dependency
             extra["kill-on-invalid-dep"] = "yes"
-        extra.update(slurm_parameters or {})
+        extra.update(user)
         bin_dir = str(Path(sys.executable).parent)
         params.update(slurm_signal_delay_s=90, slurm_additional_parameters=extra,
                       slurm_setup=[f"export PATH={shlex.quote(bin_dir)}:$PATH",
@@ -58,6 +63,16 @@ def make_executor(folder: str | Path, cluster: str | None = None, *, name: str =
             params["slurm_array_parallelism"] = array_parallelism
     ex.update_parameters(**params)
     return ex
+
+
+def user_dependency(slurm_parameters: dict[str, Any] | None, pop: bool = False) -> str | None:
+    """The ``--dependency`` (or ``-d``) among ``--sbatch-arg`` values turned into Submitit parameters."""
+    params = slurm_parameters if slurm_parameters is not None else {}
+    found = None
+    for k in ("d", "dependency"):  # the long form wins where both are given
+        if k in params:
+            found = params.pop(k) if pop else params[k]
+    return str(found) if found not in (None, True) else None
 
 
 def launch_pretrain(run_dir: str | Path, config: str | None = None, sets: Sequence[str] = (), *,
@@ -118,8 +133,12 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "submitit", "cluster": cluster,
                              "resume_missing": resume_missing, "pretrain": [], "finetune": [],
                              "skipped_pretrain": [], "_jobs": {"pretrain": {}, "finetune": {}}}
+    seeds = plan(sw, resume_missing)
+    if cluster == "slurm" and any(p["submit_pretrain"] for p in seeds.values()):
+        # Refused before anything is submitted: a user dependency the arrays' afterok cannot be joined with.
+        combine_dependency("afterok:<pretraining>", user_dependency(slurm_parameters))
     try:
-        for seed, p in plan(sw, resume_missing).items():
+        for seed, p in seeds.items():
             dep = None
             if p["submit_pretrain"]:
                 job = _submit_pretrain(str(sw.pretrain_dir(seed).resolve()), sw.pretrain_config,
@@ -157,7 +176,9 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                 _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
             entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
                                       "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
-                                      "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
+                                      "dependency": (combine_dependency(dep, user_dependency(slurm_parameters))
+                                                     if cluster == "slurm" else dep),
+                                      "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
                                                                   f"{SUBMITIT_DIR}/)"})
     except BaseException as e:  # Ctrl-C too (e.g. in the local executor's wait): see reraise_partial
         reraise_partial(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")}, e)
