@@ -107,7 +107,7 @@ def test_submitit_dry_run_prints_the_plan_and_submits_nothing(tmp_path, monkeypa
     assert "+ pretraining seed 42: job a3-pretrain-s42, 2 node(s) x 2 tasks" in out and "partition gpu" in out
     assert ("sbatch --qos=high" in out) == (cluster == "slurm")
     ft = [ln for ln in out.splitlines() if ln.startswith("+ fine-tuning")]
-    assert len(ft) == 2 and "array a3-ft-s42 of 2 task(s) 2-3 (3 at once)" in ft[1]
+    assert len(ft) == 2 and "array a3-ft-s42 of 2 task(s) 2-3 (3 at once" in ft[1]
     assert ("afterok" in ft[1]) == (cluster == "slurm") and "after" not in ft[0]
     assert not (sw.root / "jobs.json").exists() and not (sw.root / "submitit").exists()
 
@@ -215,3 +215,38 @@ def test_an_or_dependency_is_refused_before_anything_is_submitted(tmp_path, monk
 
             launch_sweep(sw, cluster="slurm", slurm_parameters={"dependency": "afterany:1?afterany:2"})
     assert not log.exists() and not (sw.root / "jobs.json").exists()
+
+
+def test_local_executor_runs_parallel_tasks_at_a_time(tmp_path, monkeypatch):
+    """Catches --parallel being ignored by the local executor (Submitit's LocalExecutor starts every job of a
+    map_array at once): 6 tasks with --parallel 4 now go as chunks [0-3], [4, 5], the second submitted only once
+    the first has ended, both recorded in jobs.json."""
+    pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from astrom3_hpc.orchestration import submitit_launch
+
+    events: list[str] = []
+
+    class Task:
+        def __init__(self, index):
+            self.index, self.job_id = index, str(5000 + index)
+            self.paths = SimpleNamespace(stdout=tmp_path / f"{index}.out", stderr=tmp_path / f"{index}.err")
+
+        def wait(self):
+            events.append(f"wait {self.index}")
+
+    class Executor:
+        def map_array(self, fn, dirs, indices):
+            events.append(f"start {list(indices)}")
+            return [Task(i) for i in indices]
+
+    monkeypatch.setattr(submitit_launch, "make_executor", lambda *a, **k: Executor())
+    sw = Sweep(tmp_path / "sw", make_tasks(seeds=(42,), modes=("photo",), subsets=("full", "sub10", "sub25"),
+                                           inits=("scratch", "baseline")))
+    sw.save()
+    assert len(sw.tasks) == 6
+    entry = submitit_launch.launch_sweep(sw, cluster="local", parallel=4)
+    assert events == ["start [0, 1, 2, 3]", "wait 0", "wait 1", "wait 2", "wait 3", "start [4, 5]"]
+    assert [a["tasks"] for a in entry["finetune"]] == [[0, 1, 2, 3], [4, 5]]
+    assert _recorded(sw)["job_ids"] == ["5000", "5004"]

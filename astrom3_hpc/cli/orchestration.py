@@ -137,7 +137,9 @@ def _add_resource_args(p: argparse.ArgumentParser, backend_choice: bool) -> None
     g.add_argument("--resume-missing", action="store_true",
                    help="submit only tasks without metrics.json (array of just those indices) and pretraining "
                         "only for seeds without pretrain/s<seed>/metrics.json")
-    g.add_argument("--parallel", type=int, default=4, help="array tasks running at once per seed (%%P; default 4)")
+    g.add_argument("--parallel", type=int, default=4,
+                   help="array tasks running at once per seed (%%P; default 4). Submitit's local executor: the "
+                        "tasks go in chunks of P, each started when the previous chunk has ended")
     g.add_argument("--pretrain-nodes", type=int, default=1)
     g.add_argument("--pretrain-tasks-per-node", type=int, default=2, help="ranks per node (default 2)")
     g.add_argument("--cpus-per-task", type=int, default=1)

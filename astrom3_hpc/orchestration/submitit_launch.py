@@ -115,7 +115,8 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                  slurm_parameters: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Submit a sweep through Submitit: per seed a pretraining job (multi-task) and ONE job array (``map_array``)
     over the seed's tasks that depends on it (``afterok``). Local/debug executors have no dependencies: there the
-    pretraining job is waited for before its array is submitted. Returns the submission record (also in jobs.json)
+    pretraining job is waited for before its array is submitted, and the local executor (which would start every
+    job of an array at once) gets the seed's tasks in chunks of ``parallel``, each chunk waited for. Returns the submission record (also in jobs.json)
     with the Submitit job objects under ``"_jobs"``. ``dry_run``: print those jobs and arrays with their resources,
     submit and record nothing (the record returned has no job ids)."""
     cluster = cluster or default_cluster()
@@ -167,23 +168,39 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                                cpus_per_task=cpus_per_task, timeout_min=finetune_time_min, partition=partition,
                                account=account, gpus_per_node=gpus_per_node, dependency=dep, array_parallelism=parallel,
                                slurm_parameters=slurm_parameters)
+            dep_recorded = combine_dependency(dep, user_dependency(slurm_parameters)) if cluster == "slurm" else dep
             indices = list(p["tasks"])
-            jobs = ex.map_array(SweepTaskJob(), [str(sweep_root)] * len(indices), indices)
-            entry["_jobs"]["finetune"][seed] = jobs
-            array_id = str(jobs[0].job_id).split("_")[0]
-            for j, index in zip(jobs, indices):
-                _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
-                _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
-            entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
-                                      "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
-                                      "dependency": (combine_dependency(dep, user_dependency(slurm_parameters))
-                                                     if cluster == "slurm" else dep),
-                                      "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
-                                                                  f"{SUBMITIT_DIR}/)"})
+            # Submitit's local executor starts every job of a map_array at once and knows no %P: there --parallel
+            # is honoured by submitting chunks of `parallel` tasks, each once the previous chunk has ended.
+            step = parallel if cluster == "local" and parallel and parallel > 0 else len(indices)
+            entry["_jobs"]["finetune"][seed] = []
+            for start in range(0, len(indices), step):
+                if start:
+                    log.info("local executor, --parallel %d: waiting for tasks %s of seed %d before the next ones",
+                             step, array_spec(indices[start - step:start]), seed)
+                    for j in entry["_jobs"]["finetune"][seed][-step:]:
+                        j.wait()
+                _submit_array(ex, sweep_root, seed, indices[start:start + step], dep_recorded, entry)
     except BaseException as e:  # Ctrl-C too (e.g. in the local executor's wait): see reraise_partial
         reraise_partial(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")}, e)
     record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
     return entry
+
+
+def _submit_array(ex, sweep_root: Path, seed: int, indices: list[int], dep: str | None,
+                  entry: dict[str, Any]) -> None:
+    """One map_array of SweepTaskJob over ``indices``: log symlinks, the Submitit jobs in ``entry["_jobs"]`` and
+    the record in ``entry["finetune"]``."""
+    jobs = ex.map_array(SweepTaskJob(), [str(sweep_root)] * len(indices), indices)
+    entry["_jobs"]["finetune"][seed].extend(jobs)
+    array_id = str(jobs[0].job_id).split("_")[0]
+    for j, index in zip(jobs, indices):
+        _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
+        _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
+    entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
+                              "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
+                              "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
+                                                         f"{SUBMITIT_DIR}/)"})
 
 
 def print_plan(sw: Sweep, cluster: str, resume_missing: bool, *, parallel: int, pretrain_nodes: int,
@@ -201,6 +218,9 @@ def print_plan(sw: Sweep, cluster: str, resume_missing: bool, *, parallel: int, 
     extra = "".join(f", {w}" for w in where if w)
     entry: dict[str, Any] = {"backend": "submitit", "cluster": cluster, "resume_missing": resume_missing,
                              "dry_run": True, "pretrain": [], "finetune": [], "skipped_pretrain": []}
+    at_once = {"slurm": f"{parallel} at once",
+               "local": f"{parallel} at once: chunks of {parallel}, each started when the previous one has ended",
+               "debug": "one at a time, in this process, when waited for"}.get(cluster, f"{parallel} at once")
     print(f"dry run: Submitit, {cluster} executor, sweep {Path(sw.root).resolve()}; nothing is submitted", file=out)
     for seed, p in plan(sw, resume_missing).items():
         after = ""
@@ -216,7 +236,7 @@ def print_plan(sw: Sweep, cluster: str, resume_missing: bool, *, parallel: int, 
             entry["skipped_pretrain"].append(seed)
             print(f"  pretraining seed {seed}: already complete, not resubmitted", file=out)
         print(f"+ fine-tuning seed {seed}: array a3-ft-s{seed} of {len(p['tasks'])} task(s) "
-              f"{array_spec(p['tasks'])} ({parallel} at once), 1 task x {cpus_per_task} CPU(s), "
+              f"{array_spec(p['tasks'])} ({at_once}), 1 task x {cpus_per_task} CPU(s), "
               f"{finetune_time_min} min{extra}{after}", file=out)
         entry["finetune"].append({"seed": seed, "array_job_id": None, "tasks": list(p["tasks"]),
                                   "array": array_spec(p["tasks"], parallel)})
