@@ -57,3 +57,69 @@ def test_failed_squeue_makes_status_say_it_could_not_tell(tmp_path, monkeypatch)
     assert "could not tell" in out and "nothing queued" not in out
     _fake_squeue(tmp_path, monkeypatch, 'echo 1002_3; echo 1002_4')
     assert "still queued/running: 1002" in format_status(sweep_status(sw.root))
+
+
+def _local_sweep(root: Path, pids: list[int], host: str | None = None) -> Sweep:
+    """A sweep whose tasks were started by the local executor: its recorded job ids are process ids."""
+    import socket
+
+    sw = Sweep(root, make_tasks(seeds=(42,), modes=("photo",), subsets=("full",), inits=("scratch",)))
+    sw.save()
+    record_submission(root, {"backend": "submitit", "cluster": "local", "host": host or socket.gethostname(),
+                             "pids": [str(p) for p in pids], "pretrain": [],
+                             "finetune": [{"seed": 42, "array_job_id": str(pids[0]), "tasks": [0]}]})
+    return sw
+
+
+def test_a_running_local_sweep_blocks_resubmission_and_shows_in_status(tmp_path):
+    """Catches local-executor sweeps being invisible to the duplicate guard and to `sweep status`: their pids went
+    to squeue (absent or blind to them), so status said "nothing queued: resubmit" and --resume-missing started
+    the same task again in the same run directory while the first still trained."""
+    import subprocess
+    import sys
+
+    from astrom3_hpc.orchestration.submitit_launch import launch_sweep
+
+    # Stands in for Submitit's local controller (`python -m submitit.local._local FOLDER`).
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit.local._local"])
+    try:
+        sw = _local_sweep(tmp_path / "sw", [proc.pid])
+        with pytest.raises(RuntimeError, match=f"jobs pid {proc.pid} of sweep .* still queued or running"):
+            launch_sweep(sw, cluster="local", resume_missing=True)
+        assert f"still queued/running: pid {proc.pid}" in format_status(sweep_status(sw.root))
+    finally:
+        proc.kill()
+        proc.wait()
+    check_not_running(sw, force=False)  # the process has ended: resubmission allowed
+    assert "nothing queued: resubmit" in format_status(sweep_status(sw.root))
+
+
+def test_local_jobs_recorded_on_another_host_are_unknown(tmp_path):
+    sw = _local_sweep(tmp_path / "sw", [os.getpid()], host="some-other-node")
+    with pytest.raises(RuntimeError, match="ran on host some-other-node.*--force"):
+        check_not_running(sw, force=False)
+    assert "could not tell" in format_status(sweep_status(sw.root))
+
+
+def test_local_launch_records_every_task_process(tmp_path, monkeypatch):
+    """Each task of a local array is its own process: jobs.json must list them all, not only the first one's."""
+    pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from astrom3_hpc.orchestration import submitit_launch
+
+    class Executor:
+        def map_array(self, fn, dirs, indices):
+            return [SimpleNamespace(job_id=str(7000 + i), wait=lambda: None,
+                                    paths=SimpleNamespace(stdout=tmp_path / "o", stderr=tmp_path / "e"))
+                    for i in indices]
+
+    monkeypatch.setattr(submitit_launch, "make_executor", lambda *a, **k: Executor())
+    sw = Sweep(tmp_path / "sw", make_tasks(seeds=(42,), modes=("photo",), subsets=("full", "sub10", "sub25"),
+                                           inits=("scratch",)))
+    sw.save()
+    submitit_launch.launch_sweep(sw, cluster="local", parallel=2)
+    import json
+
+    (sub,) = json.loads((sw.root / "jobs.json").read_text())["submissions"]
+    assert sub["pids"] == ["7000", "7001", "7002"] and sub["host"]

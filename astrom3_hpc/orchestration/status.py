@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .submission import QueueUnknown, array_spec, queued_jobs, read_jobs
+from .submission import QueueUnknown, array_spec, read_jobs, running_jobs
 from .sweep import Sweep
 
 
@@ -44,7 +44,7 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
             pass
     queued: list[str] | None
     try:
-        queued, unknown = queued_jobs(ids), None
+        queued, unknown = running_jobs(sw.root), None
     except QueueUnknown as e:  # "unknown" must not read as "nothing queued: resubmit"
         queued, unknown = None, str(e)
     return {"sweep": str(sw.root), "tasks": len(sw.tasks), "done": sum(s["done"] for s in seeds.values()),
@@ -63,7 +63,7 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append("  jobs (sacct): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if st["queued"] is None:
         lines.append(f"  could not tell which jobs are still queued/running ({st['queue_unknown']}): do not "
-                     "resubmit before squeue answers")
+                     "resubmit before that can be told")
     elif st["queued"]:
         lines.append("  still queued/running: " + ", ".join(st["queued"]))
     elif st["done"] < st["tasks"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,57 @@ def previous_job_ids(sweep_root: Path) -> list[str]:
         return []
 
 
+def _submission_ids(sub: dict[str, Any]) -> list[str]:
+    ids = [str(p["job_id"]) for p in sub.get("pretrain", [])]
+    ids += [str(a["array_job_id"]) for a in sub.get("finetune", [])]
+    return ids + [str(p) for p in sub.get("pids", [])]
+
+
+def local_process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs a Submitit local job (its controller's command line names
+    submitit: a pid reused by another program, or a finished controller left as a zombie, does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    try:
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc: os.kill's answer is all there is
+        return True
+
+
+def running_jobs(sweep_root: str | Path) -> list[str]:
+    """The jobs recorded in ``<sweep>/jobs.json`` that are still queued or running: SLURM jobs as squeue lists
+    them, local-executor jobs (whose ids are process ids, which squeue cannot see) as ``pid <n>`` while their
+    process lives. Debug-executor jobs ran inside the submitting process and are over. Raises
+    :class:`QueueUnknown` when that cannot be told (squeue failed; local jobs recorded on another host)."""
+    try:
+        data = read_jobs(sweep_root)
+    except (OSError, json.JSONDecodeError):
+        return []
+    not_slurm: set[str] = set()
+    alive: list[str] = []
+    here = socket.gethostname()
+    for sub in data.get("submissions", []):
+        cluster = sub.get("cluster", "slurm")
+        if cluster == "slurm":
+            continue
+        ids = _submission_ids(sub)
+        not_slurm.update(ids)
+        if cluster != "local":
+            continue
+        pids = sorted({int(i) for i in ids if i.isdigit()})
+        host = sub.get("host")
+        if host and host != here and pids:
+            raise QueueUnknown(f"local-executor jobs (pids {', '.join(map(str, pids))}) ran on host {host}: their "
+                               f"processes cannot be checked from {here}")
+        alive += [f"pid {p}" for p in pids if local_process_alive(p)]
+    slurm_ids = [j for j in (str(j) for j in data.get("job_ids", [])) if j not in not_slurm]
+    return queued_jobs(slurm_ids) + sorted(set(alive))
+
+
 # ---------------------------------------------------------------------------------------------- sweep manifest
 
 def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes: Sequence[str] = MODES,
@@ -256,7 +308,7 @@ def check_not_running(sw: Sweep, force: bool) -> None:
     """RuntimeError while jobs recorded in jobs.json are queued or running, or when squeue cannot tell, unless
     ``force``."""
     try:
-        busy = queued_jobs(previous_job_ids(sw.root))
+        busy = running_jobs(sw.root)
     except QueueUnknown as e:
         if force:
             print(f"warning: --force: submitting although {e}", file=sys.stderr)
@@ -266,4 +318,4 @@ def check_not_running(sw: Sweep, force: bool) -> None:
                            f"(two jobs in one run directory corrupt it)") from e
     if busy and not force:
         raise RuntimeError(f"jobs {', '.join(busy)} of sweep {sw.root} are still queued or running: wait for them, "
-                           f"scancel them, or pass --force (two jobs in one run directory corrupt it)")
+                           f"scancel (or kill) them, or pass --force (two jobs in one run directory corrupt it)")

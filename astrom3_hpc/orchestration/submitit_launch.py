@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -116,9 +117,9 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
     """Submit a sweep through Submitit: per seed a pretraining job (multi-task) and ONE job array (``map_array``)
     over the seed's tasks that depends on it (``afterok``). Local/debug executors have no dependencies: there the
     pretraining job is waited for before its array is submitted, and the local executor (which would start every
-    job of an array at once) gets the seed's tasks in chunks of ``parallel``, each chunk waited for. Returns the submission record (also in jobs.json)
-    with the Submitit job objects under ``"_jobs"``. ``dry_run``: print those jobs and arrays with their resources,
-    submit and record nothing (the record returned has no job ids)."""
+    job of an array at once) gets the seed's tasks in chunks of ``parallel``, each chunk waited for. Returns the
+    submission record (also in jobs.json) with the Submitit job objects under ``"_jobs"``. ``dry_run``: print those
+    jobs and arrays with their resources, submit and record nothing (the record returned has no job ids)."""
     cluster = cluster or default_cluster()
     sweep_root = Path(sw.root).resolve()
     if dry_run:
@@ -127,13 +128,16 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                           pretrain_time_min=pretrain_time_min, finetune_time_min=finetune_time_min,
                           partition=partition, account=account, gpus_per_node=gpus_per_node,
                           slurm_parameters=slurm_parameters)
-    if cluster == "slurm":
-        check_not_running(sw, force)
+    check_not_running(sw, force)  # a local sweep's tasks may still run too (their ids are process ids)
     folder = sweep_root / SUBMITIT_DIR
     (sweep_root / "logs").mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "submitit", "cluster": cluster,
                              "resume_missing": resume_missing, "pretrain": [], "finetune": [],
                              "skipped_pretrain": [], "_jobs": {"pretrain": {}, "finetune": {}}}
+    if cluster == "local":
+        # Local job ids are process ids of this host, one per array task: what the duplicate guard and
+        # `sweep status` check (submission.running_jobs), since squeue cannot see them.
+        entry.update(host=socket.gethostname(), pids=[])
     seeds = plan(sw, resume_missing)
     if cluster == "slurm" and any(p["submit_pretrain"] for p in seeds.values()):
         # Refused before anything is submitted: a user dependency the arrays' afterok cannot be joined with.
@@ -148,6 +152,8 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                                        cpus_per_task=cpus_per_task, timeout_min=pretrain_time_min, partition=partition,
                                        account=account, gpus_per_node=gpus_per_node, slurm_parameters=slurm_parameters)
                 entry["_jobs"]["pretrain"][seed] = job
+                if cluster == "local":
+                    entry["pids"].append(str(job.job_id))
                 ntasks = pretrain_nodes * pretrain_tasks_per_node
                 for r in range(ntasks):
                     suffix = "" if r == 0 else f".rank{r}"
@@ -193,6 +199,8 @@ def _submit_array(ex, sweep_root: Path, seed: int, indices: list[int], dep: str 
     the record in ``entry["finetune"]``."""
     jobs = ex.map_array(SweepTaskJob(), [str(sweep_root)] * len(indices), indices)
     entry["_jobs"]["finetune"][seed].extend(jobs)
+    if "pids" in entry:
+        entry["pids"] += [str(j.job_id) for j in jobs]
     array_id = str(jobs[0].job_id).split("_")[0]
     for j, index in zip(jobs, indices):
         _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
