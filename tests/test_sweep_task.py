@@ -133,3 +133,24 @@ def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
     with pytest.raises(ValueError, match="needs mode photo"):
         create_sweep(tmp_path / "bad", seeds=[42], modes=["meta"], subsets=["full"], inits=["baseline"],
                      store=str(store))
+
+
+def test_sweep_create_refuses_store_and_seed_in_overrides(tmp_path):
+    """Catches `--store A --set data.store=B` pretraining on A and fine-tuning on B: the launch paths apply --set
+    before (astrom3 pretrain, the demo) or after (array tasks, Submitit, the create-time check) the sweep's own
+    store and seed. `sweep create` now refuses those keys, naming the flag to use, and writes no manifest."""
+    import pytest
+
+    cases = [(dict(sets=["data.store=data/b.zarr"]), "--set data.store=data/b.zarr: .*use --store"),
+             (dict(pretrain_sets=["data.store=data/b.zarr"]), "--pretrain-set data.store=.*use --store"),
+             (dict(sets=["data={seed: 3}"]), "--set data={seed: 3}: a sweep sets data.seed itself; use --seeds"),
+             (dict(pretrain_sets=[" data.seed=3"]), "--pretrain-set  data.seed=3: .*use --seeds")]
+    for i, (kw, msg) in enumerate(cases):
+        with pytest.raises(ValueError, match=msg):
+            create_sweep(tmp_path / f"sw{i}", seeds=[42], modes=["photo"], subsets=["full"],
+                         finetune_config=CFG, store="data/a.zarr", **kw)
+        assert not (tmp_path / f"sw{i}" / "manifest.json").exists()
+    # other data.* keys stay allowed
+    sw = create_sweep(tmp_path / "ok", seeds=[42], modes=["photo"], subsets=["full"], finetune_config=CFG,
+                      store="data/a.zarr", sets=["data.buffer_chunks=2"], pretrain_sets=["data.streams=4"])
+    assert sw.sets == ["data.buffer_chunks=2"] and sw.pretrain_sets == ["data.streams=4"]

@@ -103,9 +103,10 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrain-config", help="pretraining config (e.g. configs/paper.yaml)")
     g.add_argument("--store", help="Zarr store for every job (data.store)")
     g.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="overrides for every fine-tuning task (repeatable)")
+                   help="overrides for every fine-tuning task (repeatable; not data.store or data.seed: use "
+                        "--store and --seeds)")
     g.add_argument("--pretrain-set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="overrides for pretraining (repeatable)")
+                   help="overrides for pretraining (repeatable; not data.store or data.seed)")
 
 
 def _create_from_args(a, exist_ok: bool) -> Sweep:

@@ -239,6 +239,7 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
         if exist_ok:
             return Sweep.load(root)
         raise FileExistsError(f"{root / MANIFEST} exists: submit it as it is, or remove the sweep directory")
+    refuse_dedicated_keys(sets, pretrain_sets)
     tasks = make_tasks(seeds=tuple(int(s) for s in seeds), modes=tuple(modes), subsets=tuple(subsets),
                        inits=tuple(inits))
     sw = Sweep(root, tasks, finetune_config=abs_path(finetune_config), pretrain_config=abs_path(pretrain_config),
@@ -252,6 +253,31 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
     refuse_unreadable(sw, configs)
     sw.save()
     return sw
+
+
+# Keys a sweep sets itself, per job: the launch paths apply --set before them (`astrom3 pretrain`, the demo's
+# fine-tunes) or after them (array tasks, Submitit pretraining, the create-time check), so one given in --set would
+# pretrain on one store and fine-tune on another, or override the grid's seeds in some jobs only.
+DEDICATED_KEYS = {"data.store": "--store (create_sweep's store=), which every job of the sweep reads",
+                  "data.seed": "--seeds (create_sweep's seeds=): each task and its pretraining take the seed of its "
+                               "grid cell"}
+
+
+def refuse_dedicated_keys(sets: Sequence[str], pretrain_sets: Sequence[str]) -> None:
+    """ValueError naming the flag to use where ``--set``/``--pretrain-set`` holds a key of :data:`DEDICATED_KEYS`."""
+    import yaml
+
+    from ..core.config import parse_overrides
+
+    for flag, values in (("--set", sets), ("--pretrain-set", pretrain_sets)):
+        for v in values:
+            try:  # parsed as the config will be: `data={store: x}` names data.store too
+                data = parse_overrides([str(v)]).get("data")
+            except (ValueError, yaml.YAMLError):  # malformed: resolving the config reports it
+                continue
+            for key in DEDICATED_KEYS:
+                if isinstance(data, dict) and key.split(".")[1] in data:
+                    raise ValueError(f"{flag} {v}: a sweep sets {key} itself; use {DEDICATED_KEYS[key]}")
 
 
 def refuse_unreadable(sw: Sweep, configs: dict[int, Any]) -> None:
