@@ -44,6 +44,17 @@ def build_synthetic_store(path: Path, n: int = 640, seed: int = 0, error_channel
     return path
 
 
+def built_before_checksums(store: Path) -> None:
+    """Make a store look built before checksums: no table, and no record of one in its attributes (a table the
+    attributes record and that is gone is damage, not an older store)."""
+    import json
+
+    (store / "checksums.json").unlink()
+    meta = json.loads((store / "zarr.json").read_text())
+    del meta["attributes"]["checksums"]
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory) -> Path:
     """640 synthetic objects, small chunks so that several ranks and chunks are exercised."""

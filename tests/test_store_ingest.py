@@ -16,7 +16,7 @@ from astrom3_hpc.data.preprocess import preprocess
 from astrom3_hpc.data.raw import BadInputError
 from astrom3_hpc.data.store import SCHEMA_VERSION, Store, StoreError
 from astrom3_hpc.data.synthetic import SyntheticSource
-from conftest import SMALL_LAYOUT
+from conftest import SMALL_LAYOUT, built_before_checksums
 
 
 class Corrupting:
@@ -205,7 +205,7 @@ def test_wrong_schema_version_and_missing_chunk_are_refused(tmp_path, tiny_store
     chunk.unlink()
     with pytest.raises(StoreError, match="of array 'spec' is damaged \\(file missing\\)"):
         Store(copy)
-    (copy / "checksums.json").unlink()  # a store built before checksums: chunk files are counted
+    built_before_checksums(copy)  # chunk files are counted
     with pytest.raises(StoreError, match="array 'spec' has .* chunk files on disk"):
         Store(copy)
 

@@ -16,7 +16,7 @@ from astrom3_hpc.data.chunks import ChunkReader
 from astrom3_hpc.data.checksums import TABLE, ChecksumError
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from astrom3_hpc.data.store import Store, StoreError
-from conftest import build_synthetic_store
+from conftest import build_synthetic_store, built_before_checksums
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_truncated_chunk_names_file_and_array(store):
 
 
 def test_truncated_chunk_of_a_store_without_checksums_names_file_and_array(store):
-    (store / TABLE).unlink()
+    built_before_checksums(store)
     victim = store / "spec/c/2/0/0"
     victim.write_bytes(b"")
     with pytest.raises(StoreError, match=f"{victim}.*'spec'.*0 bytes"):
@@ -141,7 +141,7 @@ def test_wrong_split_length_is_caught_against_the_table(store):
 
 
 def test_store_without_checksums_opens_with_a_warning_and_verify_says_so(store, caplog, capsys):
-    (store / TABLE).unlink()
+    built_before_checksums(store)
     with caplog.at_level(logging.WARNING, logger="astrom3"):
         assert Store(store).fingerprint is None
     assert "no checksum table" in caplog.text
@@ -159,6 +159,34 @@ def test_garbled_checksum_table_is_store_damage_naming_the_file(store, capsys, g
         assert f"{table}: the checksum table is damaged" in capsys.readouterr().err
     with pytest.raises(ChecksumError, match=f"{table}: the checksum table is damaged"):
         TrimodalBatches(LoaderSpec(str(store)))
+
+
+def test_a_lost_checksum_table_is_store_damage_not_an_older_store(store, capsys):
+    """A store whose attributes record its table, and the table gone (a copy that kept only the Zarr nodes): it
+    opened as a store from before checksums, every chunk unchecked, under a warning blaming an older astrom3."""
+    (store / TABLE).unlink()
+    _flip_byte(store / "spec" / "c" / "0" / "0" / "0")
+    for command in ("verify", "info"):
+        assert main([command, str(store)]) == 3
+        assert f"{store / TABLE}: missing, though the store was built with it" in capsys.readouterr().err
+    with pytest.raises(ChecksumError, match="missing, though the store was built with it"):
+        TrimodalBatches(LoaderSpec(str(store)))
+
+
+def test_per_object_caches_hash_the_light_curves_they_are_computed_from(store):
+    """The feature and fold caches outlive the chunks they came from (named by the table's fingerprint, which a
+    damaged chunk does not change): a damaged light-curve chunk was computed into them and read on after the
+    chunk was repaired."""
+    from astrom3_hpc.data import lc_features, store_cache
+
+    chunk = next(p for p in sorted((store / "lc/values/c").rglob("*")) if p.is_file())
+    good = chunk.read_bytes()
+    _flip_byte(chunk)
+    with pytest.raises(ChecksumError, match="array 'lc/values' is damaged"):
+        lc_features.cached_features(Store(store))
+    assert not list(store.glob(f"{store_cache.CACHE_DIR}/lc_features-*"))  # nothing computed from it is kept
+    chunk.write_bytes(good)
+    assert np.isfinite(lc_features.cached_features(Store(store))).any()
 
 
 def test_fingerprint_changes_with_content(tmp_path, tiny_store):

@@ -10,6 +10,7 @@ import torch
 
 from astrom3_hpc.train import checkpoint
 from astrom3_hpc.train.finite import FiniteGuard, NonFiniteError
+from conftest import built_before_checksums
 from test_train import run_job
 
 
@@ -56,7 +57,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
 def test_nan_light_curves_stop_pretraining_without_a_checkpoint(tiny_store, tmp_path):
     store = tmp_path / "nan.zarr"
     shutil.copytree(tiny_store, store)
-    (store / "checksums.json").unlink()  # a store built before checksums: only the guard can catch this
+    built_before_checksums(store)  # only the guard can catch this
     for chunk in (store / "lc" / "values" / "c").rglob("*"):
         if chunk.is_file():
             _nan_fill(chunk)

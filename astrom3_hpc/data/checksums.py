@@ -93,11 +93,16 @@ def write_table(store_dir: str | Path) -> dict[str, Any]:
     return {"algorithm": ALGORITHM, "table": TABLE, "fingerprint": fingerprint(table)}
 
 
-def read_table(store_dir: str | Path) -> dict[str, Any] | None:
+def read_table(store_dir: str | Path, attrs: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The store's checksum table, None for a store built before checksums. A table that does not parse is store
-    damage like a bad chunk (ChecksumError, exit 3), not the bad input a bare JSON error would pass for."""
+    damage like a bad chunk (ChecksumError, exit 3), not the bad input a bare JSON error would pass for; so is a
+    table the store's attributes (`attrs`) say ingestion wrote and that is gone, which would otherwise turn off
+    every check under a warning about an older astrom3."""
     p = Path(store_dir) / TABLE
     if not p.exists():
+        if (attrs or {}).get("checksums"):
+            raise ChecksumError(f"{p}: missing, though the store was built with it (lost in a copy?); copy it "
+                                f"back from the store's source or rebuild the store with `astrom3 ingest`")
         return None
     try:
         table = json.loads(p.read_bytes())

@@ -130,7 +130,7 @@ class Store:
         self.chunk_objects = int(a["layout"]["chunk_objects"])
         from . import checksums
 
-        self.table = checksums.read_table(self.path)
+        self.table = checksums.read_table(self.path, a)
         if self.table is None:
             _warn_unchecked(self.path)
         if check_chunks:

@@ -146,6 +146,10 @@ def cached_per_object(store: Store, name: str, version: int, row_shape: tuple[in
     shape = (store.n_objects, *row_shape)
 
     def every_row() -> np.ndarray:
+        # The result outlives the chunks it came from (its name is the checksum table's fingerprint, which a
+        # damaged chunk does not change): hash what it reads once, before computing.
+        store.check_arrays([a for a in ("lc/values", "lc/offsets", "lc/stats", "aux", "present", "lc/period_search")
+                            if a in store.root])
         rows = np.flatnonzero(store.root["present"][:, 0].astype(bool))
         arr = np.full(shape, np.nan, np.float32)
         if len(rows):

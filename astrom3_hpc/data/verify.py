@@ -142,7 +142,7 @@ def verify_store(path: str | Path) -> tuple[list[str], bool]:
         raise StoreError(f"{path}: schema_version {attrs.get('schema_version')!r}, this code reads "
                          f"{SCHEMA_VERSION}; rebuild the store with `astrom3 ingest`")
     problems = [] if attrs.get("complete") else [f"{path}: the store is not marked complete (interrupted build?)"]
-    table = checksums.read_table(path)
+    table = checksums.read_table(path, attrs)
     problems += structure_problems(path, attrs, table)
     if table is not None:
         problems += [p for p in content_problems(path, table) if p not in problems]
