@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -120,9 +121,14 @@ def test_sbatch_interrupted_by_ctrl_c_records_the_submitted_job(tmp_path, monkey
     script = tmp_path / "bin" / "sbatch"
     # The second call is "slow" and the user presses Ctrl-C: SIGINT reaches the submitting Python process.
     script.write_text(script.read_text().replace(
-        "\nif [ $n", f'\nif [ $n -eq 2 ]; then kill -INT $PPID; sleep 5; fi\nif [ $n', 1))
-    with pytest.raises(KeyboardInterrupt):
-        submit_sweep_sbatch(sw)
+        "\nif [ $n", '\nif [ $n -eq 2 ]; then kill -INT $PPID; sleep 5; fi\nif [ $n', 1))
+    # A shell without job control (CI's, nohup) starts the suite with SIGINT ignored: Python's own handler here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            submit_sweep_sbatch(sw)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert count.read_text().strip() == "2"
     data = _recorded(sw)
     assert data["job_ids"] == ["10001"]
