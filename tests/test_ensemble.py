@@ -225,8 +225,21 @@ def test_an_ensemble_of_sub_x_runs_reports_their_full_test_set(members, tmp_path
 
     store, _ = members
     net, bl = tmp_path / "net", tmp_path / "bl"
-    run_job("finetune", net, store, sets=TINY, extra=("--mode", "photo", "--init", "scratch", "--subset", "sub50"))
     assert main(["baseline", str(store), "--seed", "42", "--subset", "sub50", "--out", str(bl)]) == 0
+    # The second member: the same run with other probabilities (the ensemble reads only its files): each object's
+    # probabilities shifted by one class, so the mean differs from both members.
+    shutil.copytree(bl, net)
+    for name in ("predictions.csv", "predictions_test_full.csv"):
+        with open(net / name, newline="") as f:
+            rows = list(csv.DictReader(f))
+        cols = [c for c in rows[0] if c.startswith("p_")]
+        for r in rows:
+            vals = [r[c] for c in cols]
+            r.update(zip(cols, vals[1:] + vals[:1]))
+        with open(net / name, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
     out = tmp_path / "ens"
     assert main(["ensemble", str(net), str(bl), "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())

@@ -251,45 +251,40 @@ def test_sigusr1_checkpoints_exits_75_and_resumes(tiny_store, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_a_run_stopped_at_an_epochs_end_never_rewrites_the_checkpoint_it_resumes_from(tiny_store, tmp_path):
-    """Stopped on an epoch's last batch, a run resumes with no step left before its validation and end-of-epoch
-    save: that save fell on the same step, and DeepSpeed rewrote the files latest.json named in place (a job
-    killed during that write would have had no intact checkpoint). Now it goes to a tag of its own."""
+def test_a_resume_keeps_its_checkpoint_intact_and_puts_back_the_best_weights_it_kept(tiny_store, tmp_path):
+    """Two ways a resume could leave the wrong files behind.
+    - Stopped on an epoch's last batch, a run resumes with no step left before its validation and end-of-epoch save:
+      that save fell on the same step, and DeepSpeed rewrote the files latest.json named in place (a job killed
+      during that write would have had no intact checkpoint). Now it goes to a tag of its own.
+    - best_model.pt is written at every improvement, checkpoints only every train.checkpoint_every_epochs: an
+      attempt that died between the two left best weights the resumed run's early-stopping state knows nothing of
+      (here: a later attempt's file, made by hand). The checkpoint keeps its own (a hard link), and a resume puts
+      it back before anything else."""
     run = tmp_path / "edge"
-    sets = ["train.epochs=1", "train.max_steps_per_epoch=3"]
-    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "3"], check=False)
+    sets = ["train.epochs=2", "train.max_steps_per_epoch=3"]
+    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "6"], check=False)
     assert r.returncode == 75, r.stderr[-3000:]
     latest = run / "checkpoints" / "latest.json"
-    assert json.loads(latest.read_text()) == {"tag": "step3", "step": 3, "epoch": 0, "batch_in_epoch": 3}
+    assert json.loads(latest.read_text()) == {"tag": "step6", "step": 6, "epoch": 1, "batch_in_epoch": 3}
     stopped = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
-               for p in (run / "checkpoints" / "step3").iterdir()}
-    run_job("pretrain", run, tiny_store, sets=sets)
-    assert json.loads(latest.read_text())["tag"] == "step3.1" and (run / "metrics.json").exists()
-    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
-            for p in (run / "checkpoints" / "step3").iterdir()} == stopped
-
-
-@pytest.mark.timeout(600)
-def test_a_resume_puts_back_the_best_weights_its_checkpoint_kept(tiny_store, tmp_path):
-    """best_model.pt is written at every improvement, checkpoints only every train.checkpoint_every_epochs: an
-    attempt that died between the two left best weights the resumed run's early-stopping state knows nothing of
-    (here: a later attempt's file, made by hand). The checkpoint keeps its own (a hard link), and a resume puts it
-    back before any step."""
-    run = tmp_path / "best"
-    sets = ["train.epochs=2", "train.max_steps_per_epoch=3"]
-    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "4"], check=False)
-    assert r.returncode == 75, r.stderr[-3000:]
-    best, kept = run / "best_model.pt", run / "checkpoints" / "step4" / "best_model.pt"
-    assert best.samefile(kept)
+               for p in (run / "checkpoints" / "step6").iterdir()}
+    best = run / "best_model.pt"
+    assert best.samefile(run / "checkpoints" / "step6" / "best_model.pt")
     good = torch.load(best, weights_only=False)
+    assert good["meta"]["epoch"] == 0
     later = {"state_dict": {k: v + 1 for k, v in good["state_dict"].items()}, "meta": {**good["meta"], "epoch": 1}}
     best.unlink()
     torch.save(later, best)  # what an attempt that improved at epoch 1 and then died would have left
-    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "5"], check=False)
-    assert r.returncode == 75 and "the best weights of step4 put back" in r.stderr, r.stderr[-3000:]
-    back = torch.load(best, weights_only=False)
-    assert back["meta"] == good["meta"] and all(torch.equal(back["state_dict"][k], v)
-                                                for k, v in good["state_dict"].items())
+    r = run_job("pretrain", run, tiny_store, sets=sets)
+    assert "the best weights of step6 put back" in r.stderr, r.stderr[-3000:]
+    assert json.loads(latest.read_text())["tag"] == "step6.1" and (run / "metrics.json").exists()
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            for p in (run / "checkpoints" / "step6").iterdir()} == stopped
+    # The kept weights: epoch 0's, or epoch 1's if the replayed validation improved on them; never the stray file.
+    kept = torch.load(best, weights_only=False)
+    assert not all(torch.equal(kept["state_dict"][k], v) for k, v in later["state_dict"].items())
+    if kept["meta"]["epoch"] == 0:
+        assert all(torch.equal(kept["state_dict"][k], v) for k, v in good["state_dict"].items())
 
 
 @pytest.mark.timeout(600)
