@@ -207,3 +207,24 @@ def test_sharded_store_is_checked_too(tmp_path):
     _scribble(next((path / "spec" / "c").rglob("*/0/0")), offset=200_000)
     with pytest.raises(ChecksumError, match="'spec' is damaged"):
         _epoch(path)
+
+
+def test_the_sources_own_ids_are_checked_like_the_arrays(feat_store, tmp_path, capsys):
+    """object_names.json (a source's string ids by row) sat outside the checksum table: lost, it turned every
+    predictions file's ids into row numbers; replaced by another store's, it gave wrong ids; verify said intact."""
+    from lightcurve_tables import private_copy
+
+    from astrom3_hpc.train.evaluate import object_names
+
+    store, s = private_copy(feat_store, tmp_path)
+    names = store / "object_names.json"
+    assert object_names(s)[0] == json.loads(names.read_text())[0] and main(["verify", str(store)]) == 0
+    good = names.read_text()
+    for bad in (None, json.dumps(list(reversed(json.loads(good))))):
+        names.unlink() if bad is None else names.write_text(bad)
+        with pytest.raises(ChecksumError, match=f"{names}: {'missing' if bad is None else 'changed'}"):
+            object_names(Store(store))
+        capsys.readouterr()
+        assert main(["verify", str(store)]) == 3 and str(names) in capsys.readouterr().out
+    names.write_text(good)
+    assert main(["verify", str(store)]) == 0

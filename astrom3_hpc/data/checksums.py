@@ -115,6 +115,29 @@ def read_table(store_dir: str | Path, attrs: dict[str, Any] | None = None) -> di
     return table
 
 
+SIDE_FILES = ("object_names.json",)  # beside the arrays, read by jobs: their size and CRC sit in the attributes
+
+
+def side_file_records(store_dir: str | Path) -> dict[str, list[int]]:
+    """[size, crc] of each side file the store holds, for its attributes (the table covers arrays only)."""
+    return {n: [p.stat().st_size, file_crc(p)] for n in SIDE_FILES if (p := Path(store_dir) / n).exists()}
+
+
+def side_file_problem(store_dir: str | Path, attrs: dict[str, Any], name: str) -> str | None:
+    """Why side file `name` is not what ingestion wrote (gone, other size or CRC), or None."""
+    rec = (attrs.get("side_files") or {}).get(name)
+    if rec is None:
+        return None
+    p = Path(store_dir) / name
+    if not p.exists():
+        why = "missing"
+    elif p.stat().st_size != rec[0] or file_crc(p) != rec[1]:
+        why = "changed since ingestion"
+    else:
+        return None
+    return f"{p}: {why} (the source's own ids by store row); rebuild the store with `astrom3 ingest`"
+
+
 def damaged(path: Path, name: str, key: str, why: str) -> str:
     """The one message for a damaged chunk file, shared by `astrom3 verify`, store opening and the loader."""
     return (f"{path}: chunk '{key}' of array '{name}' is damaged ({why}); "

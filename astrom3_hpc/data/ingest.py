@@ -31,7 +31,7 @@ from ..core.atomic import replace_dir, write_json
 from ..core.constants import META_COLUMNS
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
-from .checksums import write_table
+from .checksums import side_file_records, write_table
 from .raw import BadInputError, InputFileError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
 from .periods import PERIOD_SEARCH_COLUMNS
@@ -435,7 +435,7 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
                               f"object{'s' * (d['objects'] != 1)}" for reason, d in dropped.items()))
     # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.
     root.attrs.update({"complete": True, "summary": summary, "splits": split_info,
-                       "checksums": write_table(tmp)})
+                       "checksums": write_table(tmp), "side_files": side_file_records(tmp)})
     replace_dir(tmp, out)
     return summary
 

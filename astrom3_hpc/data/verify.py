@@ -144,6 +144,7 @@ def verify_store(path: str | Path) -> tuple[list[str], bool]:
     problems = [] if attrs.get("complete") else [f"{path}: the store is not marked complete (interrupted build?)"]
     table = checksums.read_table(path, attrs)
     problems += structure_problems(path, attrs, table)
+    problems += [p for p in (checksums.side_file_problem(path, attrs, n) for n in checksums.SIDE_FILES) if p]
     if table is not None:
         problems += [p for p in content_problems(path, table) if p not in problems]
         rec = attrs.get("checksums", {}).get("fingerprint")

@@ -96,12 +96,22 @@ def averaged_embedding(embs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def object_names(store) -> np.ndarray:
-    """The source's own id of every store row: object_names.json when ingestion kept one, else object_id."""
+    """The source's own id of every store row: object_names.json when ingestion kept one, else object_id. Checked
+    against the size and CRC ingestion recorded: lost or replaced, it would put row numbers or another store's ids
+    in every predictions file without a word."""
     import json
 
+    from ..data.checksums import ChecksumError, side_file_problem
+
+    problem = side_file_problem(store.path, store.attrs, "object_names.json")
+    if problem:
+        raise ChecksumError(problem)
     p = store.path / "object_names.json"
     if p.exists():
-        return np.asarray(json.loads(p.read_text()), dtype=object)
+        names = json.loads(p.read_text())
+        if len(names) != store.n_objects:
+            raise ChecksumError(f"{p}: {len(names)} ids for the store's {store.n_objects} objects")
+        return np.asarray(names, dtype=object)
     return store.root["object_id"][:].astype(object)
 
 
