@@ -83,9 +83,14 @@ def submit_sweep_sbatch(sw: Sweep, *, resume_missing: bool = False, parallel: in
                              "resume_missing": resume_missing, "pretrain": [], "finetune": [],
                              "skipped_pretrain": []}
     seeds = plan(sw, resume_missing)
+    # A user's --dependency joins the arrays' afterok on their pretraining instead of replacing it (sbatch keeps the
+    # last one given): CLIP tasks must not start before their weights exist.
+    ft_common, common_dep = _split_dependency(common)
+    ft_extra, extra_dep = _split_dependency(finetune_sbatch_args)
+    user_dep = extra_dep or common_dep
     if any(p["submit_pretrain"] for p in seeds.values()):
         # Refused before anything is submitted: a user dependency the arrays' afterok cannot be joined with.
-        combine_dependency("afterok:<pretraining>", _split_dependency([*common, *finetune_sbatch_args])[1])
+        combine_dependency("afterok:<pretraining>", user_dep)
     try:
         for seed, p in seeds.items():
             dep = None
@@ -107,11 +112,7 @@ def submit_sweep_sbatch(sw: Sweep, *, resume_missing: bool = False, parallel: in
             elif p["needs_pretrain"]:
                 entry["skipped_pretrain"].append(seed)
             spec = array_spec(p["tasks"], parallel)
-            # A user's --dependency joins the afterok on the pretraining instead of replacing it (sbatch keeps the
-            # last one given): CLIP tasks must not start before their weights exist.
-            ft_common, common_dep = _split_dependency(common)
-            ft_extra, extra_dep = _split_dependency(finetune_sbatch_args)
-            ours, dep = dep, combine_dependency(dep, extra_dep or common_dep)
+            ours, dep = dep, combine_dependency(dep, user_dep)
             args = [*ft_common, f"--job-name=a3-ft-s{seed}", f"--array={spec}", "--ntasks=1",
                     f"--cpus-per-task={cpus_per_task}", f"--time={finetune_time_min}",
                     f"--output={sweep_root}/logs/ft_%A_%a.out", f"--error={sweep_root}/logs/ft_%A_%a.err"]
