@@ -94,6 +94,25 @@ def test_a_running_local_sweep_blocks_resubmission_and_shows_in_status(tmp_path)
     assert "nothing queued: resubmit" in format_status(sweep_status(sw.root))
 
 
+def test_status_asks_sacct_only_about_slurm_jobs(tmp_path, monkeypatch):
+    """Catches `sweep status` passing a local sweep's process ids to sacct, which reported the states of whatever
+    SLURM jobs carry those numbers (another user's, or a purged one's) as this sweep's."""
+    sw = _local_sweep(tmp_path / "sw", [4242424, 4242425])
+    record_submission(sw.root, {"backend": "sbatch", "cluster": "slurm", "pretrain": [],
+                                "finetune": [{"seed": 42, "array_job_id": "1002"}]})
+    asked = tmp_path / "sacct_args"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text(f'#!/bin/bash\necho "$@" > {asked}\necho "1002|COMPLETED"\n'
+                                  '[[ "$*" == *4242424* ]] && echo "4242424|FAILED"\ntrue\n')
+    (bin_dir / "sacct").chmod(0o755)
+    _fake_squeue(tmp_path, monkeypatch, "true")
+    st = sweep_status(sw.root)
+    assert asked.read_text().split()[-1] == "1002"
+    assert "4242424" in st["job_ids"] and "4242424" not in st["job_states"]
+    assert "jobs (sacct): COMPLETED 1" in format_status(st)
+
+
 def test_local_jobs_recorded_on_another_host_are_unknown(tmp_path):
     sw = _local_sweep(tmp_path / "sw", [os.getpid()], host="some-other-node")
     with pytest.raises(RuntimeError, match="ran on host some-other-node.*--force"):

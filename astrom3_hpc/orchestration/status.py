@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .submission import QueueUnknown, array_spec, read_jobs, running_jobs
+from .submission import QueueUnknown, array_spec, read_jobs, running_jobs, slurm_job_ids
 from .sweep import Sweep
 
 
@@ -32,9 +32,10 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     jobs = read_jobs(sw.root)
     ids = [str(j) for j in jobs.get("job_ids", [])]
     states: dict[str, str] = {}
-    if ids and shutil.which("sacct"):
+    slurm_ids = slurm_job_ids(jobs)
+    if slurm_ids and shutil.which("sacct"):
         try:
-            r = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+            r = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(slurm_ids)],
                                capture_output=True, text=True, timeout=30)
             for line in r.stdout.splitlines():
                 if "|" in line:

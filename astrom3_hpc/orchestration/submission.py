@@ -205,25 +205,27 @@ def running_jobs(sweep_root: str | Path) -> list[str]:
         data = read_jobs(sweep_root)
     except (OSError, json.JSONDecodeError):
         return []
-    not_slurm: set[str] = set()
     alive: list[str] = []
     here = socket.gethostname()
     for sub in data.get("submissions", []):
-        cluster = sub.get("cluster", "slurm")
-        if cluster == "slurm":
+        if sub.get("cluster", "slurm") != "local":
             continue
         ids = _submission_ids(sub)
-        not_slurm.update(ids)
-        if cluster != "local":
-            continue
         pids = sorted({int(i) for i in ids if i.isdigit()})
         host = sub.get("host")
         if host and host != here and pids:
             raise QueueUnknown(f"local-executor jobs (pids {', '.join(map(str, pids))}) ran on host {host}: their "
                                f"processes cannot be checked from {here}")
         alive += [f"pid {p}" for p in pids if local_process_alive(p)]
-    slurm_ids = [j for j in (str(j) for j in data.get("job_ids", [])) if j not in not_slurm]
-    return queued_jobs(slurm_ids) + sorted(set(alive))
+    return queued_jobs(slurm_job_ids(data)) + sorted(set(alive))
+
+
+def slurm_job_ids(jobs: dict[str, Any]) -> list[str]:
+    """The ids in a jobs.json record (:func:`read_jobs`) that SLURM knows: local and debug executors' ids are
+    process ids or Submitit's own, which squeue and sacct would read as (someone else's) SLURM job ids."""
+    not_slurm = {i for sub in jobs.get("submissions", []) if sub.get("cluster", "slurm") != "slurm"
+                 for i in _submission_ids(sub)}
+    return [j for j in (str(j) for j in jobs.get("job_ids", [])) if j not in not_slurm]
 
 
 # ---------------------------------------------------------------------------------------------- sweep manifest
