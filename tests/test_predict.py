@@ -201,3 +201,25 @@ def test_predict_classifies_only_objects_with_what_the_model_reads(trained, tiny
             extra=("--mode", "all", "--init", "scratch"))
     assert main(["predict", str(both), "--store", str(mixed), "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["n_without_modalities"] == lacking
+
+
+def test_a_job_signal_stops_predict_with_nothing_written(trained, tmp_path, monkeypatch):
+    """Catches `astrom3 predict` dying on SLURM's USR1/SIGTERM (killed, not requeued with exit 75)."""
+    import os
+    import signal
+
+    from astrom3_hpc.core.signals import Stopped
+    from astrom3_hpc.train import predict as predict_module
+
+    real = predict_module.run_probabilities
+
+    def signal_then_run(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(predict_module, "run_probabilities", signal_then_run)
+    _, _, new_store, runs, _ = trained
+    with pytest.raises(Stopped) as stop:
+        predict_module.predict(runs["baseline"], new_store, tmp_path / "out")
+    assert stop.value.exit_code == 75 and "stopped by SIGTERM" in str(stop.value)
+    assert not (tmp_path / "out").exists()

@@ -126,6 +126,33 @@ def test_embed_selected_splits(embedded, tmp_path):
     assert part.splits["test"].all() and not part.splits["train"].any() and (part.label >= 0).all()
 
 
+def test_a_job_signal_stops_embed_with_nothing_written(embedded, tmp_path, monkeypatch):
+    """Catches `astrom3 embed` dying on SLURM's USR1/SIGTERM: the job ended as killed (not requeued, exit 75) and
+    its half-filled temporary store stayed beside the output."""
+    import os
+    import signal
+
+    from astrom3_hpc.core.signals import Stopped
+    from astrom3_hpc.science import embed
+
+    real = embed.encode_rows
+    calls = []
+
+    def encode_then_signal(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # between chunks: one is written, the next is not
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(embed, "encode_rows", encode_then_signal)
+    run = embedded[0]
+    out = tmp_path / "emb.zarr"
+    with pytest.raises(Stopped) as stop:
+        embed.embed_run(run, out=out, batch_size=64, chunk_rows=64)
+    assert stop.value.exit_code == 75 and "stopped by SIGUSR1" in str(stop.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------------------ search
 
 def test_search_by_object_and_recall(embedded, capsys):

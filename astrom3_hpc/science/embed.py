@@ -101,8 +101,17 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     vector its network gives it whichever store holds it.
 
     Call it on every rank of a distributed job (it initialises the process group via astrom3_hpc.distributed.env) or
-    in one process. Returns a summary (on every rank).
+    in one process. Returns a summary (on every rank). A job signal stops it with exit 75 (requeue) and nothing
+    written: there is nothing worth checkpointing in a pass that takes minutes.
     """
+    from ..core.signals import stopped_by
+
+    with stopped_by(f"embedding {store or 'the run store'} with {run_dir}"):
+        return _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress, train_store)
+
+
+def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress,
+               train_store) -> dict[str, Any]:
     import torch
     import torch.distributed as tdist
     import zarr
@@ -172,6 +181,10 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
 
         error = f"rank {rank}: {traceback.format_exc()}"
         log.error("embedding failed on rank %d: %s", rank, e)
+    except BaseException:  # a job signal or Ctrl-C on every rank: the half-filled store must not outlive the job
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     errors = [e for e in _all_gather(error, tdist) if e]
     if errors:
         adist.barrier()
@@ -213,12 +226,23 @@ def _all_gather(obj, tdist) -> list:
 
 def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed,
             world, compressor) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        _fill_tables(tmp, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed, world,
+                     compressor)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _fill_tables(tmp: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed,
+                 world, compressor) -> None:
     import zarr
 
     from ..data.store import MODALITIES
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     n = len(rows)
     c = max(min(chunk_rows, n), 1)
     with zarr.config.set({"array.write_empty_chunks": True}):
@@ -245,7 +269,6 @@ def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, di
             "model_meta": {k: v for k, v in meta.items() if k in ("epoch", "seed", "kind", "val")},
             "n_objects": n, "world_size": world, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
-    return tmp
 
 
 def embeddings_for(run_dir: str | Path, out_dir: str | Path | None = None, embeddings: str | Path | None = None,

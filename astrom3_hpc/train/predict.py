@@ -179,6 +179,15 @@ def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train
 
 def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, train_store: str | None = None,
             threads: int = 1, batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
+    """Classify `store_path`'s objects with a finished run into OUT_DIR (predictions file, metrics.json). A job
+    signal stops it with exit 75 (requeue); its rerun writes both files anew."""
+    from ..core.signals import stopped_by
+
+    with stopped_by(f"predicting {store_path} with {run_dir}"):
+        return _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, progress)
+
+
+def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, progress) -> dict[str, Any]:
     from ..core.atomic import write_json
     from .evaluate import classification_report, predictions_file, unlabelled_summary, write_predictions
 
