@@ -4,8 +4,8 @@ SLURM sends SIGUSR1 ahead of the time limit (``--signal=USR1@90`` in slurm/*.sh)
 ``scancel``; Submitit sends its own preemption signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default). Training
 answers them with a checkpoint at the next step boundary and exit code 75 (train/preempt.py). A job with nothing
 to checkpoint (`astrom3 baseline`, `predict`, `embed`: minutes, their files written at their end) stops at once
-instead (``stopped_by``): it writes nothing more and exits 75 too, so the job script requeues it rather than SLURM marking
-the task failed.
+instead (``stopped_by``): it writes nothing more and exits 75 too, so the job script requeues it rather than
+SLURM marking the task failed.
 """
 
 from __future__ import annotations
