@@ -170,3 +170,15 @@ def test_sweep_submit_on_an_existing_manifest_names_every_flag_it_ignores(tmp_pa
     err = capsys.readouterr().err
     assert "exists; ignoring --store, --set, --pretrain-set" in err
     assert Sweep.load(sw.root).sets == []
+
+
+def test_pretraining_on_a_label_fraction_is_refused(tiny_store, tmp_path, capsys):
+    """Catches `astrom3 pretrain --set data.subset=sub50` training on half the train split (and validating on half
+    the validation split) while fine-tunes took it as the seed's encoder; the spec pretrains on the full split."""
+    from astrom3_hpc.cli import main
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", TEST_CFG, "--store", str(tiny_store), "--run-dir", str(run),
+                 "--set", "data.subset=sub50"]) == 2
+    assert "data.subset=sub50: pretraining always uses the full train split" in capsys.readouterr().err
+    assert not run.exists()
