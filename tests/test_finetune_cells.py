@@ -67,27 +67,43 @@ def test_paper_sweep_resolves_each_cell(tmp_path):
     assert cfg.optim.lr == SPECTRA_FULL["lr"] and cfg.model.spec_dropout == SPECTRA_FULL["dropout"]
 
 
+DROPOUT_COLUMNS = {"lc_dropout": "p_dropout", "spec_dropout": "s_dropout", "meta_dropout": "m_dropout"}
+
+
+def _assert_row(c, row, dropouts) -> None:
+    """Config `c` holds the CSV row's optimiser, schedule, training and (for `dropouts`) encoder dropout values."""
+    assert c.optim.lr == float(row["lr"]) and c.optim.betas == [float(row["beta1"]), float(row["beta2"])]
+    assert c.optim.weight_decay == float(row["weight_decay"])
+    assert c.optim.plateau_factor == float(row["scheduler_factor"])
+    assert c.optim.plateau_patience == int(row["scheduler_patience"])
+    assert c.optim.warmup_epochs == int(row["warmup_epochs"])
+    assert c.optim.grad_clip == (float(row["clip_value"]) if row["clip_grad"] == "True" else 0.0)
+    assert (c.train.epochs, c.train.batch_size, c.train.early_stop_patience) == (
+        int(row["epochs"]), int(row["batch_size"]), int(row["early_stopping_patience"]))
+    for key in dropouts:
+        assert getattr(c.model, key) == float(row[DROPOUT_COLUMNS[key]]), key
+
+
 @pytest.mark.skipif(not SPEC_CSV.exists() and not IN_CI, reason="the spec's CSV is outside the repository")
 def test_every_cell_equals_the_spec_csv():
-    drop = {"photo": "p_dropout", "spectra": "s_dropout", "meta": "m_dropout"}
     key = {"photo": "lc_dropout", "spectra": "spec_dropout", "meta": "meta_dropout"}
     n = 0
     for row in csv.DictReader(SPEC_CSV.open()):
         if not row["job"].startswith("finetune-"):
             continue
         mode = {"finetune-photo": "photo", "finetune-spectra": "spectra", "finetune-meta": "meta"}[row["job"]]
-        c = load_config(PAPER_FT, [f"finetune.mode={mode}", f"data.subset={row['subset']}"])
-        assert c.optim.lr == float(row["lr"]) and c.optim.betas == [float(row["beta1"]), float(row["beta2"])]
-        assert c.optim.weight_decay == float(row["weight_decay"])
-        assert c.optim.plateau_factor == float(row["scheduler_factor"])
-        assert c.optim.plateau_patience == int(row["scheduler_patience"])
-        assert c.optim.warmup_epochs == int(row["warmup_epochs"])
-        assert c.optim.grad_clip == (float(row["clip_value"]) if row["clip_grad"] == "True" else 0.0)
-        assert (c.train.epochs, c.train.batch_size, c.train.early_stop_patience) == (
-            int(row["epochs"]), int(row["batch_size"]), int(row["early_stopping_patience"]))
-        assert getattr(c.model, key[mode]) == float(row[drop[mode]])
+        _assert_row(load_config(PAPER_FT, [f"finetune.mode={mode}", f"data.subset={row['subset']}"]), row,
+                    [key[mode]])
         n += 1
     assert n == 12
+
+
+@pytest.mark.skipif(not SPEC_CSV.exists() and not IN_CI, reason="the spec's CSV is outside the repository")
+def test_paper_pretraining_equals_the_spec_csv():
+    """Catches configs/paper.yaml carrying the spec's 3-digit roundings of the authors' pretraining values."""
+    rows = [r for r in csv.DictReader(SPEC_CSV.open()) if r["job"] == "pretrain-clip"]
+    assert len(rows) == 1
+    _assert_row(load_config(REPO / "configs" / "paper.yaml"), rows[0], list(DROPOUT_COLUMNS))
 
 
 def test_overrides_win_and_cells_can_be_turned_off(tmp_path):
@@ -100,7 +116,7 @@ def test_overrides_win_and_cells_can_be_turned_off(tmp_path):
         assert t.hparams["lr"] == 0.00123 and t.hparams["dropout"] == [0.05]
         assert t.hparams["warmup_epochs"] == 10  # the rest still comes from the cell
     c = load_config(PAPER_FT, ["cells=null", "data.subset=sub10"])
-    assert c.cells is None and c.optim.lr == 0.00392  # paper.yaml's own values
+    assert c.cells is None and c.optim.lr == 0.0039210319036872545  # paper.yaml's own values
     with pytest.raises(ConfigError, match="no cell for mode 'photo', subset 'sub10'"):
         bad = tmp_path / "cells.yaml"
         bad.write_text("cells:\n  photo:\n    full: {optim: {lr: 0.1}}\n")
