@@ -123,3 +123,32 @@ def test_research_layout_flags(tmp_path):
     assert src["photometry"].startswith(str(root / "asassn_lcs.zip")) and src["spectra_dir"] == str(flat)
     r = ingest("astrom3-raw", root, tmp_path / "bad.zarr", "--catalogue", "spectra_and_v_train.csv")
     assert r.returncode != 0 and "SPLIT=CSV" in r.stderr and not (tmp_path / "bad.zarr").exists()
+
+
+def _write_ztf_vsx(root: Path, classes: dict[int, str], n_points: int = 40) -> None:
+    """A tiny ZTF VSX folder in the shared set's format: one row per (vsx_oid, class), r-band points each."""
+    import gzip
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with open(root / "ztf_vsx_objects.csv", "w") as f:
+        f.write("vsx_oid,astrom3_class,period,l,b,distance\n")
+        f.writelines(f"{oid},{cls},0.5,10.0,20.0,1000\n" for oid, cls in classes.items())
+    with gzip.open(root / "ztf_vsx_lightcurves_long.csv.gz", "wt") as f:
+        f.write("vsx_oid,filter,mjd,mag,magerr\n")
+        for oid in classes:
+            for t in np.sort(rng.uniform(58000, 58300, n_points)):
+                f.write(f"{oid},2,{t:.5f},{15 + 0.3 * np.sin(t / 0.5) + rng.normal(0, 0.02):.4f},0.02\n")
+
+
+def test_ztf_vsx_refuses_a_star_listed_twice(tmp_path):
+    """Catches a repeated vsx_oid ingested twice (the copies could land in train and test)."""
+    root = tmp_path / "ztf"
+    _write_ztf_vsx(root, {100 + i: "RRAB" for i in range(4)})
+    with open(root / "ztf_vsx_objects.csv", "a") as f:
+        f.write("0102,RRAB,0.5,10.0,20.0,1000\n")  # star 102 again (row 6), written with a leading zero
+    out = tmp_path / "z.zarr"
+    r = ingest("ztf-vsx", root, out)
+    assert r.returncode == 2 and not out.exists(), r.stderr[-2000:]
+    assert "ztf_vsx_objects.csv:row 6: vsx_oid 102 listed twice (first seen at " in r.stderr
+    assert "ztf_vsx_objects.csv:row 4)" in r.stderr and "Traceback" not in r.stderr

@@ -71,7 +71,23 @@ class ZTFVSXSource(_LongTableSource):
         for c in ("vsx_oid", "astrom3_class", "period", "l", "b", "distance"):
             if self._cat and c not in self._cat[0]:
                 raise BadInputError("*", str(self.objects_path), f"missing column {c!r} in the CSV header")
+        self._refuse_repeated_ids()
         self._table: LongLightCurves | None = None
+
+    def _refuse_repeated_ids(self) -> None:
+        """A star listed twice would be stored twice and could land in both train and test (a leak that inflates
+        the test score), so it is the whole file's error, as in the other sources. An id that is not an integer
+        is left to `get`, where it is that object's error."""
+        seen: dict[int, str] = {}
+        for index, row in enumerate(self._cat):
+            try:
+                oid = int((row.get("vsx_oid") or "").strip())
+            except ValueError:
+                continue
+            where = f"{self.objects_path}:row {index + 2}"
+            if oid in seen:
+                raise TableError(f"{where}: vsx_oid {oid} listed twice (first seen at {seen[oid]})")
+            seen[oid] = where
 
     _read_table = staticmethod(read_ztf_vsx_long)
 
