@@ -422,3 +422,30 @@ def test_paper_columns_only_for_astrom3s_ten_classes(tmp_path):
 
     two = {"class_names": ["RRAB", "RRC"], "test": {"per_class_recall": {}}, "test_full": {"per_class_recall": {}}}
     assert not_comparable([two]) == "these runs classify 2 of AstroM3's ten classes (RRAB, RRC)"
+
+
+def test_class_names_are_drawn_and_tabled_as_written(tmp_path):
+    """A survey's class names are any text: `EA|EB` (VSX's either-or types) split collect's Markdown row, and a
+    `$` pair was parsed as math, which crashed a finished run's confusion matrix (and its metrics) when it did
+    not parse and drew another name when it did."""
+    import re
+
+    from astrom3_hpc.train.evaluate import plot_confusion
+
+    names = ["EA|EB", "$\\undefinedcmd$", "$\\alpha$ Cyg", *[f"C{i}" for i in range(7)]]
+    rng = np.random.default_rng(3)
+    for seed in (42, 0):
+        m = fake_metrics("photo", "full", seed, "scratch", 0.9, rng)
+        for key in ("test", "test_full"):
+            m[key]["class_names"] = names
+            m[key]["per_class_recall"] = dict(zip(names, m[key]["per_class_recall"].values()))
+        write_run(tmp_path / "runs" / f"photo-full-s{seed}-scratch", m, seed=seed)
+    collect(tmp_path, out=tmp_path / "o", plot=True)
+    assert (tmp_path / "o" / "per_class_recall.png").stat().st_size > 1000
+    md = (tmp_path / "o" / "results.md").read_text()
+    table = [ln for ln in md[md.index("## Macro-F1 and per-class recall"):].splitlines()[1:] if ln.startswith("|")]
+    assert "EA\\|EB" in table[0]
+    assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1, table
+    y = np.arange(10)
+    plot_confusion(classification_report(y, y, names), tmp_path / "cm.png", "odd names")
+    assert (tmp_path / "cm.png").stat().st_size > 1000

@@ -8,30 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import atomic_path
+from ..core.figures import pyplot, save
 from ..orchestration.sweep import MODES
 from .paper import LABEL_FRACTION, MODE_NAMES, PAPER_RESULTS, SUBSET_ORDER, not_comparable
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = "population") -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     skey = "std_pop" if std == "population" else "std_sample"
     groups = {(g["mode"], g["subset"], g["init"]): g for g in res["groups"]}
@@ -77,7 +60,7 @@ def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = 
     if handles:
         fig.legend(handles, labs, loc="lower center", ncol=min(len(labs), 6), fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.05, right=0.99, top=0.92, bottom=0.25, wspace=0.22)  # tight_layout is slow
-    _save(fig, path)
+    save(fig, path)
 
 
 MAX_BAR_GROUPS = 8
@@ -103,7 +86,7 @@ def plot_per_class(res: dict[str, Any], path: str | Path, ts: str = "test") -> b
     if not groups:
         Path(path).unlink(missing_ok=True)
         return False
-    plt = _pyplot()
+    plt = pyplot()
 
     classes = sorted({c for g in groups for c in g[ts]["per_class_recall"]})
     cols = classes + ["macro-F1"]
@@ -125,5 +108,5 @@ def plot_per_class(res: dict[str, Any], path: str | Path, ts: str = "test") -> b
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
     return True

@@ -41,6 +41,11 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.{digits}g}"
 
 
+def md_cell(text: str) -> str:
+    """A user's string (a survey's class name, `EA|EB`) as one Markdown table cell: a bare `|` split the row."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def summary_line(runs: list[RunRecord]) -> str:
     n = len(runs)
     c = sum(r.status == "complete" for r in runs)
@@ -172,7 +177,8 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
            "gradient boosting) on the same splits; init `ensemble` is `astrom3 ensemble` (averaged class "
            "probabilities of its member runs). Val macro-F1: on the validation split, the one to choose "
            "a model by (blank where the runs report none; marked * where only some seeds do).", "",
-           "| " + " | ".join(["mode", "subset", "init", "n", "accuracy", "val macro-F1", "macro-F1", *classes]) + " |",
+           "| " + " | ".join(["mode", "subset", "init", "n", "accuracy", "val macro-F1", "macro-F1",
+                                 *map(md_cell, classes)]) + " |",
            "|---|---|---|---|---|---|---|" + "---|" * len(classes)]
     for g in groups:
         rec = g[ts]["per_class_recall"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import atomic_path, write_json, write_text
+from ..core.atomic import write_json, write_text
 from . import require
 from .common import AVERAGE, normalise, science_dir
 from .embed import embeddings_for
@@ -62,11 +62,9 @@ def umap_embedding(x: np.ndarray, n_neighbors: int = 45, min_dist: float = 0.7, 
 
 def plot_umap(coords: np.ndarray, labels: np.ndarray, class_names: list[str], path: Path, title: str,
               unseen_names: np.ndarray | None = None) -> None:
-    import matplotlib
+    from ..core.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     # Another survey's labels can be many more than AstroM3's ten: past 20 colours, classes differ by marker too.
     colours = 10 if len(class_names) <= 10 else 20
@@ -90,9 +88,7 @@ def plot_umap(coords: np.ndarray, labels: np.ndarray, class_names: list[str], pa
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, markerscale=2.0, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 def umap_run(run_dir: str | Path, *, view: str = AVERAGE, n_neighbors: int = 45, min_dist: float = 0.7,

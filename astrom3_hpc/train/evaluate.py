@@ -36,13 +36,9 @@ def classification_report(y_true, y_pred, class_names) -> dict:
 
 
 def plot_confusion(report: dict, path: str | Path, title: str) -> None:
-    import matplotlib
+    from ..core.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..core.atomic import atomic_path
-
+    plt = pyplot()
     cm = np.asarray(report["confusion"], dtype=float)
     names = report["class_names"]
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -60,9 +56,7 @@ def plot_confusion(report: dict, path: str | Path, title: str) -> None:
     ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
     fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def retrieval_top1(a: np.ndarray, b: np.ndarray) -> float:
