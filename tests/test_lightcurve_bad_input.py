@@ -87,6 +87,28 @@ def test_a_label_the_class_map_sends_to_nothing_is_left_out_whatever_the_flags(t
     assert Store(out).n_objects == 6 and Store(out).class_names == ("LPV", "RRAB")
 
 
+def test_a_class_map_code_of_0_or_false_is_a_class_and_only_null_leaves_out(tmp_path, capsys, caplog):
+    """Catches JSON class codes that Python reads as false (0, false) sending their label to "" (left out, with no
+    warning), and a list value stored as a class named "['x']"."""
+    from astrom3_hpc.data.store import Store
+
+    write_tables(tmp_path, n_per_class=3)
+    cmap = tmp_path / "map.json"
+    cmap.write_text(json.dumps({"M_or_SR": 0, "HADS_or_DSCT": False, "RRab-like": None}))
+    out = tmp_path / "s.zarr"
+    with caplog.at_level("WARNING", logger="astrom3"):
+        assert main(ingest_args(tmp_path, out, "--class-map", str(cmap))) == 0, capsys.readouterr().err
+    s = Store(out)
+    assert s.class_names == ("0", "false") and s.n_objects == 6 and (s.labels >= 0).all()
+    assert s.attrs["provenance"]["source"]["left_out_by_class_map"] == {"RRab-like": 3}
+    assert "the class map left out label 'RRab-like' (3 objects)" in caplog.text
+    cmap.write_text(json.dumps({"M_or_SR": "LPV", "HADS_or_DSCT": ["DSCT"], "RRab-like": "RRAB"}))
+    assert main(ingest_args(tmp_path, tmp_path / "t.zarr", "--class-map", str(cmap))) == 2
+    err = capsys.readouterr().err
+    assert "map.json: label 'HADS_or_DSCT' maps to [\"DSCT\"]: a class is one name or number" in err
+    no_leftovers(tmp_path, tmp_path / "t.zarr")
+
+
 def _with_split_column(d, blank_labelled: bool = False) -> None:
     """objects.csv with a `split` column: train/val/test for labelled objects, blank for unlabelled ones (and,
     with blank_labelled, for the first labelled one too)."""

@@ -413,6 +413,10 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     for group in _near_duplicates(root.attrs["class_names"]):
         log.warning("classes %s differ only in case or punctuation: if they are one class, merge them with "
                     "--class-map", " and ".join(map(repr, group)))
+    left_out = getattr(source, "left_out_by_class_map", None)
+    if left_out:  # asked for, but a class dropped by a map typo would otherwise show only in the provenance
+        log.warning("the class map left out %s (labels it maps to no class)",
+                    ", ".join(f"label {k!r} ({n} object{'s' * (n != 1)})" for k, n in left_out.items()))
     thin = {root.attrs["class_names"][c]: n for c, n in classes_missing_from_splits(all_sets, labels).items()}
     if thin:
         log.warning("%s missing from the validation or test split of some seeds: nothing measures their recall "

@@ -77,11 +77,22 @@ def read_class_map(path: str) -> dict[str, str]:
         m = json.loads(p.read_text())
         if not isinstance(m, dict):
             raise TableError(f"{path}: a class map must be a JSON object {{label: class}}")
-        return {str(k).strip(): str(v or "").strip() for k, v in m.items()}
+        return {str(k).strip(): _map_class(path, k, v) for k, v in m.items()}
     with open_table(path) as t:
         if len(t.header) < 2:
             raise TableError(f"{path}: a class-map table needs two columns (label, class), got {t.header}")
         return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for _, r in t.rows}
+
+
+def _map_class(path: str, label: str, v: Any) -> str:
+    """A JSON map's class as text: integer codes are common, and class 0 (or false) is a class like any other,
+    so only null and "" leave the label out. Non-string scalars keep their JSON spelling (false, 0.0)."""
+    if v is None:
+        return ""
+    if isinstance(v, (list, dict)):
+        raise TableError(f"{path}: label {label!r} maps to {json.dumps(v)}: a class is one name or number "
+                         f"(null or \"\" leaves the label out)")
+    return (v if isinstance(v, str) else json.dumps(v)).strip()
 
 
 class LightCurveTableSource:
