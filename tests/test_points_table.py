@@ -166,3 +166,38 @@ def test_parquet_text_column_with_a_bad_cell_names_its_row(tmp_path):
     assert p.values[slice(*p.groups["a"]), 0].tolist() == [1.0, 2.0]
     c = p.values[slice(*p.groups["c"]), 0]
     assert np.isnan(c[0]) and c[1] == 6.0  # a null time is an empty cell: NaN, dropped later as non-finite
+
+
+def test_only_ascii_digits_with_a_zero_fraction_are_integer_ids(tmp_path):
+    """Catches int()/float() reading names as numbers: `1_5` stored and predicted as 15 (and then the same object
+    as `15`), `1e3` as 1000, Arabic-Indic digits as 12. Only `00123` = `123` = `123.0` is promised."""
+    import json
+
+    from lightcurve_tables import ingest_args, write_tables
+
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.data.sources.points_table import norm_id
+    from astrom3_hpc.data.store import Store
+
+    assert [norm_id(s) for s in (" 00123 ", "123.0", "+123.", "-7.00")] == ["123", "123", "123", "-7"]
+    ids = ["1_5", "15", "1e3", "1000", "\u0661\u0662", "12", "11_1", "111", "007.0"]
+    truth = write_tables(tmp_path, n_per_class=3, id_of=ids.__getitem__)
+    assert [norm_id(s) for s in ids] == ids[:-1] + ["7"]
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out)) == 0
+    s = Store(out)
+    assert json.loads((out / "object_names.json").read_text()) == list(truth) == ids  # kept as written
+    assert s.root["object_id"][:].tolist() == list(range(9)) and s.root["valid"][:].all()
+    # Every id int() would take, none an integer id: still names, not object_id 11, 12, ... (field_star style).
+    d = tmp_path / "fields"
+    fields = [f"{k // 3 + 1}_{k % 3 + 1}" for k in range(9)]
+    write_tables(d, n_per_class=3, id_of=fields.__getitem__)
+    assert main(ingest_args(d, d / "s.zarr")) == 0
+    assert json.loads((d / "s.zarr" / "object_names.json").read_text()) == fields
+    assert Store(d / "s.zarr").root["object_id"][:].tolist() == list(range(9))
+    # Integer ids alone are still stored as integers, zero fraction and leading zeros read as the number.
+    d = tmp_path / "ints"
+    write_tables(d, n_per_class=3, id_of=lambda k: f"00{k + 1}.0" if k % 2 else str(k + 1))
+    assert main(ingest_args(d, d / "s.zarr")) == 0
+    assert Store(d / "s.zarr").root["object_id"][:].tolist() == list(range(1, 10))
+    assert not (d / "s.zarr" / "object_names.json").exists()

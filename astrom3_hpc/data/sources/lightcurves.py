@@ -29,7 +29,7 @@ from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
 from .common import ERR_SENTINEL, MAG_SENTINEL, mag_to_flux_mjy
-from .points_table import Points, norm_id, read_points
+from .points_table import Points, is_integer_id, norm_id, read_points
 from .tables import Table, TableError, open_table, read_header
 
 MIN_POINTS = 5  # the fewest points of an object, and of a band to merge: fewer fix neither a period nor an offset
@@ -198,6 +198,8 @@ class LightCurveTableSource:
         self._split_values = splits
         # Integer ids are stored as they are; otherwise the store's object_id is the row and the names are kept.
         try:
+            if not all(map(is_integer_id, keys)):  # int() alone would read the name "1_5" as 15
+                raise ValueError("not integer ids")
             self.object_ids = np.array([int(k) for k in keys], np.int64)
             self.object_names: list[str] | None = None
         except (ValueError, OverflowError):  # not integers, or beyond int64

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,22 +27,23 @@ from .tables import Table, TableError, column_text, open_table
 BATCH_ROWS = 65_536
 
 
+# An integer id: ASCII digits, optionally with a zero fraction ("123.0"). Python's int() and float() would also
+# take "1_5" (as 15), "1e3" and non-ASCII digits, turning distinct names into one number or another object's id.
+_INTEGER_ID = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")
+
+
 def norm_id(s: str) -> str:
-    """The id's canonical text: "00123", "123.0" and "123" name one object. Integers are parsed as integers,
-    never through a float: a Gaia source_id has 19 digits and a float64 keeps 15-16, so neighbouring ids would
-    merge into one object."""
+    """The id's canonical text: "00123", "123.0" and "123" name one object; any other id is kept as written
+    (stripped). Integers are parsed as integers, never through a float: a Gaia source_id has 19 digits and a
+    float64 keeps 15-16, so neighbouring ids would merge into one object."""
     s = s.strip()
-    try:
-        return str(int(s))
-    except ValueError:
-        pass
-    try:
-        f = float(s)
-    except ValueError:
-        return s
-    if f.is_integer() and abs(f) < 2 ** 53:  # beyond 2**53 a float no longer names one integer
-        return str(int(f))
-    return s
+    m = _INTEGER_ID.fullmatch(s)
+    return str(int(m.group(1))) if m else s
+
+
+def is_integer_id(key: str) -> bool:
+    """Whether a `norm_id` key is an integer (its canonical text is then plain ASCII digits)."""
+    return _INTEGER_ID.fullmatch(key) is not None
 
 
 @dataclass
