@@ -181,7 +181,8 @@ class TrimodalBatches:
 
         Training: shuffled, each rank one contiguous slice of the order, incomplete batches dropped.
         Evaluation: store order, every row used: each global batch is split across ranks (sizes differ by at
-        most one), so metrics cover the whole split.
+        most one), so metrics cover the whole split. The global batches do not depend on the world size (a
+        contrastive loss depends on which objects share a batch): a rank may get an empty share of the last one.
         """
         s = self.spec
         b = s.batch_size
@@ -196,8 +197,11 @@ class TrimodalBatches:
             return [batches[j * run + i] for i in range(run) for j in range(s.streams) if j * run + i < len(batches)]
         g = b * s.world_size
         starts = list(range(0, len(self.rows), g))
-        if len(starts) > 1 and len(self.rows) - starts[-1] < s.world_size:
-            starts.pop()  # a tail too short to give every rank a row joins the previous global batch
+        if len(starts) > 1 and len(self.rows) - starts[-1] < 2:
+            # A one-object tail joins the previous batch: alone it has no negatives, a contrastive loss of 0
+            # whatever the weights. (Folding tails shorter than the world size instead made the validation loss
+            # of the same weights differ between 1 and 2 ranks.)
+            starts.pop()
         bounds = starts[1:] + [len(self.rows)]
         return [np.array_split(self.rows[a:z], s.world_size)[s.rank] for a, z in zip(starts, bounds)]
 

@@ -90,10 +90,12 @@ class Pretrainer(Trainer):
         for batch in self.val_batches.iter_epoch(0):
             if self.cfg.train.eval_max_batches and n_batches >= self.cfg.train.eval_max_batches:
                 break
-            batch = to_device(batch, self.device, self.float_dtype)
-            with self.autocast():
-                emb = self.engine(batch)
-            emb = {m: e.float() for m, e in emb.items()}
+            if len(batch["index"]):
+                batch = to_device(batch, self.device, self.float_dtype)
+                with self.autocast():
+                    emb = {m: e.float() for m, e in self.engine(batch).items()}
+            else:  # no share of the last global batch (fewer objects than ranks): the loss's gather still needs us
+                emb = {m: torch.zeros((0, self.model.embed_dim), device=self.device) for m in self.modalities}
             loss, _ = self.loss_fn(emb, self.model.logit_scales(), presence(batch, self.modalities))
             loss_sum += float(loss)
             n_batches += 1
