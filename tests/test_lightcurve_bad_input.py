@@ -109,6 +109,26 @@ def test_a_class_map_code_of_0_or_false_is_a_class_and_only_null_leaves_out(tmp_
     no_leftovers(tmp_path, tmp_path / "t.zarr")
 
 
+def test_a_class_map_table_without_a_header_line_is_refused_naming_it(tmp_path, capsys):
+    """Catches a headerless `label,class` CSV losing its first mapping to the header: a puzzling "label 'M_or_SR'
+    is not in the class map" although it is on line 1, or with --drop-unlabelled the class silently gone."""
+    from astrom3_hpc.data.store import Store
+
+    write_tables(tmp_path, n_per_class=3)
+    cmap = tmp_path / "map.csv"
+    cmap.write_text("M_or_SR,LPV\nHADS_or_DSCT,DSCT\nRRab-like,RRAB\n")
+    out = tmp_path / "s.zarr"
+    for flags in ((), ("--drop-unlabelled",), ("--keep-unlabelled",)):
+        assert main(ingest_args(tmp_path, out, "--class-map", str(cmap), *flags)) == 2, flags
+        err = capsys.readouterr().err
+        assert "objects.csv:2: object OGLE-00000: label 'M_or_SR' is the header of the class map " in err, flags
+        assert "map.csv: a class-map table's first line names its columns (label,class)" in err, flags
+        no_leftovers(tmp_path, out)
+    cmap.write_text("label,class\n" + cmap.read_text())  # with its header line, every mapping is read
+    assert main(ingest_args(tmp_path, out, "--class-map", str(cmap))) == 0, capsys.readouterr().err
+    assert Store(out).class_names == ("DSCT", "LPV", "RRAB") and Store(out).n_objects == 9
+
+
 def _with_split_column(d, blank_labelled: bool = False) -> None:
     """objects.csv with a `split` column: train/val/test for labelled objects, blank for unlabelled ones (and,
     with blank_labelled, for the first labelled one too)."""

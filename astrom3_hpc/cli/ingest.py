@@ -141,8 +141,8 @@ def _lightcurve_args(p: argparse.ArgumentParser) -> None:
                                   "comma-separated (--band r,g), are merged into one curve per object, each band "
                                   "shifted to the first one's median")
     g.add_argument("--label-column", default="label", help="class column in the objects table; any names")
-    g.add_argument("--class-map", help="JSON {label: class} or CSV label,class; an empty class leaves the "
-                                       "object out")
+    g.add_argument("--class-map", help="JSON {label: class} or CSV label,class (with that header line); an "
+                                       "empty class leaves the object out")
     g.add_argument("--drop-unlabelled", action="store_true",
                    help="leave out objects with no class (default: error naming them)")
     g.add_argument("--keep-unlabelled", action="store_true",

@@ -68,8 +68,10 @@ def _col(header: list[str], name: str, path: str, what: str) -> int:
     return header.index(name)
 
 
-def read_class_map(path: str) -> dict[str, str]:
-    """{raw label: class name}; an empty class name means "leave this object out"."""
+def read_class_map(path: str) -> tuple[dict[str, str], str | None]:
+    """{raw label: class name} (an empty class name means "leave this object out"), and a table's first header
+    cell (None for JSON): a table without a header line loses its first mapping to the header, which the
+    objects' labels then show (`_read_object_rows`)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(path)
@@ -77,11 +79,11 @@ def read_class_map(path: str) -> dict[str, str]:
         m = json.loads(p.read_text())
         if not isinstance(m, dict):
             raise TableError(f"{path}: a class map must be a JSON object {{label: class}}")
-        return {str(k).strip(): _map_class(path, k, v) for k, v in m.items()}
+        return {str(k).strip(): _map_class(path, k, v) for k, v in m.items()}, None
     with open_table(path) as t:
         if len(t.header) < 2:
             raise TableError(f"{path}: a class-map table needs two columns (label, class), got {t.header}")
-        return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for _, r in t.rows}
+        return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for _, r in t.rows}, t.header[0]
 
 
 def _map_class(path: str, label: str, v: Any) -> str:
@@ -141,7 +143,7 @@ class LightCurveTableSource:
         k_lab = _col(header, o.label_column, o.objects, "label")
         k_per = _col(header, o.period_column, o.objects, "period") if o.period_column else None
         self._k_split = _col(header, o.split_column, o.objects, "split") if o.split_column else None
-        cmap = read_class_map(o.class_map) if o.class_map else None
+        cmap, map_header = read_class_map(o.class_map) if o.class_map else (None, None)
         keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
         left_out: dict[str, int] = {}  # per label the class map sends to "": objects left out by request
         seen: set[str] = set()
@@ -153,6 +155,10 @@ class LightCurveTableSource:
                 raise TableError(f"{t.at(pos)}: object {key!r} appears twice")
             seen.add(key)
             raw = r[k_lab].strip() if k_lab < len(r) else ""
+            if raw and raw == map_header:
+                raise TableError(f"{t.at(pos)}: object {key}: label {raw!r} is the header of the class map "
+                                 f"{o.class_map}: a class-map table's first line names its columns (label,class), "
+                                 f"so a map without that line loses its first mapping; add the header line")
             cls = cmap.get(raw, None) if cmap is not None else raw
             if raw and cls == "":
                 # The map names this label and gives it no class: the user left these objects out on purpose, so
