@@ -142,3 +142,14 @@ def test_local_launch_records_every_task_process(tmp_path, monkeypatch):
 
     (sub,) = json.loads((sw.root / "jobs.json").read_text())["submissions"]
     assert sub["pids"] == ["7000", "7001", "7002"] and sub["host"]
+
+
+def test_status_says_a_sweep_without_clip_tasks_needs_no_pretraining(tmp_path, monkeypatch):
+    """Catches `sweep status` reporting "pretraining not started" for a scratch/baseline sweep, which submits none."""
+    sw = Sweep(tmp_path / "sw", make_tasks(seeds=(42,), modes=("photo",), subsets=("full",),
+                                           inits=("scratch", "baseline")))
+    sw.save()
+    _fake_squeue(tmp_path, monkeypatch, "true")
+    out = format_status(sweep_status(sw.root))
+    assert "seed 42: 0/2 done, pretraining not needed" in out
+    assert "pretraining not started" in format_status(sweep_status(_sweep(tmp_path / "clip").root))

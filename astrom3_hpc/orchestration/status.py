@@ -18,15 +18,18 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     sw = Sweep.load(sweep_dir)
     seeds: dict[int, dict[str, Any]] = {}
     for t in sw.tasks:
-        s = seeds.setdefault(t.seed, {"tasks": 0, "done": 0, "missing": []})
+        s = seeds.setdefault(t.seed, {"tasks": 0, "done": 0, "missing": [], "needs_pretrain": False})
         s["tasks"] += 1
+        s["needs_pretrain"] |= t.init == "clip"
         if sw.done(t):
             s["done"] += 1
         else:
             s["missing"].append(t.index)
     for seed, s in seeds.items():
         d = sw.pretrain_dir(seed)
-        s["pretrain"] = ("complete" if (d / "metrics.json").exists() else
+        # Scratch and baseline tasks start from nothing: "not started" read as something still to run.
+        s["pretrain"] = ("not needed" if not s.pop("needs_pretrain") else
+                         "complete" if (d / "metrics.json").exists() else
                          "started" if (d / "checkpoints").exists() else "not started")
         s["array"] = array_spec(s["missing"]) if s["missing"] else ""
     jobs = read_jobs(sw.root)
