@@ -152,3 +152,15 @@ def test_ztf_vsx_refuses_a_star_listed_twice(tmp_path):
     assert r.returncode == 2 and not out.exists(), r.stderr[-2000:]
     assert "ztf_vsx_objects.csv:row 6: vsx_oid 102 listed twice (first seen at " in r.stderr
     assert "ztf_vsx_objects.csv:row 4)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ztf_vsx_thin_class_warning_names_no_option_ztf_vsx_lacks(tmp_path):
+    """Catches the thin-class warning telling a ztf-vsx user to "Merge them with --class-map", an option that
+    `ingest ztf-vsx` rejects."""
+    root = tmp_path / "ztf"
+    _write_ztf_vsx(root, {100 + i: "RRAB" if i < 10 else "RRC" for i in range(12)})
+    r = ingest("ztf-vsx", root, tmp_path / "z.zarr")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "class 'RRC' (2 objects) missing from the validation or test split" in r.stderr
+    assert "`astrom3 ingest lightcurves --class-map` (this source has no class map)" in r.stderr
+    assert r.stderr.count("--class-map") == 1

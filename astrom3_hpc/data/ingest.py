@@ -410,9 +410,10 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     if names is not None:
         write_json(tmp / OBJECT_NAMES, names, indent=None)
     counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
+    hint = _merge_hint(root.attrs["provenance"]["source"].get("kind"))
     for group in _near_duplicates(root.attrs["class_names"]):
-        log.warning("classes %s differ only in case or punctuation: if they are one class, merge them with "
-                    "--class-map", " and ".join(map(repr, group)))
+        log.warning("classes %s differ only in case or punctuation: if they are one class, %s",
+                    " and ".join(map(repr, group)), hint)
     left_out = getattr(source, "left_out_by_class_map", None)
     if left_out:  # asked for, but a class dropped by a map typo would otherwise show only in the provenance
         log.warning("the class map left out %s (labels it maps to no class)",
@@ -420,9 +421,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     thin = {root.attrs["class_names"][c]: n for c, n in classes_missing_from_splits(all_sets, labels).items()}
     if thin:
         log.warning("%s missing from the validation or test split of some seeds: nothing measures their recall "
-                    "there (a generated split puts a class in all three from 8 objects on). Merge them with "
-                    "--class-map or leave them out",
-                    ", ".join(f"class {k!r} ({n} object{'s' * (n != 1)})" for k, n in thin.items()))
+                    "there (a generated split puts a class in all three from 8 objects on). %s",
+                    ", ".join(f"class {k!r} ({n} object{'s' * (n != 1)})" for k, n in thin.items()),
+                    hint[0].upper() + hint[1:])
     summary = {
         "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),
         "n_skipped": len(skipped), "lc_points": int(offsets[-1]), "seconds": round(elapsed, 2),
@@ -461,6 +462,15 @@ def _sum_dropped(statuses: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             d["points"] += points
             d["objects"] += objects
     return total
+
+
+def _merge_hint(kind: str | None) -> str:
+    """Only `ingest lightcurves` has --class-map: naming it after another source's ingest sends the user to an
+    option that command rejects."""
+    if kind == "lightcurves":
+        return "merge them with --class-map or leave them out"
+    return ("merge them or leave them out by reading the tables with `astrom3 ingest lightcurves --class-map` "
+            "(this source has no class map)")
 
 
 def _near_duplicates(names: list[str]) -> list[list[str]]:
