@@ -8,6 +8,7 @@ see README, "Demo".)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +78,42 @@ def test_demo_stops_the_other_fine_tunes_when_one_fails(tmp_path):
     pid = int((tmp_path / "slow.pid").read_text())
     with pytest.raises(ProcessLookupError):  # terminated and reaped before the error reached the caller
         os.kill(pid, 0)
+
+
+def test_demo_errors_are_one_line_and_a_bad_config_builds_nothing(tiny_store, tmp_path, capsys):
+    """Catches a missing demo config found only at the pretraining stage (after the store and the sweep manifest
+    naming it were written) and a failed stage ending in the demo's own RuntimeError traceback (exit 1)."""
+    from astrom3_hpc.cli import main
+
+    out, store = tmp_path / "demo", tmp_path / "s.zarr"
+    assert main(["demo", "--out", str(out), "--store", str(store), "--pretrain-config", "nonexist.yaml"]) == 2
+    assert "nonexist.yaml does not exist" in capsys.readouterr().err
+    assert not out.exists() and not store.exists()
+    # A pretraining config the pretraining refuses (exit 2 in its process): one line naming the stage, exit 1.
+    bad = tmp_path / "pre.yaml"
+    bad.write_text(f"base: {Path(__file__).resolve().parents[1] / 'configs' / 'test.yaml'}\n"
+                   "data: {subset: sub10}\n")
+    assert main(["demo", "--out", str(out), "--store", str(tiny_store), "-n", "640", "--seeds", "42",
+                 "--pretrain-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "astrom3 demo: error: pretrain seed 42 failed with exit code" in err and "Traceback" not in err
+
+
+def test_demo_prints_one_margin_line_per_test_set(tmp_path, capsys):
+    """At subset full the sub-X and the full test set are one: its margin line was printed twice."""
+    import types
+
+    from astrom3_hpc.app.demo import _print_margin
+
+    tasks = []
+    for subset in ("full", "sub10"):
+        for init, acc in (("clip", 0.8), ("scratch", 0.7)):
+            t = types.SimpleNamespace(mode="photo", subset=subset, init=init, name=f"{subset}-{init}")
+            (tmp_path / t.name).mkdir()
+            rep = {"accuracy": acc, "n": 40}
+            (tmp_path / t.name / "metrics.json").write_text(json.dumps({"test": rep, "test_full": rep}))
+            tasks.append(t)
+    _print_margin(types.SimpleNamespace(tasks=tasks, run_dir=lambda t: tmp_path / t.name))
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(ln.split(" (")[0] for ln in lines) == ["photo full, full test set", "photo sub10, full test set",
+                                                         "photo sub10, sub10 test set"]
