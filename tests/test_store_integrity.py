@@ -161,6 +161,24 @@ def test_garbled_checksum_table_is_store_damage_naming_the_file(store, capsys, g
         TrimodalBatches(LoaderSpec(str(store)))
 
 
+@pytest.mark.parametrize("node,named", [("lc/stats", "array 'lc/stats'"), ("label", "array 'label'"),
+                                        ("lc", "node 'lc'"), ("", "the store's root group")])
+@pytest.mark.parametrize("garble", [lambda b: b"garbage", lambda b: b[:len(b) // 2], lambda b: b"\xff" + b[1:],
+                                    lambda b: b"[]"], ids=["not-json", "truncated", "not-utf8", "not-an-object"])
+def test_garbled_node_metadata_is_store_damage_naming_file_and_array(store, capsys, node, named, garble):
+    """A zarr.json that no longer parses gave a bare JSON parser error naming no file, as bad input (exit 2)."""
+    meta = store / node / "zarr.json" if node else store / "zarr.json"
+    meta.write_bytes(garble(meta.read_bytes()))
+    line = f"{meta}: the metadata of {named} is damaged"
+    assert main(["verify", str(store)]) == 3
+    captured = capsys.readouterr()
+    assert line in captured.out + captured.err
+    assert main(["info", str(store)]) == 3
+    assert line in capsys.readouterr().err
+    with pytest.raises(ChecksumError, match=f"metadata of {named} is damaged"):
+        Store(store)
+
+
 def test_a_lost_checksum_table_is_store_damage_not_an_older_store(store, capsys):
     """A store whose attributes record its table, and the table gone (a copy that kept only the Zarr nodes): it
     opened as a store from before checksums, every chunk unchecked, under a warning blaming an older astrom3."""

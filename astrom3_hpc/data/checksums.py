@@ -49,14 +49,46 @@ def file_crc(path: Path) -> int:
             crc = google_crc32c.extend(crc, b)
 
 
-def array_names(store_dir: Path) -> list[str]:
+def read_meta(meta: Path, node: str) -> dict[str, Any]:
+    """A node's zarr.json. One that is not a JSON object (truncated, garbled, not UTF-8) is store damage like a
+    bad chunk (ChecksumError, exit 3, naming file and node): a bare JSONDecodeError is a ValueError, which the
+    CLI reports as bad input (exit 2) naming no file."""
+    try:
+        m = json.loads(meta.read_bytes())
+    except ValueError as e:  # UnicodeDecodeError included
+        m = e
+    if not isinstance(m, dict):
+        why = f"not valid JSON: {m}" if isinstance(m, ValueError) else "not a JSON object"
+        raise ChecksumError(f"{meta}: the metadata of {node} is damaged ({why}); rebuild the store with "
+                            f"`astrom3 ingest`")
+    return m
+
+
+def check_root(store_dir: str | Path) -> None:
+    """zarr parses the root zarr.json on opening, before any check: a garbled one must be named as damage too."""
+    p = Path(store_dir) / "zarr.json"
+    if p.exists():
+        read_meta(p, "the store's root group")
+
+
+def array_names(store_dir: Path, damaged: dict[str, str] | None = None) -> list[str]:
     """Every array of the store, as its path relative to the store root (the store's files, not zarr's API:
-    the table describes bytes on disk)."""
+    the table describes bytes on disk). A node whose zarr.json is damaged raises ChecksumError, or, given
+    `damaged`, is recorded there ({node: message}) so that `astrom3 verify` can list it with everything else."""
     names = []
     for meta in sorted(store_dir.rglob("zarr.json")):
-        rel = meta.parent.relative_to(store_dir)
-        if str(rel) != "." and json.loads(meta.read_text()).get("node_type") == "array":
-            names.append(rel.as_posix())
+        rel = meta.parent.relative_to(store_dir).as_posix()
+        if rel == ".":
+            continue
+        try:
+            m = read_meta(meta, f"node '{rel}'")
+        except ChecksumError as e:
+            if damaged is None:
+                raise
+            damaged[rel] = str(e)
+            continue
+        if m.get("node_type") == "array":
+            names.append(rel)
     return names
 
 

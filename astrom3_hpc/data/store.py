@@ -116,7 +116,10 @@ class Store:
     """Read access to a finished store, validated on open."""
 
     def __init__(self, path: str | Path, check_chunks: bool = True):
+        from . import checksums
+
         self.path = Path(path)
+        checksums.check_root(self.path)
         self.root = open_group(self.path, "r")
         a = dict(self.root.attrs)
         if a.get("schema_version") != SCHEMA_VERSION:
@@ -128,8 +131,6 @@ class Store:
         self.n_objects = int(a["n_objects"])
         self.class_names = tuple(a["class_names"])
         self.chunk_objects = int(a["layout"]["chunk_objects"])
-        from . import checksums
-
         self.table = checksums.read_table(self.path, a)
         if self.table is None:
             _warn_unchecked(self.path)

@@ -7,7 +7,6 @@ message naming the array, not an exception from zarr's parser.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from . import checksums
 
 def _meta(store_dir: Path, name: str) -> dict[str, Any] | None:
     p = store_dir / name / "zarr.json"
-    try:
-        m = json.loads(p.read_text())
-    except FileNotFoundError:
+    if not p.is_file():
         return None
-    except (ValueError, UnicodeDecodeError) as e:
-        return {"_error": f"{p}: unreadable metadata of array '{name}' ({e})"}
+    try:
+        m = checksums.read_meta(p, f"array '{name}'")
+    except checksums.ChecksumError as e:
+        return {"_error": str(e)}
     if not isinstance(m.get("shape"), list):
         return {"_error": f"{p}: metadata of array '{name}' has no shape"}
     return m
@@ -51,10 +50,12 @@ def structure_problems(store_dir: str | Path, attrs: dict[str, Any],
     with n_objects or with the table, missing or resized chunk files."""
     store_dir = Path(store_dir)
     n = int(attrs["n_objects"])
-    names = checksums.array_names(store_dir)
+    damaged: dict[str, str] = {}
+    names = checksums.array_names(store_dir, damaged)
     recorded = table["arrays"] if table else {}
     want = expected_shapes(store_dir, attrs, sorted(set(names) | set(recorded)))
-    problems = []
+    # The loop below names the known arrays among them as arrays; the rest (groups, unrecorded arrays) here.
+    problems = [damaged[k] for k in sorted(set(damaged) - set(want) - set(recorded))]
     for name in sorted(set(want) | set(recorded)):
         m = _meta(store_dir, name)
         if m is None:
@@ -137,6 +138,7 @@ def verify_store(path: str | Path) -> tuple[list[str], bool]:
     from .store_schema import SCHEMA_VERSION, StoreError, open_group
 
     path = Path(path)
+    checksums.check_root(path)
     attrs = dict(open_group(path).attrs)
     if attrs.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(f"{path}: schema_version {attrs.get('schema_version')!r}, this code reads "
