@@ -97,6 +97,8 @@ def test_demo_errors_are_one_line_and_a_bad_config_builds_nothing(tiny_store, tm
                  "--pretrain-config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "astrom3 demo: error: pretrain seed 42 failed with exit code" in err and "Traceback" not in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert Path(manifest["root"]).is_absolute() and manifest["pretrain_config"] == str(bad)
 
 
 def test_demo_prints_one_margin_line_per_test_set(tmp_path, capsys):

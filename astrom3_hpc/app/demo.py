@@ -88,8 +88,9 @@ def cmd_demo(args) -> int:
                 else "")
     sweep_dir = Path(args.out)
     tasks = make_tasks(seeds=args.seeds, modes=args.modes, subsets=args.subsets)
-    sw = Sweep(sweep_dir, tasks, finetune_config=args.finetune_config, pretrain_config=args.pretrain_config,
-               store=str(store.resolve()))
+    # Absolute, as `sweep create` writes them: `sweep submit --resume-missing` may run from another directory.
+    sw = Sweep(sweep_dir.resolve(), tasks, finetune_config=str(Path(args.finetune_config).resolve()),
+               pretrain_config=str(Path(args.pretrain_config).resolve()), store=str(store.resolve()))
     sw.save()
     for seed in args.seeds:
         if (sw.pretrain_dir(seed) / "metrics.json").exists():
