@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,22 @@ def test_overrides_win_and_cells_can_be_turned_off(tmp_path):
                         "--seeds", "42", "--modes", "photo", "--subsets", "full", "--set", f"cells={bad}"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "betaz" in r.stderr and not (tmp_path / "sw2" / "manifest.json").exists()
+
+
+def test_cells_that_is_not_a_file_name_is_a_config_error(tmp_path):
+    """`cells:` given a table inline, a number, or the cells file itself passed as --config: Path(cells) raised a
+    TypeError traceback (exit 1) instead of one line naming the key."""
+    inline = tmp_path / "inline.yaml"
+    inline.write_text("name: t\ncells:\n  photo:\n    full:\n      optim: {lr: 0.01}\n")
+    cells_file = REPO / "configs" / "finetune_cells.yaml"
+    for path, sets, got in [(inline, [], "got a mapping"), (cells_file, [], "got a mapping"),
+                            (PAPER_FT, ["cells=5"], "got 5"), (PAPER_FT, ["cells=[a.yaml]"], "got ['a.yaml']")]:
+        with pytest.raises(ConfigError, match=f"^{path}: cells: expected the path of a cells file.*{re.escape(got)}"):
+            load_config(path, sets)
+    r = subprocess.run([ASTROM3, "finetune", "--config", str(cells_file), "--run-dir", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"astrom3 finetune: error: {cells_file}: cells: expected")
 
 
 def test_trainer_honours_warmup_clipping_and_plateau():

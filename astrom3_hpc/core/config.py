@@ -410,7 +410,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if "cells" in over and isinstance(over["cells"], str):
         over["cells"] = str(Path(over["cells"]).resolve())  # relative to the working directory
     merged = _merge(values, over)
-    if merged.get("cells"):
+    cells = merged.get("cells")
+    if cells is not None and not isinstance(cells, str):  # else Path(cells) below: a TypeError traceback, exit 1
+        got = "a mapping (a cells table goes in its own file, which `cells:` names)" if isinstance(cells, dict) \
+            else repr(cells)
+        raise ConfigError(f"{where}: cells: expected the path of a cells file (e.g. finetune_cells.yaml), got {got}")
+    if cells:
         # Precedence: defaults < config file < the cell's values < command-line overrides.
         mode = merged.get("finetune", {}).get("mode", FinetuneConfig.mode)
         subset = merged.get("data", {}).get("subset", DataConfig.subset)
