@@ -188,8 +188,53 @@ def test_clean_leaves_other_stores_temporary_directories_alone(tmp_path, name, o
     mine, theirs = tmp_path / f".{name}.tmp-1234abcd", tmp_path / f".{other}.tmp-5678ef01"
     mine.mkdir()
     theirs.mkdir()
-    assert clean(tmp_path / name) == [mine]
+    assert clean(tmp_path / name) == ([mine], None)
     assert theirs.is_dir() and not mine.exists()
+
+
+def test_a_signal_between_replace_dirs_renames_waits_for_both(tmp_path, monkeypatch):
+    """Catches the gap of `ingest --overwrite` (old store moved aside, new one not yet in): a SIGTERM there ended
+    the process with no store at --out, the build's cleanup deleted the new one, and clean-store-temp the old."""
+    import signal
+
+    from astrom3_hpc.core import atomic
+
+    dst, src = tmp_path / "s.zarr", tmp_path / ".s.zarr.tmp-new"
+    for d, text in ((dst, "old"), (src, "new")):
+        d.mkdir()
+        (d / "f").write_text(text)
+    real, moved = os.replace, []
+
+    def replace_then_signal(a, b):
+        real(a, b)
+        moved.append(b)
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped with {len(moved)} rename(s) done")
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_signal)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="stopped with 2 rename"):
+            atomic.replace_dir(src, dst)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (dst / "f").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
+
+
+def test_clean_puts_back_the_only_copy_a_killed_replacement_left(tmp_path, capsys):
+    from astrom3_hpc.cli import main
+
+    old = tmp_path / ".s.zarr.old-4242-deadbeef"
+    old.mkdir()
+    (old / "f").write_text("old")
+    (tmp_path / ".s.zarr.tmp-1234abcd").mkdir()  # the new build, killed before it was moved in
+    assert main(["clean-store-temp", str(tmp_path / "s.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert f"put back {old}" in out and "removed" in out and ".s.zarr.tmp-1234abcd" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"] and (tmp_path / "s.zarr" / "f").read_text() == "old"
 
 
 def test_wrong_schema_version_and_missing_chunk_are_refused(tmp_path, tiny_store):

@@ -114,10 +114,12 @@ def _add_clean(sub) -> None:
 def cmd_clean_store_temp(args) -> int:
     from ..data.tempdirs import clean
 
-    removed = clean(args.store)
+    removed, restored = clean(args.store)
+    if restored is not None:
+        print(f"put back {restored} as {args.store}: a build replacing it was killed after moving it aside")
     for p in removed:
         print(f"removed {p}")
-    if not removed:
+    if not removed and restored is None:
         print(f"nothing to remove next to {args.store}")
     return 0
 

@@ -104,16 +104,44 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place, replacing an old one with the shortest possible gap."""
-    if dst.exists():
-        # Unique, not per process: an earlier trash that rmtree could not empty (NFS silly-renames) under a reused
-        # pid would make the rename fail and throw away the finished directory.
-        trash = dst.parent / f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, trash)
+    """Move a finished directory into place, replacing an old one with the shortest possible gap.
+
+    The gap (old moved aside, new not yet in) is closed to signals: a job signal or Ctrl-C there used to end the
+    process with no directory at `dst`, and the interrupted build's cleanup then deleted the new one. A signal
+    that arrives meanwhile is delivered after the second rename. Only SIGKILL or a lost node can leave the gap
+    open; `clean-store-temp` then puts the old directory back (data/tempdirs.py)."""
+    if not dst.exists():
         os.replace(src, dst)
+        return
+    # Unique, not per process: an earlier trash that rmtree could not empty (NFS silly-renames) under a reused
+    # pid would make the rename fail and throw away the finished directory.
+    trash = dst.parent / f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with _signals_held():
+            os.replace(dst, trash)
+            try:
+                os.replace(src, dst)
+            except BaseException:
+                os.replace(trash, dst)
+                raise
+    finally:  # also when a held signal's handler raises as the block ends: the new directory is in place
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delay the signals a user or a batch system sends (delivered when the block ends)."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
+    if not hasattr(signal, "pthread_sigmask"):  # not on Windows: the gap stays as short as two renames
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _json_default(o: Any) -> Any:

@@ -8,6 +8,7 @@ store briefly moves the old one to `.<name>.old-<pid>-<random>` (atomic.replace_
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import signal
 from contextlib import contextmanager
@@ -45,10 +46,21 @@ def leftovers(store: str | Path) -> list[Path]:
     return sorted(p for pat in (f".{name}.tmp-*", f".{name}.old-*") for p in store.parent.glob(pat) if p.is_dir())
 
 
-def clean(store: str | Path) -> list[Path]:
-    """Remove the temporary directories that interrupted builds of `store` left behind. Only run it while no
-    build of that store is running: a running build's directory looks the same."""
+def clean(store: str | Path) -> tuple[list[Path], Path | None]:
+    """Remove the temporary directories that interrupted builds of `store` left behind; returns them, and the
+    directory put back as `store` if any. Only run it while no build of that store is running: a running build's
+    directory looks the same.
+
+    A build killed (SIGKILL, a lost node) between moving the old store aside and moving the new one in leaves no
+    `store` and an `.old-` directory: that is the only copy, so the newest one is renamed back, not deleted."""
+    store = Path(store).resolve()
     found = leftovers(store)
+    restored = None
+    olds = [p for p in found if p.name.startswith(f".{store.name}.old-")]
+    if olds and not store.exists():
+        restored = max(olds, key=lambda p: p.stat().st_mtime)
+        os.replace(restored, store)
+        found.remove(restored)
     for p in found:
         shutil.rmtree(p)
-    return found
+    return found, restored
