@@ -140,6 +140,29 @@ def test_cli_parsers_register_sweep_and_launch(tmp_path, capsys):
     assert "0/8 tasks complete" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGTERM"])
+def test_a_job_signal_before_any_handler_of_the_command_still_requeues(signame, monkeypatch, capsys):
+    """Catches the first seconds of a job (imports, DeepSpeed's set-up, before the trainer's or the baseline's own
+    handler) and its last ones: a signal there killed it (SLURM failed the task) instead of exit 75 (requeue)."""
+    import os
+    import signal
+
+    from astrom3_hpc.train.jobs import run_command
+
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    before = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+    done = []
+
+    def setting_up():
+        os.kill(os.getpid(), getattr(signal, signame))
+        done.append("after the signal")  # never reached: the handler raised where the job was
+        return 0
+
+    assert run_command("finetune", setting_up) == 75 and not done
+    assert f"astrom3 finetune: finetune stopped by {signame} before it finished" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_preemption_takes_submitits_signal_inside_submitit_jobs(monkeypatch):
     import signal
 

@@ -40,7 +40,24 @@ def run_command(command: str, fn: Callable[[], int | None], *, verbose: bool = F
     the whole job at once (distributed.abort), instead of leaving its peers in a collective until the timeout."""
     setup_logging(verbose)
     on_error = _fail_job if fail_fast else None
-    return run_reporting_errors(command, fn, expected_errors() + tuple(extra_expected), on_error)
+    return run_reporting_errors(command, lambda: _stopped_by_job_signals(command, fn),
+                                expected_errors() + tuple(extra_expected), on_error)
+
+
+def _stopped_by_job_signals(command: str, fn: Callable[[], int | None]) -> int | None:
+    """``fn()`` with SLURM's USR1 and SIGTERM turned into exit 75 (requeue) from the command's start to its end.
+    Training installs its own handler (a checkpoint first) and the store builder its own (SIGTERM: 143) over this
+    one; before it, a signal during the imports, DeepSpeed's set-up or the last writes killed the job, and SLURM
+    failed the task instead of requeueing it. A Submitit job is left to Submitit's handlers (its requeue)."""
+    import os
+    import signal
+
+    from ..core.signals import stopped_by
+
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        return fn()
+    with stopped_by(command, signals=(signal.SIGUSR1, signal.SIGTERM)):
+        return fn()
 
 
 def _fail_job(command: str, e: BaseException, code: int, known: bool) -> None:
