@@ -76,10 +76,12 @@ class ZTFVSXSource(_LongTableSource):
 
     def _refuse_repeated_ids(self) -> None:
         """A star listed twice would be stored twice and could land in both train and test (a leak that inflates
-        the test score), so it is the whole file's error, as in the other sources. An id that is not an integer
-        is left to `get`, where it is that object's error."""
+        the test score), so it is the whole file's error, as in the other sources. An id that is not an integer,
+        and a row of too few or too many cells, are left to `get`, where each is that object's error."""
         seen: dict[int, str] = {}
         for index, row in enumerate(self._cat):
+            if None in row or None in row.values():
+                continue
             try:
                 oid = int((row.get("vsx_oid") or "").strip())
             except ValueError:
