@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from .signals import JOB_SIGNALS, handling
+
+# What a user or a batch system sends to stop a process: held across replace_dir's two renames.
+SIGNALS_HELD = (*JOB_SIGNALS, signal.SIGINT)
 
 
 def _umask() -> int:
@@ -108,7 +114,7 @@ def replace_dir(src: Path, dst: Path) -> None:
 
     The gap (old moved aside, new not yet in) is closed to signals: a job signal or Ctrl-C there used to end the
     process with no directory at `dst`, and the interrupted build's cleanup then deleted the new one. A signal
-    that arrives meanwhile is delivered after the second rename. Only SIGKILL or a lost node can leave the gap
+    that arrives meanwhile is answered after the second rename. Only SIGKILL or a lost node can leave the gap
     open; `clean-store-temp` then puts the old directory back (data/tempdirs.py)."""
     if not dst.exists():
         os.replace(src, dst)
@@ -116,32 +122,21 @@ def replace_dir(src: Path, dst: Path) -> None:
     # Unique, not per process: an earlier trash that rmtree could not empty (NFS silly-renames) under a reused
     # pid would make the rename fail and throw away the finished directory.
     trash = dst.parent / f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    held: list[int] = []
     try:
-        with _signals_held():
+        # Recorded by Python-level handlers, not blocked: a blocked signal still reaches another thread (zarr's,
+        # torch's), and the main thread's handler then ran at any point, in the gap included.
+        with handling(SIGNALS_HELD, lambda signum, frame: held.append(signum)):
             os.replace(dst, trash)
             try:
                 os.replace(src, dst)
             except BaseException:
                 os.replace(trash, dst)
                 raise
-    finally:  # also when a held signal's handler raises as the block ends: the new directory is in place
+        for signum in held:
+            signal.raise_signal(signum)
+    finally:  # also when a held signal's handler raised: the new directory is in place
         shutil.rmtree(trash, ignore_errors=True)
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Delay the signals a user or a batch system sends (delivered when the block ends)."""
-    import signal
-
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
-    if not hasattr(signal, "pthread_sigmask"):  # not on Windows: the gap stays as short as two renames
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _json_default(o: Any) -> Any:
