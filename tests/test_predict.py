@@ -110,6 +110,10 @@ def test_a_table_of_new_objects_without_any_class_is_ingested_and_classified(tra
     assert not store.exists()
     assert main(ingest_args(new, store, "--keep-unlabelled")) == 0, capsys.readouterr().err
     capsys.readouterr()
+    from astrom3_hpc.data.store import Store
+
+    summary = Store(store).attrs["summary"]  # n_valid said 0: it counted labelled objects only
+    assert (summary["n_valid"], summary["n_labelled"]) == (len(kept), 0)
     assert main(["info", str(store)]) == 0
     assert f"objects without a class: {len(kept)}" in capsys.readouterr().out
     for name, s in (("blank", store), ("some-labelled", new_store)):

@@ -425,7 +425,9 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
                     ", ".join(f"class {k!r} ({n} object{'s' * (n != 1)})" for k, n in thin.items()),
                     hint[0].upper() + hint[1:])
     summary = {
-        "store": str(out), "n_objects": layout.n_objects, "n_valid": int(valid.sum()),
+        # Valid: ingested whole (what `predict` classifies); labelled: those of them with a class (what splits hold).
+        "store": str(out), "n_objects": layout.n_objects, "n_valid": int(root["valid"][:].sum()),
+        "n_labelled": int(valid.sum()),
         "n_skipped": len(skipped), "lc_points": int(offsets[-1]), "seconds": round(elapsed, 2),
         "objects_per_second": round(layout.n_objects / max(elapsed, 1e-9), 1), "mpi_ranks": len(rank_objects),
         "objects_per_rank": rank_objects,
