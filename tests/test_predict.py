@@ -123,6 +123,16 @@ def test_a_table_of_new_objects_without_any_class_is_ingested_and_classified(tra
     np.testing.assert_allclose(_probs(got, kept), _probs(want, kept), atol=2e-6)
     m = json.loads((tmp_path / "blank" / "metrics.json").read_text())
     assert m["all"]["n"] == len(kept) and m["class_names"] == sorted(CLASSES)
+    # And embedded by the fine-tune (scaled by its training store): the vectors it gives them in a labelled store.
+    from astrom3_hpc.science.common import read_embeddings
+
+    for name, s in (("blank", store), ("some-labelled", new_store)):
+        assert main(["embed", str(runs["hybrid"]), "--store", str(s), "--no-progress",
+                     "--out-dir", str(tmp_path / f"emb-{name}")]) == 0, capsys.readouterr().err
+    a, b = (read_embeddings(tmp_path / f"emb-{n}" / "embeddings.zarr") for n in ("blank", "some-labelled"))
+    assert (a.label == -1).all() and sorted(a.object_id) == sorted(b.object_id)
+    order = np.argsort(a.object_id), np.argsort(b.object_id)
+    np.testing.assert_allclose(a.vectors["photo"][order[0]], b.vectors["photo"][order[1]], atol=1e-6)
     # Nothing to train on: said, before any run directory (the baseline failed in scikit-learn, having made one).
     capsys.readouterr()
     assert main(["baseline", str(store), "--seed", "42", "--out", str(tmp_path / "bl")]) == 2

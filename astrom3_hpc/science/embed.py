@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.constants import ALL_OBJECTS
 from ..core.atomic import replace_dir
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, load_model,
                      read_embeddings, science_dir)
@@ -142,11 +143,18 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
         if trained_on.path.resolve() != store_path.resolve():
             norm = str(trained_on.path)
     seed = cfg.data.seed
+    if norm is None and len(st.split(seed, "full", "train")) == 0:
+        # Its statistics would be placeholders (mean 0, std 1): every vector silently off.
+        raise ValueError(f"{store_path} has no train split of seed {seed} to scale the inputs of {run_dir} by "
+                         f"(no object with a class); embed it with a fine-tune run, which scales by its own "
+                         f"training store")
     rows, flags = select_rows(st, seed, splits)
     n, dim = len(rows), int(model.embed_dim)
     mods = list(model.modalities)
     out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
-    batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split="train", train=False,
+    # The loader's own split is unused (encode_rows reads the rows above): every object, so that a store without
+    # classes (ingested for `predict`) can be embedded too.
+    batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split=ALL_OBJECTS, train=False,
                                          batch_size=batch_size, use_rfr_score=cfg.data.use_rfr_score,
                                          read_spectra="spectra" in getattr(model, "reads", mods), norm_store=norm,
                                          **cached_inputs(resolve(cfg.model))))
