@@ -62,6 +62,8 @@ cd "$ROOT" || die "cannot cd to $ROOT"
 INDEX=$SLURM_ARRAY_TASK_ID
 JOB_KEY=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
 MAX_REQUEUES=${MAX_REQUEUES:-20}
+# Checked before the run: a typo failed only the test after the first preemption, and then requeued without end.
+case "$MAX_REQUEUES" in ''|*[!0-9]*) die "MAX_REQUEUES=$MAX_REQUEUES: expected a number of requeues" ;; esac
 RESTART=${SLURM_RESTART_COUNT:-0}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi

@@ -82,6 +82,8 @@ STORE=${STORE-data/synthetic.zarr}
 OUT_ROOT=${OUT_ROOT:-runs/slurm}
 RUN_DIR=${RUN_DIR:-$OUT_ROOT/pretrain-$JOB_KEY}
 MAX_REQUEUES=${MAX_REQUEUES:-20}
+# Checked before the run: a typo failed only the test after the first preemption, and then requeued without end.
+case "$MAX_REQUEUES" in ''|*[!0-9]*) die "MAX_REQUEUES=$MAX_REQUEUES: expected a number of requeues" ;; esac
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
