@@ -85,6 +85,30 @@ def test_job_script_exit_codes(tmp_path):
     assert r.returncode == 0 and "nothing to do" in r.stderr
 
 
+def test_a_bad_array_index_or_a_damaged_manifest_is_one_line(tmp_path, capsys):
+    """Catches SLURM_ARRAY_TASK_ID=x and a truncated or reshaped manifest.json ending in tracebacks (exit 1, which
+    the array's bookkeeping cannot tell from a crash); `sweep status` on such a manifest did the same."""
+    import os
+
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.cli.orchestration import sweep_task_main
+
+    sw = _sweep(tmp_path)
+    os.environ["SLURM_ARRAY_TASK_ID"] = "x"
+    try:
+        assert sweep_task_main([str(sw.root)]) == 2
+    finally:
+        del os.environ["SLURM_ARRAY_TASK_ID"]
+    assert "SLURM_ARRAY_TASK_ID='x' is not a task index" in capsys.readouterr().err
+    manifest = sw.root / "manifest.json"
+    for damaged in (manifest.read_text()[:50], "[]", '{"tasks": [{"mode": "photo"}]}'):
+        manifest.write_text(damaged)
+        assert sweep_task_main([str(sw.root), "0"]) == 2
+        assert f"sweep_task.py: error: {manifest} is damaged" in capsys.readouterr().err
+        assert main(["sweep", "status", str(sw.root)]) == 2
+        assert f"{manifest} is damaged" in capsys.readouterr().err
+
+
 def test_a_light_curve_sweep_fits_the_baseline_beside_its_networks(tmp_path):
     """Catches a sweep that cannot hold the classical baseline (so a cluster user's table lacks the score its
     networks must beat), a baseline task that runs anything but `astrom3 baseline` on its split, and a baseline

@@ -72,10 +72,14 @@ def sweep_task_main(argv: Sequence[str] | None = None) -> int:
         if not tid:
             print("sweep_task.py: no INDEX given and SLURM_ARRAY_TASK_ID is not set", file=sys.stderr)
             return 2
-        index = int(tid)
+        try:
+            index = int(tid)
+        except ValueError:
+            print(f"sweep_task.py: SLURM_ARRAY_TASK_ID={tid!r} is not a task index", file=sys.stderr)
+            return 2
     try:
         sw = Sweep.load(a.sweep_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"sweep_task.py: error: {e}", file=sys.stderr)
         return 2
     if not 0 <= index < len(sw.tasks):

@@ -136,10 +136,14 @@ class Sweep:
         p = root / MANIFEST
         if not p.exists():
             raise FileNotFoundError(f"{root} is not a sweep directory (no {MANIFEST})")
-        d = json.loads(p.read_text())
-        d["root"] = root  # the directory may have moved since it was written
-        d["tasks"] = [Task(**t) for t in d["tasks"]]
-        return cls(**d)
+        try:
+            d = json.loads(p.read_text())
+            d["root"] = root  # the directory may have moved since it was written
+            d["tasks"] = [Task(**t) for t in d["tasks"]]
+            return cls(**d)
+        except (ValueError, TypeError, KeyError) as e:  # JSON, UTF-8, a list or a task of other keys
+            raise ValueError(f"{p} is damaged ({type(e).__name__}: {e}): restore it, or move it aside and create "
+                             f"the sweep again with the same grid (runs finished under runs/ count as done)") from None
 
 
 _DROPOUT_OF = {"photo": ("lc_dropout",), "spectra": ("spec_dropout",), "meta": ("meta_dropout",),
