@@ -116,10 +116,9 @@ def test_evaluate_embeddings_takes_a_batch_size(pretrained_2rank, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     want = json.loads((pretrained_2rank / "metrics.json").read_text())["embedding_eval"]
     got = json.loads((run / "embedding_eval.json").read_text())
-    # Every object embedded (the counts), every score a fraction; the values themselves move with the paper
-    # preset's random ProbSparse key sampling at evaluation, so they are not compared.
-    assert got.keys() == want.keys() and (got["n_train"], got["n_test"]) == (want["n_train"], want["n_test"])
-    assert all(0.0 <= got[k] <= 1.0 for k in got if k not in ("n_train", "n_test"))
+    # The run's own numbers (2 ranks, its batch), whatever the batch and world size: the paper preset's key sampler
+    # is re-seeded per batch. Unseeded, it continued the random stream, and the command disagreed with the run.
+    assert got == want
 
 
 @pytest.mark.timeout(900)

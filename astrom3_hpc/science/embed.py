@@ -46,7 +46,7 @@ from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average
 log = logging.getLogger("astrom3")
 
 CHUNK_ROWS = 4096
-DEFAULT_SAMPLE_SEED = 0
+DEFAULT_SAMPLE_SEED = 0  # = train.pretrain.SAMPLE_SEED, which the run's own evaluation uses
 
 
 def select_rows(store, seed: int, splits: list[str] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -71,6 +71,7 @@ def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_
     import torch
 
     from ..train.engine import to_device
+    from ..train.pretrain import encode_seeded
 
     mods = list(model.modalities)
     out: dict[str, list] = {m: [] for m in mods}
@@ -79,9 +80,7 @@ def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_
         for k, a in enumerate(range(0, len(rows), batch_size)):
             batch = to_device(batches.make_batch(rows[a:a + batch_size], 0, k), dev)
             for m in mods:
-                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                    torch.manual_seed(sample_seed)
-                    out[m].append(model.encode(m, batch).float().cpu().numpy())
+                out[m].append(encode_seeded(model, m, batch, sample_seed).float().cpu().numpy())
     return {m: np.concatenate(v) if v else np.zeros((0, model.embed_dim), np.float32) for m, v in out.items()}
 
 

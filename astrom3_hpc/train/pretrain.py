@@ -30,6 +30,18 @@ def presence(batch: dict, modalities) -> dict[str, torch.Tensor]:
     return out
 
 
+SAMPLE_SEED = 0  # seed of the paper preset's evaluation-time attention-key sampler (model/informer.py)
+
+
+def encode_seeded(model, modality: str, batch: dict, seed: int = SAMPLE_SEED) -> torch.Tensor:
+    """`model.encode` with the key sampler re-seeded: an object's vector is a function of the object (not of its
+    batch, its rank or what ran before, which made `evaluate-embeddings` disagree with the run's own evaluation),
+    and the caller's random stream is left as it was."""
+    dev = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.encode(modality, batch)
+
 
 @torch.no_grad()
 def embed_batches(model, batches, device, float_dtype=None, modalities=None) -> dict[str, np.ndarray]:
@@ -43,7 +55,7 @@ def embed_batches(model, batches, device, float_dtype=None, modalities=None) -> 
             continue
         b = to_device(batch, device, float_dtype)
         for m in mods:
-            local[m].append(model.encode(m, b).float().cpu().numpy())
+            local[m].append(encode_seeded(model, m, b).float().cpu().numpy())
         local["label"].append(batch["label"].numpy())
         local["index"].append(batch["index"].numpy())
         local["present"].append(batch["present"].numpy())
