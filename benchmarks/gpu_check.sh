@@ -23,8 +23,11 @@ OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
-    --out) OUT=$2; shift ;;
-    --out=*) OUT=${1#--out=} ;;
+    --out|--out=*)
+      # A missing value (or the next option, e.g. --out --dry-run) is a usage error, not a folder.
+      if [ "$1" = --out ]; then OUT=${2:-}; [ $# -lt 2 ] || shift; else OUT=${1#--out=}; fi
+      if [ -z "$OUT" ] || [ "${OUT#-}" != "$OUT" ]; then echo "gpu_check.sh: --out needs a directory" >&2; exit 2; fi
+      ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
   esac

@@ -37,6 +37,19 @@ def test_gpu_check_dry_run_passes_every_item(tmp_path):
     assert any(line.startswith("best samples/s: ") for line in r.stdout.splitlines())
 
 
+@pytest.mark.parametrize("args", [["--out"], ["--out", "--dry-run"], ["--dry-run", "--out"], ["--out="]])
+def test_gpu_check_out_without_a_directory_is_a_usage_error(args, tmp_path):
+    """--out with no value (or the next option in its place) stops with one line and exit 2 before anything runs;
+    exit 1 means an item failed, and --dry-run is never taken as the folder."""
+    env = child_env()
+    # Had it got past the arguments, echo would print the command instead of running the check or making a venv.
+    env["PYTHON"] = env["GPU_PYTHON"] = "/bin/echo"
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), *args], env=env, capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "gpu_check.sh: --out needs a directory", (r.stdout, r.stderr)
+    assert r.stdout == "" and not list(tmp_path.iterdir())
+
+
 @pytest.mark.timeout(300)
 def test_gpu_step_runs_on_cpu(tmp_path):
     """benchmarks/gpu_step.py --cpu: the reference and an engine execution time their steps and report the ratio,
