@@ -10,6 +10,8 @@ memory, cuDNN autotuning and compile caches cannot leak from one into the next):
   engine-bf16           the same under bf16 autocast (fp32 weights, loss and communication)
   engine-bf16-compiled  the same with train.compile (torch.compile per encoder)
 
+Each batch runs the reference first, whatever the order of `--only`, and every row's "x ref" is against it.
+
 Step time is the mean over `--steps` steps after `--warmup` (one synchronisation at the end, so host-device
 overlap counts as it does in training); peak memory is over the timed steps only (cuDNN's autotuning workspaces
 in the warm-up are not the steady state). MFU: the model's FLOPs per step (torch's FlopCounterMode) / step time /
@@ -204,7 +206,8 @@ def main() -> None:
                                 for k, v in make_batch(batch, torch.Generator().manual_seed(0)).items()},
                                device)
             ref = None
-            for n in names:
+            # The reference first whatever the order of --only: every later row's ratio is against it.
+            for n in sorted(names, key=lambda n: n != "reference"):
                 r = launch(n, batch, args, Path(d))
                 r["flops"] = flops
                 results.append(r)
