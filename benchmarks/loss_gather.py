@@ -9,9 +9,10 @@ imbalance of the encoders) -> ContrastiveLoss forward (which gathers the packed 
 once, plus a tiny shape exchange) -> backward (the gather's backward is one reduce-scatter of the gathered
 gradient; all-reduce + slice on backends without reduce-scatter). Collective times come from timing wrappers around
 torch.distributed.all_gather_single / all_reduce; "compute" columns are the phase minus its collectives.
-The table shows the mean over timed steps of the slowest rank. Cost model: modalities x world x batch x 512 x 4
-bytes (fp32 embeddings gathered per step); "gathered" is what the collective actually moved into each rank's
-output buffer (includes the presence-mask columns when --masked).
+The table shows, for each timed step, every phase of the rank whose step took longest (so the phases add up to
+its step, the barrier's wait for the other ranks' encoders included), averaged over the timed steps. Cost model:
+modalities x world x batch x 512 x 4 bytes (fp32 embeddings gathered per step); "gathered" is what the collective
+actually moved into each rank's output buffer (includes the presence-mask columns when --masked).
 
 --model paper: the real AstroM3 CLIP (astrom3_hpc.model.build_clip, paper preset) on random inputs;
 --model standin: one MLP per modality (input -> --hidden -> 512); --model auto: paper if importable.
@@ -173,6 +174,7 @@ def worker(args) -> int:
         if step >= args.warmup:
             rows.append({
                 "enc_fwd": t1 - t0,
+                "barrier": t2 - t1,
                 "gather_fwd": gather_fwd,
                 "gather_fwd_calls": fwd_comm.get(f"{ag}_calls", 0.0),
                 "loss_fwd": (t3 - t2) - gather_fwd,
@@ -194,9 +196,13 @@ def worker(args) -> int:
 
 
 def report(args, kind, mods, world, gathered, model):
-    keys = ["enc_fwd", "gather_fwd", "loss_fwd", "gather_bwd", "bwd_compute", "step"]
+    keys = ["enc_fwd", "barrier", "gather_fwd", "loss_fwd", "gather_bwd", "bwd_compute", "step"]
     n = len(gathered[0]["rows"])
-    slowest = {k: statistics.mean(max(r["rows"][i][k] for r in gathered) for i in range(n)) for k in keys}
+    # Per step, all phases of one rank (the one whose step took longest): a per-phase maximum over ranks would mix
+    # ranks, and the shares would no longer add up to the step.
+    slow_ranks = [max(gathered, key=lambda r: r["rows"][i]["step"])["rank"] for i in range(n)]
+    by_rank = {r["rank"]: r["rows"] for r in gathered}
+    slowest = {k: statistics.mean(by_rank[slow_ranks[i]][i][k] for i in range(n)) for k in keys}
     rows0 = gathered[0]["rows"]
     gathered_bytes = statistics.mean(r["gathered_bytes"] for r in rows0)
     bwd_bytes = statistics.mean(r["bwd_comm_bytes"] for r in rows0)
@@ -207,7 +213,8 @@ def report(args, kind, mods, world, gathered, model):
           f"local batch={args.batch} (global {world * args.batch}), embed={args.embed_dim}, "
           f"masked={args.masked}, threads/rank={args.threads}, steps={args.steps} (+{args.warmup} warm-up)")
     print(f"{'phase':<34}{'ms/step (slowest rank)':>24}{'share':>8}")
-    labels = {"enc_fwd": "encoders forward", "gather_fwd": "gather forward (all_gather)",
+    labels = {"enc_fwd": "encoders forward", "barrier": "barrier (waits for other ranks)",
+              "gather_fwd": "gather forward (all_gather)",
               "loss_fwd": "loss forward (compute)", "gather_bwd": "gather backward (reduce-scatter)",
               "bwd_compute": "backward compute (loss+encoders)", "step": "step total"}
     for k in keys:
@@ -222,7 +229,8 @@ def report(args, kind, mods, world, gathered, model):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "model": kind, "world": world, "batch": args.batch, "modalities": mods, "masked": args.masked,
-            "ms_slowest_rank": {k: 1e3 * v for k, v in slowest.items()}, "gathered_bytes": gathered_bytes,
+            "ms_slowest_rank": {k: 1e3 * v for k, v in slowest.items()}, "slowest_rank_per_step": slow_ranks,
+            "gathered_bytes": gathered_bytes,
             "cost_model_bytes": model_bytes, "bwd_comm_bytes": bwd_bytes, "per_rank": gathered,
         }, indent=2))
 
