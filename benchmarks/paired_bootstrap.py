@@ -33,7 +33,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if len(a.a) != len(a.b):
         ap.error(f"--a lists {len(a.a)} runs, --b {len(a.b)}: give one run of each model per split")
-    pairs = [prediction_pair(x, y, a.split) for x, y in zip(a.a, a.b)]
+    try:
+        pairs = [prediction_pair(x, y, a.split) for x, y in zip(a.a, a.b)]
+    except (OSError, ValueError) as e:  # a missing run or predictions file, runs on different test sets
+        ap.exit(2, f"paired_bootstrap.py: {e}\n")
     r = paired_bootstrap(pairs, a.resamples, a.seed)
     print(f"{a.split} macro-F1 A - B: {r['observed'] * 100:+.1f} points (mean of {r['pairs']} split(s), "
           f"{r['objects']} {a.split} objects); 95 % bootstrap interval "

@@ -22,8 +22,11 @@ def main() -> None:
     ap.add_argument("periods_csv", help="periods.csv of the sample (columns Num, Type, Per)")
     ap.add_argument("out_csv")
     args = ap.parse_args()
-    with open(args.periods_csv, newline="") as f:
-        rows = [(r["Num"].strip(), r["Type"].strip()) for r in csv.DictReader(f)]
+    try:
+        with open(args.periods_csv, newline="") as f:
+            rows = [(r["Num"].strip(), r["Type"].strip()) for r in csv.DictReader(f)]
+    except OSError as e:
+        ap.exit(2, f"prepare_stripe82_objects.py: {args.periods_csv}: {e.strerror}\n")
     with atomic_path(args.out_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["num", "type"])

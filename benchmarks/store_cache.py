@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from astrom3_hpc.core.processes import allotted_cores  # noqa: E402
 from astrom3_hpc.data import lc_features, lc_folds, store_cache  # noqa: E402
-from astrom3_hpc.data.store import Store  # noqa: E402
+from astrom3_hpc.data.store import Store, StoreError  # noqa: E402
 
 CACHES = {
     "features": partial(lc_features.store_features, period_source="ls"),
@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="processes of the shared-out run (default: allotted cores)")
     ap.add_argument("--only", nargs="+", choices=sorted(CACHES), default=sorted(CACHES))
     args = ap.parse_args(argv)
-    store = Store(args.store)
+    try:
+        store = Store(args.store)
+    except (OSError, StoreError) as e:
+        ap.exit(2, f"store_cache.py: {e}\n")
     rows = np.flatnonzero(store.root["present"][:, 0].astype(bool))
     rows = rows[:args.rows] if args.rows > 0 else rows
     workers = args.workers or allotted_cores()

@@ -27,7 +27,7 @@ from astrom3_hpc.core.config import config_from_dict  # noqa: E402
 from astrom3_hpc.data.lc_features import cached_resampled_features, standardise  # noqa: E402
 from astrom3_hpc.data.lc_folds import cached_resampled_folds  # noqa: E402
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches  # noqa: E402
-from astrom3_hpc.data.store import Store  # noqa: E402
+from astrom3_hpc.data.store import Store, StoreError  # noqa: E402
 from astrom3_hpc.model.members import class_probabilities, finetune_classifier  # noqa: E402
 from astrom3_hpc.model.presets import resolve  # noqa: E402
 from astrom3_hpc.model.registry import cached_inputs  # noqa: E402
@@ -104,7 +104,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     results = []
     for run in a.runs:
-        results.append(evaluate(run))
+        try:
+            results.append(evaluate(run))
+        except (OSError, StoreError) as e:  # not a run directory, no best model, its store gone
+            ap.exit(2, f"subset_averaging.py: {e}\n")
         print(run, "  ".join(f"{k} {f1:.1f}/{nll:.3f}" for k, (f1, nll) in results[-1].items()), flush=True)
     print(f"mean over {len(results)} runs (macro-F1 % / NLL):")
     for key in results[0]:
