@@ -7,8 +7,9 @@ not shrink with more ranks; the period searches, which do, are not part of it.
     python benchmarks/points_table.py [--objects 2000] [--points 500] [--bands 1] [--ranks 8]
                                       [--file POINTS --objects-file OBJ]
 
-With --ranks R it also times one rank of R under mpiexec, which keeps only its own 1/R of the objects' rows;
-with --parquet both parsers read the table written to Parquet (pyarrow, float64 columns) instead.
+With --ranks R it also times what one rank of R does, in a plain child process (no mpiexec): the batched parser
+keeping only the first 1/R of the objects' rows. With --parquet both parsers read the table written to Parquet
+(pyarrow, float64 columns) instead.
 """
 
 from __future__ import annotations

@@ -5,14 +5,15 @@
 
 Vectors are clustered like real embeddings (not uniform noise, where "nearest neighbour" means little): n/1000
 cluster centres on the unit sphere, each point = centre + isotropic noise of a per-cluster width, normalised.
-Queries are fresh draws from the same mixture. Ground truth: exact top-10 inner products (faiss IndexFlatIP,
-which is also the "exact" baseline; numpy blockwise search, what `astrom3 search --index exact` runs, is timed
-on a subset of the queries). For each approximate index (the ones `astrom3_hpc.science.search.VectorIndex`
-builds: IVF-Flat at several nprobe, HNSW-Flat at several efSearch) the table gives build time, batched query
-throughput, single-query latency, recall@10 against the exact result, and the speed-up over exact search
-(batched and single-query). HNSW is built on a subset by default (--hnsw-n; it builds at about 1 ms per
-vector on 2 cores), and compared with exact search over the same subset. Indexes are built one at a time and
-freed, so peak memory stays near 2.2 x the vector bytes (about 4.5 GB at the default size).
+Queries are fresh draws from the same mixture. Ground truth: exact top-10 inner products by numpy blockwise
+search over all queries (what `astrom3 search --index exact` runs), which is also the "exact" baseline of every
+speed-up; faiss IndexFlatIP, exact as well, is timed on a subset of the queries (--flat-queries). For each
+approximate index (the ones `astrom3_hpc.science.search.VectorIndex` builds: IVF-Flat at several nprobe,
+HNSW-Flat at several efSearch) the table gives build time, batched query throughput, single-query latency,
+recall@10 against the exact result, and the speed-up over exact search (batched and single-query). HNSW is
+built on a subset by default (--hnsw-n; it builds at about 1 ms per vector on 2 cores), and compared with exact
+search over the same subset. Indexes are built one at a time and freed, so peak memory stays near 2.2 x the
+vector bytes (about 4.5 GB at the default size).
 """
 
 from __future__ import annotations
