@@ -163,6 +163,22 @@ def test_a_job_signal_before_any_handler_of_the_command_still_requeues(signame, 
     assert (signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_the_command_starts_before_the_error_classes_are_imported(monkeypatch, capsys):
+    """Catches run_command importing the data layer (for its error classes: a second or two) before the command's
+    own code and its signal handler: Ctrl-C there was a traceback and a job signal killed the job."""
+    from astrom3_hpc.train import jobs
+
+    calls = []
+    monkeypatch.setattr(jobs, "expected_errors", lambda: calls.append("imported") or (ValueError,))
+
+    def command():
+        assert calls == []
+        raise ValueError("bad input, named")
+
+    assert jobs.run_command("finetune", command) == 2 and calls == ["imported"]
+    assert "astrom3 finetune: error: bad input, named" in capsys.readouterr().err
+
+
 def test_preemption_takes_submitits_signal_inside_submitit_jobs(monkeypatch):
     import signal
 

@@ -26,13 +26,18 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: tuple[type[BaseException], ...],
+Expected = tuple[type[BaseException], ...]
+
+
+def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: Expected | Callable[[], Expected],
                          on_error: Callable[[str, BaseException, int, bool], None] | None = None) -> int:
     """``fn()``'s exit code. An ``expected`` error prints ``astrom3 COMMAND: error: ...`` and gives
     EXIT_BAD_INPUT; an error carrying an int ``exit_code`` (damaged store 3, non-finite loss 5, ...) is expected
     too and gives that code; Ctrl-C gives EXIT_INTERRUPTED (or the ``exit_code`` of the KeyboardInterrupt a
     command raised for a job signal, core/signals.py); a closed stdout (``astrom3 info store | head``) gives
-    EXIT_BROKEN_PIPE quietly.
+    EXIT_BROKEN_PIPE quietly. ``expected`` may be a function giving the tuple, called only to classify an error:
+    the classes live in modules that take seconds to import, and Ctrl-C or a job signal meanwhile escaped with a
+    traceback (or killed the job) before ``fn`` had started.
     ``on_error(command, error, code, expected)`` runs first (a multi-process job ends every rank there)."""
     try:
         return int(fn() or 0)
@@ -45,7 +50,7 @@ def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: t
         return int(getattr(e, "exit_code", EXIT_INTERRUPTED))
     except Exception as e:  # noqa: BLE001
         code = getattr(e, "exit_code", None)
-        known = isinstance(code, int) or isinstance(e, expected)
+        known = isinstance(code, int) or isinstance(e, expected() if callable(expected) else expected)
         code = code if isinstance(code, int) else EXIT_BAD_INPUT if known else EXIT_FAILED
         if on_error is not None:
             on_error(command, e, code, known)

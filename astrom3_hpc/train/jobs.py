@@ -41,7 +41,7 @@ def run_command(command: str, fn: Callable[[], int | None], *, verbose: bool = F
     setup_logging(verbose)
     on_error = _fail_job if fail_fast else None
     return run_reporting_errors(command, lambda: _stopped_by_job_signals(command, fn),
-                                expected_errors() + tuple(extra_expected), on_error)
+                                lambda: expected_errors() + tuple(extra_expected), on_error)
 
 
 def _stopped_by_job_signals(command: str, fn: Callable[[], int | None]) -> int | None:
