@@ -32,7 +32,7 @@ FEATURE_NAMES = (
     "beyond1std", "noise", "log_span", "log_n",
 )
 # Bump when a feature's definition changes: cached matrices of older code are then ignored.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: the Lafler-Kinman features closed around the cycle (independent of the time origin)
 # Bump when point_subsets draws different subsets: cached resampled folds and features are then ignored.
 SUBSETS_VERSION = 1
 MIN_SUBSET_POINTS = 8  # a subset with fewer points folds into mostly empty bins: keep every point instead
