@@ -257,7 +257,7 @@ class _ClusterManager:
             self.error = f"cannot run {script}: {exc}"
             return
         if proc.returncode != 0:
-            self.error = f"{script.name} exited with {proc.returncode}:\n{proc.stderr[-8000:]}"
+            self.error = f"{script.name} exited with {proc.returncode}:\n{_head_and_tail(proc.stderr)}"
             return
         self.started_here = "# astrom3-local-cluster: started" in proc.stdout
         env = {}
@@ -327,3 +327,10 @@ def slurm_multihost_cluster():
         yield cluster
     finally:
         mgr.release()
+
+
+def _head_and_tail(text: str, head: int = 2000, tail: int = 6000) -> str:
+    """The scripts print their error first and the daemons' log tails after it: a plain tail cut the error off."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters ...]\n{text[-tail:]}"
