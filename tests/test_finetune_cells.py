@@ -181,3 +181,22 @@ def test_manifest_records_hparams_as_json(tmp_path):
     assert "none (one config for every task" in r.stdout
     m = json.loads((tmp_path / "sw" / "manifest.json").read_text())
     assert m["tasks"][0]["hparams"]["cells"] is None
+
+
+def test_a_runs_config_yaml_reloads_to_the_same_config_from_anywhere(tmp_path, monkeypatch):
+    """Catches the resolved config.yaml keeping `cells:` beside the values it had applied (a reload applied the
+    cell again over the run's overrides: epochs 2 -> 50, batch 32 -> 512) and a relative data.store (read against
+    the reader's directory: evaluate-embeddings from elsewhere scored another store)."""
+    from astrom3_hpc.core.config import dump_config
+
+    monkeypatch.chdir(tmp_path)
+    sets = ["data.store=data/s.zarr", "train.epochs=2", "train.batch_size=32", "optim.lr=0.001",
+            "data.subset=sub10"]
+    cfg = load_config(PAPER_FT, sets)
+    dump_config(cfg, tmp_path / "config.yaml")
+    monkeypatch.chdir(REPO)
+    again = load_config(tmp_path / "config.yaml")
+    assert again.data.store == str(tmp_path / "data" / "s.zarr") and again.cells is None
+    want = cfg.to_dict()
+    want["data"]["store"], want["cells"] = again.data.store, None
+    assert again.to_dict() == want and (again.train.epochs, again.train.batch_size) == (2, 32)

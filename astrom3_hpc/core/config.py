@@ -478,7 +478,14 @@ def config_from_dict(values: dict) -> RunConfig:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the fully resolved config (every field, defaults included) atomically."""
+    """Write the fully resolved config (every field, defaults included) atomically: loaded again, from any
+    directory, it is the same config. So the store is absolute (a relative one was read against the reader's
+    working directory: `evaluate-embeddings` there scored another store's objects) and `cells` is null (its
+    values are in the fields already; kept, a reload applied the cell again over the run's own overrides)."""
     from .atomic import write_text
 
-    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    d = cfg.to_dict()
+    if d["data"].get("store"):
+        d["data"]["store"] = str(Path(d["data"]["store"]).resolve())
+    d["cells"] = None
+    write_text(path, yaml.safe_dump(d, sort_keys=False))
