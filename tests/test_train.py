@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -351,3 +352,10 @@ def test_finetune_refuses_a_pretraining_run_of_another_seed(pretrained_2rank, ti
     assert r.returncode == 2
     assert "split seed 42" in r.stderr and "seed 0" in r.stderr and "test leak" in r.stderr
     assert not (run / "metrics.json").exists()
+    # A pretraining that has not finished (stopped, preempted, failed) is not an encoder to fine-tune from: its
+    # best weights were taken, and the "clip" result measured a pretraining stopped anywhere.
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(pretrained_2rank, unfinished)
+    (unfinished / "metrics.json").unlink()
+    r = run_job("finetune", run, tiny_store, extra=["--mode", "photo", "--init", str(unfinished)], check=False)
+    assert r.returncode == 2 and f"pretraining run {unfinished} has not finished" in r.stderr, r.stderr[-2000:]

@@ -47,6 +47,11 @@ def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int |
     if not (init_dir / BEST_MODEL).exists():
         raise FileNotFoundError(f"pretraining run {init_dir} has no {BEST_MODEL} (did it finish?)")
     imported = import_record(init_dir)
+    if imported is None and not (init_dir / "metrics.json").exists():
+        # Its best weights are those of an attempt still running, preempted or failed: a fine-tune took them as
+        # the seed's encoder, and its "clip" result then measured a pretraining stopped anywhere.
+        raise FileNotFoundError(f"pretraining run {init_dir} has not finished (no metrics.json): resume it (the "
+                                f"same command again) and fine-tune from it once it has")
     if imported is None:
         pseed, pstore = pretrained_provenance(init_dir, pre, load_weights(init_dir / BEST_MODEL).get("meta", {}))
     else:
