@@ -342,6 +342,13 @@ def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, 
     assert [r[:4] for r in a] == [r[:4] for r in b]  # rows, ids, true and predicted classes
     np.testing.assert_allclose(np.array([r[4:] for r in a[1:]], float), np.array([r[4:] for r in b[1:]], float),
                                rtol=1e-4, atol=1e-6)
+    # Its checkpoints deleted (to free disk), the finished run is not trained again under its old metrics.json.
+    shutil.rmtree(run / "checkpoints")
+    best = (run / "best_model.pt").read_bytes()
+    r = run_job("finetune", run, tiny_store, extra=["--mode", "photo", "--subset", "sub50", "--seed", "42",
+                                                     "--init", str(pretrained_2rank)], check=False)
+    assert r.returncode == 6 and "holds a finished run (metrics.json) and no checkpoint" in r.stderr, r.stderr[-2000:]
+    assert (run / "best_model.pt").read_bytes() == best
 
 
 @pytest.mark.timeout(600)

@@ -44,7 +44,7 @@ from . import checkpoint
 from .engine import (autocast, build_engine, clip_gradients, configure_cuda, seed_everything, set_deterministic, set_lr,
                      to_device)
 from .finite import FiniteGuard
-from .fingerprint import check_run_dir, run_identity, store_identity, write_identity
+from .fingerprint import RunMismatchError, check_run_dir, run_identity, store_identity, write_identity
 from .preempt import Preemption
 from .rundir import RunDir, env_info
 from .schedule import EarlyStopping, LRSchedule
@@ -373,6 +373,11 @@ class Trainer:
         check_run_dir(self.run.path, identity, self.resume_enabled)
         self.setup_engine()
         resumed = self.resume()
+        if not resumed and (self.run.path / "metrics.json").exists():
+            # Its checkpoints deleted (to free disk): training again overwrote best_model.pt under the old
+            # metrics.json, which the collector and --resume-missing take as the finished run's.
+            raise RunMismatchError(f"{self.run.path} holds a finished run (metrics.json) and no checkpoint to "
+                                   f"resume: its results stand; to train it again, use a new --run-dir")
         if not resumed:
             self.run.truncate_after(0, 0)  # rows of an attempt of this same run that died before a checkpoint
             if self.is_main:
