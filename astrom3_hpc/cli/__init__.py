@@ -152,7 +152,8 @@ def _add_train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set train.epochs=3 optim.lr=1e-4 (repeatable: every --set applies)")
     p.add_argument("--store", help="the Zarr store to train on; overrides data.store")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --run-dir")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start a new run: refused (exit 6) if --run-dir already holds one, instead of resuming it")
     p.add_argument("--stop-after-steps", type=int, default=None,
                    help="checkpoint and exit (code 75) after this many steps, as on preemption (for testing)")
 
