@@ -449,3 +449,24 @@ def test_class_names_are_drawn_and_tabled_as_written(tmp_path):
     y = np.arange(10)
     plot_confusion(classification_report(y, y, names), tmp_path / "cm.png", "odd names")
     assert (tmp_path / "cm.png").stat().st_size > 1000
+
+
+def test_a_collect_stopped_while_plotting_leaves_the_previous_set_whole(tmp_path, monkeypatch):
+    """Catches the tables written before the figures: stopped while plotting (the slow part), a collect left new
+    tables beside the previous collect's figures, which described other runs."""
+    from astrom3_hpc.results import collect as collect_module
+
+    rng = np.random.default_rng(4)
+    write_run(tmp_path / "runs" / "photo-full-s42-scratch", fake_metrics("photo", "full", 42, "scratch", 0.9, rng))
+    collect(tmp_path, out=tmp_path / "o", plot=True)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    write_run(tmp_path / "runs" / "photo-full-s0-scratch", fake_metrics("photo", "full", 0, "scratch", 0.8, rng),
+              seed=0)
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect_module, "plot_accuracy_vs_fraction", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        collect(tmp_path, out=tmp_path / "o", plot=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before

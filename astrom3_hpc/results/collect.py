@@ -77,13 +77,13 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     }
     md = render_markdown({**res, "grid": col.grid, "_records": col.runs, "_pretrain_records": col.pretrain}, std)
     out.mkdir(parents=True, exist_ok=True)
+    if plot:  # first, the slow part: stopped there, a collect leaves the previous files as one set
+        plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)
+        plot_per_class(res, out / "per_class_recall.png")
     write_text(out / "results.md", md)
     write_text(out / "results.csv", render_csv(res))
     write_text(out / "cells.csv", render_cell_csv(res["cell_hparams"]))
     write_json(out / "results.json", nan_to_none(stringify_keys(res)))
-    if plot:
-        plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)
-        plot_per_class(res, out / "per_class_recall.png")
     if stream is not None:
         stream.write(md)
         stream.flush()
