@@ -131,3 +131,24 @@ def test_a_key_added_after_the_run_was_written_resumes_at_its_default():
     assert differences(old, on) == ["finetune.average_baseline: '<absent>' in the run dir, True now"]
     # A key the run dir holds is compared as always, default or not.
     assert differences(on, new) == ["finetune.average_baseline: True in the run dir, False now"]
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("damage,name,code", [
+    (lambda r: (r / "checkpoints" / "latest.json").write_text('{"tag": "ste'), "checkpoints/latest.json", 2),
+    (lambda r: (r / "checkpoints" / "step2" / "rng_rank0.pt").unlink(), "checkpoints/step2/rng_rank0.pt is missing",
+     2),
+    (lambda r: (r / "identity.json").write_text('{"config": {\n'), "identity.json is damaged", 6)])
+def test_a_damaged_run_dir_file_is_one_line_naming_it(pre, store, tmp_path, damage, name, code):
+    run = tmp_path / "run"
+    shutil.copytree(pre, run)
+    damage(run)
+    r = run_job("pretrain", run, store, sets=ONE, check=False)
+    assert r.returncode == code, r.stderr[-3000:]
+    lines = _error_lines(r.stderr)
+    assert len(lines) == 1 and f"{run}/{name}" in lines[0] and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "world size" not in lines[0]

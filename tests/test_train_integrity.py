@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -85,3 +86,78 @@ def test_pretraining_on_a_damaged_store_fails_before_any_checkpoint(tiny_store, 
     assert f"{chunk}: chunk 'c/1/0' of array 'lc/values' is damaged" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (run / "checkpoints" / "latest.json").exists()
+
+
+STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's file of the weights and optimizer state
+
+
+def _fake_checkpoints(root, tags=("step2", "step4")):
+    """checkpoints/ as save() leaves it (real torch files; the engine's are stand-ins) and latest.json."""
+    ckpt = root / "checkpoints"
+    for tag in tags:
+        (ckpt / tag).mkdir(parents=True)
+        torch.save({"module": {}}, ckpt / tag / STATES)
+        torch.save(checkpoint.rng_state(), ckpt / tag / "rng_rank0.pt")
+    (ckpt / "latest.json").write_text(json.dumps({"tag": tags[-1], "step": 4}))
+    return ckpt
+
+
+class _Engine:
+    def __init__(self, error=None):
+        self.error = error
+
+    def load_checkpoint(self, ckpt_dir, tag, **kw):
+        if self.error is not None:
+            raise self.error
+        return f"{ckpt_dir}/{tag}", {"state": {}}
+
+
+@pytest.mark.parametrize("text,expect", [('{"tag": "ste', "is damaged: not readable JSON"),
+                                         ("", "is damaged: not readable JSON"),
+                                         ("[]", "is damaged: it names no checkpoint"),
+                                         ("{}", "is damaged: it names no checkpoint"),
+                                         ('{"tag": 4}', "is damaged: it names no checkpoint")])
+def test_a_damaged_latest_json_is_one_error_naming_it(tmp_path, text, expect):
+    ckpt = _fake_checkpoints(tmp_path)
+    (ckpt / "latest.json").write_text(text)
+    with pytest.raises(ValueError) as e:
+        checkpoint.latest_tag(ckpt)
+    msg = str(e.value)
+    assert msg.startswith(f"{ckpt / 'latest.json'} {expect}") and "\n" not in msg, msg
+    assert 'write {"tag": "step4"} into' in msg  # the newest checkpoint kept
+
+
+def _garble(path):
+    path.write_bytes(np.random.default_rng(0).bytes(2000))
+
+
+@pytest.mark.parametrize("damage,bad,expect", [
+    (lambda t: shutil.rmtree(t), None, "names checkpoint step4, but {t} does not exist"),
+    (lambda t: (t / STATES).unlink(), STATES, "{f} is missing"),
+    (lambda t: (t / STATES).write_bytes((t / STATES).read_bytes()[:300]),
+     STATES, "{f} is truncated or not a torch file"),
+    (lambda t: _garble(t / STATES), STATES, "{f} is truncated or not a torch file"),
+    (lambda t: (t / "rng_rank0.pt").unlink(), "rng_rank0.pt", "{f} is missing"),
+    (lambda t: (t / "rng_rank0.pt").write_bytes(b""), "rng_rank0.pt", "{f} is truncated or not a torch file"),
+    (lambda t: torch.save({"not": "rng"}, t / "rng_rank0.pt"), "rng_rank0.pt", "{f} could not be loaded (KeyError")])
+def test_a_damaged_checkpoint_is_one_error_naming_the_file(tmp_path, damage, bad, expect):
+    ckpt = _fake_checkpoints(tmp_path)
+    tag = ckpt / "step4"
+    damage(tag)
+    with pytest.raises(ValueError) as e:
+        checkpoint.load(_Engine(), ckpt, "step4")
+    msg = str(e.value)
+    assert expect.format(t=tag, f=tag / (bad or "")) in msg and "\n" not in msg, msg
+    assert "world size" not in msg  # a missing rng file is a lost file (another world size is refused before)
+    assert f'write {{"tag": "step2"}} into {ckpt / "latest.json"}' in msg  # how to resume from the previous one
+
+
+def test_an_engine_that_cannot_read_the_checkpoint_names_it(tmp_path):
+    ckpt = _fake_checkpoints(tmp_path, tags=("step4",))
+    err = RuntimeError("PytorchStreamReader failed reading file data/20: invalid header or archive is corrupted")
+    with pytest.raises(ValueError) as e:
+        checkpoint.load(_Engine(err), ckpt, "step4")
+    assert str(e.value) == (f"checkpoint {ckpt / 'step4'} could not be loaded (RuntimeError: PytorchStreamReader "
+                            "failed reading file data/20: invalid header or archive is corrupted); no other "
+                            "checkpoint is kept: start over with a new --run-dir")
+    assert checkpoint.load(_Engine(), ckpt, "step4") == {"state": {}}  # intact: loads

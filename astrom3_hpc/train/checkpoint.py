@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -108,25 +109,92 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
     _barrier()
 
 
+LATEST = "latest.json"
+MODEL_STATES = "mp_rank_00_model_states.pt"
+
+
+def _kept_tags(ckpt_dir: Path) -> list[str]:
+    return sorted((p.name for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")), key=_tag_order)
+
+
+def _damaged(ckpt_dir: Path, what: str, tag: str | None = None) -> ValueError:
+    """One line: what is wrong with which file, and how to go on (a ValueError: exit 2). A rerun resumes from
+    the checkpoint latest.json names, so pointing it at an intact earlier one (kept with its best weights)
+    resumes from there; nothing here picks another checkpoint silently."""
+    others = [t for t in _kept_tags(ckpt_dir) if t != tag] if ckpt_dir.is_dir() else []
+    if not others:
+        return ValueError(f"{what}; no other checkpoint is kept: start over with a new --run-dir")
+    which = "the previous checkpoint" if tag else "the newest checkpoint kept"
+    delete = f"delete {ckpt_dir / tag} and " if tag and (ckpt_dir / tag).exists() else ""
+    return ValueError(f"{what}; to resume from {which}, {delete}write {{\"tag\": \"{others[-1]}\"}} into "
+                      f"{ckpt_dir / LATEST}, or start over with a new --run-dir")
+
+
 def latest_tag(ckpt_dir: Path) -> str | None:
-    p = Path(ckpt_dir) / "latest.json"
-    if not p.exists():
-        return None
+    """The tag latest.json names; None where there is no latest.json (no checkpoint yet)."""
     import json
 
-    return json.loads(p.read_text())["tag"]
+    ckpt_dir = Path(ckpt_dir)
+    p = ckpt_dir / LATEST
+    if not p.exists():
+        return None
+    try:
+        entry = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise _damaged(ckpt_dir, f"{p} is damaged: not readable JSON ({_first_line(e)})") from e
+    tag = entry.get("tag") if isinstance(entry, dict) else None
+    if not isinstance(tag, str) or not tag or "/" in tag or tag.startswith("."):
+        raise _damaged(ckpt_dir, f"{p} is damaged: it names no checkpoint (an object with a \"tag\" such as "
+                                 f"\"step4\" expected, found {json.dumps(entry)[:80]})")
+    return tag
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` is not a torch.save file (a zip archive: its central directory is read, not the data), or
+    None. A file cut short by a full disk or a partial copy loses its central directory first."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        with zipfile.ZipFile(path) as z:
+            z.infolist()
+    except (OSError, zipfile.BadZipFile) as e:
+        return f"is truncated or not a torch file ({e})"
+    return None
 
 
 def load(engine, ckpt_dir: Path, tag: str) -> dict[str, Any]:
-    path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
-                                          load_lr_scheduler_states=False)
+    """Resume `engine` and this rank's RNG states from checkpoint `tag`. A missing or damaged file is one error
+    naming it (ValueError: exit 2), found before DeepSpeed reads anything where it can be."""
+    ckpt_dir = Path(ckpt_dir)
+    tag_dir = ckpt_dir / tag
+    if not tag_dir.is_dir():
+        raise _damaged(ckpt_dir, f"{ckpt_dir / LATEST} names checkpoint {tag}, but {tag_dir} does not exist", tag)
+    rng_file = tag_dir / f"rng_rank{_rank()}.pt"
+    needed = [tag_dir / MODEL_STATES, rng_file]
+    if int(getattr(engine, "zero_optimization_stage", lambda: 0)() or 0) > 0:
+        needed.append(tag_dir / f"zero_pp_rank_{_rank()}_mp_rank_00_optim_states.pt")
+    for f in needed:
+        why = _unreadable(f)
+        if why is not None:
+            # The world size is part of the run's identity (a rerun on another one is refused before this), so a
+            # missing rng_rank<r>.pt is a file lost, not a checkpoint of another world size.
+            raise _damaged(ckpt_dir, f"damaged checkpoint: {f} {why}", tag)
+    try:
+        path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and DeepSpeed errors name no file; train.log keeps e
+        raise _damaged(ckpt_dir, f"checkpoint {tag_dir} could not be loaded ({_first_line(e)})", tag) from e
     if path is None:
-        raise FileNotFoundError(f"checkpoint {ckpt_dir}/{tag} could not be loaded")
-    rng_file = Path(ckpt_dir) / tag / f"rng_rank{_rank()}.pt"
-    if not rng_file.exists():
-        raise FileNotFoundError(f"{rng_file} is missing: the checkpoint was written by a different world size "
-                                f"(resume with the same number of ranks)")
-    set_rng_state(torch.load(rng_file, weights_only=False))
+        raise _damaged(ckpt_dir, f"checkpoint {tag_dir} could not be loaded (DeepSpeed found none there)", tag)
+    try:
+        state = torch.load(rng_file, weights_only=False)
+        set_rng_state(state)
+    except Exception as e:  # noqa: BLE001 - as above
+        raise _damaged(ckpt_dir, f"damaged checkpoint: {rng_file} could not be loaded ({_first_line(e)})", tag) from e
     return client
 
 

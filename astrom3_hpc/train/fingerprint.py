@@ -95,13 +95,12 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
         raise RunMismatchError(
             f"--no-resume: run dir {run_dir} already holds a run ({', '.join(held)}); starting over there would "
             f"mix two runs' files. Give a new --run-dir, or delete {run_dir} first.")
-    p = run_dir / IDENTITY
-    if not p.exists():
+    old = read_identity(run_dir)
+    if old is None:
         raise RunMismatchError(
             f"run dir {run_dir} holds a run without {IDENTITY} (written by an older astrom3, or interrupted "
             f"before its first write), so it cannot be checked to be this run: rerun with --no-resume and a "
             f"new --run-dir.")
-    old = json.loads(p.read_text())
     diff = differences(old, identity)
     if diff:
         raise RunMismatchError(
@@ -115,5 +114,18 @@ def write_identity(run_dir: str | Path, identity: dict[str, Any]) -> None:
 
 
 def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's identity.json; None where there is none. A damaged one is refused (RunMismatchError: exit 6, as
+    a missing one in a directory that holds a run): the run in it cannot be checked to be this one."""
     p = Path(run_dir) / IDENTITY
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        old = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        why = f"not readable JSON ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+    else:
+        if isinstance(old, dict) and isinstance(old.get("config"), dict):
+            return old
+        why = "not an identity record (an object with a \"config\" expected)"
+    raise RunMismatchError(f"{p} is damaged: {why}, so the run in {Path(run_dir)} cannot be checked to be this "
+                           f"run; start this one with --no-resume --run-dir NEW_DIR")
