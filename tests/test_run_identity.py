@@ -152,3 +152,46 @@ def test_a_damaged_run_dir_file_is_one_line_naming_it(pre, store, tmp_path, dama
     lines = _error_lines(r.stderr)
     assert len(lines) == 1 and f"{run}/{name}" in lines[0] and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "world size" not in lines[0]
+
+
+def test_a_pretraining_run_and_a_finetune_are_different_runs(pre, tmp_path):
+    from astrom3_hpc.train.fingerprint import RunMismatchError, check_run_dir, write_identity
+
+    run = tmp_path / "run"
+    shutil.copytree(pre, run)
+    recorded = json.loads((run / "identity.json").read_text())
+    recorded.pop("digest")
+    same = {k: v for k, v in recorded.items() if k != "kind"}
+    write_identity(run, {**same, "kind": "pretrain"})
+    check_run_dir(run, {**same, "kind": "pretrain"}, resume=True)
+    with pytest.raises(RunMismatchError, match="kind: 'pretrain' in the run dir, 'finetune' now") as e:
+        check_run_dir(run, {**same, "kind": "finetune"}, resume=True)
+    assert e.value.exit_code == 6
+    # An identity.json written before the kind was recorded: the run's run.json (or metrics.json) says it.
+    write_identity(run, same)
+    check_run_dir(run, {**same, "kind": "pretrain"}, resume=True)
+    with pytest.raises(RunMismatchError, match="kind: 'pretrain' in the run dir, 'finetune' now"):
+        check_run_dir(run, {**same, "kind": "finetune"}, resume=True)
+    (run / "run.json").unlink()
+    with pytest.raises(RunMismatchError, match="kind: 'pretrain' in the run dir, 'finetune' now"):
+        check_run_dir(run, {**same, "kind": "finetune"}, resume=True)
+    (run / "metrics.json").unlink()
+    check_run_dir(run, {**same, "kind": "finetune"}, resume=True)  # says nowhere: not refused for lacking it
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=True, reason="trainer.py does not pass kind=self.kind to run_identity yet")
+def test_a_finetune_into_a_pretraining_run_dir_is_refused_and_an_older_run_dir_resumes(pre, store, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(pre, run)
+    before = (run / "steps.jsonl").read_text()
+    r = run_job("finetune", run, store, sets=ONE, extra=["--seed", "42"], check=False)
+    assert r.returncode == 6 and "kind: 'pretrain' in the run dir, 'finetune' now" in r.stderr, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and (run / "steps.jsonl").read_text() == before
+    # A run dir written before the kind was recorded still resumes as itself.
+    ident = json.loads((run / "identity.json").read_text())
+    assert ident.get("kind") == "pretrain"
+    ident.pop("kind")
+    (run / "identity.json").write_text(json.dumps(ident))
+    r = run_job("pretrain", run, store, sets=ONE, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -1,10 +1,11 @@
 """Run identity: what defines a run, recorded in its directory, so that a rerun resumes only the same run.
 
-`identity.json` holds the resolved config (less the keys that only change how fast or how verbosely the same
-steps run), the store's identity (content fingerprint from its checksum table, object count; its path is
-recorded for people, not compared: a moved store is the same store, a store rebuilt in place is not), the
-split seed, the world size and the global batch size. A rerun into a directory that holds a run must match it
-field for field; otherwise it is refused with the differences listed (RunMismatchError). The same record goes
+`identity.json` holds the run's kind (pretrain, finetune), the resolved config (less the keys that only change
+how fast or how verbosely the same steps run), the store's identity (content fingerprint from its checksum table,
+object count; its path is recorded for people, not compared: a moved store is the same store, a store rebuilt in
+place is not), the split seed, the world size and the global batch size. A rerun into a directory that holds a run
+must match it field for field; otherwise it is refused with the differences listed (RunMismatchError). An
+identity.json written before the kind was recorded takes it from the run's run.json. The same record goes
 into the best weights' metadata, so that fine-tuning's leak check reads what the weights were trained on.
 """
 
@@ -28,7 +29,7 @@ RUN_FILES = (IDENTITY, "config.yaml", "steps.jsonl", "metrics.jsonl", "checkpoin
 
 
 class RunMismatchError(RuntimeError):
-    """A run directory holds another run (other config, store, seed, world size or batch size)."""
+    """A run directory holds another run (other kind, config, store, seed, world size or batch size)."""
 
     exit_code = 6
     same_on_every_rank = True  # every rank reads the same files: the CLI prints it once
@@ -52,10 +53,13 @@ def store_identity(store) -> dict[str, Any]:
             "source": store.attrs.get("provenance", {}).get("source")}
 
 
-def run_identity(cfg: RunConfig, store, world_size: int) -> dict[str, Any]:
+def run_identity(cfg: RunConfig, store, world_size: int, kind: str | None = None) -> dict[str, Any]:
+    """`kind` ("pretrain", "finetune"): a pretraining run and a fine-tune of default finetune.* settings have
+    the same config, and one must not resume the other's checkpoint."""
     config = {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in MECHANICS}
-    return {"config": config, "store": store_identity(store), "store_path": str(Path(store.path).resolve()),
-            "seed": cfg.data.seed, "world_size": world_size, "batch_size": cfg.train.batch_size}
+    out = {"config": config, "store": store_identity(store), "store_path": str(Path(store.path).resolve()),
+           "seed": cfg.data.seed, "world_size": world_size, "batch_size": cfg.train.batch_size}
+    return out if kind is None else {"kind": kind, **out}
 
 
 def digest(identity: dict[str, Any]) -> str:
@@ -75,6 +79,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue  # reported once, as seed and batch_size
         if k not in a and k in defaults and b.get(k) == defaults[k]:
             continue
+        if k == "kind" and not (k in a and k in b):
+            continue  # an identity.json written before the key, whose run says nowhere what it was
         if a.get(k, "<absent>") != b.get(k, "<absent>"):
             name = k.removeprefix("config.")
             out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} now")
@@ -101,6 +107,8 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
             f"run dir {run_dir} holds a run without {IDENTITY} (written by an older astrom3, or interrupted "
             f"before its first write), so it cannot be checked to be this run: rerun with --no-resume and a "
             f"new --run-dir.")
+    if "kind" not in old and "kind" in identity:
+        old = {**old, **_recorded_kind(run_dir)}
     diff = differences(old, identity)
     if diff:
         raise RunMismatchError(
@@ -129,3 +137,16 @@ def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
         why = "not an identity record (an object with a \"config\" expected)"
     raise RunMismatchError(f"{p} is damaged: {why}, so the run in {Path(run_dir)} cannot be checked to be this "
                            f"run; start this one with --no-resume --run-dir NEW_DIR")
+
+
+def _recorded_kind(run_dir: Path) -> dict[str, Any]:
+    """{"kind": ...} of a run whose identity.json predates the key, from its run.json or metrics.json (both
+    written by every pretraining and fine-tuning run); {} where neither says."""
+    for name in ("run.json", "metrics.json"):
+        try:
+            kind = json.loads((run_dir / name).read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(kind, str):
+            return {"kind": kind}
+    return {}
