@@ -133,6 +133,23 @@ def test_a_key_added_after_the_run_was_written_resumes_at_its_default():
     assert differences(on, new) == ["finetune.average_baseline: True in the run dir, False now"]
 
 
+def test_a_runs_own_config_yaml_and_another_spelling_of_its_init_resume_it(tmp_path, monkeypatch):
+    """Catches two refusals of the same run: `--init ./p42` where it was started with `--init p42` (the path was
+    compared as a string), and a rerun from its config.yaml, which says `cells: null` where the run's identity
+    had the cells file (whose values both hold)."""
+    from astrom3_hpc.core.config import RunConfig
+    from astrom3_hpc.train.fingerprint import _flatten, differences
+
+    monkeypatch.chdir(tmp_path)
+    config = {k: v for k, v in _flatten(RunConfig().to_dict()).items() if k != "cells"}
+    old = {"config": {**config, "finetune.init": "p42", "cells": "/x/finetune_cells.yaml"}, "seed": 42,
+           "world_size": 1, "batch_size": 32}  # an identity.json written when cells was compared
+    for init in ("./p42", str(tmp_path / "p42")):
+        assert differences(old, {**old, "config": {**config, "finetune.init": init}}) == []
+    assert differences(old, {**old, "config": {**config, "finetune.init": "p43"}}) == [
+        "finetune.init: 'p42' in the run dir, 'p43' now"]
+
+
 def _error_lines(stderr):
     return [line for line in stderr.splitlines() if ": error: " in line]
 
@@ -180,7 +197,6 @@ def test_a_pretraining_run_and_a_finetune_are_different_runs(pre, tmp_path):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="trainer.py does not pass kind=self.kind to run_identity yet")
 def test_a_finetune_into_a_pretraining_run_dir_is_refused_and_an_older_run_dir_resumes(pre, store, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(pre, run)

@@ -22,7 +22,10 @@ from ..core.config import RunConfig
 IDENTITY = "identity.json"
 # Same steps, same results (tested): these may change between a run and its resumption.
 MECHANICS = ("name", "data.store", "data.num_workers", "data.in_memory", "train.log_every_steps",
-             "train.checkpoint_every_epochs")
+             "train.checkpoint_every_epochs",
+             # The cells file only chooses values, which are compared themselves: a run's config.yaml (cells: null)
+             # then resumes the run it describes.
+             "cells")
 # What a directory that holds a run contains (any of these): a rerun must match it or be refused.
 RUN_FILES = (IDENTITY, "config.yaml", "steps.jsonl", "metrics.jsonl", "checkpoints/latest.json",
              "best_model.pt", "metrics.json")
@@ -73,10 +76,13 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     # A key added to the config after the run was written, at its default, is that run's behaviour (new keys
     # default to what the code did before them): an upgrade of astrom3 between a job and its requeue resumes.
     defaults = _flatten({"config": _flatten(RunConfig().to_dict())})
+    mechanics = {f"config.{k}" for k in MECHANICS}  # in an identity.json written before they were mechanics
     out = []
     for k in sorted(set(a) | set(b)):
-        if k.startswith("config.data.seed") or k.startswith("config.train.batch_size"):
-            continue  # reported once, as seed and batch_size
+        if k.startswith("config.data.seed") or k.startswith("config.train.batch_size") or k in mechanics:
+            continue  # seed and batch_size are reported once, as themselves
+        if k == "config.finetune.init" and _same_path(a.get(k), b.get(k)):
+            continue  # `--init p42` and `--init ./p42` (or its absolute path) name one pretraining run
         if k not in a and k in defaults and b.get(k) == defaults[k]:
             continue
         if k == "kind" and not (k in a and k in b):
@@ -85,6 +91,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             name = k.removeprefix("config.")
             out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} now")
     return out
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve()
 
 
 def held_run(run_dir: Path) -> list[str]:

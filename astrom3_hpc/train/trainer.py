@@ -369,7 +369,7 @@ class Trainer:
     def _set_up_and_train(self) -> int:
         self.setup_data()
         # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
-        identity = run_identity(self.cfg, self.store, self.world)
+        identity = run_identity(self.cfg, self.store, self.world, kind=self.kind)
         check_run_dir(self.run.path, identity, self.resume_enabled)
         self.setup_engine()
         resumed = self.resume()
