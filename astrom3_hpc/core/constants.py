@@ -21,6 +21,9 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 UNLABELLED = "unlabelled"
 # Every valid object of a store, split or not: what `astrom3 predict` classifies.
 ALL_OBJECTS = "all"
+# Seed of the paper preset's evaluation-time attention-key sampler, re-seeded per batch wherever an embedding is
+# computed (a run's own evaluation, evaluate-embeddings, embed, search): an object's vector is then its own.
+SAMPLE_SEED = 0
 SUBSET_FACTORS: dict[str, int] = {"full": 1, "sub50": 2, "sub25": 4, "sub10": 10}
 
 # Metadata columns in the order the metadata encoder sees them.

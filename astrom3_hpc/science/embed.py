@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.constants import ALL_OBJECTS
+from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.atomic import replace_dir
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, load_model,
                      read_embeddings, science_dir)
@@ -46,7 +46,6 @@ from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average
 log = logging.getLogger("astrom3")
 
 CHUNK_ROWS = 4096
-DEFAULT_SAMPLE_SEED = 0  # = train.pretrain.SAMPLE_SEED, which the run's own evaluation uses
 
 
 def select_rows(store, seed: int, splits: list[str] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -65,7 +64,7 @@ def select_rows(store, seed: int, splits: list[str] | None) -> tuple[np.ndarray,
     return rows.astype(np.int64), flags
 
 
-def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_seed: int = DEFAULT_SAMPLE_SEED,
+def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_seed: int = SAMPLE_SEED,
                 device=None) -> dict[str, np.ndarray]:
     """Normalised embeddings per modality of the given store rows, with evaluation (centre) windows."""
     import torch
@@ -91,7 +90,7 @@ def _rank_range(n: int, chunk: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list[str] | None = None,
-              out: str | Path | None = None, batch_size: int = 256, sample_seed: int = DEFAULT_SAMPLE_SEED,
+              out: str | Path | None = None, batch_size: int = 256, sample_seed: int = SAMPLE_SEED,
               chunk_rows: int = CHUNK_ROWS, progress: bool = False,
               train_store: str | Path | None = None) -> dict[str, Any]:
     """Embed a store under the run's best model into `out` (default RUN_DIR/science/embeddings.zarr).

@@ -281,11 +281,12 @@ def embed_file(path: str | Path, model, store, seed: int, use_rfr_score: bool = 
         inputs = {"spec": pp.spectrum(wave, flux, ivar, path.stem, str(path), channel)[None]}
     dev = next(model.parameters()).device
     batch = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in inputs.items()}
-    with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        from .embed import DEFAULT_SAMPLE_SEED
+    from ..core.constants import SAMPLE_SEED
+    from ..train.pretrain import encode_seeded
 
-        torch.manual_seed(DEFAULT_SAMPLE_SEED if sample_seed is None else sample_seed)
-        vec = model.encode(modality, batch).float().cpu().numpy()[0]
+    with torch.no_grad():
+        seed = SAMPLE_SEED if sample_seed is None else sample_seed
+        vec = encode_seeded(model, modality, batch, seed).float().cpu().numpy()[0]
     return modality, vec
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..core.atomic import write_json
+from ..core.constants import SAMPLE_SEED
 from ..data.store import MODALITIES
 from .evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
 from .loss import ContrastiveLoss
@@ -28,9 +29,6 @@ def presence(batch: dict, modalities) -> dict[str, torch.Tensor]:
         if p is not None and m in MODALITIES:
             out[m] = p[:, MODALITIES.index(m)]
     return out
-
-
-SAMPLE_SEED = 0  # seed of the paper preset's evaluation-time attention-key sampler (model/informer.py)
 
 
 def encode_seeded(model, modality: str, batch: dict, seed: int = SAMPLE_SEED) -> torch.Tensor:
