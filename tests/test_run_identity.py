@@ -54,10 +54,13 @@ def test_identity_is_recorded_with_the_run_and_the_weights(pre, store):
                                            ("optim.lr=0.1", "optim.lr: ")])
 def test_a_rerun_with_other_settings_is_refused(pre, store, change, expect):
     before = (pre / "steps.jsonl").read_text()
+    log_before = (pre / "train.log").read_text()
     r = run_job("pretrain", pre, store, sets=[*ONE, change], check=False)
     assert r.returncode == 6, r.stderr[-3000:]
-    assert expect in r.stderr and "--no-resume --run-dir NEW_DIR" in r.stderr and "Traceback" not in r.stderr
+    assert expect in r.stderr and "start this one with --run-dir NEW_DIR" in r.stderr and "Traceback" not in r.stderr
     assert _seed_in_config(pre) == 42 and (pre / "steps.jsonl").read_text() == before
+    # The refusal is the refused run's: the run in the directory keeps its log as it was.
+    assert (pre / "train.log").read_text() == log_before
 
 
 def test_a_no_resume_rerun_into_a_held_dir_is_refused(pre, store):

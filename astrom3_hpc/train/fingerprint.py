@@ -38,6 +38,13 @@ class RunMismatchError(RuntimeError):
     same_on_every_rank = True  # every rank reads the same files: the CLI prints it once
 
 
+class OtherRunError(RunMismatchError):
+    """The run dir holds another run. The error is the refused run's: it is not written into the other run's
+    train.log (RunLog.record_error), whose owner would find there a traceback of a run that never ran."""
+
+    recorded_in_run_log = False
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -108,23 +115,22 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
     if not held:
         return
     if not resume:
-        raise RunMismatchError(
+        raise OtherRunError(
             f"--no-resume: run dir {run_dir} already holds a run ({', '.join(held)}); starting over there would "
             f"mix two runs' files. Give a new --run-dir, or delete {run_dir} first.")
     old = read_identity(run_dir)
     if old is None:
-        raise RunMismatchError(
+        raise OtherRunError(
             f"run dir {run_dir} holds a run without {IDENTITY} (written by an older astrom3, or interrupted "
-            f"before its first write), so it cannot be checked to be this run: rerun with --no-resume and a "
-            f"new --run-dir.")
+            f"before its first write), so it cannot be checked to be this run: rerun with a new --run-dir.")
     if "kind" not in old and "kind" in identity:
         old = {**old, **_recorded_kind(run_dir)}
     diff = differences(old, identity)
     if diff:
-        raise RunMismatchError(
+        raise OtherRunError(
             f"run dir {run_dir} holds another run; resuming it with these settings would mix two runs:\n  "
             + "\n  ".join(diff) + "\nRerun with the same settings to resume it, or start this one with "
-            "--no-resume --run-dir NEW_DIR.")
+            "--run-dir NEW_DIR.")
 
 
 def write_identity(run_dir: str | Path, identity: dict[str, Any]) -> None:
@@ -146,7 +152,7 @@ def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
             return old
         why = "not an identity record (an object with a \"config\" expected)"
     raise RunMismatchError(f"{p} is damaged: {why}, so the run in {Path(run_dir)} cannot be checked to be this "
-                           f"run; start this one with --no-resume --run-dir NEW_DIR")
+                           f"run; start this one with --run-dir NEW_DIR")
 
 
 def _recorded_kind(run_dir: Path) -> dict[str, Any]:

@@ -56,7 +56,9 @@ class RunLog(logging.FileHandler):
 
     def record_error(self, exc: BaseException, what: str = "failed") -> None:
         """Write the error that ends this rank, with its traceback, to the file only (the CLI already prints
-        it on the terminal)."""
+        it on the terminal). A refusal to run in this directory (it holds another run) is not this log's."""
+        if not getattr(exc, "recorded_in_run_log", True):
+            return
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or a job signal (core/signals.py): where it came, no more
             rec = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s: %s", (what, exc or "interrupted"), None)
         else:
