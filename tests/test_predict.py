@@ -213,6 +213,9 @@ def test_predict_classifies_only_objects_with_what_the_model_reads(trained, tiny
     run_job("finetune", both, tiny_store, sets=("train.epochs=1", "train.batch_size=8",
                                                 "model.modalities=[photo,meta]"),
             extra=("--mode", "all", "--init", "scratch"))
+    # The run says which "all" it was: a table would otherwise put it beside the paper's trimodal column.
+    assert json.loads((both / "metrics.json").read_text())["modalities"] == ["photo", "meta"]
+    assert "finetune.mode all reads photo, meta only: model.modalities" in (both / "train.log").read_text()
     assert main(["predict", str(both), "--store", str(mixed), "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["n_without_modalities"] == lacking
 

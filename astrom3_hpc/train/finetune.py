@@ -107,6 +107,13 @@ class Finetuner(Trainer):
             self.cfg.model = ModelConfig(**merged)
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()
+        held = self.store.attrs.get("modalities") or []
+        if self.is_main and f.mode == "all" and not set(held) <= set(self.cfg.model.modalities):
+            # "all" is every modality the encoders were trained on; a table would otherwise put this run beside
+            # the paper's trimodal "all" column without a word.
+            why = "model.modalities" if init == "scratch" else f"the modalities {init} was pretrained on"
+            log.warning("finetune.mode all reads %s only: %s (the store holds %s)",
+                        ", ".join(self.cfg.model.modalities), why, ", ".join(held))
         self.train_batches = self.loader("train", train=True, read_spectra=self.read_spectra)
         self.val_batches = self.loader("val", train=False, read_spectra=self.read_spectra)
         self.class_weight = balanced_weights(self.train_batches.labels[self.train_batches.rows],
@@ -249,7 +256,8 @@ class Finetuner(Trainer):
     def finish(self) -> dict[str, Any]:
         self.load_best()
         f, d = self.cfg.finetune, self.cfg.data
-        out: dict[str, Any] = {"kind": "finetune", "mode": f.mode, "fusion": f.fusion, "subset": d.subset,
+        out: dict[str, Any] = {"kind": "finetune", "mode": f.mode, "modalities": self.read_modalities()[0],
+                               "fusion": f.fusion, "subset": d.subset,
                                "seed": d.seed,
                                "init": "scratch" if f.init == "scratch" else "clip",
                                "init_dir": None if f.init == "scratch" else str(Path(f.init).resolve()),
