@@ -122,6 +122,30 @@ def test_evaluate_embeddings_takes_a_batch_size(pretrained_2rank, tmp_path):
     assert got == want
 
 
+@pytest.mark.timeout(600)
+def test_evaluate_embeddings_refuses_another_store_than_the_weights(pretrained_2rank, tmp_path):
+    """Catches evaluate-embeddings scoring whatever store config.yaml names (an older run dir's relative path read
+    from another directory, a store rebuilt in place) and overwriting the run's embedding_eval.json with it."""
+    import shutil
+
+    import yaml
+
+    from conftest import build_synthetic_store
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained_2rank, run)
+    other = build_synthetic_store(tmp_path / "other.zarr", seed=1)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["store"] = str(other)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = (run / "embedding_eval.json").read_bytes()
+    r = subprocess.run([str(Path(sys.executable).parent / "astrom3"), "evaluate-embeddings", str(run)],
+                       env=child_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 2 and "was trained on another store than" in r.stderr, r.stderr[-3000:]
+    assert "built from different sources" in r.stderr and "Traceback" not in r.stderr
+    assert (run / "embedding_eval.json").read_bytes() == before
+
+
 @pytest.mark.timeout(900)
 def test_resume_after_stop_is_exact(pretrained_2rank, tiny_store, tmp_path):
     run = tmp_path / "resumed"

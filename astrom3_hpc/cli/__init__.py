@@ -242,6 +242,7 @@ def cmd_import_weights(args) -> int:
 
 def cmd_evaluate_embeddings(args) -> int:
     from ..core.config import config_from_dict
+    from ..train.leak import check_weights_store
     from ..train.pretrain import Pretrainer, evaluate_embeddings
     from ..train.rundir import read_run_config
 
@@ -254,6 +255,7 @@ def cmd_evaluate_embeddings(args) -> int:
     t.setup_distributed()
     with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
         t.setup_data()
+        check_weights_store(t.run.path / "best_model.pt", t.store)
         t.setup_engine()
         t.load_best()
         out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)

@@ -45,3 +45,16 @@ def same_store(pre: dict[str, Any], store) -> str | None:
     if pre.get("fingerprint") and now.get("fingerprint") and pre["fingerprint"] != now["fingerprint"]:
         return f"content fingerprint {pre['fingerprint'][:12]} at pretraining, {now['fingerprint'][:12]} now"
     return None
+
+
+def check_weights_store(weights: Path, store) -> None:
+    """Refuse to score weights on a store other than the one they were trained on (compared by content, as
+    fine-tuning does): embedding_eval.json would hold another store's numbers under the run's name. Weights
+    without a store identity (imported ones) are taken as they are."""
+    from .checkpoint import load_weights
+
+    pre = load_weights(weights).get("meta", {}).get("store_identity")
+    why = same_store(pre, store) if pre is not None else None
+    if why:
+        raise ValueError(f"{weights} was trained on another store than {store.path} ({why}): pass the store it was "
+                         f"trained on as data.store in the run's config.yaml")
