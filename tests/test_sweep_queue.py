@@ -153,3 +153,20 @@ def test_status_says_a_sweep_without_clip_tasks_needs_no_pretraining(tmp_path, m
     out = format_status(sweep_status(sw.root))
     assert "seed 42: 0/2 done, pretraining not needed" in out
     assert "pretraining not started" in format_status(sweep_status(_sweep(tmp_path / "clip").root))
+
+
+def test_a_damaged_jobs_json_refuses_submission_and_status_naming_it(tmp_path):
+    """Catches an unreadable jobs.json read as "nothing running": `launch sweep` started the tasks beside any still
+    running, then failed to record them with a bare JSON error naming no file, and status failed the same way."""
+    sw = _sweep(tmp_path / "sw")
+    jobs = sw.root / "jobs.json"
+    jobs.write_text(jobs.read_text()[:40])  # cut short, as a full disk leaves a hand-copied file
+    for force in (False, True):  # --force overrides what the queue says, not a record that cannot be kept
+        with pytest.raises(ValueError) as e:
+            check_not_running(sw, force=force)
+        assert f"{jobs} is damaged: not readable JSON" in str(e.value) and "move it aside" in str(e.value)
+    with pytest.raises(ValueError, match="is damaged"):
+        sweep_status(sw.root)
+    jobs.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a jobs record"):
+        check_not_running(sw, force=False)

@@ -119,10 +119,22 @@ def combine_dependency(ours: str | None, user: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------- jobs.json
 
 def read_jobs(sweep_root: str | Path) -> dict[str, Any]:
+    """``<sweep>/jobs.json``. A damaged one is refused naming it (ValueError: exit 2), before anything is submitted:
+    read as "nothing running", it let a submission start jobs beside running ones and then fail to record them."""
     p = Path(sweep_root) / JOBS_FILE
     if not p.exists():
         return {"sweep": str(Path(sweep_root).resolve()), "job_ids": [], "submissions": []}
-    return json.loads(p.read_text())
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        why = f"not readable JSON ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+    else:
+        if isinstance(data, dict) and isinstance(data.get("submissions", []), list) \
+                and isinstance(data.get("job_ids", []), list):
+            return data
+        why = "not a jobs record (an object with \"submissions\" and \"job_ids\" lists expected)"
+    raise ValueError(f"{p} is damaged: {why}. It records the jobs this sweep submitted: check that none is still "
+                     f"queued or running (squeue, ps), then move it aside to submit again")
 
 
 def record_submission(sweep_root: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -201,10 +213,7 @@ def running_jobs(sweep_root: str | Path) -> list[str]:
     them, local-executor jobs (whose ids are process ids, which squeue cannot see) as ``pid <n>`` while their
     process lives. Debug-executor jobs ran inside the submitting process and are over. Raises
     :class:`QueueUnknown` when that cannot be told (squeue failed; local jobs recorded on another host)."""
-    try:
-        data = read_jobs(sweep_root)
-    except (OSError, json.JSONDecodeError):
-        return []
+    data = read_jobs(sweep_root)
     alive: list[str] = []
     here = socket.gethostname()
     for sub in data.get("submissions", []):
