@@ -256,3 +256,25 @@ def test_local_executor_runs_parallel_tasks_at_a_time(tmp_path, monkeypatch):
     assert events == ["start [0, 1, 2, 3]", "wait 0", "wait 1", "wait 2", "wait 3", "start [4, 5]"]
     assert [a["tasks"] for a in entry["finetune"]] == [[0, 1, 2, 3], [4, 5]]
     assert _recorded(sw)["job_ids"] == ["5000", "5004"]
+
+
+@pytest.mark.timeout(300)
+def test_the_debug_executor_runs_the_tasks_it_waits_for(tiny_store, tmp_path):
+    """Catches `launch sweep --cluster debug --wait` failing every task without running it: Submitit's debug jobs
+    run when first asked, and exception() ran them without the job's environment (docs/slurm.md: the debug
+    executor runs the tasks in-process when waited for)."""
+    import subprocess
+    import sys
+
+    from dist_helpers import child_env
+
+    exe = str(Path(sys.executable).parent / "astrom3")
+    root = tmp_path / "sw"
+    subprocess.run([exe, "sweep", "create", str(root), "--seeds", "42", "--modes", "meta", "--subsets", "full",
+                    "--inits", "scratch", "--store", str(tiny_store), "--set", "train.epochs=1",
+                    "train.max_steps_per_epoch=2", "train.batch_size=16"], check=True, env=child_env(),
+                   capture_output=True, text=True)
+    r = subprocess.run([exe, "launch", "sweep", str(root), "--cluster", "debug", "--wait"], env=child_env(),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and "failed" not in r.stderr, r.stderr[-3000:]
+    assert json.loads((root / "runs" / "meta-full-s42-scratch" / "metrics.json").read_text())["seed"] == 42

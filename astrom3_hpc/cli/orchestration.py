@@ -191,15 +191,17 @@ def _print_entry(entry: dict[str, Any], sweep_dir: str) -> None:
 
 
 def _wait_entry(entry: dict[str, Any]) -> int:
+    from ..orchestration.submitit_launch import job_exception
+
     failed = 0
     for seed, job in entry["_jobs"]["pretrain"].items():
-        exc = job.exception()
+        exc = job_exception(job)
         if exc is not None:
             failed += 1
             print(f"pretrain seed {seed} (job {job.job_id}) failed: {str(exc).splitlines()[0]}", file=sys.stderr)
     for seed, jobs in entry["_jobs"]["finetune"].items():
         for j in jobs:
-            exc = j.exception()
+            exc = job_exception(j)
             if exc is not None:
                 failed += 1
                 print(f"finetune seed {seed} job {j.job_id} failed: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -193,6 +193,24 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
     return entry
 
 
+def job_exception(job) -> BaseException | None:
+    """What a submitted job raised, None where it succeeded; waits for it. Submitit's debug executor runs a job
+    when first asked, and its exception() runs it without the job's environment (SUBMITIT_DEBUG_JOB_ID, which
+    only results() puts in place), so every task failed in submitit.JobEnvironment() without running. Its own
+    results() puts the environment in place but opens pdb on a failure: the environment is set here instead."""
+    environ = getattr(job, "environ", None) if type(job).__name__ == "DebugJob" else None
+    if environ is None:
+        return job.exception()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
+    try:
+        return job.exception()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _submit_array(ex, sweep_root: Path, seed: int, indices: list[int], dep: str | None,
                   entry: dict[str, Any]) -> None:
     """One map_array of SweepTaskJob over ``indices``: log symlinks, the Submitit jobs in ``entry["_jobs"]`` and
