@@ -182,3 +182,25 @@ def test_pretraining_on_a_label_fraction_is_refused(tiny_store, tmp_path, capsys
                  "--set", "data.subset=sub50"]) == 2
     assert "data.subset=sub50: pretraining always uses the full train split" in capsys.readouterr().err
     assert not run.exists()
+
+
+@pytest.mark.parametrize("grid, message", [(["--seeds", "42,42"], "--seeds lists 42 twice"),
+                                           (["--seeds", "42", "--modes", "photo,spectra", "--modes", "photo"],
+                                            "--modes lists photo twice"),
+                                           (["--seeds", "42", "--subsets", "full, full"], "--subsets lists full twice"),
+                                           (["--seeds", "42", "--inits", "clip,scratch,clip"],
+                                            "--inits lists clip twice")])
+def test_a_sweep_grid_value_given_twice_is_refused(grid, message, tmp_path, capsys):
+    """Catches `--seeds 42,42` writing each task twice: two array tasks training into one run directory."""
+    from astrom3_hpc.cli import main
+
+    sw = tmp_path / "sw"
+    argv = ["sweep", "create", str(sw), "--store", str(tmp_path / "s.zarr"), "--config", TEST_CFG]
+    if "--modes" not in grid:
+        argv += ["--modes", "photo"]
+    if "--subsets" not in grid:
+        argv += ["--subsets", "full"]
+    assert main([*argv, *grid]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err and len(err.strip().splitlines()) == 1, err
+    assert not sw.exists()

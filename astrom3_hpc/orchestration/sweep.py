@@ -166,7 +166,12 @@ def cell_hparams(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def make_tasks(seeds=SPLIT_SEEDS, modes=MODES, subsets=tuple(SUBSET_FACTORS), inits=INITS) -> list[Task]:
     """The grid seed x mode x subset x init, ordered by seed so each seed's tasks form one array block; init
-    "baseline" only with mode photo (the classical baseline reads light curves alone)."""
+    "baseline" only with mode photo (the classical baseline reads light curves alone). A value given twice is
+    refused (ValueError naming the option): its tasks would train into one run directory at the same time."""
+    for option, values in (("--seeds", seeds), ("--modes", modes), ("--subsets", subsets), ("--inits", inits)):
+        repeated = [v for i, v in enumerate(values) if v in tuple(values)[:i]]
+        if repeated:
+            raise ValueError(f"{option} lists {repeated[0]} twice: each value names one task directory")
     for m in modes:
         if m not in MODES:
             raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
