@@ -1,7 +1,8 @@
 """Typed run configuration: dataclasses loaded from YAML, validated on load, dumped resolved into run dirs.
 
 A config file names only what differs from the defaults; unknown keys are errors (a typo must not silently
-fall back to a default). Overrides from the command line use dotted keys: `train.epochs=3`.
+fall back to a default), and so is a key given twice in one file. Overrides from the command line use dotted
+keys: `train.epochs=3`. Reading the YAML (files, `base:`, cells tables, overrides) is core/config_yaml.py.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from typing import Any
 
 import yaml
 
+# The YAML side (files, `base:`, cells tables, --set), re-exported: `from astrom3_hpc.core.config import ConfigError`.
+from .config_yaml import ConfigError, cell_values, load_yaml_tree, merge, parse_overrides
 from .constants import SPLIT_SEEDS, SUBSET_FACTORS
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the file and the key."""
 
 
 CUDA_DEFAULT_WORKERS = 4  # divides the default data.streams (8)
@@ -364,31 +363,6 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def parse_overrides(overrides: list[str] | None) -> dict:
-    """Turn ["train.epochs=3", "model.preset=paper"] into a nested dict, values parsed as YAML scalars."""
-    tree: dict = {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like section.key=value")
-        key, raw = item.split("=", 1)
-        node = tree
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
-    return tree
-
-
 def path_override(key: str, path: str | Path) -> str:
     """The override `KEY=PATH` for any path: override values are YAML, which reads `2024` as a number and
     `a: b.zarr` as a mapping, so the path goes in as a quoted string (JSON's quoting is YAML's)."""
@@ -404,12 +378,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (optionally with `base: other.yaml` inheritance), apply overrides, validate."""
     values: dict = {}
     if path is not None:
-        values = _load_yaml_tree(Path(path))
+        values = load_yaml_tree(Path(path))
     over = parse_overrides(overrides)
     where = str(path) if path is not None else "<overrides>"
     if "cells" in over and isinstance(over["cells"], str):
         over["cells"] = str(Path(over["cells"]).resolve())  # relative to the working directory
-    merged = _merge(values, over)
+    merged = merge(values, over)
     cells = merged.get("cells")
     if cells is not None and not isinstance(cells, str):  # else Path(cells) below: a TypeError traceback, exit 1
         got = "a mapping (a cells table goes in its own file, which `cells:` names)" if isinstance(cells, dict) \
@@ -419,7 +393,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         # Precedence: defaults < config file < the cell's values < command-line overrides.
         mode = merged.get("finetune", {}).get("mode", FinetuneConfig.mode)
         subset = merged.get("data", {}).get("subset", DataConfig.subset)
-        merged = _merge(_merge(values, cell_values(merged["cells"], mode, subset)), over)
+        merged = merge(merge(values, cell_values(merged["cells"], mode, subset)), over)
     values = merged
     try:
         cfg = _build(RunConfig, values, "")
@@ -427,48 +401,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     return cfg
-
-
-def _load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: circular 'base' chain")
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    if isinstance(data.get("cells"), str):
-        data["cells"] = str((path.parent / data["cells"]).resolve())  # relative to the file that names it
-    base = data.pop("base", None)
-    if base is not None:
-        parent = _load_yaml_tree((path.parent / base), seen + (path,))
-        data = _merge(parent, data)
-    return data
-
-
-def cell_values(cells_file: str | Path, mode: str, subset: str) -> dict:
-    """The config tree of one (mode, subset) cell of a cells file (``cells: {mode: {subset: {section: {...}}}}``)."""
-    path = Path(cells_file)
-    if not path.exists():
-        raise ConfigError(f"cells file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    table = data.get("cells") if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: expected a top-level 'cells' mapping of mode -> subset -> config sections")
-    cell = table.get(mode, {}).get(subset) if isinstance(table.get(mode), dict) else None
-    if not isinstance(cell, dict):
-        raise ConfigError(f"{path}: no cell for mode {mode!r}, subset {subset!r}")
-    bad = sorted(set(cell) - {"model", "optim", "train"})
-    if bad:
-        raise ConfigError(f"{path}: cell {mode}/{subset} may set model, optim and train only, not {bad}")
-    return cell
 
 
 def config_from_dict(values: dict) -> RunConfig:

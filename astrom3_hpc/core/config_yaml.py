@@ -1,0 +1,120 @@
+"""The YAML side of run configs: config files (with `base:` inheritance), cells tables and `--set` overrides read
+into nested dicts, which core.config turns into typed, validated dataclasses (and re-exports the names below).
+
+Every file and override value goes through one loader that refuses a repeated key: PyYAML keeps the last copy
+without a word, so a second `train:` section silently dropped the first one's values back to the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the file and the key."""
+
+
+class RepeatedKeyError(ConfigError):
+    """A mapping of a YAML text holds one key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that raises RepeatedKeyError on a key given twice in one mapping (merge keys `<<` aside:
+    their keys are meant to be overridden)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in lines:
+                        at = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
+                        raise RepeatedKeyError(f"key {key!r} appears twice ({at})")
+                except TypeError:  # an unhashable key: SafeLoader's own error names it
+                    continue
+                lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` parsed by UniqueKeyLoader; a repeated key is a ConfigError naming ``where`` and the key."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except RepeatedKeyError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_yaml_file(path: Path) -> Any:
+    try:
+        return load_yaml(path.read_text(), str(path))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """Turn ["train.epochs=3", "model.preset=paper"] into a nested dict, values parsed as YAML scalars."""
+    tree: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = load_yaml(raw, f"override '{item}'")
+    return tree
+
+
+def load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The config tree of a config file, its `base:` chain merged under it; `cells:` made absolute."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base' chain")
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    data = load_yaml_file(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    if isinstance(data.get("cells"), str):
+        data["cells"] = str((path.parent / data["cells"]).resolve())  # relative to the file that names it
+    base = data.pop("base", None)
+    if base is not None:
+        parent = load_yaml_tree((path.parent / base), seen + (path,))
+        data = merge(parent, data)
+    return data
+
+
+def cell_values(cells_file: str | Path, mode: str, subset: str) -> dict:
+    """The config tree of one (mode, subset) cell of a cells file (``cells: {mode: {subset: {section: {...}}}}``)."""
+    path = Path(cells_file)
+    if not path.exists():
+        raise ConfigError(f"cells file {path} does not exist")
+    data = load_yaml_file(path) or {}
+    table = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a top-level 'cells' mapping of mode -> subset -> config sections")
+    cell = table.get(mode, {}).get(subset) if isinstance(table.get(mode), dict) else None
+    if not isinstance(cell, dict):
+        raise ConfigError(f"{path}: no cell for mode {mode!r}, subset {subset!r}")
+    bad = sorted(set(cell) - {"model", "optim", "train"})
+    if bad:
+        raise ConfigError(f"{path}: cell {mode}/{subset} may set model, optim and train only, not {bad}")
+    return cell

@@ -1,0 +1,55 @@
+"""Config input the loader must refuse: one line naming the file or override and the key, exit 2 from the CLI,
+before a run directory exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+
+from astrom3_hpc.cli import main
+from astrom3_hpc.core.config import ConfigError, load_config
+
+TEST_CFG = str(ROOT / "configs/test.yaml")
+
+
+def refused(tmp_path, capsys, argv: list[str], message: str, command: str = "pretrain") -> None:
+    """`astrom3 COMMAND ... ARGV` ends with exit 2 and one line holding `message`; no run directory is made."""
+    run = tmp_path / "run"
+    assert main([command, "--run-dir", str(run), "--store", str(tmp_path / "s.zarr"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not run.exists()
+
+
+# ---------------------------------------------------------------------------------------------- repeated keys
+
+def test_a_section_given_twice_in_a_config_file_is_refused(tmp_path, capsys):
+    """Catches the second `train:` section silently replacing the first (its epochs and batch size fell back to
+    the defaults)."""
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("train:\n  epochs: 3\n  batch_size: 32\noptim:\n  lr: 0.001\ntrain:\n  log_every_steps: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert str(e.value) == f"{cfg}: key 'train' appears twice (lines 1 and 6)"
+    refused(tmp_path, capsys, ["--config", str(cfg)], f"error: {cfg}: key 'train' appears twice (lines 1 and 6)")
+
+
+def test_a_key_given_twice_in_a_section_a_base_file_or_an_override_is_refused(tmp_path):
+    (tmp_path / "base.yaml").write_text("optim: {lr: 0.01, lr: 0.02}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml: key 'lr' appears twice \(line 1\)$"):
+        load_config(tmp_path / "child.yaml")
+    with pytest.raises(ConfigError, match=r"^override 'train=\{epochs: 3, epochs: 4\}': key 'epochs' appears twice"):
+        load_config(TEST_CFG, ["train={epochs: 3, epochs: 4}"])
+
+
+def test_a_cell_given_twice_in_a_cells_table_is_refused(tmp_path, capsys):
+    cells = tmp_path / "cells.yaml"
+    cells.write_text("cells:\n  photo:\n    full:\n      train: {epochs: 3}\n    full:\n      train: {epochs: 4}\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {TEST_CFG}\ncells: cells.yaml\n")
+    with pytest.raises(ConfigError, match=f"^{cells}: key 'full' appears twice \\(lines 3 and 5\\)$"):
+        load_config(cfg)
+    refused(tmp_path, capsys, ["--config", str(cfg), "--mode", "photo"], f"{cells}: key 'full' appears twice",
+            command="finetune")
