@@ -53,3 +53,30 @@ def test_a_cell_given_twice_in_a_cells_table_is_refused(tmp_path, capsys):
         load_config(cfg)
     refused(tmp_path, capsys, ["--config", str(cfg), "--mode", "photo"], f"{cells}: key 'full' appears twice",
             command="finetune")
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=.inf", "config key 'optim.lr' must be a finite number, got inf"),
+    ("optim.lr=infinity", "config key 'optim.lr' must be a finite number, got 'infinity'"),
+    ("optim.weight_decay=.nan", "config key 'optim.weight_decay' must be a finite number, got nan"),
+    ("train.ema_epochs=.inf", "config key 'train.ema_epochs' must be a finite number, got inf"),
+    ("model.logit_scale_max=.inf", "config key 'model.logit_scale_max' must be a finite number, got inf"),
+    ("optim.betas=[0.9, -.inf]", "config key 'optim.betas' must be a finite number, got -inf"),
+    ("finetune.label_smoothing=.nan", "config key 'finetune.label_smoothing' must be a finite number, got nan"),
+    ("optim.weight_decay=-1", "config key 'optim.weight_decay' must be >= 0, got -1.0"),
+])
+def test_non_finite_and_negative_numbers_are_refused(override, message, tmp_path, capsys):
+    """Catches train.ema_epochs=.inf (an average that never moves off the initial weights: exit 0 with chance
+    metrics), optim.lr=.inf (a non-finite loss blamed on the data) and a negative weight decay (torch's error,
+    after the run directory was made) passing the config's checks."""
+    with pytest.raises(ConfigError) as e:
+        load_config(TEST_CFG, [override])
+    assert str(e.value) == f"{TEST_CFG}: {message}"
+    refused(tmp_path, capsys, ["--config", TEST_CFG, "--set", override], f"error: {TEST_CFG}: {message}")
+
+
+def test_finite_numbers_in_any_spelling_still_load():
+    cfg = load_config(TEST_CFG, ["optim.lr=1e-3", "optim.weight_decay=0", "train.ema_epochs=2"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.ema_epochs) == (1e-3, 0.0, 2.0)

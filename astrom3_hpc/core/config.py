@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,7 @@ class OptimConfig:
 
     def validate(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
                "must be two numbers in [0, 1)")
         _check(self.scheduler in ("plateau", "cosine"), "optim.scheduler", "must be plateau or cosine")
@@ -344,15 +346,18 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
+        number = value
         if isinstance(value, str):
             # YAML 1.1 reads 1e-3 (no dot before the e) as a string: the way learning rates are written.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):  # .inf passed every `> 0` check (lr, ema_epochs), NaN every comparison
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        return float(number)
     if hint is str:
         if not isinstance(value, str):
             kind = {bool: "true/false", int: "number", float: "number", dict: "mapping", list: "list"}.get(
