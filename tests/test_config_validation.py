@@ -80,3 +80,23 @@ def test_non_finite_and_negative_numbers_are_refused(override, message, tmp_path
 def test_finite_numbers_in_any_spelling_still_load():
     cfg = load_config(TEST_CFG, ["optim.lr=1e-3", "optim.weight_decay=0", "train.ema_epochs=2"])
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.ema_epochs) == (1e-3, 0.0, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------- modalities
+
+def test_an_unknown_modality_is_refused_at_load(tmp_path, capsys):
+    """Catches model.modalities=[photo, photometry] passing validation: the run dir was made, then the model build
+    died with a KeyError traceback (exit 1), and `sweep create` wrote a manifest whose every job would fail."""
+    message = "config key 'model.modalities' must be drawn from photo, spectra, meta, got 'photometry'"
+    with pytest.raises(ConfigError) as e:
+        load_config(TEST_CFG, ["model.modalities=[photo, photometry]"])
+    assert str(e.value) == f"{TEST_CFG}: {message}"
+    refused(tmp_path, capsys, ["--config", TEST_CFG, "--set", "model.modalities=[photo, photometry]"],
+            f"error: {TEST_CFG}: {message}")
+    sw = tmp_path / "sw"
+    assert main(["sweep", "create", str(sw), "--store", str(tmp_path / "s.zarr"), "--config", TEST_CFG, "--modes",
+                 "photo", "--subsets", "full", "--seeds", "42", "--set", "model.modalities=[photo, foo]"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'model.modalities' must be drawn from photo, spectra, meta, got 'foo'" in err, err
+    assert not (sw / "manifest.json").exists()
+    assert load_config(TEST_CFG, ["model.modalities=[meta, photo]"]).model.modalities == ["meta", "photo"]

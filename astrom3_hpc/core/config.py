@@ -19,7 +19,7 @@ import yaml
 
 # The YAML side (files, `base:`, cells tables, --set), re-exported: `from astrom3_hpc.core.config import ConfigError`.
 from .config_yaml import ConfigError, cell_values, load_yaml_tree, merge, parse_overrides
-from .constants import SPLIT_SEEDS, SUBSET_FACTORS
+from .constants import MODALITIES, SPLIT_SEEDS, SUBSET_FACTORS
 
 
 CUDA_DEFAULT_WORKERS = 4  # divides the default data.streams (8)
@@ -293,6 +293,11 @@ class RunConfig:
             v = getattr(self, f.name)
             if hasattr(v, "validate"):
                 v.validate()
+        # Here, not in ModelConfig.validate: a library user may build a model of a registered extra modality
+        # (model/registry.py), but a run reads a store, whose modalities are these.
+        unknown = [m for m in self.model.modalities if m not in MODALITIES]
+        _check(not unknown, "model.modalities",
+               f"must be drawn from {', '.join(MODALITIES)}, got {', '.join(map(repr, unknown))}")
         _check(self.finetune.members == 1 or self.train.zero_stage == 0 or self.optim.grad_clip == 0,
                "finetune.members", "above 1 needs train.zero_stage 0 or optim.grad_clip 0: each member's gradient "
                "is clipped by its own norm, and under ZeRO DeepSpeed clips all members' gradients by one")
