@@ -178,3 +178,32 @@ def test_sweep_create_refuses_store_and_seed_in_overrides(tmp_path):
     sw = create_sweep(tmp_path / "ok", seeds=[42], modes=["photo"], subsets=["full"], finetune_config=CFG,
                       store="data/a.zarr", sets=["data.buffer_chunks=2"], pretrain_sets=["data.streams=4"])
     assert sw.sets == ["data.buffer_chunks=2"] and sw.pretrain_sets == ["data.streams=4"]
+
+
+def test_a_finished_run_of_other_settings_is_not_the_tasks(tiny_store, tmp_path):
+    """Catches a sweep created again over its runs with other --set values (as the damaged-manifest message
+    advises) counting the old runs as done: --resume-missing skipped them and collect averaged both settings into
+    one row without a word. The same settings still count as done."""
+    from astrom3_hpc.orchestration.status import format_status, sweep_status
+    from astrom3_hpc.orchestration.sweep import Sweep
+    from astrom3_hpc.results.read import gather
+
+    sets = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16"]
+    grid = dict(seeds=[42], modes=["meta"], subsets=["full"], inits=["scratch"], store=str(tiny_store))
+    sw = create_sweep(tmp_path / "sw", sets=sets, **grid)
+    script = [sys.executable, str(REPO / "jobs" / "sweep_task.py"), str(sw.root), "0"]
+    r = subprocess.run(script, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert Sweep.load(sw.root).done(sw.tasks[0])  # its own settings: done (a relative store, cells resolved)
+    (sw.root / "manifest.json").unlink()
+    sw = create_sweep(tmp_path / "sw", sets=[*sets, "finetune.label_smoothing=0.3"], **grid)
+    task = sw.tasks[0]
+    assert not sw.done(task)
+    assert sw.other_settings(task) == ["finetune.label_smoothing: 0.0 in the run dir, 0.3 now"]
+    assert "tasks 0: their run directories hold finished runs of other settings" in format_status(
+        sweep_status(sw.root))
+    (rec,) = gather(sw.root).runs
+    assert rec.status == "failed" and "finetune.label_smoothing: 0.0 in the run dir, 0.3 now" in rec.reason
+    # The task's job refuses the run dir, naming the difference, rather than counting it done (exit 0).
+    r = subprocess.run(script, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 6 and "finetune.label_smoothing: 0.0 in the run dir, 0.3 now" in r.stderr, r.stderr[-3000:]

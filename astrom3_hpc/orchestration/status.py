@@ -18,13 +18,16 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     sw = Sweep.load(sweep_dir)
     seeds: dict[int, dict[str, Any]] = {}
     for t in sw.tasks:
-        s = seeds.setdefault(t.seed, {"tasks": 0, "done": 0, "missing": [], "needs_pretrain": False})
+        s = seeds.setdefault(t.seed, {"tasks": 0, "done": 0, "missing": [], "other_settings": [],
+                                      "needs_pretrain": False})
         s["tasks"] += 1
         s["needs_pretrain"] |= t.init == "clip"
         if sw.done(t):
             s["done"] += 1
         else:
             s["missing"].append(t.index)
+            if sw.other_settings(t):
+                s["other_settings"].append(t.index)
     for seed, s in seeds.items():
         d = sw.pretrain_dir(seed)
         # Scratch and baseline tasks start from nothing: "not started" read as something still to run.
@@ -60,6 +63,9 @@ def format_status(st: dict[str, Any]) -> str:
     for seed, s in st["seeds"].items():
         miss = f"; missing tasks {s['array']}" if s["missing"] else ""
         lines.append(f"  seed {seed}: {s['done']}/{s['tasks']} done, pretraining {s['pretrain']}{miss}")
+        if s.get("other_settings"):
+            lines.append(f"    tasks {array_spec(s['other_settings'])}: their run directories hold finished runs of "
+                         "other settings (`astrom3 collect` lists the differences): move those aside to run them")
     if st["job_states"]:
         counts: dict[str, int] = {}
         for v in st["job_states"].values():

@@ -67,7 +67,30 @@ class Sweep:
         return self.root / task.run_dir
 
     def done(self, task: Task) -> bool:
-        return (self.run_dir(task) / "metrics.json").exists()
+        """The task's run finished, with the task's settings (see other_settings)."""
+        return (self.run_dir(task) / "metrics.json").exists() and not self.other_settings(task)
+
+    def other_settings(self, task: Task) -> list[str]:
+        """How the finished run in the task's directory differs from the task ([] where it is the task's run, or
+        where that cannot be told: a baseline task, a run dir older than identity.json, a task config that no
+        longer loads). A sweep created
+        again with other --set values over the same runs counted them as done, and collect averaged them in."""
+        from ..train.fingerprint import IDENTITY, RunMismatchError, settings_differences
+
+        d = self.run_dir(task)
+        if task.init == BASELINE or not (d / "metrics.json").exists() or not (d / IDENTITY).exists():
+            return []
+        try:
+            cfg = self.resolve_config(task)
+        except (OSError, ValueError):  # its config file moved or edited since: the runs stand as they are
+            return []
+        try:
+            diff = settings_differences(d, cfg) or []
+        except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the task's
+            return [str(e)]
+        # Which pretraining a CLIP task starts from is the task's seed (metrics.json's init and seed are checked);
+        # the path the job was given may be relative to wherever it ran.
+        return [x for x in diff if not x.startswith("finetune.init:")]
 
     def missing(self) -> list[Task]:
         return [t for t in self.tasks if not self.done(t)]
@@ -230,6 +253,7 @@ def run_missing_task(sw: Sweep, index: int) -> int:
     if sw.done(task):
         print(f"[sweep_task] task {index} ({task.name}) already has metrics.json: nothing to do", file=sys.stderr)
         return 0
+    # A finished run of other settings is left to the job, which refuses it (exit 6) naming each difference.
     return run_task(sw.root, index)
 
 

@@ -178,6 +178,9 @@ def _task_record(sw: Sweep, task, logs: LogIndex) -> RunRecord:
             if got != want:
                 raise BadMetrics(f"metrics.json is for {'/'.join(map(str, got))}, the task is "
                                  f"{'/'.join(map(str, want))}")
+            other = sw.other_settings(task)
+            if other:
+                raise BadMetrics("a finished run of other settings than the task's (" + "; ".join(other) + ")")
             rec.metrics = m
         except BadMetrics as e:
             rec.status, rec.reason = "failed", str(e)

@@ -66,10 +66,24 @@ def store_identity(store) -> dict[str, Any]:
 def run_identity(cfg: RunConfig, store, world_size: int, kind: str | None = None) -> dict[str, Any]:
     """`kind` ("pretrain", "finetune"): a pretraining run and a fine-tune of default finetune.* settings have
     the same config, and one must not resume the other's checkpoint."""
-    config = {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in MECHANICS}
-    out = {"config": config, "store": store_identity(store), "store_path": str(Path(store.path).resolve()),
+    out = {"config": _compared_config(cfg), "store": store_identity(store), "store_path": str(Path(store.path).resolve()),
            "seed": cfg.data.seed, "world_size": world_size, "batch_size": cfg.train.batch_size}
     return out if kind is None else {"kind": kind, **out}
+
+
+def _compared_config(cfg: RunConfig) -> dict[str, Any]:
+    return {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in MECHANICS}
+
+
+def settings_differences(run_dir: str | Path, cfg: RunConfig) -> list[str] | None:
+    """How `cfg` differs from the settings of the run in `run_dir` (its identity.json's config and batch size; the
+    store and world size are the job's to check, which opens the store). [] for the same settings, None where the
+    directory records no identity. A sweep task counts as done only where its finished run is the task's."""
+    old = read_identity(run_dir)
+    if old is None:
+        return None
+    return differences({"config": old["config"], "batch_size": old.get("batch_size")},
+                       {"config": _compared_config(cfg), "batch_size": cfg.train.batch_size})
 
 
 def digest(identity: dict[str, Any]) -> str:
