@@ -257,3 +257,42 @@ def test_an_ensemble_of_sub_x_runs_reports_their_full_test_set(members, tmp_path
     assert main(["ensemble", str(net), str(old), "--out", str(tmp_path / "e2")]) == 2
     assert f"{old / 'predictions_test_full.csv'}: missing" in capsys.readouterr().err
     assert not (tmp_path / "e2").exists()
+
+
+def test_ensemble_refuses_an_out_that_would_overwrite_a_run_and_predict_refuses_a_cycle(members, tmp_path, capsys):
+    """Catches `ensemble --out MEMBER`: it replaced the member's predictions and metrics (exit 0), and `predict` of
+    that self-listing ensemble then recursed until RecursionError."""
+    import hashlib
+    import shutil
+
+    store, (a, b) = members
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in a.iterdir() if p.is_file()}
+    assert main(["ensemble", str(a), str(b), "--out", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {a}: is member {a}; writing the ensemble there would overwrite that run" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in a.iterdir() if p.is_file()} == before
+    other = tmp_path / "other"  # a run that is not a member: overwritten just the same
+    shutil.copytree(b, other)
+    assert main(["ensemble", str(a), str(b), "--out", str(other)]) == 2
+    assert f"--out {other}: holds a 'finetune' run (init 'scratch'), not an ensemble" in capsys.readouterr().err
+    assert (other / "best_model.pt").exists() and "ensemble" not in (other / "metrics.json").read_text()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(["ensemble", str(a), str(b), "--out", str(tmp_path / "notes")]) == 2
+    assert "holds no ensemble and is not empty" in capsys.readouterr().err
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(a), str(b), "--out", str(ens)]) == 0
+    # A member of a member ensemble: the new ensemble would stand on itself.
+    assert main(["ensemble", str(ens), str(other), "--out", str(a)]) == 2
+    assert f"--out {a}: is member {a}" not in (err := capsys.readouterr().err)
+    assert f"--out {a}: is a member of member {ens} (an ensemble)" in err
+    # An ensemble that lists itself (written by the versions without the refusal) is refused by predict by name.
+    m = json.loads((ens / "metrics.json").read_text())
+    m["members"].append({"run": str(ens.resolve())})
+    (ens / "metrics.json").write_text(json.dumps(m))
+    capsys.readouterr()
+    assert main(["predict", str(ens), "--store", str(store), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"{ens}: ensemble member {ens.resolve()} is the ensemble itself (a cycle)" in err
+    assert "Traceback" not in err and "RecursionError" not in err

@@ -83,6 +83,50 @@ def _average(runs: list[Path], key: str) -> tuple[dict[str, Any], str]:
     return classification_report(y_true, y_pred, names), buf.getvalue()
 
 
+def _metrics_of(run: Path) -> dict[str, Any]:
+    p = run / "metrics.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _nested_members(run: Path, seen: set[Path]) -> set[Path]:
+    """Every run an ensemble run stands on, through ensembles of ensembles (`seen`: already visited)."""
+    found: set[Path] = set()
+    m = _metrics_of(run)
+    if m.get("init") != "ensemble":
+        return found
+    for member in m.get("members", []):
+        r = Path(member["run"]).resolve()
+        if r not in seen:
+            seen.add(r)
+            found |= {r} | _nested_members(r, seen)
+    return found
+
+
+def check_out(out: Path, runs: list[Path]) -> None:
+    """Refuse an --out that is (or holds, or underlies) a member, or holds anything but an earlier ensemble:
+    writing there replaced a member run's predictions and metrics (an ensemble listing itself as a member then
+    sent `astrom3 predict` into endless recursion)."""
+    target = out.resolve()
+    for run in runs:
+        r = run.resolve()
+        if target == r or target in r.parents:
+            raise ValueError(f"--out {out}: is {'member' if target == r else 'a folder holding member'} {run}; "
+                             "writing the ensemble there would overwrite that run (choose another --out)")
+        if target in _nested_members(r, {r}):
+            raise ValueError(f"--out {out}: is a member of member {run} (an ensemble); writing there would make "
+                             "the ensemble a member of itself (choose another --out)")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    m = _metrics_of(out)
+    if m and m.get("init") != "ensemble":
+        raise ValueError(f"--out {out}: holds a {m.get('kind')!r} run (init {m.get('init')!r}), not an ensemble; "
+                         "writing the ensemble there would overwrite it (choose another --out)")
+    if not m and any(out.iterdir()):
+        raise ValueError(f"--out {out}: a directory that holds no ensemble and is not empty (choose another --out)")
+
+
 def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
@@ -90,6 +134,7 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     twice = sorted({str(r) for r in runs if sum(r.resolve() == o.resolve() for o in runs) > 1})
     if twice:
         raise ValueError(f"{', '.join(twice)}: listed more than once (a member would count twice in the mean)")
+    check_out(Path(out_dir), runs)
     rep, text = _average(runs, "test")
     ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
     # A sub-X run's test set is the subset's; the full test set is reported beside it from its own predictions.

@@ -140,7 +140,20 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     return out, names, train
 
 
-def run_reads(run_dir: str | Path) -> tuple[str, ...]:
+def _members(run: Path, m: dict, within: tuple[Path, ...]) -> tuple[list[str], tuple[Path, ...]]:
+    """An ensemble's member runs and the chain of ensembles down to them, refusing a member that is one of the
+    ensembles it is read through (an ensemble written into one of its members' directories listed itself)."""
+    chain = (*within, run.resolve())
+    members = [member["run"] for member in m["members"]]
+    for member in members:
+        if Path(member).resolve() in chain:
+            what = "the ensemble itself" if Path(member).resolve() == chain[-1] else "an ensemble that contains it"
+            raise ValueError(f"{run}: ensemble member {member} is {what} (a cycle): rebuild the ensemble from its "
+                             "original runs")
+    return members, chain
+
+
+def run_reads(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> tuple[str, ...]:
     """The modalities a finished run's model reads: its config's for a fine-tune, light curves for the baseline,
     every member's for an ensemble."""
     from ..model.classifier import mode_modalities
@@ -149,7 +162,8 @@ def run_reads(run_dir: str | Path) -> tuple[str, ...]:
     run = Path(run_dir)
     m = _metrics(run)
     if m.get("init") == "ensemble":
-        return tuple(dict.fromkeys(x for member in m["members"] for x in run_reads(member["run"])))
+        members, chain = _members(run, m, _within)
+        return tuple(dict.fromkeys(x for member in members for x in run_reads(member, chain)))
     if m.get("init") == "baseline":
         return ("photo",)
     return mode_modalities(read_run_config(run)["model"]["modalities"], m["mode"])
@@ -157,14 +171,16 @@ def run_reads(run_dir: str | Path) -> tuple[str, ...]:
 
 def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
                       threads: int = 1, batch_size: int = 256,
-                      progress: bool = True) -> tuple[np.ndarray, list[str], list[Store]]:
+                      progress: bool = True, _within: tuple[Path, ...] = ()
+                      ) -> tuple[np.ndarray, list[str], list[Store]]:
     """(len(rows), n_classes) class probabilities of a finished run for `store`'s `rows`, the run's class
     names and the store(s) it was trained on."""
     run = Path(run_dir)
     m = _metrics(run)
     if m.get("init") == "ensemble":
-        parts = [run_probabilities(member["run"], store, rows, train_store, threads, batch_size, progress)
-                 for member in m["members"]]
+        members, chain = _members(run, m, _within)
+        parts = [run_probabilities(member, store, rows, train_store, threads, batch_size, progress, chain)
+                 for member in members]
         names = parts[0][1]
         for member, (_, other, _) in zip(m["members"], parts):
             if other != names:
