@@ -100,3 +100,27 @@ def test_an_unknown_modality_is_refused_at_load(tmp_path, capsys):
     assert "config key 'model.modalities' must be drawn from photo, spectra, meta, got 'foo'" in err, err
     assert not (sw / "manifest.json").exists()
     assert load_config(TEST_CFG, ["model.modalities=[meta, photo]"]).model.modalities == ["meta", "photo"]
+
+
+# ---------------------------------------------------------------------------------------------- --set values
+
+@pytest.mark.parametrize("override, problem", [
+    ("name=[1", "expected ',' or ']', but got '<stream end>'"),
+    ("name=*x", "found undefined alias 'x'"),
+    ("name='unterminated", "found unexpected end of stream"),
+    ("finetune.init=@runs/x", "found character '@' that cannot start any token"),
+])
+def test_a_set_value_that_is_not_yaml_is_one_line(override, problem, tmp_path, capsys):
+    """Catches a yaml.YAMLError (not a ValueError) ending `--set 'name=[1'` with a traceback and exit 1."""
+    key = override.split("=")[0]
+    message = f"override '{override}': not a valid YAML value ({problem}); quote it ({key}='...')"
+    with pytest.raises(ConfigError) as e:
+        load_config(TEST_CFG, [override])
+    assert str(e.value) == message
+    refused(tmp_path, capsys, ["--config", TEST_CFG, "--set", override], f"error: {message}", command="finetune")
+    sw = tmp_path / "sw"
+    assert main(["sweep", "create", str(sw), "--store", str(tmp_path / "s.zarr"), "--modes", "photo", "--subsets",
+                 "full", "--seeds", "42", "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"error: {message}" in err and len(err.splitlines()) == 1, err
+    assert not (sw / "manifest.json").exists()

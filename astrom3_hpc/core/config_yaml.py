@@ -79,7 +79,12 @@ def parse_overrides(overrides: list[str] | None) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = load_yaml(raw, f"override '{item}'")
+        try:
+            node[parts[-1]] = load_yaml(raw, f"override '{item}'")
+        except yaml.YAMLError as e:  # not a ValueError: a traceback and exit 1 before
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"override '{item}': not a valid YAML value ({problem}); quote it "
+                              f"({key.strip()}='...')") from None
     return tree
 
 
