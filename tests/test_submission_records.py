@@ -258,11 +258,13 @@ def test_local_executor_runs_parallel_tasks_at_a_time(tmp_path, monkeypatch):
     assert _recorded(sw)["job_ids"] == ["5000", "5004"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_the_debug_executor_runs_the_tasks_it_waits_for(tiny_store, tmp_path):
-    """Catches `launch sweep --cluster debug --wait` failing every task without running it: Submitit's debug jobs
-    run when first asked, and exception() ran them without the job's environment (docs/slurm.md: the debug
-    executor runs the tasks in-process when waited for)."""
+    """Catches `launch sweep --cluster debug --wait` failing without running anything (docs/slurm.md: the debug
+    executor runs the jobs in-process): Submitit's debug jobs run when first asked, and exception() ran them
+    without the job's environment; a pretraining of the default 2 tasks looked for per-task logs a debug job does
+    not have (IndexError); and each job after the first built its engine on DeepSpeed's clone of the previous
+    job's destroyed world group."""
     import subprocess
     import sys
 
@@ -270,11 +272,12 @@ def test_the_debug_executor_runs_the_tasks_it_waits_for(tiny_store, tmp_path):
 
     exe = str(Path(sys.executable).parent / "astrom3")
     root = tmp_path / "sw"
+    tiny = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16"]
     subprocess.run([exe, "sweep", "create", str(root), "--seeds", "42", "--modes", "meta", "--subsets", "full",
-                    "--inits", "scratch", "--store", str(tiny_store), "--set", "train.epochs=1",
-                    "train.max_steps_per_epoch=2", "train.batch_size=16"], check=True, env=child_env(),
-                   capture_output=True, text=True)
+                    "--inits", "clip", "--store", str(tiny_store), "--set", *tiny, "--pretrain-set", *tiny],
+                   check=True, env=child_env(), capture_output=True, text=True)
     r = subprocess.run([exe, "launch", "sweep", str(root), "--cluster", "debug", "--wait"], env=child_env(),
-                       capture_output=True, text=True, timeout=240)
+                       capture_output=True, text=True, timeout=360)
     assert r.returncode == 0 and "failed" not in r.stderr, r.stderr[-3000:]
-    assert json.loads((root / "runs" / "meta-full-s42-scratch" / "metrics.json").read_text())["seed"] == 42
+    assert "pretraining runs in this process, on 1 rank (not 1 x 2)" in r.stderr
+    assert json.loads((root / "runs" / "meta-full-s42-clip" / "metrics.json").read_text())["init"] == "clip"

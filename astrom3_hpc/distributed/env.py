@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -417,6 +418,11 @@ def cleanup() -> None:
     if is_initialized():
         import torch.distributed as tdist
         tdist.destroy_process_group()
+    # DeepSpeed keeps a clone of the world group, made once per process: a second job in this process (the debug
+    # executor's sweep, a notebook) built its engine on the destroyed one ("Group ... is not registered").
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None and getattr(groups, "_WORLD_GROUP", None) is not None:
+        groups._WORLD_GROUP = None
 
 
 __all__ = [

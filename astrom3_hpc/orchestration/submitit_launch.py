@@ -129,6 +129,12 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                           partition=partition, account=account, gpus_per_node=gpus_per_node,
                           slurm_parameters=slurm_parameters)
     check_not_running(sw, force)  # a local sweep's tasks may still run too (their ids are process ids)
+    if cluster == "debug" and pretrain_nodes * pretrain_tasks_per_node > 1:
+        # The debug executor runs a job once, in this process: one rank, whatever was asked (and its job has no
+        # per-task sub-jobs, whose logs were linked for each rank: an IndexError before anything ran).
+        log.warning("debug executor: pretraining runs in this process, on 1 rank (not %d x %d)", pretrain_nodes,
+                    pretrain_tasks_per_node)
+        pretrain_nodes = pretrain_tasks_per_node = 1
     folder = sweep_root / SUBMITIT_DIR
     (sweep_root / "logs").mkdir(parents=True, exist_ok=True)
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "submitit", "cluster": cluster,
