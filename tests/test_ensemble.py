@@ -296,3 +296,32 @@ def test_ensemble_refuses_an_out_that_would_overwrite_a_run_and_predict_refuses_
     err = capsys.readouterr().err
     assert f"{ens}: ensemble member {ens.resolve()} is the ensemble itself (a cycle)" in err
     assert "Traceback" not in err and "RecursionError" not in err
+
+
+def test_an_ensemble_rewritten_into_its_out_keeps_no_file_of_the_earlier_one(members, tmp_path, capsys):
+    """Catches a rerun into an existing --out leaving the earlier ensemble's predictions_val.csv: the new one has no
+    validation predictions, and a later ensemble of it averaged the stale ones of other members."""
+    import shutil
+
+    _, (a, b) = members
+    old = tmp_path / "old"  # a member without validation predictions
+    shutil.copytree(b, old)
+    (old / "predictions_val.csv").unlink()
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(a), str(b), "--out", str(out)]) == 0
+    assert (out / "predictions_val.csv").exists()
+    assert main(["ensemble", str(a), str(old), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_test.png", "metrics.json", "predictions.csv"]
+    assert "val" not in json.loads((out / "metrics.json").read_text())
+    nested = tmp_path / "nested"
+    assert main(["ensemble", str(out), str(b), "--out", str(nested)]) == 0
+    assert not (nested / "predictions_val.csv").exists()
+    assert "val" not in json.loads((nested / "metrics.json").read_text())
+    # What else a user put in an earlier ensemble is not deleted with it: refused by name.
+    (out / "new_field").mkdir()
+    capsys.readouterr()
+    assert main(["ensemble", str(a), str(b), "--out", str(out)]) == 2
+    assert f"--out {out}: the earlier ensemble there also holds new_field, which rewriting it would delete" in \
+        capsys.readouterr().err
+    assert (out / "new_field").is_dir() and not (out / "predictions_val.csv").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left

@@ -20,12 +20,13 @@ import csv
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.atomic import write_json, write_text
+from ..core.atomic import atomic_dir, write_json, write_text
 from ..core.constants import UNLABELLED
 from .evaluate import classification_report, plot_confusion, predictions_file, unlabelled_summary
 
@@ -33,6 +34,8 @@ log = logging.getLogger("astrom3")
 
 PREDICTIONS = predictions_file("test")
 _ID_COLUMNS = ("row", "object_id", "true_class")
+# What an ensemble writes (`_write`).
+_OWN_FILES = re.compile(r"metrics\.json|predictions(_\w+)?\.csv|confusion_test(_full)?\.png")
 
 
 def _read(run: Path, name: str) -> tuple[list[dict[str, str]], list[str]]:
@@ -125,6 +128,11 @@ def check_out(out: Path, runs: list[Path]) -> None:
                          "writing the ensemble there would overwrite it (choose another --out)")
     if not m and any(out.iterdir()):
         raise ValueError(f"--out {out}: a directory that holds no ensemble and is not empty (choose another --out)")
+    # An earlier ensemble is replaced whole: anything else put in it (a predict output) would go with it.
+    foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and _OWN_FILES.fullmatch(p.name)))
+    if m and foreign:
+        raise ValueError(f"--out {out}: the earlier ensemble there also holds {', '.join(foreign)}, which rewriting "
+                         "it would delete (move it or choose another --out)")
 
 
 def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
@@ -160,7 +168,16 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
                     "finetune.average_baseline): it weighs that much more in the average", len(with_baseline),
                     len(runs), ", ".join(with_baseline))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Built beside --out and swapped in whole: an earlier ensemble's files this one does not write (validation or
+    # unlabelled predictions its members lacked) would otherwise stay and be averaged by later ensembles.
+    with atomic_dir(out, overwrite=True) as tmp:
+        result = _write(tmp, runs, ref, rep, text, optional, members)
+    log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
+             f"; validation macro-F1 {result['val']['macro_f1']:.3f}" if "val" in result else "")
+    return result
+
+
+def _write(out: Path, runs: list[Path], ref: dict, rep: dict, text: str, optional: dict, members: list) -> dict:
     write_text(out / PREDICTIONS, text)
     for key, (_, key_text) in optional.items():
         write_text(out / predictions_file(key), key_text)
@@ -176,6 +193,4 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     if "test_full" in optional:
         plot_confusion(result["test_full"], out / "confusion_test_full.png", f"ensemble of {len(runs)} - full test set")
     write_json(out / "metrics.json", result)
-    log.info("ensemble of %d: test accuracy %.3f, macro-F1 %.3f%s", len(runs), rep["accuracy"], rep["macro_f1"],
-             f"; validation macro-F1 {result['val']['macro_f1']:.3f}" if "val" in result else "")
     return result
