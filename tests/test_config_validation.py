@@ -124,3 +124,34 @@ def test_a_set_value_that_is_not_yaml_is_one_line(override, problem, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert f"error: {message}" in err and len(err.splitlines()) == 1, err
     assert not (sw / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------- structure
+
+PAPER_FT = str(ROOT / "configs/paper_finetune.yaml")  # has a `cells:` table
+
+
+@pytest.mark.parametrize("files, config, overrides, message", [
+    ({}, TEST_CFG, ["train=4", "train.epochs=3"],
+     "override 'train.epochs=3': train was set to 4 by an earlier override, not a mapping of keys"),
+    ({"c.yaml": "train:\n  foo: 1\n  2: 3\n"}, "c.yaml", [], "{d}/c.yaml: train: unknown key(s) [2, 'foo']; allowed:"),
+    ({"c.yaml": "base: 3\n"}, "c.yaml", [], "{d}/c.yaml: base: expected the path of one config file, got 3"),
+    ({"c.yaml": "base: [a.yaml]\n"}, "c.yaml", [],
+     "{d}/c.yaml: base: expected the path of one config file, got ['a.yaml']"),
+    ({}, PAPER_FT, ["finetune=3"], f"{PAPER_FT}: finetune: expected a mapping, got 3"),
+    ({}, PAPER_FT, ["finetune.mode=[a]"], f"{PAPER_FT}: config key 'finetune.mode' must be a string, got ['a']"),
+    ({}, PAPER_FT, ["data.subset=10"], f"{PAPER_FT}: config key 'data.subset' must be a string, got 10"),
+])
+def test_a_malformed_config_structure_is_one_line(files, config, overrides, message, tmp_path, capsys):
+    """Catches TypeError / AttributeError tracebacks (exit 1) where an override indexes into a scalar, unknown keys
+    of mixed types are sorted, `base:` is not a path, or the cells lookup meets a scalar or a list."""
+    d = tmp_path / "cfg"
+    d.mkdir()
+    for name, text in files.items():
+        (d / name).write_text(text)
+    config = str(d / config) if files else config
+    message = message.format(d=d)
+    with pytest.raises(ConfigError) as e:
+        load_config(config, overrides)
+    assert str(e.value).startswith(message), str(e.value)
+    refused(tmp_path, capsys, ["--config", config, "--set", *overrides], f"error: {message}", command="finetune")

@@ -317,7 +317,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names, key=str)  # a YAML key may be a number
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
     kwargs = {}
@@ -401,6 +401,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{where}: cells: expected the path of a cells file (e.g. finetune_cells.yaml), got {got}")
     if cells:
         # Precedence: defaults < config file < the cell's values < command-line overrides.
+        for section, key, default in (("finetune", "mode", FinetuneConfig.mode), ("data", "subset", DataConfig.subset)):
+            if not isinstance(merged.get(section, {}), dict):
+                raise ConfigError(f"{where}: {section}: expected a mapping, got {merged[section]!r}")
+            if not isinstance(merged.get(section, {}).get(key, default), str):
+                raise ConfigError(f"{where}: config key '{section}.{key}' must be a string, got "
+                                  f"{merged[section][key]!r}")
         mode = merged.get("finetune", {}).get("mode", FinetuneConfig.mode)
         subset = merged.get("data", {}).get("subset", DataConfig.subset)
         merged = merge(merge(values, cell_values(merged["cells"], mode, subset)), over)

@@ -77,8 +77,11 @@ def parse_overrides(overrides: list[str] | None) -> dict:
         key, raw = item.split("=", 1)
         node = tree
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # `train=4 train.epochs=3`: a TypeError traceback before
+                raise ConfigError(f"override '{item}': {'.'.join(parts[:i + 1])} was set to {node!r} by an earlier "
+                                  f"override, not a mapping of keys")
         try:
             node[parts[-1]] = load_yaml(raw, f"override '{item}'")
         except yaml.YAMLError as e:  # not a ValueError: a traceback and exit 1 before
@@ -101,6 +104,8 @@ def load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if isinstance(data.get("cells"), str):
         data["cells"] = str((path.parent / data["cells"]).resolve())  # relative to the file that names it
     base = data.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected the path of one config file, got {base!r}")
     if base is not None:
         parent = load_yaml_tree((path.parent / base), seen + (path,))
         data = merge(parent, data)
