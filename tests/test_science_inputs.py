@@ -203,3 +203,35 @@ def test_outliers_json_is_strict_json_without_positives(impute_run, tmp_path, mo
         assert met["n_positive"] == 0 and "roc_auc" not in met and "r_precision" not in met
         assert "no positives" in out["metrics_undefined"][grp]
         assert printed["metrics"][grp]
+
+
+def test_outliers_top_k_past_the_scored_objects_takes_no_unscored_one(impute_run, tmp_path, capsys):
+    """Catches unscored objects (without a class, of an unseen class) becoming mislabel candidates once --top-k
+    passed the number of objects: their sentinel rank len+1 was inside the cut."""
+    import csv
+
+    from astrom3_hpc.cli.science import main
+
+    run, _ = impute_run
+    assert main(["outliers", str(run), "--top-k", str(N + 100), "--out-dir", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "outliers.json").read_text())
+    assert out["candidates"] and all(c["label"] >= 0 and c["combined"] is not None for c in out["candidates"])
+    with open(tmp_path / "outliers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    mods = ("photo", "spectra", "meta")
+    scored = [sum(r[f"z_{m}"] != "" for m in mods) for r in rows]
+    assert any(r["label"] == "-1" for r in rows)  # the store has unscored objects
+    # Every scored modality is within a cut above the object count; an unscored one never.
+    assert [int(r["n_top"]) for r in rows] == scored
+    assert [r["candidate"] == "1" for r in rows] == [s >= 2 for s in scored]
+    assert out["n_candidates"] == sum(s >= 2 for s in scored) < len(rows)
+    capsys.readouterr()
+    for bad in ("0", "-3"):
+        assert main(["outliers", str(run), "--top-k", bad, "--out-dir", str(tmp_path / "o")]) == 2
+        assert f"--top-k (top_k) must be a whole number of at least 1, got {bad}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    from astrom3_hpc.science.outliers import score_outliers
+    from astrom3_hpc.science.common import read_embeddings
+
+    with pytest.raises(ValueError, match=r"--min-modalities \(min_modalities\) must be a whole number of at least 1"):
+        score_outliers(read_embeddings(run / "science" / "embeddings.zarr"), min_modalities=0)

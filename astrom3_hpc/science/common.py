@@ -61,6 +61,15 @@ def load_model(run_dir: str | Path, device=None):
     return model, cfg, meta
 
 
+def check_counts(**counts: int) -> None:
+    """Refuse a count below 1, naming the option and the argument (`top_k` is --top-k): 0 or a negative k made
+    scores silently 0, or failed in numpy after a full embedding pass."""
+    for name, value in counts.items():
+        if value is None or isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} ({name}) must be a whole number of at least 1, "
+                             f"got {value!r}")
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.atomic import write_json, write_text
 from . import require
-from .common import AVERAGE, Embeddings, detection_metrics, normalise, science_dir
+from .common import AVERAGE, Embeddings, check_counts, detection_metrics, normalise, science_dir
 from .embed import embeddings_for
 from .search import VectorIndex
 
@@ -142,6 +142,7 @@ def score_outliers(emb: Embeddings, *, top_k: int = 50, min_modalities: int = 2,
         raise ValueError(f"unsupervised score must be one of {UNSUPERVISED}, got {unsupervised!r}")
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+    check_counts(top_k=top_k, min_modalities=min_modalities)
     n_classes = len(emb.class_names)
     train = emb.splits["train"] & (emb.label >= 0)
     if not train.any():
@@ -170,10 +171,13 @@ def score_outliers(emb: Embeddings, *, top_k: int = 50, min_modalities: int = 2,
         forest = ens.IsolationForest(n_estimators=200, random_state=seed).fit(emb.view(AVERAGE)[train])
         cols["iforest_average"] = -forest.score_samples(emb.view(AVERAGE))
     mods = emb.modalities
-    cols["n_top"] = np.sum([cols[f"rank_{m}"] <= top_k for m in mods], axis=0).astype(np.int64)
+    key = "z" if rank_by == "class_z" else "dist"
+    # Only a scored object is in a top k: an unscored one (no class, a class without centroid, the modality
+    # lacking) has a rank past every scored one, which a top k above the scored count reached.
+    cols["n_top"] = np.sum([(cols[f"rank_{m}"] <= top_k) & np.isfinite(cols[f"{key}_{m}"]) for m in mods],
+                           axis=0).astype(np.int64)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # objects with no labelled distance at all: NaN
-        key = "z" if rank_by == "class_z" else "dist"
         cols["combined"] = np.nanmean([percentile_rank(cols[f"{key}_{m}"]) for m in mods], axis=0)
     cols["candidate"] = cols["n_top"] >= min(min_modalities, len(mods))
     return cols
@@ -256,6 +260,7 @@ def _rows(emb: Embeddings, cols: dict[str, np.ndarray], order: np.ndarray, keys:
 def outliers_run(run_dir: str | Path, *, top_k: int = 50, min_modalities: int = 2, knn_k: int = 10,
                  unsupervised: str = "knn", rank_by: str = "class_z", n_list: int = 50, index: str = "auto",
                  out_dir: str | Path | None = None, embeddings: str | Path | None = None) -> dict[str, Any]:
+    check_counts(top_k=top_k, min_modalities=min_modalities)  # before an embedding pass
     emb = embeddings_for(run_dir, out_dir, embeddings)
     sci = science_dir(run_dir, out_dir)
     cols = score_outliers(emb, top_k=top_k, min_modalities=min_modalities, knn_k=knn_k,
