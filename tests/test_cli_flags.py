@@ -204,3 +204,26 @@ def test_a_sweep_grid_value_given_twice_is_refused(grid, message, tmp_path, caps
     err = capsys.readouterr().err
     assert f"error: {message}" in err and len(err.strip().splitlines()) == 1, err
     assert not sw.exists()
+
+
+@pytest.mark.parametrize("argv", [["inspect", "s.zarr", "--batch-size", "{v}"],
+                                  ["inspect", "s.zarr", "--batches", "{v}"],
+                                  ["predict", "run", "--store", "s", "--out", "o", "--batch-size", "{v}"],
+                                  ["predict", "run", "--store", "s", "--out", "o", "--threads", "{v}"],
+                                  ["baseline", "s.zarr", "--out", "o", "--threads", "{v}"],
+                                  ["evaluate-embeddings", "run", "--batch-size", "{v}"],
+                                  ["embed", "run", "--batch-size", "{v}"],
+                                  ["pretrain", "--run-dir", "r", "--stop-after-steps", "{v}"]])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_count_option_below_one_is_refused_naming_it(argv, value, capsys):
+    """Catches `inspect --batch-size 0` (a ZeroDivisionError traceback), `--batch-size -5` (nothing read, exit 0)
+    and `predict --batch-size 0` (range()'s error, not naming the option)."""
+    from astrom3_hpc.cli import main
+
+    argv = [a.format(v=value) for a in argv]
+    option = argv[-2]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {option}: must be an integer >= 1, got {value}" in err, err
+    assert build_parser().parse_args([*argv[:-1], "3"]).__dict__[option.lstrip("-").replace("-", "_")] == 3

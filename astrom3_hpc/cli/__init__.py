@@ -9,6 +9,7 @@ import logging
 import sys
 
 from .. import __version__
+from .argtypes import positive_int
 from .runner import dispatch
 
 log = logging.getLogger("astrom3")
@@ -30,8 +31,8 @@ def _add_info(sub) -> None:
     q.add_argument("store")
     q.add_argument("--seed", type=int, default=42)
     q.add_argument("--subset", default="full")
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--batches", type=int, default=3)
+    q.add_argument("--batch-size", type=positive_int, default=64)
+    q.add_argument("--batches", type=positive_int, default=3)
     q.set_defaults(func=cmd_inspect)
 
 
@@ -154,7 +155,7 @@ def _add_train_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="the Zarr store to train on; overrides data.store")
     p.add_argument("--no-resume", action="store_true",
                    help="start a new run: refused (exit 6) if --run-dir already holds one, instead of resuming it")
-    p.add_argument("--stop-after-steps", type=int, default=None,
+    p.add_argument("--stop-after-steps", type=positive_int, default=None,
                    help="checkpoint and exit (code 75) after this many steps, as on preemption (for testing)")
 
 
@@ -185,7 +186,7 @@ def _add_train(sub) -> None:
     _add_import_weights(sub)
     e = sub.add_parser("evaluate-embeddings", help="centroid and 1-NN accuracy of a pretrained model's embeddings")
     e.add_argument("run_dir", help="a finished pretraining run directory")
-    e.add_argument("--batch-size", type=int, metavar="N",
+    e.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="global batch of the embedding pass (default: the run's train.batch_size); lower it for a "
                         "store whose train split is smaller than the run's batch (e.g. imported weights recorded "
                         "with 512)")
@@ -248,8 +249,6 @@ def cmd_evaluate_embeddings(args) -> int:
 
     cfg = config_from_dict(read_run_config(args.run_dir))
     if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         cfg.train.batch_size = args.batch_size
     t = Pretrainer(cfg, args.run_dir)
     t.setup_distributed()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from .argtypes import positive_int
+
 
 def add_parsers(sub) -> None:
     _add_baseline(sub)
@@ -26,7 +28,7 @@ def _add_baseline(sub) -> None:
     p.add_argument("--period", choices=["ls", "store"], default="ls",
                    help="ls (default): the Lomb-Scargle period only; store: the store's period (catalogue where "
                         "the source gave one)")
-    p.add_argument("--threads", type=int, default=1, help="OpenMP threads for gradient boosting (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="OpenMP threads for gradient boosting (default 1)")
     p.set_defaults(func=cmd_baseline)
 
 
@@ -80,8 +82,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--out", required=True, help="directory for predictions.csv and metrics.json")
     p.add_argument("--train-store", help="where the run's training store is now, if it moved (default: the "
                                          "path the run recorded)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    p.add_argument("--batch-size", type=int, default=256, help="objects per forward pass (default 256)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="objects per forward pass (default 256)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
 

@@ -9,6 +9,7 @@ import json
 import sys
 
 from ..science import MissingExtraError
+from .argtypes import positive_int
 
 _OUT_HELP = "directory for the outputs (default: RUN_DIR/science)"
 _EMB_HELP = "embeddings store to read (default: OUT_DIR/embeddings.zarr, created by `astrom3 embed` if missing)"
@@ -57,7 +58,7 @@ def _add_embed(sub) -> None:
                    help="embed only these splits of the run's seed (default: every valid object, including "
                         "objects of classes unseen in training, which are in no split)")
     p.add_argument("--out-dir", help=_OUT_HELP)
-    p.add_argument("--batch-size", type=int, default=256, help="objects per forward pass (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="objects per forward pass (default 256)")
     p.add_argument("--sample-seed", type=int, default=0,
                    help="seed of the attention-key sampler (paper preset), fixed per batch so that an "
                         "object's embedding does not depend on its batch (default 0)")
