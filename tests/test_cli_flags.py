@@ -213,7 +213,11 @@ def test_a_sweep_grid_value_given_twice_is_refused(grid, message, tmp_path, caps
                                   ["baseline", "s.zarr", "--out", "o", "--threads", "{v}"],
                                   ["evaluate-embeddings", "run", "--batch-size", "{v}"],
                                   ["embed", "run", "--batch-size", "{v}"],
-                                  ["pretrain", "--run-dir", "r", "--stop-after-steps", "{v}"]])
+                                  ["pretrain", "--run-dir", "r", "--stop-after-steps", "{v}"],
+                                  ["sweep", "submit", "sw", "--parallel", "{v}"],
+                                  ["sweep", "submit", "sw", "--cpus-per-task", "{v}"],
+                                  ["launch", "sweep", "sw", "--finetune-time", "{v}"],
+                                  ["launch", "pretrain", "--run-dir", "r", "--tasks-per-node", "{v}"]])
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_a_count_option_below_one_is_refused_naming_it(argv, value, capsys):
     """Catches `inspect --batch-size 0` (a ZeroDivisionError traceback), `--batch-size -5` (nothing read, exit 0)

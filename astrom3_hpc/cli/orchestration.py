@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+from .argtypes import positive_int
 from ..distributed.rendezvous_check import check_rendezvous
 from ..orchestration.sbatch import submit_sweep_sbatch
 from ..orchestration.status import format_status, sweep_status
@@ -142,15 +143,15 @@ def _add_resource_args(p: argparse.ArgumentParser, backend_choice: bool) -> None
     g.add_argument("--resume-missing", action="store_true",
                    help="submit only tasks without metrics.json (array of just those indices) and pretraining "
                         "only for seeds without pretrain/s<seed>/metrics.json")
-    g.add_argument("--parallel", type=int, default=4,
+    g.add_argument("--parallel", type=positive_int, default=4,
                    help="array tasks running at once per seed (%%P; default 4). Submitit's local executor: the "
                         "tasks go in chunks of P, each started when the previous chunk has ended")
-    g.add_argument("--pretrain-nodes", type=int, default=1)
-    g.add_argument("--pretrain-tasks-per-node", type=int, default=2, help="ranks per node (default 2)")
-    g.add_argument("--cpus-per-task", type=int, default=1)
+    g.add_argument("--pretrain-nodes", type=positive_int, default=1)
+    g.add_argument("--pretrain-tasks-per-node", type=positive_int, default=2, help="ranks per node (default 2)")
+    g.add_argument("--cpus-per-task", type=positive_int, default=1)
     g.add_argument("--gpus-per-node", type=int, default=None, help="Submitit: GPUs per node")
-    g.add_argument("--pretrain-time", type=int, default=240, metavar="MIN", help="time limit, minutes (240)")
-    g.add_argument("--finetune-time", type=int, default=120, metavar="MIN", help="time limit per task (120)")
+    g.add_argument("--pretrain-time", type=positive_int, default=240, metavar="MIN", help="time limit, minutes (240)")
+    g.add_argument("--finetune-time", type=positive_int, default=120, metavar="MIN", help="time limit per task (120)")
     g.add_argument("--partition")
     g.add_argument("--account")
     g.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
@@ -298,13 +299,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--config")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--tasks-per-node", type=int, default=2)
-    p.add_argument("--cpus-per-task", type=int, default=1)
+    p.add_argument("--nodes", type=positive_int, default=1)
+    p.add_argument("--tasks-per-node", type=positive_int, default=2)
+    p.add_argument("--cpus-per-task", type=positive_int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=None)
     p.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None)
     p.add_argument("--folder", help="Submitit folder (default: <run dir>/../submitit)")
-    p.add_argument("--time", type=int, default=240, metavar="MIN")
+    p.add_argument("--time", type=positive_int, default=240, metavar="MIN")
     p.add_argument("--partition")
     p.add_argument("--account")
     p.add_argument("--dependency", help="e.g. afterok:123")
