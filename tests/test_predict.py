@@ -240,3 +240,27 @@ def test_a_job_signal_stops_predict_with_nothing_written(trained, tmp_path, monk
         predict_module.predict(runs["baseline"], new_store, tmp_path / "out")
     assert stop.value.exit_code == 75 and "stopped by SIGTERM" in str(stop.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(600)
+def test_predict_reproduces_a_paper_preset_run_whose_attention_samples_keys(tiny_store, tmp_path, capsys):
+    """Catches the fine-tune's own evaluation drawing the paper preset's attention-key samples from the training
+    random stream (predict re-seeds per batch): `predict` on the training store then differed from the run's own
+    predictions.csv by up to 0.03 in a probability, and an ensemble's class could change."""
+    run = tmp_path / "paper"
+    run_job("finetune", run, tiny_store, sets=("model.preset=paper", "train.epochs=1", "train.max_steps_per_epoch=2",
+                                               "train.batch_size=16"),
+            extra=("--mode", "photo", "--init", "scratch"))
+    for batch in ("256", "7"):  # and whatever the batch layout
+        out = tmp_path / f"again-{batch}"
+        assert main(["predict", str(run), "--store", str(tiny_store), "--out", str(out), "--no-progress",
+                     "--batch-size", batch]) == 0
+        again = _rows(out / "predictions.csv")
+        for name in ("predictions.csv", "predictions_val.csv"):
+            own = _rows(run / name)
+            names = [k[2:] for k in next(iter(own.values())) if k.startswith("p_")]
+            p_own = np.array([[float(own[i][f"p_{c}"]) for c in names] for i in own])
+            p_again = np.array([[float(again[i][f"p_{c}"]) for c in names] for i in own])
+            np.testing.assert_allclose(p_again, p_own, atol=1e-5, err_msg=f"{name}, --batch-size {batch}")
+            assert [again[i]["predicted_class"] for i in own] == [own[i]["predicted_class"] for i in own]
+    capsys.readouterr()

@@ -21,6 +21,7 @@ from .evaluate import (classification_report, plot_confusion, predictions_file, 
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
+from .predict import seeded_sampler
 from .rundir import read_run_config
 from .import_weights import import_record
 from .trainer import Trainer, gather_objects, joined
@@ -227,7 +228,7 @@ class Finetuner(Trainer):
             if not len(batch["index"]):  # a split of fewer objects than ranks leaves some ranks none to classify
                 continue
             b = to_device(batch, self.device, self.float_dtype)
-            with self.autocast():
+            with seeded_sampler(self.device), self.autocast():  # as `astrom3 predict` classifies
                 logits = self.engine(b)
             # With members, the model is their mean probability: its loss, its class.
             logp = log_probabilities(logits)

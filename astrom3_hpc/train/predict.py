@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..core.constants import ALL_OBJECTS
+from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.progress import Progress
 from ..data.store import MODALITIES, Store
 
@@ -43,6 +44,19 @@ def _metrics(run: Path) -> dict[str, Any]:
         raise ValueError(f"{run} is a {m.get('kind')!r} run; astrom3 predict needs a fine-tune, baseline or "
                          "ensemble run")
     return m
+
+
+@contextmanager
+def seeded_sampler(device, seed: int = SAMPLE_SEED) -> Iterator[None]:
+    """Around one evaluation batch's forward pass: the paper preset samples attention keys at evaluation too, and
+    one seed per batch makes an object's class probabilities a function of the object alone (as `astrom3 embed`
+    does), not of its batch or of what ran before; the caller's random stream (training's) is left as it was.
+    A fine-tune run's own evaluation and `astrom3 predict` both use it, so predict reproduces the run."""
+    import torch
+
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _training_store(run: Path, recorded: str, fingerprint: str | None, override: str | None) -> Store:
@@ -127,10 +141,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
         for batch in batches.iter_epoch(0):
             bar.update(len(batch["index"]))
             index.append(batch["index"].numpy())
-            # The paper preset samples attention keys at evaluation too: one seed per batch makes an object's
-            # class probabilities a function of the object alone (as `astrom3 embed` does), not of its batch.
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                torch.manual_seed(0)
+            with seeded_sampler(dev):
                 probs.append(class_probabilities(model(to_device(batch, dev))).cpu().numpy())
     batches.close()
     by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))
