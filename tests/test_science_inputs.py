@@ -235,3 +235,37 @@ def test_outliers_top_k_past_the_scored_objects_takes_no_unscored_one(impute_run
 
     with pytest.raises(ValueError, match=r"--min-modalities \(min_modalities\) must be a whole number of at least 1"):
         score_outliers(read_embeddings(run / "science" / "embeddings.zarr"), min_modalities=0)
+
+
+@pytest.mark.timeout(300)
+def test_search_and_umap_take_the_views_of_a_fine_tune_run(impute_run, tmp_path, monkeypatch, capsys):
+    """Catches search and umap accepting only photo/spectra/meta/average: a fine-tune run of mode all (views "all"
+    and "average") could not be searched at all, not even for the retrieval report, and `--view all` was
+    rejected by argparse."""
+    from astrom3_hpc.cli.science import main
+    from astrom3_hpc.science import umap_view
+
+    _, store = impute_run
+    run = tmp_path / "ft"
+    run_job("finetune", run, store, sets=("train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16"),
+            extra=("--mode", "all", "--init", "scratch"))
+    sci = tmp_path / "sci"
+    assert main(["embed", str(run), "--out-dir", str(sci), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(run), "--query-row", "3", "-k", "4", "--out-dir", str(sci)]) == 0  # its first view
+    res = json.loads((sci / "search" / "row-3_all.json").read_text())
+    assert res["modality"] == "all" and sorted(res["neighbours"]) == ["all", "average"]
+    assert res["neighbours"]["all"][0]["row"] == 3 and len(res["neighbours"]["average"]) == 4
+    assert main(["search", str(run), "--query-row", "3", "--modality", "average", "--target", "all",
+                 "--out-dir", str(sci)]) == 0
+    assert sorted(json.loads((sci / "search" / "row-3_average.json").read_text())["neighbours"]) == ["all"]
+    assert main(["search", str(run), "--out-dir", str(sci)]) == 0  # the retrieval report alone: no query view
+    assert json.loads((sci / "retrieval.json").read_text())["pairs"] == {}  # one view: no pair of modalities
+    capsys.readouterr()
+    assert main(["search", str(run), "--query-row", "3", "--modality", "photo", "--out-dir", str(sci)]) == 2
+    assert "no embedding 'photo'" in (err := capsys.readouterr().err) and "have ['all', 'average']" in err
+    monkeypatch.setattr(umap_view, "umap_embedding", lambda x, *a, **k: np.zeros((len(x), 2), np.float32))
+    assert main(["umap", str(run), "--view", "all", "--out-dir", str(sci)]) == 0
+    assert json.loads((sci / "umap_all.json").read_text())["n_points"] > 0
+    assert main(["umap", str(run), "--view", "photo", "--out-dir", str(sci)]) == 2
+    assert "no embedding 'photo'" in capsys.readouterr().err

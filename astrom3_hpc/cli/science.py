@@ -110,10 +110,12 @@ def _add_search(sub) -> None:
     p.add_argument("--aux", nargs=4, type=float, metavar=("AMPLITUDE", "PERIOD", "LKSL", "RFR_SCORE"),
                    help="photometric features of a light-curve query file (raw: mag, days); default: the "
                         "train-split mean")
-    p.add_argument("--modality", default="photo", choices=["photo", "spectra", "meta", "average"],
-                   help="embedding of the query object to search with (default photo; a file sets its own)")
-    p.add_argument("--target", nargs="+", action="extend", choices=["photo", "spectra", "meta", "average"],
-                   help="embeddings to search (default: all)")
+    p.add_argument("--modality",
+                   help="embedding view of the query object to search with: photo, spectra, meta or average for a "
+                        "pretraining run, a fine-tune run's mode (e.g. all) or average (default: the embeddings' "
+                        "first view, photo for a pretraining run; a file sets its own)")
+    p.add_argument("--target", nargs="+", action="extend",
+                   help="embedding views to search (default: every view of the embeddings)")
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw", "ivf"], help=_INDEX_HELP)
     p.add_argument("--recall", action="store_true", help="also write the retrieval recall@k report")
@@ -202,8 +204,8 @@ def _add_umap(sub) -> None:
                     "coloured by class, objects of classes unseen in training overlaid in black. Writes "
                     "OUT_DIR/umap_<view>.png, .csv (coordinates) and .json.")
     p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
-    p.add_argument("--view", default="average", choices=["photo", "spectra", "meta", "average"],
-                   help="embedding to project (default average)")
+    p.add_argument("--view", default="average",
+                   help="embedding view to project: a modality, a fine-tune run's mode or average (default average)")
     p.add_argument("--n-neighbors", type=int, default=45, help="default 45 (the paper's)")
     p.add_argument("--min-dist", type=float, default=0.7, help="default 0.7 (the paper's)")
     p.add_argument("--seed", type=int, default=0)

@@ -304,17 +304,22 @@ def _neighbours(emb: Embeddings, sims: np.ndarray, idx: np.ndarray) -> list[dict
 
 
 def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows: list[int] | None = None,
-               query_file: str | Path | None = None, aux: list[float] | None = None, modality: str = "photo",
+               query_file: str | Path | None = None, aux: list[float] | None = None, modality: str | None = None,
                targets: list[str] | None = None, k: int = 10, index: str = "auto", recall: bool = False,
                recall_split: str = "test", out_dir: str | Path | None = None,
                embeddings: str | Path | None = None, store: str | Path | None = None) -> dict[str, Any]:
     """Neighbours of each query in each target view, written as JSON under SCIENCE_DIR/search/; with `recall`
-    (or without any query) also the cross-modal retrieval report SCIENCE_DIR/retrieval.json."""
+    (or without any query) also the cross-modal retrieval report SCIENCE_DIR/retrieval.json. `modality`: the view
+    a stored object queries with (default: the embeddings' first, photo for a pretraining run, a fine-tune run's
+    single view named by its mode)."""
     emb = embeddings_for(run_dir, out_dir, embeddings)
     sci = science_dir(run_dir, out_dir)
     targets = targets or emb.views
-    for t in targets + [modality]:
-        emb.view(t)  # raises for an unknown view
+    modality = modality or emb.views[0]
+    # Views are the run's (a fine-tune run of mode all has "all" and "average"); the query's is checked only
+    # where an object queries with it (a file sets its own; the retrieval report needs none).
+    for t in targets + ([modality] if object_ids or rows else []):
+        emb.view(t)  # raises for an unknown view, naming the ones there are
     queries: list[tuple[str, dict[str, Any], str, np.ndarray]] = []
     for oid in object_ids or []:
         i = emb.position_of_object(oid)
