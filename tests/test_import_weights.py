@@ -114,3 +114,25 @@ def test_finetune_from_imported_weights_needs_the_acknowledgement(imported, tiny
     run_job("finetune", run2, tiny_store, sets=["train.epochs=1"],
             extra=["--mode", "photo", "--seed", "42", "--pretrain-seed", "42", "--init", str(imported)])
     assert json.loads((run2 / "metrics.json").read_text())["epochs_run"] == 1
+
+
+def test_evaluate_embeddings_of_imported_weights_needs_their_seed(tiny_store, tmp_path):
+    """Catches evaluate-embeddings scoring imported weights on the placeholder seed's test split without a word:
+    their split seed is unknown, so that split may hold objects they were pretrained on (fine-tuning from them
+    already refused it)."""
+    run = tmp_path / "imp"
+    r = subprocess.run([BIN, "import-weights", str(GOLDEN / "model_small.pt"), "--out", str(run), "--store",
+                        str(tiny_store)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ev = [BIN, "evaluate-embeddings", str(run), "--batch-size", "32"]
+    r = subprocess.run(ev, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "split seed is unknown" in r.stderr and "--pretrain-seed S" in r.stderr, r.stderr
+    assert not (run / "embedding_eval.json").exists()
+    r = subprocess.run([*ev, "--pretrain-seed", "0"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((run / "embedding_eval.json").read_text())
+    assert out["split_seed"] == 0 and "split_seed_unknown" not in out and out["n_test"] > 0
+    r = subprocess.run([*ev, "--allow-unknown-seed"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "unknown split seed" in r.stderr, r.stderr[-3000:]
+    out = json.loads((run / "embedding_eval.json").read_text())
+    assert out["split_seed"] == 42 and out["split_seed_unknown"] is True

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .. import __version__
 from .argtypes import positive_int
@@ -190,6 +191,13 @@ def _add_train(sub) -> None:
                    help="global batch of the embedding pass (default: the run's train.batch_size); lower it for a "
                         "store whose train split is smaller than the run's batch (e.g. imported weights recorded "
                         "with 512)")
+    e.add_argument("--pretrain-seed", type=int, metavar="S",
+                   help="imported weights (import-weights): the split seed they were pretrained on, whose test "
+                        "split is scored (their seed is unknown; without it or --allow-unknown-seed the command "
+                        "refuses)")
+    e.add_argument("--allow-unknown-seed", action="store_true",
+                   help="imported weights: score the run's recorded seed although the weights may have been "
+                        "pretrained on some of its test objects (embedding_eval.json records split_seed_unknown)")
     e.set_defaults(func=cmd_evaluate_embeddings, fail_fast=True)
 
 
@@ -243,13 +251,18 @@ def cmd_import_weights(args) -> int:
 
 def cmd_evaluate_embeddings(args) -> int:
     from ..core.config import config_from_dict
-    from ..train.leak import check_weights_store
+    from ..train.leak import check_weights_store, scored_seed
     from ..train.pretrain import Pretrainer, evaluate_embeddings
     from ..train.rundir import read_run_config
 
     cfg = config_from_dict(read_run_config(args.run_dir))
     if args.batch_size is not None:
         cfg.train.batch_size = args.batch_size
+    seed = scored_seed(Path(args.run_dir), cfg.data.seed, args.pretrain_seed, args.allow_unknown_seed)
+    if seed is None:
+        log.warning("%s: imported weights of unknown split seed (--allow-unknown-seed): seed %d's test split may "
+                    "hold objects they were pretrained on", args.run_dir, cfg.data.seed)
+    cfg.data.seed = cfg.data.seed if seed is None else seed
     t = Pretrainer(cfg, args.run_dir)
     t.setup_distributed()
     with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
@@ -257,7 +270,9 @@ def cmd_evaluate_embeddings(args) -> int:
         check_weights_store(t.run.path / "best_model.pt", t.store)
         t.setup_engine()
         t.load_best()
-        out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None)
+        unknown = {"split_seed_unknown": True} if seed is None else {}
+        out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None,
+                                  extra={"split_seed": cfg.data.seed, **unknown})
     if t.is_main:
         print(json.dumps(out, indent=2))
     return 0

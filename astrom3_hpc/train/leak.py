@@ -58,3 +58,25 @@ def check_weights_store(weights: Path, store) -> None:
     if why:
         raise ValueError(f"{weights} was trained on another store than {store.path} ({why}): pass the store it was "
                          f"trained on as data.store in the run's config.yaml")
+
+
+def scored_seed(run_dir: Path, recorded: int, pretrain_seed: int | None, allow_unknown_seed: bool) -> int | None:
+    """The split whose test objects a pretraining run's embeddings are scored on: the run's own seed, or for
+    imported weights (their seed unknown) the one the caller names; None where the caller accepts not knowing
+    (then the recorded placeholder is scored). As for fine-tuning from them (finetune.check_pretrained): a wrong
+    guess scores objects the weights were pretrained on."""
+    from .import_weights import import_record
+
+    imported = import_record(run_dir)
+    known = recorded if imported is None else imported.get("split_seed")
+    if pretrain_seed is not None and known is not None and pretrain_seed != known:
+        raise PretrainLeakError(f"--pretrain-seed {pretrain_seed} contradicts {run_dir}, which was pretrained on "
+                                f"split seed {known}")
+    if pretrain_seed is not None or known is not None:
+        return known if pretrain_seed is None else pretrain_seed
+    if not allow_unknown_seed:
+        raise PretrainLeakError(
+            f"{run_dir} holds imported weights ({imported.get('source_file')}) whose split seed is unknown: their "
+            f"test split cannot be told from the objects they were pretrained on. Pass --pretrain-seed S (the seed "
+            f"the weights were pretrained on) or --allow-unknown-seed to accept the risk.")
+    return None

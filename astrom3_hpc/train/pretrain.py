@@ -128,7 +128,8 @@ class Pretrainer(Trainer):
     def finish(self) -> dict[str, Any]:
         self.load_best()
         with self.autocast():
-            emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None)
+            emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None,
+                                           extra={"split_seed": self.cfg.data.seed})
         return {"kind": "pretrain", "seed": self.cfg.data.seed, "epochs_run": self.state.epoch,
                 "steps": self.state.step, "world_size": self.world, "best_epoch": self.best_val.get("epoch"),
                 "best_val": self.best_val, "embedding_eval": emb_eval}
@@ -141,9 +142,11 @@ class Pretrainer(Trainer):
 
 
 
-def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None) -> dict[str, Any]:
+def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None,
+                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Frozen-embedding classification (spec section 4): class-centroid and 1-nearest-neighbour accuracy on the
-    test split from train-split embeddings, per modality and for the averaged embedding."""
+    test split from train-split embeddings, per modality and for the averaged embedding. `extra`: what the
+    caller records beside the numbers (which split was scored)."""
     from ..core.constants import N_CLASSES
 
     kw = {"read_spectra": True}
@@ -152,7 +155,7 @@ def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None) -
     test = embed_batches(model, trainer.loader("test", train=False, subset="full", **kw), trainer.device,
                          trainer.float_dtype)
     mods = list(model.modalities)
-    out: dict[str, Any] = {"n_train": int(len(train["label"])), "n_test": int(len(test["label"]))}
+    out: dict[str, Any] = {**(extra or {}), "n_train": int(len(train["label"])), "n_test": int(len(test["label"]))}
     views = {m: (train[m], test[m]) for m in mods}
     views["average"] = (averaged_embedding({m: train[m] for m in mods}), averaged_embedding({m: test[m] for m in mods}))
     for name, (tr, te) in views.items():
