@@ -269,3 +269,29 @@ def test_search_and_umap_take_the_views_of_a_fine_tune_run(impute_run, tmp_path,
     assert json.loads((sci / "umap_all.json").read_text())["n_points"] > 0
     assert main(["umap", str(run), "--view", "photo", "--out-dir", str(sci)]) == 2
     assert "no embedding 'photo'" in capsys.readouterr().err
+
+
+def test_embed_refuses_counts_below_one_and_a_failure_leaves_no_temporary_store(impute_run, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Catches `embed --chunk-rows 0` ending in a ZeroDivisionError traceback after the temporary store was made,
+    which then stayed (13 MB for 400 objects, on every attempt), and `--batch-size 0` failing in range()."""
+    from astrom3_hpc.cli.science import main
+    from astrom3_hpc.science import embed
+
+    run, _ = impute_run
+    out = tmp_path / "e" / "embeddings.zarr"
+    for option, arg in (("chunk_rows", "--chunk-rows"), ("batch_size", "--batch-size")):
+        with pytest.raises(ValueError, match=rf"^{arg} \({option}\) must be a whole number of at least 1, got 0$"):
+            embed.embed_run(run, out=out, **{option: 0})
+        with pytest.raises(SystemExit) as stop:  # argparse's positive_int
+            main(["embed", str(run), arg, "0", "--out-dir", str(tmp_path / "e")])
+        assert stop.value.code == 2 and f"argument {arg}: must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() or list((tmp_path / "e").iterdir()) == []
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(embed, "_rank_range", broken)  # a failure right after the temporary store's creation
+    with pytest.raises(RuntimeError, match="embedding failed, nothing was written"):
+        embed.embed_run(run, out=out, chunk_rows=64)
+    assert list((tmp_path / "e").iterdir()) == []

@@ -62,7 +62,7 @@ def _add_embed(sub) -> None:
     p.add_argument("--sample-seed", type=int, default=0,
                    help="seed of the attention-key sampler (paper preset), fixed per batch so that an "
                         "object's embedding does not depend on its batch (default 0)")
-    p.add_argument("--chunk-rows", type=int, default=4096,
+    p.add_argument("--chunk-rows", type=positive_int, default=4096,
                    help="rows per chunk of the embedding arrays; ranks write whole chunks (default 4096)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_embed)

@@ -40,8 +40,8 @@ import numpy as np
 
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.atomic import replace_dir
-from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, load_model,
-                     read_embeddings, science_dir)
+from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, check_counts,
+                     load_model, read_embeddings, science_dir)
 
 log = logging.getLogger("astrom3")
 
@@ -105,6 +105,7 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     """
     from ..core.signals import stopped_by
 
+    check_counts(batch_size=batch_size, chunk_rows=chunk_rows)  # before the model is loaded
     with stopped_by(f"embedding {store or 'the run store'} with {run_dir}"):
         return _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress, train_store)
 
@@ -170,9 +171,9 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
         raise setup
     tmp = Path(setup)
 
-    lo, hi = _rank_range(n, chunk_rows, rank, world)
     error = None
-    try:
+    try:  # everything from here on inside: a failure on any rank removes the temporary store
+        lo, hi = _rank_range(n, chunk_rows, rank, world)
         root = zarr.open_group(str(tmp), mode="r+")
         with Progress(hi - lo, f"embed rank {rank}", enabled=progress and rank == 0) as bar:
             for a in range(lo, hi, chunk_rows):
@@ -191,11 +192,22 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        return _finish(tmp, out, error, rank, world, n, dim, mods, t0, tdist)
+    finally:  # replace_dir moved it into place unless something failed
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _finish(tmp: Path, out: Path, error, rank: int, world: int, n: int, dim: int, mods: list[str], t0: float,
+            tdist) -> dict[str, Any]:
+    import zarr
+
+    from .. import distributed as adist
+
     errors = [e for e in _all_gather(error, tdist) if e]
     if errors:
         adist.barrier()
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError("embedding failed, nothing was written:\n" + "\n".join(errors))
     adist.barrier()
     elapsed = time.perf_counter() - t0
