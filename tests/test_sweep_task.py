@@ -207,3 +207,29 @@ def test_a_finished_run_of_other_settings_is_not_the_tasks(tiny_store, tmp_path)
     # The task's job refuses the run dir, naming the difference, rather than counting it done (exit 0).
     r = subprocess.run(script, capture_output=True, text=True, timeout=300)
     assert r.returncode == 6 and "finetune.label_smoothing: 0.0 in the run dir, 0.3 now" in r.stderr, r.stderr[-3000:]
+
+
+def test_a_clip_tasks_run_is_compared_with_its_pretrainings_architecture(tiny_store, tmp_path):
+    """A CLIP task trains its pretraining's architecture (finetune --init keeps only the fine-tuning dropouts), and
+    its run records that: compared with the fine-tuning config's own model section, every such run of a sweep whose
+    configs differ there would count as a run of other settings."""
+    from astrom3_hpc.core.config import dump_config, load_config
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train.fingerprint import run_identity, write_identity
+
+    sw = create_sweep(tmp_path / "sw", seeds=[42], modes=["meta"], subsets=["full"], inits=["clip"],
+                      store=str(tiny_store), sets=["model.d_model=48", "model.meta_dropout=0.3"])
+    (task,) = sw.tasks
+    pre = sw.pretrain_dir(42)
+    pre.mkdir(parents=True)
+    dump_config(load_config(None, [f"data.store={tiny_store}", "model.d_model=32"]), pre / "config.yaml")
+    trained = sw.task_config(task)
+    trained.model.d_model = 32  # what finetune --init builds: the pretraining's width, the task's dropouts
+    run = sw.run_dir(task)
+    run.mkdir(parents=True)
+    write_identity(run, run_identity(trained, Store(tiny_store), 1, kind="finetune"))
+    (run / "metrics.json").write_text("{}")
+    assert sw.other_settings(task) == [] and sw.done(task)
+    trained.model.meta_dropout = 0.1  # a dropout is the task's own: a run of another one is another run
+    write_identity(run, run_identity(trained, Store(tiny_store), 1, kind="finetune"))
+    assert sw.other_settings(task) == ["model.meta_dropout: 0.1 in the run dir, 0.3 now"]

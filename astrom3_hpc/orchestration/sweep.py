@@ -82,7 +82,12 @@ class Sweep:
             return []
         try:
             cfg = self.resolve_config(task)
-        except (OSError, ValueError):  # its config file moved or edited since: the runs stand as they are
+            if task.init == "clip":  # it trained its pretraining's architecture
+                from ..train.finetune import pretrained_architecture
+                from ..train.rundir import read_run_config
+
+                cfg.model = pretrained_architecture(read_run_config(self.pretrain_dir(task.seed))["model"], cfg.model)
+        except (OSError, ValueError, KeyError, TypeError):  # a config file moved or edited since: the runs stand
             return []
         try:
             diff = settings_differences(d, cfg) or []

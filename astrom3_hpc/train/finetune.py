@@ -32,6 +32,12 @@ log = logging.getLogger("astrom3")
 _TUNABLE = {"lc_dropout", "spec_dropout", "meta_dropout"}
 
 
+def pretrained_architecture(pretrain_model: dict, own: ModelConfig) -> ModelConfig:
+    """The model a fine-tune from a pretraining run trains: that run's architecture (its config.yaml's `model`),
+    with the fine-tuning config's dropouts."""
+    return ModelConfig(**{**pretrain_model, **{k: getattr(own, k) for k in _TUNABLE}})
+
+
 def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int | None = None,
                      allow_unknown_seed: bool = False) -> dict:
     """The pretraining run's config, after refusing runs that would leak test objects.
@@ -104,8 +110,7 @@ class Finetuner(Trainer):
         if init != "scratch":
             pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store, f.pretrain_seed,
                                    f.allow_unknown_seed)
-            merged = {**pre["model"], **{k: getattr(self.cfg.model, k) for k in _TUNABLE}}
-            self.cfg.model = ModelConfig(**merged)
+            self.cfg.model = pretrained_architecture(pre["model"], self.cfg.model)
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()
         held = self.store.attrs.get("modalities") or []
