@@ -295,3 +295,24 @@ def test_embed_refuses_counts_below_one_and_a_failure_leaves_no_temporary_store(
     with pytest.raises(RuntimeError, match="embedding failed, nothing was written"):
         embed.embed_run(run, out=out, chunk_rows=64)
     assert list((tmp_path / "e").iterdir()) == []
+
+
+def test_knn_k_and_search_k_below_one_are_refused_by_name(impute_run, tmp_path, capsys):
+    """Catches `outliers --knn-k 0` setting every k-NN score to 0 and reporting ROC AUC 0.5 as measured (exit 0),
+    and `search -k -3` failing in numpy ("negative dimensions") after a full embedding pass."""
+    from astrom3_hpc.cli.science import main
+    from astrom3_hpc.science.outliers import knn_distance
+
+    run, _ = impute_run
+    capsys.readouterr()
+    for cmd, arg, name in (("outliers", "--knn-k", "knn_k"), ("search", "-k", "k")):
+        for bad in ("0", "-3"):
+            # No embeddings there: a refusal after an embedding pass would have made one.
+            assert main([cmd, str(run), arg, bad, "--out-dir", str(tmp_path / "o")]) == 2
+            err = capsys.readouterr().err
+            assert f"{arg} ({name}) must be a whole number of at least 1, got {bad}" in err
+            assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+    x = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"--knn-k \(knn_k\) must be a whole number of at least 1, got 0"):
+        knn_distance(x, x, 0)

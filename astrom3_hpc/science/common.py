@@ -66,8 +66,8 @@ def check_counts(**counts: int) -> None:
     scores silently 0, or failed in numpy after a full embedding pass."""
     for name, value in counts.items():
         if value is None or isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} ({name}) must be a whole number of at least 1, "
-                             f"got {value!r}")
+            flag = f"-{name}" if len(name) == 1 else f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} ({name}) must be a whole number of at least 1, got {value!r}")
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -67,7 +67,8 @@ def centroid_distance(x: np.ndarray, labels: np.ndarray, cents: np.ndarray, have
 def knn_distance(x: np.ndarray, reference: np.ndarray, k: int = 10, query_ids: np.ndarray | None = None,
                  reference_ids: np.ndarray | None = None, index: str = "auto") -> np.ndarray:
     """Mean cosine distance of each row of `x` to its k nearest `reference` rows, skipping a reference row with
-    the same id as the query (the object itself)."""
+    the same id as the query (the object itself). k >= 1 (0 kept no neighbour and made every score 0)."""
+    check_counts(knn_k=k)
     if len(reference) == 0:
         return np.full(len(x), np.nan)
     kk = min(k + 1, len(reference))
@@ -142,7 +143,7 @@ def score_outliers(emb: Embeddings, *, top_k: int = 50, min_modalities: int = 2,
         raise ValueError(f"unsupervised score must be one of {UNSUPERVISED}, got {unsupervised!r}")
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
-    check_counts(top_k=top_k, min_modalities=min_modalities)
+    check_counts(top_k=top_k, min_modalities=min_modalities, knn_k=knn_k)
     n_classes = len(emb.class_names)
     train = emb.splits["train"] & (emb.label >= 0)
     if not train.any():
@@ -260,7 +261,7 @@ def _rows(emb: Embeddings, cols: dict[str, np.ndarray], order: np.ndarray, keys:
 def outliers_run(run_dir: str | Path, *, top_k: int = 50, min_modalities: int = 2, knn_k: int = 10,
                  unsupervised: str = "knn", rank_by: str = "class_z", n_list: int = 50, index: str = "auto",
                  out_dir: str | Path | None = None, embeddings: str | Path | None = None) -> dict[str, Any]:
-    check_counts(top_k=top_k, min_modalities=min_modalities)  # before an embedding pass
+    check_counts(top_k=top_k, min_modalities=min_modalities, knn_k=knn_k)  # before an embedding pass
     emb = embeddings_for(run_dir, out_dir, embeddings)
     sci = science_dir(run_dir, out_dir)
     cols = score_outliers(emb, top_k=top_k, min_modalities=min_modalities, knn_k=knn_k,

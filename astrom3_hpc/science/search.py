@@ -25,7 +25,7 @@ import numpy as np
 
 from ..core.atomic import write_json
 from . import require
-from .common import Embeddings, load_model, normalise, science_dir
+from .common import Embeddings, check_counts, load_model, normalise, science_dir
 from .embed import embeddings_for
 
 log = logging.getLogger("astrom3")
@@ -312,6 +312,7 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
     (or without any query) also the cross-modal retrieval report SCIENCE_DIR/retrieval.json. `modality`: the view
     a stored object queries with (default: the embeddings' first, photo for a pretraining run, a fine-tune run's
     single view named by its mode)."""
+    check_counts(k=k)  # before an embedding pass
     emb = embeddings_for(run_dir, out_dir, embeddings)
     sci = science_dir(run_dir, out_dir)
     targets = targets or emb.views
