@@ -316,3 +316,28 @@ def test_knn_k_and_search_k_below_one_are_refused_by_name(impute_run, tmp_path, 
     x = np.eye(3, dtype=np.float32)
     with pytest.raises(ValueError, match=r"--knn-k \(knn_k\) must be a whole number of at least 1, got 0"):
         knn_distance(x, x, 0)
+
+
+def test_recall_over_a_split_without_objects_is_null_and_said(impute_run, tmp_path, capsys, caplog):
+    """Catches retrieval.json holding bare NaN (not JSON) for a split the embeddings have no object of."""
+    import logging
+
+    from astrom3_hpc.cli.science import main
+    from astrom3_hpc.science.embed import embed_run
+
+    run, _ = impute_run
+    path = tmp_path / "test-only.zarr"
+    embed_run(run, splits=["test"], out=path, batch_size=100)
+
+    def refuse(c):
+        raise AssertionError(f"bare {c} in retrieval.json")
+
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="astrom3"):
+        assert main(["search", str(run), "--recall", "--recall-split", "train", "--embeddings", str(path),
+                     "--out-dir", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "retrieval.json").read_text(), parse_constant=refuse)
+    assert len(rep["pairs"]) == 6
+    assert all(r["n"] == 0 and r["recall@1"] is None and r["recall@10"] is None for r in rep["pairs"].values())
+    assert "retrieval photo->spectra: no object of split train has both: recall undefined (null)" in caplog.text
+    assert json.loads(capsys.readouterr().out)["retrieval"]["photo->spectra"]["recall@5"] is None

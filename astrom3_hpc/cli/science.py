@@ -139,7 +139,8 @@ def cmd_search(args) -> int:
                           "neighbours": {t: [(n["object_id"], n["class"], round(n["similarity"], 4)) for n in v]
                                          for t, v in q["neighbours"].items()}} for q in rep["queries"]]}
     if "retrieval" in rep:
-        brief["retrieval"] = {pair: {k: round(v, 4) for k, v in r.items() if k.startswith("recall")} | {"n": r["n"]}
+        brief["retrieval"] = {pair: {k: None if v is None else round(v, 4) for k, v in r.items()
+                                     if k.startswith("recall")} | {"n": r["n"]}
                               for pair, r in rep["retrieval"]["pairs"].items()}
     _print(brief)
     return 0

@@ -123,13 +123,14 @@ class VectorIndex:
 
 # ------------------------------------------------------------------------------------------------- recall
 
-def retrieval_recall(a: np.ndarray, b: np.ndarray, ks=RECALL_KS, index: str = "auto") -> dict[str, float]:
+def retrieval_recall(a: np.ndarray, b: np.ndarray, ks=RECALL_KS, index: str = "auto") -> dict[str, float | None]:
     """Cross-modal retrieval: object i's `a` embedding queries all `b` embeddings; recall@k = share of objects
-    whose own `b` embedding is among the top k. Row i of `a` and `b` must be the same object."""
+    whose own `b` embedding is among the top k. Row i of `a` and `b` must be the same object. Without objects
+    recall is undefined: None (null in retrieval.json, which stays strict JSON; bare NaN was written)."""
     if len(a) != len(b):
         raise ValueError("a and b must hold the same objects in the same order")
     if len(a) == 0:
-        return {f"recall@{k}": float("nan") for k in ks}
+        return {f"recall@{k}": None for k in ks}
     kmax = min(max(ks), len(b))
     _, idx = VectorIndex(b, index).search(a, kmax)
     hit = idx == np.arange(len(a))[:, None]
@@ -153,6 +154,8 @@ def recall_report(emb: Embeddings, split: str = "test", ks=RECALL_KS, index: str
             ok = sel & emb.has(a) & emb.has(b)
             r = retrieval_recall(emb.view(a)[ok], emb.view(b)[ok], ks, index)
             r["n"] = int(ok.sum())
+            if not r["n"]:
+                log.warning("retrieval %s->%s: no object of split %s has both: recall undefined (null)", a, b, split)
             r.update({f"chance@{k}": min(k / max(int(ok.sum()), 1), 1.0) for k in ks})
             out["pairs"][f"{a}->{b}"] = r
     return out
