@@ -325,3 +325,16 @@ def test_an_ensemble_rewritten_into_its_out_keeps_no_file_of_the_earlier_one(mem
         capsys.readouterr().err
     assert (out / "new_field").is_dir() and not (out / "predictions_val.csv").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_ensemble_of_predict_outputs_is_refused_by_name(members, tmp_path, capsys):
+    """Catches `ensemble` of two `astrom3 predict` outputs failing with the bare "'' is not in list"."""
+    store, (a, b) = members
+    outs = [tmp_path / "pa", tmp_path / "pb"]
+    for run, out in zip((a, b), outs):
+        assert main(["predict", str(run), "--store", str(store), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", *map(str, outs), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"{outs[0]}: a 'predict' output, not a fine-tune, baseline or ensemble run" in err
+    assert "is not in list" not in err and not (tmp_path / "e").exists()

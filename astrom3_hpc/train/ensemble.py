@@ -82,6 +82,9 @@ def _average(runs: list[Path], key: str) -> tuple[dict[str, Any], str]:
         w.writerow([*(r[c] for c in _ID_COLUMNS), names[int(k)], *[f"{float(x):.6g}" for x in p]])
     if key == UNLABELLED:
         return unlabelled_summary(y_pred, names), buf.getvalue()
+    unknown = sorted({r["true_class"] for r in first if r["true_class"] not in names})
+    if unknown:
+        raise ValueError(f"{runs[0] / predictions_file(key)}: true_class {unknown} not among the classes {names}")
     y_true = np.array([names.index(r["true_class"]) for r in first])
     return classification_report(y_true, y_pred, names), buf.getvalue()
 
@@ -143,6 +146,11 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     if twice:
         raise ValueError(f"{', '.join(twice)}: listed more than once (a member would count twice in the mean)")
     check_out(Path(out_dir), runs)
+    for run in runs:  # `astrom3 predict` outputs hold a predictions.csv and metrics.json too
+        kind = _metrics_of(run).get("kind")
+        if kind not in (None, "finetune"):
+            raise ValueError(f"{run}: a {kind!r} output, not a fine-tune, baseline or ensemble run (to classify a "
+                             "new store with an ensemble, ensemble the runs and `astrom3 predict` that)")
     rep, text = _average(runs, "test")
     ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
     # A sub-X run's test set is the subset's; the full test set is reported beside it from its own predictions.
