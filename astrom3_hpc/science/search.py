@@ -39,21 +39,25 @@ RECALL_KS = (1, 5, 10)
 
 def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, max_block_bytes: int = 256 << 20
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k inner products, (sims, idx) each (n_queries, k), best first. Memory: one block of scores."""
+    """Exact top-k inner products, (sims, idx) each (n_queries, k), best first. Memory: one block of scores and
+    their partition indices, max_block_bytes together (a negated copy of the scores and the whole int64 partition,
+    kept alive by a view, made it 6x that: 1.5 GB at 16,000 vectors)."""
     base = np.ascontiguousarray(base, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = len(base)
     k = min(k, n)
-    block = max(1, int(max_block_bytes // (4 * max(n, 1))))
+    block = max(1, int(max_block_bytes // (12 * max(n, 1))))  # 4 bytes a score, 8 its partition index
     sims = np.empty((len(queries), k), np.float32)
     idx = np.empty((len(queries), k), np.int64)
     for a in range(0, len(queries), block):
-        s = queries[a:a + block] @ base.T
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(s), 1))
-        ps = np.take_along_axis(s, part, 1)
-        order = np.lexsort((part, -ps), axis=1)  # by similarity, ties by index (deterministic)
+        neg = queries[a:a + block] @ base.T
+        np.negative(neg, out=neg)  # smallest first: argpartition's order
+        part = np.argpartition(neg, k - 1, axis=1)[:, :k].copy() if k < n else np.tile(np.arange(n), (len(neg), 1))
+        pneg = np.take_along_axis(neg, part, 1)
+        del neg
+        order = np.lexsort((part, pneg), axis=1)  # by similarity, ties by index (deterministic)
         idx[a:a + block] = np.take_along_axis(part, order, 1)
-        sims[a:a + block] = np.take_along_axis(ps, order, 1)
+        sims[a:a + block] = -np.take_along_axis(pneg, order, 1)
     return sims, idx
 
 
