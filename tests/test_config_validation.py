@@ -55,6 +55,25 @@ def test_a_cell_given_twice_in_a_cells_table_is_refused(tmp_path, capsys):
             command="finetune")
 
 
+
+def test_merge_keys_override_without_counting_as_repeats(tmp_path):
+    """Catches the repeated-key check refusing a valid merge: building a mapping that merges an anchor rewrote the
+    anchored mapping in place (its own `<<` flattened into it), and its override of a merged key then read as a
+    repeat when the anchor itself was built ("key 'lr' appears twice (lines 3 and 10)")."""
+    from astrom3_hpc.core.config import cell_values
+
+    cells = tmp_path / "cells.yaml"
+    cells.write_text("base_optim: &base {lr: 0.001, grad_clip: 5.0}\n"
+                     "library:\n  photo:\n    full:\n      v2:\n        optim: &v2\n          <<: *base\n"
+                     "          lr: 0.0029\n"
+                     "cells:\n  photo:\n    full:\n      optim:\n        <<: *v2\n      train: {epochs: 1}\n")
+    assert cell_values(cells, "photo", "full") == {"optim": {"lr": 0.0029, "grad_clip": 5.0}, "train": {"epochs": 1}}
+    # A key given twice beside a merge is still one key too many; '2' and 2 are two keys.
+    cells.write_text("a: &a {x: 1}\ncells:\n  photo:\n    full: {<<: *a, train: {}, train: {}}\n  2: {}\n  '2': {}\n")
+    with pytest.raises(ConfigError, match="key 'train' appears twice \\(line 4\\)$"):
+        cell_values(cells, "photo", "full")
+
+
 # ---------------------------------------------------------------------------------------------- numbers
 
 @pytest.mark.parametrize("override, message", [

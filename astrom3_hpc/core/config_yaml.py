@@ -22,25 +22,39 @@ class RepeatedKeyError(ConfigError):
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that raises RepeatedKeyError on a key given twice in one mapping (merge keys `<<` aside:
-    their keys are meant to be overridden)."""
+    """yaml.SafeLoader that raises RepeatedKeyError on a key given twice in one mapping of the text (merge keys `<<`
+    aside: their keys are meant to be overridden). Checked on the composed tree, before construction: building a
+    mapping with a merge rewrites the anchored mapping it merges in place (its own merge flattened into it), and a
+    check while building read that anchor's override of a merged key as a repeat."""
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            lines: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _refuse_repeated_keys(node)
+        return node
+
+
+def _refuse_repeated_keys(root: yaml.Node) -> None:
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias: the anchored node is checked once
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                stack.append(value_node)
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
                     continue
-                key = self.construct_object(key_node, deep=deep)
-                line = key_node.start_mark.line + 1
-                try:
-                    if key in lines:
-                        at = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
-                        raise RepeatedKeyError(f"key {key!r} appears twice ({at})")
-                except TypeError:  # an unhashable key: SafeLoader's own error names it
-                    continue
+                key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                if key in lines:
+                    at = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
+                    raise RepeatedKeyError(f"key {key_node.value!r} appears twice ({at})")
                 lines[key] = line
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(text: str, where: str) -> Any:
