@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from astrom3_hpc.cli import build_parser
 from astrom3_hpc.core.errors import EXIT_BAD_INPUT
 from astrom3_hpc.orchestration.submission import create_sweep
@@ -233,3 +235,11 @@ def test_a_clip_tasks_run_is_compared_with_its_pretrainings_architecture(tiny_st
     trained.model.meta_dropout = 0.1  # a dropout is the task's own: a run of another one is another run
     write_identity(run, run_identity(trained, Store(tiny_store), 1, kind="finetune"))
     assert sw.other_settings(task) == ["model.meta_dropout: 0.1 in the run dir, 0.3 now"]
+    # A pretraining config.yaml damaged since: which architecture the run trained cannot be told, and status and
+    # collect go on (they ended in a YAML traceback), the run counted as it was before the check existed.
+    (pre / "config.yaml").write_text("model:\n  d_model: [16\n")
+    assert sw.other_settings(task) == [] and sw.done(task)
+    from astrom3_hpc.train.rundir import read_run_config
+
+    with pytest.raises(ValueError, match=f"^{pre / 'config.yaml'} is damaged: not readable YAML"):
+        read_run_config(pre)

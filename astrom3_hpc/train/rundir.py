@@ -132,7 +132,14 @@ def read_run_config(run_dir: str | Path) -> dict:
     p = Path(run_dir) / "config.yaml"
     if not p.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    return yaml.safe_load(p.read_text())
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{p} is damaged: not readable YAML ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} is damaged: not a run config (a mapping of sections expected)")
+    return data
 
 
 def write_run_json(run: Path, info: dict[str, Any]) -> None:
