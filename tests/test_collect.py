@@ -470,3 +470,19 @@ def test_a_collect_stopped_while_plotting_leaves_the_previous_set_whole(tmp_path
     with pytest.raises(KeyboardInterrupt):
         collect(tmp_path, out=tmp_path / "o", plot=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before
+
+
+def test_a_folder_of_runs_mixing_settings_in_a_group_is_warned_about(tmp_path):
+    """Catches collect averaging runs of different fine-tuning settings into one row without a word: a folder of
+    runs has no manifest holding each run to its task (only use_rfr_score was compared)."""
+    rng = np.random.default_rng(5)
+    plain = fake_metrics("photo", "full", 42, "scratch", 0.9, rng)
+    smoothed = {**fake_metrics("photo", "full", 0, "scratch", 0.8, rng), "label_smoothing": 0.3,
+                "class_weights": [0.5, 2.0]}
+    write_run(tmp_path / "runs" / "photo-full-s42-scratch", {**plain, "label_smoothing": 0.0, "class_weights": None})
+    write_run(tmp_path / "runs" / "photo-full-s0-scratch", smoothed, seed=0)
+    res = collect(tmp_path, out=tmp_path / "o", plot=False)
+    (w,) = [w for w in res["warnings"] if "different settings" in w]
+    assert w == ("photo/full/scratch: seeds were run with different settings (label_smoothing: 0.0, 0.3; weighted "
+                 "classes: False, True); the mean mixes them")
+    assert "different settings" in (tmp_path / "o" / "results.md").read_text()

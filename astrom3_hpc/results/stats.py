@@ -41,6 +41,22 @@ def paired_ttest(clip: dict[int, float], scratch: dict[int, float]) -> dict[str,
     return out
 
 
+# Fine-tuning settings metrics.json records that change what a run measures (use_rfr_score is reported apart).
+_SETTINGS = ("fusion", "label_smoothing", "distill", "average_baseline", "modalities", "weighted classes")
+
+
+def _mixed_settings(rs: list[RunRecord]) -> list[str]:
+    out = []
+    for key in _SETTINGS:
+        if key == "weighted classes":  # the weights themselves follow each seed's train split
+            values = {r.metrics.get("class_weights") is not None for r in rs if "class_weights" in r.metrics}
+        else:
+            values = {repr(r.metrics[key]) for r in rs if key in r.metrics}
+        if len(values) > 1:
+            out.append(f"{key}: {', '.join(sorted(map(str, values)))}")
+    return out
+
+
 def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """Per (mode, subset, init): per-seed accuracies (%) and their statistics on both test sets; per
     (mode, subset, test set): the paired t-test CLIP vs scratch."""
@@ -61,6 +77,11 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
             warn.append(f"{mode}/{subset}/{init}: seeds mix use_rfr_score on and off; the mean mixes both")
         if fusion:
             g["fusion"] = fusion.pop() if len(fusion) == 1 else "mixed"
+        mixed = _mixed_settings(rs)
+        if mixed:
+            # A folder of runs has no manifest to hold each run to its task's settings (a sweep's does).
+            warn.append(f"{mode}/{subset}/{init}: seeds were run with different settings ({'; '.join(mixed)}); the "
+                        f"mean mixes them")
         for ts in TEST_SETS:
             acc = [100.0 * r.metrics[ts]["accuracy"] for r in rs]
             f1 = [100.0 * r.metrics[ts]["macro_f1"] for r in rs if r.metrics[ts].get("macro_f1") is not None]
