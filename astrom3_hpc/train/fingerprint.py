@@ -66,8 +66,9 @@ def store_identity(store) -> dict[str, Any]:
 def run_identity(cfg: RunConfig, store, world_size: int, kind: str | None = None) -> dict[str, Any]:
     """`kind` ("pretrain", "finetune"): a pretraining run and a fine-tune of default finetune.* settings have
     the same config, and one must not resume the other's checkpoint."""
-    out = {"config": _compared_config(cfg), "store": store_identity(store), "store_path": str(Path(store.path).resolve()),
-           "seed": cfg.data.seed, "world_size": world_size, "batch_size": cfg.train.batch_size}
+    out = {"config": _compared_config(cfg), "store": store_identity(store),
+           "store_path": str(Path(store.path).resolve()), "seed": cfg.data.seed, "world_size": world_size,
+           "batch_size": cfg.train.batch_size}
     return out if kind is None else {"kind": kind, **out}
 
 
