@@ -51,7 +51,8 @@ def seeded_sampler(device, seed: int = SAMPLE_SEED) -> Iterator[None]:
     """Around one evaluation batch's forward pass: the paper preset samples attention keys at evaluation too, and
     one seed per batch makes an object's class probabilities a function of the object alone (as `astrom3 embed`
     does), not of its batch or of what ran before; the caller's random stream (training's) is left as it was.
-    A fine-tune run's own evaluation and `astrom3 predict` both use it, so predict reproduces the run."""
+    A fine-tune run's own evaluation and `astrom3 predict` both use it, so predict reproduces the run; every
+    embedding (pretrain.encode_seeded) too."""
     import torch
 
     with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):

@@ -15,6 +15,7 @@ from ..data.store import MODALITIES
 from .evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
 from .loss import ContrastiveLoss
 from .engine import to_device
+from .predict import seeded_sampler
 from .trainer import Trainer, gather_objects, joined, mean_over_ranks
 
 log = logging.getLogger("astrom3")
@@ -35,9 +36,7 @@ def encode_seeded(model, modality: str, batch: dict, seed: int = SAMPLE_SEED) ->
     """`model.encode` with the key sampler re-seeded: an object's vector is a function of the object (not of its
     batch, its rank or what ran before, which made `evaluate-embeddings` disagree with the run's own evaluation),
     and the caller's random stream is left as it was."""
-    dev = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_sampler(next(model.parameters()).device, seed):
         return model.encode(modality, batch)
 
 
