@@ -26,6 +26,12 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
 
 
+def first_line(e: BaseException, limit: int = 120) -> str:
+    """`Type: first line of the message`, cut to `limit` characters: what a one-line error quotes of the
+    exception that revealed a damaged file (a JSON or YAML parser's message, a zip error)."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:limit]}"
+
+
 Expected = tuple[type[BaseException], ...]
 
 

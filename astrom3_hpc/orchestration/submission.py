@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from ..core.atomic import write_json
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+from ..core.errors import first_line
 from .sweep import BASELINE, INITS, MANIFEST, MODES, Sweep, cell_hparams, make_tasks
 
 
@@ -127,7 +128,7 @@ def read_jobs(sweep_root: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        why = f"not readable JSON ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+        why = f"not readable JSON ({first_line(e)})"
     else:
         if isinstance(data, dict) and isinstance(data.get("submissions", []), list) \
                 and isinstance(data.get("job_ids", []), list):

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.atomic import atomic_path, write_json
+from ..core.errors import first_line
 
 
 def _barrier() -> None:
@@ -141,16 +142,12 @@ def latest_tag(ckpt_dir: Path) -> str | None:
     try:
         entry = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise _damaged(ckpt_dir, f"{p} is damaged: not readable JSON ({_first_line(e)})") from e
+        raise _damaged(ckpt_dir, f"{p} is damaged: not readable JSON ({first_line(e, 160)})") from e
     tag = entry.get("tag") if isinstance(entry, dict) else None
     if not isinstance(tag, str) or not tag or "/" in tag or tag.startswith("."):
         raise _damaged(ckpt_dir, f"{p} is damaged: it names no checkpoint (an object with a \"tag\" such as "
                                  f"\"step4\" expected, found {json.dumps(entry)[:80]})")
     return tag
-
-
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
 
 
 def _unreadable(path: Path) -> str | None:
@@ -187,14 +184,15 @@ def load(engine, ckpt_dir: Path, tag: str) -> dict[str, Any]:
         path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
                                               load_lr_scheduler_states=False)
     except Exception as e:  # noqa: BLE001 - zip, pickle and DeepSpeed errors name no file; train.log keeps e
-        raise _damaged(ckpt_dir, f"checkpoint {tag_dir} could not be loaded ({_first_line(e)})", tag) from e
+        raise _damaged(ckpt_dir, f"checkpoint {tag_dir} could not be loaded ({first_line(e, 160)})", tag) from e
     if path is None:
         raise _damaged(ckpt_dir, f"checkpoint {tag_dir} could not be loaded (DeepSpeed found none there)", tag)
     try:
         state = torch.load(rng_file, weights_only=False)
         set_rng_state(state)
     except Exception as e:  # noqa: BLE001 - as above
-        raise _damaged(ckpt_dir, f"damaged checkpoint: {rng_file} could not be loaded ({_first_line(e)})", tag) from e
+        raise _damaged(ckpt_dir, f"damaged checkpoint: {rng_file} could not be loaded ({first_line(e, 160)})",
+                       tag) from e
     return client
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..core.atomic import write_json
 from ..core.config import RunConfig
+from ..core.errors import first_line
 
 IDENTITY = "identity.json"
 # Same steps, same results (tested): these may change between a run and its resumption.
@@ -161,7 +162,7 @@ def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
     try:
         old = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        why = f"not readable JSON ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+        why = f"not readable JSON ({first_line(e)})"
     else:
         if isinstance(old, dict) and isinstance(old.get("config"), dict):
             return old

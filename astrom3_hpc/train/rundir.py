@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from ..core.atomic import append_jsonl, read_jsonl, write_json, write_text
 from ..core.config import RunConfig, dump_config
+from ..core.errors import first_line
 
 log = logging.getLogger("astrom3")
 
@@ -135,8 +136,7 @@ def read_run_config(run_dir: str | Path) -> dict:
     try:
         data = yaml.safe_load(p.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{p} is damaged: not readable YAML ({type(e).__name__}: "
-                         f"{(str(e).splitlines() or [''])[0][:120]})") from None
+        raise ValueError(f"{p} is damaged: not readable YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p} is damaged: not a run config (a mapping of sections expected)")
     return data
