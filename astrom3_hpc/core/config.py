@@ -401,15 +401,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{where}: cells: expected the path of a cells file (e.g. finetune_cells.yaml), got {got}")
     if cells:
         # Precedence: defaults < config file < the cell's values < command-line overrides.
+        picked = []  # the cell's mode and subset
         for section, key, default in (("finetune", "mode", FinetuneConfig.mode), ("data", "subset", DataConfig.subset)):
-            if not isinstance(merged.get(section, {}), dict):
-                raise ConfigError(f"{where}: {section}: expected a mapping, got {merged[section]!r}")
-            if not isinstance(merged.get(section, {}).get(key, default), str):
-                raise ConfigError(f"{where}: config key '{section}.{key}' must be a string, got "
-                                  f"{merged[section][key]!r}")
-        mode = merged.get("finetune", {}).get("mode", FinetuneConfig.mode)
-        subset = merged.get("data", {}).get("subset", DataConfig.subset)
-        merged = merge(merge(values, cell_values(merged["cells"], mode, subset)), over)
+            part = merged.get(section, {})
+            if not isinstance(part, dict):
+                raise ConfigError(f"{where}: {section}: expected a mapping, got {part!r}")
+            picked.append(part.get(key, default))
+            if not isinstance(picked[-1], str):
+                raise ConfigError(f"{where}: config key '{section}.{key}' must be a string, got {picked[-1]!r}")
+        merged = merge(merge(values, cell_values(merged["cells"], *picked)), over)
     values = merged
     try:
         cfg = _build(RunConfig, values, "")
