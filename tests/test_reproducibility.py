@@ -23,6 +23,25 @@ def _epochs(run):
     return rows
 
 
+@pytest.mark.timeout(600)
+def test_paper_pretraining_trains_the_same_however_much_it_validates(tiny_store, tmp_path):
+    """Catches pretraining's validation drawing the paper preset's attention-key samples from the training random
+    stream: how many validation batches ran then changed the next epoch's training (and a validation's numbers
+    depended on what ran before it). Seeded per batch, as fine-tuning's evaluation is, it moves nothing."""
+    from test_train import final_module
+
+    runs = {}
+    for n in (1, 3):
+        runs[n] = tmp_path / f"val{n}"
+        run_job("pretrain", runs[n], tiny_store, sets=["model.preset=paper", "train.epochs=2",
+                                                       "train.max_steps_per_epoch=2", "train.batch_size=16",
+                                                       f"train.eval_max_batches={n}"])
+    a, b = runs[1], runs[3]
+    assert [s["loss"] for s in steps(a)] == [s["loss"] for s in steps(b)]
+    wa, wb = final_module(a), final_module(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 @pytest.mark.timeout(900)
 def test_two_identical_two_rank_runs_are_bitwise_equal(tiny_store, tmp_path):
     """Catches any source of run-to-run nondeterminism in the demo's pretraining path: unseeded ProbSparse

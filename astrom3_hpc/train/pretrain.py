@@ -101,7 +101,9 @@ class Pretrainer(Trainer):
                 break
             if len(batch["index"]):
                 batch = to_device(batch, self.device, self.float_dtype)
-                with self.autocast():
+                # The paper preset samples attention keys here too: seeded, validation neither reads nor moves
+                # training's random stream, so its numbers do not depend on the rank or on what ran before.
+                with seeded_sampler(self.device), self.autocast():
                     emb = {m: e.float() for m, e in self.engine(batch).items()}
             else:  # no share of the last global batch (fewer objects than ranks): the loss's gather still needs us
                 emb = {m: torch.zeros((0, self.model.embed_dim), device=self.device) for m in self.modalities}
