@@ -201,11 +201,14 @@ def test_a_finished_run_of_other_settings_is_not_the_tasks(tiny_store, tmp_path)
     sw = create_sweep(tmp_path / "sw", sets=[*sets, "finetune.label_smoothing=0.3"], **grid)
     task = sw.tasks[0]
     assert not sw.done(task)
-    assert sw.other_settings(task) == ["finetune.label_smoothing: 0.0 in the run dir, 0.3 now"]
-    assert "tasks 0: their run directories hold finished runs of other settings" in format_status(
-        sweep_status(sw.root))
+    diff = "finetune.label_smoothing: 0.0 in the run dir, 0.3 in the sweep's task"
+    assert sw.other_settings(task) == [diff]
+    status = format_status(sweep_status(sw.root))
+    assert "tasks 0: their run directories hold finished runs of other settings" in status
+    # Resubmitting alone would only see the task refuse again.
+    assert "move the runs of other settings aside, then resubmit the missing tasks" in status
     (rec,) = gather(sw.root).runs
-    assert rec.status == "failed" and "finetune.label_smoothing: 0.0 in the run dir, 0.3 now" in rec.reason
+    assert rec.status == "failed" and diff in rec.reason
     # The task's job refuses the run dir, naming the difference, rather than counting it done (exit 0).
     r = subprocess.run(script, capture_output=True, text=True, timeout=300)
     assert r.returncode == 6 and "finetune.label_smoothing: 0.0 in the run dir, 0.3 now" in r.stderr, r.stderr[-3000:]
@@ -234,7 +237,7 @@ def test_a_clip_tasks_run_is_compared_with_its_pretrainings_architecture(tiny_st
     assert sw.other_settings(task) == [] and sw.done(task)
     trained.model.meta_dropout = 0.1  # a dropout is the task's own: a run of another one is another run
     write_identity(run, run_identity(trained, Store(tiny_store), 1, kind="finetune"))
-    assert sw.other_settings(task) == ["model.meta_dropout: 0.1 in the run dir, 0.3 now"]
+    assert sw.other_settings(task) == ["model.meta_dropout: 0.1 in the run dir, 0.3 in the sweep's task"]
     # A pretraining config.yaml damaged since: which architecture the run trained cannot be told, and status and
     # collect go on (they ended in a YAML traceback), the run counted as it was before the check existed.
     (pre / "config.yaml").write_text("model:\n  d_model: [16\n")

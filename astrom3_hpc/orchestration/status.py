@@ -77,5 +77,9 @@ def format_status(st: dict[str, Any]) -> str:
     elif st["queued"]:
         lines.append("  still queued/running: " + ", ".join(st["queued"]))
     elif st["done"] < st["tasks"]:
-        lines.append("  nothing queued: resubmit the missing tasks with `astrom3 sweep submit --resume-missing`")
+        # Tasks over runs of other settings refuse to run (exit 6) until those runs are moved aside.
+        blocked = sum(len(s.get("other_settings", [])) for s in st["seeds"].values())
+        first = "move the runs of other settings aside, then " if blocked else ""
+        lines.append(f"  nothing queued: {first}resubmit the missing tasks with "
+                     "`astrom3 sweep submit --resume-missing`")
     return "\n".join(lines)

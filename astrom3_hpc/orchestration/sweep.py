@@ -90,7 +90,7 @@ class Sweep:
         except (OSError, ValueError, KeyError, TypeError):  # a config file moved or edited since: the runs stand
             return []
         try:
-            diff = settings_differences(d, cfg) or []
+            diff = settings_differences(d, cfg, ours="in the sweep's task") or []
         except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the task's
             return [str(e)]
         # Which pretraining a CLIP task starts from is the task's seed (metrics.json's init and seed are checked);

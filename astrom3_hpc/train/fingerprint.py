@@ -77,15 +77,16 @@ def _compared_config(cfg: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in MECHANICS}
 
 
-def settings_differences(run_dir: str | Path, cfg: RunConfig) -> list[str] | None:
+def settings_differences(run_dir: str | Path, cfg: RunConfig, ours: str = "now") -> list[str] | None:
     """How `cfg` differs from the settings of the run in `run_dir` (its identity.json's config and batch size; the
     store and world size are the job's to check, which opens the store). [] for the same settings, None where the
-    directory records no identity. A sweep task counts as done only where its finished run is the task's."""
+    directory records no identity. A sweep task counts as done only where its finished run is the task's.
+    `ours` names where cfg's values come from in the lines ("in the sweep's task")."""
     old = read_identity(run_dir)
     if old is None:
         return None
     return differences({"config": old["config"], "batch_size": old.get("batch_size")},
-                       {"config": _compared_config(cfg), "batch_size": cfg.train.batch_size})
+                       {"config": _compared_config(cfg), "batch_size": cfg.train.batch_size}, ours)
 
 
 def digest(identity: dict[str, Any]) -> str:
@@ -93,7 +94,7 @@ def digest(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def differences(old: dict[str, Any], new: dict[str, Any], ours: str = "now") -> list[str]:
     a = _flatten({k: v for k, v in old.items() if k not in ("store_path", "digest")})
     b = _flatten({k: v for k, v in new.items() if k not in ("store_path", "digest")})
     # A key added to the config after the run was written, at its default, is that run's behaviour (new keys
@@ -112,7 +113,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue  # an identity.json written before the key, whose run says nowhere what it was
         if a.get(k, "<absent>") != b.get(k, "<absent>"):
             name = k.removeprefix("config.")
-            out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} now")
+            out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} {ours}")
     return out
 
 
