@@ -1,16 +1,24 @@
 """`astrom3 ingest lightcurves` on bad input: each a clear error naming the object, line or file, exit 2 and
 nothing written, or, with `--on-error skip`, the object left out and listed; points no light curve should hold
-are left out and counted."""
+are left out and counted. Stores ingested from legal but degenerate tables, which `baseline` and `finetune`
+cannot train on: one clear error before any run directory."""
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lightcurve_tables import fails_then_skips, ingest_args, no_leftovers, write_splits, write_tables
 
 from astrom3_hpc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+# A fine-tune that would train: a few steps, so a run the refusal misses ends in seconds rather than hanging.
+FINETUNE_SETS = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.threads=1", "train.batch_size=8"]
 
 
 def test_object_without_points_fails_or_is_skipped(tmp_path):
@@ -280,3 +288,38 @@ def test_a_store_with_no_object_is_an_error_not_an_empty_store(tmp_path, capsys)
     no_leftovers(tmp_path, out)
     # Objects without a known class are no error: a store of them is for `embed` and `predict`.
     assert main(["ingest", "synthetic", "-n", "20", "--unseen-fraction", "1", "--out", str(out)]) == 0
+
+
+def _finetune(store: Path, run: Path, *sets: str) -> int:
+    return main(["finetune", "--config", str(ROOT / "configs/periodic_finetune.yaml"), "--run-dir", str(run),
+                 "--store", str(store), "--seed", "42", "--set", *FINETUNE_SETS, *sets])
+
+
+@pytest.fixture(scope="module")
+def one_class_store(tmp_path_factory) -> Path:
+    """Ten labelled objects, all RRab-like (8 / 1 / 1 in the generated split); the rest kept without a class."""
+    d = tmp_path_factory.mktemp("one-class")
+    write_tables(d, n_per_class=10)
+    with open(d / "objects.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    with open(d / "objects.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[r[0], r[1] if r[1] == "RRab-like" else "", *r[2:]] for r in rows[1:]])
+    assert main(ingest_args(d, d / "s.zarr", "--keep-unlabelled")) == 0
+    return d / "s.zarr"
+
+
+def test_a_train_split_of_one_class_is_refused_before_any_run_directory(one_class_store, tmp_path, capsys):
+    """Catches the baseline's (and average_baseline's) numpy broadcast error after the fit, and a fine-tune that
+    reported macro-F1 1.000 for a classifier that can only answer the one class."""
+    want = (f"{one_class_store}: split seed42/full/train holds one class (RRab-like): a classifier trained on it "
+            f"can only answer RRab-like; nothing to classify")
+    capsys.readouterr()
+    assert main(["baseline", str(one_class_store), "--seed", "42", "--out", str(tmp_path / "bl")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"astrom3 baseline: error: {want}"], err
+    assert not (tmp_path / "bl").exists()
+    for name, sets in (("ft", ()), ("ft-avg", ("finetune.average_baseline=true",))):
+        assert _finetune(one_class_store, tmp_path / name, *sets) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"astrom3 finetune: error: {want}"], err
+        assert not (tmp_path / name).exists()

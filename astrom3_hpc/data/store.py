@@ -197,6 +197,23 @@ class Store:
                "labels: it is for `astrom3 predict` with a run trained elsewhere)" if not self.class_names else "")
         return StoreError(f"{self.path}: split seed{seed}/{subset}/{split} is empty{why}")
 
+    def check_classifier_splits(self, seed: int, subset: str) -> None:
+        """Refuse a split a classifier's run (fine-tune, baseline) cannot learn from, before it makes its run
+        directory: an empty train split, or one of a single class, on which any classifier answers that class
+        (the baseline crashed in numpy after its fit; a fine-tune trained and reported macro-F1 1.000)."""
+        train = f"splits/seed{seed}/{subset}/train"
+        # Fine-tuning asks before its loader has hashed these, on a store opened without the chunk check: a
+        # damaged label array must not pass for a split of one class.
+        self.check_arrays(["label", train])
+        rows = self.split(seed, subset, "train")
+        if not len(rows):
+            raise self.empty_split_error(seed, subset, "train")
+        classes = np.unique(self.labels[rows])
+        if len(classes) < 2:
+            name = self.class_names[classes[0]]
+            raise ValueError(f"{self.path}: split seed{seed}/{subset}/train holds one class ({name}): a classifier "
+                             f"trained on it can only answer {name}; nothing to classify")
+
     def unlabelled_rows(self) -> np.ndarray:
         """Rows of valid objects without a class (label -1: `ingest lightcurves --keep-unlabelled`, the synthetic
         generator's unseen classes): in no split; fine-tune and baseline runs classify them."""

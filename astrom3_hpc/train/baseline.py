@@ -44,8 +44,7 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     if not store.attrs.get("modalities") or "photo" not in store.attrs["modalities"]:
         raise ValueError(f"{store_path}: no light curves in this store")
     # An unknown seed or subset, or nothing to fit on, is an error before the run directory exists.
-    if not len(store.split(seed, subset, "train")):
-        raise store.empty_split_error(seed, subset, "train")
+    store.check_classifier_splits(seed, subset)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})

@@ -104,6 +104,15 @@ def balanced_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 class Finetuner(Trainer):
     kind = "finetune"
 
+    def run_job(self) -> int:
+        from ..data.store import Store
+
+        # Before set-up makes the run directory and fills the store's caches: a split nothing can be learnt from
+        # is one line and no leftover directory, not an error after training (or a perfect score).
+        d = self.cfg.data
+        Store(d.store, check_chunks=False).check_classifier_splits(d.seed, d.subset)
+        return super().run_job()
+
     def setup_data(self) -> None:
         f = self.cfg.finetune
         init = f.init
