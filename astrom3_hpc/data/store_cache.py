@@ -15,18 +15,18 @@ locks, each computes it as before.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from ..core.atomic import atomic_path
+from ..core.locks import held
 from ..core.processes import allotted_cores, map_in_processes
 from ..core.progress import Progress
 from .store import Store
@@ -67,44 +67,11 @@ def _load(path: Path | None, shape: tuple[int, ...], what: str) -> np.ndarray | 
     return None
 
 
-@contextmanager
-def _turn(path: Path | None, name: str, what: str) -> Iterator[None]:
+def _turn(path: Path | None, name: str, what: str):
     """Hold the lock file of the store's cached `name` array at `path`, waiting (with a log line) while another
-    process holds it. A store that cannot hold a lock file (read-only, or a file system without locks) goes on
-    without one."""
-    lock = None if path is None else path.parent / f".{name}.lock"
-    fd = None if lock is None else _lock_file(lock)
-    if fd is None:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            t0 = time.monotonic()
-            log.info("%s: another process is computing the %s; waiting for it (it holds %s; its own log shows its "
-                     "progress)", path.parent, what, lock.name)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            log.info("%s: waited %.0f s for the %s", path.parent, time.monotonic() - t0, what)
-        except OSError as e:  # no locks here (ENOLCK, EOPNOTSUPP)
-            log.debug("%s: no lock (%s)", path.parent, e)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _lock_file(lock: Path) -> int | None:
-    """A descriptor of the lock file, created where missing; read-only where this user cannot write it (a
-    colleague's store: a lock needs no write access, so a job there still waits for the colleague's); None where
-    it neither exists nor can be made."""
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        try:
-            return os.open(lock, os.O_RDONLY)
-        except OSError:
-            return None
+    process computes it (its own log shows its progress)."""
+    return nullcontext() if path is None else held(path.parent / f".{name}.lock",
+                                                   wait=f"another process is computing the {what}")
 
 
 def cached(store: Store, name: str, version: int, shape: tuple[int, ...], compute: Callable[[], np.ndarray],
