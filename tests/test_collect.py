@@ -424,6 +424,27 @@ def test_paper_columns_only_for_astrom3s_ten_classes(tmp_path):
     assert not_comparable([two]) == "these runs classify 2 of AstroM3's ten classes (RRAB, RRC)"
 
 
+def test_a_class_only_some_seeds_test_sets_hold_is_marked_and_warned(tmp_path):
+    """Catches a class's recall averaged over only the seeds whose test set holds it, unmarked, beside a macro-F1
+    that averages a 3-class score with a 2-class one: nothing told the reader."""
+    rng = np.random.default_rng(7)
+    for seed, names in ((42, ["A", "B", "C"]), (0, ["A", "B"])):
+        m = fake_metrics("photo", "full", seed, "scratch", 0.9, rng)
+        for key in ("test", "test_full"):
+            m[key]["class_names"] = names
+            m[key]["per_class_recall"] = dict(zip(names, [0.9, 0.8, 1.0]))
+        write_run(tmp_path / "runs" / f"photo-full-s{seed}-scratch", m, seed=seed)
+    res = collect(tmp_path, out=tmp_path / "o", plot=False)
+    g = _group(res, "photo", "full", "scratch")
+    assert g["test"]["per_class_recall_n"] == {"A": 2, "B": 2, "C": 1}
+    assert any("class C is missing from the test set of some seeds in photo/full/scratch" in w
+               for w in res["warnings"])
+    md = (tmp_path / "o" / "results.md").read_text()
+    (row,) = [ln for ln in md[md.index("## Macro-F1 and per-class recall"):].splitlines()
+              if ln.startswith("| photo | full | scratch |")]
+    assert row.endswith("| 90.0 | 80.0 | 100.0* |"), row
+
+
 def test_class_names_are_drawn_and_tabled_as_written(tmp_path):
     """A survey's class names are any text: `EA|EB` (VSX's either-or types) split collect's Markdown row, and a
     `$` pair was parsed as math, which crashed a finished run's confusion matrix (and its metrics) when it did

@@ -176,18 +176,20 @@ def render_per_class(res: dict[str, Any], ts: str = "test") -> list[str]:
            "Mean over seeds (%); init `baseline` is `astrom3 baseline` (Lomb-Scargle + Fourier + statistics, "
            "gradient boosting) on the same splits; init `ensemble` is `astrom3 ensemble` (averaged class "
            "probabilities of its member runs). Val macro-F1: on the validation split, the one to choose "
-           "a model by (blank where the runs report none; marked * where only some seeds do).", "",
+           "a model by (blank where the runs report none; marked * where only some seeds do). A class's recall "
+           "is marked * where only some seeds' test sets hold the class: the mean over those seeds.", "",
            "| " + " | ".join(["mode", "subset", "init", "n", "accuracy", "val macro-F1", "macro-F1",
                                  *map(md_cell, classes)]) + " |",
            "|---|---|---|---|---|---|---|" + "---|" * len(classes)]
     for g in groups:
-        rec = g[ts]["per_class_recall"]
+        rec, rec_n = g[ts]["per_class_recall"], g[ts].get("per_class_recall_n", {})
         f1 = g[ts]["macro_f1_mean"]
         val = g.get("val_macro_f1_mean")
         val_s = "" if val is None else f"{val:.2f}" + ("*" if g.get("val_macro_f1_n", 0) < g["n_seeds"] else "")
         out.append(f"| {g['mode']} | {g['subset']} | {g['init']} | {g['n_seeds']} "
                    f"| {g[ts]['mean']:.2f} | {val_s} | {f1:.2f} |"
-                   + "".join(f" {rec[c]:.1f} |" if c in rec else "  |" for c in classes))
+                   + "".join(f" {rec[c]:.1f}{'*' if rec_n.get(c, g['n_seeds']) < g['n_seeds'] else ''} |"
+                             if c in rec else "  |" for c in classes))
     return out + [""]
 
 

@@ -92,6 +92,7 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
                      "macro_f1_mean": float(np.mean(f1)) if f1 else float("nan"),
                      "n_objects": {r.seed: r.metrics[ts]["n"] for r in rs},
                      "per_class_recall": _mean_recall(r.metrics[ts] for r in rs),
+                     "per_class_recall_n": _recall_seeds(r.metrics[ts] for r in rs),
                      "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None}
         # The validation split's macro-F1 (runs that report one): what options are chosen by, test left alone.
         val = [100.0 * r.metrics["val"]["macro_f1"] for r in rs
@@ -101,6 +102,7 @@ def aggregate(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], list[dict[st
         g["class_names"] = sorted({c for r in rs for ts in TEST_SETS
                                    for c in r.metrics[ts].get("class_names") or ()})
         groups.append(g)
+    warn += _partial_classes(groups)
     no_paper = not_comparable(groups)
     if no_paper:
         warn.append(f"the paper's columns are left empty: {no_paper}")
@@ -133,6 +135,29 @@ def _mean_recall(reports: Iterable[dict]) -> dict[str, float]:
         for c, v in (rep.get("per_class_recall") or {}).items():
             vals.setdefault(c, []).append(100.0 * v)
     return {c: float(np.mean(v)) for c, v in vals.items()}
+
+
+def _recall_seeds(reports: Iterable[dict]) -> dict[str, int]:
+    """Per class: how many seeds' test sets hold it (a split of few objects can leave a class out of some)."""
+    n: dict[str, int] = {}
+    for rep in reports:
+        for c in rep.get("per_class_recall") or {}:
+            n[c] = n.get(c, 0) + 1
+    return n
+
+
+def _partial_classes(groups: list[dict[str, Any]]) -> list[str]:
+    """One warning per test set and class that only some seeds' test sets hold: its recall is the mean over those
+    seeds alone, and their macro-F1 counts one class more than the others' (render marks those cells *)."""
+    partial: dict[tuple[str, str], set[str]] = {}
+    for g in groups:
+        for ts in TEST_SETS:
+            for c, k in g[ts].get("per_class_recall_n", {}).items():
+                if k < g["n_seeds"]:
+                    partial.setdefault((ts, c), set()).add(f"{g['mode']}/{g['subset']}/{g['init']}")
+    return [f"class {c} is missing from the {ts} set of some seeds in {', '.join(sorted(where))}: its recall is the "
+            "mean over the seeds that have it (marked *), and the seeds' macro-F1 values average over different "
+            "class sets" for (ts, c), where in sorted(partial.items())]
 
 
 def aggregate_pretrain(pretrain: list[RunRecord]) -> tuple[dict[str, Any], list[str]]:
