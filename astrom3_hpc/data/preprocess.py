@@ -164,13 +164,38 @@ def lafler_kinman(t: np.ndarray, y: np.ndarray, period: float) -> float:
     return float((np.sum(np.diff(yy) ** 2) + (yy[0] - yy[-1]) ** 2) / den) if den > 0 else float("nan")
 
 
+def magnitude_amplitude(flux: np.ndarray, err: np.ndarray) -> tuple[float, bool]:
+    """A light curve's amplitude in magnitudes, 2.5 log10(p97.5 / p2.5) of its flux, and whether its faint end
+    stood on the noise floor (NaN where it has no finite row, or needs the floor and has no positive error).
+
+    The amplitude column holds catalogue amplitudes in magnitudes (ASAS-SN) beside derived ones, and is z-scored
+    and classified as one feature, so a derived one must be in magnitudes whatever the fluxes: a flux range in a
+    file's units beside them was off by orders of magnitude. A 2.5th percentile <= 0 (a star fading into the
+    noise, difference-imaging fluxes) has no magnitude; the median error, the flux the faint end cannot be told
+    from, stands in for it, which makes the value a lower limit that stays in magnitudes (0 where even the top end
+    is within the noise). Only such a faint end takes the floor: one point below zero barely moves the 2.5th
+    percentile, so it does not change the rule, and positive fluxes (every magnitude table) keep their values.
+    """
+    ok = np.isfinite(flux) & np.isfinite(err)
+    flux, err = flux[ok], err[ok]
+    if len(flux) == 0:
+        return float("nan"), False
+    lo, hi = np.percentile(flux, [2.5, 97.5])
+    if lo > 0:
+        return float(2.5 * np.log10(hi / lo)), False
+    if not np.any(err > 0):
+        return float("nan"), True
+    floor = float(np.median(err[err > 0]))
+    return float(2.5 * np.log10(max(hi, floor) / floor)), True
+
+
 def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None = None) -> np.ndarray:
     """amplitude, log10 period, lksl_statistic, rfr_score.
 
     Catalogue values are used as given. Sources that are not the ASAS-SN catalogue (ZTF, Stripe 82) have a period
-    but lack the rest: amplitude (mag, 2.5-97.5 percentile range of the flux) and the Lafler-Kinman statistic are
-    then computed from the light curve itself, and a missing rfr_score stays NaN: the loader imputes the train
-    mean for it (0 after z-scoring). The period is required.
+    but lack the rest: amplitude (`magnitude_amplitude`) and the Lafler-Kinman statistic are then computed from the
+    light curve itself, and a missing rfr_score stays NaN: the loader imputes the train mean for it (0 after
+    z-scoring). The period is required.
     """
     aux = np.asarray(aux, dtype=np.float64).copy()
     if aux.shape != (4,):
@@ -179,9 +204,8 @@ def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None 
         raise BadInputError(object_id, source, f"period must be a positive number, got {aux[1]}")
     if lc is not None and len(lc) >= 3:
         t, flux = lc[:, 0], lc[:, 1]
-        if not np.isfinite(aux[0]) and np.all(flux > 0):
-            lo, hi = np.percentile(flux, [2.5, 97.5])
-            aux[0] = 2.5 * np.log10(hi / lo)
+        if not np.isfinite(aux[0]):
+            aux[0] = magnitude_amplitude(flux, lc[:, 2])[0]
         if not np.isfinite(aux[2]):
             aux[2] = lafler_kinman(t, flux, aux[1])
     if not np.all(np.isfinite(aux[:3])):

@@ -1,0 +1,74 @@
+"""`astrom3 ingest lightcurves` on legal but degenerate curves: fluxes at or below zero keep the amplitude in
+magnitudes (a lower limit on the noise floor, with a warning), and curves at too few distinct times are refused
+like a constant one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from astrom3_hpc.cli import main
+
+
+def _flux_tables(d, curves: dict[str, np.ndarray]) -> list[str]:
+    """A points table of fluxes (rows of time, flux, error) and an objects table of two classes; the ingest
+    arguments that read them into d/s.zarr."""
+    rows = [f"{oid},{t!r},{f!r},{e!r}\n" for oid, c in curves.items() for t, f, e in c.tolist()]
+    (d / "points.csv").write_text("id,t,flux,err\n" + "".join(rows))
+    (d / "objects.csv").write_text("id,cls\n" + "".join(f"{oid},{'AB'[k % 2]}\n" for k, oid in enumerate(curves)))
+    return ["ingest", "lightcurves", "--points", str(d / "points.csv"), "--objects", str(d / "objects.csv"),
+            "--id-column", "id", "--time-column", "t", "--flux-column", "flux", "--err-column", "err",
+            "--label-column", "cls", "--out", str(d / "s.zarr"), "--no-progress"]
+
+
+def test_amplitude_is_in_magnitudes_for_every_object_and_a_faint_end_below_zero_takes_the_floor(tmp_path, caplog):
+    """Catches the amplitude column holding a flux range in the file's units for any object with one flux <= 0
+    (100.5 beside magnitude amplitudes of about 1.2), and the floor used without a word."""
+    from astrom3_hpc.core.constants import AUX_COLUMNS
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train.evaluate import object_names
+
+    rng = np.random.default_rng(0)
+    curves = {}
+    for k in range(8):
+        t = np.sort(rng.uniform(0, 300, 80))
+        curves[f"S{k}"] = np.stack([t, 100 + 50 * np.sin(2 * np.pi * t / (0.5 + k)) + rng.normal(0, 2, 80),
+                                    np.full(80, 2.0)], 1)
+    curves["NEG"] = curves["S1"].copy()  # S1's twin, one faint epoch measured just below zero
+    curves["NEG"][np.argmin(curves["NEG"][:, 1]), 1] = -0.5
+    t = np.sort(rng.uniform(0, 300, 80))  # fades into the noise: a tenth of its points below zero
+    curves["FAINT"] = np.stack([t, 3 + 3 * np.sin(2 * np.pi * t / 2.3) + rng.normal(0, 1, 80), np.full(80, 1.0)], 1)
+    with caplog.at_level("WARNING", logger="astrom3"):
+        assert main(_flux_tables(tmp_path, curves)) == 0
+    s = Store(tmp_path / "s.zarr")
+    amp = dict(zip(object_names(s), s.root["aux"][:, AUX_COLUMNS.index("amplitude")].astype(np.float64)))
+    lo, hi = np.percentile(curves["S1"][:, 1], [2.5, 97.5])
+    assert amp["S1"] == pytest.approx(2.5 * np.log10(hi / lo), rel=1e-5)
+    assert abs(amp["NEG"] - amp["S1"]) < 0.02 and all(0.9 < amp[f"S{k}"] < 1.5 for k in range(8))
+    faint = curves["FAINT"][:, 1]
+    assert np.percentile(faint, 2.5) <= 0
+    assert amp["FAINT"] == pytest.approx(2.5 * np.log10(np.percentile(faint, 97.5) / 1.0), rel=1e-5)
+    assert "1 object had a 2.5th-percentile flux <= 0: its amplitude is a lower limit against the noise floor" \
+        in caplog.text and "'Amplitude'): FAINT" in caplog.text
+    assert caplog.text.count("2.5th-percentile flux") == 1
+
+
+def test_other_sources_derive_the_same_amplitude_and_a_curve_without_errors_has_no_floor():
+    """Preprocessing derives a missing amplitude (ZTF, Stripe 82, `search --aux`) by the rule ingest lightcurves
+    uses: a faint end <= 0 used to make it NaN, an error naming the object, for those sources alone."""
+    from astrom3_hpc.data.preprocess import aux_features, magnitude_amplitude
+    from astrom3_hpc.data.raw import BadInputError
+
+    t = np.arange(40.0)
+    flux = 2 + 4 * np.sin(t)
+    lc = np.stack([t, flux, np.full(40, 0.5)], 1)
+    assert magnitude_amplitude(flux, lc[:, 2]) == (pytest.approx(2.5 * np.log10(np.percentile(flux, 97.5) / 0.5)),
+                                                   True)
+    assert aux_features(np.array([np.nan, 1.3, np.nan, np.nan]), 7, "f.csv", lc)[0] == pytest.approx(
+        magnitude_amplitude(flux, lc[:, 2])[0])
+    lo, hi = np.percentile(flux + 10, [2.5, 97.5])  # positive: the plain rule, whatever the errors
+    assert magnitude_amplitude(flux + 10, lc[:, 2]) == (pytest.approx(2.5 * np.log10(hi / lo)), False)
+    assert magnitude_amplitude(flux - 20, lc[:, 2]) == (0.0, True)  # even the top end within the noise
+    lc[:, 2] = 0
+    with pytest.raises(BadInputError, match="NaN in photometric aux features"):
+        aux_features(np.array([np.nan, 1.3, np.nan, np.nan]), 7, "f.csv", lc)
