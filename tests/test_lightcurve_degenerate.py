@@ -72,3 +72,33 @@ def test_other_sources_derive_the_same_amplitude_and_a_curve_without_errors_has_
     lc[:, 2] = 0
     with pytest.raises(BadInputError, match="NaN in photometric aux features"):
         aux_features(np.array([np.nan, 1.3, np.nan, np.nan]), 7, "f.csv", lc)
+
+
+def test_a_curve_at_one_time_or_too_few_distinct_times_is_refused_naming_it(tmp_path, capsys):
+    """Catches such a curve stored with the argmax of a flat periodogram as its period (floating-point noise for a
+    single time: 0.093 d at power 1e-18), which the folds, features and networks then took for the star's."""
+    from lightcurve_tables import fails_then_skips
+
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train.evaluate import object_names
+
+    rng = np.random.default_rng(1)
+    curves = {}
+    for k in range(6):
+        t = np.sort(rng.uniform(0, 300, 60)) + 58000
+        curves[f"S{k}"] = np.stack([t, 100 + 30 * np.sin(2 * np.pi * t / (0.5 + k)), np.full(60, 2.0)], 1)
+    for oid, times in (("ONE_EPOCH", np.full(20, 58000.5)), ("TWO_EPOCHS", np.repeat([58000.5, 58001.5], 5)),
+                       ("FOUR_EPOCHS", np.repeat(58000.5 + np.arange(4), 3))):
+        curves[oid] = np.stack([times, 100 + rng.normal(0, 5, len(times)), np.full(len(times), 2.0)], 1)
+    args = _flux_tables(tmp_path, curves)
+    err = fails_then_skips(args, tmp_path, tmp_path / "s.zarr", capsys)
+    points = tmp_path / "points.csv"
+    assert (f"BadInputError: object ONE_EPOCH ({points}): all 20 usable rows are at time 58000.5: a light curve "
+            f"without a time span has no period to classify by") in err.splitlines(), err
+    s = Store(tmp_path / "s.zarr")
+    assert {r["object_id"]: r["reason"] for r in s.skipped()} == {
+        "ONE_EPOCH": "all 20 usable rows are at time 58000.5: a light curve without a time span has no period to "
+                     "classify by",
+        "TWO_EPOCHS": "the 10 usable rows are at 2 distinct times; at least 5 needed for a period to classify by",
+        "FOUR_EPOCHS": "the 12 usable rows are at 4 distinct times; at least 5 needed for a period to classify by"}
+    assert s.root["valid"][:].tolist() == [True] * 6 + [False] * 3 and list(object_names(s))[:6] == list(curves)[:6]

@@ -35,7 +35,9 @@ from .tables import Table, TableError, open_table, read_header
 
 log = logging.getLogger("astrom3")
 
-MIN_POINTS = 5  # the fewest points of an object, and of a band to merge: fewer fix neither a period nor an offset
+# The fewest points of an object (and distinct times: points at one time are one epoch), and of a band to merge:
+# fewer fix neither a period nor an offset.
+MIN_POINTS = 5
 
 
 @dataclass
@@ -354,6 +356,15 @@ class LightCurveTableSource:
         if np.ptp(lc[:, 1]) == 0:
             raise BadInputError(key, self.opt.points, f"all {len(lc)} usable values are {lc[0, 1]:g}: a constant "
                                 "light curve has no amplitude or period to classify by")
+        # Points at a few times leave the periodogram flat or all aliases: its argmax would be stored as the period
+        # (floating-point noise for a single time), and the folds and features built on it.
+        times = np.unique(lc[:, 0])
+        if len(times) == 1:
+            raise BadInputError(key, self.opt.points, f"all {len(lc)} usable rows are at time {float(times[0])}: a "
+                                "light curve without a time span has no period to classify by")
+        if len(times) < MIN_POINTS:
+            raise BadInputError(key, self.opt.points, f"the {len(lc)} usable rows are at {len(times)} distinct times; "
+                                f"at least {MIN_POINTS} needed for a period to classify by")
         if self.opt.mag_column:
             lc = np.stack([lc[:, 0], *mag_to_flux_mjy(lc[:, 1], lc[:, 2])], axis=1)
         ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend, self.opt.min_period)
