@@ -214,6 +214,27 @@ def test_fingerprint_changes_with_content(tmp_path, tiny_store):
     assert Store(tiny_store).fingerprint == Store(tiny_store).fingerprint
 
 
+def test_a_store_rebuilt_in_place_under_an_open_loader_is_refused(tmp_path):
+    """A job's loader holds the old store's labels and offsets from its start; a rebuild in place (ingest
+    --overwrite, same object count) used to pass the chunk checks with the new store's own digests, and batches
+    joined old labels and offsets to the new spectra and light curves."""
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from conftest import SMALL_LAYOUT
+
+    path = build_synthetic_store(tmp_path / "s.zarr", n=160)
+    batches = TrimodalBatches(LoaderSpec(str(path), batch_size=16))
+    ingest(SyntheticSource(160, seed=7), path, IngestOptions(on_error="skip", overwrite=True, progress=False,
+                                                             layout_kw=SMALL_LAYOUT))
+    with pytest.raises(StoreError, match="rebuilt or replaced while this job read it.*rerun the job") as e:
+        next(iter(epoch_loader(batches, 0)))
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    with pytest.raises(Exception, match="rebuilt or replaced while this job read it"):  # each worker checks too
+        next(iter(epoch_loader(batches, 0, num_workers=1)))
+    batches.close()
+    assert len(_epoch(path)) > 0  # a loader built on the new store reads it
+
+
 def test_sharded_store_is_checked_too(tmp_path):
     from astrom3_hpc.data.ingest import IngestOptions, ingest
     from astrom3_hpc.data.synthetic import SyntheticSource

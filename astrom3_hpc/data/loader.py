@@ -74,6 +74,8 @@ class TrimodalBatches:
     def __init__(self, spec: LoaderSpec):
         self.spec = spec
         store = Store(spec.store)
+        # The tables below come from this store: _open must read chunks of no other store at this path.
+        self._fingerprint = store.fingerprint
         self.chunk = store.chunk_objects
         unsplit = spec.split in (UNLABELLED, ALL_OBJECTS)
         self.rows = (store.unlabelled_rows() if spec.split == UNLABELLED else store.valid_rows()
@@ -218,6 +220,11 @@ class TrimodalBatches:
     def _open(self):
         if self._pid != os.getpid():
             store = Store(self.spec.store, check_chunks=False)
+            # Reopened by path, and its digests are the new store's own: without this a store rebuilt in place
+            # (ingest --overwrite) passes every chunk check and batches join old labels and offsets to new data.
+            if store.fingerprint != self._fingerprint:
+                raise StoreError(f"{self.spec.store}: the store was rebuilt or replaced while this job read it "
+                                 f"(its content fingerprint changed); rerun the job")
             self._spec_arr = store.array("spec")
             self._lc_arr = store.array("lc/values")
             self._spec_chunks = ChunkReader(self._spec_arr, store.digests("spec"))
