@@ -224,6 +224,57 @@ def test_a_signal_between_replace_dirs_renames_waits_for_both(tmp_path, monkeypa
     assert (dst / "f").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_store_that_appears_while_an_ingest_runs_is_kept_without_overwrite(tmp_path, tiny_store, monkeypatch,
+                                                                             overwrite):
+    """Two ingests into one --out: the "already exists" check is at the build's start, and the final move used to
+    replace whatever the other had finished meanwhile. The other's store appears here just before the move."""
+    from astrom3_hpc.data import ingest as ingest_mod
+
+    out, real = tmp_path / "s.zarr", ingest_mod.replace_dir
+
+    def other_finishes_first(src, dst, **kw):
+        shutil.copytree(tiny_store, dst)
+        real(src, dst, **kw)
+
+    monkeypatch.setattr(ingest_mod, "replace_dir", other_finishes_first)
+    opts = IngestOptions(on_error="skip", overwrite=overwrite, progress=False, layout_kw=SMALL_LAYOUT)
+    if overwrite:  # today's behaviour: --overwrite replaces it
+        ingest(SyntheticSource(40, seed=5), out, opts)
+        assert Store(out).n_objects == 40
+    else:
+        with pytest.raises(IngestError) as e:
+            ingest(SyntheticSource(40, seed=5), out, opts)
+        msg = str(e.value)
+        assert msg.startswith(f"--out {out}: something else created it while this ingest ran") and "\n" not in msg
+        assert "nothing of it was changed" in msg and Store(out).fingerprint == Store(tiny_store).fingerprint
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]  # no temporary directory left
+
+
+def test_replace_dir_without_overwrite_leaves_what_the_rename_finds(tmp_path, monkeypatch):
+    """The rename itself must refuse: on NFS a check before it can see a stale cache, or the other build's store
+    can land between check and rename."""
+    from astrom3_hpc.core import atomic
+
+    dst, src = tmp_path / "s.zarr", tmp_path / ".s.zarr.tmp-new"
+    for d, text in ((dst, "theirs"), (src, "mine")):
+        d.mkdir()
+        (d / "f").write_text(text)
+    real, calls = os.path.lexists, []
+
+    def stale_first(p):  # the check before the rename sees nothing, as a stale NFS cache can
+        calls.append(p)
+        return len(calls) > 1 and real(p)
+
+    monkeypatch.setattr(atomic.os.path, "lexists", stale_first)
+    with pytest.raises(FileExistsError, match="created by another process while this one built it; it was left"):
+        atomic.replace_dir(src, dst, overwrite=False)
+    assert (dst / "f").read_text() == "theirs" and (src / "f").read_text() == "mine"
+    shutil.rmtree(dst)
+    atomic.replace_dir(src, dst, overwrite=False)
+    assert (dst / "f").read_text() == "mine" and not src.exists()
+
+
 def test_clean_puts_back_the_only_copy_a_killed_replacement_left(tmp_path, capsys):
     from astrom3_hpc.cli import main
 

@@ -103,19 +103,25 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     follow_umask(tmp, directory=True)
     try:
         yield tmp
-        replace_dir(tmp, path)
+        replace_dir(tmp, path, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def replace_dir(src: Path, dst: Path) -> None:
+def replace_dir(src: Path, dst: Path, overwrite: bool = True) -> None:
     """Move a finished directory into place, replacing an old one with the shortest possible gap.
+
+    overwrite=False: raise FileExistsError rather than replace anything at `dst`, also what appeared there after
+    the caller's own check (another build of the same path finishing first); `src` is then left for the caller.
 
     The gap (old moved aside, new not yet in) is closed to signals: a job signal or Ctrl-C there used to end the
     process with no directory at `dst`, and the interrupted build's cleanup then deleted the new one. A signal
     that arrives meanwhile is answered after the second rename. Only SIGKILL or a lost node can leave the gap
     open; `clean-store-temp` then puts the old directory back (data/tempdirs.py)."""
+    if not overwrite:
+        _rename_no_replace(src, dst)
+        return
     if not dst.exists():
         os.replace(src, dst)
         return
@@ -137,6 +143,26 @@ def replace_dir(src: Path, dst: Path) -> None:
             signal.raise_signal(signum)
     finally:  # also when a held signal's handler raised: the new directory is in place
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """rename(2) of a directory fails where the target is a non-empty directory (ENOTEMPTY or EEXIST) or not a
+    directory (ENOTDIR), and the file server decides that in the rename itself (one NFS RENAME call, one Lustre
+    metadata operation), so a store that appeared after any check here is never replaced, whatever this client
+    cached. The alternatives hold only on some file systems: renameat2(RENAME_NOREPLACE) is not in the stdlib and
+    NFS answers it EINVAL; an flock needs NFS's lock manager or Lustre's flock mount option, and core/locks.py
+    goes on unlocked without them; an os.mkdir claim left by a killed build would block every later one. What
+    rename still replaces is an empty directory: the check below refuses one already there, and one made in the
+    instant between holds nothing to lose."""
+    appeared = f"{dst} was created by another process while this one built it; it was left unchanged"
+    if os.path.lexists(dst):
+        raise FileExistsError(appeared)
+    try:
+        os.rename(src, dst)
+    except OSError:
+        if os.path.lexists(dst):
+            raise FileExistsError(appeared) from None
+        raise
 
 
 def _json_default(o: Any) -> Any:

@@ -190,6 +190,8 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
                 shutil.rmtree(tmp, ignore_errors=True)
                 summary = e
     summary = comm.bcast(summary)
+    if isinstance(summary, IngestError):  # says itself what was kept
+        raise summary
     if isinstance(summary, Exception):
         raise IngestError(f"ingestion into {out} failed, nothing was written: {summary}") from None
     return summary
@@ -443,7 +445,11 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.
     root.attrs.update({"complete": True, "summary": summary, "splits": split_info,
                        "checksums": write_table(tmp), "side_files": side_file_records(tmp)})
-    replace_dir(tmp, out)
+    try:
+        replace_dir(tmp, out, overwrite=opt.overwrite)  # the check in _create was minutes ago
+    except FileExistsError:
+        raise IngestError(f"--out {out}: something else created it while this ingest ran; nothing of it was "
+                          f"changed and this ingest's store was discarded; pass --overwrite to replace it") from None
     return summary
 
 
