@@ -161,6 +161,36 @@ def test_submitit_local_interrupted_while_waiting_for_pretraining_records_it(tmp
     assert sub["error"] == "stopped by: KeyboardInterrupt"
 
 
+def _record_many(root: str, who: str, n: int, go) -> None:
+    from astrom3_hpc.orchestration.submission import record_submission
+
+    go.wait()  # both processes start recording together
+    for i in range(n):
+        record_submission(root, {"backend": "sbatch", "cluster": "slurm", "pretrain": [],
+                                 "finetune": [{"seed": 42, "array_job_id": f"{who}{i:03d}"}]})
+
+
+def test_two_processes_recording_at_once_keep_every_submission(tmp_path):
+    """Catches jobs.json updated read-modify-write without a lock: two submissions recording at the same time each
+    appended to what they had read, and about half the records (and their job ids) were lost."""
+    import multiprocessing
+
+    root = tmp_path / "sw"
+    _sweep(root)
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    procs = [ctx.Process(target=_record_many, args=(str(root), who, 100, go)) for who in ("1", "2")]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    data = json.loads((root / "jobs.json").read_text())
+    assert len(data["submissions"]) == 200
+    assert sorted(data["job_ids"]) == sorted(f"{w}{i:03d}" for w in ("1", "2") for i in range(100))
+
+
 def _logging_sbatch(tmp_path: Path, monkeypatch, submitit_style: bool = False) -> Path:
     """An `sbatch` that accepts everything (job ids 10001, 10002, ...) and appends to the returned log one line per
     call: its arguments, and for Submitit (`sbatch FILE`) the #SBATCH lines of the file."""

@@ -170,3 +170,50 @@ def test_a_damaged_jobs_json_refuses_submission_and_status_naming_it(tmp_path):
     jobs.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a jobs record"):
         check_not_running(sw, force=False)
+
+
+@pytest.mark.parametrize("backend", ["sbatch", "submitit"])
+def test_a_submission_overlapping_another_is_refused_and_the_guard_runs_under_the_lock(tmp_path, monkeypatch,
+                                                                                      backend):
+    """Catches the duplicate guard being check-then-submit: two `sweep submit` runs on one sweep dir at once both
+    found nothing queued and both submitted every task. Now a submission holds <sweep>/.jobs.lock from its guard
+    to its last record, and a second one is refused at once, submitting nothing."""
+    from astrom3_hpc.core.locks import LockHeld, held
+    from astrom3_hpc.orchestration import sbatch, submission, submitit_launch
+
+    sw = Sweep(tmp_path / "sw", make_tasks(seeds=(42,), modes=("photo",), subsets=("full",), inits=("scratch",)))
+    sw.save()
+    lock = sw.root / ".jobs.lock"
+    calls = tmp_path / "sbatch_calls"
+    _fake_squeue(tmp_path, monkeypatch, "true")
+    (tmp_path / "bin" / "sbatch").write_text(f'#!/bin/bash\necho x >> {calls}\necho "Submitted batch job 77"\n')
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+
+    def submit():
+        if backend == "sbatch":
+            return sbatch.submit_sweep_sbatch(sw)
+        pytest.importorskip("submitit")
+        return submitit_launch.launch_sweep(sw, cluster="slurm")
+
+    with held(lock):  # another submission, between its guard and its record
+        with pytest.raises(RuntimeError, match=r"another submission to sweep .* is under way .*\.jobs\.lock"):
+            submit()
+    assert not calls.exists() and not (sw.root / "jobs.json").exists()
+
+    guard = submission.check_not_running
+    seen = []
+
+    def guard_under_the_lock(s, force):
+        try:
+            with held(lock):
+                seen.append("unlocked")
+        except LockHeld:
+            seen.append("locked")
+        guard(s, force)
+
+    monkeypatch.setattr(sbatch, "check_not_running", guard_under_the_lock)
+    monkeypatch.setattr(submitit_launch, "check_not_running", guard_under_the_lock)
+    submit()
+    assert seen == ["locked"] and calls.exists() and (sw.root / "jobs.json").exists()
+    with held(lock):  # released once the submission is recorded
+        pass

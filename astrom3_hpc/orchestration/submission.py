@@ -11,16 +11,19 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..core.atomic import write_json
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
 from ..core.errors import first_line
+from ..core.locks import LockHeld, held
 from .sweep import BASELINE, INITS, MANIFEST, MODES, Sweep, cell_hparams, make_tasks
 
 
 JOBS_FILE = "jobs.json"
+JOBS_LOCK = ".jobs.lock"
 SUBMITIT_DIR = "submitit"
 
 
@@ -138,17 +141,58 @@ def read_jobs(sweep_root: str | Path) -> dict[str, Any]:
                      f"queued or running (squeue, ps), then move it aside to submit again")
 
 
+# The jobs lock of each sweep this process holds: flock locks of two descriptors conflict even within one process,
+# so a submission holding its sweep's lock would wait on itself when it records its jobs.
+_JOBS_LOCKS_HELD: set[Path] = set()
+
+
+@contextmanager
+def jobs_locked(sweep_root: str | Path, wait: str | None = None) -> Iterator[None]:
+    """Hold ``<sweep>/.jobs.lock`` (:func:`~astrom3_hpc.core.locks.held`: ``wait`` None raises LockHeld at once);
+    a block nested in one that holds it already just runs."""
+    lock = Path(sweep_root).resolve() / JOBS_LOCK
+    if lock in _JOBS_LOCKS_HELD:
+        yield
+        return
+    with held(lock, wait=wait):
+        _JOBS_LOCKS_HELD.add(lock)
+        try:
+            yield
+        finally:
+            _JOBS_LOCKS_HELD.discard(lock)
+
+
+@contextmanager
+def submitting(sweep_root: str | Path) -> Iterator[None]:
+    """Hold the sweep's jobs lock for a whole submission: its guard (:func:`check_not_running`), its submits and
+    its records. Two submissions that overlapped both passed the guard and started every task twice. A second one
+    is refused at once, not made to wait: with the local executor the first holds the lock until its last chunk
+    has started, which can be the whole sweep."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(jobs_locked(sweep_root))
+        except LockHeld:  # the acquisition only: a LockHeld of the submission itself (a run dir's) is its own
+            root = Path(sweep_root).resolve()
+            raise RuntimeError(f"another submission to sweep {root} is under way (a `sweep submit` or `launch sweep` "
+                               f"holds {JOBS_LOCK}; with the local executor until its last chunk has started): "
+                               f"wait for it to end, then see `astrom3 sweep status`") from None
+        yield
+
+
 def record_submission(sweep_root: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append one submission to ``<sweep>/jobs.json`` (atomically); ``job_ids`` lists every id ever submitted."""
-    data = read_jobs(sweep_root)
-    data.setdefault("submissions", []).append(entry)
-    ids = list(data.get("job_ids", []))
-    for j in entry.get("pretrain", []):
-        ids.append(str(j["job_id"]))
-    for a in entry.get("finetune", []):
-        ids.append(str(a["array_job_id"]))
-    data["job_ids"] = list(dict.fromkeys(ids))
-    write_json(Path(sweep_root) / JOBS_FILE, data)
+    """Append one submission to ``<sweep>/jobs.json`` (atomically); ``job_ids`` lists every id ever submitted. Under
+    the sweep's jobs lock: an atomic write alone let two processes each append to what they had read, one losing
+    the other's."""
+    with jobs_locked(sweep_root, wait="another process is recording jobs in jobs.json"):
+        data = read_jobs(sweep_root)
+        data.setdefault("submissions", []).append(entry)
+        ids = list(data.get("job_ids", []))
+        for j in entry.get("pretrain", []):
+            ids.append(str(j["job_id"]))
+        for a in entry.get("finetune", []):
+            ids.append(str(a["array_job_id"]))
+        data["job_ids"] = list(dict.fromkeys(ids))
+        write_json(Path(sweep_root) / JOBS_FILE, data)
     return data
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .submission import (SUBMITIT_DIR, abs_path, array_spec, check_not_running, combine_dependency, default_cluster,
-                         plan, record_submission, reraise_partial)
+                         plan, record_submission, reraise_partial, submitting)
 from .submitit_jobs import PretrainJob, SweepTaskJob
 from .sweep import Sweep
 
@@ -128,6 +128,19 @@ def launch_sweep(sw: Sweep, *, cluster: str | None = None, resume_missing: bool 
                           pretrain_time_min=pretrain_time_min, finetune_time_min=finetune_time_min,
                           partition=partition, account=account, gpus_per_node=gpus_per_node,
                           slurm_parameters=slurm_parameters)
+    with submitting(sweep_root):
+        return _launch_sweep(sw, sweep_root, cluster, resume_missing=resume_missing, parallel=parallel,
+                             pretrain_nodes=pretrain_nodes, pretrain_tasks_per_node=pretrain_tasks_per_node,
+                             cpus_per_task=cpus_per_task, pretrain_time_min=pretrain_time_min,
+                             finetune_time_min=finetune_time_min, partition=partition, account=account,
+                             gpus_per_node=gpus_per_node, force=force, slurm_parameters=slurm_parameters)
+
+
+def _launch_sweep(sw: Sweep, sweep_root: Path, cluster: str, *, resume_missing: bool, parallel: int,
+                  pretrain_nodes: int, pretrain_tasks_per_node: int, cpus_per_task: int, pretrain_time_min: int,
+                  finetune_time_min: int, partition: str | None, account: str | None, gpus_per_node: int | None,
+                  force: bool, slurm_parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`launch_sweep`'s submission, under the sweep's jobs lock."""
     check_not_running(sw, force)  # a local sweep's tasks may still run too (their ids are process ids)
     if cluster == "debug" and pretrain_nodes * pretrain_tasks_per_node > 1:
         # The debug executor runs a job once, in this process: one rank, whatever was asked (and its job has no
