@@ -217,3 +217,51 @@ def test_a_submission_overlapping_another_is_refused_and_the_guard_runs_under_th
     assert seen == ["locked"] and calls.exists() and (sw.root / "jobs.json").exists()
     with held(lock):  # released once the submission is recorded
         pass
+
+
+@pytest.mark.timeout(400)
+def test_a_local_launch_records_each_job_while_it_runs(tiny_store, tmp_path):
+    """Catches `launch sweep --cluster local` writing jobs.json only once every chunk had run: meanwhile `sweep
+    status` said "nothing queued: resubmit" and a second launch was accepted, training each task twice in one run
+    directory. Two tasks, --parallel 1: jobs.json must name the first task's process while it still trains."""
+    pytest.importorskip("submitit")
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from dist_helpers import child_env
+
+    from astrom3_hpc.orchestration.submitit_launch import launch_sweep
+
+    exe = str(Path(sys.executable).parent / "astrom3")
+    root = tmp_path / "sw"
+    subprocess.run([exe, "sweep", "create", str(root), "--seeds", "42", "--modes", "meta", "--subsets", "full,sub50",
+                    "--inits", "scratch", "--store", str(tiny_store), "--set", "train.epochs=2",
+                    "train.max_steps_per_epoch=2", "train.batch_size=16"],
+                   check=True, env=child_env(), capture_output=True, text=True)
+    sw = Sweep.load(root)
+    first_run = sw.run_dir(sw.tasks[0]) / "metrics.json"
+    launch = subprocess.Popen([exe, "launch", "sweep", str(root), "--cluster", "local", "--parallel", "1", "--wait"],
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (root / "jobs.json").exists() and launch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (root / "jobs.json").exists(), "jobs.json not written while the launch runs"
+        (sub,) = json.loads((root / "jobs.json").read_text())["submissions"]
+        still_training = not first_run.exists()
+        status = format_status(sweep_status(root))
+        assert still_training and sub["finetune"][0]["tasks"] == [0] and len(sub["pids"]) == 1
+        assert f"still queued/running: pid {sub['pids'][0]}" in status, status
+        with pytest.raises(RuntimeError, match="under way|still queued or running"):
+            launch_sweep(Sweep.load(root), cluster="local", parallel=1)
+        out, _ = launch.communicate(timeout=300)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+            launch.wait()
+    assert launch.returncode == 0, out[-3000:]
+    (sub,) = json.loads((root / "jobs.json").read_text())["submissions"]
+    assert [a["tasks"] for a in sub["finetune"]] == [[0], [1]] and len(sub["pids"]) == 2
+    assert all((sw.run_dir(t) / "metrics.json").exists() for t in sw.tasks)

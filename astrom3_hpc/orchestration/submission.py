@@ -180,12 +180,19 @@ def submitting(sweep_root: str | Path) -> Iterator[None]:
 
 
 def record_submission(sweep_root: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append one submission to ``<sweep>/jobs.json`` (atomically); ``job_ids`` lists every id ever submitted. Under
-    the sweep's jobs lock: an atomic write alone let two processes each append to what they had read, one losing
-    the other's."""
+    """Append one submission to ``<sweep>/jobs.json`` (atomically), or rewrite the recorded one of the same ``id``
+    (a submission recording its jobs as it submits them); ``job_ids`` lists every id ever submitted. Under the
+    sweep's jobs lock: an atomic write alone let two processes each append to what they had read, one losing the
+    other's."""
     with jobs_locked(sweep_root, wait="another process is recording jobs in jobs.json"):
         data = read_jobs(sweep_root)
-        data.setdefault("submissions", []).append(entry)
+        subs = data.setdefault("submissions", [])
+        key = entry.get("id")
+        same = [i for i, s in enumerate(subs) if key and isinstance(s, dict) and s.get("id") == key]
+        if same:
+            subs[same[0]] = entry
+        else:
+            subs.append(entry)
         ids = list(data.get("job_ids", []))
         for j in entry.get("pretrain", []):
             ids.append(str(j["job_id"]))

@@ -13,6 +13,7 @@ import shlex
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -150,9 +151,11 @@ def _launch_sweep(sw: Sweep, sweep_root: Path, cluster: str, *, resume_missing: 
         pretrain_nodes = pretrain_tasks_per_node = 1
     folder = sweep_root / SUBMITIT_DIR
     (sweep_root / "logs").mkdir(parents=True, exist_ok=True)
-    entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backend": "submitit", "cluster": cluster,
-                             "resume_missing": resume_missing, "pretrain": [], "finetune": [],
-                             "skipped_pretrain": [], "_jobs": {"pretrain": {}, "finetune": {}}}
+    # "id": the entry is recorded after each job and rewritten by the next record (submission.record_submission).
+    entry: dict[str, Any] = {"id": uuid.uuid4().hex, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             "backend": "submitit", "cluster": cluster, "resume_missing": resume_missing,
+                             "pretrain": [], "finetune": [], "skipped_pretrain": [],
+                             "_jobs": {"pretrain": {}, "finetune": {}}}
     if cluster == "local":
         # Local job ids are process ids of this host, one per array task: what the duplicate guard and
         # `sweep status` check (submission.running_jobs), since squeue cannot see them.
@@ -182,6 +185,10 @@ def _launch_sweep(sw: Sweep, sweep_root: Path, cluster: str, *, resume_missing: 
                 entry["pretrain"].append({"seed": seed, "job_id": str(job.job_id), "run_dir": f"pretrain/s{seed}",
                                           "nodes": pretrain_nodes, "tasks_per_node": pretrain_tasks_per_node,
                                           "log": f"logs/pretrain-s{seed}-{job.job_id}.out"})
+                # Before any wait: the local executor's jobs run as soon as submitted, and a launch that recorded
+                # them only at its end left the guard and `sweep status` blind to them meanwhile (a second launch
+                # was accepted and trained every task again in the same run directories).
+                _record(sweep_root, entry)
                 if cluster == "slurm":
                     dep = f"afterok:{job.job_id}"
                 else:
@@ -206,10 +213,16 @@ def _launch_sweep(sw: Sweep, sweep_root: Path, cluster: str, *, resume_missing: 
                     for j in entry["_jobs"]["finetune"][seed][-step:]:
                         j.wait()
                 _submit_array(ex, sweep_root, seed, indices[start:start + step], dep_recorded, entry)
+                _record(sweep_root, entry)
     except BaseException as e:  # Ctrl-C too (e.g. in the local executor's wait): see reraise_partial
         reraise_partial(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")}, e)
-    record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
+    _record(sweep_root, entry)  # also a submission of nothing (every task complete)
     return entry
+
+
+def _record(sweep_root: Path, entry: dict[str, Any]) -> None:
+    """Write ``entry`` (so far) to jobs.json, in place of what this submission recorded before."""
+    record_submission(sweep_root, {k: v for k, v in entry.items() if not k.startswith("_")})
 
 
 def job_exception(job) -> BaseException | None:
