@@ -323,3 +323,34 @@ def test_a_train_split_of_one_class_is_refused_before_any_run_directory(one_clas
         err = capsys.readouterr().err
         assert err.strip().splitlines() == [f"astrom3 finetune: error: {want}"], err
         assert not (tmp_path / name).exists()
+
+
+@pytest.fixture(scope="module")
+def stores_missing_a_split(tmp_path_factory) -> dict[str, Path]:
+    """{split: store whose generated seed-42 split of it is empty}: classes of 5 objects share out 4 / 0 / 1
+    (round(0.5) = 0), classes of 7 share out 6 / 1 / 0."""
+    out = {}
+    for split, n in (("val", 5), ("test", 7)):
+        d = tmp_path_factory.mktemp(f"no-{split}")
+        write_tables(d, n_per_class=n)
+        assert main(ingest_args(d, d / "s.zarr")) == 0
+        out[split] = d / "s.zarr"
+    return out
+
+
+@pytest.mark.parametrize("split, subset", [("val", "full"), ("test", "full"), ("test", "sub50")])
+def test_an_empty_val_or_test_split_is_refused_before_any_run_directory(stores_missing_a_split, split, subset,
+                                                                        tmp_path, capsys):
+    """Catches a baseline that fitted, then failed on scikit-learn's "Found array with 0 sample(s)" and left a run
+    directory, and a fine-tune that trained before it found its test split empty."""
+    store = stores_missing_a_split[split]
+    want = f"{store}: split seed42/{subset}/{split} is empty"
+    capsys.readouterr()
+    assert main(["baseline", str(store), "--seed", "42", "--subset", subset, "--out", str(tmp_path / "bl")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"astrom3 baseline: error: {want}"], err
+    assert not (tmp_path / "bl").exists()
+    assert _finetune(store, tmp_path / "ft", f"data.subset={subset}") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"astrom3 finetune: error: {want}"], err
+    assert not (tmp_path / "ft").exists()

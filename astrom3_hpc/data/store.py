@@ -198,21 +198,26 @@ class Store:
         return StoreError(f"{self.path}: split seed{seed}/{subset}/{split} is empty{why}")
 
     def check_classifier_splits(self, seed: int, subset: str) -> None:
-        """Refuse a split a classifier's run (fine-tune, baseline) cannot learn from, before it makes its run
-        directory: an empty train split, or one of a single class, on which any classifier answers that class
-        (the baseline crashed in numpy after its fit; a fine-tune trained and reported macro-F1 1.000)."""
-        train = f"splits/seed{seed}/{subset}/train"
+        """Refuse, before a classifier's run (fine-tune, baseline) makes its run directory, a split it cannot learn
+        from or be scored on: an empty train split, or one of a single class, on which any classifier answers that
+        class (the baseline crashed in numpy after its fit; a fine-tune trained and reported macro-F1 1.000); an
+        empty val or test split, or, for a sub-X subset, an empty full test split, which it is also scored on (the
+        baseline failed in scikit-learn after its fit, a fine-tune after training)."""
+        reads = [(subset, split) for split in SPLITS] + ([("full", "test")] if subset != "full" else [])
         # Fine-tuning asks before its loader has hashed these, on a store opened without the chunk check: a
-        # damaged label array must not pass for a split of one class.
-        self.check_arrays(["label", train])
-        rows = self.split(seed, subset, "train")
-        if not len(rows):
+        # damaged label or split array must not pass for a split of one class or none.
+        self.check_arrays(["label", *(f"splits/seed{seed}/{sub}/{split}" for sub, split in reads)])
+        rows = {key: self.split(seed, *key) for key in reads}
+        if not len(rows[subset, "train"]):
             raise self.empty_split_error(seed, subset, "train")
-        classes = np.unique(self.labels[rows])
+        classes = np.unique(self.labels[rows[subset, "train"]])
         if len(classes) < 2:
             name = self.class_names[classes[0]]
             raise ValueError(f"{self.path}: split seed{seed}/{subset}/train holds one class ({name}): a classifier "
                              f"trained on it can only answer {name}; nothing to classify")
+        for (sub, split), r in rows.items():
+            if not len(r):
+                raise self.empty_split_error(seed, sub, split)
 
     def unlabelled_rows(self) -> np.ndarray:
         """Rows of valid objects without a class (label -1: `ingest lightcurves --keep-unlabelled`, the synthetic

@@ -43,7 +43,7 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     store = Store(store_path)
     if not store.attrs.get("modalities") or "photo" not in store.attrs["modalities"]:
         raise ValueError(f"{store_path}: no light curves in this store")
-    # An unknown seed or subset, or nothing to fit on, is an error before the run directory exists.
+    # An unknown seed or subset, or nothing to fit on or score, is an error before the run directory exists.
     store.check_classifier_splits(seed, subset)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
