@@ -246,3 +246,36 @@ def test_a_clip_tasks_run_is_compared_with_its_pretrainings_architecture(tiny_st
 
     with pytest.raises(ValueError, match=f"^{pre / 'config.yaml'} is damaged: not readable YAML"):
         read_run_config(pre)
+
+
+def test_relative_cells_file_and_store_still_to_build_reach_a_task_run_elsewhere(tiny_store, tmp_path):
+    """Catches `sweep create --set cells=mycells.yaml --store later.zarr` keeping both relative in the manifest
+    (the store because it did not exist yet): the array task, which cd's to the repository, then looked for both
+    there and exited 2. Both are made absolute against the directory `sweep create` ran in."""
+    import shutil
+
+    import yaml
+
+    from dist_helpers import child_env
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "mycells.yaml").write_text(yaml.safe_dump({"cells": {"meta": {"full": {"optim": {"lr": 0.00123}}}}}))
+    r = subprocess.run([str(Path(sys.executable).parent / "astrom3"), "sweep", "create", "sw", "--seeds", "42",
+                        "--modes", "meta", "--subsets", "full", "--inits", "scratch", "--store", "later.zarr",
+                        "--set", "cells=mycells.yaml", "train.epochs=1", "train.max_steps_per_epoch=2",
+                        "train.batch_size=16", "--pretrain-set", "cells=mycells.yaml"],
+                       cwd=work, env=child_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads((work / "sw" / "manifest.json").read_text())
+    cells = json.dumps(str((work / "mycells.yaml").resolve()))
+    assert manifest["store"] == str((work / "later.zarr").resolve())
+    assert manifest["sets"][0] == f"cells={cells}" and manifest["pretrain_sets"] == [f"cells={cells}"]
+    shutil.copytree(tiny_store, work / "later.zarr")  # built after the sweep was created, where the user is
+    r = subprocess.run([sys.executable, str(REPO / "jobs" / "sweep_task.py"), str(work / "sw"), "0"], cwd=elsewhere,
+                       env=child_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = work / "sw" / "runs" / "meta-full-s42-scratch"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["optim"]["lr"] == 0.00123 and config["data"]["store"] == manifest["store"]

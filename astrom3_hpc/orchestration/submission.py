@@ -38,11 +38,11 @@ def repo_root() -> Path:
 
 
 def abs_path(p: str | os.PathLike | None) -> str | None:
-    """Absolute path for paths that exist (configs, stores); anything else unchanged."""
+    """The absolute path of a config or store, whether or not it exists yet: jobs run from another directory (an
+    array task cd's to the repository), and a store built after `sweep create` was looked for there."""
     if p is None or p == "":
         return None
-    q = Path(p).expanduser()
-    return str(q.resolve()) if q.exists() else str(p)
+    return str(Path(p).expanduser().resolve())
 
 
 def array_spec(indices: Iterable[int], parallel: int | None = None) -> str:
@@ -306,7 +306,8 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
     tasks = make_tasks(seeds=tuple(int(s) for s in seeds), modes=tuple(modes), subsets=tuple(subsets),
                        inits=tuple(inits))
     sw = Sweep(root, tasks, finetune_config=abs_path(finetune_config), pretrain_config=abs_path(pretrain_config),
-               store=abs_path(store), sets=list(sets), pretrain_sets=list(pretrain_sets))
+               store=abs_path(store), sets=resolve_path_overrides(sets),
+               pretrain_sets=resolve_path_overrides(pretrain_sets))
     # Resolve every task's config now: a bad key or a modality the store lacks fails here, not in an array task
     # hours later, and the manifest records each task's per-cell values (configs/finetune_cells.yaml through the
     # config's `cells:` key).
@@ -341,6 +342,23 @@ def refuse_dedicated_keys(sets: Sequence[str], pretrain_sets: Sequence[str]) -> 
             for key in DEDICATED_KEYS:
                 if isinstance(data, dict) and key.split(".")[1] in data:
                     raise ValueError(f"{flag} {v}: a sweep sets {key} itself; use {DEDICATED_KEYS[key]}")
+
+
+def resolve_path_overrides(values: Sequence[str]) -> list[str]:
+    """``values`` with ``cells=FILE`` made absolute as load_config resolves it when `sweep create` checks the tasks
+    (against the working directory): saved as typed, the array task, which runs from the repository, looked for
+    the file there. data.store, the other path key, never gets here (:data:`DEDICATED_KEYS`)."""
+    from ..core.config import parse_overrides, path_override
+
+    out = []
+    for v in values:
+        try:
+            tree = parse_overrides([str(v)])
+        except ValueError:  # malformed: resolving the config reports it
+            tree = {}
+        cells = tree.get("cells")
+        out.append(path_override("cells", Path(cells).resolve()) if isinstance(cells, str) and cells else str(v))
+    return out
 
 
 def refuse_unreadable(sw: Sweep, configs: dict[int, Any]) -> None:
