@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from astrom3_hpc.cli import main
@@ -233,6 +234,32 @@ def test_a_store_rebuilt_in_place_under_an_open_loader_is_refused(tmp_path):
         next(iter(epoch_loader(batches, 0, num_workers=1)))
     batches.close()
     assert len(_epoch(path)) > 0  # a loader built on the new store reads it
+
+
+@pytest.mark.parametrize("seed", [7, 0])
+def test_a_store_rebuilt_in_place_while_a_loader_reads_it(tmp_path, seed):
+    """Catches a rebuild in place after the loader opened the store: chunk files it had checked were read again
+    from the new store without a check (compressed chunks are re-read every epoch), so later epochs mixed the new
+    arrays with the old labels and offsets. A rebuild of the same input (seed 0, the store's own) reads on."""
+    from astrom3_hpc.data.ingest import IngestOptions, ingest
+    from astrom3_hpc.data.synthetic import SyntheticSource
+    from conftest import SMALL_LAYOUT
+
+    layout = dict(SMALL_LAYOUT, compression="lz4")  # compressed chunk files are opened again on every read
+    path = tmp_path / "s.zarr"
+    ingest(SyntheticSource(160, seed=0), path, IngestOptions(on_error="skip", progress=False, layout_kw=layout))
+    batches = TrimodalBatches(LoaderSpec(str(path), batch_size=16))
+    batches._cache_cap = 2  # as in a store of more chunks than the decoded-chunk cache holds
+    first = [b["label"] for b in epoch_loader(batches, 0)]
+    ingest(SyntheticSource(160, seed=seed), path, IngestOptions(on_error="skip", overwrite=True, progress=False,
+                                                                layout_kw=layout))
+    if seed == 0:
+        again = [b["label"] for b in epoch_loader(batches, 0)]
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+    else:
+        with pytest.raises(StoreError, match="rebuilt or replaced while this job read it.*rerun the job"):
+            list(epoch_loader(batches, 1))
+    batches.close()
 
 
 def test_sharded_store_is_checked_too(tmp_path):

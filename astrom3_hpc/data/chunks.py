@@ -16,6 +16,7 @@ semantics), goes through zarr.
 from __future__ import annotations
 
 import mmap
+import os
 import resource
 from collections import OrderedDict
 from pathlib import Path
@@ -61,6 +62,9 @@ class ChunkReader:
         # process maps, decodes or reads it (a mapped chunk stays checked after the map is dropped).
         self.digests = digests
         self._checked: set[str] = set()
+        # Each checked chunk file's (device, inode): a store rebuilt in place (ingest --overwrite renames a new
+        # directory in) is new files under the same names, which a later read must not take for the checked ones.
+        self._inodes: dict[str, tuple[int, int]] = {}
         self.rows = int(arr.chunks[0])
         self.length = int(arr.shape[0])
         self.trailing = tuple(int(s) for s in arr.shape[1:])
@@ -95,6 +99,7 @@ class ChunkReader:
         path = self.dir / key
         try:
             with open(path, "rb") as f:
+                replaced = self._replaced(key, os.fstat(f.fileno()))
                 if self.compressed:
                     raw = f.read()
                 else:
@@ -105,9 +110,15 @@ class ChunkReader:
             return self.arr[a:a + n]
         except ValueError as e:  # mmap of an empty (truncated) file
             raise StoreError(damaged(path, self.arr.path, key, str(e))) from None
-        if self.digests is not None and key not in self._checked:
-            check_bytes(raw if self.compressed else mapped, self.digests.get(key, [-1, -1]), path,
-                        self.arr.path, key)
+        if self.digests is not None and (key not in self._checked or replaced):
+            try:
+                check_bytes(raw if self.compressed else mapped, self.digests.get(key, [-1, -1]), path,
+                            self.arr.path, key)
+            except ChecksumError:
+                if not replaced:
+                    raise
+                raise StoreError(f"{path}: the store was rebuilt or replaced while this job read it (chunk file "
+                                 f"{self.arr.path}/{key} holds other data now); rerun the job") from None
             self._checked.add(key)
         try:
             if not self.compressed:
@@ -125,6 +136,14 @@ class ChunkReader:
             return flat.reshape(self.rows, *self.trailing)[:n]
         except (ValueError, RuntimeError) as e:  # a truncated or overwritten chunk file
             raise StoreError(damaged(path, self.arr.path, key, str(e))) from None
+
+    def _replaced(self, key: str, st: os.stat_result) -> bool:
+        """Whether the chunk file is another file than the one this process checked (an fstat of the open file:
+        no extra lookup), so that it is checked again: identical data (a rebuild of the same input) reads on."""
+        now = (st.st_dev, st.st_ino)
+        seen = self._inodes.setdefault(key, now)
+        self._inodes[key] = now
+        return seen != now
 
     def _check_file(self, k: int) -> None:
         """Through zarr (sharded, remote): check the whole file holding chunk k once, if it is local."""
