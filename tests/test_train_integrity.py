@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,138 @@ def test_an_engine_that_cannot_read_the_checkpoint_names_it(tmp_path):
                             "failed reading file data/20: invalid header or archive is corrupted); no other "
                             "checkpoint is kept: start over with a new --run-dir")
     assert checkpoint.load(_Engine(), ckpt, "step4") == {"state": {}}  # intact: loads
+
+
+# What torch's zip writer raises when the disk fills up mid-file: it names neither the disk nor the file.
+TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 16896 vs 16784"
+
+
+def _disk_reports_free(monkeypatch, free: int) -> None:
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - free, free))
+
+
+def _torch_save_fills_the_disk(monkeypatch, only: str = "") -> None:
+    """torch.save writes part of the file, then fails as it does on ENOSPC (a RuntimeError, no errno)."""
+    real = torch.save
+
+    def save(obj, f, *a, **kw):
+        if only not in str(f):
+            return real(obj, f, *a, **kw)
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04" + bytes(1000))
+        raise RuntimeError(TORCH_FULL)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def _reported(fn, capsys) -> tuple[int, list[str]]:
+    """fn() as the CLI runs a command: its exit code and the error lines it printed."""
+    from astrom3_hpc.core.errors import run_reporting_errors
+
+    capsys.readouterr()
+    code = run_reporting_errors("finetune", fn, ())
+    return code, capsys.readouterr().err.splitlines()
+
+
+class _SavingEngine:
+    """The engine side of checkpoint.save: DeepSpeed writes its model states into the tag directory."""
+
+    def __init__(self, fail=None):
+        self.module = torch.nn.Linear(2, 2)
+        self.fail = fail
+
+    def save_checkpoint(self, ckpt_dir, tag, client_state, save_latest):
+        (Path(ckpt_dir) / tag).mkdir(parents=True, exist_ok=True)
+        states = Path(ckpt_dir) / tag / STATES
+        if self.fail is not None:
+            states.write_bytes(b"PK\x03\x04" + bytes(1000))  # cut short, as a full disk leaves it
+            raise self.fail
+        torch.save({"module": self.module.state_dict(), "client": client_state}, states)
+
+
+@pytest.mark.parametrize("checkpoints", [("step2", "step4"), ()])
+def test_a_full_disk_while_writing_the_best_weights_is_one_line(tmp_path, monkeypatch, capsys, checkpoints):
+    """Catches torch's `unexpected pos` traceback ending the job (exit 1) where the disk was full: the file, the
+    space and the checkpoint a rerun resumes from are said in one line."""
+    from astrom3_hpc.core.errors import EXIT_FAILED, DiskFullError
+
+    if checkpoints:
+        _fake_checkpoints(tmp_path, checkpoints)
+    best = tmp_path / "best_model.pt"
+    _torch_save_fills_the_disk(monkeypatch)
+    _disk_reports_free(monkeypatch, 0)
+    with pytest.raises(DiskFullError):
+        checkpoint.save_weights(torch.nn.Linear(2, 2), best, {})
+    code, err = _reported(lambda: checkpoint.save_weights(torch.nn.Linear(2, 2), best, {}), capsys)
+    rerun = "it resumes from checkpoint step4" if checkpoints else "it runs from the start (no checkpoint yet)"
+    assert code == EXIT_FAILED and err == [f"astrom3 finetune: error: {best}: no space left on device (0 bytes "
+                                           f"free); free space and rerun the same command: {rerun}"], err
+    assert not best.exists() and not list(tmp_path.glob(".best_model.pt.*"))
+
+
+@pytest.mark.parametrize("failing", [STATES, "rng_rank0.pt", "latest.json"])
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_leaves_no_partial_one(tmp_path, monkeypatch,
+                                                                                      capsys, failing):
+    """Catches the same traceback from DeepSpeed's save (or the RNG states' or latest.json's write), which also
+    left a cut-short checkpoints/step6/ behind."""
+    from astrom3_hpc.core.errors import EXIT_FAILED
+
+    ckpt = _fake_checkpoints(tmp_path)
+    engine = _SavingEngine(RuntimeError(TORCH_FULL) if failing == STATES else None)
+    if failing == "rng_rank0.pt":
+        _torch_save_fills_the_disk(monkeypatch, only="rng_rank0.pt")
+    if failing == "latest.json":
+        monkeypatch.setattr(checkpoint, "write_json", lambda path, obj: (_ for _ in ()).throw(
+            OSError(28, "No space left on device")))
+    _disk_reports_free(monkeypatch, 0)
+    code, err = _reported(lambda: checkpoint.save(engine, ckpt, "step6", {"state": {"step": 6}}), capsys)
+    file = ckpt / failing if failing == "latest.json" else ckpt / "step6" / failing
+    assert code == EXIT_FAILED and err == [
+        f"astrom3 finetune: error: {file}: no space left on device (0 bytes free) while writing checkpoint step6 "
+        "(removed); free space and rerun the same command: it resumes from checkpoint step4"], err
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.json", "step2", "step4"]
+    assert checkpoint.latest_tag(ckpt) == "step4"
+    monkeypatch.undo()  # space freed: the same save goes through under the same tag
+    checkpoint.save(_SavingEngine(), ckpt, "step6", {"state": {"step": 6}})
+    assert checkpoint.latest_tag(ckpt) == "step6"
+
+
+def test_a_failed_write_on_a_disk_with_room_keeps_its_own_error(tmp_path, monkeypatch):
+    """Only evidence says "disk full": another failure of the same write stays itself (the partial checkpoint is
+    removed all the same)."""
+    ckpt = _fake_checkpoints(tmp_path)
+    _disk_reports_free(monkeypatch, 50 << 30)  # the probe write that follows goes through on the real disk
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        checkpoint.save(_SavingEngine(RuntimeError(TORCH_FULL)), ckpt, "step6", {"state": {}})
+    assert not (ckpt / "step6").exists() and checkpoint.latest_tag(ckpt) == "step4"
+    _torch_save_fills_the_disk(monkeypatch)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        checkpoint.save_weights(torch.nn.Linear(2, 2), tmp_path / "best_model.pt", {})
+
+
+def test_a_full_quota_or_an_errno_says_so_whatever_the_free_space(tmp_path, monkeypatch):
+    """A quota is not the file system's free space: ENOSPC or EDQUOT in the error's chain, or a probe write that
+    fails with one, is the evidence then."""
+    import errno
+    import types
+
+    from astrom3_hpc.core import errors
+
+    ckpt = _fake_checkpoints(tmp_path)
+    _disk_reports_free(monkeypatch, 50 << 30)
+    with pytest.raises(errors.DiskFullError, match=r"step6/mp_rank_00_model_states.pt: no space left on device "
+                                                   r"\(53687091200 bytes free\) while writing checkpoint step6"):
+        checkpoint.save(_SavingEngine(OSError(errno.ENOSPC, "No space left on device")), ckpt, "step6", {})
+    assert not (ckpt / "step6").exists()
+
+    def quota_full(**kw):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    _torch_save_fills_the_disk(monkeypatch)
+    monkeypatch.setattr(errors, "tempfile", types.SimpleNamespace(mkstemp=quota_full))
+    with pytest.raises(errors.DiskFullError, match="best_model.pt: disk quota exceeded; free space") as e:
+        checkpoint.save_weights(torch.nn.Linear(2, 2), tmp_path / "best_model.pt", {})
+    assert e.value.errno == errno.EDQUOT and isinstance(e.value.__cause__, RuntimeError)

@@ -7,10 +7,14 @@ the same way: bad input is one line naming the object and EXIT_BAD_INPUT, never 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import sys
-from typing import Callable
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,6 +37,78 @@ def first_line(e: BaseException, limit: int = 120) -> str:
 
 
 Expected = tuple[type[BaseException], ...]
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system or the user's quota is full: one line naming the file, the space
+    left and how to go on. Not requeued (exit 1): a rerun fails the same way until space is freed."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, code: int = errno.ENOSPC) -> None:
+        super().__init__(message)  # str(e) is the message alone, without "[Errno 28]"
+        self.errno = code
+
+
+# Below this many bytes free, a failed write ran out of space: a writer stops only when its next block does not fit.
+FULL_BELOW = 1 << 20
+_FULL_ERRNOS = tuple(c for c in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if c is not None)
+
+
+def no_space(e: BaseException, directory: str | os.PathLike) -> tuple[int, str] | None:
+    """(errno, why) where the write that raised `e` into `directory` ran out of space (why: "no space left on
+    device (N bytes free)" or "disk quota exceeded"), or None where nothing says so: ENOSPC or EDQUOT in its
+    chain, under FULL_BELOW bytes free there, or a probe write there failing with either (a quota, which the free
+    space does not show). Writers hide the errno: torch's zip writer reports ENOSPC as `RuntimeError: ...
+    unexpected pos`. Call it before the partial file is removed, which frees what it had taken."""
+    code = next((x.errno for x in causes(e) if isinstance(x, OSError) and x.errno in _FULL_ERRNOS), None)
+    free = _free_bytes(directory)
+    if code is None and free is not None and free < FULL_BELOW:
+        code = errno.ENOSPC
+    if code is None:
+        code = _probe(directory)
+    if code is None:
+        return None
+    if code == errno.ENOSPC:
+        return code, "no space left on device" + (f" ({free} bytes free)" if free is not None else "")
+    return code, "disk quota exceeded"
+
+
+def causes(e: BaseException) -> Iterator[BaseException]:
+    """`e`, then the exception it was raised from or while handling, and so on (each once)."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        yield x
+        x = x.__cause__ or x.__context__
+
+
+def _free_bytes(directory: str | os.PathLike) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _probe(directory: str | os.PathLike) -> int | None:
+    """The errno of writing FULL_BELOW bytes into `directory` where it is ENOSPC or EDQUOT, else None."""
+    name = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=".astrom3-space-probe.", dir=directory)
+        try:
+            data = memoryview(bytes(FULL_BELOW))
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)  # network file systems report a full quota only when the data reaches the server
+        finally:
+            os.close(fd)
+    except OSError as x:
+        return x.errno if x.errno in _FULL_ERRNOS else None
+    finally:
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
+    return None
 
 
 def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: Expected | Callable[[], Expected],

@@ -10,15 +10,16 @@ import os
 import random
 import shutil
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from ..core.atomic import atomic_path, write_json
-from ..core.errors import first_line
+from ..core.errors import DiskFullError, causes, first_line, no_space
 
 
 def _barrier() -> None:
@@ -88,26 +89,74 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
          best: Path | None = None) -> None:
     """Every rank's engine state and RNG states under a fresh tag, then latest.json naming it. `best`: the run's
     best weights so far, kept with the checkpoint (a hard link: save_weights replaces the file, never rewrites it),
-    so that a resume from it can put them back (restore_best)."""
+    so that a resume from it can put them back (restore_best). A write that fails removes the new tag's directory
+    (latest.json does not name it) and, where the disk or quota is full, is a DiskFullError saying so."""
     ckpt_dir = Path(ckpt_dir)
     tag = _unused_tag(ckpt_dir, tag)
     _refuse_non_finite(engine.module, f"checkpoint {ckpt_dir / tag}")
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-    with atomic_path(ckpt_dir / tag / f"rng_rank{_rank()}.pt") as tmp:
+    with _writing(None, ckpt_dir, tag):  # DeepSpeed's files: which one failed is found out afterwards
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    rng_file = ckpt_dir / tag / f"rng_rank{_rank()}.pt"
+    with atomic_path(rng_file) as tmp, _writing(rng_file, ckpt_dir, tag):
         torch.save(rng_state(), tmp)
     if _rank() == 0 and best is not None and Path(best).exists():
-        _link_or_copy(Path(best), ckpt_dir / tag / BEST_MODEL)
+        with _writing(ckpt_dir / tag / BEST_MODEL, ckpt_dir, tag):
+            _link_or_copy(Path(best), ckpt_dir / tag / BEST_MODEL)
     _barrier()
     if _rank() == 0:
         pos = client_state.get("state", {})
-        write_json(ckpt_dir / "latest.json", {"tag": tag, "step": pos.get("step"), "epoch": pos.get("epoch"),
-                                              "batch_in_epoch": pos.get("batch_in_epoch")})
+        with _writing(ckpt_dir / LATEST, ckpt_dir, tag):
+            write_json(ckpt_dir / LATEST, {"tag": tag, "step": pos.get("step"), "epoch": pos.get("epoch"),
+                                           "batch_in_epoch": pos.get("batch_in_epoch")})
         tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")),
                       key=lambda p: _tag_order(p.name))
         for old in tags[:-keep]:
             if old.name != tag:
                 shutil.rmtree(old, ignore_errors=True)
     _barrier()
+
+
+@contextmanager
+def _writing(file: Path | None, ckpt_dir: Path, tag: str | None = None) -> Iterator[None]:
+    """Around a write into the run (`file`; None: the newest file in checkpoint `tag`, DeepSpeed's). A failure
+    removes checkpoint `tag`, cut short and named by no latest.json, and where the disk or quota is full becomes
+    one line naming the file and the checkpoint a rerun resumes from; any other error stays itself. Inside an
+    atomic_path block, so that the space is measured before the partial file is removed."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - torch's zip writer turns ENOSPC into a RuntimeError
+        tag_dir = ckpt_dir / tag if tag else None
+        if file is None and tag_dir is not None:
+            file = _newest_file(tag_dir, e)
+        file = file or tag_dir or ckpt_dir
+        where = file.parent if file.parent.is_dir() else ckpt_dir
+        full = no_space(e, where) if where.is_dir() else None
+        resumes = _resume_point(ckpt_dir)
+        if tag_dir is not None and tag_dir.is_dir() and tag != resumes:
+            shutil.rmtree(tag_dir, ignore_errors=True)
+        if full is None:
+            raise
+        during = f" while writing checkpoint {tag} (removed)" if tag else ""
+        rerun = f"it resumes from checkpoint {resumes}" if resumes else "it runs from the start (no checkpoint yet)"
+        raise DiskFullError(f"{file}: {full[1]}{during}; free space and rerun the same command: {rerun}",
+                            full[0]) from e
+
+
+def _newest_file(tag_dir: Path, e: BaseException) -> Path | None:
+    """The file a failed DeepSpeed save was writing: the one its error names, else the last one it created."""
+    named = next((x.filename for x in causes(e) if isinstance(x, OSError) and isinstance(x.filename, str)), None)
+    if named:
+        return Path(named)
+    files = [p for p in tag_dir.iterdir() if p.is_file()] if tag_dir.is_dir() else []
+    return max(files, key=lambda p: p.stat().st_mtime_ns) if files else None
+
+
+def _resume_point(ckpt_dir: Path) -> str | None:
+    """The checkpoint a rerun resumes from (latest.json's), or None: from the start, or latest.json unreadable."""
+    try:
+        return latest_tag(ckpt_dir) if ckpt_dir.is_dir() else None
+    except ValueError:
+        return None
 
 
 LATEST = "latest.json"
@@ -226,7 +275,8 @@ def save_weights(model: torch.nn.Module, path: Path, meta: dict) -> None:
     _refuse_non_finite(model, str(path))
     state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
              for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    path = Path(path)
+    with atomic_path(path) as tmp, _writing(path, path.parent / "checkpoints"):
         torch.save({"state_dict": state, "meta": meta}, tmp)
 
 
