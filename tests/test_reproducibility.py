@@ -120,6 +120,20 @@ def test_demo_errors_are_one_line_and_a_bad_config_builds_nothing(tiny_store, tm
     assert Path(manifest["root"]).is_absolute() and manifest["pretrain_config"] == str(bad)
 
 
+def test_demo_outside_a_checkout_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    """Catches the demo of an installed wheel (no configs/ or jobs/ beside the package) failing on a config path
+    inside site-packages, and with configs given, on torchrun's "can't open file" after building the store."""
+    from astrom3_hpc.cli import main
+
+    monkeypatch.setenv("ASTROM3_ROOT", str(tmp_path / "not-a-checkout"))
+    out, store = tmp_path / "demo", tmp_path / "s.zarr"
+    assert main(["demo", "--out", str(out), "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has no jobs/pretrain.py: set ASTROM3_ROOT to the astrom3-hpc checkout (astrom3 demo "
+                        "starts its pretraining from jobs/ and reads its configs from configs/)") and "\n" not in err
+    assert not out.exists() and not store.exists()
+
+
 def test_demo_prints_one_margin_line_per_test_set(tmp_path, capsys):
     """At subset full the sub-X and the full test set are one: its margin line was printed twice."""
     import types

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from ..core.errors import EXIT_FAILED
 from ..core.interpreter import interpreter_first
+from ..orchestration.submission import repo_root
 from ..orchestration.sweep import Sweep, make_tasks
 
 log = logging.getLogger("astrom3")
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: configs/ and jobs/ (astrom3_hpc/app/demo.py)
+CHECKOUT_WHY = "astrom3 demo starts its pretraining from jobs/ and reads its configs from configs/"
 
 
 def add_parser(sub) -> None:
@@ -32,8 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("-n", "--n-objects", type=int, default=6000, help="synthetic objects (default 6000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 0], help="split seeds (default 42 0)")
     p.add_argument("--ranks", type=int, default=2, help="processes for ingestion and pretraining (default 2)")
-    p.add_argument("--pretrain-config", default=str(ROOT / "configs" / "demo.yaml"))
-    p.add_argument("--finetune-config", default=str(ROOT / "configs" / "demo_finetune.yaml"))
+    p.add_argument("--pretrain-config", help="default: configs/demo.yaml of the checkout")
+    p.add_argument("--finetune-config", help="default: configs/demo_finetune.yaml of the checkout")
     p.add_argument("--modes", nargs="+", default=["photo"])
     p.add_argument("--subsets", nargs="+", default=["sub10"])
     p.set_defaults(func=cmd_demo)
@@ -70,6 +71,10 @@ def cmd_demo(args) -> int:
     from ..core.config import load_config
 
     t_start = time.perf_counter()
+    # The checkout, not the installed package (a wheel holds no jobs/ or configs/): found before any work.
+    root = repo_root("jobs/pretrain.py", CHECKOUT_WHY)
+    args.pretrain_config = args.pretrain_config or str(root / "configs" / "demo.yaml")
+    args.finetune_config = args.finetune_config or str(root / "configs" / "demo_finetune.yaml")
     # Before the manifest and the store: a bad config found at the pretraining stage left both naming it.
     for path in (args.pretrain_config, args.finetune_config):
         load_config(path)
@@ -96,7 +101,7 @@ def cmd_demo(args) -> int:
         if (sw.pretrain_dir(seed) / "metrics.json").exists():
             continue
         _run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(args.ranks),
-              str(ROOT / "jobs" / "pretrain.py"), *sw.pretrain_argv(seed)[1:]], f"pretrain seed {seed}")
+              str(root / "jobs" / "pretrain.py"), *sw.pretrain_argv(seed)[1:]], f"pretrain seed {seed}")
     # Fine-tuning tasks are single-process: run as many side by side as there are ranks.
     _fine_tune_side_by_side(sw, astrom3, args.ranks)
     from ..results.collect import collect

@@ -27,13 +27,13 @@ JOBS_LOCK = ".jobs.lock"
 SUBMITIT_DIR = "submitit"
 
 
-def repo_root() -> Path:
-    """The repository holding slurm/ and jobs/: $ASTROM3_ROOT, else the checkout this package lives in."""
+def repo_root(needs: str = "slurm/pretrain.sh", why: str = "the sbatch back end needs its scripts") -> Path:
+    """The repository holding slurm/, jobs/ and configs/: $ASTROM3_ROOT, else the checkout this package lives in
+    (an installed wheel holds the package alone)."""
     env = os.environ.get("ASTROM3_ROOT")
     cand = Path(env) if env else Path(__file__).resolve().parents[2]
-    if not (cand / "slurm" / "pretrain.sh").exists():
-        raise FileNotFoundError(f"{cand} has no slurm/pretrain.sh: set ASTROM3_ROOT to the astrom3-hpc checkout "
-                                f"(the sbatch back end needs its scripts)")
+    if not (cand / needs).exists():
+        raise FileNotFoundError(f"{cand} has no {needs}: set ASTROM3_ROOT to the astrom3-hpc checkout ({why})")
     return cand
 
 
