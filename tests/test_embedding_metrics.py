@@ -42,3 +42,13 @@ def test_blocked_metrics_equal_the_whole_matrix_and_hold_only_a_block(n, monkeyp
     assert evaluate.retrieval_top1(a.view(Spy), b.view(Spy)) == want_top1
     assert evaluate.knn1_accuracy(a, y, b, y) == want_knn
     assert seen and max(seen) <= 3 * n  # never the (n, n) matrix (n > 3)
+
+
+def test_centroid_accuracy_never_predicts_a_class_without_train_objects():
+    """Catches a class absent from train scored by a zero centroid: a test object at negative cosine to every real
+    centroid went to it (reviewer's case: 0.683 against 0.717 when only classes with a centroid compete)."""
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    ytr = np.array([0, 1])
+    test = np.array([[-0.2, -1.0], [0.9, 0.1]])  # the first: negative cosine to both centroids, nearer class 0
+    assert evaluate.centroid_accuracy(train, ytr, test, np.array([0, 0]), n_classes=10) == 1.0
+    assert np.isnan(evaluate.centroid_accuracy(train[:0], ytr[:0], test, np.array([0, 0]), n_classes=10))
