@@ -214,3 +214,66 @@ def test_a_finetune_into_a_pretraining_run_dir_is_refused_and_an_older_run_dir_r
     (run / "identity.json").write_text(json.dumps(ident))
     r = run_job("pretrain", run, store, sets=ONE, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _finetune_from(cwd, run_dir, store, init, check=True):
+    """`astrom3 finetune --init INIT --run-dir RUN_DIR` started in `cwd` (paths as typed there)."""
+    import subprocess
+
+    from dist_helpers import child_env
+    from test_train import _cmd
+
+    cmd = _cmd("finetune", run_dir, store, 1, "single", sets=ONE, extra=["--seed", "42", "--init", str(init)])
+    r = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=420, cwd=cwd)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.timeout(600)
+def test_a_relative_init_is_recorded_absolute_and_the_run_resumes_from_another_directory(pre, store, tmp_path):
+    """Catches `--init runs/pre42` recorded as typed: the identical job rerun from another directory (absolute or
+    ../ paths) was refused as another run (exit 6)."""
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(pre, proj / "runs" / "pre42")
+    _finetune_from(proj, "runs/ft", store, "runs/pre42")
+    ft, init = proj / "runs" / "ft", str((proj / "runs" / "pre42").resolve())
+    assert json.loads((ft / "identity.json").read_text())["config"]["finetune.init"] == init
+    assert yaml.safe_load((ft / "config.yaml").read_text())["finetune"]["init"] == init
+    steps = (ft / "steps.jsonl").read_text()
+    _finetune_from(elsewhere, "../proj/runs/ft", store, "../proj/runs/pre42")
+    _finetune_from(elsewhere, ft, store, proj / "runs" / "pre42")
+    assert (ft / "steps.jsonl").read_text() == steps  # resumed the finished run: nothing trained again
+    # A run dir an older astrom3 wrote, its init as typed: its metrics.json's init_dir says which run it named.
+    ident = json.loads((ft / "identity.json").read_text())
+    ident["config"]["finetune.init"] = "runs/pre42"
+    (ft / "identity.json").write_text(json.dumps(ident))
+    _finetune_from(elsewhere, ft, store, proj / "runs" / "pre42")
+    r = _finetune_from(elsewhere, ft, store, pre, check=False)  # another pretraining run: still refused
+    assert r.returncode == 6 and f"finetune.init: 'runs/pre42' in the run dir, '{pre.resolve()}' now" in r.stderr
+
+
+def test_an_unfinished_run_dir_with_a_relative_init_resumes_where_its_directory_tells(tmp_path, monkeypatch):
+    """An older run dir without metrics.json: the one directory above it holding the recorded path is where the job
+    started; none or two such directories leave the path read against the current directory."""
+    from astrom3_hpc.core.config import RunConfig
+    from astrom3_hpc.train.fingerprint import OtherRunError, _flatten, check_run_dir, write_identity
+
+    config = _flatten(RunConfig().to_dict())
+    run = tmp_path / "proj" / "runs" / "ft"
+    (tmp_path / "proj" / "runs" / "pre42").mkdir(parents=True)
+    run.mkdir()
+    write_identity(run, {"config": {**config, "finetune.init": "runs/pre42"}, "seed": 42})
+    now = {"config": {**config, "finetune.init": str(tmp_path / "proj" / "runs" / "pre42")}, "seed": 42}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # runs/pre42 is not here
+    check_run_dir(run, now, resume=True)
+    other = {"config": {**config, "finetune.init": str(tmp_path / "runs" / "pre42")}, "seed": 42}
+    with pytest.raises(OtherRunError, match="finetune.init: 'runs/pre42' in the run dir"):
+        check_run_dir(run, other, resume=True)
+    (tmp_path / "runs" / "pre42").mkdir(parents=True)  # now two directories above hold it: which one is unknown
+    with pytest.raises(OtherRunError, match="finetune.init: 'runs/pre42' in the run dir"):
+        check_run_dir(run, now, resume=True)
+    monkeypatch.chdir(tmp_path)
+    check_run_dir(run, other, resume=True)  # read against the current directory, as before

@@ -121,6 +121,29 @@ def _same_path(a: Any, b: Any) -> bool:
     return isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve()
 
 
+def _anchored_init(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`old` with the relative finetune.init it recorded (before --init was recorded absolute) read as the
+    directory it named, where the run dir tells which: the init_dir its metrics.json records (a finished run),
+    else the one directory above the run dir that holds that path (the job started there, --run-dir below it). A
+    rerun of that job from elsewhere then resumes; where neither tells, the path is read against the current
+    directory (_same_path), as before."""
+    config = old.get("config", {})
+    rel, now = config.get("finetune.init"), new.get("config", {}).get("finetune.init")
+    if not (isinstance(rel, str) and isinstance(now, str)) or rel == "scratch" or Path(rel).is_absolute():
+        return old
+    try:
+        named = json.loads((run_dir / "metrics.json").read_text()).get("init_dir")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if isinstance(named, str):
+        candidates = {Path(named).resolve()}
+    else:
+        candidates = {(up / rel).resolve() for up in run_dir.resolve().parents if (up / rel).is_dir()}
+    if candidates != {Path(now).resolve()}:
+        return old
+    return {**old, "config": {**config, "finetune.init": now}}
+
+
 def held_run(run_dir: Path) -> list[str]:
     return [f for f in RUN_FILES if (run_dir / f).exists()]
 
@@ -142,7 +165,7 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
             f"before its first write), so it cannot be checked to be this run: rerun with a new --run-dir.")
     if "kind" not in old and "kind" in identity:
         old = {**old, **_recorded_kind(run_dir)}
-    diff = differences(old, identity)
+    diff = differences(_anchored_init(run_dir, old, identity), identity)
     if diff:
         raise OtherRunError(
             f"run dir {run_dir} holds another run; resuming it with these settings would mix two runs:\n  "

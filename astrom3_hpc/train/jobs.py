@@ -72,6 +72,9 @@ def finetune_overrides(*, mode: str | None = None, subset: str | None = None, se
     """`astrom3 finetune`'s flags as KEY=VALUE overrides (None: not given, the config decides)."""
     from ..core.config import path_override
 
+    if init is not None and init != "scratch":
+        # Recorded in the run's identity: a rerun of the same job from another directory must name the same run.
+        init = str(Path(init).resolve())
     given = dict(mode=mode, subset=subset, seed=seed, init=init, pretrain_seed=pretrain_seed)
     # init is a run directory: any path, which YAML must not read.
     out = [path_override(key, given[flag]) if flag == "init" else f"{key}={given[flag]}"
