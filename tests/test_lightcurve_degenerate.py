@@ -48,9 +48,27 @@ def test_amplitude_is_in_magnitudes_for_every_object_and_a_faint_end_below_zero_
     faint = curves["FAINT"][:, 1]
     assert np.percentile(faint, 2.5) <= 0
     assert amp["FAINT"] == pytest.approx(2.5 * np.log10(np.percentile(faint, 97.5) / 1.0), rel=1e-5)
-    assert "1 object had a 2.5th-percentile flux <= 0: its amplitude is a lower limit against the noise floor" \
-        in caplog.text and "'Amplitude'): FAINT" in caplog.text
+    assert "1 object: amplitude is a lower limit: a 2.5th-percentile flux <= 0 took the median flux error" \
+        in caplog.text and "(summary 'caveats'): FAINT" in caplog.text
     assert caplog.text.count("2.5th-percentile flux") == 1
+    (caveat,) = s.attrs["summary"]["caveats"].values()
+    assert caveat == {"objects": 1, "first": ["FAINT"]}
+
+
+def test_ingest_notes_of_several_ranks_are_reported_once_with_their_sum():
+    """Catches each MPI rank warning about its own objects only: the counts are summed before the one report."""
+    from types import SimpleNamespace
+
+    from astrom3_hpc.data import ingest_notes
+
+    ranks = [ingest_notes.empty(), ingest_notes.empty()]
+    for r, names in enumerate((["a", "b", "c", "d"], ["e", "f", "g"])):
+        for n in names:
+            obj = SimpleNamespace(object_id=0, extra={"name": n, "points_dropped": {"NaN": 2}})
+            ingest_notes.note(ranks[r], obj, ("floor",))
+    total = ingest_notes.summed(ranks)
+    assert total["caveats"] == {"floor": {"objects": 7, "first": ["a", "b", "c", "d", "e"]}}
+    assert total["dropped"] == {"NaN": {"points": 14, "objects": 7}}
 
 
 def test_other_sources_derive_the_same_amplitude_and_a_curve_without_errors_has_no_floor():

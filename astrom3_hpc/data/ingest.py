@@ -31,6 +31,7 @@ from ..core.atomic import replace_dir, write_json
 from ..core.constants import META_COLUMNS
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
+from . import ingest_notes
 from .checksums import side_file_records, write_table
 from .raw import BadInputError, InputFileError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
@@ -143,7 +144,8 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         pending.append(tmp)  # the creator removes it
 
     lo, hi = _rank_range(layout.n_objects, layout.block, comm.rank, comm.size)
-    status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0, "objects": hi - lo, "dropped": {}}
+    status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0, "objects": hi - lo,
+                              "notes": ingest_notes.empty()}
     table = _TableRows()
     try:
         with zarr.config.set({"array.write_empty_chunks": True}):
@@ -185,7 +187,8 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         if comm.rank == 0:
             try:
                 summary = _finish(tmp, out, layout, skipped, opt, published, time.perf_counter() - t0,
-                                  [st["objects"] for st in statuses], source, _sum_dropped(statuses))
+                                  [st["objects"] for st in statuses], source,
+                                  ingest_notes.summed([st["notes"] for st in statuses]))
             except Exception as e:  # noqa: BLE001 - forwarded to every rank; nothing half-written stays behind
                 shutil.rmtree(tmp, ignore_errors=True)
                 summary = e
@@ -321,9 +324,7 @@ def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, co
                               meta_present=np.zeros(34, bool), **{PERIOD_SEARCH: _NO_SEARCH})
                     continue
                 spec_block[i - c0] = pre.spec
-                for reason, n in obj.extra.get("points_dropped", {}).items():
-                    points, objects = status["dropped"].get(reason, (0, 0))
-                    status["dropped"][reason] = (points + n, objects + 1)
+                ingest_notes.note(status["notes"], obj, pre.caveats)
                 lc_buf.append(pre.lc_values)
                 lc_buffered += len(pre.lc_values)
                 table.add(object_id=obj.object_id, label=obj.label, valid=True, present=present,
@@ -365,7 +366,7 @@ def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) ->
 
 def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: IngestOptions,
             published: PublishedSplits | None, elapsed: float, rank_objects: list[int],
-            source: RawSource | None = None, dropped: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+            source: RawSource | None = None, notes: dict[str, dict] | None = None) -> dict[str, Any]:
     root = zarr.open_group(str(tmp), mode="r+")
     lengths = root["lc/length"][:].astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -437,11 +438,7 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     }
     if thin:
         summary["classes_missing_from_val_or_test"] = thin
-    if dropped:
-        summary["points_dropped"] = dropped
-        log.warning("points left out of the light curves (stored objects only; summary 'points_dropped'): %s",
-                    "; ".join(f"{reason}: {d['points']} point{'s' * (d['points'] != 1)} in {d['objects']} "
-                              f"object{'s' * (d['objects'] != 1)}" for reason, d in dropped.items()))
+    ingest_notes.report(summary, notes or ingest_notes.empty())
     # Last, once every array file is final: the digests `astrom3 verify` and the loader check against.
     root.attrs.update({"complete": True, "summary": summary, "splits": split_info,
                        "checksums": write_table(tmp), "side_files": side_file_records(tmp)})
@@ -459,17 +456,6 @@ def _nothing_written(n_objects: int, skipped: list[dict]) -> str:
     first = skipped[0]
     return (f"all {n_objects} objects were skipped (the first, {first['object_id']} in {first['source']}: "
             f"{first['reason']}); skipped.json would be the whole store")
-
-
-def _sum_dropped(statuses: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """The ranks' counts of points a source left out, per reason: points and objects affected."""
-    total: dict[str, dict[str, int]] = {}
-    for st in statuses:
-        for reason, (points, objects) in st["dropped"].items():
-            d = total.setdefault(reason, {"points": 0, "objects": 0})
-            d["points"] += points
-            d["objects"] += objects
-    return total
 
 
 def _merge_hint(kind: str | None) -> str:

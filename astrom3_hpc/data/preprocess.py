@@ -28,6 +28,7 @@ class Preprocessed:
     spec: np.ndarray  # (3, 2575) float32: normalised flux, normalised error channel, log10 MAD
     meta: np.ndarray  # (34,) float32, transformed, not yet z-scored
     aux: np.ndarray  # (4,) float32: amplitude, log10 period, lksl_statistic, rfr_score
+    caveats: tuple[str, ...] = ()  # qualifications of these values, which ingest counts and reports
 
 
 def mad(x: np.ndarray) -> float:
@@ -189,7 +190,12 @@ def magnitude_amplitude(flux: np.ndarray, err: np.ndarray) -> tuple[float, bool]
     return float(2.5 * np.log10(max(hi, floor) / floor)), True
 
 
-def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None = None) -> np.ndarray:
+AMPLITUDE_FLOOR = ("amplitude is a lower limit: a 2.5th-percentile flux <= 0 took the median flux error as the faint "
+                   "end, 2.5 log10(p97.5 / median error) (docs/lightcurves.md, 'Amplitude')")
+
+
+def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None = None,
+                 caveats: list[str] | None = None) -> np.ndarray:
     """amplitude, log10 period, lksl_statistic, rfr_score.
 
     Catalogue values are used as given. Sources that are not the ASAS-SN catalogue (ZTF, Stripe 82) have a period
@@ -205,7 +211,9 @@ def aux_features(aux: np.ndarray, object_id, source: str, lc: np.ndarray | None 
     if lc is not None and len(lc) >= 3:
         t, flux = lc[:, 0], lc[:, 1]
         if not np.isfinite(aux[0]):
-            aux[0] = magnitude_amplitude(flux, lc[:, 2])[0]
+            aux[0], on_floor = magnitude_amplitude(flux, lc[:, 2])
+            if on_floor and caveats is not None:
+                caveats.append(AMPLITUDE_FLOOR)
         if not np.isfinite(aux[2]):
             aux[2] = lafler_kinman(t, flux, aux[1])
     if not np.all(np.isfinite(aux[:3])):
@@ -225,9 +233,10 @@ def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra"
     has = tuple(obj.extra.get("modalities", modalities))
     present = np.array([m in has for m in modalities], dtype=bool)
     src = obj.source or "<unknown source>"
+    caveats: list[str] = []
     if "photo" in has:
         lc_values, lc_stats = light_curve(obj.lc, obj.object_id, src)
-        aux = aux_features(obj.aux, obj.object_id, src, np.asarray(obj.lc, dtype=np.float64))
+        aux = aux_features(obj.aux, obj.object_id, src, np.asarray(obj.lc, dtype=np.float64), caveats)
     else:
         lc_values, lc_stats = np.zeros((0, 3), np.float32), np.zeros(2, np.float32)
         aux = np.zeros(4, np.float32)
@@ -237,4 +246,4 @@ def preprocess(obj: RawObject, modalities: tuple[str, ...] = ("photo", "spectra"
         spec = np.zeros((3, len(_GRID)), np.float32)
     meta = (metadata(obj.meta, obj.object_id, src, meta_nan) if "meta" in has
             else np.zeros(len(META_COLUMNS), np.float32))
-    return Preprocessed(lc_values, lc_stats, spec, meta, aux), present
+    return Preprocessed(lc_values, lc_stats, spec, meta, aux, tuple(caveats)), present

@@ -16,7 +16,6 @@ object) raise at construction, before anything is written. Split files are read 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +25,13 @@ import numpy as np
 
 from ...core.constants import AUX_COLUMNS, META_COLUMNS
 from .. import periods
-from ..preprocess import magnitude_amplitude, repeated_rows
+from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
 from .common import ERR_SENTINEL, MAG_SENTINEL, mag_to_flux_mjy
 from .points_table import Points, is_integer_id, norm_id, read_points
 from .tables import Table, TableError, open_table, read_header
 
-log = logging.getLogger("astrom3")
 
 # The fewest points of an object (and distinct times: points at one time are one epoch), and of a band to merge:
 # fewer fix neither a period nor an offset.
@@ -123,7 +121,6 @@ class LightCurveTableSource:
         self._read_objects()
         self._points: Points | None = None
         self._selected: tuple[int, int] | None = None
-        self._on_floor: list[str] = []  # objects read whose amplitude stood on the noise floor (magnitude_amplitude)
         self._fixed_splits: dict | None = None
         self.ignored_split_ids: list[str] = []
         if opt.splits_from:
@@ -278,7 +275,6 @@ class LightCurveTableSource:
         of the others are skipped, not kept, so a rank holds its own objects' rows, not the whole table's."""
         self._selected = (lo, hi)
         self._points = None
-        self._on_floor = []
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -314,26 +310,6 @@ class LightCurveTableSource:
     def get(self, index: int) -> RawObject:
         if self._selected is not None and not self._selected[0] <= index < self._selected[1]:
             raise IndexError(f"object {index} is outside the objects {self._selected} this process selected")
-        try:
-            return self._get(index)
-        finally:
-            # Ingest reads a process's objects in order and has no end-of-source hook: the last read is the
-            # moment the count is complete, whether that object was refused or not.
-            lo, hi = self._selected or (0, len(self))
-            if index == hi - 1:
-                self._warn_floor(lo, hi)
-
-    def _warn_floor(self, lo: int, hi: int) -> None:
-        n = len(self._on_floor)
-        if n:
-            where = "" if (lo, hi) == (0, len(self)) else f" (of this process's objects {lo}..{hi - 1})"
-            log.warning("%d object%s%s had a 2.5th-percentile flux <= 0: %s amplitude is a lower limit against "
-                        "the noise floor, 2.5 log10(p97.5 / median flux error) (docs/lightcurves.md, "
-                        "'Amplitude'): %s", n, "s" * (n != 1), where, "their" if n != 1 else "its",
-                        ", ".join(self._on_floor[:5]) + (", ..." if n > 5 else ""))
-        self._on_floor = []
-
-    def _get(self, index: int) -> RawObject:
         if self._points is None:
             self._points = self._load_points()
         key = self.keys[index]
@@ -371,11 +347,6 @@ class LightCurveTableSource:
         aux = np.full(len(AUX_COLUMNS), np.nan)
         period = self.periods[index]
         aux[AUX_COLUMNS.index("period")] = period if np.isfinite(period) else ls.period
-        # The value preprocessing would derive (same function); taken here so the floor's objects are counted.
-        amplitude, on_floor = magnitude_amplitude(lc[:, 1], lc[:, 2])
-        aux[AUX_COLUMNS.index("amplitude")] = amplitude
-        if on_floor:
-            self._on_floor.append(key)
         return RawObject(object_id=int(self.object_ids[index]), label=int(self.labels[index]), lc=lc,
                          spec_wave=np.zeros(0), spec_flux=np.zeros(0), spec_ivar=np.zeros(0),
                          meta=np.full(len(META_COLUMNS), np.nan), aux=aux, source=src,
