@@ -242,6 +242,25 @@ def test_a_job_signal_stops_predict_with_nothing_written(trained, tmp_path, monk
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind,how", [("baseline", "baseline (a baseline run)"),
+                                      ("hybrid", "hybrid (finetune.average_baseline)"),
+                                      ("ensemble", "hybrid (finetune.average_baseline)")])
+def test_predict_without_scikit_learn_is_one_line_naming_the_extra(trained, tmp_path, monkeypatch, capsys, kind, how):
+    """Catches an ImportError traceback (exit 1) where the run refits the classical baseline and the `science`
+    extra is not installed: a finished run copied to a machine that only classifies new stores."""
+    import sys
+
+    d, _, new_store, runs, _ = trained
+    for module in ("sklearn", "sklearn.ensemble", "threadpoolctl"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails, as where the package is not installed
+    capsys.readouterr()
+    assert main(["predict", str(runs[kind]), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"astrom3 predict: error: predicting with {d / how} needs scikit-learn: "
+                                "pip install 'astrom3-hpc[science]'"], err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.timeout(600)
 def test_predict_reproduces_a_paper_preset_run_whose_attention_samples_keys(tiny_store, tmp_path, capsys):
     """Catches the fine-tune's own evaluation drawing the paper preset's attention-key samples from the training

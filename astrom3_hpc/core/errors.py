@@ -39,6 +39,17 @@ def first_line(e: BaseException, limit: int = 120) -> str:
 Expected = tuple[type[BaseException], ...]
 
 
+def require_scikit_learn(what: str) -> None:
+    """One line naming the `science` extra (ValueError: exit 2) where the classical baseline's packages are not
+    installed (scikit-learn, threadpoolctl: not install_requires), for every command that fits the baseline to call
+    before any work, not an ImportError traceback midway. `what` names the command or run that needs them."""
+    try:
+        import sklearn.ensemble  # noqa: F401
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{what} needs scikit-learn: pip install 'astrom3-hpc[science]'") from None
+
+
 class DiskFullError(OSError):
     """A write failed because the file system or the user's quota is full: one line naming the file, the space
     left and how to go on. Not requeued (exit 1): a rerun fails the same way until space is freed."""

@@ -181,6 +181,22 @@ def run_reads(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> tuple[str,
     return mode_modalities(read_run_config(run)["model"]["modalities"], m["mode"])
 
 
+def _refits_baseline(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> str | None:
+    """How predicting with a finished run refits the classical baseline (which needs scikit-learn): "RUN (a baseline
+    run)" or "RUN (finetune.average_baseline)", the first such run of an ensemble; None where it does not."""
+    from .rundir import read_run_config
+
+    run = Path(run_dir)
+    m = _metrics(run)
+    if m.get("init") == "ensemble":
+        members, chain = _members(run, m, _within)
+        return next((how for member in members if (how := _refits_baseline(member, chain))), None)
+    if m.get("init") == "baseline":
+        return f"{run} (a baseline run)"
+    averaged = read_run_config(run).get("finetune", {}).get("average_baseline")
+    return f"{run} (finetune.average_baseline)" if averaged else None
+
+
 def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
                       threads: int = 1, batch_size: int = 256,
                       progress: bool = True, _within: tuple[Path, ...] = ()
@@ -217,6 +233,7 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
 
 def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, progress) -> dict[str, Any]:
     from ..core.atomic import write_json
+    from ..core.errors import require_scikit_learn
     from .evaluate import classification_report, predictions_file, unlabelled_summary, write_predictions
 
     run = Path(run_dir)
@@ -224,6 +241,8 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
     store = Store(store_path)
     # A model classifies the objects that hold what it reads: the others' inputs would be zero-filled.
     reads = run_reads(run)
+    if (how := _refits_baseline(run)) is not None:
+        require_scikit_learn(f"predicting with {how}")
     valid = store.valid_rows()
     present = store.root["present"][:][valid]
     rows = valid[np.all([present[:, MODALITIES.index(x)] for x in reads if x in MODALITIES], axis=0)]
