@@ -261,6 +261,15 @@ def test_predict_without_scikit_learn_is_one_line_naming_the_extra(trained, tmp_
     assert not (tmp_path / "o").exists()
 
 
+def test_predict_records_the_store_it_classified_resolved(trained, tmp_path, monkeypatch):
+    """Catches `--store new.zarr` recorded as typed in predict's metrics.json, beside the absolute run: read from
+    another directory it names no store."""
+    d, _, new_store, runs, _ = trained
+    monkeypatch.chdir(d)
+    assert main(["predict", str(runs["baseline"]), "--store", "new.zarr", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["store"] == str(new_store.resolve())
+
+
 @pytest.mark.timeout(600)
 def test_predict_reproduces_a_paper_preset_run_whose_attention_samples_keys(tiny_store, tmp_path, capsys):
     """Catches the fine-tune's own evaluation drawing the paper preset's attention-key samples from the training

@@ -250,7 +250,7 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
         raise ValueError(f"{store_path}: no valid object has the modalities {run} reads ({', '.join(reads)})")
     probs, names, trains = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
     y_pred = probs.argmax(1)
-    out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path),
+    out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path.resolve()),
                            "class_names": names, "all": unlabelled_summary(y_pred, names),
                            "n_without_modalities": int(len(valid) - len(rows))}
     if len(rows) < len(valid):
