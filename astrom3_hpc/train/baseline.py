@@ -24,7 +24,7 @@ from ..core.signals import stopped_by
 from ..data import store_cache
 from ..data.lc_features import FEATURE_NAMES, FEATURES_VERSION, cached_features, store_features
 from ..data.store import Store
-from .rundir import RunLog, env_info, write_run_json
+from .rundir import RunLog, env_info, write_run_json, writing
 
 log = logging.getLogger("astrom3")
 
@@ -46,11 +46,13 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     # An unknown seed or subset, or nothing to fit on or score, is an error before the run directory exists.
     store.check_classifier_splits(seed, subset)
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})
-    # Nothing to checkpoint: a job signal stops the run at once, its files unwritten, for the job script to requeue.
-    with RunLog(run).attach().recording("baseline"), stopped_by(str(run)):
-        return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
+    with writing(run, flag="--out"):  # a second job into this --out is refused before it writes anything
+        run.mkdir(parents=True, exist_ok=True)
+        write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})
+        # Nothing to checkpoint: a job signal stops the run at once, its files unwritten, for the job script to
+        # requeue.
+        with RunLog(run).attach().recording("baseline"), stopped_by(str(run)):
+            return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
 
 
 def with_light_curve(store: Store, rows: np.ndarray) -> np.ndarray:

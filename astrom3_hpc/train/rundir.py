@@ -2,25 +2,38 @@
 
 Only rank 0 writes here (checkpoints and train.log aside). `metrics.json` appears, atomically, only when a run
 succeeds: its presence is what the collector and `--resume-missing` take as "this task is done".
+
+One job at a time writes a run directory: it holds `<run dir>/.lock` (`writing`) from before its run-dir check to
+its end. The identity check alone let two jobs started together both pass before either had written identity.json,
+and then mix their files (one run's metrics.json under the other's config).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..core.atomic import append_jsonl, read_jsonl, write_json, write_text
 from ..core.config import RunConfig, dump_config
 from ..core.errors import first_line
+from ..core.locks import LockHeld, held
+from .fingerprint import OtherRunError
 
 log = logging.getLogger("astrom3")
 
 LOG_NAME = "train.log"
+LOCK_NAME = ".lock"
+# A requeued job waits this long for the lock of its own earlier attempt: after a node failure the file server
+# keeps the dead node's locks until its lease runs out (NFSv4: 90 s; Lustre: until it evicts the node).
+REQUEUE_WAIT_S = 300.0
+REQUEUE_POLL_S = 5.0
 # Loggers that do not propagate to the root logger but whose warnings belong in the run's log.
 _NON_PROPAGATING = ("DeepSpeed",)
 
@@ -150,3 +163,84 @@ def write_run_json(run: Path, info: dict[str, Any]) -> None:
 def env_info() -> dict[str, Any]:
     return {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
                                        "SLURM_RESTART_COUNT", "HOSTNAME") if k in os.environ}
+
+
+class RunDirBusy(OtherRunError):
+    """Another live job holds the run directory's lock: it is writing there now (exit 6, as for another run)."""
+
+
+@contextmanager
+def writing(run_dir: str | Path, take: bool = True, agree: Callable[[str | None], str | None] | None = None,
+            flag: str = "--run-dir") -> Iterator[None]:
+    """Hold `<run_dir>/.lock` for the block, or raise RunDirBusy at once (one line naming the run dir and its
+    holder) where another live job holds it. The kernel drops the lock when its holder dies, SIGKILL included, so
+    a job requeued or rerun after a crash takes it again; a file system without locks goes on unlocked.
+
+    Only one process per job takes it (`take`: rank 0): its ranks would refuse each other. `agree` hands rank 0's
+    verdict (None: held) to every rank, a collective every rank must reach, so that they stop together instead of
+    waiting in rank 0's first collective. `flag` names the option that chooses another directory."""
+    run_dir = Path(run_dir)
+    with contextlib.ExitStack() as stack:
+        busy = _take(run_dir / LOCK_NAME, stack, flag) if take else None
+        if agree is not None:
+            busy = agree(busy)
+        if busy:
+            raise RunDirBusy(busy)
+        yield
+
+
+def _take(lock: Path, stack: contextlib.ExitStack, flag: str) -> str | None:
+    """None once `lock` is held (for the stack's lifetime); else the refusal."""
+    deadline = time.monotonic() + REQUEUE_WAIT_S
+    waited = False
+    while True:
+        try:
+            stack.enter_context(held(lock))
+        except LockHeld:
+            holder = _holder(lock)
+            if not _earlier_attempt(holder) or time.monotonic() > deadline:
+                who = f" ({_describe(holder)})" if holder else ""
+                return (f"run dir {lock.parent}: another job is writing it now{who}; wait for it to end, or use "
+                        f"another {flag}")
+            if not waited:
+                log.info("%s: held by an earlier attempt of this job (%s), whose lock the file server has not "
+                         "dropped yet; waiting for it (at most %.0f s)", lock, _describe(holder), REQUEUE_WAIT_S)
+                waited = True
+            time.sleep(REQUEUE_POLL_S)
+            continue
+        _record_holder(lock)
+        return None
+
+
+def _me() -> dict[str, Any]:
+    restart = os.environ.get("SLURM_RESTART_COUNT", "")
+    return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "restart": int(restart) if restart.isdigit() else 0}
+
+
+def _record_holder(lock: Path) -> None:
+    # Who holds it, for the refusal to name: the lock file's content, rewritten by each holder.
+    try:
+        lock.write_text(json.dumps(_me()) + "\n")
+    except OSError:
+        pass  # a read-only lock file (a colleague's directory): the lock itself still holds
+
+
+def _holder(lock: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(lock.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _earlier_attempt(holder: dict[str, Any]) -> bool:
+    """The holder is this SLURM job before its requeue: dead, although its lock may outlive it on a file server."""
+    me = _me()
+    return me["slurm_job"] is not None and holder.get("slurm_job") == me["slurm_job"] \
+        and isinstance(holder.get("restart"), int) and holder["restart"] < me["restart"]
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    job = f", SLURM job {holder['slurm_job']}" if holder.get("slurm_job") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}{job}"

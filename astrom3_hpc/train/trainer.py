@@ -46,7 +46,7 @@ from .engine import (autocast, build_engine, clip_gradients, configure_cuda, see
 from .finite import FiniteGuard
 from .fingerprint import RunMismatchError, check_run_dir, run_identity, store_identity, write_identity
 from .preempt import Preemption
-from .rundir import RunDir, env_info
+from .rundir import RunDir, env_info, writing
 from .schedule import EarlyStopping, LRSchedule
 from .weight_average import WeightAverage
 
@@ -352,7 +352,9 @@ class Trainer:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         with exports_restored():
             self.setup_distributed()
-            with self.run.log.recording(f"{self.kind} on rank {self.rank}"):
+            # Held to the end, from before the run-dir check: another job in this run dir is refused at once.
+            with self.run.log.recording(f"{self.kind} on rank {self.rank}"), \
+                    writing(self.run.path, take=self.is_main, agree=from_rank0):
                 return self._run_job()
 
     def _run_job(self) -> int:
@@ -424,6 +426,15 @@ def gather_objects(obj: Any) -> list[Any]:
         dist.all_gather_object(out, obj)
         return out
     return [obj]
+
+
+def from_rank0(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (itself without a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=ddev.comm_device())
+        return box[0]
+    return obj
 
 
 def joined(parts: list, key) -> np.ndarray:
