@@ -173,6 +173,20 @@ def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path,
     assert "| photo | full | baseline | 1 |" in md and "| photo | full | ensemble | 1 |" in md and "HADS_or_DSCT" in md
 
 
+def test_a_baseline_records_its_store_absolute_and_predicts_from_another_directory(lc_store, tmp_path,
+                                                                                    monkeypatch):
+    """`astrom3 baseline STORE` recorded STORE as typed: `predict` from another directory then said the training
+    store, which never moved, did not exist."""
+    _, out, _ = lc_store
+    monkeypatch.chdir(out.parent)
+    assert main(["baseline", out.name, "--seed", "42", "--out", str(tmp_path / "bl")]) == 0
+    assert json.loads((tmp_path / "bl" / "metrics.json").read_text())["store"] == str(out.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["predict", "../bl", "--store", str(out), "--out", "pred", "--no-progress"]) == 0
+    assert (tmp_path / "elsewhere" / "pred" / "predictions.csv").exists()
+
+
 def test_a_modality_the_store_lacks_is_refused_before_any_training(lc_store, tmp_path):
     """Catches a run that learns from zero-filled inputs: fine-tuning spectra on a light-curve store exited 0 with
     chance-level scores. The trainer and `sweep create` now refuse it, naming the store and what it holds."""

@@ -107,7 +107,8 @@ def _fit_and_report(store: Store, run: Path, seed: int, subset: str, period_sour
     out: dict[str, Any] = {"kind": "finetune", "mode": "photo", "fusion": None, "subset": subset, "seed": seed,
                            "init": "baseline", "init_dir": None, "model": "lomb-scargle+fourier+stats, "
                            "HistGradientBoosting", "period_source": period_source, "use_rfr_score": False,
-                           "store": str(store.path), "store_fingerprint": store.fingerprint,
+                           # resolved: predict, run from another directory, finds the training store by it
+                           "store": str(store.path.resolve()), "store_fingerprint": store.fingerprint,
                            "random_state": random_state, "n_features": len(FEATURE_NAMES),
                            "feature_names": list(FEATURE_NAMES)}
     sets = [("test", subset, "test")] + ([("test_full", "full", "test")] if subset != "full" else [])
