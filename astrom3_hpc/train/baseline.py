@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.constants import UNLABELLED
+from ..core.errors import require_scikit_learn
 from ..core.processes import map_in_processes
 from ..core.signals import stopped_by
 from ..data import store_cache
@@ -32,11 +33,7 @@ log = logging.getLogger("astrom3")
 def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "full", period_source: str = "ls",
                  random_state: int = 0, threads: int = 1) -> dict[str, Any]:
     """Train on the split's train rows, report on its test rows (and the full test set for sub-X)."""
-    try:
-        import sklearn.ensemble  # noqa: F401
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        raise ValueError("astrom3 baseline needs scikit-learn: pip install 'astrom3-hpc[science]'") from None
+    require_scikit_learn("astrom3 baseline")
 
     if period_source not in ("ls", "store"):
         raise ValueError(f"period source must be 'ls' or 'store', got {period_source!r}")
