@@ -271,13 +271,15 @@ def test_predict_records_the_store_it_classified_resolved(trained, tmp_path, mon
 
 
 @pytest.mark.timeout(600)
-def test_predict_reproduces_a_paper_preset_run_whose_attention_samples_keys(tiny_store, tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_predict_reproduces_a_paper_preset_run_whose_attention_samples_keys(tiny_store, tmp_path, capsys, precision):
     """Catches the fine-tune's own evaluation drawing the paper preset's attention-key samples from the training
     random stream (predict re-seeds per batch): `predict` on the training store then differed from the run's own
-    predictions.csv by up to 0.03 in a probability, and an ensemble's class could change."""
+    predictions.csv by up to 0.03 in a probability, and an ensemble's class could change. bf16: the run evaluated
+    under autocast, predict in fp32 (7e-4 apart, and classes tied by bf16 rounding went to the lower index)."""
     run = tmp_path / "paper"
     run_job("finetune", run, tiny_store, sets=("model.preset=paper", "train.epochs=1", "train.max_steps_per_epoch=2",
-                                               "train.batch_size=16"),
+                                               "train.batch_size=16", f"train.precision={precision}"),
             extra=("--mode", "photo", "--init", "scratch"))
     for batch in ("256", "7"):  # and whatever the batch layout
         out = tmp_path / f"again-{batch}"
@@ -292,3 +294,39 @@ def test_predict_reproduces_a_paper_preset_run_whose_attention_samples_keys(tiny
             np.testing.assert_allclose(p_again, p_own, atol=1e-5, err_msg=f"{name}, --batch-size {batch}")
             assert [again[i]["predicted_class"] for i in own] == [own[i]["predicted_class"] for i in own]
     capsys.readouterr()
+
+
+def test_evaluation_forward_is_fp32_eager_and_seeded_whatever_the_caller_set():
+    """Catches an evaluation pass inheriting the caller's bf16 autocast or a compiled module's generated code (whose
+    attention-key samples come from inductor's generator, out of the seed's reach): the run's own evaluation then
+    disagreed with `astrom3 predict`, `embed` and `evaluate-embeddings`, which run in fp32 and eager."""
+    import torch
+
+    from astrom3_hpc.train.predict import evaluation_forward
+
+    compiled = []
+
+    def backend(gm, example_inputs):
+        compiled.append(gm)
+        return gm.forward
+
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(x) + torch.rand_like(x)
+
+    m = Noisy()
+    m.compile(backend=backend)
+    x = torch.ones(2, 4)
+    outs = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(2):
+            with evaluation_forward("cpu"):
+                outs.append(m(x))
+    assert not compiled and all(o.dtype == torch.float32 for o in outs)
+    assert torch.equal(outs[0], outs[1])  # seeded alike, whatever ran before
+    m(x)
+    assert compiled  # outside it, the module runs compiled as trained

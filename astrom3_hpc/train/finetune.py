@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..core.config import ModelConfig
 from ..core.constants import UNLABELLED
+from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
                              member_seeds)
 from ..model.presets import resolve
@@ -21,7 +22,7 @@ from .evaluate import (classification_report, plot_confusion, predictions_file, 
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
-from .predict import seeded_sampler
+from .predict import evaluation_forward
 from .rundir import read_run_config
 from .import_weights import import_record
 from .trainer import Trainer, gather_objects, joined
@@ -131,9 +132,11 @@ class Finetuner(Trainer):
                         ", ".join(self.cfg.model.modalities), why, ", ".join(held))
         self.train_batches = self.loader("train", train=True, read_spectra=self.read_spectra)
         self.val_batches = self.loader("val", train=False, read_spectra=self.read_spectra)
+        # On the compute device once: a copy to it inside every step makes the host wait for the GPU.
         self.class_weight = balanced_weights(self.train_batches.labels[self.train_batches.rows],
-                                             len(self.store.class_names)) if f.class_weights == "balanced" else None
-        self.teacher = self.teacher_probabilities() if f.distill == "baseline" else None
+                                             len(self.store.class_names)).to(self.device) \
+            if f.class_weights == "balanced" else None
+        self.teacher = self.teacher_probabilities().to(self.device) if f.distill == "baseline" else None
         if f.average_baseline:
             self.check_baseline_inputs("finetune.average_baseline")
         source = self.store.attrs.get("provenance", {}).get("source", {}).get("kind")
@@ -179,11 +182,7 @@ class Finetuner(Trainer):
         """Before training, on every rank: what the classical baseline needs (it is fitted on rank 0 only)."""
         if "photo" not in (self.store.attrs.get("modalities") or []):
             raise ValueError(f"{what}: {self.cfg.data.store} holds no light curves")
-        try:
-            import sklearn.ensemble  # noqa: F401
-            import threadpoolctl  # noqa: F401
-        except ImportError:
-            raise ValueError(f"{what} needs scikit-learn: pip install 'astrom3-hpc[science]'") from None
+        require_scikit_learn(what)
 
     def baseline_probabilities(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The classical baseline fitted on this run's train split, as `astrom3 baseline` fits it: its class
@@ -223,13 +222,12 @@ class Finetuner(Trainer):
         if logits.dim() == 3:  # members: each its own loss on the same batch, the mean of those losses
             n = logits.shape[0]
             logits, labels, index = logits.flatten(0, 1), labels.repeat(n), index.repeat(n)
-        weight = None if self.class_weight is None else self.class_weight.to(logits.device)
-        loss = F.cross_entropy(logits.float(), labels, weight=weight,
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weight,
                                label_smoothing=self.cfg.finetune.label_smoothing)
         if self.teacher is None:
             return loss
         a = self.cfg.finetune.distill_weight
-        target = self.teacher[index.cpu()].to(logits.device)
+        target = self.teacher[index]
         soft = -(target * F.log_softmax(logits.float(), 1)).sum(1).mean()
         return (1.0 - a) * loss + a * soft
 
@@ -242,7 +240,7 @@ class Finetuner(Trainer):
             if not len(batch["index"]):  # a split of fewer objects than ranks leaves some ranks none to classify
                 continue
             b = to_device(batch, self.device, self.float_dtype)
-            with seeded_sampler(self.device), self.autocast():  # as `astrom3 predict` classifies
+            with evaluation_forward(self.device):  # as `astrom3 predict` classifies
                 logits = self.engine(b)
             # With members, the model is their mean probability: its loss, its class.
             logp = log_probabilities(logits)

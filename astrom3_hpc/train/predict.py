@@ -47,15 +47,21 @@ def _metrics(run: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def seeded_sampler(device, seed: int = SAMPLE_SEED) -> Iterator[None]:
-    """Around one evaluation batch's forward pass: the paper preset samples attention keys at evaluation too, and
-    one seed per batch makes an object's class probabilities a function of the object alone (as `astrom3 embed`
-    does), not of its batch or of what ran before; the caller's random stream (training's) is left as it was.
-    A fine-tune run's own evaluation and `astrom3 predict` both use it, so predict reproduces the run; every
-    embedding (pretrain.encode_seeded) too."""
+def evaluation_forward(device, seed: int = SAMPLE_SEED) -> Iterator[None]:
+    """Around one evaluation batch's forward pass, so that a run's own evaluation, `astrom3 predict`, `embed` and
+    `evaluate-embeddings` give an object the same numbers:
+    - seeded: the paper preset samples attention keys at evaluation too, and one seed per batch makes an object's
+      class probabilities a function of the object alone, not of its batch or of what ran before; the caller's
+      random stream (training's) is left as it was;
+    - in fp32 whatever train.precision trained in (the weights are fp32): bf16 logits moved probabilities by up
+      to 7e-4 and tied classes the commands, run in fp32, did not tie;
+    - eager where train.compile compiled the encoders: inductor draws the attention-key samples from its own
+      generator, which this seed does not reach (probabilities moved by up to 0.04)."""
     import torch
 
-    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), \
+            torch.autocast(dev.type, enabled=False), torch.compiler.set_stance("force_eager"):
         torch.manual_seed(seed)
         yield
 
@@ -142,7 +148,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
         for batch in batches.iter_epoch(0):
             bar.update(len(batch["index"]))
             index.append(batch["index"].numpy())
-            with seeded_sampler(dev):
+            with evaluation_forward(dev):
                 probs.append(class_probabilities(model(to_device(batch, dev))).cpu().numpy())
     batches.close()
     by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))

@@ -15,7 +15,7 @@ from ..data.store import MODALITIES
 from .evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
 from .loss import ContrastiveLoss
 from .engine import to_device
-from .predict import seeded_sampler
+from .predict import evaluation_forward
 from .trainer import Trainer, gather_objects, joined, mean_over_ranks
 
 log = logging.getLogger("astrom3")
@@ -36,7 +36,7 @@ def encode_seeded(model, modality: str, batch: dict, seed: int = SAMPLE_SEED) ->
     """`model.encode` with the key sampler re-seeded: an object's vector is a function of the object (not of its
     batch, its rank or what ran before, which made `evaluate-embeddings` disagree with the run's own evaluation),
     and the caller's random stream is left as it was."""
-    with seeded_sampler(next(model.parameters()).device, seed):
+    with evaluation_forward(next(model.parameters()).device, seed):
         return model.encode(modality, batch)
 
 
@@ -103,7 +103,7 @@ class Pretrainer(Trainer):
                 batch = to_device(batch, self.device, self.float_dtype)
                 # The paper preset samples attention keys here too: seeded, validation neither reads nor moves
                 # training's random stream, so its numbers do not depend on the rank or on what ran before.
-                with seeded_sampler(self.device), self.autocast():
+                with evaluation_forward(self.device):
                     emb = {m: e.float() for m, e in self.engine(batch).items()}
             else:  # no share of the last global batch (fewer objects than ranks): the loss's gather still needs us
                 emb = {m: torch.zeros((0, self.model.embed_dim), device=self.device) for m in self.modalities}
@@ -128,9 +128,9 @@ class Pretrainer(Trainer):
 
     def finish(self) -> dict[str, Any]:
         self.load_best()
-        with self.autocast():
-            emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None,
-                                           extra={"split_seed": self.cfg.data.seed})
+        # fp32 and eager (encode_seeded), as `astrom3 evaluate-embeddings` reproduces it.
+        emb_eval = evaluate_embeddings(self.model, self, write_to=self.run.path if self.is_main else None,
+                                       extra={"split_seed": self.cfg.data.seed})
         return {"kind": "pretrain", "seed": self.cfg.data.seed, "epochs_run": self.state.epoch,
                 "steps": self.state.step, "world_size": self.world, "best_epoch": self.best_val.get("epoch"),
                 "best_val": self.best_val, "embedding_eval": emb_eval}
