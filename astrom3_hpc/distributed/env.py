@@ -408,8 +408,11 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not (is_initialized() and get_world_size() > 1):
         return obj
     import torch.distributed as tdist
+
+    from .device import comm_device
+
     buf = [obj if get_rank() == src else None]
-    tdist.broadcast_object_list(buf, src=src)
+    tdist.broadcast_object_list(buf, src=src, device=comm_device())  # NCCL moves the pickles through the GPU
     return buf[0]
 
 

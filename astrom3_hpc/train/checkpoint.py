@@ -72,17 +72,13 @@ def _unused_tag(ckpt_dir: Path, tag: str) -> str:
     run's first save can fall on the step its checkpoint was taken at (stopped at an epoch's last batch: the
     validation and the end-of-epoch save are still to come), and DeepSpeed writes its files in place: rewriting
     the checkpoint latest.json names would leave no intact one if the job died during the write."""
-    from ..distributed.device import comm_device
+    from ..distributed.env import broadcast_object
 
     fresh, n = tag, 0
     while _rank() == 0 and (ckpt_dir / fresh).exists():
         n += 1
         fresh = f"{tag}.{n}"
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [fresh]
-        dist.broadcast_object_list(box, src=0, device=comm_device())
-        fresh = box[0]
-    return fresh
+    return broadcast_object(fresh)
 
 
 def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: int = 2,

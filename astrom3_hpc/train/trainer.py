@@ -354,7 +354,7 @@ class Trainer:
             self.setup_distributed()
             # Held to the end, from before the run-dir check: another job in this run dir is refused at once.
             with self.run.log.recording(f"{self.kind} on rank {self.rank}"), \
-                    writing(self.run.path, take=self.is_main, agree=from_rank0):
+                    writing(self.run.path, take=self.is_main, agree=adist.broadcast_object):
                 return self._run_job()
 
     def _run_job(self) -> int:
@@ -426,15 +426,6 @@ def gather_objects(obj: Any) -> list[Any]:
         dist.all_gather_object(out, obj)
         return out
     return [obj]
-
-
-def from_rank0(obj: Any) -> Any:
-    """Rank 0's `obj` on every rank (itself without a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [obj]
-        dist.broadcast_object_list(box, src=0, device=ddev.comm_device())
-        return box[0]
-    return obj
 
 
 def joined(parts: list, key) -> np.ndarray:
