@@ -28,7 +28,7 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from .checksums import ChecksumError, check_bytes, check_file, damaged
-from .store import StoreError
+from .store import Store, StoreError
 
 
 def max_mapped() -> int:
@@ -115,7 +115,7 @@ class ChunkReader:
                 check_bytes(raw if self.compressed else mapped, self.digests.get(key, [-1, -1]), path,
                             self.arr.path, key)
             except ChecksumError:
-                if not replaced:
+                if not (replaced or self._rebuilt(key)):
                     raise
                 raise StoreError(f"{path}: the store was rebuilt or replaced while this job read it (chunk file "
                                  f"{self.arr.path}/{key} holds other data now); rerun the job") from None
@@ -144,6 +144,15 @@ class ChunkReader:
         seen = self._inodes.setdefault(key, now)
         self._inodes[key] = now
         return seen != now
+
+    def _rebuilt(self, key: str) -> bool:
+        """Whether the store's own checksum table now holds another digest for this file than the one this process
+        read at its start: the store was rebuilt in place since (a rebuild, not damage, is what to report)."""
+        try:
+            now = Store(self.arr.store_path.store.root, check_chunks=False).digests(self.arr.path) or {}
+        except (OSError, ValueError, StoreError):
+            return False
+        return now.get(key) != (self.digests or {}).get(key)
 
     def _check_file(self, k: int) -> None:
         """Through zarr (sharded, remote): check the whole file holding chunk k once, if it is local."""
