@@ -14,7 +14,8 @@ Mechanism (a `TorchFunctionMode` plus patched collectives; test-only):
   the same device"); like CUDA, 0-dim HOST tensors are accepted as scalars, except by stack/cat.
 - A collective (all_reduce, all_gather, reduce-scatter, broadcast) on a HOST tensor raises, as NCCL does ("No
   backend type associated with device type cpu"); ``.numpy()`` of a DEVICE tensor raises; ``.item()``,
-  ``float()``, ``.tolist()`` of a DEVICE tensor count as host syncs (``checker.syncs``).
+  ``float()``, ``.tolist()`` of a DEVICE tensor, and project code copying one to the host, count as host syncs
+  (``checker.syncs``).
 - Every collective's (name, dtype) is recorded in ``checker.comm`` (what was communicated, e.g. for bf16 runs).
 
 Install it for a block of code with ``with StrictDevice() as checker: ...``.
@@ -60,6 +61,15 @@ def _is_accel(d) -> bool | None:
 
 
 _SKIP = ("torch", "contextlib", __name__)
+
+
+def _called_by_project() -> bool:
+    """Whether the tensor method itself was called by project code (torch's own internals, such as clip_grad moving
+    a coefficient to the gradients' device, are not: the checker cannot see their target as the accelerator)."""
+    f = sys._getframe(2)
+    while f is not None and f.f_globals.get("__name__", "") in (__name__, "torch.overrides"):
+        f = f.f_back
+    return f is not None and f.f_globals.get("__name__", "").startswith("astrom3_hpc")
 
 
 def _from_project() -> bool:
@@ -162,6 +172,8 @@ class StrictDevice(TorchFunctionMode):
                     break
         if target is False and name != "cpu" and not _from_project():
             target = None  # torch/DeepSpeed moving to "cpu" stands for their accelerator (DeepSpeed's is cpu)
+        if target is False and self_tag == DEVICE and _called_by_project():
+            self.syncs["to host"] += 1  # a copy back to the host waits for the accelerator, like .item()
         if target is None:  # dtype-only conversion: same place
             out = func(*args, **kwargs)
             if self_tag is not None and out is not src:

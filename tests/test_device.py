@@ -46,15 +46,17 @@ def test_checker_rejects_what_cuda_rejects_and_accepts_what_it_accepts():
 
 # ------------------------------------------------------------------------ a training job under the checker
 
-def _checked_pretrain(store: str, run_dir: str, stop_after: int | None, sets: tuple[str, ...] = ()) -> dict:
+def _checked_pretrain(store: str, run_dir: str, stop_after: int | None, sets: tuple[str, ...] = (),
+                      kind: str = "pretrain") -> dict:
     from astrom3_hpc.core.config import load_config
+    from astrom3_hpc.train.finetune import Finetuner
     from astrom3_hpc.train.pretrain import Pretrainer
 
     cfg = load_config(ROOT / "configs" / "test.yaml",
                       [f"data.store={store}", "train.epochs=2", "train.max_steps_per_epoch=3",
                        "train.eval_max_batches=2", "train.log_every_steps=2", *sets])
 
-    class Checked(Pretrainer):
+    class Checked(Pretrainer if kind == "pretrain" else Finetuner):
         def setup_distributed(self):
             super().setup_distributed()
             assert self.device == ACCEL, f"the trainer computes on {self.device}, not compute_device()"
@@ -90,6 +92,20 @@ def test_two_rank_pretraining_under_the_strict_device_checker(tiny_store, tmp_pa
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["world_size"] == 2
     assert [json.loads(s)["step"] for s in (run / "steps.jsonl").read_text().splitlines()] == [1, 2, 4, 6]
+
+
+@pytest.mark.timeout(600)
+def test_finetuning_with_class_weights_and_a_teacher_reads_nothing_back_inside_a_step(feat_store, tmp_path):
+    """Catches fine-tuning's class weights and distillation teacher kept on the host: each step copied the weights
+    to the device and read the batch's object indices back (`index.cpu()`) to look up the teacher, which makes
+    the host wait for a GPU in every step."""
+    run = tmp_path / "ft"
+    sets = ("finetune.mode=photo", "finetune.init=scratch", "finetune.class_weights=balanced",
+            "finetune.distill=baseline", "model.preset=periodic", "train.batch_size=16")
+    (res,) = run_distributed(_checked_pretrain, 1, args=(str(feat_store), str(run), None, sets, "finetune"),
+                             timeout=400, init=False)
+    assert res["code"] == 0
+    assert res["step_syncs"] and set(res["step_syncs"]) == {0}, res["step_syncs"]
 
 
 @pytest.mark.timeout(600)
