@@ -171,36 +171,40 @@ def _members(run: Path, m: dict, within: tuple[Path, ...]) -> tuple[list[str], t
     return members, chain
 
 
-def run_reads(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> tuple[str, ...]:
+def _leaf_runs(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(run, metrics) of the run itself, or of every member run down an ensemble (the runs that hold a model)."""
+    run = Path(run_dir)
+    m = _metrics(run)
+    if m.get("init") != "ensemble":
+        yield run, m
+        return
+    members, chain = _members(run, m, _within)
+    for member in members:
+        yield from _leaf_runs(member, chain)
+
+
+def run_reads(run_dir: str | Path) -> tuple[str, ...]:
     """The modalities a finished run's model reads: its config's for a fine-tune, light curves for the baseline,
     every member's for an ensemble."""
     from ..model.classifier import mode_modalities
     from .rundir import read_run_config
 
-    run = Path(run_dir)
-    m = _metrics(run)
-    if m.get("init") == "ensemble":
-        members, chain = _members(run, m, _within)
-        return tuple(dict.fromkeys(x for member in members for x in run_reads(member, chain)))
-    if m.get("init") == "baseline":
-        return ("photo",)
-    return mode_modalities(read_run_config(run)["model"]["modalities"], m["mode"])
+    return tuple(dict.fromkeys(x for run, m in _leaf_runs(run_dir) for x in (
+        ("photo",) if m.get("init") == "baseline" else
+        mode_modalities(read_run_config(run)["model"]["modalities"], m["mode"]))))
 
 
-def _refits_baseline(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> str | None:
+def _refits_baseline(run_dir: str | Path) -> str | None:
     """How predicting with a finished run refits the classical baseline (which needs scikit-learn): "RUN (a baseline
     run)" or "RUN (finetune.average_baseline)", the first such run of an ensemble; None where it does not."""
     from .rundir import read_run_config
 
-    run = Path(run_dir)
-    m = _metrics(run)
-    if m.get("init") == "ensemble":
-        members, chain = _members(run, m, _within)
-        return next((how for member in members if (how := _refits_baseline(member, chain))), None)
-    if m.get("init") == "baseline":
-        return f"{run} (a baseline run)"
-    averaged = read_run_config(run).get("finetune", {}).get("average_baseline")
-    return f"{run} (finetune.average_baseline)" if averaged else None
+    for run, m in _leaf_runs(run_dir):
+        if m.get("init") == "baseline":
+            return f"{run} (a baseline run)"
+        if read_run_config(run).get("finetune", {}).get("average_baseline"):
+            return f"{run} (finetune.average_baseline)"
+    return None
 
 
 def run_probabilities(run_dir: str | Path, store: Store, rows: np.ndarray, train_store: str | None = None,
