@@ -141,7 +141,7 @@ class ChunkReader:
         """Whether the chunk file is another file than the one this process checked (an fstat of the open file:
         no extra lookup), so that it is checked again: identical data (a rebuild of the same input) reads on."""
         now = (st.st_dev, st.st_ino)
-        seen = self._inodes.setdefault(key, now)
+        seen = self._inodes.get(key, now)
         self._inodes[key] = now
         return seen != now
 
