@@ -46,7 +46,7 @@ def test_checker_rejects_what_cuda_rejects_and_accepts_what_it_accepts():
 
 # ------------------------------------------------------------------------ a training job under the checker
 
-def _checked_pretrain(store: str, run_dir: str, stop_after: int | None, sets: tuple[str, ...] = (),
+def _checked_job(store: str, run_dir: str, stop_after: int | None, sets: tuple[str, ...] = (),
                       kind: str = "pretrain") -> dict:
     from astrom3_hpc.core.config import load_config
     from astrom3_hpc.train.finetune import Finetuner
@@ -81,10 +81,10 @@ def _checked_pretrain(store: str, run_dir: str, stop_after: int | None, sets: tu
 @pytest.mark.timeout(600)
 def test_two_rank_pretraining_under_the_strict_device_checker(tiny_store, tmp_path):
     run = tmp_path / "run"
-    first = run_distributed(_checked_pretrain, 2, args=(str(tiny_store), str(run), 2), timeout=400,
+    first = run_distributed(_checked_job, 2, args=(str(tiny_store), str(run), 2), timeout=400,
                             init=False)
     assert [r["code"] for r in first] == [75, 75]
-    second = run_distributed(_checked_pretrain, 2, args=(str(tiny_store), str(run), None), timeout=400,
+    second = run_distributed(_checked_job, 2, args=(str(tiny_store), str(run), None), timeout=400,
                              init=False)
     assert [r["code"] for r in second] == [0, 0]
     # No host sync inside a training step (losses are read at log boundaries).
@@ -102,7 +102,7 @@ def test_finetuning_with_class_weights_and_a_teacher_reads_nothing_back_inside_a
     run = tmp_path / "ft"
     sets = ("finetune.mode=photo", "finetune.init=scratch", "finetune.class_weights=balanced",
             "finetune.distill=baseline", "model.preset=periodic", "train.batch_size=16")
-    (res,) = run_distributed(_checked_pretrain, 1, args=(str(feat_store), str(run), None, sets, "finetune"),
+    (res,) = run_distributed(_checked_job, 1, args=(str(feat_store), str(run), None, sets, "finetune"),
                              timeout=400, init=False)
     assert res["code"] == 0
     assert res["step_syncs"] and set(res["step_syncs"]) == {0}, res["step_syncs"]
@@ -113,7 +113,7 @@ def test_bf16_two_rank_run_communicates_fp32_and_keeps_fp32_weights(tiny_store, 
     """bf16 is autocast over fp32 parameters: gradients (DeepSpeed's all-reduce) and the contrastive gather
     travel in fp32, the temperatures and best_model.pt are fp32, and the forward really ran in bf16."""
     run = tmp_path / "bf16"
-    res = run_distributed(_checked_pretrain, 2, args=(str(tiny_store), str(run), None,
+    res = run_distributed(_checked_job, 2, args=(str(tiny_store), str(run), None,
                                                       ("train.precision=bf16", "train.epochs=1")), timeout=400,
                           init=False)
     assert [r["code"] for r in res] == [0, 0]
