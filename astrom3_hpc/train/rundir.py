@@ -98,7 +98,9 @@ class RunDir:
         self.path = Path(path)
         self.is_main = is_main
         if is_main:
-            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            # checkpoints/ only once the run dir is known to be this run's (open_checkpoints): `sweep status`
+            # reads it as "started", which a job refused on its data or its run dir never was.
+            self.path.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.path, (0 if is_main else 1) if rank is None else rank).attach()
 
     def close(self) -> None:
@@ -108,6 +110,10 @@ class RunDir:
     @property
     def ckpt_dir(self) -> Path:
         return self.path / "checkpoints"
+
+    def open_checkpoints(self) -> None:
+        if self.is_main:
+            self.ckpt_dir.mkdir(exist_ok=True)
 
     def write_config(self, cfg: RunConfig, info: dict[str, Any]) -> None:
         if self.is_main:

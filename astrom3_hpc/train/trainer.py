@@ -373,6 +373,7 @@ class Trainer:
         # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
         identity = run_identity(self.cfg, self.store, self.world, kind=self.kind)
         check_run_dir(self.run.path, identity, self.resume_enabled)
+        self.run.open_checkpoints()
         self.setup_engine()
         resumed = self.resume()
         if not resumed and (self.run.path / "metrics.json").exists():
