@@ -38,7 +38,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Union
+from typing import Callable, Collection, Mapping, Union
 
 import numpy as np
 
@@ -164,15 +164,19 @@ def _check_nested(ps: PublishedSplits, subset: str, seed: int) -> None:
 
 
 def lookup_rows(published: PublishedSplits, key: tuple[str, int], row_of: Mapping[ObjectKey, int],
-                skip_unknown: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+                skip_unknown: bool = False, left_out: Collection[ObjectKey] = ()
+                ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Store rows {split: rows} of one published (subset, seed), in file order, and the ids that are not
-    objects of the store ("<file>:<id>"; an error naming file and id unless `skip_unknown`)."""
+    objects of the store ("<file>:<id>"; an error naming file and id unless `skip_unknown`). Ids in `left_out`
+    are objects of the catalogue the user chose not to store (no class): passed over."""
     rows: dict[str, np.ndarray] = {}
     ignored: list[str] = []
     for s in SPLITS:
         idx = []
         for oid in published.ids[key][s].tolist():
             r = row_of.get(oid)
+            if r is None and oid in left_out:
+                continue
             if r is None:
                 if not skip_unknown:
                     raise SplitFileError(f"split file {published.files[key][s]}: object {oid} is not in the "

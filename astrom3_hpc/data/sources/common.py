@@ -68,9 +68,17 @@ def icrs_to_galactic(ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]
 
 
 
+# How catalogue exports spell an empty cell (pandas writes NaN as "nan" or "NA", astropy masked values as "--").
+MISSING_SPELLINGS = ("", "nan", "none", "null", "na", "--")
+
+
+def is_missing(cell: str) -> bool:
+    return cell.strip().lower() in MISSING_SPELLINGS
+
+
 def _to_float(s: str) -> float:
     s = s.strip()
-    if s == "" or s.lower() in ("nan", "none", "null", "na", "--"):
+    if is_missing(s):
         return math.nan
     return float(s)
 

@@ -16,6 +16,7 @@ object) raise at construction, before anything is written. Split files are read 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,11 @@ from .. import periods
 from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
-from .common import ERR_SENTINEL, MAG_SENTINEL, mag_to_flux_mjy
+from .common import ERR_SENTINEL, MAG_SENTINEL, is_missing, mag_to_flux_mjy
 from .points_table import Points, is_integer_id, norm_id, read_points
 from .tables import Table, TableError, open_table, read_header
+
+log = logging.getLogger("astrom3")
 
 
 # The fewest points of an object (and distinct times: points at one time are one epoch), and of a band to merge:
@@ -79,14 +82,29 @@ def read_class_map(path: str) -> tuple[dict[str, str], str | None]:
     if not p.is_file():
         raise FileNotFoundError(path)
     if p.suffix == ".json":
-        m = json.loads(p.read_text())
-        if not isinstance(m, dict):
+        try:
+            pairs = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=lambda kv: kv)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise TableError(f"{path}: the class map is not valid UTF-8 JSON ({e})") from None
+        if not isinstance(pairs, list):
             raise TableError(f"{path}: a class map must be a JSON object {{label: class}}")
-        return {str(k).strip(): _map_class(path, k, v) for k, v in m.items()}, None
+        return _one_class_each(path, ((str(k), _map_class(path, k, v)) for k, v in pairs)), None
     with open_table(path) as t:
         if len(t.header) < 2:
             raise TableError(f"{path}: a class-map table needs two columns (label, class), got {t.header}")
-        return {r[0].strip(): (r[1].strip() if len(r) > 1 else "") for _, r in t.rows}, t.header[0]
+        return _one_class_each(path, ((r[0], r[1].strip() if len(r) > 1 else "") for _, r in t.rows)), t.header[0]
+
+
+def _one_class_each(path: str, pairs) -> dict[str, str]:
+    """{label: class}; a label mapped twice to different classes is an error (a dict would keep the last, and
+    every object of that label would silently take it)."""
+    out: dict[str, str] = {}
+    for label, cls in pairs:
+        label = label.strip()
+        if out.get(label, cls) != cls:
+            raise TableError(f"{path}: label {label!r} is mapped twice, to {out[label]!r} and to {cls!r}")
+        out[label] = cls
+    return out
 
 
 def _map_class(path: str, label: str, v: Any) -> str:
@@ -123,6 +141,7 @@ class LightCurveTableSource:
         self._selected: tuple[int, int] | None = None
         self._fixed_splits: dict | None = None
         self.ignored_split_ids: list[str] = []
+        self.unsplit_ids: list[str] = []  # labelled objects the given split files leave out (--on-error skip)
         if opt.splits_from:
             self._fixed_splits = self._given_splits(opt.splits_from)
         elif opt.split_column:
@@ -149,6 +168,7 @@ class LightCurveTableSource:
         cmap, map_header = read_class_map(o.class_map) if o.class_map else (None, None)
         keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
         left_out: dict[str, int] = {}  # per label the class map sends to "": objects left out by request
+        self._left_out_keys: set[str] = set()  # those objects, which split files may still list
         seen: set[str] = set()
         for pos, r in t.rows:
             key = norm_id(r[k_id]) if k_id < len(r) else ""
@@ -163,10 +183,13 @@ class LightCurveTableSource:
                                  f"{o.class_map}: a class-map table's first line names its columns (label,class), "
                                  f"so a map without that line loses its first mapping; add the header line")
             cls = cmap.get(raw, None) if cmap is not None else raw
-            if raw and cls == "":
+            if is_missing(raw) and (cmap is None or raw not in cmap):
+                cls = ""  # "NA", "nan", "null": how exports write a missing class; a class only if the map says so
+            if raw and cls == "" and cmap is not None and raw in cmap:
                 # The map names this label and gives it no class: the user left these objects out on purpose, so
                 # neither the missing-class error nor --keep-unlabelled (which would classify them) applies.
                 left_out[raw] = left_out.get(raw, 0) + 1
+                self._left_out_keys.add(key)
                 continue
             if not cls and not o.keep_unlabelled:
                 if not o.drop_unlabelled:
@@ -176,6 +199,7 @@ class LightCurveTableSource:
                                      f"such objects out, --keep-unlabelled to have runs classify them, or "
                                      f"--class-map to name their class")
                 dropped.append(key)
+                self._left_out_keys.add(key)
                 continue
             keys.append(key)
             raw_ids.append(r[k_id].strip())
@@ -224,10 +248,32 @@ class LightCurveTableSource:
         known = {k: i for i, k in enumerate(self.keys)}
         out: dict[int, dict[str, dict[str, np.ndarray]]] = {}
         for (subset, seed) in sorted(published.ids):
-            rows, ignored = lookup_rows(published, (subset, seed), known, self.opt.skip_bad_split_ids)
+            rows, ignored = lookup_rows(published, (subset, seed), known, self.opt.skip_bad_split_ids,
+                                        left_out=self._left_out_keys)
             out.setdefault(seed, {})[subset] = rows
             self.ignored_split_ids += ignored
+        for seed, sets in out.items():
+            if "full" in sets:
+                self._check_all_split(root, seed, sets["full"])
         return out
+
+    def _check_all_split(self, root: str, seed: int, full: dict[str, np.ndarray]) -> None:
+        """Every labelled object in one of the seed's full train/val/test files: one left out would be stored
+        with its class in no split, never trained on, scored or classified."""
+        listed = np.zeros(len(self.keys), bool)
+        for r in full.values():
+            listed[r] = True
+        missing = np.flatnonzero(~listed & (self.labels >= 0))
+        if not len(missing):
+            return
+        first = ", ".join(self.keys[i] for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        what = (f"{root}: {len(missing)} labelled object(s) of {self.opt.objects} are in none of the split files "
+                f"full/{seed}/{{train,val,test}}.csv ({first})")
+        if not self.opt.skip_bad_split_ids:
+            raise TableError(f"{what}: add them to a split, or leave them out of the objects table (--on-error "
+                             f"skip stores them in no split)")
+        log.warning("%s: stored in no split (--on-error skip)", what)
+        self.unsplit_ids = sorted(set(self.unsplit_ids) | {self.keys[i] for i in missing})
 
     def _column_split(self) -> dict[str, np.ndarray]:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
@@ -302,6 +348,7 @@ class LightCurveTableSource:
                 "left_out_by_class_map": self.left_out_by_class_map,
                 "n_unlabelled": int((self.labels < 0).sum()),
                 "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
+                "unsplit_ids": self.unsplit_ids[:100], "n_unsplit_ids": len(self.unsplit_ids),
                 "modalities": ["photo"],
                 "flux": ("mJy from magnitudes, AB-like zero point 3631 Jy" if o.mag_column else "as given"),
                 "period": f"column {o.period_column!r}, else Lomb-Scargle" if o.period_column else "Lomb-Scargle",

@@ -92,8 +92,14 @@ def _parquet_rows(pf: Any) -> Iterator[tuple[int, list[str]]]:
             yield pos, list(row)
 
 
-def _csv_rows(rd: Any) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(rd: Any, path: str, header: list[str]) -> Iterator[tuple[int, list[str]]]:
+    n = len(header)
     for r in rd:
+        # A cell with an unquoted separator in it ("V1 Her, in M13") shifts every cell after it: the label column
+        # then reads the next cell's text. Empty cells past the header (a trailing separator) are harmless.
+        if len(r) > n and any(c.strip() for c in r[n:]):
+            raise TableError(f"{path}:{rd.line_num}: {len(r)} cells, but the header has {n}: a cell holding the "
+                             f"separator must be quoted")
         if r:
             yield rd.line_num, r
 
@@ -121,7 +127,7 @@ def open_table(path: str | Path) -> Iterator[Table]:
         first = fh.readline()
         rd = csv.reader(itertools.chain([first], fh), delimiter=_delimiter(first))
         header = [h.strip() for h in next(rd, [])]
-        yield Table(path, header, _csv_rows(rd), parquet=False)
+        yield Table(path, header, _csv_rows(rd, path, header), parquet=False)
 
 
 def _delimiter(header_line: str) -> str:
