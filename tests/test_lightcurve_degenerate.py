@@ -120,3 +120,37 @@ def test_a_curve_at_one_time_or_too_few_distinct_times_is_refused_naming_it(tmp_
         "TWO_EPOCHS": "the 10 usable rows are at 2 distinct times; at least 5 needed for a period to classify by",
         "FOUR_EPOCHS": "the 12 usable rows are at 4 distinct times; at least 5 needed for a period to classify by"}
     assert s.root["valid"][:].tolist() == [True] * 6 + [False] * 3 and list(object_names(s))[:6] == list(curves)[:6]
+
+
+def test_a_value_that_overflows_float32_once_scaled_is_refused_and_minus_99_is_a_sentinel(tmp_path, capsys):
+    """Catches one absurd point (a flux error of 1e40) stored as a curve of inf, the object valid and `verify`
+    calling the store intact, until training stopped on it; and a -99 "no data" magnitude taken for a point
+    (1e46 mJy), which did the same to its whole curve."""
+    from lightcurve_tables import fails_then_skips
+
+    from astrom3_hpc.data.store import Store
+
+    rng = np.random.default_rng(2)
+    curves = {}
+    for k in range(6):
+        t = np.sort(rng.uniform(0, 300, 60)) + 58000
+        curves[f"S{k}"] = np.stack([t, 100 + 30 * np.sin(2 * np.pi * t / (0.5 + k)), np.full(60, 2.0)], 1)
+    curves["S1"][7, 2] = 1e40
+    args = _flux_tables(tmp_path, curves)
+    err = fails_then_skips(args, tmp_path, tmp_path / "s.zarr", capsys)
+    assert "object S1" in err and "light curve does not fit float32 once scaled (largest error 1e+40)" in err
+    s = Store(tmp_path / "s.zarr")
+    assert [r["source"].endswith("(object S1)") for r in s.skipped()] == [True]
+    assert np.isfinite(s.root["lc/values"][:]).all()
+    # Magnitudes: -99 is dropped and counted like 99.999, the curve stored from its other points.
+    pts = tmp_path / "mags.csv"
+    rows = [(oid, t, 15 + 0.01 * f, 0.02) for oid, c in curves.items() for t, f, _ in c.tolist()]
+    rows[3] = (rows[3][0], rows[3][1], -99.0, 0.02)
+    pts.write_text("id,t,mag,err\n" + "".join(f"{o},{t!r},{m!r},{e}\n" for o, t, m, e in rows))
+    out = tmp_path / "m.zarr"
+    assert main(["ingest", "lightcurves", "--points", str(pts), "--objects", str(tmp_path / "objects.csv"),
+                 "--id-column", "id", "--time-column", "t", "--mag-column", "mag", "--err-column", "err",
+                 "--label-column", "cls", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    s = Store(out)
+    assert s.attrs["summary"]["points_dropped"] == {"no-measurement sentinel": {"points": 1, "objects": 1}}
+    assert s.root["valid"][:].all() and np.isfinite(s.root["lc/values"][:]).all()

@@ -63,8 +63,15 @@ def light_curve(lc: np.ndarray, object_id, source: str) -> tuple[np.ndarray, np.
     span = float(t[-1] - t[0])
     # All times equal: the reference gives nan; 0 here. Statistics use every unique row, before any window.
     t_scaled = (t - t[0]) / span if span > 0 else np.zeros_like(t)
-    values = np.stack([t_scaled, (flux - flux.mean()) / m, err / m], axis=1).astype(np.float32)
-    stats = np.array([np.log10(m), span / DAYS_PER_YEAR], dtype=np.float32)
+    with np.errstate(over="ignore"):
+        values = np.stack([t_scaled, (flux - flux.mean()) / m, err / m], axis=1).astype(np.float32)
+        stats = np.array([np.log10(m), span / DAYS_PER_YEAR], dtype=np.float32)
+    if not (np.isfinite(values).all() and np.isfinite(stats).all()):
+        # One absurd point (a -99 "no data" magnitude is 1e46 mJy) drags the mean: every scaled value of the curve
+        # overflows float32, the object reads as intact, and training later stops on it as a non-finite loss.
+        worst = max((flux, "flux"), (err, "error"), key=lambda c: float(np.abs(c[0]).max()))
+        raise BadInputError(object_id, source, f"light curve does not fit float32 once scaled (largest {worst[1]} "
+                                               f"{float(np.abs(worst[0]).max()):.3g}): a sentinel or unit error?")
     return values, stats
 
 
@@ -118,9 +125,13 @@ def spectrum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, object_id, so
     if not m > 0:
         raise BadInputError(object_id, source, "flat spectrum (MAD of the flux is 0)")
     out = np.empty((3, len(_GRID)), dtype=np.float32)
-    out[0] = (f - f.mean()) / m
-    out[1] = e / m
-    out[2] = np.log10(m)
+    with np.errstate(over="ignore"):
+        out[0] = (f - f.mean()) / m
+        out[1] = e / m
+        out[2] = np.log10(m)
+    if not np.isfinite(out).all():
+        big = f"largest |flux| {float(np.abs(f).max()):.3g}, error {float(np.abs(e).max()):.3g}"
+        raise BadInputError(object_id, source, f"spectrum does not fit float32 once normalised ({big})")
     return out
 
 

@@ -417,8 +417,8 @@ def usable_rows(rows: np.ndarray, *, magnitudes: bool) -> tuple[np.ndarray, dict
             rows = rows[mask]
 
     keep(np.all(np.isfinite(rows[:, :3]), axis=1), "non-finite value")
-    if magnitudes:  # survey "no measurement" values (SDSS: magnitude 99.999, error 9.999)
-        keep((rows[:, 1] < MAG_SENTINEL) & (rows[:, 2] < ERR_SENTINEL), "no-measurement sentinel")
+    if magnitudes:  # survey "no measurement" values (SDSS: magnitude 99.999, error 9.999; others: -99)
+        keep((np.abs(rows[:, 1]) < MAG_SENTINEL) & (rows[:, 2] < ERR_SENTINEL), "no-measurement sentinel")
     keep(rows[:, 2] > 0, "error <= 0")
     keep(~repeated_rows(rows), "exact repeat")
     return rows, dropped

@@ -82,7 +82,7 @@ def _build_long(path: str, oid: np.ndarray, band: np.ndarray, band_names: tuple[
                 mag: np.ndarray, err: np.ndarray) -> LongLightCurves:
     n_file = oid.size
     object_ids = np.unique(oid)
-    ok = (np.isfinite(t) & np.isfinite(mag) & np.isfinite(err) & (mag < MAG_SENTINEL) & (err < ERR_SENTINEL)
+    ok = (np.isfinite(t) & np.isfinite(mag) & np.isfinite(err) & (np.abs(mag) < MAG_SENTINEL) & (err < ERR_SENTINEL)
           & (err > 0))
     oid, band, t, mag, err = oid[ok], band[ok], t[ok], mag[ok], err[ok]
     order = np.lexsort((np.arange(oid.size), band, oid))
