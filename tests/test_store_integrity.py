@@ -46,6 +46,27 @@ def test_verify_passes_an_intact_store(store, capsys):
     assert Store(store).fingerprint and len(Store(store).fingerprint) == 64
 
 
+def test_verify_names_objects_whose_values_are_not_finite(tmp_path, monkeypatch, capsys):
+    """Catches a store built before ingest refused values that overflow float32 (a -99 magnitude read as a
+    point): intact byte for byte, so `verify` said "intact" while training stopped on its infinite curves."""
+    from astrom3_hpc.data import preprocess
+
+    real, spoilt = preprocess.light_curve, []
+
+    def as_before(lc, object_id, source):
+        values, stats = real(lc, object_id, source)
+        if len(spoilt) < 2 and int(object_id) % 5 == 0:
+            values[2, 1] = np.inf
+            spoilt.append(int(object_id))
+        return values, stats
+
+    monkeypatch.setattr(preprocess, "light_curve", as_before)
+    store = build_synthetic_store(tmp_path / "s.zarr", n=64)
+    assert main(["verify", str(store)]) == 3
+    assert (f"array 'lc/values' holds non-finite values for 2 valid object(s) (object_id {spoilt[0]}, {spoilt[1]}): "
+            f"rebuild the store with `astrom3 ingest`") in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("array", ["lc/values", "spec", "meta", "lc/offsets"])
 def test_random_bytes_in_a_chunk_are_named_by_verify_and_refused_by_the_loader(store, array, capsys):
     victim = sorted((store / array / "c").rglob("*"))[-1 if array == "lc/offsets" else 1]

@@ -1,5 +1,6 @@
 """Whole-store checks: every array's shape against the store's object count, every chunk file present with its
-recorded size (cheap: run on every open), and, for `astrom3 verify`, every file's checksum.
+recorded size (cheap: run on every open), and, for `astrom3 verify`, every file's checksum and every value that must
+be finite.
 
 Shapes are read from each array's own `zarr.json`, not through zarr: a damaged metadata file must give a
 message naming the array, not an exception from zarr's parser.
@@ -132,6 +133,40 @@ def content_problems(store_dir: str | Path, table: dict[str, Any], names: list[s
     return problems
 
 
+# Arrays every valid object holds finite: the normalised light curves and spectra and their scales. (meta and aux
+# may hold NaN on purpose: --meta-nan impute, a catalogue value a source lacks.)
+_FINITE = ("lc/values", "lc/stats", "spec")
+_BLOCK_VALUES = 1 << 22  # values decoded at once: 16 MB of float32
+
+
+def value_problems(path: Path) -> list[str]:
+    """Non-finite values in arrays that must hold none, named with their objects: a store built before ingest
+    refused values that overflow float32 is intact byte for byte, and training stops on it."""
+    import numpy as np
+
+    from .store_schema import open_group
+
+    root = open_group(path)
+    valid = root["valid"][:]
+    owner = {"lc/values": lambda rows: np.searchsorted(root["lc/offsets"][:], rows, side="right") - 1}
+    out = []
+    for name in (n for n in _FINITE if n in root):
+        a = root[name]
+        step = max(1, _BLOCK_VALUES // max(1, math.prod(a.shape[1:])))
+        objects: set[int] = set()
+        for start in range(0, a.shape[0], step):
+            block = a[start:start + step]
+            bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1)) + start
+            rows = owner.get(name, lambda r: r)(bad)
+            objects.update(int(r) for r in rows if valid[r])
+        if objects:
+            ids = root["object_id"][:][sorted(objects)]
+            shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+            out.append(f"{path / name}: array '{name}' holds non-finite values for {len(ids)} valid object(s) "
+                       f"(object_id {shown}): rebuild the store with `astrom3 ingest`, which refuses such objects")
+    return out
+
+
 def verify_store(path: str | Path) -> tuple[list[str], bool]:
     """(problems, checksummed) for `astrom3 verify`: shapes, chunk files and, when the store has a table,
     every file's checksum."""
@@ -149,6 +184,8 @@ def verify_store(path: str | Path) -> tuple[list[str], bool]:
     problems += [p for p in (checksums.side_file_problem(path, attrs, n) for n in checksums.SIDE_FILES) if p]
     if table is not None:
         problems += [p for p in content_problems(path, table) if p not in problems]
+    if not problems:  # damaged chunks would only be read as garbage here
+        problems += value_problems(path)
         rec = attrs.get("checksums", {}).get("fingerprint")
         if rec and rec != checksums.fingerprint(table):
             problems.append(f"{path / checksums.TABLE}: the checksum table itself changed since ingestion")

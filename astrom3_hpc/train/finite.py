@@ -78,5 +78,5 @@ class FiniteGuard:
         if lines:
             stage = f" {what}" if what else ""
             raise NonFiniteError("training stopped" + stage + ", nothing was checkpointed from this point:\n"
-                                 + "\n".join(lines) + "\n(check those objects with `astrom3 verify` on the "
-                                 "store, or lower optim.lr)")
+                                 + "\n".join(lines) + "\n(`astrom3 verify` on the store names objects whose "
+                                 "values are not finite; otherwise lower optim.lr)")
