@@ -74,6 +74,28 @@ def test_nan_light_curves_stop_pretraining_without_a_checkpoint(tiny_store, tmp_
 
 
 @pytest.mark.timeout(600)
+def test_a_non_finite_validation_loss_stops_the_run_at_its_epoch(tiny_store, tmp_path):
+    """Catches NaN validation objects (training ones finite) going unnoticed: NaN is never a best loss, so the
+    run trained to its end and failed on a missing best_model.pt, exit 2."""
+    import zarr
+
+    from astrom3_hpc.data.store import Store
+
+    store = tmp_path / "nanval.zarr"
+    shutil.copytree(tiny_store, store)
+    built_before_checksums(store)
+    offsets = Store(store).root["lc/offsets"][:]
+    values = zarr.open_group(str(store), mode="r+")["lc/values"]
+    for row in Store(store).split(42, "full", "val"):
+        values[offsets[row]:offsets[row + 1]] = np.nan
+    run = tmp_path / "run"
+    r = run_job("pretrain", run, store, sets=["train.epochs=3"], check=False)
+    assert r.returncode == 5, r.stderr[-3000:]
+    assert "training stopped after epoch 0: the validation loss is nan" in r.stderr and "Traceback" not in r.stderr
+    assert not (run / "metrics.jsonl").exists() and not (run / "best_model.pt").exists()
+
+
+@pytest.mark.timeout(600)
 def test_pretraining_on_a_damaged_store_fails_before_any_checkpoint(tiny_store, tmp_path):
     store = tmp_path / "bad.zarr"
     shutil.copytree(tiny_store, store)

@@ -43,7 +43,7 @@ from ..model.registry import cached_inputs
 from . import checkpoint
 from .engine import (autocast, build_engine, clip_gradients, configure_cuda, seed_everything, set_deterministic, set_lr,
                      to_device)
-from .finite import FiniteGuard
+from .finite import FiniteGuard, NonFiniteError
 from .fingerprint import RunMismatchError, check_run_dir, run_identity, store_identity, write_identity
 from .preempt import Preemption
 from .rundir import RunDir, env_info, writing
@@ -319,6 +319,13 @@ class Trainer:
     def end_epoch(self, val: dict[str, float]) -> None:
         st = self.state
         train_loss = st.epoch_loss_sum / max(st.epoch_batches, 1)
+        if not math.isfinite(val["loss"]):
+            # NaN is never below the best loss: no epoch would be kept, early stopping would count the epochs as
+            # ordinary ones, and the run would end, its budget spent, on a missing best_model.pt. The value is
+            # reduced over ranks, so every rank stops here.
+            raise NonFiniteError(f"training stopped after epoch {st.epoch}: the validation loss is {val['loss']} "
+                                 f"(training loss {train_loss:.4g}, weights finite): `astrom3 verify` on the store "
+                                 f"names validation objects whose values are not finite; otherwise lower optim.lr")
         improved = self.early.update(st.epoch, val["loss"])
         if improved:
             self.on_best(st.epoch, val)
