@@ -30,7 +30,7 @@ from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
 from .common import ERR_SENTINEL, MAG_SENTINEL, is_missing, mag_to_flux_mjy
-from .points_table import Points, is_integer_id, norm_id, read_points
+from .points_table import Points, is_integer_id, narrow_float_resolution, norm_id, read_points
 from .tables import Table, TableError, open_table, read_header
 
 log = logging.getLogger("astrom3")
@@ -153,6 +153,13 @@ class LightCurveTableSource:
                            (opt.band_column, "band")):
             if name:
                 _col(header, name, opt.points, what)
+        narrow = narrow_float_resolution(opt.points, opt.time_column)
+        if narrow and narrow[2] > opt.min_period / 10:
+            kind, top, step = narrow
+            raise TableError(f"{opt.points}: time column {opt.time_column!r} is {kind}: at {top:.7g} its values move "
+                             f"in steps of {step:.3g} d, too coarse for periods down to --min-period {opt.min_period} "
+                             f"d (a period search on it finds aliases): export the times as float64, or as days "
+                             f"since an epoch near the first observation, or raise --min-period")
 
     # -- objects -------------------------------------------------------------------------------------------
     def _read_objects(self) -> None:

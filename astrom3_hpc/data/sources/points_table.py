@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .tables import Table, TableError, column_text, open_table
+from .tables import Table, TableError, column_text, is_parquet, open_table
 
 BATCH_ROWS = 65_536
 
@@ -82,6 +82,26 @@ def read_points(path: str, *, id_column: str, numeric_columns: tuple[str, str, s
     stops = np.r_[starts[1:], len(codes)]
     groups = {keys[codes[s]]: (int(s), int(e)) for s, e in zip(starts, stops)}
     return Points(values, groups, parser.bad, parser.bands_seen)
+
+
+def narrow_float_resolution(path: str, column: str) -> tuple[str, float, float] | None:
+    """For a Parquet column of float32 or float16 numbers: (its type, the largest |value|, the spacing of that
+    type there), the finest step its values can take; None for any other column or file. A float32 Julian Date
+    (2.46e6) moves in steps of 0.25 d, which no text or float64 reading of the file can undo."""
+    if not is_parquet(path):
+        return None
+    import pyarrow as pa
+
+    with open_table(path) as t:
+        field = t.arrow.schema_arrow.field(column)
+        if not (pa.types.is_float32(field.type) or pa.types.is_float16(field.type)):
+            return None
+        x = t.arrow.read(columns=[column]).column(0).to_numpy(zero_copy_only=False)
+    x = np.abs(x[np.isfinite(x)])
+    if not len(x):
+        return None
+    top = x.max()
+    return f"float{field.type.bit_width}", float(top), float(np.spacing(top))
 
 
 def _runs(codes: np.ndarray) -> np.ndarray:
