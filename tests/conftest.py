@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from astrom3_hpc.core.interpreter import interpreter_first
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
+# What a process building an engine sets (train/engine.py deepspeed_environment), for the whole session: tests
+# that start DeepSpeed in this process without building an engine must find the same op cache and ninja.
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+os.environ["PATH"] = interpreter_first(os.environ.get("PATH", ""))
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

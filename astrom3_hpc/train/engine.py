@@ -28,14 +28,18 @@ from ..core.interpreter import interpreter_first
 from ..core.processes import allotted_cores
 from ..model.members import each_member
 
-# DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
-# once per install (see .ci/setup.sh) rather than once per home directory.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
-# That cache is tied to the ninja found on PATH: `.venv/bin/python -m pytest` (CI, venv not activated) found the
-# system ninja and rebuilt the op (42 s on 2 cores), and the next job rebuilt it back. As the job scripts do:
-os.environ["PATH"] = interpreter_first(os.environ.get("PATH", ""))
-if not torch.cuda.is_available():
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+def deepspeed_environment() -> None:
+    """Before DeepSpeed is imported, in a process that builds an engine; not at import of this module, which
+    inference (`embed`, `predict`, a notebook) imports too and whose later subprocesses would inherit the PATH."""
+    # DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
+    # once per install (see .ci/setup.sh) rather than once per home directory.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    # That cache is tied to the ninja found on PATH: `.venv/bin/python -m pytest` (CI, venv not activated) found
+    # the system ninja and rebuilt the op (42 s on 2 cores), and the next job rebuilt it back. As the job scripts
+    # do:
+    os.environ["PATH"] = interpreter_first(os.environ.get("PATH", ""))
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -143,6 +147,7 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig, fused: bool = False)
 
 
 def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int, local_world_size: int = 1):
+    deepspeed_environment()
     import deepspeed
 
     if torch.distributed.is_initialized():

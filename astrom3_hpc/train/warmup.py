@@ -8,8 +8,10 @@ import time
 
 
 def main() -> None:
-    from . import engine  # noqa: F401  (sets TORCH_EXTENSIONS_DIR and DS_ACCELERATOR defaults)
     from ..distributed.env import find_free_port
+    from .engine import deepspeed_environment
+
+    deepspeed_environment()  # the engine's op cache and accelerator
 
     os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(find_free_port())})

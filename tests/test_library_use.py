@@ -1,0 +1,30 @@
+"""The package used as a library (a notebook, a script): importing it leaves the calling process as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_importing_the_training_modules_leaves_the_environment_alone():
+    """Catches train/engine.py putting the venv first on PATH and setting DeepSpeed's variables at import, which
+    `embed`, `predict` and every notebook that loads a model pay, with every later subprocess inheriting it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR")}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    code = ("import json, os; keys = ('PATH', 'TORCH_EXTENSIONS_DIR', 'DS_ACCELERATOR'); "
+            "before = {k: os.environ.get(k) for k in keys}; "
+            "import astrom3_hpc.train.finetune, astrom3_hpc.train.pretrain, astrom3_hpc.science.embed; "
+            "from astrom3_hpc.train.engine import deepspeed_environment; "
+            "after = {k: os.environ.get(k) for k in keys}; deepspeed_environment(); "
+            "print(json.dumps([before, after, {k: os.environ.get(k) for k in keys}]))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after, engine = json.loads(r.stdout.splitlines()[-1])
+    assert after == before
+    # What building an engine sets: the interpreter's ninja and the venv's op cache.
+    assert engine["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert engine["TORCH_EXTENSIONS_DIR"] and engine["DS_ACCELERATOR"] == "cpu"
