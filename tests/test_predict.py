@@ -162,6 +162,32 @@ def test_predict_refuses_what_it_cannot_use(trained, tmp_path, capsys):
     assert "ingest_differences" not in json.loads((tmp_path / "o" / "metrics.json").read_text())
 
 
+def test_predict_refuses_to_write_over_a_run(trained, tmp_path, capsys):
+    """Catches `--out RUN` overwriting the run's own metrics.json and predictions.csv: its test metrics were lost,
+    and predict then refused the run itself as a 'predict' run."""
+    from astrom3_hpc.train.predict import predict
+
+    d, store, new_store, runs, _ = trained
+    before = {r: {n: (r / n).read_bytes() for n in ("metrics.json", "predictions.csv")} for r in runs.values()}
+    for run, out, why in ((runs["hybrid"], runs["hybrid"], "is the directory of"),
+                          (runs["hybrid"], f"{runs['hybrid']}/../{runs['hybrid'].name}", "is the directory of"),
+                          (runs["ensemble"], runs["baseline"], "is the directory of"),  # a member of the ensemble
+                          (runs["baseline"], runs["hybrid"], "holds a metrics.json that predict did not write")):
+        capsys.readouterr()
+        assert main(["predict", str(run), "--store", str(new_store), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"astrom3 predict: error: {out} {why}"), err
+        assert lines[0].endswith("give another output directory")
+        with pytest.raises(ValueError, match="give another output directory"):
+            predict(run, new_store, out, progress=False)
+    assert {r: {n: (r / n).read_bytes() for n in ("metrics.json", "predictions.csv")} for r in runs.values()} == before
+    # An earlier predict's directory is written anew.
+    for _ in range(2):
+        assert main(["predict", str(runs["baseline"]), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["kind"] == "predict"
+
+
 def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, caplog):
     d, store, new_store, runs, _ = trained
     other = tmp_path / "other.zarr"  # the same objects, another period grid

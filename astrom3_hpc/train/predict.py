@@ -183,6 +183,36 @@ def _leaf_runs(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> Iterator[
         yield from _leaf_runs(member, chain)
 
 
+def _runs_read(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """The run itself and, for an ensemble, every run down its members (ensembles included)."""
+    run = Path(run_dir)
+    m = _metrics(run)
+    yield run
+    if m.get("init") == "ensemble":
+        members, chain = _members(run, m, _within)
+        for member in members:
+            yield from _runs_read(member, chain)
+
+
+def _check_out_dir(run: Path, target: Path) -> None:
+    """Refuse an output directory whose metrics.json and predictions.csv are a run's: written into the run (or a
+    member of the ensemble) predict reads, they replaced its test metrics, and the run was then refused as a
+    'predict' run. A directory of an earlier predict is written anew."""
+    where = target.resolve()
+    if any(where == r.resolve() for r in _runs_read(run)):
+        raise ValueError(f"{target} is the directory of {run} or of one of its member runs: predicting into it "
+                         "would overwrite that run's metrics.json and predictions.csv; give another output directory")
+    p = target / "metrics.json"
+    if p.exists():
+        try:
+            kind = json.loads(p.read_text()).get("kind")
+        except (ValueError, AttributeError):  # unreadable or not an object: nothing predict wrote
+            kind = None
+        if kind != "predict":
+            raise ValueError(f"{target} holds a metrics.json that predict did not write (kind {kind!r}): "
+                             "predicting into it would overwrite it; give another output directory")
+
+
 def run_reads(run_dir: str | Path) -> tuple[str, ...]:
     """The modalities a finished run's model reads: its config's for a fine-tune, light curves for the baseline,
     every member's for an ensemble."""
@@ -248,6 +278,8 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
 
     run = Path(run_dir)
     _metrics(run)  # an error naming the run unless it is a finished fine-tune, baseline or ensemble run
+    target = Path(out_dir)
+    _check_out_dir(run, target)  # refused before the minutes of classifying, not after
     store = Store(store_path)
     # A model classifies the objects that hold what it reads: the others' inputs would be zero-filled.
     reads = run_reads(run)
@@ -281,7 +313,6 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
         y_true = np.array([names.index(own[lab]) for lab in labels[known]])
         out["scored"] = classification_report(y_true, y_pred[known], names)
     out["n_labelled_unknown_class"] = int(((labels >= 0) & ~known).sum())
-    target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
     write_predictions(target / predictions_file("test"), store, rows, labels, y_pred, probs, class_names=names)
     write_json(target / "metrics.json", out)
