@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -186,6 +187,36 @@ def test_predict_refuses_to_write_over_a_run(trained, tmp_path, capsys):
     for _ in range(2):
         assert main(["predict", str(runs["baseline"]), "--store", str(new_store), "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["kind"] == "predict"
+
+
+def test_predict_gives_back_the_callers_torch_threads(trained, monkeypatch):
+    """Catches run_probabilities leaving torch's process-wide thread count at its `threads` (1 by default): a
+    notebook that classified a store with it ran single-threaded from then on."""
+    import torch
+
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train import predict as predict_module
+
+    _, _, new_store, runs, _ = trained
+    store = Store(new_store)
+    rows = store.valid_rows()[:4]
+    caller = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        probs, _, _ = predict_module.run_probabilities(runs["hybrid"], store, rows, threads=1, progress=False)
+        assert probs.shape[0] == len(rows) and torch.get_num_threads() == 3
+
+        @contextmanager
+        def failing_forward(device):
+            raise RuntimeError("forward failed")
+            yield
+
+        monkeypatch.setattr(predict_module, "evaluation_forward", failing_forward)
+        with pytest.raises(RuntimeError, match="forward failed"):
+            predict_module.run_probabilities(runs["hybrid"], store, rows, threads=1, progress=False)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(caller)
 
 
 def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, caplog):

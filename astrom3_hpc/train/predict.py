@@ -138,19 +138,24 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(dev).eval()
+    # Process-wide: left at `threads`, a notebook that called run_probabilities stayed single-threaded.
+    caller_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
-    batches = TrimodalBatches(LoaderSpec(
-        store=str(store.path), seed=d.seed, subset=d.subset, split=ALL_OBJECTS, batch_size=batch_size, train=False,
-        use_rfr_score=d.use_rfr_score, read_spectra=f.mode in ("spectra", "all"), norm_store=str(train.path),
-        **cached_inputs(resolve(cfg.model))))
-    index, probs = [], []
-    with torch.no_grad(), Progress(len(batches.rows), f"predict {run.name}", enabled=progress) as bar:
-        for batch in batches.iter_epoch(0):
-            bar.update(len(batch["index"]))
-            index.append(batch["index"].numpy())
-            with evaluation_forward(dev):
-                probs.append(class_probabilities(model(to_device(batch, dev))).cpu().numpy())
-    batches.close()
+    try:
+        batches = TrimodalBatches(LoaderSpec(
+            store=str(store.path), seed=d.seed, subset=d.subset, split=ALL_OBJECTS, batch_size=batch_size,
+            train=False, use_rfr_score=d.use_rfr_score, read_spectra=f.mode in ("spectra", "all"),
+            norm_store=str(train.path), **cached_inputs(resolve(cfg.model))))
+        index, probs = [], []
+        with torch.no_grad(), Progress(len(batches.rows), f"predict {run.name}", enabled=progress) as bar:
+            for batch in batches.iter_epoch(0):
+                bar.update(len(batch["index"]))
+                index.append(batch["index"].numpy())
+                with evaluation_forward(dev):
+                    probs.append(class_probabilities(model(to_device(batch, dev))).cpu().numpy())
+        batches.close()
+    finally:
+        torch.set_num_threads(caller_threads)
     by_row = dict(zip(np.concatenate(index).tolist(), np.concatenate(probs)))
     out = np.stack([by_row[int(r)] for r in rows]).astype(np.float64)
     if f.average_baseline:  # as the run reported: the mean with the baseline fitted on its train split
