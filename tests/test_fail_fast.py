@@ -61,3 +61,16 @@ def test_a_damaged_chunk_on_one_rank_ends_the_mpiexec_job_within_a_minute(tiny_s
     assert "rank 1: error:" in err and "Traceback" not in err
     assert elapsed is not None and elapsed < 60, f"exited {elapsed} s after the error\n{err[-3000:]}"
     assert not (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_set_up_error_every_rank_finds_alike_is_printed_once(tiny_store, tmp_path):
+    """Catches a global batch that the world size does not divide printed by every rank (1 to N copies, whichever
+    rank ended the job first): a plain ValueError, not the ConfigError that rank 0 alone prints."""
+    from test_train import run_job
+
+    r = run_job("pretrain", tmp_path / "run", tiny_store, world=2, launcher="torchrun",
+                sets=["train.batch_size=31"], check=False)
+    assert r.returncode != 0, r.stderr[-3000:]  # torchrun's own code
+    assert r.stderr.count("train.batch_size 31 must be divisible by the world size 2") == 1, r.stderr[-3000:]
+    assert "rank 0: error: train.batch_size 31" in r.stderr

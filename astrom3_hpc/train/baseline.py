@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.config import ConfigError
 from ..core.constants import UNLABELLED
 from ..core.errors import require_scikit_learn
 from ..core.processes import map_in_processes
@@ -157,8 +158,9 @@ def cross_fitted_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, fol
     counts = np.bincount(y, minlength=n_classes)
     smallest = counts[counts > 0].min()
     if smallest < folds:
-        raise ValueError(f"{what}: a class has only {smallest} training objects; cross-fitting the baseline teacher "
-                         f"needs at least {folds} per class (set finetune.distill: none)")
+        # Every rank of a fine-tune reaches this alike: a ConfigError is printed once, by rank 0.
+        raise ConfigError(f"{what}: a class has only {smallest} training objects; cross-fitting the baseline "
+                          f"teacher needs at least {folds} per class (set finetune.distill: none)")
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
     args = [(x[fit_on], y[fit_on], x[predict_on], seed) for fit_on, predict_on in splits]
     fitted = map_in_processes(_fold, args, max(1, min(threads, folds)))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.config import RunConfig
+from ..core.config import ConfigError, RunConfig
 from ..core.interpreter import interpreter_first
 from ..core.processes import allotted_cores
 from ..model.members import each_member
@@ -82,7 +82,8 @@ def deepspeed_args(device_index: int | None):
 def ds_config(cfg: RunConfig, world_size: int, micro_batch: int | None = None) -> dict:
     t = cfg.train
     if t.batch_size % world_size:
-        raise ValueError(f"train.batch_size {t.batch_size} must be divisible by the world size {world_size}")
+        # A ConfigError: every rank finds it alike, so rank 0 alone prints it (distributed/abort.py).
+        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the world size {world_size}")
     micro = micro_batch or t.batch_size // world_size
     return {
         "train_batch_size": micro * world_size,

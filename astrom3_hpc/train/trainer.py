@@ -32,7 +32,7 @@ import torch.distributed as dist
 from .. import distributed as adist
 from ..distributed import device as ddev
 from ..distributed.env import exports_restored, find_free_port
-from ..core.config import RunConfig
+from ..core.config import ConfigError, RunConfig
 from ..core.errors import EXIT_PREEMPTED
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import MODALITIES, Store, StoreError, modalities_held
@@ -130,9 +130,9 @@ class Trainer:
         self.val_batches = self.loader("val", train=False)
         self.check_modalities(self.train_batches)
         if self.train_batches.num_batches() == 0:
-            raise ValueError(f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, "
-                             f"{self.cfg.data.subset}) has fewer objects than one global batch "
-                             f"({self.cfg.train.batch_size}); lower train.batch_size")
+            raise ConfigError(f"train split of {self.cfg.data.store} (seed {self.cfg.data.seed}, "
+                              f"{self.cfg.data.subset}) has fewer objects than one global batch "
+                              f"({self.cfg.train.batch_size}); lower train.batch_size")
 
     def read_modalities(self) -> tuple[list[str], str]:
         """The store modalities the model reads, and the setting that chooses them."""
