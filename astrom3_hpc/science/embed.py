@@ -29,6 +29,7 @@ object's embedding is a function of the object alone (not of its batch or rank).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -41,7 +42,7 @@ import numpy as np
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.atomic import replace_dir
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, check_counts,
-                     load_model, read_embeddings, science_dir)
+                     load_model, read_embeddings, run_config, science_dir)
 
 log = logging.getLogger("astrom3")
 
@@ -106,8 +107,40 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     from ..core.signals import stopped_by
 
     check_counts(batch_size=batch_size, chunk_rows=chunk_rows)  # before the model is loaded
+    out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
+    check_out(out, run_dir, Path(store) if store is not None else Path(run_config(run_dir).data.store))
     with stopped_by(f"embedding {store or 'the run store'} with {run_dir}"):
         return _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress, train_store)
+
+
+def check_out(out: Path, run_dir: str | Path, store: Path) -> None:
+    """Refuse an `out` whose replacement would lose data: the finished store replaces whatever `out` names,
+    which took a user's folder, the store being embedded, or the run dir (best_model.pt, checkpoints/) with it.
+    Only an earlier embeddings store may be replaced; `out` may lie inside the run dir (the default does)."""
+    target = out.resolve()
+    for what, path in (("the run dir", Path(run_dir)), ("the store", store)):
+        held = path.resolve()
+        if held.is_relative_to(target):
+            raise ValueError(f"embeddings output {out} is or holds {what} {path}, which writing it would delete; "
+                             f"choose another output")
+        if what == "the store" and target.is_relative_to(held):
+            raise ValueError(f"embeddings output {out} lies inside the store {path}, which must stay as ingested; "
+                             f"choose another output")
+    if (out.exists() or out.is_symlink()) and not _is_embeddings(out):
+        raise ValueError(f"embeddings output {out} exists and is not an embeddings store ({EMBEDDINGS_SCHEMA}), "
+                         f"which writing it would delete; only an earlier one is replaced: choose another output "
+                         f"or remove it")
+
+
+def _is_embeddings(path: Path) -> bool:
+    """Whether `path` is an embeddings store as this module writes it. Any version of the format counts: a
+    store of an older schema is still one that `astrom3 embed` made and may redo."""
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+    schema = attrs.get("schema") if isinstance(attrs, dict) else None
+    return isinstance(schema, str) and schema.startswith(EMBEDDINGS_SCHEMA.rsplit("/", 1)[0] + "/")
 
 
 def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress,
@@ -150,7 +183,6 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
     rows, flags = select_rows(st, seed, splits)
     n, dim = len(rows), int(model.embed_dim)
     mods = list(model.modalities)
-    out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
     # The loader's own split is unused (encode_rows reads the rows above): every object, so that a store without
     # classes (ingested for `predict`) can be embedded too.
     batches = TrimodalBatches(LoaderSpec(store=str(store_path), seed=seed, split=ALL_OBJECTS, train=False,
