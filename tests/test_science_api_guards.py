@@ -1,5 +1,5 @@
 """Science API arguments refused before any work, with a ValueError naming them: an `embed_run` output whose
-replacement would delete data.
+replacement would delete data, and a `VectorIndex.search` query of the wrong dimension or k < 1.
 
 No model is trained: the embedding pass itself (`embed._embed_run`) is replaced by a stub that records the output
 it was given, so a guard that let a bad output through is seen without a minute of encoding.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from astrom3_hpc.science.common import EMBEDDINGS_SCHEMA
@@ -105,3 +106,25 @@ def test_embed_cli_reports_a_refused_output_in_one_line(layout, tmp_path, capsys
                            f"store {store}, which must stay as ingested; choose another output")
     assert calls == [] and not (store / "embeddings.zarr").exists()
 
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw", "ivf"])
+def test_search_refuses_a_query_of_another_dimension_and_k_below_one(kind):
+    """Catches faiss kinds failing with an empty AssertionError, and `exact` answering k=0 with empty arrays and
+    k=-1 with numpy's 'negative dimensions are not allowed'."""
+    from astrom3_hpc.science.search import VectorIndex
+
+    if kind != "exact":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ix = VectorIndex(x, kind)
+    with pytest.raises(ValueError, match=r"^queries have dimension 7, the index 8$"):
+        ix.search(rng.normal(size=(2, 7)), 3)
+    with pytest.raises(ValueError, match=r"^queries must be a vector or a 2-D array \(n_queries, 8\)"):
+        ix.search(x[None, :2], 3)
+    for k in (0, -1):
+        with pytest.raises(ValueError, match=rf"^-k \(k\) must be a whole number of at least 1, got {k}$"):
+            ix.search(x[:2], k)
+    sims, idx = ix.search(x[3], 2)  # one query as a vector
+    assert sims.shape == idx.shape == (1, 2) and idx[0, 0] == 3

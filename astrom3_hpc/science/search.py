@@ -113,8 +113,17 @@ class VectorIndex:
         return len(self.vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, indices), each (n_queries, k), best first; index -1 where fewer than k were found."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        """(similarities, indices), each (n_queries, k), best first; index -1 where fewer than k were found.
+        One query may be given as a vector. A query of another dimension or k < 1 is a ValueError for every
+        kind: faiss asserted with no message, and numpy gave k = 0 an empty answer."""
+        check_counts(k=k)
+        queries = np.atleast_2d(queries)
+        dim = self.vectors.shape[1]
+        if queries.ndim != 2:
+            raise ValueError(f"queries must be a vector or a 2-D array (n_queries, {dim}), got shape {queries.shape}")
+        if queries.shape[1] != dim:
+            raise ValueError(f"queries have dimension {queries.shape[1]}, the index {dim}")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self))
         if self.index is None:
             return exact_topk(self.vectors, queries, k)
