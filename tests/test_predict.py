@@ -219,6 +219,66 @@ def test_predict_gives_back_the_callers_torch_threads(trained, monkeypatch):
         torch.set_num_threads(caller)
 
 
+def _nan_logits_for_row(monkeypatch, row: int) -> None:
+    """The classifier's output NaN for one store row only: what an object with an infinite light curve gave."""
+    import torch
+
+    from astrom3_hpc.model.classifier import AstroM3Classifier
+
+    real = AstroM3Classifier.forward
+
+    def forward(self, batch):
+        logits = real(self, batch)
+        hit = (batch["index"] == row).to(logits.device)[:, None]
+        return torch.where(hit, torch.full_like(logits, float("nan")), logits)
+
+    monkeypatch.setattr(AstroM3Classifier, "forward", forward)
+
+
+def test_predict_gives_no_class_from_nan_probabilities(trained, tmp_path, monkeypatch, capsys):
+    """Catches a row of NaN probabilities classified as the first class (argmax of NaN is 0), exit 0: counted in
+    the report and written to predictions.csv as `B,A,nan,nan,nan`."""
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train.evaluate import object_names
+
+    _, _, new_store, runs, _ = trained
+    store = Store(new_store)
+    row = int(store.valid_rows()[1])
+    _nan_logits_for_row(monkeypatch, row)
+    for kind in ("hybrid", "ensemble"):
+        capsys.readouterr()
+        assert main(["predict", str(runs[kind]), "--store", str(new_store), "--out", str(tmp_path / kind)]) == 5
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"astrom3 predict: error: {runs[kind]} on {new_store}: 1 "
+                                                       "object(s) got non-finite class probabilities (object_id "
+                                                       f"{object_names(store)[row]})"), lines
+        assert not (tmp_path / kind).exists()
+
+
+@pytest.mark.timeout(600)
+def test_a_fine_tune_gives_no_class_from_nan_probabilities(trained, tmp_path, monkeypatch, capsys):
+    """Catches the fine-tune's own test evaluation classifying a test object whose probabilities are NaN as the
+    first class, exit 0, with the object in its accuracy, macro-F1 and predictions.csv."""
+    from conftest import ROOT
+
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train.evaluate import object_names
+
+    _, store, _, _, _ = trained
+    s = Store(store)
+    row = int(s.split(42, "full", "test")[2])  # never trained or validated on: only the test evaluation sees it
+    _nan_logits_for_row(monkeypatch, row)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["finetune", "--config", str(ROOT / "configs" / "test.yaml"), "--run-dir", str(run), "--mode", "photo",
+                 "--init", "scratch", "--store", str(store),
+                 "--set", *TINY, "train.epochs=1", "train.max_steps_per_epoch=2"]) == 5
+    err = capsys.readouterr().err
+    assert f"astrom3 finetune: error: {run}, test objects: 1 object(s) got non-finite class probabilities " \
+           f"(object_id {object_names(s)[row]})" in err, err
+    assert not (run / "metrics.json").exists() and not (run / "predictions.csv").exists()
+
+
 def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, caplog):
     d, store, new_store, runs, _ = trained
     other = tmp_path / "other.zarr"  # the same objects, another period grid

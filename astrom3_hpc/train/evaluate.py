@@ -129,6 +129,26 @@ def object_names(store) -> np.ndarray:
     return store.root["object_id"][:].astype(object)
 
 
+def predicted_classes(probs: np.ndarray, store, rows: np.ndarray, source: str) -> np.ndarray:
+    """Each object's most probable class, from (len(rows), n_classes) probabilities of `store`'s `rows` by
+    `source` (the run, and what it classified). An object with a NaN or infinite probability gets no class: argmax
+    made it a confident prediction of the first class, counted in accuracy, macro-F1 and the confusion matrix and
+    written to the predictions file. NonFiniteError (exit 5) names those objects instead."""
+    probs = np.asarray(probs)
+    if probs.size == 0:  # an empty split (gathered as np.zeros(0), without a class axis)
+        return np.zeros(0, dtype=np.int64)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        from .finite import NonFiniteError
+
+        ids = [str(i) for i in object_names(store)[np.asarray(rows)[bad]]]
+        shown = ", ".join(ids[:16]) + (", ..." if len(ids) > 16 else "")
+        raise NonFiniteError(f"{source}: {len(ids)} object(s) got non-finite class probabilities (object_id "
+                             f"{shown}); no class is given from those: `astrom3 verify` on the store names objects "
+                             "whose values are not finite")
+    return probs.argmax(axis=1)
+
+
 def unlabelled_summary(y_pred: np.ndarray, names) -> dict:
     """What metrics.json says about the objects without a class: how many, and how many went to each class."""
     counts = np.bincount(y_pred, minlength=len(names))

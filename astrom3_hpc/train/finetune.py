@@ -17,8 +17,8 @@ from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
                              member_seeds)
 from ..model.presets import resolve
-from .evaluate import (classification_report, plot_confusion, predictions_file, unlabelled_summary,
-                       write_predictions)
+from .evaluate import (classification_report, plot_confusion, predicted_classes, predictions_file,
+                       unlabelled_summary, write_predictions)
 from .engine import to_device
 from .checkpoint import BEST_MODEL, load_weights
 from .leak import PretrainLeakError, pretrained_provenance, same_store
@@ -232,8 +232,10 @@ class Finetuner(Trainer):
         return (1.0 - a) * loss + a * soft
 
     @torch.no_grad()
-    def predict(self, batches, with_probs: bool = False):
-        """(y_true, y_pred, mean loss), plus (object ids, class probabilities) with `with_probs`."""
+    def predict(self, batches, with_probs: bool = False, what: str = ""):
+        """(y_true, y_pred, mean loss), plus (object ids, class probabilities) with `with_probs`: y_pred is then
+        those probabilities' class, as `astrom3 predict` gives it, and objects without finite ones (`what`
+        names the split) are an error."""
         self.engine.eval()
         preds, labels, loss_sum, ids, probs = [], [], 0.0, [], []
         for batch in batches.iter_epoch(0):
@@ -256,8 +258,9 @@ class Finetuner(Trainer):
         y_pred, y_true = joined(parts, 0), joined(parts, 1)
         loss = sum(p[2] for p in parts) / max(len(y_true), 1)
         if not with_probs:
-            return y_true, y_pred, loss
-        return y_true, y_pred, loss, joined(parts, 3), joined(parts, 4)
+            return y_true, y_pred, loss  # validation: a NaN row makes its loss NaN, which stops training
+        rows, probs = joined(parts, 3), joined(parts, 4)
+        return y_true, predicted_classes(probs, self.store, rows, f"{self.run.path}, {what}"), loss, rows, probs
 
     def validate(self) -> dict[str, float]:
         y_true, y_pred, loss = self.predict(self.val_batches)
@@ -283,13 +286,13 @@ class Finetuner(Trainer):
                                "epochs_run": self.state.epoch, "world_size": self.world}
         sets = [("test", d.subset)] + ([("test_full", "full")] if d.subset != "full" else [])
         preds = {key: self.predict(self.loader("test", train=False, subset=subset, read_spectra=self.read_spectra),
-                                   with_probs=True) for key, subset in sets}
+                                   with_probs=True, what=f"{key} objects") for key, subset in sets}
         # The kept model's validation predictions: what `astrom3 ensemble` and the paired bootstrap compare
         # options on without looking at test.
-        preds["val"] = self.predict(self.val_batches, with_probs=True)
+        preds["val"] = self.predict(self.val_batches, with_probs=True, what="val objects")
         if len(self.store.unlabelled_rows()):
             preds[UNLABELLED] = self.predict(self.loader(UNLABELLED, train=False, read_spectra=self.read_spectra),
-                                             with_probs=True)
+                                             with_probs=True, what=f"{UNLABELLED} objects")
         names = self.store.class_names
         baseline = None
         if f.average_baseline and self.is_main:
@@ -298,15 +301,17 @@ class Finetuner(Trainer):
             y_pred = y_net
             if baseline is not None:
                 probs = (probs + baseline[key]) / 2
-                y_pred = probs.argmax(1)
+                y_pred = predicted_classes(probs, self.store, rows, f"{self.run.path}, {key} objects with the "
+                                           "baseline")
             if key == UNLABELLED:  # classified, not scored
                 out[key] = unlabelled_summary(y_pred, names)
             else:
                 rep = classification_report(y_true, y_net, names) | {"loss": loss}
                 if baseline is not None:
                     out.setdefault("network", {})[key] = rep
-                    out.setdefault("baseline", {})[key] = classification_report(y_true, baseline[key].argmax(1),
-                                                                                names)
+                    y_base = predicted_classes(baseline[key], self.store, rows, f"{self.run.path}, {key} objects "
+                                               "(baseline)")
+                    out.setdefault("baseline", {})[key] = classification_report(y_true, y_base, names)
                     nll = -np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()
                     rep = classification_report(y_true, y_pred, names) | {"loss": float(nll)}
                 out[key] = rep

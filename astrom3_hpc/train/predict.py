@@ -279,7 +279,8 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
 def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, progress) -> dict[str, Any]:
     from ..core.atomic import write_json
     from ..core.errors import require_scikit_learn
-    from .evaluate import classification_report, predictions_file, unlabelled_summary, write_predictions
+    from .evaluate import (classification_report, predicted_classes, predictions_file, unlabelled_summary,
+                           write_predictions)
 
     run = Path(run_dir)
     _metrics(run)  # an error naming the run unless it is a finished fine-tune, baseline or ensemble run
@@ -296,7 +297,7 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
     if len(rows) == 0:
         raise ValueError(f"{store_path}: no valid object has the modalities {run} reads ({', '.join(reads)})")
     probs, names, trains = run_probabilities(run, store, rows, train_store, threads, batch_size, progress)
-    y_pred = probs.argmax(1)
+    y_pred = predicted_classes(probs, store, rows, f"{run} on {store.path}")
     out: dict[str, Any] = {"kind": "predict", "run": str(run.resolve()), "store": str(store.path.resolve()),
                            "class_names": names, "all": unlabelled_summary(y_pred, names),
                            "n_without_modalities": int(len(valid) - len(rows))}
