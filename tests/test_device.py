@@ -260,8 +260,10 @@ def test_rng_state_of_four_visible_gpus_resumes_with_one(monkeypatch):
 
 def test_the_engine_puts_the_interpreters_ninja_first_on_path():
     """Catches the JIT op cache rebuilt twice per CI run: `.venv/bin/python -m pytest` without the venv activated
-    found the system ninja, so DeepSpeed rebuilt its comm op (42 s) and the next venv job rebuilt it back."""
-    r = subprocess.run([sys.executable, "-c", "import os, astrom3_hpc.train.engine; print(os.environ['PATH'])"],
+    found the system ninja, so DeepSpeed rebuilt its comm op (42 s) and the next venv job rebuilt it back. (Set as
+    the engine is built: importing the module changes nothing, tests/test_library_use.py.)"""
+    code = "import os; from astrom3_hpc.train.engine import deepspeed_environment as d; d(); print(os.environ['PATH'])"
+    r = subprocess.run([sys.executable, "-c", code],
                        env={**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}, capture_output=True, text=True,
                        check=True, cwd=Path(__file__).resolve().parents[1])
     path = r.stdout.strip().split(os.pathsep)

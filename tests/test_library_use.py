@@ -25,6 +25,5 @@ def test_importing_the_training_modules_leaves_the_environment_alone():
     assert r.returncode == 0, r.stderr[-2000:]
     before, after, engine = json.loads(r.stdout.splitlines()[-1])
     assert after == before
-    # What building an engine sets: the interpreter's ninja and the venv's op cache.
-    assert engine["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    # What building an engine sets (its PATH: tests/test_device.py): the venv's op cache, the CPU accelerator.
     assert engine["TORCH_EXTENSIONS_DIR"] and engine["DS_ACCELERATOR"] == "cpu"
