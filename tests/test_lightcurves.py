@@ -85,6 +85,45 @@ def test_period_column_overrides_lomb_scargle(tmp_path):
     np.testing.assert_allclose(10 ** s.root["aux"][:, 1], [truth[n][1] for n in names], rtol=1e-5)
 
 
+@pytest.mark.parametrize("names", [[f"Long variable class name number {i:02d} (subtype {chr(65 + i)})"
+                                    for i in range(14)],
+                                   [f"C{i}" for i in range(40)],
+                                   ["EW", "SR", "EA", "RRAB", "EB", "ROT", "RRC", "HADS", "M", "DSCT"]],
+                         ids=["14-long-names", "40-classes", "astrom3-10"])
+def test_every_class_label_of_a_survey_confusion_matrix_is_readable(names, monkeypatch, tmp_path):
+    """Catches the fixed-size confusion_test.png: 14 long survey names squeezed the matrix to 180 px under column
+    labels piled on each other, and 40 classes overlapped every row label, column label and count."""
+    from astrom3_hpc.core import figures
+    from astrom3_hpc.train.evaluate import classification_report, plot_confusion
+
+    drawn = {}
+
+    def measure(fig, path, dpi=110):
+        fig.canvas.draw()
+        r, ax = fig.canvas.get_renderer(), fig.axes[0]
+        drawn.update(x=[t.get_window_extent(r) for t in ax.get_xticklabels()], size=fig.canvas.get_width_height(),
+                     y=[t.get_window_extent(r) for t in ax.get_yticklabels()], matrix=ax.get_window_extent(r),
+                     counts=[t.get_window_extent(r) for t in ax.texts], title=ax.get_title(), dpi=fig.dpi)
+        figures.pyplot().close(fig)
+
+    monkeypatch.setattr(figures, "save", measure)
+    k = len(names)
+    y = np.repeat(np.arange(k), 3)
+    pred = np.where(np.arange(len(y)) % 3 == 0, (y + 1) % k, y)  # two counts in every row, in neighbouring cells
+    plot_confusion(classification_report(y, pred, names), tmp_path / "cm.png", "survey")
+    width, height = drawn["size"]
+    for axis in ("x", "y"):
+        boxes = drawn[axis]
+        assert [a.overlaps(b) for a, b in zip(boxes, boxes[1:])] == [False] * (k - 1), axis
+        assert all(b.x0 >= 0 and b.y0 >= 0 and b.x1 <= width and b.y1 <= height for b in boxes), axis
+    cell = drawn["matrix"].width / k
+    assert cell >= 0.2 * drawn["dpi"]  # at least 0.2 inch: the labels take room beside the matrix, not from it
+    if k > 25:
+        assert drawn["counts"] == [] and "40 classes: counts left out" in drawn["title"]
+    else:
+        assert len(drawn["counts"]) == 2 * k and all(b.width < cell and b.height < cell for b in drawn["counts"])
+
+
 def test_finetune_and_baseline_write_predictions_and_collect(lc_store, tmp_path, caplog, capsys):
     from astrom3_hpc.cli.results import main as collect_main
     from astrom3_hpc.data.store import Store

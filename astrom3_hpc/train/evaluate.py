@@ -35,28 +35,67 @@ def classification_report(y_true, y_pred, class_names) -> dict:
     }
 
 
-def plot_confusion(report: dict, path: str | Path, title: str) -> None:
-    from ..core.figures import pyplot, save
+# Above this many classes a count no longer fits its cell at a readable size: the colours stay, the counts are left
+# out (metrics.json holds the matrix).
+MAX_COUNTED_CLASSES = 25
+
+
+def _confusion_layout(k: int, maxlen: int) -> tuple[float, float, float, bool]:
+    """Font size (pt), cell side (inches), length of the longest label (inches) and whether the column labels stand
+    upright, for `k` classes named in at most `maxlen` characters. Cells are sized from the font so that one label
+    per row and column fits whatever `k` is: the figure grows rather than the labels piling up."""
+    fs, cell = (10.0, 0.42) if k <= 12 else (8.0, 0.3) if k <= MAX_COUNTED_CLASSES else (7.0, 0.22)
+    label_in = maxlen * 0.65 * fs / 72  # 0.65 em: a generous mean glyph width of DejaVu Sans
+    # A 45-degree label's box is (length + height) / sqrt(2) wide: past the cell it runs into its neighbour's.
+    upright = (label_in + 1.2 * fs / 72) * 0.71 > 0.9 * cell
+    return fs, cell, label_in, upright
+
+
+def confusion_figure(report: dict, title: str):
+    """The confusion matrix of `report` as a matplotlib figure (plot_confusion saves it), sized from the number of
+    classes and the longest name so that every row and column label is readable."""
+    from ..core.figures import pyplot
 
     plt = pyplot()
     cm = np.asarray(report["confusion"], dtype=float)
-    names = report["class_names"]
+    names = [str(n) for n in report["class_names"]]
+    k = len(names)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    maxlen = max((len(n) for n in names), default=1)
+    fs, cell, label_in, upright = _confusion_layout(k, maxlen)
+    matrix = max(k * cell, 2.0)
+    below = label_in if upright else 0.71 * label_in + fs / 72
+    # Margins: the axis label and the tick labels left and below, the colour bar right, three title lines above;
+    # tight_layout then places everything exactly.
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.6 + label_in + matrix + 1.3), max(4.0, 1.1 + matrix + below + 0.6)))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+    if upright:
+        ax.set_xticks(range(k), names, rotation=90, fontsize=fs)
+    else:
+        ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fs)
+    ax.set_yticks(range(k), names, fontsize=fs)
+    counted = k <= MAX_COUNTED_CLASSES
+    if counted:
+        digits = len(str(int(cm.max()))) if cm.size else 1
+        count_fs = min(7.0, 0.8 * cell * 72 / (0.62 * digits))  # the widest count still inside its cell
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=count_fs,
+                            color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    note = "" if counted else f"\n{k} classes: counts left out (metrics.json has them), colours only"
+    ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}{note}")
     fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised")
     fig.tight_layout()
-    save(fig, path)
+    return fig
+
+
+def plot_confusion(report: dict, path: str | Path, title: str) -> None:
+    from ..core.figures import save
+
+    save(confusion_figure(report, title), path)
 
 
 # Scores held at a time by the all-against-all passes below: the (n, n) matrix of a survey's validation split
