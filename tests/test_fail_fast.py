@@ -64,13 +64,18 @@ def test_a_damaged_chunk_on_one_rank_ends_the_mpiexec_job_within_a_minute(tiny_s
 
 
 @pytest.mark.timeout(300)
-def test_a_set_up_error_every_rank_finds_alike_is_printed_once(tiny_store, tmp_path):
+@pytest.mark.parametrize("sets,said", [
+    (["train.batch_size=31"], "error: train.batch_size 31 must be divisible by the world size 2"),
+    (["optim.lr=1e8", "train.epochs=2"], "error: training stopped, nothing was checkpointed from this point:")])
+def test_an_error_every_rank_finds_alike_is_printed_and_recorded_once(tiny_store, tmp_path, sets, said):
     """Catches a global batch that the world size does not divide printed by every rank (1 to N copies, whichever
-    rank ended the job first): a plain ValueError, not the ConfigError that rank 0 alone prints."""
+    rank ended the job first), and a NaN stop's report of every rank printed by every rank (N x (N + 2) lines) and
+    recorded by each in train.log with its traceback; and DeepSpeed's "op built successfully" on stdout."""
     from test_train import run_job
 
-    r = run_job("pretrain", tmp_path / "run", tiny_store, world=2, launcher="torchrun",
-                sets=["train.batch_size=31"], check=False)
+    run = tmp_path / "run"
+    r = run_job("pretrain", run, tiny_store, world=2, launcher="torchrun", sets=sets, check=False)
     assert r.returncode != 0, r.stderr[-3000:]  # torchrun's own code
-    assert r.stderr.count("train.batch_size 31 must be divisible by the world size 2") == 1, r.stderr[-3000:]
-    assert "rank 0: error: train.batch_size 31" in r.stderr
+    assert r.stderr.count(said) == 1 and f"rank 0: {said}" in r.stderr, r.stderr[-3000:]
+    assert (run / "train.log").read_text().count(" ERROR ") == 1
+    assert "built successfully" not in r.stdout

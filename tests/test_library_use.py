@@ -27,3 +27,20 @@ def test_importing_the_training_modules_leaves_the_environment_alone():
     assert after == before
     # What building an engine sets (its PATH: tests/test_device.py): the venv's op cache, the CPU accelerator.
     assert engine["TORCH_EXTENSIONS_DIR"] and engine["DS_ACCELERATOR"] == "cpu"
+
+
+def test_verbose_is_the_suites_debug_lines_on_rank_0_only():
+    """Catches -v setting the root logger to DEBUG on every rank: a hundred lines of zarr's and numcodecs'
+    internals per epoch from each rank, none saying which."""
+    code = ("import logging; from astrom3_hpc.train.jobs import run_command; "
+            "run_command('x', lambda: print(logging.getLogger().level, "
+            "logging.getLogger('astrom3').getEffectiveLevel()), verbose=True)")
+    seen = {}
+    for rank in ("0", "1"):
+        env = {**os.environ, "RANK": rank, "WORLD_SIZE": "2", "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": "29999"}
+        r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        seen[rank] = r.stdout.split()
+    assert seen == {"0": ["20", "10"], "1": ["20", "20"]}

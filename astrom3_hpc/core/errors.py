@@ -25,9 +25,12 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went a
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """The suite's log format on stderr (first call wins, as logging.basicConfig does)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    """The suite's log format on stderr (first call wins, as logging.basicConfig does). `verbose`: the suite's own
+    DEBUG lines; the root logger at DEBUG gave a hundred lines of zarr's and numcodecs' internals per epoch."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    if verbose:
+        logging.getLogger("astrom3").setLevel(logging.DEBUG)
 
 
 def first_line(e: BaseException, limit: int = 120) -> str:

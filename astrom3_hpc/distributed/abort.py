@@ -79,7 +79,7 @@ def fail_job(prog: str, e: BaseException, code: int, known: bool) -> None:
         import traceback
 
         traceback.print_exc()
-    elif rank_prefix() in ("", "rank 0: ") or not _same_on_every_rank(e):
+    elif rank_prefix() in ("", "rank 0: ") or not same_on_every_rank(e):
         print(f"{where}error: {e}", file=sys.stderr)
     else:
         # Raised alike on every rank (config, run dir, leak check): rank 0 speaks for all; the others give it a
@@ -88,7 +88,7 @@ def fail_job(prog: str, e: BaseException, code: int, known: bool) -> None:
     end_job(code)
 
 
-def _same_on_every_rank(e: BaseException) -> bool:
+def same_on_every_rank(e: BaseException) -> bool:
     from ..core.config import ConfigError
 
     return isinstance(e, ConfigError) or bool(getattr(e, "same_on_every_rank", False))

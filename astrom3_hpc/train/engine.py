@@ -15,6 +15,9 @@ whole module, inputs and temperatures included, and all-reduce gradients in bf16
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import random
 import sys
@@ -152,7 +155,13 @@ def build_engine(model: torch.nn.Module, cfg: RunConfig, world_size: int, local_
     import deepspeed
 
     if torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+        # On CPU it loads its shared-memory op and print()s "... built successfully" on stdout, on every rank of
+        # every job (the op was built once, into the venv): to the debug log.
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+        if said.getvalue().strip():
+            logging.getLogger("astrom3").debug("deepspeed: %s", said.getvalue().strip())
     cuda = torch.cuda.is_available()
     # CPU: the execution keys decide fused Adam; CUDA: fused Adam always (one kernel for all parameters).
     fused = apply_execution(model, cfg, local_world_size) or cuda

@@ -41,7 +41,7 @@ def pretrained_architecture(pretrain_model: dict, own: ModelConfig) -> ModelConf
 
 
 def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int | None = None,
-                     allow_unknown_seed: bool = False) -> dict:
+                     allow_unknown_seed: bool = False, warn: bool = True) -> dict:
     """The pretraining run's config, after refusing runs that would leak test objects.
 
     The seed and the store identity are read from the best weights' own metadata (written with them), not
@@ -78,8 +78,9 @@ def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int |
                 f"wrong guess puts its pretraining objects in the test set. Pass --pretrain-seed S (the seed the "
                 f"weights were pretrained on; fine-tuning must then use --seed S) or --allow-unknown-seed to "
                 f"accept the risk.")
-        log.warning("fine-tuning from %s, whose split seed is unknown (--allow-unknown-seed): test metrics may "
-                    "include objects its pretraining saw", init_dir)
+        if warn:  # every rank checks; one says so
+            log.warning("fine-tuning from %s, whose split seed is unknown (--allow-unknown-seed): test metrics may "
+                        "include objects its pretraining saw", init_dir)
     elif pseed != seed:
         raise PretrainLeakError(
             f"pretraining run {init_dir} used split seed {pseed}, but fine-tuning asks for seed {seed}: its "
@@ -133,7 +134,7 @@ class Finetuner(Trainer):
         init = f.init
         if init != "scratch":
             pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store, f.pretrain_seed,
-                                   f.allow_unknown_seed)
+                                   f.allow_unknown_seed, warn=self.is_main)
             self.cfg.model = pretrained_architecture(pre["model"], self.cfg.model)
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()

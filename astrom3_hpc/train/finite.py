@@ -20,6 +20,9 @@ class NonFiniteError(RuntimeError):
     """The loss or a gradient became NaN or infinite; the message names step, epoch, batch and object ids."""
 
     exit_code = 5
+    # Raised where every rank holds the same verdict (a gathered report, a reduced loss, identical weights):
+    # rank 0 prints it for all, instead of N copies of an N-line report.
+    same_on_every_rank = True
 
 
 def _grad_norm_sq(model: torch.nn.Module) -> torch.Tensor | None:

@@ -38,7 +38,9 @@ def run_command(command: str, fn: Callable[[], int | None], *, verbose: bool = F
     """``fn()`` as the command ``astrom3 COMMAND`` runs it: the suite's logging, expected errors -> their exit
     code. ``fail_fast`` (training commands): in a multi-process job a failing rank prints its error once and ends
     the whole job at once (distributed.abort), instead of leaving its peers in a collective until the timeout."""
-    setup_logging(verbose)
+    from ..distributed.abort import rank_prefix
+
+    setup_logging(verbose and rank_prefix() in ("", "rank 0: "))  # -v: rank 0's, as the docs say
     on_error = _fail_job if fail_fast else None
     return run_reporting_errors(command, lambda: _stopped_by_job_signals(command, fn),
                                 lambda: expected_errors() + tuple(extra_expected), on_error)

@@ -71,8 +71,10 @@ class RunLog(logging.FileHandler):
     def record_error(self, exc: BaseException, what: str = "failed") -> None:
         """Write the error that ends this rank, with its traceback, to the file only (the CLI already prints
         it on the terminal). A refusal to run in this directory (it holds another run) is not this log's."""
-        if not getattr(exc, "recorded_in_run_log", True):
-            return
+        from ..distributed.abort import same_on_every_rank
+
+        if not getattr(exc, "recorded_in_run_log", True) or (self.rank != 0 and same_on_every_rank(exc)):
+            return  # another run's refusal; or rank 0's record says it for every rank
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or a job signal (core/signals.py): where it came, no more
             rec = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s: %s", (what, exc or "interrupted"), None)
         else:
