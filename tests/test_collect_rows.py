@@ -104,3 +104,39 @@ def test_a_p_value_is_never_rounded_across_the_threshold_and_tables_keep_their_c
     lines = render_per_class({"groups": [group]}, "test")
     table = [line for line in lines if line.startswith("|")]
     assert len({line.count("|") for line in table}) == 1, table
+
+
+def _drawn(monkeypatch, plot, *args, **kwargs):
+    """The axes `plot` (one of results.plots' functions) drew, instead of a PNG."""
+    from astrom3_hpc.results import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, dpi=110: figs.append(fig))
+    plot(*args, **kwargs)
+    axes = figs[0].axes
+    plots.pyplot().close(figs[0])
+    return axes
+
+
+def _photo_full_runs(tmp_path, accuracy: dict) -> dict:
+    """collect's result over photo/full runs of the given (init, seed) -> accuracy, no figures."""
+    rng = np.random.default_rng(7)
+    for (init, seed), acc in accuracy.items():
+        write_run(tmp_path / "runs" / f"photo-full-s{seed}-{init}", fake_metrics("photo", "full", seed, init, acc, rng),
+                  "photo", "full", seed, init)
+    return collect(tmp_path / "runs", out=tmp_path / "o", stream=io.StringIO(), plot=False)
+
+
+def test_baseline_and_ensemble_runs_are_drawn_against_the_label_fraction(tmp_path, monkeypatch):
+    """Catches accuracy_vs_fraction.png drawing only CLIP and no-CLIP runs: a mode with only baseline and ensemble
+    runs (the baseline being the score to beat) showed the paper's points and "no completed runs"."""
+    from astrom3_hpc.results.plots import plot_accuracy_vs_fraction
+
+    res = _photo_full_runs(tmp_path, {("baseline", 42): 0.85, ("baseline", 0): 0.87, ("ensemble", 42): 0.90})
+    photo, spectra = _drawn(monkeypatch, plot_accuracy_vs_fraction, res, tmp_path / "a.png")[:2]
+    means = {g["init"]: g["test"]["mean"] for g in res["groups"]}
+    drawn = {c.get_label(): c.lines[0].get_ydata() for c in photo.containers}
+    assert list(drawn["baseline (sub-X test)"]) == [means["baseline"]]
+    assert list(drawn["ensemble (sub-X test)"]) == [means["ensemble"]]
+    assert [t.get_text() for t in photo.texts] == []
+    assert [t.get_text() for t in spectra.texts] == ["no completed runs"]

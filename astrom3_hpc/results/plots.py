@@ -13,36 +13,39 @@ from ..orchestration.sweep import MODES
 from .paper import LABEL_FRACTION, MODE_NAMES, PAPER_RESULTS, SUBSET_ORDER, not_comparable
 
 
+# Every init's colour, marker, legend name and x offset (in label-fraction points, so that series at one fraction do
+# not hide each other), in legend order. The paper published CLIP and no CLIP only: no paper points for the rest.
+SERIES = {"scratch": ("tab:orange", "o", "no CLIP", -1.0), "clip": ("tab:blue", "o", "CLIP", 1.0),
+          "baseline": ("tab:green", "D", "baseline", -0.4), "ensemble": ("tab:purple", "^", "ensemble", 0.4)}
+
+
 def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = "population") -> None:
     plt = pyplot()
 
     skey = "std_pop" if std == "population" else "std_sample"
     groups = {(g["mode"], g["subset"], g["init"]): g for g in res["groups"]}
-    colours = {"clip": "tab:blue", "scratch": "tab:orange"}
-    labels = {"clip": "CLIP", "scratch": "no CLIP"}
-    offset = {"clip": 1.0, "scratch": -1.0}
     no_paper = not_comparable(res["groups"])  # another survey's classes: the paper's points are no yardstick
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True)
     for ax, mode in zip(axes, MODES):
         any_data = False
-        for init in ("scratch", "clip"):
+        for init, (colour, marker, label, offset) in SERIES.items():
             for ts, style in (("test", "-"), ("test_full", "--")):
                 pts = [(LABEL_FRACTION[s], groups[(mode, s, init)]) for s in SUBSET_ORDER if (mode, s, init) in groups]
                 if not pts:
                     continue
                 any_data = True
-                x = np.array([p[0] for p in pts], dtype=float) + offset[init] * (1.0 if ts == "test" else 1.6)
+                x = np.array([p[0] for p in pts], dtype=float) + offset * (1.0 if ts == "test" else 1.6)
                 y = np.array([p[1][ts]["mean"] for p in pts])
                 e = np.nan_to_num(np.array([p[1][ts][skey] for p in pts], dtype=float))
-                ax.errorbar(x, y, yerr=e, fmt="o" + style, color=colours[init], capsize=3, ms=5,
+                ax.errorbar(x, y, yerr=e, fmt=marker + style, color=colour, capsize=3, ms=5,
                             lw=1.6 if ts == "test" else 1.0, alpha=1.0 if ts == "test" else 0.55,
-                            label=f"{labels[init]} ({'sub-X test' if ts == 'test' else 'full test'})")
+                            label=f"{label} ({'sub-X test' if ts == 'test' else 'full test'})")
             pp = [(LABEL_FRACTION[s], PAPER_RESULTS[(mode, s)][init]) for s in SUBSET_ORDER
-                  if (mode, s) in PAPER_RESULTS and not no_paper]
+                  if init in PAPER_RESULTS.get((mode, s), ()) and not no_paper]
             if pp:
-                ax.errorbar([p[0] + offset[init] * 2.2 for p in pp], [p[1][0] for p in pp],
-                            yerr=[p[1][1] for p in pp], fmt="s", mfc="none", mec=colours[init], ecolor=colours[init],
-                            ms=7, capsize=2, lw=0.8, alpha=0.8, label=f"{labels[init]} (paper)")
+                ax.errorbar([p[0] + offset * 2.2 for p in pp], [p[1][0] for p in pp],
+                            yerr=[p[1][1] for p in pp], fmt="s", mfc="none", mec=colour, ecolor=colour,
+                            ms=7, capsize=2, lw=0.8, alpha=0.8, label=f"{label} (paper)")
         if not any_data:
             ax.text(0.5, 0.5, "no completed runs", transform=ax.transAxes, ha="center", va="center", color="grey")
         ax.set_title(MODE_NAMES[mode])
