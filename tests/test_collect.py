@@ -257,7 +257,8 @@ def test_per_class_bars_keep_a_large_sweep_readable(sweep):
     many = [dict(g, init=f"{g['init']}{k}") for k in range(3) for g in groups]  # 24 groups, 12 of them full
     kept, note = bar_groups(many)
     full = [g for g in many if g["subset"] == "full"]
-    assert kept == full[:MAX_BAR_GROUPS] and note == f" ({len(kept)} of 24 groups: the full subset's)"
+    left = ", ".join(f"{g['mode']} full {g['init']}" for g in full[MAX_BAR_GROUPS:])  # named, not silently dropped
+    assert kept == full[:MAX_BAR_GROUPS] and note == f" ({len(kept)} of 24 groups: the full subset's; left out: {left})"
 
 
 def test_outputs_written(sweep):

@@ -140,3 +140,21 @@ def test_baseline_and_ensemble_runs_are_drawn_against_the_label_fraction(tmp_pat
     assert list(drawn["ensemble (sub-X test)"]) == [means["ensemble"]]
     assert [t.get_text() for t in photo.texts] == []
     assert [t.get_text() for t in spectra.texts] == ["no completed runs"]
+
+
+def test_per_class_recall_names_the_full_groups_it_leaves_out(tmp_path, monkeypatch):
+    """Catches per_class_recall.png keeping the first 8 of 9 full-subset groups under the title "(8 of 9 groups: the
+    full subset's)": a sweep with a baseline init lost its all-three models without a word."""
+    from astrom3_hpc.results.plots import plot_per_class
+
+    rng = np.random.default_rng(8)
+    runs = [(m, i) for m in ("photo", "spectra", "meta", "all") for i in ("clip", "scratch")] + [("photo", "baseline")]
+    for mode, init in runs:
+        write_run(tmp_path / "runs" / f"{mode}-full-s42-{init}", fake_metrics(mode, "full", 42, init, 0.9, rng),
+                  mode, "full", 42, init)
+    res = collect(tmp_path / "runs", out=tmp_path / "o", stream=io.StringIO(), plot=False)
+    ax = _drawn(monkeypatch, plot_per_class, res, tmp_path / "p.png")[0]
+    shown = [t.get_text().rsplit(" (n=", 1)[0] for t in ax.get_legend().get_texts()]
+    title = " ".join(ax.get_title().split())
+    assert len(shown) == 8 and "all full scratch" not in shown
+    assert title.endswith("(8 of 9 groups: the full subset's; left out: all full scratch)"), title
