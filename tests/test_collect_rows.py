@@ -1,5 +1,6 @@
-"""Rows of the collector's tables beside the paper's grid: baseline rows in results.csv, pretraining runs that
-share a seed, and a plain directory collected into a folder of its own."""
+"""Rows of the collector's tables and figures beside the paper's grid: baseline rows in results.csv, pretraining
+runs that share a seed, a plain directory collected into a folder of its own, and which groups and error bars
+accuracy_vs_fraction.png and per_class_recall.png draw."""
 
 from __future__ import annotations
 
@@ -158,3 +159,18 @@ def test_per_class_recall_names_the_full_groups_it_leaves_out(tmp_path, monkeypa
     title = " ".join(ax.get_title().split())
     assert len(shown) == 8 and "all full scratch" not in shown
     assert title.endswith("(8 of 9 groups: the full subset's; left out: all full scratch)"), title
+
+
+def test_the_papers_error_bars_are_the_std_the_y_label_names(tmp_path, monkeypatch):
+    """Catches `collect --std sample` labelling every bar "sample std" while the paper's stayed its population std
+    over 5 seeds: sqrt(5/4) too narrow beside the sweep's own sample std."""
+    from astrom3_hpc.results.paper import PAPER_RESULTS
+    from astrom3_hpc.results.plots import plot_accuracy_vs_fraction
+
+    res = _photo_full_runs(tmp_path, {("clip", 42): 0.90, ("clip", 0): 0.92})
+    paper = [PAPER_RESULTS[("photo", s)]["clip"][1] for s in ("sub10", "sub25", "sub50", "full")]
+    for std, scale in (("population", 1.0), ("sample", np.sqrt(5 / 4))):
+        photo = _drawn(monkeypatch, plot_accuracy_vs_fraction, res, tmp_path / "a.png", std=std)[0]
+        bars = next(c for c in photo.containers if c.get_label() == "CLIP (paper)").lines[2][0].get_segments()
+        assert photo.get_ylabel() == f"test accuracy % (mean ± {std} std)"
+        np.testing.assert_allclose([(b[1][1] - b[0][1]) / 2 for b in bars], np.array(paper) * scale, rtol=1e-9)

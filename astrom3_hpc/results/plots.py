@@ -20,10 +20,16 @@ SERIES = {"scratch": ("tab:orange", "o", "no CLIP", -1.0), "clip": ("tab:blue", 
           "baseline": ("tab:green", "D", "baseline", -0.4), "ensemble": ("tab:purple", "^", "ensemble", 0.4)}
 
 
+# The paper's std is the population std over its 5 split seeds (paper.py). Under `--std sample` the y label calls every
+# bar a sample std, so the paper's are scaled to theirs: sqrt(n / (n - 1)) over 5 seeds.
+PAPER_SEEDS = 5
+
+
 def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = "population") -> None:
     plt = pyplot()
 
     skey = "std_pop" if std == "population" else "std_sample"
+    paper_scale = 1.0 if std == "population" else float(np.sqrt(PAPER_SEEDS / (PAPER_SEEDS - 1)))
     groups = {(g["mode"], g["subset"], g["init"]): g for g in res["groups"]}
     no_paper = not_comparable(res["groups"])  # another survey's classes: the paper's points are no yardstick
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True)
@@ -45,7 +51,7 @@ def plot_accuracy_vs_fraction(res: dict[str, Any], path: str | Path, std: str = 
                   if init in PAPER_RESULTS.get((mode, s), ()) and not no_paper]
             if pp:
                 ax.errorbar([p[0] + offset * 2.2 for p in pp], [p[1][0] for p in pp],
-                            yerr=[p[1][1] for p in pp], fmt="s", mfc="none", mec=colour, ecolor=colour,
+                            yerr=[p[1][1] * paper_scale for p in pp], fmt="s", mfc="none", mec=colour, ecolor=colour,
                             ms=7, capsize=2, lw=0.8, alpha=0.8, label=f"{label} (paper)")
         if not any_data:
             ax.text(0.5, 0.5, "no completed runs", transform=ax.transAxes, ha="center", va="center", color="grey")
