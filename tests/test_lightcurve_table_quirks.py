@@ -55,6 +55,10 @@ def test_a_label_mapped_twice_to_different_classes_is_refused(tmp_path, capsys):
     doc.write_text('\ufeff{"M_or_SR": "LPV", "HADS_or_DSCT": "DSCT", "RRab-like": "RRAB"}', encoding="utf-8")
     assert main(ingest_args(tmp_path, out, "--class-map", str(doc))) == 0, capsys.readouterr().err
     assert Store(out).class_names == ("DSCT", "LPV", "RRAB")
+    # A JSON array is no map, even one of pairs (read for pairs while repeats were being looked for).
+    doc.write_text('[["M_or_SR", "LPV"], ["HADS_or_DSCT", "DSCT"], ["RRab-like", "RRAB"]]')
+    assert main(ingest_args(tmp_path, tmp_path / "t.zarr", "--class-map", str(doc))) == 2
+    assert f"{doc}: a class map must be a JSON object {{label: class}}" in capsys.readouterr().err
     doc.write_text('{"M_or_SR": "LPV" "HADS_or_DSCT": "DSCT"}')
     assert main(ingest_args(tmp_path, tmp_path / "t.zarr", "--class-map", str(doc))) == 2
     assert f"{doc}: the class map is not valid UTF-8 JSON (Expecting ','" in capsys.readouterr().err

@@ -69,16 +69,23 @@ def test_parquet_tables_make_the_csv_store(tmp_path):
 
 def test_a_float32_time_column_too_coarse_for_the_periods_searched_is_refused(tmp_path, capsys):
     """Catches Julian Dates stored as float32 (steps of 0.25 d at 2.46e6) ingested without a word: every 0.3-day
-    variable got an alias for its period. MJD (steps of 0.004 d at 57600) is refused for the default 0.03-day
-    search and read for a 0.1-day one."""
+    variable got an alias for its period. Float32 MJD (steps of 0.004 d at 57600) finds the float64 periods and
+    is read."""
     write_tables(tmp_path, n_per_class=3)
     _to_parquet(tmp_path, time_type=pa.float32())
     out = tmp_path / "s.zarr"
-    assert main(_parquet_args(tmp_path, out)) == 2
-    assert f"{tmp_path / 'points.parquet'}: time column 'hjd' is float32: at 57" in capsys.readouterr().err
-    no_leftovers(tmp_path, out)
-    assert main(_parquet_args(tmp_path, out, "--min-period", "0.1")) == 0, capsys.readouterr().err
+    assert main(_parquet_args(tmp_path, out)) == 0, capsys.readouterr().err
     assert Store(out).n_objects == 9
+    points = tmp_path / "points.csv.gz"
+    with gzip.open(points, "rt", newline="") as fh:
+        rows = list(csv.reader(fh))
+    with gzip.open(points, "wt", newline="") as fh:
+        csv.writer(fh).writerows([rows[0]] + [[r[0], repr(float(r[1]) + 2400000.5), *r[2:]] for r in rows[1:]])
+    _to_parquet(tmp_path, time_type=pa.float32())
+    assert main(_parquet_args(tmp_path, tmp_path / "jd.zarr")) == 2
+    assert f"{tmp_path / 'points.parquet'}: time column 'hjd' is float32: at 245" in capsys.readouterr().err
+    no_leftovers(tmp_path, tmp_path / "jd.zarr")
+    assert main(_parquet_args(tmp_path, tmp_path / "jd.zarr", "--min-period", "1.5")) == 0, capsys.readouterr().err
 
 
 def test_parquet_errors_name_file_row_and_column(tmp_path, capsys):
