@@ -184,9 +184,9 @@ def verify_store(path: str | Path) -> tuple[list[str], bool]:
     problems += [p for p in (checksums.side_file_problem(path, attrs, n) for n in checksums.SIDE_FILES) if p]
     if table is not None:
         problems += [p for p in content_problems(path, table) if p not in problems]
-    if not problems:  # damaged chunks would only be read as garbage here
-        problems += value_problems(path)
         rec = attrs.get("checksums", {}).get("fingerprint")
         if rec and rec != checksums.fingerprint(table):
             problems.append(f"{path / checksums.TABLE}: the checksum table itself changed since ingestion")
+    if not problems:  # damaged chunks would only be read as garbage here
+        problems += value_problems(path)
     return problems, table is not None
