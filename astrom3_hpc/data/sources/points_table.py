@@ -96,11 +96,14 @@ def narrow_float_resolution(path: str, column: str) -> tuple[str, float, float] 
         field = t.arrow.schema_arrow.field(column)
         if not (pa.types.is_float32(field.type) or pa.types.is_float16(field.type)):
             return None
-        x = t.arrow.read(columns=[column]).column(0).to_numpy(zero_copy_only=False)
-    x = np.abs(x[np.isfinite(x)])
-    if not len(x):
+        top = None
+        for rb in t.arrow.iter_batches(batch_size=1 << 20, columns=[column]):  # streamed: every rank reads it
+            x = rb.column(0).to_numpy(zero_copy_only=False)
+            x = np.abs(x[np.isfinite(x)])
+            if len(x):
+                top = x.max() if top is None else max(top, x.max())
+    if top is None:
         return None
-    top = x.max()
     return f"float{field.type.bit_width}", float(top), float(np.spacing(top))
 
 
