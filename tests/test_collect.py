@@ -15,8 +15,7 @@ from scipy.stats import ttest_rel
 
 from astrom3_hpc.core.atomic import write_json, write_text
 from astrom3_hpc.cli.results import add_parser
-from astrom3_hpc.results.collect import (PAPER_KNN1, PAPER_RESULTS, collect, parse_log_name, read_job_ids,
-                                         read_metrics, BadMetrics)
+from astrom3_hpc.results.collect import PAPER_KNN1, PAPER_RESULTS, BadMetrics, collect, read_metrics
 from astrom3_hpc.core.constants import CLASS_NAMES
 from astrom3_hpc.train.evaluate import classification_report
 from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
@@ -338,21 +337,6 @@ def test_plain_directory_without_manifest(sweep, tmp_path):
     assert sorted(f["logs"]) == sorted([f"logs/ft_{JOB}_{sweep['failed'].index}.err",
                                         f"logs/ft_{JOB}_{sweep['failed'].index}.out"])
     assert {r["seed"] for r in res["pretrain_runs"] if r["status"] == "complete"} == {42, 0}
-
-
-def test_log_name_parsing_and_jobs_json(tmp_path):
-    assert parse_log_name("ft_123_7.out") == ("123", 7)
-    assert parse_log_name("ft_123_7.err") == ("123", 7)
-    assert parse_log_name("123_7_log.err") == ("123", 7)
-    assert parse_log_name("123_7_0_log.out") == ("123", 7)  # Submitit array: job, index, rank
-    assert parse_log_name("slurm-123_7.out") == ("123", 7)
-    assert parse_log_name("worker_7.out") == (None, 7)
-    assert parse_log_name("notes.txt") is None and parse_log_name("slurmd.log") is None
-    for data, ids in (([123, "124_3"], {"123", "124"}), ({"job_ids": ["5"]}, {"5"}),
-                      ({"jobs": [{"job_id": 9, "kind": "finetune"}]}, {"9"}),
-                      ({"finetune": {"array_job_id": "11"}, "n_tasks": 40}, {"11"})):
-        write_json(tmp_path / "jobs.json", data)
-        assert read_job_ids(tmp_path) == ids
 
 
 def test_cli(sweep, tmp_path, capsys):

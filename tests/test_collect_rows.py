@@ -14,7 +14,7 @@ from test_collect import embedding_eval, fake_metrics, write_run
 
 from astrom3_hpc.core.atomic import write_json
 from astrom3_hpc.orchestration.sweep import Sweep, make_tasks
-from astrom3_hpc.results.collect import collect
+from astrom3_hpc.results.collect import collect, parse_log_name, read_job_ids
 
 
 def test_only_clip_and_scratch_rows_carry_the_p_value(tmp_path):
@@ -174,3 +174,18 @@ def test_the_papers_error_bars_are_the_std_the_y_label_names(tmp_path, monkeypat
         bars = next(c for c in photo.containers if c.get_label() == "CLIP (paper)").lines[2][0].get_segments()
         assert photo.get_ylabel() == f"test accuracy % (mean ± {std} std)"
         np.testing.assert_allclose([(b[1][1] - b[0][1]) / 2 for b in bars], np.array(paper) * scale, rtol=1e-9)
+
+
+def test_log_name_parsing_and_jobs_json(tmp_path):
+    assert parse_log_name("ft_123_7.out") == ("123", 7)
+    assert parse_log_name("ft_123_7.err") == ("123", 7)
+    assert parse_log_name("123_7_log.err") == ("123", 7)
+    assert parse_log_name("123_7_0_log.out") == ("123", 7)  # Submitit array: job, index, rank
+    assert parse_log_name("slurm-123_7.out") == ("123", 7)
+    assert parse_log_name("worker_7.out") == (None, 7)
+    assert parse_log_name("notes.txt") is None and parse_log_name("slurmd.log") is None
+    for data, ids in (([123, "124_3"], {"123", "124"}), ({"job_ids": ["5"]}, {"5"}),
+                      ({"jobs": [{"job_id": 9, "kind": "finetune"}]}, {"9"}),
+                      ({"finetune": {"array_job_id": "11"}, "n_tasks": 40}, {"11"})):
+        write_json(tmp_path / "jobs.json", data)
+        assert read_job_ids(tmp_path) == ids
