@@ -136,6 +136,22 @@ def test_a_key_added_after_the_run_was_written_resumes_at_its_default():
     assert differences(on, new) == ["finetune.average_baseline: True in the run dir, False now"]
 
 
+def test_a_store_description_key_added_by_a_later_ingest_resumes_where_it_is_empty():
+    """Catches a lightcurves store rebuilt by a newer ingest from the same files (the same content fingerprint)
+    refusing every run made on the old one: its source description gained `unsplit_ids: []`."""
+    from astrom3_hpc.train.fingerprint import differences, same_source
+
+    source = {"kind": "lightcurves", "n_objects": 30}
+    old = {"store": {"fingerprint": "f", "n_objects": 30, "source": source}, "seed": 42}
+    new = {**old, "store": {**old["store"], "source": {**source, "unsplit_ids": [], "n_unsplit_ids": 0}}}
+    assert differences(old, new) == [] and same_source(old["store"]["source"], new["store"]["source"])
+    held = {**old, "store": {**old["store"], "source": {**source, "unsplit_ids": ["7"], "n_unsplit_ids": 1}}}
+    assert differences(old, held) == ["store.source.n_unsplit_ids: '<absent>' in the run dir, 1 now",
+                                      "store.source.unsplit_ids: '<absent>' in the run dir, ['7'] now"]
+    assert not same_source(old["store"]["source"], held["store"]["source"])
+    assert not same_source(source, {**source, "kind": "ztf-vsx"}) and not same_source(source, None)
+
+
 def test_a_runs_own_config_yaml_and_another_spelling_of_its_init_resume_it(tmp_path, monkeypatch):
     """Catches two refusals of the same run: `--init ./p42` where it was started with `--init p42` (the path was
     compared as a string), and a rerun from its config.yaml, which says `cells: null` where the run's identity

@@ -57,6 +57,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _empty(v: Any) -> bool:
+    return v is None or (not isinstance(v, bool) and v in (0, "", [], {}))
+
+
+def same_source(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """Two stores' source descriptions agree. A key one of them lacks counts as agreeing where the other holds it
+    empty: a later ingest describes more (`unsplit_ids: []`), and a store rebuilt from the same files by it
+    must not stop the runs made on the old one from resuming."""
+    if old is None or new is None:
+        return old == new
+    return all(old.get(k) == new.get(k) or (k not in old and _empty(new[k])) or (k not in new and _empty(old[k]))
+               for k in set(old) | set(new))
+
+
 def store_identity(store) -> dict[str, Any]:
     """Content, not path: the checksum table's fingerprint (None for a store built before checksums) and the
     object count and source description, which catch a store rebuilt in place even without a table."""
@@ -109,6 +123,8 @@ def differences(old: dict[str, Any], new: dict[str, Any], ours: str = "now") -> 
             continue  # `--init p42` and `--init ./p42` (or its absolute path) name one pretraining run
         if k not in a and k in defaults and b.get(k) == defaults[k]:
             continue
+        if k.startswith("store.source.") and (k not in a and _empty(b.get(k)) or k not in b and _empty(a.get(k))):
+            continue  # described by a later ingest, empty for this store (same_source)
         if k == "kind" and not (k in a and k in b):
             continue  # an identity.json written before the key, whose run says nowhere what it was
         if a.get(k, "<absent>") != b.get(k, "<absent>"):

@@ -33,14 +33,14 @@ def pretrained_provenance(init_dir: Path, config: dict, meta: dict) -> tuple[int
 
 def same_store(pre: dict[str, Any], store) -> str | None:
     """None when `store` holds what the pretraining store held, else why not (compared by content)."""
-    from .fingerprint import store_identity
+    from .fingerprint import same_source, store_identity
 
     now = store_identity(store)
     if "n_objects" not in pre:
         return f"the pretraining store {pre.get('path')} no longer exists, so its content cannot be compared"
     if pre["n_objects"] != now["n_objects"]:
         return f"{pre['n_objects']} objects at pretraining, {now['n_objects']} now"
-    if pre.get("source") != now.get("source"):
+    if not same_source(pre.get("source"), now.get("source")):
         return "built from different sources"
     if pre.get("fingerprint") and now.get("fingerprint") and pre["fingerprint"] != now["fingerprint"]:
         return f"content fingerprint {pre['fingerprint'][:12]} at pretraining, {now['fingerprint'][:12]} now"
