@@ -65,6 +65,13 @@ def test_verify_names_objects_whose_values_are_not_finite(tmp_path, monkeypatch,
     assert main(["verify", str(store)]) == 3
     assert (f"array 'lc/values' holds non-finite values for 2 valid object(s) (object_id {spoilt[0]}, {spoilt[1]}): "
             f"rebuild the store with `astrom3 ingest`") in capsys.readouterr().out
+    # The classical features too: NaN features mean "no light curve", so those objects were classified unsaid.
+    from astrom3_hpc.data.lc_features import store_features
+
+    s = Store(store)
+    with pytest.raises(StoreError, match=rf"the light curves of 2 object\(s\) hold non-finite values \(object_id "
+                                         rf"{spoilt[0]}, {spoilt[1]}\)"):
+        store_features(s, s.valid_rows())
 
 
 @pytest.mark.parametrize("array", ["lc/values", "spec", "meta", "lc/offsets"])

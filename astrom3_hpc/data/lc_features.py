@@ -23,6 +23,7 @@ from ..core.constants import AUX_COLUMNS
 from . import store_cache
 from .preprocess import DAYS_PER_YEAR, lafler_kinman
 from .store import Store
+from .store_schema import StoreError
 
 N_HARMONICS = 3
 FEATURE_NAMES = (
@@ -94,11 +95,27 @@ def light_curves_in_days(store: Store, rows: np.ndarray, max_points: int = 1 << 
         while j + 1 < len(order) and int(offsets[rows[order[j + 1]] + 1]) - lo <= max_points:
             j += 1
         block = values[lo:int(offsets[rows[order[j]] + 1])].astype(np.float64)
+        _refuse_non_finite(store, block, lo, rows[order[k:j + 1]])
         for i in order[k:j + 1]:
             row = rows[i]
             pts = block[int(offsets[row]) - lo:int(offsets[row + 1]) - lo]
             yield i, pts[:, 0] * span_years[row] * DAYS_PER_YEAR, pts[:, 1], pts[:, 2]
         k = j + 1
+
+
+def _refuse_non_finite(store: Store, block: np.ndarray, lo: int, rows: np.ndarray) -> None:
+    """NaN features mark an object without a light curve: a store built before ingest refused values that
+    overflow float32 would have its infinite curves classified from their few finite features, unsaid."""
+    bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+    if not len(bad):
+        return
+    owners = np.intersect1d(np.searchsorted(store.offsets, bad + lo, side="right") - 1, rows)
+    if not len(owners):  # the block also spans rows between the asked ones
+        return
+    ids = store.root["object_id"][:][owners]
+    shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+    raise StoreError(f"{store.path}: the light curves of {len(ids)} object(s) hold non-finite values (object_id "
+                     f"{shown}): rebuild the store with `astrom3 ingest`, which refuses such objects")
 
 
 def point_subsets(row: int, n_points: int, k: int, fraction: float) -> np.ndarray:
