@@ -293,3 +293,27 @@ def test_an_unfinished_run_dir_with_a_relative_init_resumes_where_its_directory_
         check_run_dir(run, now, resume=True)
     monkeypatch.chdir(tmp_path)
     check_run_dir(run, other, resume=True)  # read against the current directory, as before
+
+
+def test_a_baseline_writes_only_over_the_same_baseline(pre, store, tmp_path, capsys):
+    """Catches `baseline --out` writing into any directory: over a finished run it left that run's weights and
+    checkpoints beside its own metrics.json; over another seed it replaced that result without a word."""
+    from astrom3_hpc.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(pre, run)
+    before = (run / "metrics.json").read_bytes()
+    assert main(["baseline", str(store), "--out", str(run)]) == 6
+    assert f"--out {run} holds a pretrain run: a baseline there would mix" in capsys.readouterr().err
+    assert (run / "metrics.json").read_bytes() == before
+    out = tmp_path / "bl"
+    assert main(["baseline", str(store), "--out", str(out)]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert main(["baseline", str(store), "--out", str(out), "--seed", "0"]) == 6
+    assert "holds another baseline run:\n  seed: 42 in the run dir, 0 now" in capsys.readouterr().err
+    assert main(["baseline", str(store), "--out", str(out)]) == 0  # the same baseline again: rewritten alike
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test_accuracy"] == first["test_accuracy"] and again["seed"] == 42
+    # A fine-tune into a baseline's directory is refused by the kind alone, not by every setting it lacks.
+    r = run_job("finetune", out, store, sets=ONE, check=False)
+    assert r.returncode == 6 and "kind: 'baseline' in the run dir, 'finetune' now\nRerun" in r.stderr, r.stderr

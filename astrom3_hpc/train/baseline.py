@@ -11,6 +11,7 @@ predictions_unlabelled.csv (objects without a class, when the store has any) and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..core.signals import stopped_by
 from ..data import store_cache
 from ..data.lc_features import FEATURE_NAMES, FEATURES_VERSION, cached_features, store_features
 from ..data.store import Store
+from .fingerprint import OtherRunError, differences, held_run, read_identity, store_identity, write_identity
 from .rundir import RunLog, env_info, write_run_json, writing
 
 log = logging.getLogger("astrom3")
@@ -44,13 +46,41 @@ def run_baseline(store_path: str, run_dir: str, seed: int = 42, subset: str = "f
     # An unknown seed or subset, or nothing to fit on or score, is an error before the run directory exists.
     store.check_classifier_splits(seed, subset)
     run = Path(run_dir)
+    identity = {"kind": "baseline", "config": {"subset": subset, "period_source": period_source,
+                                               "random_state": random_state},
+                "store": store_identity(store), "store_path": str(store.path.resolve()), "seed": seed}
     with writing(run, flag="--out"):  # a second job into this --out is refused before it writes anything
+        refuse_other_run(run, identity)
         run.mkdir(parents=True, exist_ok=True)
+        write_identity(run, identity)
         write_run_json(run, {"kind": "finetune", "init": "baseline", **env_info()})
         # Nothing to checkpoint: a job signal stops the run at once, its files unwritten, for the job script to
         # requeue.
         with RunLog(run).attach().recording("baseline"), stopped_by(str(run)):
             return _fit_and_report(store, run, seed, subset, period_source, random_state, threads)
+
+
+def refuse_other_run(run: Path, identity: dict[str, Any]) -> None:
+    """A baseline rewrites its files: only over the same baseline (or an older one, without identity.json, of
+    the same seed and subset). Over a fine-tune it left that run's weights and checkpoints beside its own metrics;
+    over another seed or subset it replaced that result, and left a sub-X run's test_full files standing."""
+    if not held_run(run):
+        return
+    old = read_identity(run)
+    if old is None:
+        done = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+        if done.get("init") == "baseline" and (done.get("seed"), done.get("subset")) == (
+                identity["seed"], identity["config"]["subset"]):
+            return
+        raise OtherRunError(f"--out {run} holds a run ({', '.join(held_run(run))}) that is not this baseline's: "
+                            f"give another --out")
+    if old.get("kind") != "baseline":
+        raise OtherRunError(f"--out {run} holds a {old.get('kind', 'training')} run: a baseline there would mix "
+                            f"two runs' files; give another --out")
+    diff = differences(old, identity)
+    if diff:
+        raise OtherRunError(f"--out {run} holds another baseline run:\n  " + "\n  ".join(diff)
+                            + "\nRerun with the same settings, or give another --out.")
 
 
 def with_light_curve(store: Store, rows: np.ndarray) -> np.ndarray:

@@ -182,6 +182,8 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
     if "kind" not in old and "kind" in identity:
         old = {**old, **_recorded_kind(run_dir)}
     diff = differences(_anchored_init(run_dir, old, identity), identity)
+    if old.get("kind") and identity.get("kind") and old["kind"] != identity["kind"]:
+        diff = [d for d in diff if d.startswith("kind:")]  # a baseline's settings are no fine-tune's: the kind says it
     if diff:
         raise OtherRunError(
             f"run dir {run_dir} holds another run; resuming it with these settings would mix two runs:\n  "
