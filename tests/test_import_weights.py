@@ -4,6 +4,7 @@ science tools accept; its unknown split seed must be acknowledged; misfitting ch
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -70,6 +71,23 @@ def test_safetensors_import_gives_the_same_weights(imported, golden, tmp_path):
     a = torch.load(out / "best_model.pt", weights_only=False)["state_dict"]
     b = torch.load(imported / "best_model.pt", weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_overwrite_replaces_only_an_imported_run(imported, tmp_path, capsys):
+    """Catches `import-weights --out runs --overwrite` deleting a whole folder of runs to put the import there."""
+    runs = tmp_path / "runs"
+    (runs / "ft-s42").mkdir(parents=True)
+    (runs / "NOTES.txt").write_text("mine")
+    small = str(GOLDEN / "model_small.pt")
+    assert main(["import-weights", small, "--out", str(runs)]) == 2
+    assert f"{runs} already exists: pass --overwrite to replace an imported run there" in capsys.readouterr().err
+    assert main(["import-weights", small, "--out", str(runs), "--overwrite"]) == 2
+    assert f"--out {runs} exists and is not an imported run (no imported.json)" in capsys.readouterr().err
+    assert (runs / "NOTES.txt").read_text() == "mine" and (runs / "ft-s42").is_dir()
+    again = tmp_path / "again"
+    shutil.copytree(imported, again)
+    assert main(["import-weights", small, "--out", str(again), "--overwrite"]) == 0
+    assert json.loads((again / "imported.json").read_text())["source_file"] == small
 
 
 def test_bad_shape_is_refused_naming_file_and_key(golden, tmp_path, capsys):

@@ -92,6 +92,13 @@ def import_weights(file: str | Path, out: str | Path, *, n_heads: int = DEFAULT_
     file = Path(file).resolve()
     out = Path(out)
     where = str(file)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists: pass --overwrite to replace an imported run there")
+        if not (out / IMPORT_RECORD).is_file():
+            # The swap deletes what is there: a folder of runs named by mistake went whole.
+            raise ValueError(f"--out {out} exists and is not an imported run (no {IMPORT_RECORD}): --overwrite "
+                             f"replaces only one; give another --out")
     sd, fmt = read_checkpoint(file)
     model_cfg = infer_config(sd, n_heads=n_heads, where=where)
     cfg = RunConfig(name=f"imported-{file.stem}")
