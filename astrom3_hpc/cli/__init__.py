@@ -237,7 +237,8 @@ def _add_import_weights(sub) -> None:
     p.add_argument("--heads", type=int, default=4,
                    help="attention heads of the light-curve encoder (not visible in any shape; paper: 4)")
     p.add_argument("--store", help="store to record as the run's data.store (embed / evaluate-embeddings read it)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier imported run at --out (any other directory is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier imported run at --out (any other directory is refused)")
     p.set_defaults(func=cmd_import_weights)
 
 
