@@ -2,7 +2,11 @@
 
 store (2 MPI ranks) -> pretraining per split seed (2 ranks, torchrun) -> photometry fine-tuning on sub10 from
 CLIP and from scratch per seed -> the results table. Every stage writes an ordinary run directory of a sweep,
-so `astrom3 collect` and the SLURM/Submitit paths read the same files. Rerunning skips finished stages.
+so `astrom3 collect` and the SLURM/Submitit paths read the same files. Rerunning into the same --out resumes it
+and skips finished stages: with the same configs, store and overrides as its manifest, and a grid that holds
+the manifest's (more seeds, modes or subsets add tasks); other settings, or a finished run there that is not the
+one the demo would start (another config file content, --ranks or store), are refused (exit 6) before the
+manifest is written or any training starts.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pathlib import Path
 
 from ..core.errors import EXIT_FAILED
 from ..core.interpreter import interpreter_first
-from ..orchestration.submission import repo_root
-from ..orchestration.sweep import Sweep, make_tasks
+from ..orchestration.submission import abs_path, repo_root
+from ..orchestration.sweep import MANIFEST, Sweep, make_tasks
+from ..train.fingerprint import RunMismatchError
 
 log = logging.getLogger("astrom3")
 CHECKOUT_WHY = "astrom3 demo starts its pretraining from jobs/ and reads its configs from configs/"
@@ -79,6 +84,12 @@ def cmd_demo(args) -> int:
     for path in (args.pretrain_config, args.finetune_config):
         load_config(path)
     astrom3 = str(Path(sys.executable).parent / "astrom3")
+    sweep_dir = Path(args.out)
+    # Absolute, as `sweep create` writes them: `sweep submit --resume-missing` may run from another directory.
+    wanted = Sweep(sweep_dir.resolve(), make_tasks(seeds=args.seeds, modes=args.modes, subsets=args.subsets),
+                   finetune_config=abs_path(args.finetune_config), pretrain_config=abs_path(args.pretrain_config),
+                   store=abs_path(args.store))
+    existing = existing_sweep(wanted)  # before the store: a refused rerun builds nothing
     store = Path(args.store)
     if not store.exists():
         _run(["mpiexec", "-n", str(args.ranks), astrom3, "ingest", "synthetic", "-n", str(args.n_objects),
@@ -91,15 +102,15 @@ def cmd_demo(args) -> int:
         log.log(logging.WARNING if n != args.n_objects else logging.INFO, "reusing store %s (%d objects%s)", store,
                 n, f"; -n {args.n_objects} is ignored: pass --store NEW to build another" if n != args.n_objects
                 else "")
-    sweep_dir = Path(args.out)
-    tasks = make_tasks(seeds=args.seeds, modes=args.modes, subsets=args.subsets)
-    # Absolute, as `sweep create` writes them: `sweep submit --resume-missing` may run from another directory.
-    sw = Sweep(sweep_dir.resolve(), tasks, finetune_config=str(Path(args.finetune_config).resolve()),
-               pretrain_config=str(Path(args.pretrain_config).resolve()), store=str(store.resolve()))
-    sw.save()
+    refuse_other_finished_runs(wanted, args.ranks)
+    if existing is not None and _cells(existing) == _cells(wanted):
+        sw = existing  # the same sweep: its manifest is left as it is
+    else:  # a new sweep, or one whose grid this demo extends
+        sw = wanted
+        sw.save()
     for seed in args.seeds:
         if (sw.pretrain_dir(seed) / "metrics.json").exists():
-            continue
+            continue  # refuse_other_finished_runs checked it is this demo's pretraining
         _run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(args.ranks),
               str(root / "jobs" / "pretrain.py"), *sw.pretrain_argv(seed)[1:]], f"pretrain seed {seed}")
     # Fine-tuning tasks are single-process: run as many side by side as there are ranks.
@@ -111,6 +122,76 @@ def cmd_demo(args) -> int:
     log.info("demo finished in %.1f min; results in %s", (time.perf_counter() - t_start) / 60,
              sweep_dir / "results")
     return 0 if results is not None else 1
+
+
+# What a sweep's manifest records besides its grid, by the flag that sets it (the demo takes no --set: a sweep
+# created with overrides is another sweep).
+_SETTINGS = (("--pretrain-config", "pretrain_config"), ("--finetune-config", "finetune_config"), ("--store", "store"),
+             ("--set", "sets"), ("--pretrain-set", "pretrain_sets"))
+_GRID = (("--seeds", "seed"), ("--modes", "mode"), ("--subsets", "subset"), ("inits", "init"))
+
+
+def _cells(sw: Sweep) -> set[tuple]:
+    return {(t.mode, t.subset, t.seed, t.init) for t in sw.tasks}
+
+
+def manifest_differences(old: Sweep, new: Sweep) -> list[str]:
+    """How the sweep `new` differs from `old`, the one in its directory: [] where `new` may run there (the same
+    settings, and every task of `old` in `new`'s grid). A grid that drops tasks is refused too: the manifest
+    rewritten without them left their finished runs out of every table."""
+    out = [f"{flag} {getattr(old, key)!r} in {MANIFEST}, {getattr(new, key)!r} now" for flag, key in _SETTINGS
+           if getattr(old, key) != getattr(new, key)]
+    if _cells(old) - _cells(new):
+        for flag, key in _GRID:
+            had, has = ([v for i, v in enumerate(vs) if v not in vs[:i]]
+                        for vs in ([getattr(t, key) for t in sw.tasks] for sw in (old, new)))
+            if set(had) - set(has):
+                out.append(f"{flag} {' '.join(map(str, had))} in {MANIFEST}, {' '.join(map(str, has))} now")
+    return out
+
+
+def existing_sweep(wanted: Sweep) -> Sweep | None:
+    """The sweep already in `wanted`'s directory (None where there is none), refused (RunMismatchError, exit 6) where
+    its settings differ from `wanted`'s. Written over, its manifest named the new settings while the runs it
+    skipped as finished were of the old ones, or every finished task read as missing."""
+    if not (wanted.root / MANIFEST).exists():
+        return None
+    old = Sweep.load(wanted.root)
+    diff = manifest_differences(old, wanted)
+    if diff:
+        raise RunMismatchError(f"{wanted.root} holds a sweep of other settings ({'; '.join(diff)}); nothing was "
+                               "written. Rerun with its settings to resume it, or pass another --out")
+    return old
+
+
+def refuse_other_finished_runs(sw: Sweep, ranks: int) -> None:
+    """RunMismatchError (exit 6) naming the differences where a finished run in `sw` is not the one the demo would
+    start there (its identity.json against the demo's settings, as a job resuming it compares them): skipped as
+    done, it was reported as the demo's result. A config file edited since keeps the manifest's path."""
+    from ..data.store import Store
+    from ..train.fingerprint import IDENTITY, differences, read_identity, run_identity
+    from ..train.jobs import pretrain_config
+
+    store = Store(sw.store)
+    for seed in sw.seeds:
+        d = sw.pretrain_dir(seed)
+        if not (d / "metrics.json").exists():
+            continue
+        old = read_identity(d)
+        if old is None:
+            diff = [f"no {IDENTITY} to check it against the demo's settings"]
+        else:
+            new = run_identity(pretrain_config(sw.pretrain_config, sw.pretrain_overrides(seed)), store, ranks,
+                               kind="pretrain")
+            diff = [x.replace("world_size:", "world_size (--ranks):", 1) for x in differences(old, new, "now")]
+        if diff:
+            raise RunMismatchError(f"{d} holds a finished pretraining other than this demo's ({'; '.join(diff)}): "
+                                   "rerun with its settings, or pass another --out")
+    for t in sw.tasks:
+        diff = sw.other_settings(t)
+        if diff:
+            raise RunMismatchError(f"{sw.run_dir(t)} holds a finished run other than this demo's task "
+                                   f"({'; '.join(diff)}): rerun with its settings, or pass another --out")
 
 
 def _fine_tune_side_by_side(sw: Sweep, astrom3: str, at_once: int) -> None:
