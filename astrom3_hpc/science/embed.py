@@ -16,7 +16,11 @@ Layout of RUN_DIR/science/embeddings.zarr (one row per embedded object, in store
     present          (N, 3) bool      modalities the object has (photo, spectra, meta)
     split/{train,val,test} (N,) bool  membership in the full subset of the run's split seed
     attrs: schema, complete, modalities, embed_dim, class_names, run_dir, model_kind, store, store_provenance,
-           split_seed, sample_seed, model_meta, n_objects, world_size
+           split_seed, sample_seed, model_meta, weights_sha256, splits, train_store, n_objects, world_size
+
+Reuse: the science tools take an existing store only where it was made by the run's current best_model.pt
+(`weights_sha256`); one made by other weights (the run resumed and improved since) is embedded again with the
+options recorded with it (store, splits, sample seed, training store), as `astrom3 embed` made it.
 
 Distributed: under torchrun / srun / mpiexec every rank embeds a contiguous, chunk-aligned range of the output
 rows and writes it directly into the temporary store that rank 0 created; rank 0 marks it complete and renames
@@ -29,6 +33,7 @@ object's embedding is a function of the object alone (not of its batch or rank).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -162,6 +167,9 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
         adist.init()
     rank, world = adist.get_rank(), adist.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    # Hashed before the weights are read: were best_model.pt replaced in between, the store records the older
+    # file and is embedded again on its next use, never taken for the newer model's.
+    weights = weights_sha256(run_dir) if rank == 0 else None
     model, cfg, meta = load_model(run_dir, device)
     store_path = Path(store) if store is not None else Path(cfg.data.store)
     if not store_path.exists():
@@ -193,9 +201,10 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
     # Rank 0 creates the temporary store (every array, the small tables filled in); the others get its path.
     setup: Any = None
     if rank == 0:
+        record = {WEIGHTS: weights, "splits": splits, "train_store": train_store and str(train_store)}
         try:
             setup = str(_create(out, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows,
-                                sample_seed, world, compressor))
+                                sample_seed, world, compressor, record))
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
             setup = e
     setup = adist.broadcast_object(setup)
@@ -275,12 +284,12 @@ def _all_gather(obj, tdist) -> list:
 
 
 def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed,
-            world, compressor) -> Path:
+            world, compressor, record) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         _fill_tables(tmp, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed, world,
-                     compressor)
+                     compressor, record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -288,7 +297,7 @@ def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, di
 
 
 def _fill_tables(tmp: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed,
-                 world, compressor) -> None:
+                 world, compressor, record) -> None:
     import zarr
 
     from ..data.store import MODALITIES
@@ -316,7 +325,7 @@ def _fill_tables(tmp: Path, st, cfg, meta, run_dir, store_path, rows, flags, mod
             "store_provenance": st.attrs.get("provenance"), "split_seed": int(cfg.data.seed),
             "sample_seed": int(sample_seed), "model_preset": cfg.model.preset,
             "model_kind": meta.get("kind", "pretrain"),
-            "model_meta": {k: v for k, v in meta.items() if k in ("epoch", "seed", "kind", "val")},
+            "model_meta": _model_meta(meta), **record,
             "n_objects": n, "world_size": world, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
 
@@ -324,9 +333,92 @@ def _fill_tables(tmp: Path, st, cfg, meta, run_dir, store_path, rows, flags, mod
 def embeddings_for(run_dir: str | Path, out_dir: str | Path | None = None, embeddings: str | Path | None = None,
                    auto: bool = True) -> Embeddings:
     """The embeddings of a run: `embeddings` if given, else SCIENCE_DIR/embeddings.zarr, computed (one process)
-    when missing and `auto`."""
+    when missing or made by other weights than the run's best_model.pt, and `auto`. A given store made by other
+    weights is read as it is, with a warning."""
     path = Path(embeddings) if embeddings else science_dir(run_dir, out_dir) / EMBEDDINGS
-    if not (path / "zarr.json").exists() and auto and embeddings is None:
+    own = auto and embeddings is None
+    if (path / "zarr.json").exists():
+        attrs = _attrs(path)
+        checked = attrs.get("schema") == EMBEDDINGS_SCHEMA and attrs.get("complete")  # else read_embeddings says
+        why = _stale(attrs, path, run_dir) if checked else None
+        if why and own:
+            log.info("%s: embedding the run's store again (astrom3 embed)", why)
+            embed_run(run_dir, out=path, store=attrs.get("store"), splits=attrs.get("splits"),
+                      sample_seed=int(attrs.get("sample_seed", SAMPLE_SEED)), train_store=attrs.get("train_store"))
+        elif why:
+            log.warning("%s; reading it as given: rerun `astrom3 embed %s` for the run's current model", why, run_dir)
+    elif own:
         log.info("%s does not exist yet: embedding the run's store first (astrom3 embed)", path)
         embed_run(run_dir, out=path)
     return read_embeddings(path)
+
+
+WEIGHTS = "weights_sha256"
+
+
+def weights_sha256(run_dir: str | Path) -> str | None:
+    """sha256 of the run's best_model.pt (None where there is none): the content, so a copied or moved run dir
+    keeps its embeddings, and weights saved again with the same epoch and metrics still differ."""
+    from ..train.checkpoint import BEST_MODEL
+
+    path = Path(run_dir) / BEST_MODEL
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_mismatch(attrs: dict, where: str | Path, sha: str | None, meta: dict | None,
+                     warn: bool = True) -> str | None:
+    """Why embeddings (their attrs) were not made by the weights of hash `sha` and meta `meta`, or None. A store
+    written before the hash was recorded is compared by epoch and validation metrics; where those agree it is
+    taken, with a warning (`warn`): weights without an epoch (imported) or saved again alike cannot be told apart."""
+    then = attrs.get("model_meta") or {}
+    recorded = attrs.get(WEIGHTS)
+    if recorded is not None and sha is not None:
+        same = recorded == sha
+    elif meta is not None:
+        # Through JSON as the attrs went, so that floats and tuples compare as they were stored.
+        same = json.loads(json.dumps(_model_meta(meta), default=str)) == then
+        if same and warn:
+            log.warning("%s records no weights hash (made before embeddings recorded it): its model's epoch and "
+                        "validation metrics match best_model.pt, which is all that can be checked; `astrom3 embed "
+                        "%s` records it", where, attrs.get("run_dir"))
+    else:
+        return None
+    if same:
+        return None
+    return (f"{where} was made by other weights than the run's best_model.pt ({_epoch(then)} then, "
+            f"{_epoch(meta)} now)")
+
+
+def _stale(attrs: dict, path: Path, run_dir: str | Path) -> str | None:
+    from ..train.checkpoint import BEST_MODEL, load_weights
+
+    sha = weights_sha256(run_dir)
+    if sha is None:
+        log.warning("%s has no %s: %s cannot be checked against the run's model", run_dir, BEST_MODEL, path)
+        return None
+    if attrs.get(WEIGHTS) == sha:  # the common case: no need to read the weights
+        return None
+    return weights_mismatch(attrs, path, sha, load_weights(Path(run_dir) / BEST_MODEL).get("meta") or {})
+
+
+def _attrs(path: Path) -> dict:
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return {}  # read_embeddings says what is wrong with it
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _model_meta(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k in ("epoch", "seed", "kind", "val")}
+
+
+def _epoch(meta: dict | None) -> str:
+    epoch = (meta or {}).get("epoch")
+    return "unknown epoch (imported weights)" if epoch is None else f"epoch {epoch}"

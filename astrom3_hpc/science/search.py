@@ -26,7 +26,7 @@ import numpy as np
 from ..core.atomic import write_json
 from . import require
 from .common import Embeddings, check_counts, load_model, normalise, science_dir
-from .embed import embeddings_for
+from .embed import embeddings_for, weights_mismatch, weights_sha256
 
 log = logging.getLogger("astrom3")
 
@@ -353,6 +353,12 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
                              "network reads what ingestion computes (periods, classical features, folds); ingest "
                              "the file with `astrom3 ingest lightcurves` and embed that store (astrom3 embed "
                              "--store), or query by --query / --query-row")
+        # Hashed after the weights were read: a best_model.pt replaced in between is refused, never searched
+        # with. The embeddings themselves are the run's current ones unless --embeddings named others.
+        mixed = weights_mismatch(emb.attrs, emb.path, weights_sha256(run_dir), meta, warn=False)
+        if mixed:
+            raise ValueError(f"{mixed}: the query would be embedded by one model and searched among another's "
+                             f"vectors; rerun `astrom3 embed {run_dir}`, or search without --embeddings")
         st = Store(store or emb.attrs["store"])
         fmod, vec = embed_file(query_file, model, st, int(emb.attrs["split_seed"]), cfg.data.use_rfr_score, aux,
                                 int(emb.attrs.get("sample_seed", 0)))
