@@ -125,7 +125,8 @@ def test_a_signal_stops_a_baseline_at_once_with_exit_75_and_nothing_written(feat
         assert p.wait(timeout=60) == 75, err.read_text()[-3000:]
     text = err.read_text()
     assert f"astrom3 baseline: {run} stopped by SIGUSR1 before it finished" in text and "Traceback" not in text
-    assert sorted(f.name for f in run.iterdir()) == [".lock", "run.json", "train.log"]  # .lock: held no more
+    # .lock: held no more; identity.json: which baseline a rerun may write over
+    assert sorted(f.name for f in run.iterdir()) == [".lock", "identity.json", "run.json", "train.log"]
     assert "stopped by SIGUSR1" in (run / "train.log").read_text()
     assert sorted(f.name for f in lock.parent.iterdir()) == [lock.name]  # nothing cached, no temporary left
     r = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, cwd=ROOT, timeout=300)
