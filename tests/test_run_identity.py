@@ -315,5 +315,9 @@ def test_a_baseline_writes_only_over_the_same_baseline(pre, store, tmp_path, cap
     again = json.loads((out / "metrics.json").read_text())
     assert again["test_accuracy"] == first["test_accuracy"] and again["seed"] == 42
     # A fine-tune into a baseline's directory is refused by the kind alone, not by every setting it lacks.
-    r = run_job("finetune", out, store, sets=ONE, check=False)
-    assert r.returncode == 6 and "kind: 'baseline' in the run dir, 'finetune' now\nRerun" in r.stderr, r.stderr
+    from astrom3_hpc.train.fingerprint import RunMismatchError, check_run_dir
+
+    finetune = {**json.loads((pre / "identity.json").read_text()), "kind": "finetune"}
+    with pytest.raises(RunMismatchError, match="would mix two runs:\n  kind: 'baseline' in the run dir, 'finetune' "
+                                               "now\nRerun"):
+        check_run_dir(out, finetune, resume=True)
