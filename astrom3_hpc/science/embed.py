@@ -33,7 +33,6 @@ object's embedding is a function of the object alone (not of its batch or rank).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -46,6 +45,7 @@ import numpy as np
 
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.atomic import replace_dir
+from ..core.digests import file_sha256
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, check_counts,
                      load_model, read_embeddings, run_config, science_dir)
 
@@ -140,11 +140,7 @@ def check_out(out: Path, run_dir: str | Path, store: Path) -> None:
 def _is_embeddings(path: Path) -> bool:
     """Whether `path` is an embeddings store as this module writes it. Any version of the format counts: a
     store of an older schema is still one that `astrom3 embed` made and may redo."""
-    try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
-    schema = attrs.get("schema") if isinstance(attrs, dict) else None
+    schema = _attrs(path).get("schema")
     return isinstance(schema, str) and schema.startswith(EMBEDDINGS_SCHEMA.rsplit("/", 1)[0] + "/")
 
 
@@ -362,13 +358,7 @@ def weights_sha256(run_dir: str | Path) -> str | None:
     from ..train.checkpoint import BEST_MODEL
 
     path = Path(run_dir) / BEST_MODEL
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path) if path.is_file() else None
 
 
 def weights_mismatch(attrs: dict, where: str | Path, sha: str | None, meta: dict | None,

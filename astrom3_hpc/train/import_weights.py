@@ -17,7 +17,6 @@ overrides it. The directory is built under a temporary name and renamed into pla
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -29,20 +28,13 @@ import torch
 from .. import __version__
 from ..core.atomic import atomic_dir, write_json
 from ..core.config import RunConfig, dump_config
+from ..core.digests import file_sha256
 from ..model.clip import AstroM3CLIP
 from ..model.keymap import KeyMapError, from_reference, infer_config
 from .checkpoint import BEST_MODEL, save_weights
 
 IMPORT_RECORD = "imported.json"
 DEFAULT_HEADS = 4  # the paper's; attention heads leave no trace in any weight shape
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _strip_wrapper(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -109,7 +101,7 @@ def import_weights(file: str | Path, out: str | Path, *, n_heads: int = DEFAULT_
     model = AstroM3CLIP(model_cfg)
     model.load_state_dict(from_reference(sd, model.state_dict(), where=where), strict=True)
     record = {
-        "source_file": str(file), "sha256": _sha256(file), "format": fmt,
+        "source_file": str(file), "sha256": file_sha256(file), "format": fmt,
         "split_seed": None,  # unknown: the file does not say which split's train set it saw
         "n_heads": n_heads, "n_heads_assumed": n_heads == DEFAULT_HEADS,
         "parameters": sum(p.numel() for p in model.parameters()),

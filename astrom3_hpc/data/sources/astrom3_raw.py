@@ -71,7 +71,6 @@ per call with memmap=False and closed.
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import zipfile
@@ -85,6 +84,7 @@ import numpy as np
 from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
+from ...core.digests import file_sha256
 from ..split_files import parse_id
 from ..text_files import decoding_errors_named, open_text
 from .asassn import read_asassn_dat
@@ -125,14 +125,6 @@ def _parse_object_id(s: str) -> int:
         raise ValueError(f"not an integer source id: {s!r}")
     return oid
 
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -364,7 +356,7 @@ class AstroM3RawSource:
             "subset": self.subset,
             "seed": self.seed,
             "split_files": {k: str(v) for k, v in self.split_files.items()},
-            "split_files_sha256": {k: _sha256(v) for k, v in self.split_files.items()},
+            "split_files_sha256": {k: file_sha256(v) for k, v in self.split_files.items()},
             "n_objects": len(self),
             "n_per_split": {k: sum(1 for r in self._rows if r.split == k) for k in self.split_files},
             "photometry": self._lc.describe(),
