@@ -176,27 +176,20 @@ def _members(run: Path, m: dict, within: tuple[Path, ...]) -> tuple[list[str], t
     return members, chain
 
 
-def _leaf_runs(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(run, metrics) of the run itself, or of every member run down an ensemble (the runs that hold a model)."""
+def _runs_down(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(run, metrics) of the run itself and, for an ensemble, of every run down its members (ensembles included)."""
     run = Path(run_dir)
     m = _metrics(run)
-    if m.get("init") != "ensemble":
-        yield run, m
-        return
-    members, chain = _members(run, m, _within)
-    for member in members:
-        yield from _leaf_runs(member, chain)
-
-
-def _runs_read(run_dir: str | Path, _within: tuple[Path, ...] = ()) -> Iterator[Path]:
-    """The run itself and, for an ensemble, every run down its members (ensembles included)."""
-    run = Path(run_dir)
-    m = _metrics(run)
-    yield run
+    yield run, m
     if m.get("init") == "ensemble":
         members, chain = _members(run, m, _within)
         for member in members:
-            yield from _runs_read(member, chain)
+            yield from _runs_down(member, chain)
+
+
+def _leaf_runs(run_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The runs down an ensemble that hold a model (the run itself where it is no ensemble)."""
+    return ((run, m) for run, m in _runs_down(run_dir) if m.get("init") != "ensemble")
 
 
 def _check_out_dir(run: Path, target: Path) -> None:
@@ -204,7 +197,7 @@ def _check_out_dir(run: Path, target: Path) -> None:
     member of the ensemble) predict reads, they replaced its test metrics, and the run was then refused as a
     'predict' run. A directory of an earlier predict is written anew."""
     where = target.resolve()
-    if any(where == r.resolve() for r in _runs_read(run)):
+    if any(where == r.resolve() for r, _ in _runs_down(run)):
         raise ValueError(f"{target} is the directory of {run} or of one of its member runs: predicting into it "
                          "would overwrite that run's metrics.json and predictions.csv; give another output directory")
     p = target / "metrics.json"
