@@ -24,6 +24,7 @@ from . import store_cache
 from .preprocess import DAYS_PER_YEAR, lafler_kinman
 from .store import Store
 from .store_schema import StoreError
+from .verify import non_finite_rows, shown_ids
 
 N_HARMONICS = 3
 FEATURE_NAMES = (
@@ -106,16 +107,13 @@ def light_curves_in_days(store: Store, rows: np.ndarray, max_points: int = 1 << 
 def _refuse_non_finite(store: Store, block: np.ndarray, lo: int, rows: np.ndarray) -> None:
     """NaN features mark an object without a light curve: a store built before ingest refused values that
     overflow float32 would have its infinite curves classified from their few finite features, unsaid."""
-    bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
-    if not len(bad):
-        return
-    owners = np.intersect1d(np.searchsorted(store.offsets, bad + lo, side="right") - 1, rows)
-    if not len(owners):  # the block also spans rows between the asked ones
+    # The block also spans rows between the asked ones.
+    owners = np.intersect1d(non_finite_rows(block, lo, store.offsets), rows)
+    if not len(owners):
         return
     ids = store.root["object_id"][:][owners]
-    shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
     raise StoreError(f"{store.path}: the light curves of {len(ids)} object(s) hold non-finite values (object_id "
-                     f"{shown}): rebuild the store with `astrom3 ingest`, which refuses such objects")
+                     f"{shown_ids(ids)}): rebuild the store with `astrom3 ingest`, which refuses such objects")
 
 
 def point_subsets(row: int, n_points: int, k: int, fraction: float) -> np.ndarray:

@@ -139,31 +139,39 @@ _FINITE = ("lc/values", "lc/stats", "spec")
 _BLOCK_VALUES = 1 << 22  # values decoded at once: 16 MB of float32
 
 
+def non_finite_rows(block, first: int, offsets=None):
+    """Store rows holding a non-finite value in `block`, rows `first`.. of a per-object array, or, given `offsets`
+    (lc/offsets), points `first`.. of the per-point light curves."""
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1)) + first
+    return bad if offsets is None else np.unique(np.searchsorted(offsets, bad, side="right") - 1)
+
+
+def shown_ids(ids, limit: int = 10) -> str:
+    return ", ".join(map(str, ids[:limit])) + (", ..." if len(ids) > limit else "")
+
+
 def value_problems(path: Path) -> list[str]:
     """Non-finite values in arrays that must hold none, named with their objects: a store built before ingest
     refused values that overflow float32 is intact byte for byte, and training stops on it."""
-    import numpy as np
-
     from .store_schema import open_group
 
     root = open_group(path)
     valid = root["valid"][:]
-    owner = {"lc/values": lambda rows: np.searchsorted(root["lc/offsets"][:], rows, side="right") - 1}
     out = []
     for name in (n for n in _FINITE if n in root):
         a = root[name]
+        offsets = root["lc/offsets"][:] if name == "lc/values" else None
         step = max(1, _BLOCK_VALUES // max(1, math.prod(a.shape[1:])))
         objects: set[int] = set()
         for start in range(0, a.shape[0], step):
-            block = a[start:start + step]
-            bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1)) + start
-            rows = owner.get(name, lambda r: r)(bad)
-            objects.update(int(r) for r in rows if valid[r])
+            objects.update(int(r) for r in non_finite_rows(a[start:start + step], start, offsets) if valid[r])
         if objects:
             ids = root["object_id"][:][sorted(objects)]
-            shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
             out.append(f"{path / name}: array '{name}' holds non-finite values for {len(ids)} valid object(s) "
-                       f"(object_id {shown}): rebuild the store with `astrom3 ingest`, which refuses such objects")
+                       f"(object_id {shown_ids(ids)}): rebuild the store with `astrom3 ingest`, which refuses such "
+                       f"objects")
     return out
 
 

@@ -178,10 +178,11 @@ def predicted_classes(probs: np.ndarray, store, rows: np.ndarray, source: str) -
         return np.zeros(0, dtype=np.int64)
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
+        from ..data.verify import shown_ids
         from .finite import NonFiniteError
 
         ids = [str(i) for i in object_names(store)[np.asarray(rows)[bad]]]
-        shown = ", ".join(ids[:16]) + (", ..." if len(ids) > 16 else "")
+        shown = shown_ids(ids, 16)
         raise NonFiniteError(f"{source}: {len(ids)} object(s) got non-finite class probabilities (object_id "
                              f"{shown}); no class is given from those: `astrom3 verify` on the store names objects "
                              "whose values are not finite")
