@@ -46,22 +46,48 @@ def test_plateau_reduces_by_the_factor_after_patience_bad_epochs():
     torch does), a reduction that does not compound, bad epochs counted during the warm-up, and a missing
     relative threshold."""
     s = _sched(warmup=3, patience=2, factor=0.1)
-    s.end_epoch(0, 5.0)   # warm-up epochs (but the last) leave the plateau state alone
-    s.end_epoch(1, 5.0)
+    for epoch in range(3):  # warm-up epochs, the last one's low loss too, leave the plateau state alone
+        s.end_epoch(epoch, 0.1 if epoch == 2 else 5.0)
     assert s.best == math.inf and s.bad_epochs == 0
-    s.end_epoch(2, 1.0)   # last warm-up epoch: its loss is the first best
+    s.end_epoch(3, 1.0)   # first full-rate epoch: its loss is the first best (the reference's first plateau step)
     lrs = []
-    for epoch, loss in zip(range(3, 12), [1.0, 0.99995, 1.0,      # 3 bad (0.99995 is within the 1e-4 rel. threshold)
+    for epoch, loss in zip(range(4, 13), [1.0, 0.99995, 1.0,      # 3 bad (0.99995 is within the 1e-4 rel. threshold)
                                           0.5, 0.6, 0.7, 0.8,     # new best, then 3 bad
                                           0.9, 1.0]):             # 2 bad: not yet
         lrs.append(s.lr(epoch))
         s.end_epoch(epoch, loss)
-    lrs.append(s.lr(12))
+    lrs.append(s.lr(13))
     assert lrs[:3] == [LR, LR, LR]
-    assert lrs[3] == pytest.approx(0.1 * LR)            # reduced after epoch 5, the third bad epoch
+    assert lrs[3] == pytest.approx(0.1 * LR)            # reduced after epoch 6, the third bad epoch
     assert lrs[4:7] == pytest.approx([0.1 * LR] * 3)
-    assert lrs[7] == pytest.approx(0.01 * LR)           # compounded after epoch 9
+    assert lrs[7] == pytest.approx(0.01 * LR)           # compounded after epoch 10
     assert lrs[8:] == pytest.approx([0.01 * LR] * 2)
+
+
+@pytest.mark.parametrize("losses", [
+    [5.0 - 0.3 * e for e in range(10)] + [2.31] * 12,                      # best in the last warm-up epoch
+    [4.0, 3.0, 2.5, 2.2, 2.0, 1.9, 1.85, 1.8, 1.79, 1.5, 1.6, 1.4, 1.45, 1.41, 1.42, 1.43, 1.44, 1.3, 1.3, 1.3,
+     1.3, 1.3, 1.3]])
+def test_every_epochs_rate_is_the_references_torch_schedulers(losses):
+    """The reference steps LinearLR(start_factor=1e-5, total_iters=warmup) after each warm-up epoch and
+    ReduceLROnPlateau(val_loss) after every later one (its trainer's `epoch < warmup_epochs` branch). Catches a
+    plateau fed the last warm-up epoch's loss, which cut the rate one epoch early."""
+    import torch
+
+    o = load_config("configs/paper.yaml").optim
+    s = LRSchedule.from_config(o, total_epochs=len(losses))
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=o.lr)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-5, total_iters=o.warmup_epochs)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=o.plateau_factor, patience=o.plateau_patience)
+    for epoch, loss in enumerate(losses):
+        assert s.lr(epoch) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12), epoch
+        opt.step()
+        if epoch < o.warmup_epochs:
+            warm.step()
+        else:
+            plateau.step(loss)
+        s.end_epoch(epoch, loss)
+    assert s.plateau_scale < 1  # the sequences do reach the plateau's cuts
 
 
 def test_plateau_state_round_trips_for_exact_resume():

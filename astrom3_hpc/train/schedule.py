@@ -42,8 +42,12 @@ class LRSchedule:
         return self.base_lr * self.plateau_scale
 
     def end_epoch(self, epoch: int, val_loss: float) -> None:
-        """Plateau bookkeeping after the warm-up, as torch's ReduceLROnPlateau (mode min, rel threshold)."""
-        if self.kind != "plateau" or epoch + 1 < self.warmup_epochs:
+        """Plateau bookkeeping after the warm-up, as torch's ReduceLROnPlateau (mode min, rel threshold).
+
+        The reference steps its plateau scheduler only on epochs the warm-up scheduler no longer steps, so the
+        first loss it sees is the first full-rate epoch's: a warm-up epoch's loss, trained at a lower rate, set
+        as the best would count the full-rate epochs after it as bad and cut the rate one epoch early."""
+        if self.kind != "plateau" or epoch < self.warmup_epochs:
             return
         if val_loss < self.best * (1 - self.threshold):
             self.best, self.bad_epochs = val_loss, 0
