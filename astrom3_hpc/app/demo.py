@@ -228,7 +228,7 @@ def _print_margin(sw: Sweep) -> None:
     few dozen objects (one object moves the accuracy by ~2 points), so the full test set is the decisive one."""
     rows: dict = {}
     for t in sw.tasks:
-        m = json.loads((sw.run_dir(t) / "metrics.json").read_text())
+        m = json.loads((sw.run_dir(t) / "metrics.json").read_text(encoding="utf-8"))
         for key in ("test",) if t.subset == "full" else ("test", "test_full"):  # one test set at full
             rows.setdefault((t.mode, t.subset, key), {}).setdefault(t.init, []).append(m[key])
     for (mode, subset, key), d in rows.items():

@@ -56,8 +56,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    # UTF-8 whatever the locale: ingest reads UTF-8, and a class name the locale cannot encode failed a finished
+    # run at its last write (a Latin-1 locale would have written files nobody reads back as UTF-8).
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -69,14 +71,14 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line. A crash can at worst leave a truncated last line, which readers skip."""
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj, default=_json_default) + "\n")
         f.flush()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     rows = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if not line:

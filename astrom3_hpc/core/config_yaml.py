@@ -67,7 +67,7 @@ def load_yaml(text: str, where: str) -> Any:
 
 def load_yaml_file(path: Path) -> Any:
     try:
-        return load_yaml(path.read_text(), str(path))
+        return load_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
 

@@ -100,7 +100,7 @@ def is_store(path: str | Path) -> bool:
     """Whether `path` is a store `astrom3 ingest` wrote (a Zarr group carrying a schema_version: any version, complete
     or not, since rebuilding an old or interrupted store in place is what `ingest --overwrite` is for)."""
     try:
-        meta = json.loads((Path(path) / "zarr.json").read_text())
+        meta = json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (isinstance(meta, dict) and meta.get("node_type") == "group"
@@ -238,4 +238,4 @@ class Store:
 
     def skipped(self) -> list[dict[str, Any]]:
         p = self.path / "skipped.json"
-        return json.loads(p.read_text()) if p.exists() else []
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else []

@@ -129,7 +129,7 @@ def read_jobs(sweep_root: str | Path) -> dict[str, Any]:
     if not p.exists():
         return {"sweep": str(Path(sweep_root).resolve()), "job_ids": [], "submissions": []}
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         why = f"not readable JSON ({first_line(e)})"
     else:

@@ -112,7 +112,7 @@ class PretrainJob(_base_checkpointable()):  # type: ignore[misc]
         out = _rank_info(env)
         metrics = Path(run_dir) / "metrics.json"
         if env.global_rank == 0 and metrics.exists():
-            m = json.loads(metrics.read_text())
+            m = json.loads(metrics.read_text(encoding="utf-8"))
             out.update(run_dir=str(run_dir), steps=m.get("steps"), world_size=m.get("world_size"))
         return out
 
@@ -133,7 +133,7 @@ class SweepTaskJob(_base_checkpointable()):  # type: ignore[misc]
         rc = run_missing_task(sw, index)
         _finish_job(rc, env, f"sweep task {index} ({task.name})")
         if env.global_rank == 0:
-            m = json.loads((sw.run_dir(task) / "metrics.json").read_text())
+            m = json.loads((sw.run_dir(task) / "metrics.json").read_text(encoding="utf-8"))
             return {"index": index, "run_dir": task.run_dir, "test_accuracy": m.get("test_accuracy")}
         return None
 

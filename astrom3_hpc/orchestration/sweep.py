@@ -165,7 +165,7 @@ class Sweep:
         if not p.exists():
             raise FileNotFoundError(f"{root} is not a sweep directory (no {MANIFEST})")
         try:
-            d = json.loads(p.read_text())
+            d = json.loads(p.read_text(encoding="utf-8"))
             d["root"] = root  # the directory may have moved since it was written
             d["tasks"] = [Task(**t) for t in d["tasks"]]
             return cls(**d)

@@ -64,7 +64,7 @@ def read_job_ids(sweep_root: Path) -> set[str]:
     if not p.exists():
         return set()
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return set()
     ids: set[str] = set()
@@ -100,7 +100,7 @@ def read_array_tasks(sweep_root: Path) -> dict[str, dict[int, int]]:
     (``array_index_to_task``). Submitit numbers array tasks by position, so the SLURM_ARRAY_TASK_ID a task's
     run.json records is its position, not its task index, once the array is a subset (--resume-missing)."""
     try:
-        data = json.loads((sweep_root / "jobs.json").read_text())
+        data = json.loads((sweep_root / "jobs.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
     out: dict[str, dict[int, int]] = {}
@@ -164,7 +164,7 @@ class LogIndex:
 def recorded_slurm_ids(d: Path) -> dict[str, str]:
     """The SLURM ids a run recorded in its run.json (rundir.env_info), if any."""
     try:
-        info = json.loads((d / "run.json").read_text())
+        info = json.loads((d / "run.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
     if not isinstance(info, dict):

@@ -76,7 +76,7 @@ def _check_report(rep: Any, name: str) -> None:
 def read_metrics(path: Path, kind: str = "finetune") -> dict[str, Any]:
     """A run's metrics.json, or BadMetrics saying why it cannot be trusted."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise BadMetrics(f"cannot read {path.name}: {e}") from None
     try:
@@ -203,7 +203,7 @@ def _pretrain_record(root: Path, d: Path, seed: int | None, logs: LogIndex | Non
             emb = m.get("embedding_eval")
             if not isinstance(emb, dict) and (d / "embedding_eval.json").exists():
                 try:
-                    emb = json.loads((d / "embedding_eval.json").read_text())
+                    emb = json.loads((d / "embedding_eval.json").read_text(encoding="utf-8"))
                 except (OSError, json.JSONDecodeError):
                     emb = None
             rec.metrics = {**m, "embedding_eval": emb if isinstance(emb, dict) else None}
@@ -245,14 +245,14 @@ def _describe_incomplete(d: Path) -> tuple[str, dict[str, Any]]:
     """(kind, {mode, subset, seed, init}) of a run dir without metrics.json, from run.json / config.yaml / name."""
     kind = None
     try:
-        kind = json.loads((d / "run.json").read_text()).get("kind")
+        kind = json.loads((d / "run.json").read_text(encoding="utf-8")).get("kind")
     except (OSError, json.JSONDecodeError, AttributeError):
         pass
     info = _parse_dir_name(d.name)
     try:
         import yaml
 
-        cfg = yaml.safe_load((d / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {}
         f, data = cfg.get("finetune") or {}, cfg.get("data") or {}
         init = f.get("init")
         info = {"mode": f.get("mode"), "subset": data.get("subset"), "seed": data.get("seed"),
@@ -286,7 +286,7 @@ def gather_dir(root: Path, exclude: Path | None = None) -> Collection:
         mpath = d / "metrics.json"
         if mpath.exists():
             try:
-                kind = json.loads(mpath.read_text()).get("kind")
+                kind = json.loads(mpath.read_text(encoding="utf-8")).get("kind")
             except (OSError, json.JSONDecodeError, AttributeError):
                 kind = None
             if kind == "pretrain":
@@ -345,7 +345,7 @@ def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
         if r.kind != "finetune" or r.mode is None or r.subset is None or not p.exists():
             continue
         try:
-            hp = cell_hparams(yaml.safe_load(p.read_text()))
+            hp = cell_hparams(yaml.safe_load(p.read_text(encoding="utf-8")))
         except (KeyError, TypeError, IndexError, yaml.YAMLError):
             continue  # a config of another version: the run's own failure report covers it
         key = (r.mode, r.subset, json.dumps(hp, sort_keys=True))

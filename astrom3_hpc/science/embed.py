@@ -399,7 +399,7 @@ def _stale(attrs: dict, path: Path, run_dir: str | Path) -> str | None:
 
 def _attrs(path: Path) -> dict:
     try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+        attrs = json.loads((path / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return {}  # read_embeddings says what is wrong with it
     return attrs if isinstance(attrs, dict) else {}

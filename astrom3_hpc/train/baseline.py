@@ -68,7 +68,8 @@ def refuse_other_run(run: Path, identity: dict[str, Any]) -> None:
         return
     old = read_identity(run)
     if old is None:
-        done = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+        m = run / "metrics.json"
+        done = json.loads(m.read_text(encoding="utf-8")) if m.is_file() else {}
         if done.get("init") == "baseline" and (done.get("seed"), done.get("subset")) == (
                 identity["seed"], identity["config"]["subset"]):
             return

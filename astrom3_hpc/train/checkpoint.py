@@ -185,7 +185,7 @@ def latest_tag(ckpt_dir: Path) -> str | None:
     if not p.exists():
         return None
     try:
-        entry = json.loads(p.read_text())
+        entry = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise _damaged(ckpt_dir, f"{p} is damaged: not readable JSON ({first_line(e, 160)})") from e
     tag = entry.get("tag") if isinstance(entry, dict) else None

@@ -42,7 +42,7 @@ def _read(run: Path, name: str) -> tuple[list[dict[str, str]], list[str]]:
     path = run / name
     if not path.exists():
         raise ValueError(f"{path}: no {name} (not a finished fine-tune run?)")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
         cols = list(reader.fieldnames or [])
@@ -91,7 +91,7 @@ def _average(runs: list[Path], key: str) -> tuple[dict[str, Any], str]:
 
 def _metrics_of(run: Path) -> dict[str, Any]:
     p = run / "metrics.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
 
 def _nested_members(run: Path, seen: set[Path]) -> set[Path]:
@@ -152,7 +152,8 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"{run}: a {kind!r} output, not a fine-tune, baseline or ensemble run (to classify a "
                              "new store with an ensemble, ensemble the runs and `astrom3 predict` that)")
     rep, text = _average(runs, "test")
-    ref = json.loads((runs[0] / "metrics.json").read_text()) if (runs[0] / "metrics.json").exists() else {}
+    first = runs[0] / "metrics.json"
+    ref = json.loads(first.read_text(encoding="utf-8")) if first.exists() else {}
     # A sub-X run's test set is the subset's; the full test set is reported beside it from its own predictions.
     full_missing = [str(r / predictions_file("test_full")) for r in runs
                     if not (r / predictions_file("test_full")).exists()]
@@ -165,7 +166,7 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
                 if all((run / predictions_file(key)).exists() for run in runs)}
     members, with_baseline = [], []
     for run in runs:
-        m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+        m = json.loads((run / "metrics.json").read_text(encoding="utf-8")) if (run / "metrics.json").exists() else {}
         members.append({"run": str(run.resolve()), "test_macro_f1": m.get("test", {}).get("macro_f1"),
                         "val_macro_f1": m.get("val", {}).get("macro_f1")})
         if m.get("init") == "baseline" or m.get("average_baseline"):

@@ -161,7 +161,7 @@ def object_names(store) -> np.ndarray:
         raise ChecksumError(problem)
     p = store.path / "object_names.json"
     if p.exists():
-        names = json.loads(p.read_text())
+        names = json.loads(p.read_text(encoding="utf-8"))
         if len(names) != store.n_objects:
             raise ChecksumError(f"{p}: {len(names)} ids for the store's {store.n_objects} objects")
         return np.asarray(names, dtype=object)

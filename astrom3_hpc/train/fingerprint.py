@@ -148,7 +148,7 @@ def _anchored_init(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> d
     if not (isinstance(rel, str) and isinstance(now, str)) or rel == "scratch" or Path(rel).is_absolute():
         return old
     try:
-        named = json.loads((run_dir / "metrics.json").read_text()).get("init_dir")
+        named = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("init_dir")
     except (OSError, ValueError, AttributeError):
         named = None
     if isinstance(named, str):
@@ -202,7 +202,7 @@ def read_identity(run_dir: str | Path) -> dict[str, Any] | None:
     if not p.exists():
         return None
     try:
-        old = json.loads(p.read_text())
+        old = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         why = f"not readable JSON ({first_line(e)})"
     else:
@@ -218,7 +218,7 @@ def _recorded_kind(run_dir: Path) -> dict[str, Any]:
     written by every pretraining and fine-tuning run); {} where neither says."""
     for name in ("run.json", "metrics.json"):
         try:
-            kind = json.loads((run_dir / name).read_text()).get("kind")
+            kind = json.loads((run_dir / name).read_text(encoding="utf-8")).get("kind")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(kind, str):

@@ -126,4 +126,4 @@ def import_record(run_dir: str | Path) -> dict[str, Any] | None:
     import json
 
     p = Path(run_dir) / IMPORT_RECORD
-    return json.loads(p.read_text()) if p.exists() else None
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None

@@ -39,7 +39,7 @@ def _metrics(run: Path) -> dict[str, Any]:
     p = run / "metrics.json"
     if not p.exists():
         raise ValueError(f"{run}: no metrics.json (not a finished fine-tune, baseline or ensemble run)")
-    m = json.loads(p.read_text())
+    m = json.loads(p.read_text(encoding="utf-8"))
     if m.get("kind") != "finetune":
         raise ValueError(f"{run} is a {m.get('kind')!r} run; astrom3 predict needs a fine-tune, baseline or "
                          "ensemble run")
@@ -83,7 +83,7 @@ def network_training_store(run: Path, cfg, override: str | None) -> Store:
     train split scales the network's inputs on any other store (`override`: its new place, if it moved)."""
     from .fingerprint import IDENTITY
 
-    ident = json.loads((run / IDENTITY).read_text()) if (run / IDENTITY).exists() else {}
+    ident = json.loads((run / IDENTITY).read_text(encoding="utf-8")) if (run / IDENTITY).exists() else {}
     return _training_store(run, cfg.data.store, ident.get("store", {}).get("fingerprint"), override)
 
 
@@ -203,7 +203,7 @@ def _check_out_dir(run: Path, target: Path) -> None:
     p = target / "metrics.json"
     if p.exists():
         try:
-            kind = json.loads(p.read_text()).get("kind")
+            kind = json.loads(p.read_text(encoding="utf-8")).get("kind")
         except (ValueError, AttributeError):  # unreadable or not an object: nothing predict wrote
             kind = None
         if kind != "predict":

@@ -155,7 +155,7 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not p.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"{p} is damaged: not readable YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
@@ -236,7 +236,7 @@ def _record_holder(lock: Path) -> None:
 
 def _holder(lock: Path) -> dict[str, Any]:
     try:
-        found = json.loads(lock.read_text())
+        found = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
