@@ -37,6 +37,12 @@ META_SUB10 = dict(lr=0.009586101387197628, beta1=0.960355167407052, weight_decay
                   dropout=0.1479383968245285, plateau_factor=0.48040637245293494, grad_clip=0.0)  # clip_grad False
 
 
+# docs/authors_finetune_cells.csv (configs/config-photo-sub10-clip.yaml of the reference).
+PHOTO_SUB10_CLIP = dict(lr=0.00032096870443854236, beta1=0.7384973431605952, weight_decay=0.00231459141945381,
+                        dropout=0.19592857206605097, plateau_factor=0.9070302745432356, grad_clip=5.0)
+AUTHORS_CSV = REPO / "docs" / "authors_finetune_cells.csv"
+
+
 def _check(hp: dict, want: dict) -> None:
     for k, v in want.items():
         got = hp["dropout"][0] if k == "dropout" else hp[k]
@@ -55,17 +61,21 @@ def test_paper_sweep_resolves_each_cell(tmp_path):
     assert len(sw.tasks) == 2 * 4 * 4 * 2
     by = {(t.mode, t.subset, t.seed, t.init): t.hparams for t in sw.tasks}
     for seed in (42, 0):
-        for init in ("clip", "scratch"):  # CLIP-init and scratch share the cell's values
-            _check(by[("photo", "sub10", seed, init)], PHOTO_SUB10)
-            _check(by[("spectra", "full", seed, init)], SPECTRA_FULL)
-            _check(by[("meta", "sub10", seed, init)], META_SUB10)
-    # "all": the pretraining values for the three encoders (documented choice in finetune_cells.yaml).
-    assert by[("all", "sub25", 42, "clip")]["dropout"] == [0.24510711541869523, 0.33926589273352475,
-                                                            0.1595340013391597]
-    # The config each task's `astrom3 finetune` builds is the one recorded.
-    t = next(t for t in sw.tasks if (t.mode, t.subset) == ("spectra", "full"))
-    cfg = sw.resolve_config(t)
-    assert cfg.optim.lr == SPECTRA_FULL["lr"] and cfg.model.spec_dropout == SPECTRA_FULL["dropout"]
+        _check(by[("photo", "sub10", seed, "scratch")], PHOTO_SUB10)
+        _check(by[("spectra", "full", seed, "scratch")], SPECTRA_FULL)
+        _check(by[("meta", "sub10", seed, "scratch")], META_SUB10)
+        # A CLIP task gets the reference's -clip config, tuned apart (it had the scratch values before).
+        _check(by[("photo", "sub10", seed, "clip")], PHOTO_SUB10_CLIP)
+    assert by[("all", "sub25", 42, "scratch")]["dropout"] == [0.18510349585129432, 0.2368339859667335,
+                                                              0.18578856175652889]  # config-all-sub25.yaml
+    assert by[("all", "sub25", 42, "clip")]["dropout"] == [0.1435063397534398, 0.1416336577956044,
+                                                           0.3079559669538407]  # config-all-sub25-clip.yaml
+    # The config each task's `astrom3 finetune` builds is the one recorded, CLIP tasks' included.
+    for init, want in (("scratch", SPECTRA_FULL), ("clip", {"lr": 0.002551272196821267,
+                                                              "dropout": 0.3993914441570152})):
+        t = next(t for t in sw.tasks if (t.mode, t.subset, t.init) == ("spectra", "full", init))
+        cfg = sw.task_config(t)
+        assert cfg.optim.lr == want["lr"] and cfg.model.spec_dropout == want["dropout"], init
 
 
 DROPOUT_COLUMNS = {"lc_dropout": "p_dropout", "spec_dropout": "s_dropout", "meta_dropout": "m_dropout"}
@@ -99,6 +109,25 @@ def test_every_cell_equals_the_spec_csv():
     assert n == 12
 
 
+def test_every_clip_and_all_cell_equals_the_authors_configs(tmp_path):
+    """The cells the spec's CSV lacks (fine-tuning from a pretraining, and "all" from scratch) hold the reference's
+    config-<mode>-<subset>[-clip].yaml values as docs/authors_finetune_cells.csv records them, and a fine-tune
+    whose init is a run directory resolves its CLIP cell (it resolved the scratch one)."""
+    key = {"photo": ["lc_dropout"], "spectra": ["spec_dropout"], "meta": ["meta_dropout"],
+           "all": ["lc_dropout", "spec_dropout", "meta_dropout"]}
+    seen = set()
+    for row in csv.DictReader(AUTHORS_CSV.open()):
+        mode, init = row["job"].removeprefix("finetune-"), row["init"]
+        assert init in ("clip", "scratch") and (init == "clip") == row["source_path"].endswith("-clip.yaml"), row
+        sets = [f"finetune.mode={mode}", f"data.subset={row['subset']}"]
+        if init == "clip":
+            sets.append(f"finetune.init={tmp_path / 'pretrain-run'}")
+        _assert_row(load_config(PAPER_FT, sets), row, key[mode])
+        seen.add((mode, row["subset"], init))
+    subsets = ("full", "sub50", "sub25", "sub10")
+    assert seen == {(m, s, "clip") for m in key for s in subsets} | {("all", s, "scratch") for s in subsets}
+
+
 @pytest.mark.skipif(not SPEC_CSV.exists() and not IN_CI, reason="the spec's CSV is outside the repository")
 def test_paper_pretraining_equals_the_spec_csv():
     """Catches configs/paper.yaml carrying the spec's 3-digit roundings of the authors' pretraining values."""
@@ -122,6 +151,12 @@ def test_overrides_win_and_cells_can_be_turned_off(tmp_path):
         bad = tmp_path / "cells.yaml"
         bad.write_text("cells:\n  photo:\n    full: {optim: {lr: 0.1}}\n")
         load_config(PAPER_FT, [f"cells={bad}", "data.subset=sub10"])
+    own = tmp_path / "own.yaml"  # a file of one's own without clip_cells serves runs from a pretraining too
+    own.write_text("cells:\n  photo:\n    full: {optim: {lr: 0.1}}\n")
+    assert load_config(PAPER_FT, [f"cells={own}", f"finetune.init={tmp_path}"]).optim.lr == 0.1
+    own.write_text("cells:\n  photo:\n    full: {optim: {lr: 0.1}}\nclip_cells:\n  photo:\n    sub10: {}\n")
+    with pytest.raises(ConfigError, match="no cell for mode 'photo', subset 'full' in 'clip_cells'"):
+        load_config(PAPER_FT, [f"cells={own}", f"finetune.init={tmp_path}"])
     # A bad key in a cell fails at sweep creation, naming it, not in an array task later.
     bad.write_text("cells:\n  photo:\n    full: {optim: {lr: 0.1, betaz: [0.9, 0.9]}}\n")
     r = subprocess.run([ASTROM3, "sweep", "create", str(tmp_path / "sw2"), "--config", str(PAPER_FT),

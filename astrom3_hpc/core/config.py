@@ -284,8 +284,9 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    # Per-cell fine-tuning values (e.g. configs/finetune_cells.yaml): the entry of (finetune.mode, data.subset)
-    # is applied over the config file and under command-line overrides. Stored resolved (absolute path).
+    # Per-cell fine-tuning values (e.g. configs/finetune_cells.yaml): the entry of (finetune.mode, data.subset),
+    # from its CLIP table when finetune.init is a run directory, is applied over the config file and under
+    # command-line overrides. Stored resolved (absolute path).
     cells: str | None = None
 
     def validate(self) -> "RunConfig":
@@ -409,7 +410,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             picked.append(part.get(key, default))
             if not isinstance(picked[-1], str):
                 raise ConfigError(f"{where}: config key '{section}.{key}' must be a string, got {picked[-1]!r}")
-        merged = merge(merge(values, cell_values(merged["cells"], *picked)), over)
+        init = merged.get("finetune", {}).get("init", FinetuneConfig.init)
+        pretrained = init is not None and init != "scratch"  # a wrong type is validation's to name
+        merged = merge(merge(values, cell_values(merged["cells"], *picked, pretrained=pretrained)), over)
     values = merged
     try:
         cfg = _build(RunConfig, values, "")

@@ -126,19 +126,24 @@ def load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return data
 
 
-def cell_values(cells_file: str | Path, mode: str, subset: str) -> dict:
-    """The config tree of one (mode, subset) cell of a cells file (``cells: {mode: {subset: {section: {...}}}}``)."""
+def cell_values(cells_file: str | Path, mode: str, subset: str, pretrained: bool = False) -> dict:
+    """The config tree of one (mode, subset) cell of a cells file (``cells: {mode: {subset: {section: {...}}}}``);
+    for a fine-tune from a pretraining (`pretrained`), of its ``clip_cells`` table where the file has one (the
+    reference tuned the two kinds of run apart)."""
     path = Path(cells_file)
     if not path.exists():
         raise ConfigError(f"cells file {path} does not exist")
     data = load_yaml_file(path) or {}
-    table = data.get("cells") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        data = {}
+    key = "clip_cells" if pretrained and "clip_cells" in data else "cells"
+    table = data.get(key)
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: expected a top-level 'cells' mapping of mode -> subset -> config sections")
+        raise ConfigError(f"{path}: expected a top-level '{key}' mapping of mode -> subset -> config sections")
     cell = table.get(mode, {}).get(subset) if isinstance(table.get(mode), dict) else None
     if not isinstance(cell, dict):
-        raise ConfigError(f"{path}: no cell for mode {mode!r}, subset {subset!r}")
+        raise ConfigError(f"{path}: no cell for mode {mode!r}, subset {subset!r}" + (f" in '{key}'" * pretrained))
     bad = sorted(set(cell) - {"model", "optim", "train"})
     if bad:
-        raise ConfigError(f"{path}: cell {mode}/{subset} may set model, optim and train only, not {bad}")
+        raise ConfigError(f"{path}: {key} {mode}/{subset} may set model, optim and train only, not {bad}")
     return cell

@@ -311,7 +311,7 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
     # Resolve every task's config now: a bad key or a modality the store lacks fails here, not in an array task
     # hours later, and the manifest records each task's per-cell values (configs/finetune_cells.yaml through the
     # config's `cells:` key).
-    configs = {t.index: sw.resolve_config(t) for t in tasks}
+    configs = {t.index: sw.task_config(t) for t in tasks}
     for t in tasks:
         t.hparams = None if t.init == BASELINE else cell_hparams(configs[t.index].to_dict())
     refuse_unreadable(sw, configs)

@@ -81,7 +81,7 @@ class Sweep:
         if task.init == BASELINE or not (d / "metrics.json").exists() or not (d / IDENTITY).exists():
             return []
         try:
-            cfg = self.resolve_config(task)
+            cfg = self.task_config(task)
             if task.init == "clip":  # it trained its pretraining's architecture
                 from ..train.finetune import pretrained_architecture
                 from ..train.rundir import read_run_config
@@ -111,7 +111,7 @@ class Sweep:
         """Arguments of `astrom3 finetune` (or `astrom3 baseline`) for one task (what the demo runs; run_task
         builds the same config)."""
         if task.init == BASELINE:
-            return ["baseline", self.resolve_config(task).data.store, "--seed", str(task.seed), "--subset",
+            return ["baseline", self.task_config(task).data.store, "--seed", str(task.seed), "--subset",
                     task.subset, "--out", str(self.run_dir(task))]
         argv = ["finetune", "--run-dir", str(self.run_dir(task)), "--mode", task.mode, "--subset", task.subset,
                 "--seed", str(task.seed), "--init", self.task_init(task)]
@@ -124,18 +124,14 @@ class Sweep:
         return argv
 
     def task_config(self, task: Task):
-        """The RunConfig `astrom3 finetune` builds from `task_argv(task)`."""
+        """The RunConfig `astrom3 finetune` builds from `task_argv(task)` (a baseline task: the sweep's store and
+        sets). A CLIP task's init directory need not exist yet (the sweep is being created), but it is named:
+        a cells table gives fine-tuning from a pretraining its own values."""
         from ..train.jobs import finetune_config
 
+        init = None if task.init == BASELINE else self.task_init(task)
         return finetune_config(self.finetune_config, self.task_sets(), mode=task.mode, subset=task.subset,
-                               seed=task.seed, init=self.task_init(task))
-
-    def resolve_config(self, task: Task):
-        """`task_config` without the init directory, which need not exist yet (the sweep is being created)."""
-        from ..train.jobs import finetune_config
-
-        return finetune_config(self.finetune_config, self.task_sets(), mode=task.mode, subset=task.subset,
-                               seed=task.seed)
+                               seed=task.seed, init=init)
 
     def pretrain_overrides(self, seed: int) -> list[str]:
         """The overrides of seed `seed`'s pretraining: the sweep's store, the seed, then its --pretrain-set values."""
@@ -246,7 +242,7 @@ def _run_baseline_task(sw: Sweep, task: Task) -> None:
     from ..train.baseline import run_baseline
     from ..train.engine import cpu_threads
 
-    cfg = sw.resolve_config(task)
+    cfg = sw.task_config(task)
     # The array task's cores (or train.threads where the sweep sets it) go to gradient boosting's OpenMP threads.
     run_baseline(cfg.data.store, str(sw.run_dir(task)), task.seed, task.subset,
                  threads=cpu_threads(cfg.train.threads, 1))

@@ -335,7 +335,8 @@ def gather(root: str | Path, exclude: Path | None = None) -> Collection:
 
 def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
     """Which fine-tuning values each (mode, subset) cell ran with, read from every run's resolved config.yaml.
-    One row per distinct set of values in a cell (normally one: CLIP-init and scratch share the cell's values)."""
+    One row per distinct set of values in a cell (with the paper's cells file, one for CLIP-init and one for
+    scratch runs)."""
     import yaml
 
     rows: dict[tuple, dict[str, Any]] = {}
