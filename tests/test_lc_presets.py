@@ -235,7 +235,7 @@ def _science_tools_read_a_fine_tune_run(run, store, tmp_path, capsys):
     assert main(["embed", str(run), "--store", str(other), "--out-dir", str(tmp_path / "sci")]) == 0
     there = read_embeddings(tmp_path / "sci" / "embeddings.zarr")
     assert 0 < len(there) < len(emb)
-    from astrom3_hpc.train.evaluate import object_names
+    from astrom3_hpc.data.store import object_names
 
     names_here, names_there = object_names(Store(store)).tolist(), object_names(Store(other))
     here = [emb.position_of_row(names_here.index(names_there[r])) for r in there.row]

@@ -25,8 +25,7 @@ def test_amplitude_is_in_magnitudes_for_every_object_and_a_faint_end_below_zero_
     """Catches the amplitude column holding a flux range in the file's units for any object with one flux <= 0
     (100.5 beside magnitude amplitudes of about 1.2), and the floor used without a word."""
     from astrom3_hpc.core.constants import AUX_COLUMNS
-    from astrom3_hpc.data.store import Store
-    from astrom3_hpc.train.evaluate import object_names
+    from astrom3_hpc.data.store import Store, object_names
 
     rng = np.random.default_rng(0)
     curves = {}
@@ -97,8 +96,7 @@ def test_a_curve_at_one_time_or_too_few_distinct_times_is_refused_naming_it(tmp_
     single time: 0.093 d at power 1e-18), which the folds, features and networks then took for the star's."""
     from lightcurve_tables import fails_then_skips
 
-    from astrom3_hpc.data.store import Store
-    from astrom3_hpc.train.evaluate import object_names
+    from astrom3_hpc.data.store import Store, object_names
 
     rng = np.random.default_rng(1)
     curves = {}
@@ -154,3 +152,22 @@ def test_a_value_that_overflows_float32_once_scaled_is_refused_and_minus_99_is_a
     s = Store(out)
     assert s.attrs["summary"]["points_dropped"] == {"no-measurement sentinel": {"points": 1, "objects": 1}}
     assert s.root["valid"][:].all() and np.isfinite(s.root["lc/values"][:]).all()
+
+
+def test_a_skipped_object_is_named_as_the_tables_write_it(tmp_path):
+    """Ids kept as written ("000123" beside "S0"): skipped.json named the short curve by its normalised key
+    "123", an id in no file the user has; the store and predictions call it "000123"."""
+    import json
+
+    rng = np.random.default_rng(1)
+    curves = {}
+    for k in range(8):
+        t = np.sort(rng.uniform(0, 300, 60))
+        curves[f"S{k}"] = np.stack([t, 100 + 40 * np.sin(2 * np.pi * t / (0.7 + k)), np.full(60, 2.0)], 1)
+    curves["000123"] = curves["S0"][:3]
+    assert main(_flux_tables(tmp_path, curves) + ["--on-error", "skip"]) == 0
+    store = tmp_path / "s.zarr"
+    assert json.loads((store / "object_names.json").read_text())[-1] == "000123"
+    (skipped,) = json.loads((store / "skipped.json").read_text())
+    assert skipped["object_id"] == "000123" and "(object 000123)" not in skipped["reason"], skipped
+

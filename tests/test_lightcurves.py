@@ -443,6 +443,20 @@ def test_embed_a_photometry_only_store(lc_store, tiny_store, tmp_path):
     assert len(emb.row) == 42 and emb.present[:, 0].all() and not emb.present[:, 1:].any()
     assert np.isfinite(emb.vectors["photo"]).all()
     assert emb.attrs["class_names"] == sorted(CLASSES)
+    # The science tools name objects by the survey's ids, as predictions.csv does: they wrote the store row as
+    # `object_id`, and `search --query 10` searched with row 10, whatever object the user's "10" was.
+    names = json.loads((out / "object_names.json").read_text())
+    assert list(emb.names) == [names[r] for r in emb.row]
+    query = names[int(emb.row[5])]
+    assert main(["search", str(run), "--query", query, "--out-dir", str(tmp_path / "sci"), "-k", "3"]) == 0
+    res = json.loads((tmp_path / "sci" / "search" / f"object-{query}_photo.json").read_text())
+    assert res["query"]["object_id"] == query and res["query"]["row"] == int(emb.row[5])
+    assert res["neighbours"]["photo"][0]["object_id"] == query  # itself, by its own id
+    assert main(["search", str(run), "--query", "5", "--out-dir", str(tmp_path / "sci")]) != 0  # not an id here
+    assert main(["outliers", str(run), "--out-dir", str(tmp_path / "sci")]) == 0
+    with open(tmp_path / "sci" / "outliers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["object_id"] for r in rows} <= set(names) and all(names[int(r["row"])] == r["object_id"] for r in rows)
 
 
 @pytest.mark.mpi

@@ -238,8 +238,7 @@ def _nan_logits_for_row(monkeypatch, row: int) -> None:
 def test_predict_gives_no_class_from_nan_probabilities(trained, tmp_path, monkeypatch, capsys):
     """Catches a row of NaN probabilities classified as the first class (argmax of NaN is 0), exit 0: counted in
     the report and written to predictions.csv as `B,A,nan,nan,nan`."""
-    from astrom3_hpc.data.store import Store
-    from astrom3_hpc.train.evaluate import object_names
+    from astrom3_hpc.data.store import Store, object_names
 
     _, _, new_store, runs, _ = trained
     store = Store(new_store)
@@ -261,8 +260,7 @@ def test_a_fine_tune_gives_no_class_from_nan_probabilities(trained, tmp_path, mo
     first class, exit 0, with the object in its accuracy, macro-F1 and predictions.csv."""
     from conftest import ROOT
 
-    from astrom3_hpc.data.store import Store
-    from astrom3_hpc.train.evaluate import object_names
+    from astrom3_hpc.data.store import Store, object_names
 
     _, store, _, _, _ = trained
     s = Store(store)

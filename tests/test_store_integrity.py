@@ -326,7 +326,7 @@ def test_the_sources_own_ids_are_checked_like_the_arrays(feat_store, tmp_path, c
     predictions file's ids into row numbers; replaced by another store's, it gave wrong ids; verify said intact."""
     from lightcurve_tables import private_copy
 
-    from astrom3_hpc.train.evaluate import object_names
+    from astrom3_hpc.data.store import object_names
 
     store, s = private_copy(feat_store, tmp_path)
     names = store / "object_names.json"

@@ -102,8 +102,8 @@ def _add_search(sub) -> None:
                "  astrom3 search RUN --query-file star.dat --aux 0.45 0.37 0.2 0.9 --target photo spectra\n"
                "  astrom3 search RUN --recall --recall-split test")
     p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
-    p.add_argument("--query", nargs="+", action="extend", type=int, default=[], metavar="OBJECT_ID",
-                   help="query object id(s)")
+    p.add_argument("--query", nargs="+", action="extend", default=[], metavar="OBJECT_ID",
+                   help="query object id(s), as the store's objects table and predictions.csv write them")
     p.add_argument("--query-row", nargs="+", action="extend", type=int, default=[], metavar="ROW",
                    help="query store row(s)")
     p.add_argument("--query-file", help="raw light curve (.dat, .csv) or spectrum (.fits, .fits.gz) to embed")

@@ -111,7 +111,9 @@ def _refuse_non_finite(store: Store, block: np.ndarray, lo: int, rows: np.ndarra
     owners = np.intersect1d(non_finite_rows(block, lo, store.offsets), rows)
     if not len(owners):
         return
-    ids = store.root["object_id"][:][owners]
+    from .store import object_names
+
+    ids = object_names(store)[owners]
     raise StoreError(f"{store.path}: the light curves of {len(ids)} object(s) hold non-finite values (object_id "
                      f"{shown_ids(ids)}): rebuild the store with `astrom3 ingest`, which refuses such objects")
 

@@ -239,3 +239,27 @@ class Store:
     def skipped(self) -> list[dict[str, Any]]:
         p = self.path / "skipped.json"
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else []
+
+
+def kept_object_names(store) -> np.ndarray | None:
+    """The source's own id of every store row where ingestion kept them (object_names.json: ids that are not
+    integers), else None: object_id is then the id. Checked against the size and CRC ingestion recorded: lost or
+    replaced, it would put row numbers or another store's ids in every predictions file without a word."""
+    from .checksums import ChecksumError, side_file_problem
+
+    problem = side_file_problem(store.path, store.attrs, "object_names.json")
+    if problem:
+        raise ChecksumError(problem)
+    p = store.path / "object_names.json"
+    if not p.exists():
+        return None
+    names = json.loads(p.read_text(encoding="utf-8"))
+    if len(names) != store.n_objects:
+        raise ChecksumError(f"{p}: {len(names)} ids for the store's {store.n_objects} objects")
+    return np.asarray(names, dtype=object)
+
+
+def object_names(store) -> np.ndarray:
+    """The source's own id of every store row: the kept names, else object_id."""
+    names = kept_object_names(store)
+    return store.root["object_id"][:].astype(object) if names is None else names

@@ -168,11 +168,26 @@ def value_problems(path: Path) -> list[str]:
         for start in range(0, a.shape[0], step):
             objects.update(int(r) for r in non_finite_rows(a[start:start + step], start, offsets) if valid[r])
         if objects:
-            ids = root["object_id"][:][sorted(objects)]
+            ids = _ids(path, root, sorted(objects))
             out.append(f"{path / name}: array '{name}' holds non-finite values for {len(ids)} valid object(s) "
                        f"(object_id {shown_ids(ids)}): rebuild the store with `astrom3 ingest`, which refuses such "
                        f"objects")
     return out
+
+
+def _ids(path: Path, root, rows: list[int]):
+    """The ids users know the rows by: the kept names (object_names.json) where they read, else object_id."""
+    import json
+
+    import numpy as np
+
+    try:
+        names = json.loads((path / "object_names.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none kept, or a damaged copy the checksum pass names
+        names = None
+    if isinstance(names, list) and len(names) == root["object_id"].shape[0]:
+        return np.asarray(names, dtype=object)[rows]
+    return root["object_id"][:][rows]
 
 
 def verify_store(path: str | Path) -> tuple[list[str], bool]:

@@ -11,6 +11,7 @@ import numpy as np
 SCIENCE_DIR = "science"
 EMBEDDINGS = "embeddings.zarr"
 EMBEDDINGS_SCHEMA = "astrom3-embeddings/1"
+OBJECT_NAMES = "object_names.json"  # beside the arrays, where the store keeps the source's ids
 AVERAGE = "average"  # the L2-normalised mean of the normalised per-modality embeddings
 
 
@@ -102,6 +103,7 @@ class Embeddings:
     present: np.ndarray  # (N, n_store_modalities) bool
     splits: dict[str, np.ndarray]  # "train"/"val"/"test" -> (N,) bool, membership in the full subset
     attrs: dict[str, Any] = field(default_factory=dict)
+    names: np.ndarray | None = None  # (N,) str, the source's ids where the store keeps them (else object_id)
 
     @property
     def modalities(self) -> list[str]:
@@ -121,10 +123,21 @@ class Embeddings:
     def class_name(self, label: int) -> str:
         return self.class_names[label] if 0 <= label < len(self.class_names) else "unseen"
 
-    def position_of_object(self, object_id: int) -> int:
-        hit = np.flatnonzero(self.object_id == int(object_id))
+    def object_name(self, i: int) -> str | int:
+        """Object i's id as the user's tables (and predictions.csv) name it."""
+        return str(self.names[i]) if self.names is not None else int(self.object_id[i])
+
+    def position_of_object(self, object_id: str | int) -> int:
+        """Where the object of id `object_id` (as the tables write it) is; ids kept as text are matched as text."""
+        if self.names is not None:
+            hit = np.flatnonzero(self.names == str(object_id))
+        else:
+            try:
+                hit = np.flatnonzero(self.object_id == int(object_id))
+            except ValueError:  # not an integer: the store's ids are
+                hit = []
         if len(hit) == 0:
-            raise ValueError(f"object id {object_id} is not in {self.path} ({len(self)} objects)")
+            raise ValueError(f"object id {object_id!r} is not in {self.path} ({len(self)} objects)")
         return int(hit[0])
 
     def position_of_row(self, row: int) -> int:
@@ -168,16 +181,38 @@ def read_embeddings(path: str | Path) -> Embeddings:
         raise ValueError(f"{path}: not a complete {EMBEDDINGS_SCHEMA} store (schema {attrs.get('schema')!r}, "
                          f"complete {attrs.get('complete')!r}); rerun `astrom3 embed`")
     views = list(attrs["modalities"]) + [AVERAGE]
+    row = root["row"][:].astype(np.int64)
     return Embeddings(
         path=path,
         vectors={v: root[f"emb/{v}"][:] for v in views},
         object_id=root["object_id"][:].astype(np.int64),
-        row=root["row"][:].astype(np.int64),
+        row=row,
         label=root["label"][:].astype(np.int64),
         present=root["present"][:].astype(bool),
         splits={s: root[f"split/{s}"][:].astype(bool) for s in ("train", "val", "test")},
         attrs=attrs,
+        names=_names(path, attrs, row),
     )
+
+
+def _names(path: Path, attrs: dict[str, Any], row: np.ndarray) -> np.ndarray | None:
+    """The source's ids of the embedded rows: the embeddings' own copy, or (a store embedded before the copy was
+    written) the data store's where it is still there. None: object_id is the id."""
+    import json
+
+    own = path / OBJECT_NAMES
+    if own.exists():
+        names = json.loads(own.read_text(encoding="utf-8"))
+        if len(names) != len(row):
+            raise ValueError(f"{own}: {len(names)} ids for {len(row)} embedded objects; rerun `astrom3 embed`")
+        return np.asarray(names, dtype=object)
+    store = attrs.get("store")
+    if store and (Path(store) / OBJECT_NAMES).exists():
+        from ..data.store import Store, kept_object_names
+
+        names = kept_object_names(Store(store))
+        return None if names is None else names[row]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------- metrics

@@ -11,6 +11,8 @@ Layout of RUN_DIR/science/embeddings.zarr (one row per embedded object, in store
     emb/average      (N, D) float32   L2-normalised mean of the normalised embeddings of the modalities the
                                       object has
     object_id        (N,)   int64     the store's object id
+    object_names.json                 the source's own ids of the rows, where the store keeps them (ingest of
+                                      ids that are not integers): the ids the science tools write and take
     row              (N,)   int64     row index in the data store (= generator index for synthetic stores)
     label            (N,)   int16     stored label, -1 for classes unseen in training
     present          (N, 3) bool      modalities the object has (photo, spectra, meta)
@@ -44,10 +46,11 @@ from typing import Any
 import numpy as np
 
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
-from ..core.atomic import replace_dir
+from ..core.atomic import replace_dir, write_json
 from ..core.digests import file_sha256
-from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, Embeddings, average_embedding, check_counts,
-                     load_model, read_embeddings, run_config, science_dir)
+from ..data.store import kept_object_names
+from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, OBJECT_NAMES, Embeddings, average_embedding,
+                     check_counts, load_model, read_embeddings, run_config, science_dir)
 
 log = logging.getLogger("astrom3")
 
@@ -314,6 +317,9 @@ def _fill_tables(tmp: Path, st, cfg, meta, run_dir, store_path, rows, flags, mod
                               compressors=compressor(), fill_value=0)
             if n:
                 root[name][:] = data
+        names = kept_object_names(st)
+        if names is not None:  # else object_id is the id users know; here it is only the row's number
+            write_json(tmp / OBJECT_NAMES, [str(x) for x in names[rows]], indent=None)
         root.attrs.update({
             "schema": EMBEDDINGS_SCHEMA, "complete": False, "modalities": mods, "embed_dim": dim,
             "store_modalities": list(MODALITIES), "class_names": list(st.class_names),

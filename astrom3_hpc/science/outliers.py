@@ -227,7 +227,7 @@ def _table_csv(emb: Embeddings, cols: dict[str, np.ndarray], extra: dict[str, np
     w = csv.writer(buf)
     w.writerow(names)
     for i in range(len(emb)):
-        base = [int(emb.row[i]), int(emb.object_id[i]), int(emb.label[i]), emb.class_name(int(emb.label[i])),
+        base = [int(emb.row[i]), emb.object_name(i), int(emb.label[i]), emb.class_name(int(emb.label[i])),
                 emb.split_name(i)]
         vals = []
         for arr in list(cols.values()) + list(extra.values()):
@@ -245,7 +245,7 @@ def _table_csv(emb: Embeddings, cols: dict[str, np.ndarray], extra: dict[str, np
 def _rows(emb: Embeddings, cols: dict[str, np.ndarray], order: np.ndarray, keys: list[str], extra) -> list[dict]:
     out = []
     for i in order:
-        r = {"row": int(emb.row[i]), "object_id": int(emb.object_id[i]), "label": int(emb.label[i]),
+        r = {"row": int(emb.row[i]), "object_id": emb.object_name(i), "label": int(emb.label[i]),
              "class": emb.class_name(int(emb.label[i])), "split": emb.split_name(int(i))}
         for k in keys:
             v = cols[k][i]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -313,13 +314,13 @@ def _neighbours(emb: Embeddings, sims: np.ndarray, idx: np.ndarray) -> list[dict
     for r, (s, i) in enumerate(zip(sims, idx)):
         if i < 0:
             continue
-        out.append({"rank": r + 1, "object_id": int(emb.object_id[i]), "row": int(emb.row[i]),
+        out.append({"rank": r + 1, "object_id": emb.object_name(i), "row": int(emb.row[i]),
                     "label": int(emb.label[i]), "class": emb.class_name(int(emb.label[i])),
                     "split": emb.split_name(int(i)), "similarity": float(s)})
     return out
 
 
-def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows: list[int] | None = None,
+def search_run(run_dir: str | Path, *, object_ids: list[str | int] | None = None, rows: list[int] | None = None,
                query_file: str | Path | None = None, aux: list[float] | None = None, modality: str | None = None,
                targets: list[str] | None = None, k: int = 10, index: str = "auto", recall: bool = False,
                recall_split: str = "test", out_dir: str | Path | None = None,
@@ -340,7 +341,9 @@ def search_run(run_dir: str | Path, *, object_ids: list[int] | None = None, rows
     queries: list[tuple[str, dict[str, Any], str, np.ndarray]] = []
     for oid in object_ids or []:
         i = emb.position_of_object(oid)
-        queries.append((f"object-{oid}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
+        # The id names the output file: a kept id may hold '/', spaces or anything else a table cell can.
+        safe = re.sub(r"[^\w.+-]", "_", str(emb.object_name(i)))
+        queries.append((f"object-{safe}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
     for row in rows or []:
         i = emb.position_of_row(row)
         queries.append((f"row-{row}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
@@ -394,14 +397,14 @@ def _stored_query(emb: Embeddings, i: int, modality: str) -> np.ndarray:
     the encoding of an empty (zero-filled) input: its neighbours would look confident and mean nothing."""
     if not emb.has(modality)[i]:
         have = [v for v in emb.modalities if emb.has(v)[i]]
-        raise ValueError(f"object {int(emb.object_id[i])} (row {int(emb.row[i])}) has no {modality} (store "
+        raise ValueError(f"object {emb.object_name(i)} (row {int(emb.row[i])}) has no {modality} (store "
                          f"`present` False in {emb.path}); it has: {', '.join(have) or 'no modality'}; query "
                          "one of those with --modality")
     return emb.view(modality)[i]
 
 
 def _describe(emb: Embeddings, i: int) -> dict[str, Any]:
-    return {"object_id": int(emb.object_id[i]), "row": int(emb.row[i]), "label": int(emb.label[i]),
+    return {"object_id": emb.object_name(i), "row": int(emb.row[i]), "label": int(emb.label[i]),
             "class": emb.class_name(int(emb.label[i])), "split": emb.split_name(i)}
 
 

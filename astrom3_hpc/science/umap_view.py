@@ -125,7 +125,7 @@ def umap_run(run_dir: str | Path, *, view: str = AVERAGE, n_neighbors: int = 45,
     w = csv.writer(buf)
     w.writerow(["row", "object_id", "label", "class", "x", "y"])
     for j, i in enumerate(sel):
-        w.writerow([int(emb.row[i]), int(emb.object_id[i]), int(emb.label[i]), emb.class_name(int(emb.label[i])),
+        w.writerow([int(emb.row[i]), emb.object_name(i), int(emb.label[i]), emb.class_name(int(emb.label[i])),
                     f"{coords[j, 0]:.5f}", f"{coords[j, 1]:.5f}"])
     write_text(sci / f"umap_{view}.csv", buf.getvalue())
     summary = {"png": str(png), "csv": str(sci / f"umap_{view}.csv"), "view": view, "n_points": int(len(sel)),

@@ -148,26 +148,6 @@ def averaged_embedding(embs: dict[str, np.ndarray]) -> np.ndarray:
     return _normalise(np.mean([_normalise(v) for v in embs.values()], axis=0))
 
 
-def object_names(store) -> np.ndarray:
-    """The source's own id of every store row: object_names.json when ingestion kept one, else object_id. Checked
-    against the size and CRC ingestion recorded: lost or replaced, it would put row numbers or another store's ids
-    in every predictions file without a word."""
-    import json
-
-    from ..data.checksums import ChecksumError, side_file_problem
-
-    problem = side_file_problem(store.path, store.attrs, "object_names.json")
-    if problem:
-        raise ChecksumError(problem)
-    p = store.path / "object_names.json"
-    if p.exists():
-        names = json.loads(p.read_text(encoding="utf-8"))
-        if len(names) != store.n_objects:
-            raise ChecksumError(f"{p}: {len(names)} ids for the store's {store.n_objects} objects")
-        return np.asarray(names, dtype=object)
-    return store.root["object_id"][:].astype(object)
-
-
 def predicted_classes(probs: np.ndarray, store, rows: np.ndarray, source: str) -> np.ndarray:
     """Each object's most probable class, from (len(rows), n_classes) probabilities of `store`'s `rows` by
     `source` (the run, and what it classified). An object with a NaN or infinite probability gets no class: argmax
@@ -178,6 +158,7 @@ def predicted_classes(probs: np.ndarray, store, rows: np.ndarray, source: str) -
         return np.zeros(0, dtype=np.int64)
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
+        from ..data.store import object_names
         from ..data.verify import shown_ids
         from .finite import NonFiniteError
 
@@ -211,6 +192,7 @@ def write_predictions(path: str | Path, store, rows: np.ndarray, y_true: np.ndar
     import io
 
     from ..core.atomic import write_text
+    from ..data.store import object_names
 
     truth_names = list(store.class_names)
     names = truth_names if class_names is None else list(class_names)

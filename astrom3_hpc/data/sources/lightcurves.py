@@ -375,9 +375,11 @@ class LightCurveTableSource:
         if self._points is None:
             self._points = self._load_points()
         key = self.keys[index]
-        src = f"{self.opt.points} (object {key})"
+        # Messages and skipped.json name the id as the tables write it ("000123"), as the store keeps it.
+        shown = key if self.object_names is None else self.object_names[index]
+        src = f"{self.opt.points} (object {shown})"
         if key in self._points.bad:
-            raise BadInputError(key, self.opt.points, self._points.bad[key])
+            raise BadInputError(shown, self.opt.points, self._points.bad[key])
         s, e = self._points.groups.get(key, (0, 0))
         rows, dropped = usable_rows(self._points.values[s:e], magnitudes=bool(self.opt.mag_column))
         if len(self.bands) > 1:
@@ -388,20 +390,20 @@ class LightCurveTableSource:
         if len(rows) < MIN_POINTS:
             band = f" in band {self.opt.band!r}" if self.opt.band is not None else ""
             why = f" of {e - s}; left out: " + ", ".join(f"{k} ({n})" for k, n in dropped.items()) if dropped else ""
-            raise BadInputError(key, self.opt.points,
+            raise BadInputError(shown, self.opt.points,
                                 f"{len(rows)} usable rows{band}{why}; at least {MIN_POINTS} needed")
         lc = rows[:, :3]
         if np.ptp(lc[:, 1]) == 0:
-            raise BadInputError(key, self.opt.points, f"all {len(lc)} usable values are {lc[0, 1]:g}: a constant "
+            raise BadInputError(shown, self.opt.points, f"all {len(lc)} usable values are {lc[0, 1]:g}: a constant "
                                 "light curve has no amplitude or period to classify by")
         # Points at a few times leave the periodogram flat or all aliases: its argmax would be stored as the period
         # (floating-point noise for a single time), and the folds and features built on it.
         times = np.unique(lc[:, 0])
         if len(times) == 1:
-            raise BadInputError(key, self.opt.points, f"all {len(lc)} usable rows are at time {float(times[0])}: a "
+            raise BadInputError(shown, self.opt.points, f"all {len(lc)} usable rows are at time {float(times[0])}: a "
                                 "light curve without a time span has no period to classify by")
         if len(times) < MIN_POINTS:
-            raise BadInputError(key, self.opt.points, f"the {len(lc)} usable rows are at {len(times)} distinct times; "
+            raise BadInputError(shown, self.opt.points, f"the {len(lc)} usable rows are at {len(times)} distinct times; "
                                 f"at least {MIN_POINTS} needed for a period to classify by")
         if self.opt.mag_column:
             lc = np.stack([lc[:, 0], *mag_to_flux_mjy(lc[:, 1], lc[:, 2])], axis=1)
