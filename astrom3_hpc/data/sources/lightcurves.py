@@ -403,8 +403,8 @@ class LightCurveTableSource:
             raise BadInputError(shown, self.opt.points, f"all {len(lc)} usable rows are at time {float(times[0])}: a "
                                 "light curve without a time span has no period to classify by")
         if len(times) < MIN_POINTS:
-            raise BadInputError(shown, self.opt.points, f"the {len(lc)} usable rows are at {len(times)} distinct times; "
-                                f"at least {MIN_POINTS} needed for a period to classify by")
+            raise BadInputError(shown, self.opt.points, f"the {len(lc)} usable rows are at {len(times)} distinct "
+                                f"times; at least {MIN_POINTS} needed for a period to classify by")
         if self.opt.mag_column:
             lc = np.stack([lc[:, 0], *mag_to_flux_mjy(lc[:, 1], lc[:, 2])], axis=1)
         ls = periods.search(lc[:, 0], lc[:, 1], lc[:, 2], self.opt.period_backend, self.opt.min_period)
