@@ -281,14 +281,19 @@ class LightCurveTableSource:
         missing = np.flatnonzero(~listed & (self.labels >= 0))
         if not len(missing):
             return
-        first = ", ".join(self.keys[i] for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        first = ", ".join(self.shown_id(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
         what = (f"{root}: {len(missing)} labelled object(s) of {self.opt.objects} are in none of the split files "
                 f"full/{seed}/{{train,val,test}}.csv ({first})")
         if not self.opt.skip_bad_split_ids:
             raise TableError(f"{what}: add them to a split, or leave them out of the objects table (--on-error "
                              f"skip stores them in no split)")
         log.warning("%s: stored in no split (--on-error skip)", what)
-        self.unsplit_ids = sorted(set(self.unsplit_ids) | {self.keys[i] for i in missing})
+        self.unsplit_ids = sorted(set(self.unsplit_ids) | {self.shown_id(i) for i in missing})
+
+    def shown_id(self, index: int) -> str:
+        """Object `index`'s id as the tables write it ("000123") where the store keeps ids as written, else its
+        key: what messages and provenance lists name it by."""
+        return self.keys[index] if self.object_names is None else self.object_names[index]
 
     def _column_split(self) -> dict[str, np.ndarray]:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
@@ -375,8 +380,7 @@ class LightCurveTableSource:
         if self._points is None:
             self._points = self._load_points()
         key = self.keys[index]
-        # Messages and skipped.json name the id as the tables write it ("000123"), as the store keeps it.
-        shown = key if self.object_names is None else self.object_names[index]
+        shown = self.shown_id(index)  # skipped.json's id: the store keeps "000123" as written, not as "123"
         src = f"{self.opt.points} (object {shown})"
         if key in self._points.bad:
             raise BadInputError(shown, self.opt.points, self._points.bad[key])
