@@ -207,6 +207,23 @@ def test_lamost_sample_source():
     assert src.describe()["n_objects"] == 176
 
 
+@pytest.mark.parametrize("objnames, want", [(["2", "Null", "Null"], [2, 1, 3]),   # position 2 is file 0's OBJNAME
+                                             (["Null", "0", "0"], [3, 0, 2]),  # position 0 is a later file's OBJNAME
+                                             (["7", "7", "Null"], [7, 1, 2])])
+def test_lamost_fallback_ids_never_take_another_files_id(tmp_path, objnames, want):
+    """Files without an integer OBJNAME (or repeating one) take their position, or an id beyond every OBJNAME
+    and position where that is another file's: the third of (2, Null, Null) took 2, a second object of id 2."""
+    from astropy.io import fits
+
+    files = sorted(p for p in (LAMOST_DIR / "fits").iterdir() if p.name.endswith(".fits"))[:3]
+    for i, (p, name) in enumerate(zip(files, objnames)):
+        with fits.open(p) as h:
+            h[0].header["OBJNAME"] = name
+            h.writeto(tmp_path / f"spec-{i}.fits")
+    src = LamostSampleSource(tmp_path)
+    assert [src.get(i).object_id for i in range(3)] == want
+
+
 def test_icrs_to_galactic_known_points():
     lon, lat = icrs_to_galactic(266.40498829, -28.93617776)  # Sgr A* region: the Galactic centre
     assert abs(((lon + 180) % 360) - 180) < 0.1 and abs(lat) < 0.1

@@ -145,7 +145,8 @@ class LamostSampleSource:
 
     `directory` is the sample directory (holding ``fits/``) or the FITS directory itself; files are ``*.fits`` /
     ``*.fits.gz`` sorted by name. object_id: the LAMOST ``OBJNAME`` when it is an integer (from the index CSV, else
-    the header), else the file position. Metadata NaN except ``l``, ``b`` computed from the header RA/Dec. Light
+    the header) and no earlier file has it, else the file position, else (another file's OBJNAME) an id beyond
+    every OBJNAME and position. Metadata NaN except ``l``, ``b`` computed from the header RA/Dec. Light
     curve: empty (0, 3); aux NaN.
     """
 
@@ -160,13 +161,22 @@ class LamostSampleSource:
         if idx.is_file():
             with open(idx, "r", encoding="utf-8", newline="") as fh:
                 self._index = {r["file"]: r for r in csv.DictReader(fh) if r.get("file")}
+        names = [(self._index.get(p.name) or {}).get("objname", "") or str(_lamost_header(p).get("OBJNAME") or "")
+                 for p in self.files]
+        numeric = [int(n) if n.strip().isdigit() else None for n in names]
+        # A fallback must miss every OBJNAME, later files' too: a position equal to another file's OBJNAME gave
+        # two objects one id (`Null` at position 2 beside OBJNAME 2).
+        taken = {n for n in numeric if n is not None}
         self._ids: list[int] = []
         seen: set[int] = set()
-        for i, p in enumerate(self.files):
-            name = (self._index.get(p.name) or {}).get("objname", "") or str(_lamost_header(p).get("OBJNAME") or "")
-            oid = int(name) if name.strip().isdigit() else i
-            if oid in seen:
+        spare = max(taken | {len(self.files) - 1}, default=-1) + 1
+        for i, n in enumerate(numeric):
+            if n is not None and n not in seen:
+                oid = n
+            elif i not in taken and i not in seen:
                 oid = i
+            else:
+                oid, spare = spare, spare + 1
             seen.add(oid)
             self._ids.append(oid)
 
