@@ -21,13 +21,14 @@ from typing import Any
 from ..core.atomic import write_json
 from ..core.config import store_overrides
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
+from ..train.fingerprint import SWEEP_MANIFEST
 
 MODES = ("photo", "spectra", "meta", "all")
 INITS = ("clip", "scratch")
 # A task that fits the classical light-curve baseline on the task's split instead of fine-tuning (mode photo only):
 # a light-curve sweep then carries the score its networks have to beat, and `collect` tables both.
 BASELINE = "baseline"
-MANIFEST = "manifest.json"
+MANIFEST = SWEEP_MANIFEST
 
 
 @dataclass

@@ -21,6 +21,8 @@ from ..core.config import RunConfig
 from ..core.errors import first_line
 
 IDENTITY = "identity.json"
+# What makes a directory a sweep (orchestration.sweep): a run dir below one may be a sweep task's.
+SWEEP_MANIFEST = "manifest.json"
 # Same steps, same results (tested): these may change between a run and its resumption.
 MECHANICS = ("name", "data.store", "data.num_workers", "data.in_memory", "train.log_every_steps",
              "train.checkpoint_every_epochs",
@@ -160,6 +162,36 @@ def _anchored_init(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> d
     return {**old, "config": {**config, "finetune.init": now}}
 
 
+def _sweep_init(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`old` with its finetune.init read as `new`'s where the run dir sits in a sweep (the nearest directory above
+    it holding a sweep manifest), `new`'s init is that sweep's pretraining of the run's seed
+    (`<sweep>/pretrain/s<seed>`), and the recorded one was a sweep's pretraining of that seed too
+    (`<elsewhere>/pretrain/s<seed>`) that is gone or holds the same finished run (its metrics.json byte for byte:
+    a copy). A sweep task records its init absolute: the sweep moved (`mv`), its half-done CLIP tasks were
+    refused for ever. A recorded pretraining that is still there and another run stays a difference."""
+    config = old.get("config", {})
+    was, now = config.get("finetune.init"), new.get("config", {}).get("finetune.init")
+    seed = config.get("data.seed")
+    if not (isinstance(was, str) and isinstance(now, str) and isinstance(seed, int)) or not Path(was).is_absolute():
+        return old
+    tail = ("pretrain", f"s{seed}")
+    run_dir = run_dir.resolve()
+    root = next((up for up in run_dir.parents if (up / SWEEP_MANIFEST).is_file()), None)
+    if root is None or Path(was).parts[-2:] != tail or Path(now).resolve() != root.joinpath(*tail):
+        return old
+    recorded = Path(was) / "metrics.json"
+    if Path(was).exists() and not (recorded.is_file() and _same_bytes(recorded, root.joinpath(*tail, "metrics.json"))):
+        return old
+    return {**old, "config": {**config, "finetune.init": now}}
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
 def held_run(run_dir: Path) -> list[str]:
     return [f for f in RUN_FILES if (run_dir / f).exists()]
 
@@ -181,7 +213,7 @@ def check_run_dir(run_dir: str | Path, identity: dict[str, Any], resume: bool) -
             f"before its first write), so it cannot be checked to be this run: rerun with a new --run-dir.")
     if "kind" not in old and "kind" in identity:
         old = {**old, **_recorded_kind(run_dir)}
-    diff = differences(_anchored_init(run_dir, old, identity), identity)
+    diff = differences(_sweep_init(run_dir, _anchored_init(run_dir, old, identity), identity), identity)
     if old.get("kind") and identity.get("kind") and old["kind"] != identity["kind"]:
         diff = [d for d in diff if d.startswith("kind:")]  # a baseline's settings are no fine-tune's: the kind says it
     if diff:

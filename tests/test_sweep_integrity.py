@@ -1,0 +1,93 @@
+"""A sweep runs again what it cannot count, or names it: a sweep moved while a CLIP task was half done, and the
+debug executor's (absent) task logs.
+
+One tiny pretraining for the module (configs/test.yaml, two steps); the fine-tunes train two steps each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from astrom3_hpc.orchestration.submission import create_sweep
+from astrom3_hpc.orchestration.sweep import Sweep, run_missing_task
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = str(REPO / "configs" / "test.yaml")
+FAST = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16"]
+
+def _create(root: Path, store: Path, inits=("clip",), pretrain_sets=()) -> Sweep:
+    return create_sweep(root, seeds=[42], modes=["photo"], subsets=["full"], inits=list(inits), finetune_config=CFG,
+                        pretrain_config=CFG, store=str(store), sets=FAST, pretrain_sets=[*FAST, *pretrain_sets])
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_store, tmp_path_factory) -> Path:
+    """A one-task CLIP sweep whose seed's pretraining has finished (its task not started)."""
+    from astrom3_hpc.train.jobs import pretrain_config, run_pretrain
+
+    sw = _create(tmp_path_factory.mktemp("pretrained") / "sw", tiny_store)
+    assert run_pretrain(pretrain_config(sw.pretrain_config, sw.pretrain_overrides(42)), sw.pretrain_dir(42)) == 0
+    return sw.root
+
+
+def _copy(src: Path, dst: Path) -> Sweep:
+    shutil.copytree(src, dst)
+    return Sweep.load(dst)
+
+
+def test_a_moved_sweeps_half_done_clip_task_resumes(pretrained, tmp_path):
+    """Catches a CLIP task preempted before its sweep directory was moved (`mv`) refused for ever (exit 6,
+    "finetune.init: '<old>/pretrain/s42' in the run dir, '<new>/pretrain/s42' now") while status advised a
+    resubmission."""
+    from astrom3_hpc.core.errors import EXIT_PREEMPTED
+    from astrom3_hpc.train.jobs import run_finetune
+
+    sw = _copy(pretrained, tmp_path / "sw")
+    (task,) = sw.tasks
+    assert run_finetune(sw.task_config(task), sw.run_dir(task), stop_after_steps=1) == EXIT_PREEMPTED
+    (tmp_path / "sw").rename(tmp_path / "moved")
+    sw = Sweep.load(tmp_path / "moved")
+    assert run_missing_task(sw, 0) == 0 and sw.done(task)
+    m = json.loads((sw.run_dir(task) / "metrics.json").read_text())
+    assert m["init_dir"] == str(sw.pretrain_dir(42))
+
+
+def test_only_a_sweeps_own_pretraining_of_the_seed_stands_for_a_moved_one(tmp_path):
+    """The moved sweep's pretraining is taken for the recorded one only where both are a sweep's pretraining of the
+    run's seed and the recorded one is gone or a copy: another pretraining still there stays refused."""
+    from astrom3_hpc.core.config import RunConfig
+    from astrom3_hpc.train.fingerprint import OtherRunError, _flatten, check_run_dir, write_identity
+
+    config = _flatten(RunConfig().to_dict())
+    old_root, root = tmp_path / "old", tmp_path / "new"
+    run = root / "runs" / "photo-full-s42-clip"
+    run.mkdir(parents=True)
+    (root / "manifest.json").write_text("{}")
+    (root / "pretrain" / "s42").mkdir(parents=True)
+    (root / "pretrain" / "s42" / "metrics.json").write_text('{"kind": "pretrain", "finished": "1"}')
+
+    def recorded(init):
+        write_identity(run, {"config": {**config, "data.seed": 42, "finetune.init": str(init)}, "seed": 42})
+
+    now = {"config": {**config, "data.seed": 42, "finetune.init": str(root / "pretrain" / "s42")}, "seed": 42}
+    recorded(old_root / "pretrain" / "s42")
+    check_run_dir(run, now, resume=True)  # moved: the old one is gone
+    (old_root / "pretrain" / "s42").mkdir(parents=True)
+    shutil.copy(root / "pretrain" / "s42" / "metrics.json", old_root / "pretrain" / "s42")
+    check_run_dir(run, now, resume=True)  # copied: the old one is the same run
+    (old_root / "pretrain" / "s42" / "metrics.json").write_text('{"kind": "pretrain", "finished": "2"}')
+    with pytest.raises(OtherRunError, match="finetune.init: '.*/old/pretrain/s42' in the run dir"):
+        check_run_dir(run, now, resume=True)  # another pretraining, still there
+    for other in (tmp_path / "gone" / "pretrain" / "s0", tmp_path / "gone" / "p42"):
+        recorded(other)  # another seed's pretraining, or no sweep's
+        with pytest.raises(OtherRunError, match="finetune.init:"):
+            check_run_dir(run, now, resume=True)
+    recorded(old_root / "pretrain" / "s42")
+    (root / "manifest.json").unlink()  # not in a sweep: paths alone say nothing
+    shutil.rmtree(old_root)
+    with pytest.raises(OtherRunError, match="finetune.init:"):
+        check_run_dir(run, now, resume=True)
