@@ -91,3 +91,24 @@ def test_only_a_sweeps_own_pretraining_of_the_seed_stands_for_a_moved_one(tmp_pa
     shutil.rmtree(old_root)
     with pytest.raises(OtherRunError, match="finetune.init:"):
         check_run_dir(run, now, resume=True)
+
+
+def test_the_debug_executor_links_no_logs_it_does_not_write(tiny_store, tmp_path):
+    """Catches logs/ft_DEBUG_<task>.* links into submitit/ files the debug executor never writes (jobs.json
+    announced them, collect found none), every debug array recorded as "DEBUG" (a later submission replaced the
+    links), and a failed task pointing at "this job's log"."""
+    from astrom3_hpc.orchestration.submission import read_jobs
+    from astrom3_hpc.orchestration.submitit_launch import job_exception, launch_sweep
+
+    sw = _create(tmp_path / "sw", tiny_store, inits=("scratch",))
+    manifest = json.loads((sw.root / "manifest.json").read_text())
+    manifest["sets"].append("train.no_such_key=1")  # the task fails at once, before any training
+    (sw.root / "manifest.json").write_text(json.dumps(manifest))
+    sw = Sweep.load(sw.root)
+    first, second = launch_sweep(sw, cluster="debug"), launch_sweep(sw, cluster="debug")
+    (job,) = second["_jobs"]["finetune"][42]
+    assert "its error is printed above" in str(job_exception(job))
+    assert not (sw.root / "submitit").exists() and list((sw.root / "logs").iterdir()) == []
+    arrays = [a for s in read_jobs(sw.root)["submissions"] for a in s["finetune"]]
+    assert len({a["array_job_id"] for a in arrays}) == 2 and all("submitit" not in a["logs"] for a in arrays)
+    assert first["finetune"][0]["array_job_id"] != second["finetune"][0]["array_job_id"]

@@ -71,7 +71,9 @@ def _finish_job(rc: int, env, what: str) -> None:
             # Submitit's handler exits (requeued) or raises UncompletedJobError (no requeue left); if another
             # handler was installed, fall through.
         raise RuntimeError(f"{what}: preempted (exit {rc}); submit it again to resume (or, a baseline, to rerun)")
-    raise RuntimeError(f"{what}: exited with code {rc} (see this job's log)")
+    # The debug executor writes no job log: the error went to the launching console, just above.
+    where = "its error is printed above" if getattr(env, "cluster", "") == "debug" else "see this job's log"
+    raise RuntimeError(f"{what}: exited with code {rc} ({where})")
 
 
 def _base_checkpointable():

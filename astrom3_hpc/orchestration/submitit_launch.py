@@ -251,14 +251,21 @@ def _submit_array(ex, sweep_root: Path, seed: int, indices: list[int], dep: str 
     entry["_jobs"]["finetune"][seed].extend(jobs)
     if "pids" in entry:
         entry["pids"] += [str(j.job_id) for j in jobs]
-    array_id = str(jobs[0].job_id).split("_")[0]
-    for j, index in zip(jobs, indices):
-        _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
-        _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
+    if entry["cluster"] == "debug":
+        # The debug executor runs each task inside the launching process when it is waited for (--wait) and
+        # writes no log file for it: links to Submitit's log paths dangled, and every array of it is "DEBUG", so
+        # the next submission's links replaced them. The record gets an id of its own and says where output went.
+        array_id = f"DEBUG-{entry['id'][:8]}-s{seed}"
+        logs = "none written: the debug executor runs each task in the launching process, on its console"
+    else:
+        array_id = str(jobs[0].job_id).split("_")[0]
+        for j, index in zip(jobs, indices):
+            _link(sweep_root / "logs" / f"ft_{array_id}_{index}.out", j.paths.stdout)
+            _link(sweep_root / "logs" / f"ft_{array_id}_{index}.err", j.paths.stderr)
+        logs = f"logs/ft_{array_id}_<task>.out (symlinks into {SUBMITIT_DIR}/)"
     entry["finetune"].append({"seed": seed, "array_job_id": array_id, "tasks": indices,
                               "array_index_to_task": {str(k): i for k, i in enumerate(indices)},
-                              "dependency": dep, "logs": f"logs/ft_{array_id}_<task>.out (symlinks into "
-                                                         f"{SUBMITIT_DIR}/)"})
+                              "dependency": dep, "logs": logs})
 
 
 def print_plan(sw: Sweep, cluster: str, resume_missing: bool, *, parallel: int, pretrain_nodes: int,
