@@ -1,5 +1,5 @@
-"""A sweep runs again what it cannot count, or names it: a sweep moved while a CLIP task was half done, and the
-debug executor's (absent) task logs.
+"""A sweep counts as done only what `astrom3 collect` counts, and what it cannot count it runs again or names:
+a damaged metrics.json, a sweep moved while a CLIP task was half done, and the debug executor's (absent) task logs.
 
 One tiny pretraining for the module (configs/test.yaml, two steps); the fine-tunes train two steps each.
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from astrom3_hpc.orchestration.submission import create_sweep
+from astrom3_hpc.orchestration.status import sweep_status
+from astrom3_hpc.orchestration.submission import create_sweep, plan
 from astrom3_hpc.orchestration.sweep import Sweep, run_missing_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,9 +35,46 @@ def pretrained(tiny_store, tmp_path_factory) -> Path:
     return sw.root
 
 
+@pytest.fixture(scope="module")
+def finished(pretrained, tmp_path_factory) -> Path:
+    """`pretrained` with its task finished by the array task's own entry point."""
+    root = tmp_path_factory.mktemp("finished") / "sw"
+    shutil.copytree(pretrained, root)
+    assert run_missing_task(Sweep.load(root), 0) == 0
+    return root
+
+
 def _copy(src: Path, dst: Path) -> Sweep:
     shutil.copytree(src, dst)
     return Sweep.load(dst)
+
+
+def test_a_damaged_metrics_json_is_missing_and_its_task_writes_it_again(finished, tmp_path, capsys):
+    """Catches a truncated metrics.json counted as done by `sweep status`, `--resume-missing` and the array task
+    ("already has metrics.json: nothing to do") while collect reported the task failed: no command reran it."""
+    from astrom3_hpc.results.read import gather
+
+    sw = _copy(finished, tmp_path / "sw")  # a copy resumes as a moved sweep does (the next tests)
+    (task,) = sw.tasks
+    metrics = sw.run_dir(task) / "metrics.json"
+    good = json.loads(metrics.read_text())
+    metrics.write_text(metrics.read_text()[:100])
+    assert not sw.done(task) and sw.missing() == [task]
+    st = sweep_status(sw.root)
+    assert st["done"] == 0 and st["seeds"][42]["missing"] == [0] and st["seeds"][42]["other_settings"] == []
+    assert plan(sw, resume_missing=True)[42]["tasks"] == [0]
+    (rec,) = gather(sw.root).runs
+    assert rec.status == "failed" and "does not parse" in rec.reason
+    # The array task resumes the run's last checkpoint and writes the same result again.
+    assert run_missing_task(sw, 0) == 0 and sw.done(task)
+    assert json.loads(metrics.read_text())["test"] == good["test"]
+    # Without a checkpoint to write it from, the task says what to do instead of "its results stand".
+    shutil.rmtree(sw.run_dir(task) / "checkpoints")
+    metrics.write_text("{")
+    capsys.readouterr()
+    assert run_missing_task(sw, 0) == 6
+    err = capsys.readouterr().err
+    assert f"{metrics} does not count" in err and "holds no checkpoint" in err and "move" in err
 
 
 def test_a_moved_sweeps_half_done_clip_task_resumes(pretrained, tmp_path):
@@ -112,3 +150,11 @@ def test_the_debug_executor_links_no_logs_it_does_not_write(tiny_store, tmp_path
     arrays = [a for s in read_jobs(sw.root)["submissions"] for a in s["finetune"]]
     assert len({a["array_job_id"] for a in arrays}) == 2 and all("submitit" not in a["logs"] for a in arrays)
     assert first["finetune"][0]["array_job_id"] != second["finetune"][0]["array_job_id"]
+
+
+def test_the_collectors_inits_are_the_results_a_run_may_hold():
+    """read_metrics (train.metrics_file) accepts the inits the collector's tables know (results.paper)."""
+    from astrom3_hpc.results.paper import ALL_INITS
+    from astrom3_hpc.train.metrics_file import RUN_INITS
+
+    assert set(ALL_INITS) == set(RUN_INITS)

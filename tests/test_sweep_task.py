@@ -51,6 +51,14 @@ def test_task_config_is_the_finetune_commands_config(tmp_path, monkeypatch):
     assert len(set(cells.values())) > 1, "configs/finetune_cells.yaml gives cells different learning rates"
 
 
+def _finished(task) -> dict:
+    """A metrics.json the collector counts for `task` (a task counts as done only with one)."""
+    import numpy as np
+    from test_collect import fake_metrics
+
+    return fake_metrics(task.mode, task.subset, task.seed, task.init, 0.8, np.random.default_rng(0))
+
+
 def _break_config(sw):
     """A sweep-wide override naming no config key: it fails while the task's config is built, before any
     process group exists (a deeper bad input, e.g. a missing pretraining run, would first need a free port)."""
@@ -82,7 +90,7 @@ def test_job_script_exit_codes(tmp_path):
     assert "Traceback" not in r.stderr
     done = sw.run_dir(sw.tasks[0])
     done.mkdir(parents=True)
-    (done / "metrics.json").write_text("{}")
+    (done / "metrics.json").write_text(json.dumps(_finished(sw.tasks[0])))
     r = subprocess.run([*script, "0"], capture_output=True, text=True)
     assert r.returncode == 0 and "nothing to do" in r.stderr
 
@@ -233,7 +241,7 @@ def test_a_clip_tasks_run_is_compared_with_its_pretrainings_architecture(tiny_st
     run = sw.run_dir(task)
     run.mkdir(parents=True)
     write_identity(run, run_identity(trained, Store(tiny_store), 1, kind="finetune"))
-    (run / "metrics.json").write_text("{}")
+    (run / "metrics.json").write_text(json.dumps(_finished(task)))
     assert sw.other_settings(task) == [] and sw.done(task)
     trained.model.meta_dropout = 0.1  # a dropout is the task's own: a run of another one is another run
     write_identity(run, run_identity(trained, Store(tiny_store), 1, kind="finetune"))

@@ -6,8 +6,9 @@
                                     classical light-curve classifier (`astrom3 baseline`) on the same split
     <sweep>/logs/                   scheduler output
 
-A task is done when its run directory holds metrics.json (written atomically, only on success): that is all
-`--resume-missing` and the collector look at.
+A task is done when its run directory holds a metrics.json that the collector counts (train.metrics_file: it
+parses, describes the task, reports finite scores) of a run with the task's settings: `sweep status`,
+`--resume-missing`, the array task and `astrom3 collect` all ask `Sweep.result`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 from ..core.atomic import write_json
 from ..core.config import store_overrides
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
-from ..train.fingerprint import SWEEP_MANIFEST
+from ..train.fingerprint import IDENTITY, SWEEP_MANIFEST, RunMismatchError, settings_differences
+from ..train.metrics_file import MODES, BadMetrics, read_metrics
 
-MODES = ("photo", "spectra", "meta", "all")
 INITS = ("clip", "scratch")
 # A task that fits the classical light-curve baseline on the task's split instead of fine-tuning (mode photo only):
 # a light-curve sweep then carries the score its networks have to beat, and `collect` tables both.
@@ -68,16 +69,32 @@ class Sweep:
         return self.root / task.run_dir
 
     def done(self, task: Task) -> bool:
-        """The task's run finished, with the task's settings (see other_settings)."""
-        return (self.run_dir(task) / "metrics.json").exists() and not self.other_settings(task)
+        """The task's run finished, with the task's settings: `result` counts it."""
+        if not (self.run_dir(task) / "metrics.json").exists():
+            return False
+        try:
+            self.result(task)
+        except BadMetrics:
+            return False
+        return True
+
+    def result(self, task: Task) -> dict[str, Any]:
+        """The task's metrics.json where it counts as the task's result, else BadMetrics saying why not: the file
+        does not read as a result, is another task's, or is a run of other settings (other_settings)."""
+        m = read_metrics(self.run_dir(task) / "metrics.json")
+        got, want = (m["mode"], m["subset"], m["seed"], m["init"]), (task.mode, task.subset, task.seed, task.init)
+        if got != want:
+            raise BadMetrics(f"metrics.json is for {'/'.join(map(str, got))}, the task is {'/'.join(map(str, want))}")
+        other = self.other_settings(task)
+        if other:
+            raise BadMetrics("a finished run of other settings than the task's (" + "; ".join(other) + ")")
+        return m
 
     def other_settings(self, task: Task) -> list[str]:
         """How the finished run in the task's directory differs from the task ([] where it is the task's run, or
         where that cannot be told: a baseline task, a run dir older than identity.json, a task config that no
         longer loads). A sweep created
         again with other --set values over the same runs counted them as done, and collect averaged them in."""
-        from ..train.fingerprint import IDENTITY, RunMismatchError, settings_differences
-
         d = self.run_dir(task)
         if task.init == BASELINE or not (d / "metrics.json").exists() or not (d / IDENTITY).exists():
             return []
@@ -250,13 +267,36 @@ def _run_baseline_task(sw: Sweep, task: Task) -> None:
 
 
 def run_missing_task(sw: Sweep, index: int) -> int:
-    """Run task ``index`` unless its run directory already holds metrics.json (then 0 at once)."""
+    """Run task ``index`` unless it is done (then 0 at once). A run dir whose metrics.json does not count (truncated,
+    corrupt) is run again: the job resumes from the run's last checkpoint and writes metrics.json anew."""
     task = sw.tasks[index]
     if sw.done(task):
         print(f"[sweep_task] task {index} ({task.name}) already has metrics.json: nothing to do", file=sys.stderr)
         return 0
+    refusal = _refusal(sw, task)
+    if refusal:
+        print(f"sweep_task.py: error: task {index} ({task.name}): {refusal}", file=sys.stderr)
+        return RunMismatchError.exit_code
     # A finished run of other settings is left to the job, which refuses it (exit 6) naming each difference.
     return run_task(sw.root, index)
+
+
+def _refusal(sw: Sweep, task: Task) -> str | None:
+    """Why the task must not run although it is not done, where the job itself would not say it: a damaged
+    metrics.json without a checkpoint (the job would say "its results stand")."""
+    from ..train.checkpoint import LATEST
+
+    d = sw.run_dir(task)
+    # A baseline has no checkpoint: it fits again over its own files. A run of other settings: the job names them.
+    if task.init == BASELINE or not (d / "metrics.json").exists() or (d / "checkpoints" / LATEST).exists() \
+            or sw.other_settings(task):
+        return None
+    try:
+        sw.result(task)
+    except BadMetrics as e:
+        return (f"{d / 'metrics.json'} does not count ({e}) and {d} holds no checkpoint to write it again from: "
+                f"move {d} aside (or delete it) and submit again to train the task anew")
+    return None
 
 
 def summary(sw: Sweep) -> dict[str, Any]:

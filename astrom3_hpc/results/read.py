@@ -8,17 +8,19 @@ without one is "failed" (incomplete), a task without a run directory is "missing
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..orchestration.sweep import MANIFEST, MODES, Sweep, cell_hparams
+# The one metrics.json check, shared with the sweep's bookkeeping.
+from ..train import metrics_file
+from ..train.metrics_file import BadMetrics, read_metrics
 from .logs import LogIndex, _last_line, recorded_slurm_ids
-from .paper import ALL_INITS, SUBSET_ORDER, grid_order
+from .paper import SUBSET_ORDER, grid_order
 
-_REPORT_KEYS = ("n", "accuracy", "macro_f1")
+finite_number = metrics_file.finite_number  # stats imports it from here
 
 
 @dataclass
@@ -49,60 +51,6 @@ class RunRecord:
         if self.kind == "pretrain":
             return f"{idx} seed {self.seed}"
         return f"{idx} {self.mode}/{self.subset}/s{self.seed}/{self.init}"
-
-
-class BadMetrics(ValueError):
-    pass
-
-
-def finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _check_report(rep: Any, name: str) -> None:
-    if not isinstance(rep, dict):
-        raise BadMetrics(f"'{name}' is not a report")
-    for k in _REPORT_KEYS:
-        if k not in rep:
-            raise BadMetrics(f"'{name}' has no '{k}'")
-    if not finite_number(rep["accuracy"]) or not 0.0 <= rep["accuracy"] <= 1.0:
-        raise BadMetrics(f"'{name}.accuracy' is {rep['accuracy']!r}, not a fraction")
-    if not isinstance(rep["n"], int) or rep["n"] <= 0:
-        raise BadMetrics(f"'{name}.n' is {rep['n']!r}")
-    if not (finite_number(rep["macro_f1"]) or rep["macro_f1"] is None):
-        raise BadMetrics(f"'{name}.macro_f1' is {rep['macro_f1']!r}")
-
-
-def read_metrics(path: Path, kind: str = "finetune") -> dict[str, Any]:
-    """A run's metrics.json, or BadMetrics saying why it cannot be trusted."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise BadMetrics(f"cannot read {path.name}: {e}") from None
-    try:
-        m = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BadMetrics(f"{path.name} does not parse ({e.msg}, line {e.lineno} column {e.colno}: truncated or "
-                         f"corrupt?)") from None
-    if not isinstance(m, dict):
-        raise BadMetrics(f"{path.name} is not a JSON object")
-    if m.get("kind") != kind:
-        raise BadMetrics(f"{path.name} has kind {m.get('kind')!r}, expected {kind!r}")
-    if kind == "finetune":
-        for k in ("mode", "subset", "seed", "init", "test", "test_full", "test_accuracy"):
-            if k not in m:
-                raise BadMetrics(f"{path.name} has no '{k}'")
-        if m["mode"] not in MODES:
-            raise BadMetrics(f"{path.name}: unknown mode {m['mode']!r}")
-        if m["subset"] not in SUBSET_ORDER:
-            raise BadMetrics(f"{path.name}: unknown subset {m['subset']!r}")
-        if m["init"] not in ALL_INITS:
-            raise BadMetrics(f"{path.name}: init is {m['init']!r}, not one of {ALL_INITS}")
-        if not isinstance(m["seed"], int):
-            raise BadMetrics(f"{path.name}: seed is {m['seed']!r}")
-        _check_report(m["test"], "test")
-        _check_report(m["test_full"], "test_full")
-    return m
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -172,16 +120,7 @@ def _task_record(sw: Sweep, task, logs: LogIndex) -> RunRecord:
                       else "no metrics.json and no config.yaml (failed before the run started)")
     else:
         try:
-            m = read_metrics(mpath)
-            got = (m["mode"], m["subset"], m["seed"], m["init"])
-            want = (task.mode, task.subset, task.seed, task.init)
-            if got != want:
-                raise BadMetrics(f"metrics.json is for {'/'.join(map(str, got))}, the task is "
-                                 f"{'/'.join(map(str, want))}")
-            other = sw.other_settings(task)
-            if other:
-                raise BadMetrics("a finished run of other settings than the task's (" + "; ".join(other) + ")")
-            rec.metrics = m
+            rec.metrics = sw.result(task)  # what `sweep status` and --resume-missing count as done
         except BadMetrics as e:
             rec.status, rec.reason = "failed", str(e)
     if rec.status != "complete":
