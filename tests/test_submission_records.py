@@ -97,7 +97,7 @@ def test_submitit_dry_run_prints_the_plan_and_submits_nothing(tmp_path, monkeypa
     monkeypatch.setattr(submitit_launch, "make_executor", submitted)
     sw = _sweep(tmp_path / "sw", seeds=(0, 42))
     (sw.pretrain_dir(0)).mkdir(parents=True)
-    (sw.pretrain_dir(0) / "metrics.json").write_text("{}")  # seed 0's pretraining is complete
+    (sw.pretrain_dir(0) / "metrics.json").write_text('{"kind": "pretrain"}')  # seed 0's pretraining is complete
     args = build_parser().parse_args(["launch", "sweep", str(sw.root), "--cluster", cluster, "--dry-run",
                                       "--pretrain-nodes", "2", "--parallel", "3", "--partition", "gpu",
                                       "--sbatch-arg=--qos=high", "--wait"])

@@ -1,5 +1,6 @@
 """A sweep counts as done only what `astrom3 collect` counts, and what it cannot count it runs again or names:
-a damaged metrics.json, a sweep moved while a CLIP task was half done, and the debug executor's (absent) task logs.
+a damaged metrics.json, a pretraining of other settings than the manifest's, a sweep moved while a CLIP task was
+half done, and the debug executor's (absent) task logs.
 
 One tiny pretraining for the module (configs/test.yaml, two steps); the fine-tunes train two steps each.
 """
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from astrom3_hpc.orchestration.status import sweep_status
+from astrom3_hpc.orchestration.status import format_status, sweep_status
 from astrom3_hpc.orchestration.submission import create_sweep, plan
 from astrom3_hpc.orchestration.sweep import Sweep, run_missing_task
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = str(REPO / "configs" / "test.yaml")
 FAST = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16"]
+
 
 def _create(root: Path, store: Path, inits=("clip",), pretrain_sets=()) -> Sweep:
     return create_sweep(root, seeds=[42], modes=["photo"], subsets=["full"], inits=list(inits), finetune_config=CFG,
@@ -75,6 +77,47 @@ def test_a_damaged_metrics_json_is_missing_and_its_task_writes_it_again(finished
     assert run_missing_task(sw, 0) == 6
     err = capsys.readouterr().err
     assert f"{metrics} does not count" in err and "holds no checkpoint" in err and "move" in err
+
+
+def test_a_pretraining_of_other_settings_is_not_complete_nor_its_clip_runs_done(finished, tmp_path, capsys):
+    """Catches a manifest created again with another --pretrain-set over finished runs: status said "pretraining
+    complete" and the CLIP fine-tunes made from the old pretraining done, collect tabled them, and
+    --resume-missing submitted nothing."""
+    from astrom3_hpc.results.read import gather
+
+    shutil.copytree(finished, tmp_path / "sw")
+    (tmp_path / "sw" / "manifest.json").rename(tmp_path / "manifest.first")
+    sw = _create(tmp_path / "sw", Path(Sweep.load(finished).store), pretrain_sets=["optim.lr=0.05"])
+    (task,) = sw.tasks
+    assert sw.pretrain_other_settings(42) == ["optim.lr: 0.001 in the run dir, 0.05 in the sweep's manifest"]
+    assert not sw.pretrain_done(42) and not sw.done(task) and sw.other_settings(task) == []
+    st = sweep_status(sw.root)
+    assert st["seeds"][42]["pretrain"] == "of other settings" and st["seeds"][42]["missing"] == [0]
+    out = format_status(st)
+    assert "pretrain/s42 was made with other settings" in out and "optim.lr: 0.001" in out
+    assert "move the runs of other settings aside, then resubmit" in out
+    with pytest.raises(ValueError, match=r"pretrain/s42 holds a pretraining of other settings .*optim.lr"):
+        plan(sw, resume_missing=True)
+    col = gather(sw.root)
+    assert col.pretrain[0].status == "failed" and "optim.lr: 0.001" in col.pretrain[0].reason
+    assert col.runs[0].status == "failed" and "pretraining of other settings" in col.runs[0].reason
+    capsys.readouterr()
+    assert run_missing_task(sw, 0) == 6  # it would have resumed the finished fine-tune and called it done
+    assert "was made with other settings than the sweep's manifest (optim.lr" in capsys.readouterr().err
+    # The manifest's own settings again: all counts as before.
+    (tmp_path / "manifest.first").replace(sw.root / "manifest.json")
+    sw = Sweep.load(sw.root)
+    assert sw.pretrain_done(42) and sw.done(task) and not plan(sw, resume_missing=True)
+
+
+def test_a_damaged_pretraining_metrics_json_is_submitted_again(finished, tmp_path):
+    """A pretraining whose metrics.json collect reports failed was "complete" for status and --resume-missing."""
+    sw = _copy(finished, tmp_path / "sw")
+    p = sw.pretrain_dir(42) / "metrics.json"
+    p.write_text(p.read_text()[:50])
+    assert not sw.pretrain_done(42) and sw.pretrain_other_settings(42) == []
+    assert sweep_status(sw.root)["seeds"][42]["pretrain"].startswith("damaged")
+    assert plan(sw, resume_missing=False)[42]["submit_pretrain"]
 
 
 def test_a_moved_sweeps_half_done_clip_task_resumes(pretrained, tmp_path):

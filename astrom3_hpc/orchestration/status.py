@@ -19,7 +19,7 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     seeds: dict[int, dict[str, Any]] = {}
     for t in sw.tasks:
         s = seeds.setdefault(t.seed, {"tasks": 0, "done": 0, "missing": [], "other_settings": [],
-                                      "needs_pretrain": False})
+                                      "needs_pretrain": False, "pretrain_other_settings": []})
         s["tasks"] += 1
         s["needs_pretrain"] |= t.init == "clip"
         if sw.done(t):
@@ -30,9 +30,13 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
                 s["other_settings"].append(t.index)
     for seed, s in seeds.items():
         d = sw.pretrain_dir(seed)
+        other = sw.pretrain_other_settings(seed) if s["needs_pretrain"] else []
+        s["pretrain_other_settings"] = other
         # Scratch and baseline tasks start from nothing: "not started" read as something still to run.
         s["pretrain"] = ("not needed" if not s.pop("needs_pretrain") else
-                         "complete" if (d / "metrics.json").exists() else
+                         "of other settings" if other else
+                         "complete" if sw.pretrain_done(seed) else
+                         "damaged (its metrics.json does not count)" if (d / "metrics.json").exists() else
                          "started" if (d / "checkpoints").exists() else "not started")
         s["array"] = array_spec(s["missing"]) if s["missing"] else ""
     jobs = read_jobs(sw.root)
@@ -66,6 +70,11 @@ def format_status(st: dict[str, Any]) -> str:
         if s.get("other_settings"):
             lines.append(f"    tasks {array_spec(s['other_settings'])}: their run directories hold finished runs of "
                          "other settings (`astrom3 collect` lists the differences): move those aside to run them")
+        if s.get("pretrain_other_settings"):
+            diffs = "; ".join(s["pretrain_other_settings"])
+            lines.append(f"    pretrain/s{seed} was made with other settings than the manifest's pretraining "
+                         f"({diffs}): its CLIP tasks count as missing; move it aside, with seed {seed}'s CLIP runs "
+                         "made from it, to run them")
     if st["job_states"]:
         counts: dict[str, int] = {}
         for v in st["job_states"].values():
@@ -78,7 +87,8 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append("  still queued/running: " + ", ".join(st["queued"]))
     elif st["done"] < st["tasks"]:
         # Tasks over runs of other settings refuse to run (exit 6) until those runs are moved aside.
-        blocked = sum(len(s.get("other_settings", [])) for s in st["seeds"].values())
+        blocked = sum(len(s.get("other_settings", [])) + len(s.get("pretrain_other_settings", []))
+                      for s in st["seeds"].values())
         first = "move the runs of other settings aside, then " if blocked else ""
         lines.append(f"  nothing queued: {first}resubmit the missing tasks with "
                      "`astrom3 sweep submit --resume-missing`")

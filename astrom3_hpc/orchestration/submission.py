@@ -397,7 +397,10 @@ def held_modalities(store: str) -> frozenset[str]:
 
 
 def plan(sw: Sweep, resume_missing: bool) -> dict[int, dict[str, Any]]:
-    """Per seed: the task indices to run and whether its pretraining must run first."""
+    """Per seed: the task indices to run and whether its pretraining must run first (not where it is done:
+    Sweep.pretrain_done). ValueError, before anything is submitted, where a seed to run from CLIP holds a
+    pretraining of other settings than the manifest's: its job would be refused (exit 6), and the seed's CLIP
+    tasks would resume fine-tunes made from it."""
     tasks = sw.missing() if resume_missing else list(sw.tasks)
     plan: dict[int, dict[str, Any]] = {}
     for t in tasks:
@@ -406,7 +409,12 @@ def plan(sw: Sweep, resume_missing: bool) -> dict[int, dict[str, Any]]:
         if t.init == "clip":
             plan[t.seed]["needs_pretrain"] = True
     for seed, p in plan.items():
-        p["pretrain_done"] = (sw.pretrain_dir(seed) / "metrics.json").exists()
+        other = sw.pretrain_other_settings(seed) if p["needs_pretrain"] else []
+        if other:
+            raise ValueError(f"{sw.pretrain_dir(seed)} holds a pretraining of other settings than the sweep's manifest "
+                             f"({'; '.join(other)}): move it aside, with the CLIP runs of seed {seed} made from it "
+                             f"(runs/*-s{seed}-clip), then submit again")
+        p["pretrain_done"] = sw.pretrain_done(seed)
         p["submit_pretrain"] = p["needs_pretrain"] and not p["pretrain_done"]
     return dict(sorted(plan.items()))
 

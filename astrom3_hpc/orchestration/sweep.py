@@ -7,8 +7,9 @@
     <sweep>/logs/                   scheduler output
 
 A task is done when its run directory holds a metrics.json that the collector counts (train.metrics_file: it
-parses, describes the task, reports finite scores) of a run with the task's settings: `sweep status`,
-`--resume-missing`, the array task and `astrom3 collect` all ask `Sweep.result`.
+parses, describes the task, reports finite scores) of a run with the task's settings and, for a CLIP task, its
+seed's pretraining was made with the sweep's pretraining settings: `sweep status`, `--resume-missing`, the array
+task and `astrom3 collect` all ask `Sweep.result`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class Sweep:
 
     def result(self, task: Task) -> dict[str, Any]:
         """The task's metrics.json where it counts as the task's result, else BadMetrics saying why not: the file
-        does not read as a result, is another task's, or is a run of other settings (other_settings)."""
+        does not read as a result, is another task's, is a run of other settings (other_settings), or a CLIP
+        task's pretraining was made with other settings than the sweep's (pretrain_other_settings)."""
         m = read_metrics(self.run_dir(task) / "metrics.json")
         got, want = (m["mode"], m["subset"], m["seed"], m["init"]), (task.mode, task.subset, task.seed, task.init)
         if got != want:
@@ -88,6 +90,9 @@ class Sweep:
         other = self.other_settings(task)
         if other:
             raise BadMetrics("a finished run of other settings than the task's (" + "; ".join(other) + ")")
+        if task.init == "clip" and self.pretrain_other_settings(task.seed):  # the pretraining's entry lists them
+            raise BadMetrics(f"fine-tuned from pretrain/s{task.seed}, a pretraining of other settings than the "
+                             f"sweep's manifest")
         return m
 
     def other_settings(self, task: Task) -> list[str]:
@@ -114,6 +119,38 @@ class Sweep:
         # Which pretraining a CLIP task starts from is the task's seed (metrics.json's init and seed are checked);
         # the path the job was given may be relative to wherever it ran.
         return [x for x in diff if not x.startswith("finetune.init:")]
+
+    def pretrain_other_settings(self, seed: int) -> list[str]:
+        """How the finished pretraining in pretrain/s<seed> differs from the one the manifest asks for
+        (pretrain_overrides); [] where it does not, or where that cannot be told (not finished, older than
+        identity.json, a pretraining config that no longer loads). A manifest created again with other
+        --pretrain-set values over finished runs counted that pretraining, and the CLIP runs made from it, as done."""
+        from ..train.jobs import pretrain_config
+
+        d = self.pretrain_dir(seed)
+        if not (d / "metrics.json").exists() or not (d / IDENTITY).exists():
+            return []
+        try:
+            cfg = pretrain_config(self.pretrain_config, self.pretrain_overrides(seed))
+        except (OSError, ValueError, KeyError, TypeError):  # a config file moved or edited since: the run stands
+            return []
+        try:
+            return settings_differences(d, cfg, ours="in the sweep's manifest") or []
+        except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the sweep's
+            return [str(e)]
+
+    def pretrain_done(self, seed: int) -> bool:
+        """pretrain/s<seed> holds a finished pretraining (a metrics.json the collector counts) of the manifest's
+        settings. A damaged metrics.json is not done: the pretraining job, submitted again, resumes from its last
+        checkpoint and writes it anew."""
+        p = self.pretrain_dir(seed) / "metrics.json"
+        if not p.exists():
+            return False
+        try:
+            read_metrics(p, kind="pretrain")
+        except BadMetrics:
+            return False
+        return not self.pretrain_other_settings(seed)
 
     def missing(self) -> list[Task]:
         return [t for t in self.tasks if not self.done(t)]
@@ -282,10 +319,17 @@ def run_missing_task(sw: Sweep, index: int) -> int:
 
 
 def _refusal(sw: Sweep, task: Task) -> str | None:
-    """Why the task must not run although it is not done, where the job itself would not say it: a damaged
-    metrics.json without a checkpoint (the job would say "its results stand")."""
+    """Why the task must not run although it is not done, where the job itself would not say it: a CLIP task whose
+    pretraining is of other settings (the job would resume the finished fine-tune made from it and call it done),
+    and a damaged metrics.json without a checkpoint (the job would say "its results stand")."""
     from ..train.checkpoint import LATEST
 
+    if task.init == "clip":
+        pre = sw.pretrain_other_settings(task.seed)
+        if pre:
+            return (f"its pretraining {sw.pretrain_dir(task.seed)} was made with other settings than the sweep's "
+                    f"manifest ({'; '.join(pre)}): move it aside, with this seed's CLIP runs made from it, and "
+                    f"submit again (--resume-missing) to pretrain and fine-tune with the manifest's settings")
     d = sw.run_dir(task)
     # A baseline has no checkpoint: it fits again over its own files. A run of other settings: the job names them.
     if task.init == BASELINE or not (d / "metrics.json").exists() or (d / "checkpoints" / LATEST).exists() \

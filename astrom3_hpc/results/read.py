@@ -128,7 +128,9 @@ def _task_record(sw: Sweep, task, logs: LogIndex) -> RunRecord:
     return rec
 
 
-def _pretrain_record(root: Path, d: Path, seed: int | None, logs: LogIndex | None) -> RunRecord:
+def _pretrain_record(root: Path, d: Path, seed: int | None, logs: LogIndex | None,
+                     sw: Sweep | None = None) -> RunRecord:
+    """`sw`: the sweep whose pretraining `d` is (of seed `seed`), which it counts for only with its settings."""
     rec = RunRecord(status="complete", run_dir=_rel(d, root), seed=seed, kind="pretrain")
     mpath = d / "metrics.json"
     if not d.exists():
@@ -138,6 +140,10 @@ def _pretrain_record(root: Path, d: Path, seed: int | None, logs: LogIndex | Non
     else:
         try:
             m = read_metrics(mpath, kind="pretrain")
+            other = sw.pretrain_other_settings(seed) if sw is not None and seed is not None else []
+            if other:
+                raise BadMetrics("a pretraining of other settings than the sweep's manifest (" + "; ".join(other)
+                                 + "): its seed's CLIP tasks do not count")
             rec.seed = m.get("seed", seed)
             emb = m.get("embedding_eval")
             if not isinstance(emb, dict) and (d / "embedding_eval.json").exists():
@@ -168,7 +174,7 @@ def gather_sweep(root: Path) -> Collection:
             m = re.fullmatch(r"s(-?\d+)", d.name)
             if m and d.is_dir():
                 pre_seeds.add(int(m.group(1)))
-    pretrain = [_pretrain_record(sw.root, sw.pretrain_dir(s), s, logs) for s in sorted(pre_seeds)]
+    pretrain = [_pretrain_record(sw.root, sw.pretrain_dir(s), s, logs, sw) for s in sorted(pre_seeds)]
     return Collection(sw.root, True, runs, pretrain, warn, sw.seeds,
                       grid_order((t.mode, t.subset) for t in sw.tasks))
 
