@@ -1,0 +1,123 @@
+"""File systems as users' clusters have them: full, read-only, unwritable, a file or a link where a directory goes.
+
+Full and read-only file systems are small tmpfs mounts (root: CI runs as root); an unprivileged user is a forked
+child that drops to `nobody` after the parent imported what it runs (the checkout need not be readable to them).
+Each error must end a command in one line naming the path, with the exit code the docs give (a full disk: 1,
+DiskFullError; an unusable output: 2), and leave nothing half-written; a link must never be replaced or deleted
+in place of what it points to.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOBODY = 65534
+ROOT_ONLY = "mounting a tmpfs and dropping to nobody need root (CI runs as root)"
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(name, size, ro=False): a tmpfs of `size` at tmp_path/name, unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip(ROOT_ONLY)
+    done: list[Path] = []
+
+    def _mount(name: str, size: str, ro: bool = False) -> Path:
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if ro else ""), "tmpfs", str(d)],
+                       check=True)
+        done.append(d)
+        return d
+
+    yield _mount
+    for d in reversed(done):
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def _fill(d: Path) -> None:
+    """Take every byte left on the file system of `d`."""
+    fd = os.open(d / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def _cli(argv: list[str], capsys, stream: str = "err") -> tuple[int, list[str]]:
+    """`astrom3 ARGV`'s exit code and the lines it wrote to `stream`."""
+    from astrom3_hpc.cli import main
+
+    code = main(argv)
+    return code, [line for line in getattr(capsys.readouterr(), stream).splitlines() if line.strip()]
+
+
+@pytest.fixture
+def shared():
+    """A directory nobody can reach (pytest's tmp_path lies under a private 0700 one), removed at the end."""
+    if os.geteuid() != 0:
+        pytest.skip(ROOT_ONLY)
+    d = Path(tempfile.mkdtemp(prefix="astrom3-fs-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _as_nobody(argv: list[str], err: Path) -> tuple[int, str]:
+    """`astrom3 ARGV`'s exit code and output (stdout and stderr, into `err`) in a forked child running as nobody:
+    what the command imports must be imported already, as the checkout need not be readable to nobody."""
+    from astrom3_hpc.cli import main
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 99
+        try:
+            sys.stdout = sys.stderr = open(err, "w", encoding="utf-8")
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            code = main(argv)
+        except BaseException:
+            traceback.print_exc()  # what the test then shows
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), err.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def store(tiny_store, tmp_path) -> Path:
+    """A private copy of the tiny store (tests damage it, or would write into it without their fix)."""
+    return Path(shutil.copytree(tiny_store, tmp_path / "store.zarr"))
+
+
+# ---------------------------------------------------------------------------------- 6. an unreadable chunk
+
+def test_verify_lists_chunks_it_cannot_read(tiny_store, shared, capsys):
+    """Catches check_file catching only FileNotFoundError: verify ended in a traceback on an unreadable chunk (a
+    colleague's umask-077 file, a broken link) and listed nothing after it, instead of exit 3 listing it."""
+    store = Path(shutil.copytree(tiny_store, shared / "store.zarr"))
+    chunks = sorted(p for p in (store / "spec").rglob("*") if p.is_file() and "c" in p.relative_to(store).parts)
+    loop, private = chunks[0], chunks[-1]
+    loop.unlink()
+    loop.symlink_to(loop.name)  # stat fails with ELOOP, for root too
+    code, out = _cli(["verify", str(store)], capsys, "out")
+    assert code == 3 and any(str(loop) in line and "unreadable" in line for line in out), out
+    private.chmod(0o600)
+    code, err = _as_nobody(["verify", str(store)], shared / "err")
+    assert code == 3 and f"{private}: chunk" in err and "unreadable: Permission denied" in err, err
+    assert str(loop) in err  # listed too: the unreadable one did not stop the check
