@@ -105,6 +105,33 @@ def store(tiny_store, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_store, tmp_path / "store.zarr"))
 
 
+# ------------------------------------------------------------------------------ 5. outputs that cannot be one
+
+def test_an_output_under_a_file_or_on_a_read_only_file_system_is_one_line(tmp_path, mount, capsys):
+    """Catches `[Errno 17] File exists: 'regfile'` for an --out under a regular file (say it is a file), and
+    NotADirectoryError or a read-only file system ending in a traceback instead of one line (exit 2)."""
+    regfile = tmp_path / "regfile"
+    regfile.write_text("")
+    ro = mount("ro", "64k", ro=True)
+    for out, says in ((regfile / "x.zarr", f"{regfile} is a file, not a directory"),
+                      (regfile / "sub" / "x.zarr", f"{regfile} is a file, not a directory"),
+                      (ro / "x.zarr", "Read-only file system")):
+        code, err = _cli(["ingest", "synthetic", "-n", "64", "--out", str(out), "--no-progress"], capsys)
+        assert code == 2 and len(err) == 1 and says in err[0] and "Errno 17" not in err[0], (out, err)
+
+
+def test_an_output_the_user_cannot_write_is_one_line(shared, capsys):
+    """Catches PermissionError missing from the expected errors: `predict`, `embed`, `ingest`, `collect`,
+    `sweep create`, training into a directory the user cannot write ended in a 33-69-line traceback."""
+    ro = shared / "ro"
+    ro.mkdir(mode=0o555)
+    argv = ["ingest", "synthetic", "-n", "64", "--out", str(ro / "s.zarr"), "--no-progress"]
+    assert _cli(argv[:-2] + [str(shared / "warm.zarr"), "--no-progress"], capsys)[0] == 0  # imports done here
+    code, err = _as_nobody(argv, shared / "err")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Permission denied" in lines[0] and str(ro) in lines[0], err
+
+
 # ---------------------------------------------------------------------------------- 6. an unreadable chunk
 
 def test_verify_lists_chunks_it_cannot_read(tiny_store, shared, capsys):

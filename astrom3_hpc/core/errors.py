@@ -146,11 +146,34 @@ def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: E
         return int(getattr(e, "exit_code", EXIT_INTERRUPTED))
     except Exception as e:  # noqa: BLE001
         code = getattr(e, "exit_code", None)
-        known = isinstance(code, int) or isinstance(e, expected() if callable(expected) else expected)
+        known = isinstance(code, int) or isinstance(e, expected() if callable(expected) else expected) \
+            or read_only(e)
         code = code if isinstance(code, int) else EXIT_BAD_INPUT if known else EXIT_FAILED
         if on_error is not None:
             on_error(command, e, code, known)
         if not known:
             raise
-        print(f"astrom3 {command}: error: {e}", file=sys.stderr)
+        print(f"astrom3 {command}: error: {plain(e)}", file=sys.stderr)
         return code
+
+
+def read_only(e: BaseException) -> bool:
+    """An output on a read-only file system (a site's read-only project mount): no OSError subclass says it, and
+    its message names the path like a PermissionError's."""
+    return isinstance(e, OSError) and e.errno == errno.EROFS and e.filename is not None
+
+
+def plain(e: BaseException) -> BaseException | str:
+    """What the one-line error says of `e`: `e` itself, but for the errors of a directory created where a file
+    lies, whose own words mislead: mkdir's `[Errno 17] File exists: 'out'` for an --out that is a file (or a
+    link to nothing), `[Errno 20] Not a directory: 'file/out'` not saying which part is the file."""
+    if not isinstance(e, OSError) or e.filename2 is not None or not isinstance(e.filename, (str, os.PathLike)):
+        return e
+    name = Path(e.filename)
+    if e.errno == errno.EEXIST and os.path.lexists(name) and not name.is_dir():
+        return f"{name} is {'a link to a missing path' if name.is_symlink() else 'a file'}, not a directory"
+    if e.errno == errno.ENOTDIR:
+        blocker = next((p for p in (name, *name.parents) if os.path.lexists(p) and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{'' if blocker == name else f'{name}: '}{blocker} is a file, not a directory"
+    return e

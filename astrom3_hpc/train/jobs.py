@@ -29,8 +29,10 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from ..data.split_files import SplitFileError
     from ..data.store import StoreError
 
+    # An output the user cannot write or that is not a directory (a read-only or a colleague's directory, a file
+    # where a directory goes): bad input like a missing one; each names its path.
     return (ConfigError, StoreError, BadInputError, IngestError, SplitFileError, FileExistsError, FileNotFoundError,
-            ValueError)
+            PermissionError, NotADirectoryError, IsADirectoryError, ValueError)
 
 
 def run_command(command: str, fn: Callable[[], int | None], *, verbose: bool = False,
