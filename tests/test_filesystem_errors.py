@@ -105,6 +105,36 @@ def store(tiny_store, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_store, tmp_path / "store.zarr"))
 
 
+# --------------------------------------------------------------------------------- 3. full disk in a run dir
+
+def test_a_full_disk_in_a_run_dir_is_one_disk_full_error_naming_the_file(mount, capsys):
+    """Catches the run's own writes (config.yaml, metrics rows) ending in a bare `[Errno 28]` naming no file, and
+    closing train.log on the full disk replacing the job's DiskFullError with a new OSError (plus a
+    `--- Logging error ---` block per line)."""
+    from astrom3_hpc.core.atomic import append_jsonl, write_json, write_text
+    from astrom3_hpc.core.errors import DiskFullError
+    from astrom3_hpc.train.rundir import RunLog
+
+    d = mount("full", "64k")
+    log = RunLog(d).attach()
+    import logging
+
+    logging.getLogger("astrom3").warning("a line before the disk fills")
+    _fill(d)
+    for write, name in ((write_text, "config.yaml"), (write_json, "metrics.json"), (append_jsonl, "steps.jsonl")):
+        with pytest.raises(DiskFullError, match=f"^{d / name}: no space left on device") as e:
+            write(d / name, {"x": "y" * 8192} if name != "config.yaml" else "z" * 8192)
+        assert e.value.errno == errno.ENOSPC
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]  # no temporary file left
+    with pytest.raises(DiskFullError, match="best_model.pt"):
+        with log.recording("pretrain on rank 0"):
+            for _ in range(64):  # more than the file's buffer holds
+                logging.getLogger("astrom3").warning("x" * 1024)
+            raise DiskFullError(f"{d}/best_model.pt: no space left on device")
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and err.count("cannot write") == 1, err
+
+
 # ------------------------------------------------------------------------------ 5. outputs that cannot be one
 
 def test_an_output_under_a_file_or_on_a_read_only_file_system_is_one_line(tmp_path, mount, capsys):
@@ -148,3 +178,45 @@ def test_verify_lists_chunks_it_cannot_read(tiny_store, shared, capsys):
     code, err = _as_nobody(["verify", str(store)], shared / "err")
     assert code == 3 and f"{private}: chunk" in err and "unreadable: Permission denied" in err, err
     assert str(loop) in err  # listed too: the unreadable one did not stop the check
+
+
+# ------------------------------------------------------------------------------- 7. full disk outside training
+
+def test_ingest_into_a_full_file_system_is_one_line_exit_1_leaving_nothing(mount, capsys):
+    """Catches ingest reporting a full disk as bad input (exit 2) with a 57-line zarr traceback in its message,
+    and a temporary store left where its creation ran out of space."""
+    for size in ("12k", "200k"):
+        d = mount(f"full-{size}", size)
+        code, err = _cli(["ingest", "synthetic", "-n", "400", "--out", str(d / "s.zarr"), "--no-progress"], capsys)
+        assert code == 1 and len(err) == 1, (size, err)
+        assert f"{d / 's.zarr'}: no space left on device" in err[0] and "nothing was written" in err[0], err
+        assert list(d.iterdir()) == []
+
+
+@pytest.fixture
+def untrained_run(tiny_store, tmp_path) -> Path:
+    """A pretraining run dir of configs/test.yaml with untrained weights: embed needs a model, not a good one."""
+    from astrom3_hpc.core.config import dump_config, load_config
+    from astrom3_hpc.model import build_clip
+    from astrom3_hpc.science.common import run_config
+    from astrom3_hpc.train.checkpoint import BEST_MODEL, save_weights
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    dump_config(load_config(ROOT / "configs" / "test.yaml", [f"data.store={tiny_store}"]), run / "config.yaml")
+    save_weights(build_clip(run_config(run).model), run / BEST_MODEL, {"epoch": 0, "seed": 42, "kind": "pretrain"})
+    return run
+
+
+def test_embed_into_a_full_file_system_is_one_disk_full_error_leaving_nothing(untrained_run, mount):
+    """Catches embed's full disk as a raw zarr OSError (creating the store) or a `RuntimeError: embedding failed`
+    carrying a 96-line traceback (filling it), instead of one DiskFullError naming the output."""
+    from astrom3_hpc.core.errors import DiskFullError
+    from astrom3_hpc.science.embed import embed_run
+
+    for size in ("16k", "160k"):  # full while the tables are written; full while the vectors are
+        d = mount(f"full-{size}", size)
+        out = d / "embeddings.zarr"
+        with pytest.raises(DiskFullError, match=f"^{out}: no space left on device .*nothing was written"):
+            embed_run(untrained_run, out=out, batch_size=320)
+        assert list(d.iterdir()) == []

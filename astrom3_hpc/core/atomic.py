@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import naming_full_disk
 from .signals import JOB_SIGNALS, handling
 
 # What a user or a batch system sends to stop a process: held across replace_dir's two renames.
@@ -42,14 +43,16 @@ def follow_umask(path: str | os.PathLike, directory: bool = False) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    follow_umask(tmp)
+    with naming_full_disk(path):  # a full disk's own error names no file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        follow_umask(tmp)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with naming_full_disk(path):  # inside: the free space is measured before the partial file goes
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -71,7 +74,7 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line. A crash can at worst leave a truncated last line, which readers skip."""
-    with open(path, "a", encoding="utf-8") as f:
+    with naming_full_disk(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj, default=_json_default) + "\n")
         f.flush()
 

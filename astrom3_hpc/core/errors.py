@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -86,6 +87,40 @@ def no_space(e: BaseException, directory: str | os.PathLike) -> tuple[int, str] 
     if code == errno.ENOSPC:
         return code, "no space left on device" + (f" ({free} bytes free)" if free is not None else "")
     return code, "disk quota exceeded"
+
+
+# What a write that ran out of space says next, where the caller has nothing more precise (a checkpoint's resume point).
+RERUN = "; free space and rerun"
+
+
+def disk_full(e: BaseException, path: str | os.PathLike, after: str = RERUN) -> DiskFullError | None:
+    """`e` as a DiskFullError naming `path` (the file or directory being written) where ENOSPC or EDQUOT is in its
+    chain, else None. Only the errno counts, unlike no_space: a write that failed otherwise keeps its own error,
+    and a directory without space pays no probe write. The partial file is best still there (the bytes free
+    include it otherwise); `after` ends the message."""
+    code = next((x.errno for x in causes(e) if isinstance(x, OSError) and x.errno in _FULL_ERRNOS), None)
+    if code is None:
+        return None
+    path = Path(path)
+    where = next((p for p in (path, *path.parents) if p.is_dir()), Path("/"))  # the free space of its file system
+    why = (no_space(e, where) or (code, "no space left on device"))[1]
+    return DiskFullError(f"{path}: {why}{after}", code)
+
+
+@contextmanager
+def naming_full_disk(path: str | os.PathLike, after: str = RERUN) -> Iterator[None]:
+    """Around a write of `path`: an error that ran out of space becomes a one-line DiskFullError naming `path`
+    (a write's own OSError names no file: `[Errno 28] No space left on device`); any other error stays itself,
+    and so does a DiskFullError from within, which named its file and said how to go on already."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a writer may wrap the OSError (zarr, numpy)
+        full = disk_full(e, path, after)
+        if full is None:
+            raise
+        raise full from e
 
 
 def causes(e: BaseException) -> Iterator[BaseException]:

@@ -29,6 +29,7 @@ import zarr
 from .. import __version__
 from ..core.atomic import replace_dir, write_json
 from ..core.constants import META_COLUMNS
+from ..core.errors import DiskFullError, disk_full, naming_full_disk
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from . import ingest_notes
@@ -45,6 +46,8 @@ log = logging.getLogger("astrom3")
 PERIOD_SEARCH = "lc/period_search"
 OBJECT_NAMES = "object_names.json"  # the source's own ids, by row, when they are not integers
 _NO_SEARCH = np.full(len(PERIOD_SEARCH_COLUMNS), np.nan, np.float32)
+# How a full disk's one line ends (DiskFullError, exit 1: not the bad input of exit 2).
+NOTHING_WRITTEN = " while ingesting; nothing was written: free space and rerun"
 
 
 class IngestError(RuntimeError):
@@ -135,7 +138,7 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
                 published = read_split_dir(split_dir)
             setup = _create(source, out, layout, opt, comm.size)
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
-            setup = e
+            setup = e if isinstance(e, DiskFullError) else disk_full(e, out, NOTHING_WRITTEN) or e
     setup = comm.bcast(setup)
     if isinstance(setup, Exception):
         raise setup
@@ -151,9 +154,11 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         with zarr.config.set({"array.write_empty_chunks": True}):
             _phase1(source, tmp, layout, opt, comm, lo, hi, status, table)
     except Exception as e:  # noqa: BLE001
-        status["error"] = (f"{type(e).__name__}: {e}" if isinstance(e, BadInputError) else str(e)
-                           if isinstance(e, InputFileError) else traceback.format_exc())
+        full = disk_full(e, out, NOTHING_WRITTEN)
+        status["error"] = (str(full) if full else f"{type(e).__name__}: {e}" if isinstance(e, BadInputError)
+                           else str(e) if isinstance(e, InputFileError) else traceback.format_exc())
         status["one_object"] = isinstance(e, BadInputError)  # what --on-error skip could step over
+        status["full"] = full and full.errno
     statuses = comm.allgather(status)
     errors = [s["error"] for s in statuses if s["error"]]
     tables = comm.gather([] if errors else table.arrays())
@@ -161,6 +166,9 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         comm.barrier()
         if comm.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+        full = next((s for s in statuses if s.get("full")), None)
+        if full is not None:  # no bad input: exit 1, one line, as a full disk during training
+            raise DiskFullError(full["error"], full["full"])
         hint = "" if opt.on_error == "skip" or not any(s.get("one_object") for s in statuses) else \
             "\n(--on-error skip keeps going and lists bad objects in skipped.json)"
         raise IngestError(f"ingestion into {out} failed, nothing was written:\n" + "\n".join(errors) + hint)
@@ -175,12 +183,15 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
                 root.create_array("lc/values", shape=(sum(part_sizes), 3), chunks=(layout.lc_chunk, 3),
                                   dtype="float32", compressors=compressor(layout.compression), fill_value=0)
             except Exception as e:  # noqa: BLE001 - forwarded to every rank, which would otherwise wait forever
+                failed = disk_full(e, out, NOTHING_WRITTEN) or e
                 shutil.rmtree(tmp, ignore_errors=True)
-                failed = e
         failed = comm.bcast(failed)
+        if isinstance(failed, DiskFullError):
+            raise failed
         if failed is not None:
             raise IngestError(f"ingestion into {out} failed, nothing was written: {failed}") from None
-        _phase2_lc(tmp, layout, part_sizes, comm)
+        with naming_full_disk(out, NOTHING_WRITTEN):  # the temporary store goes with the error (`pending`)
+            _phase2_lc(tmp, layout, part_sizes, comm)
         comm.barrier()
         skipped = sorted((s for st in statuses for s in st["skipped"]), key=lambda s: s["index"])
         summary = None
@@ -190,10 +201,10 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
                                   [st["objects"] for st in statuses], source,
                                   ingest_notes.summed([st["notes"] for st in statuses]))
             except Exception as e:  # noqa: BLE001 - forwarded to every rank; nothing half-written stays behind
+                summary = disk_full(e, out, NOTHING_WRITTEN) or e
                 shutil.rmtree(tmp, ignore_errors=True)
-                summary = e
     summary = comm.bcast(summary)
-    if isinstance(summary, IngestError):  # says itself what was kept
+    if isinstance(summary, (IngestError, DiskFullError)):  # says itself what was kept
         raise summary
     if isinstance(summary, Exception):
         raise IngestError(f"ingestion into {out} failed, nothing was written: {summary}") from None
@@ -209,6 +220,16 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
                           f"--overwrite replaces only a store: choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with naming_full_disk(out, NOTHING_WRITTEN):  # inside: the space is measured before the partial store goes
+            _create_arrays(tmp, source, layout, opt, n_ranks)
+    except BaseException:  # the caller's error says nothing was written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(tmp)
+
+
+def _create_arrays(tmp: Path, source: RawSource, layout: Layout, opt: IngestOptions, n_ranks: int) -> None:
     root = zarr.open_group(str(tmp), mode="w")
     root.attrs.update({
         "schema_version": SCHEMA_VERSION,
@@ -232,7 +253,6 @@ def _create(source: RawSource, out: Path, layout: Layout, opt: IngestOptions, n_
     root.create_array(PERIOD_SEARCH, shape=(layout.n_objects, len(PERIOD_SEARCH_COLUMNS)),
                       chunks=(layout.table_chunk, len(PERIOD_SEARCH_COLUMNS)), dtype="float32",
                       compressors=compressor("lz4"), fill_value=float("nan"))
-    return str(tmp)
 
 
 class _TableRows:

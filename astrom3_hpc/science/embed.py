@@ -48,6 +48,7 @@ import numpy as np
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.atomic import replace_dir, write_json
 from ..core.digests import file_sha256
+from ..core.errors import DiskFullError, disk_full
 from ..data.store import kept_object_names
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, OBJECT_NAMES, Embeddings, average_embedding,
                      check_counts, load_model, read_embeddings, run_config, science_dir)
@@ -55,6 +56,7 @@ from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, OBJECT_NAMES, Embed
 log = logging.getLogger("astrom3")
 
 CHUNK_ROWS = 4096
+NOTHING_WRITTEN = " while embedding; nothing was written: free space and rerun"
 
 
 def select_rows(store, seed: int, splits: list[str] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -205,7 +207,7 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
             setup = str(_create(out, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows,
                                 sample_seed, world, compressor, record))
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
-            setup = e
+            setup = disk_full(e, out, NOTHING_WRITTEN) or e
     setup = adist.broadcast_object(setup)
     if isinstance(setup, Exception):
         raise setup
@@ -226,8 +228,11 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
     except Exception as e:  # noqa: BLE001
         import traceback
 
-        error = f"rank {rank}: {traceback.format_exc()}"
-        log.error("embedding failed on rank %d: %s", rank, e)
+        # A full disk is one line naming the output (DiskFullError, exit 1), not a traceback through zarr.
+        error = disk_full(e, out, NOTHING_WRITTEN)
+        if error is None:
+            error = f"rank {rank}: {traceback.format_exc()}"
+            log.error("embedding failed on rank %d: %s", rank, e)
     except BaseException:  # a job signal or Ctrl-C on every rank: the half-filled store must not outlive the job
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -248,6 +253,9 @@ def _finish(tmp: Path, out: Path, error, rank: int, world: int, n: int, dim: int
     errors = [e for e in _all_gather(error, tdist) if e]
     if errors:
         adist.barrier()
+        full = next((e for e in errors if isinstance(e, DiskFullError)), None)
+        if full is not None:
+            raise full
         raise RuntimeError("embedding failed, nothing was written:\n" + "\n".join(errors))
     adist.barrier()
     elapsed = time.perf_counter() - t0

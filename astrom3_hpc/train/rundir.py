@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,7 @@ class RunLog(logging.FileHandler):
     def __init__(self, run_dir: str | Path, rank: int = 0):
         super().__init__(Path(run_dir) / LOG_NAME, mode="a", encoding="utf-8", delay=True)
         self.rank = rank
+        self.failed = False
         self.setLevel(logging.INFO if rank == 0 else logging.WARNING)
         # Other libraries' info (DeepSpeed's compiler probes, ...) would bury the run's own lines.
         self.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] == log.name)
@@ -66,7 +68,23 @@ class RunLog(logging.FileHandler):
     def detach(self) -> None:
         for name in ("", *_NON_PROPAGATING):
             logging.getLogger(name).removeHandler(self)
-        self.close()
+        try:
+            self.close()
+        except OSError:
+            # Closing flushes what a full disk did not take: raised here, it replaced the error that ends the
+            # job (a one-line DiskFullError became a bare `[Errno 28]` traceback). The lines stay on stderr.
+            pass
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A line the file did not take (full disk or quota, a file server gone) is said once, in one line,
+        and the job goes on; logging's default printed a traceback block on stderr for every line."""
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError):
+            super().handleError(record)  # a bad log call: its traceback shows where
+        elif not self.failed:
+            self.failed = True
+            print(f"astrom3: cannot write {self.baseFilename} ({err}); the run's log lines are on stderr only "
+                  f"from here", file=sys.stderr)
 
     def record_error(self, exc: BaseException, what: str = "failed") -> None:
         """Write the error that ends this rank, with its traceback, to the file only (the CLI already prints
@@ -89,7 +107,10 @@ class RunLog(logging.FileHandler):
         try:
             yield self
         except BaseException as e:
-            self.record_error(e, what)
+            try:
+                self.record_error(e, what)
+            except OSError:
+                pass  # the error itself must reach the user, not this log's (a full disk, say)
             raise
         finally:
             self.detach()
