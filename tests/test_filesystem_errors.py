@@ -10,6 +10,7 @@ in place of what it points to.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -103,6 +104,66 @@ def _as_nobody(argv: list[str], err: Path) -> tuple[int, str]:
 def store(tiny_store, tmp_path) -> Path:
     """A private copy of the tiny store (tests damage it, or would write into it without their fix)."""
     return Path(shutil.copytree(tiny_store, tmp_path / "store.zarr"))
+
+
+# ------------------------------------------------------------------------------- 2. links to an output
+
+def test_embed_writes_through_a_linked_output_to_its_target(tmp_path, monkeypatch):
+    """Catches `embed --out-dir D` with D/embeddings.zarr a link replacing the link by a local directory: the
+    target (scratch) kept the old embeddings, and a `.embeddings.zarr.old-*` link was left behind."""
+    from astrom3_hpc.science import embed
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                "attributes": {"schema_version": 1}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"data:\n  store: {store}\n")
+    target = tmp_path / "scratch" / "embeddings.zarr"
+    target.mkdir(parents=True)
+    (target / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                 "attributes": {"schema": embed.EMBEDDINGS_SCHEMA}}))
+    link = tmp_path / "out" / "embeddings.zarr"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    given: list[Path] = []
+    monkeypatch.setattr(embed, "_embed_run", lambda run_dir, store, splits, out, *rest: given.append(out))
+    embed.embed_run(run, out=link)
+    assert given == [target]
+
+
+def test_replacing_a_linked_directory_leaves_no_old_link_and_its_target_alone(tmp_path):
+    """Catches replace_dir moving a link aside and rmtree(ignore_errors) silently leaving it as `.NAME.old-*`."""
+    from astrom3_hpc.core.atomic import replace_dir
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "kept").write_text("old")
+    dst, src = tmp_path / "e.zarr", tmp_path / "new"
+    dst.symlink_to(target)
+    src.mkdir()
+    (src / "zarr.json").write_text("{}")
+    replace_dir(src, dst)
+    assert dst.is_dir() and not dst.is_symlink() and (dst / "zarr.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.zarr", "elsewhere"]
+    assert (target / "kept").read_text() == "old"
+
+
+def test_clean_store_temp_removes_left_links_not_what_they_point_to(tmp_path, capsys):
+    """Catches `clean-store-temp` ending in `OSError: Cannot call rmtree on a symbolic link` on the `.old-` link
+    an earlier embed left, and missing a dangling one."""
+    target = tmp_path / "scratch"
+    target.mkdir()
+    (target / "kept").write_text("data")
+    store = tmp_path / "e.zarr"
+    store.mkdir()
+    (tmp_path / ".e.zarr.old-1-abcd").symlink_to(target)
+    (tmp_path / ".e.zarr.old-2-ef01").symlink_to(tmp_path / "gone")
+    code, err = _cli(["clean-store-temp", str(store)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.zarr", "scratch"]
+    assert (target / "kept").read_text() == "data"
 
 
 # --------------------------------------------------------------------------------- 3. full disk in a run dir

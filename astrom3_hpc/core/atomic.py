@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -147,7 +148,17 @@ def replace_dir(src: Path, dst: Path, overwrite: bool = True) -> None:
         for signum in held:
             signal.raise_signal(signum)
     finally:  # also when a held signal's handler raised: the new directory is in place
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory, or only the link where `path` is a symbolic link: rmtree refuses a link (and with
+    ignore_errors left it behind silently), and what a link points to is not this code's to delete."""
+    if path.is_symlink():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _rename_no_replace(src: Path, dst: Path) -> None:

@@ -43,7 +43,9 @@ def leftovers(store: str | Path) -> list[Path]:
         return []
     # Escaped: in a name like `s[1].zarr` the brackets would match (and `clean` delete) `.s1.zarr.tmp-*`.
     name = glob.escape(store.name)
-    return sorted(p for pat in (f".{name}.tmp-*", f".{name}.old-*") for p in store.parent.glob(pat) if p.is_dir())
+    # A link too (to nothing, as well): what replace_dir moved aside where the store was a symbolic link.
+    return sorted(p for pat in (f".{name}.tmp-*", f".{name}.old-*") for p in store.parent.glob(pat)
+                  if p.is_dir() or p.is_symlink())
 
 
 def clean(store: str | Path) -> tuple[list[Path], Path | None]:
@@ -58,9 +60,12 @@ def clean(store: str | Path) -> tuple[list[Path], Path | None]:
     restored = None
     olds = [p for p in found if p.name.startswith(f".{store.name}.old-")]
     if olds and not store.exists():
-        restored = max(olds, key=lambda p: p.stat().st_mtime)
+        restored = max(olds, key=lambda p: p.lstat().st_mtime)
         os.replace(restored, store)
         found.remove(restored)
     for p in found:
-        shutil.rmtree(p)
+        if p.is_symlink():
+            p.unlink()  # the link only: its target is the user's, not a temporary directory
+        else:
+            shutil.rmtree(p)
     return found, restored

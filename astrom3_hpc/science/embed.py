@@ -120,7 +120,10 @@ def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list
     out = Path(out) if out is not None else science_dir(run_dir) / EMBEDDINGS
     check_out(out, run_dir, Path(store) if store is not None else Path(run_config(run_dir).data.store))
     with stopped_by(f"embedding {store or 'the run store'} with {run_dir}"):
-        return _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress, train_store)
+        # The link's target where `out` is a symbolic link, as ingest does: the new store replaced the link itself
+        # and left the old embeddings where the link pointed.
+        return _embed_run(run_dir, store, splits, out.resolve(), batch_size, sample_seed, chunk_rows, progress,
+                          train_store)
 
 
 def check_out(out: Path, run_dir: str | Path, store: Path) -> None:
