@@ -193,11 +193,3 @@ def test_the_debug_executor_links_no_logs_it_does_not_write(tiny_store, tmp_path
     arrays = [a for s in read_jobs(sw.root)["submissions"] for a in s["finetune"]]
     assert len({a["array_job_id"] for a in arrays}) == 2 and all("submitit" not in a["logs"] for a in arrays)
     assert first["finetune"][0]["array_job_id"] != second["finetune"][0]["array_job_id"]
-
-
-def test_the_collectors_inits_are_the_results_a_run_may_hold():
-    """read_metrics (train.metrics_file) accepts the inits the collector's tables know (results.paper)."""
-    from astrom3_hpc.results.paper import ALL_INITS
-    from astrom3_hpc.train.metrics_file import RUN_INITS
-
-    assert set(ALL_INITS) == set(RUN_INITS)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..core.constants import CLASS_NAMES
-from ..orchestration.sweep import INITS, MODES
+from ..orchestration.sweep import MODES
+from ..train.metrics_file import RUN_INITS
 
 
 MODE_NAMES = {"photo": "photometry", "spectra": "spectra", "meta": "metadata", "all": "all three"}
@@ -40,7 +41,7 @@ EMBEDDING_NAMES = {"photo": "photometry", "spectra": "spectra", "meta": "metadat
 ALPHA = 0.05
 # "baseline": `astrom3 baseline`, the classical light-curve classifier; "ensemble": `astrom3 ensemble`'s average of
 # runs (weight seeds, or a network and the baseline)
-ALL_INITS = (*INITS, "baseline", "ensemble")
+ALL_INITS = RUN_INITS  # the inits a metrics.json may hold (train/metrics_file.py), in display order
 
 
 def paper_value(mode: str, subset: str, init: str, test_set: str) -> tuple[float, float] | None:
