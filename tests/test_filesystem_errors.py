@@ -106,6 +106,30 @@ def store(tiny_store, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_store, tmp_path / "store.zarr"))
 
 
+# ------------------------------------------------------------------------------------ 1. a run dir in a store
+
+def test_a_run_dir_that_is_or_lies_in_a_store_is_refused_before_anything_is_written(store, capsys):
+    """Catches `pretrain --run-dir some.zarr` writing the run into the store (verify still found it intact) and a
+    later `ingest --overwrite` of it deleting the run; `baseline --out` likewise."""
+    from astrom3_hpc.train.jobs import run_command
+    from astrom3_hpc.train.rundir import RunDir, writing
+
+    before = sorted(p.name for p in store.iterdir())
+    for run in (store, store / "runs" / "pre"):
+        made: list = []
+        try:
+            code = run_command("pretrain", lambda: made.append(RunDir(run)))
+        finally:
+            for r in made:
+                r.close()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and f"--run-dir {run} " in err[0] and "Zarr store" in err[0], err
+    with pytest.raises(ValueError, match=f"--out {store}/bl lies inside the Zarr store"):
+        with writing(store / "bl", flag="--out"):
+            pass
+    assert sorted(p.name for p in store.iterdir()) == before
+
+
 # ------------------------------------------------------------------------------- 2. links to an output
 
 def test_embed_writes_through_a_linked_output_to_its_target(tmp_path, monkeypatch):

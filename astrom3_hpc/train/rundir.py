@@ -116,10 +116,23 @@ class RunLog(logging.FileHandler):
             self.detach()
 
 
+def refuse_store(run_dir: str | Path, flag: str = "--run-dir") -> None:
+    """Refuse (ValueError: exit 2) a run dir that is a Zarr store or lies inside one (a zarr.json in it or above
+    it): the run's files went into the store, which `verify` still found intact and a later `ingest --overwrite`
+    of it deleted with the run. Every rank checks, so that all stop together before any writes."""
+    target = Path(run_dir).resolve()
+    for p in (target, *target.parents):
+        if (p / "zarr.json").is_file():
+            where = "is a Zarr store" if p == target else f"lies inside the Zarr store {p}"
+            raise ValueError(f"{flag} {run_dir} {where}: a run there mixes its files with the data, and rebuilding "
+                             f"the store deletes them; choose a directory outside the store")
+
+
 class RunDir:
     def __init__(self, path: str | Path, is_main: bool = True, rank: int | None = None):
         self.path = Path(path)
         self.is_main = is_main
+        refuse_store(self.path)
         if is_main:
             # checkpoints/ only once the run dir is known to be this run's (open_checkpoints): `sweep status`
             # reads it as "started", which a job refused on its data or its run dir never was.
@@ -209,6 +222,7 @@ def writing(run_dir: str | Path, take: bool = True, agree: Callable[[str | None]
     verdict (None: held) to every rank, a collective every rank must reach, so that they stop together instead of
     waiting in rank 0's first collective. `flag` names the option that chooses another directory."""
     run_dir = Path(run_dir)
+    refuse_store(run_dir, flag)  # before the lock file, which would be the run's first file in the store
     with contextlib.ExitStack() as stack:
         busy = _take(run_dir / LOCK_NAME, stack, flag) if take else None
         if agree is not None:
