@@ -220,6 +220,38 @@ def test_a_full_disk_in_a_run_dir_is_one_disk_full_error_naming_the_file(mount, 
     assert "Logging error" not in err and err.count("cannot write") == 1, err
 
 
+# ----------------------------------------------------------------------- 4. an install the user cannot write
+
+def test_deepspeed_ops_go_to_a_per_user_cache_where_the_venv_is_not_writable(mount, tmp_path, monkeypatch):
+    """Catches TORCH_EXTENSIONS_DIR defaulting to <venv>/torch_extensions where the user cannot write it: torch
+    locks the op's directory even to load the built op, and every training job failed with a PermissionError."""
+    from astrom3_hpc.train import engine
+
+    for var in ("TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def chosen(prefix: Path) -> str:
+        monkeypatch.setattr(sys, "prefix", str(prefix))
+        os.environ.pop("TORCH_EXTENSIONS_DIR", None)
+        engine.deepspeed_environment()
+        return os.environ["TORCH_EXTENSIONS_DIR"]
+
+    rw = tmp_path / "venv"
+    (rw / "torch_extensions" / "deepspeed_shm_comm").mkdir(parents=True)
+    assert chosen(rw) == str(rw / "torch_extensions")  # a writable venv: unchanged (CI builds the op there)
+    own = str(tmp_path / "cache" / "astrom3" / "torch_extensions")
+    op = mount("venv/torch_extensions/deepspeed_shm_comm", "64k")  # the op built, its directory not writable
+    subprocess.run(["mount", "-o", "remount,ro", str(op)], check=True)
+    assert chosen(rw) == own
+    ro = mount("ro-venv", "64k", ro=True)  # no op built, the venv not writable
+    assert chosen(ro) == own
+    monkeypatch.setenv("XDG_CACHE_HOME", str(ro / "cache"))
+    with pytest.raises(ValueError, match="set TORCH_EXTENSIONS_DIR to a directory you can write"):
+        chosen(ro)
+
+
 # ------------------------------------------------------------------------------ 5. outputs that cannot be one
 
 def test_an_output_under_a_file_or_on_a_read_only_file_system_is_one_line(tmp_path, mount, capsys):

@@ -36,13 +36,42 @@ def deepspeed_environment() -> None:
     inference (`embed`, `predict`, a notebook) imports too and whose later subprocesses would inherit the PATH."""
     # DeepSpeed JIT-compiles a shared-memory comm op on first init; keep its cache with the venv so it is warmed
     # once per install (see .ci/setup.sh) rather than once per home directory.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    if "TORCH_EXTENSIONS_DIR" not in os.environ:
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(extensions_dir())
     # That cache is tied to the ninja found on PATH: `.venv/bin/python -m pytest` (CI, venv not activated) found
     # the system ninja and rebuilt the op (42 s on 2 cores), and the next job rebuilt it back. As the job scripts
     # do:
     os.environ["PATH"] = interpreter_first(os.environ.get("PATH", ""))
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def extensions_dir() -> Path:
+    """The venv's op cache where this user can use it, else a per-user one ($XDG_CACHE_HOME or ~/.cache, under
+    astrom3/): a site-wide or a colleague's install failed every training job with a PermissionError on the lock
+    torch creates in the op's directory, even to load an op built there. ValueError where neither is usable."""
+    venv = Path(sys.prefix) / "torch_extensions"
+    if _usable(venv):
+        return venv
+    own = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "astrom3" / "torch_extensions"
+    if not _usable(own):
+        raise ValueError(f"neither {venv} nor {own} is writable by this user, and DeepSpeed's op needs one (a lock "
+                         f"file, a first build): set TORCH_EXTENSIONS_DIR to a directory you can write")
+    logging.getLogger("astrom3").info("%s is not writable by this user: DeepSpeed's op is built once into %s and "
+                                      "loaded from there (TORCH_EXTENSIONS_DIR chooses another)", venv, own)
+    return own
+
+
+def _usable(cache: Path) -> bool:
+    """Whether torch can load its ops from `cache` and build missing ones there: a lock file in each op's
+    directory, and `cache` itself writable or created (an unwritable one holding built ops serves them)."""
+    try:
+        if not cache.exists():
+            return os.access(next(p for p in cache.parents if p.exists()), os.W_OK | os.X_OK)
+        ops = [p for p in cache.iterdir() if p.is_dir()]
+    except OSError:
+        return False
+    return (bool(ops) or os.access(cache, os.W_OK | os.X_OK)) and all(os.access(p, os.W_OK | os.X_OK) for p in ops)
 
 
 def seed_everything(seed: int) -> None:
