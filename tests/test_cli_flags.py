@@ -106,7 +106,7 @@ def test_floats_in_scientific_notation_and_sizes_below_one(tmp_path):
 def test_list_flags_of_the_science_tools_add_up():
     p = build_parser()
     a = p.parse_args(["search", "run", "--query", "1", "2", "--query", "3", "--target", "photo", "--target", "meta"])
-    assert a.query == [1, 2, 3] and a.target == ["photo", "meta"]
+    assert a.query == ["1", "2", "3"] and a.target == ["photo", "meta"]
     assert p.parse_args(["embed", "run", "--splits", "val", "--splits", "test"]).splits == ["val", "test"]
     assert p.parse_args(["search", "run"]).target is None  # unset: the command's default (all)
 

@@ -386,6 +386,11 @@ def test_finetune_from_clip_and_scratch_report_both_test_sets(pretrained_2rank, 
                                                      "--init", str(pretrained_2rank)], check=False)
     assert r.returncode == 6 and "holds a finished run (metrics.json) and no checkpoint" in r.stderr, r.stderr[-2000:]
     assert (run / "best_model.pt").read_bytes() == best
+    (run / "metrics.json").write_text("{")  # truncated: "its results stand" would be said of nothing
+    r = run_job("finetune", run, tiny_store, extra=["--mode", "photo", "--subset", "sub50", "--seed", "42",
+                                                     "--init", str(pretrained_2rank)], check=False)
+    assert r.returncode == 6 and "holds a damaged metrics.json (metrics.json does not parse" in r.stderr
+    assert "move the run dir aside, or use a new --run-dir" in r.stderr and "results stand" not in r.stderr
 
 
 @pytest.mark.timeout(600)

@@ -386,8 +386,15 @@ class Trainer:
         if not resumed and (self.run.path / "metrics.json").exists():
             # Its checkpoints deleted (to free disk): training again overwrote best_model.pt under the old
             # metrics.json, which the collector and --resume-missing take as the finished run's.
-            raise RunMismatchError(f"{self.run.path} holds a finished run (metrics.json) and no checkpoint to "
-                                   f"resume: its results stand; to train it again, use a new --run-dir")
+            from .metrics_file import BadMetrics, read_metrics
+
+            try:
+                read_metrics(self.run.path / "metrics.json", self.kind)
+                what, then = "a finished run (metrics.json)", "its results stand; to train it again, use"
+            except BadMetrics as e:  # "its results stand" said of a truncated file that nothing counts
+                what, then = f"a damaged metrics.json ({e})", "move the run dir aside, or use"
+            raise RunMismatchError(f"{self.run.path} holds {what} and no checkpoint to resume: {then} a new "
+                                   "--run-dir")
         if not resumed:
             self.run.truncate_after(0, 0)  # rows of an attempt of this same run that died before a checkpoint
             if self.is_main:
