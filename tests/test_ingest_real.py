@@ -121,6 +121,15 @@ def test_research_layout_flags(tmp_path):
     assert s.root["object_id"][:].tolist() == [o["object_id"] for o in lay["objects"]]
     src = s.attrs["provenance"]["source"]
     assert src["photometry"].startswith(str(root / "asassn_lcs.zip")) and src["spectra_dir"] == str(flat)
+    # The catalogues are the seed-42 split: kept as published, not drawn again (the authors' test objects in
+    # train), and the seeds no file gives are drawn.
+    ids = s.root["object_id"][:]
+    for split in ("train", "val", "test"):
+        want = [o["object_id"] for o in lay["objects"] if o["split"] == split]
+        assert sorted(ids[s.split(42, "full", split)].tolist()) == sorted(want), split
+    info = s.attrs["splits"]["seed42/full"]
+    assert info["origin"] == "published" and str(cat / "spectra_and_v_test.csv") in json.dumps(info)
+    assert s.attrs["splits"]["seed0/full"]["origin"] == "generated"
     r = ingest("astrom3-raw", root, tmp_path / "bad.zarr", "--catalogue", "spectra_and_v_train.csv")
     assert r.returncode != 0 and "SPLIT=CSV" in r.stderr and not (tmp_path / "bad.zarr").exists()
 

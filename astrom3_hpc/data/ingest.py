@@ -62,7 +62,7 @@ class IngestOptions:
     # on_error says) or "impute" (store NaN + a presence mask; the loader fills the split seed's train median).
     meta_nan: str = "fail"
     # Published split files ({subset}/{seed}/{train,val,test}.csv, see split_files.py); None: the source's own
-    # (`source.splits_dir`, e.g. the AstroM3 raw layout's splits/), if any. Absent (subset, seed) are generated.
+    # (`source.published_splits()`, e.g. the AstroM3 raw layout's), if any. Absent (subset, seed) are generated.
     splits_from: str | Path | None = None
     overwrite: bool = False
     progress: bool = True
@@ -133,9 +133,10 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
     if comm.rank == 0:
         try:
             # Split files are checked before anything is written: a bad one costs no preprocessing.
-            split_dir = opt.splits_from if opt.splits_from is not None else getattr(source, "splits_dir", None)
-            if split_dir is not None:
-                published = read_split_dir(split_dir)
+            if opt.splits_from is not None:
+                published = read_split_dir(opt.splits_from)
+            elif hasattr(source, "published_splits"):  # e.g. the AstroM3 raw layout's splits/ and catalogues
+                published = source.published_splits()
             setup = _create(source, out, layout, opt, comm.size)
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
             setup = e if isinstance(e, DiskFullError) else disk_full(e, out, NOTHING_WRITTEN) or e

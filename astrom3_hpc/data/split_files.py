@@ -140,6 +140,13 @@ def read_split_dir(root: str | Path, id_column: str | None = None, parse: IdPars
     return out
 
 
+def check_published(ps: PublishedSplits, key: tuple[str, int]) -> None:
+    """The checks read_split_dir makes, for one (subset, seed) added from elsewhere (a source's catalogues)."""
+    _check_disjoint(ps, key)
+    if key[0] != "full":
+        _check_nested(ps, *key)
+
+
 def _check_disjoint(ps: PublishedSplits, key: tuple[str, int]) -> None:
     where: dict[int, str] = {}
     for s in SPLITS:

@@ -85,7 +85,7 @@ from astrom3_hpc.core.constants import AUX_COLUMNS, CLASS_NAMES, META_COLUMNS
 from astrom3_hpc.data.raw import BadInputError, RawObject
 
 from ...core.digests import file_sha256
-from ..split_files import parse_id
+from ..split_files import SPLITS, PublishedSplits, check_published, parse_id, read_split_dir
 from ..text_files import decoding_errors_named, open_text
 from .asassn import read_asassn_dat
 from .common import MODALITIES, _label_of, _to_float
@@ -229,7 +229,9 @@ class AstroM3RawSource:
 
     Objects are the rows of the split catalogues in order (train, then val, then test by default); the published
     split of each object is kept in ``extra["split"]``. Ingestion keeps the memberships of every published
-    ``splits/{subset}/{seed}/`` (``splits_dir``) and generates only the absent ones (data/split_files.py).
+    ``splits/{subset}/{seed}/`` (``splits_dir``) and of catalogues named train, val and test (the research
+    layout's ``spectra_and_v_{split}.csv`` are the seed-42 full split), and generates only the absent ones
+    (``published_splits``, data/split_files.py).
     `allow_unknown_class`: a target outside constants.CLASS_NAMES gives label -1 instead of BadInputError.
     Duplicate object ids across or within the catalogues raise BadInputError at construction.
     """
@@ -261,6 +263,20 @@ class AstroM3RawSource:
         self._aux = np.zeros((0, len(AUX_COLUMNS)))
         self._value_errors: dict[int, str] = {}  # row index -> "column 'x': not a number: 'y'"
         self._load_catalogues()
+
+    def published_splits(self) -> PublishedSplits | None:
+        """The split memberships ingestion keeps: every ``splits/{subset}/{seed}/`` of the layout, and, where
+        those lack (subset, seed), the catalogues' own when they are named train, val and test. Without the
+        latter, ``--catalogue train=... val=... test=...`` drew seed 42 afresh: the authors' test objects in train."""
+        out = read_split_dir(self.splits_dir) if self.splits_dir is not None else None
+        key = (self.subset, self.seed)
+        if set(self.split_files) != set(SPLITS) or (out is not None and key in out):
+            return out
+        out = out if out is not None else PublishedSplits(self.root)
+        out.ids[key] = {s: np.array([r.object_id for r in self._rows if r.split == s], np.int64) for s in SPLITS}
+        out.files[key] = dict(self.split_files)
+        check_published(out, key)
+        return out
 
     # -- construction ---------------------------------------------------------------------------------------
     def _abs(self, p: str | os.PathLike) -> Path:
