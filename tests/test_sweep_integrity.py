@@ -87,7 +87,9 @@ def test_a_pretraining_of_other_settings_is_not_complete_nor_its_clip_runs_done(
 
     shutil.copytree(finished, tmp_path / "sw")
     (tmp_path / "sw" / "manifest.json").rename(tmp_path / "manifest.first")
-    sw = _create(tmp_path / "sw", Path(Sweep.load(finished).store), pretrain_sets=["optim.lr=0.05"])
+    # How it ran (threads, device, bf16, compile, ...) does not make another pretraining; what it trained does.
+    how = ["train.threads=2", "train.precision=bf16", "train.kernels=plain", "train.compile=true"]
+    sw = _create(tmp_path / "sw", Path(Sweep.load(finished).store), pretrain_sets=["optim.lr=0.05", *how])
     (task,) = sw.tasks
     assert sw.pretrain_other_settings(42) == ["optim.lr: 0.001 in the run dir, 0.05 in the sweep's manifest"]
     assert not sw.pretrain_done(42) and not sw.done(task) and sw.other_settings(task) == []

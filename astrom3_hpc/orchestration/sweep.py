@@ -27,6 +27,9 @@ from ..train.fingerprint import IDENTITY, SWEEP_MANIFEST, RunMismatchError, sett
 from ..train.metrics_file import MODES, BadMetrics, read_metrics
 
 INITS = ("clip", "scratch")
+# Settings of how a pretraining ran, not of what it trained (an exact resume still compares them).
+HOW_IT_RAN = ("train.threads", "train.device", "train.precision", "train.compile", "train.compile_backend",
+              "train.tf32", "train.cudnn_benchmark", "train.deterministic", "train.zero_stage", "train.kernels")
 # A task that fits the classical light-curve baseline on the task's split instead of fine-tuning (mode photo only):
 # a light-curve sweep then carries the score its networks have to beat, and `collect` tables both.
 BASELINE = "baseline"
@@ -135,9 +138,12 @@ class Sweep:
         except (OSError, ValueError, KeyError, TypeError):  # a config file moved or edited since: the run stands
             return []
         try:
-            return settings_differences(d, cfg, ours="in the sweep's manifest") or []
+            diff = settings_differences(d, cfg, ours="in the sweep's manifest") or []
         except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the sweep's
             return [str(e)]
+        # How it ran is not which pretraining it is: one made by hand on a GPU (device, bf16, compile) or with
+        # --set train.threads=16 is the manifest's, and hours of it were refused with every CLIP run made from it.
+        return [x for x in diff if x.split(":", 1)[0] not in HOW_IT_RAN]
 
     def pretrain_done(self, seed: int) -> bool:
         """pretrain/s<seed> holds a finished pretraining (a metrics.json the collector counts) of the manifest's
