@@ -17,8 +17,9 @@ Launcher precedence (first match wins):
 2. ``slurm`` (srun direct launch): ``SLURM_PROCID`` plus a step id (``SLURM_STEP_ID``/``SLURM_STEPID``).
    The step id is required because an ``sbatch`` batch script also carries ``SLURM_PROCID=0`` and the job's
    ``SLURM_NTASKS``: a plain ``python train.py`` in a batch script is a single process, not rank 0 of N.
-   If MPI variables (``PMI_RANK``/``OMPI_COMM_WORLD_RANK``) are present too and agree with the SLURM ones,
-   srun launched us directly with a PMI plugin: it stays ``slurm``. World size from ``SLURM_STEP_NUM_TASKS``
+   If MPI variables (``PMI_RANK``/``OMPI_COMM_WORLD_RANK``) are present too, agree with the SLURM ones and
+   come without node-local MPI values (which only mpirun/mpiexec set), srun launched us directly with a PMI
+   plugin: it stays ``slurm``. World size from ``SLURM_STEP_NUM_TASKS``
    (then ``SLURM_NTASKS``), local rank ``SLURM_LOCALID``, local world size from
    ``SLURM_STEP_TASKS_PER_NODE`` (``2(x3),1`` form) at ``SLURM_NODEID``. Master = first host of
    ``SLURM_STEP_NODELIST`` (then ``SLURM_JOB_NODELIST``/``SLURM_NODELIST``), expanded with
@@ -186,7 +187,7 @@ def detect(environ: Mapping[str, str] | None = None, *, use_scontrol: bool = Tru
     mpi = _mpi_vars(env)
 
     # 2. srun direct launch (possibly with a PMI plugin, in which case the MPI variables agree).
-    if step is not None and (mpi is None or (mpi["rank"] == step["rank"] and mpi["world"] == step["world"])):
+    if step is not None and (mpi is None or _from_srun_pmi(mpi, step)):
         addr, port = _slurm_master(step, env, use_scontrol)
         return _checked(DistEnv(step["rank"], step["world"], step["local_rank"], step["local_world"], addr, port,
                                 "slurm"))
@@ -202,6 +203,18 @@ def detect(environ: Mapping[str, str] | None = None, *, use_scontrol: bool = Tru
 
 def _is_loopback(addr: str) -> bool:
     return addr in ("localhost", "::1") or addr.startswith("127.")
+
+
+def _from_srun_pmi(mpi: dict[str, Any], step: dict[str, Any]) -> bool:
+    """The MPI variables are srun's own PMI plugin's (the step's ranks), not those of mpirun/mpiexec started in a
+    step. The choice must be the same on every rank of a launch: mpirun's per-node daemons are an srun step of
+    their own, whose SLURM_PROCID/SLURM_STEP_NUM_TASKS can match one rank's MPI rank/size by chance (rank 0 went
+    `slurm`, rank 1 `mpi` and waited for it in an mpi4py broadcast). Node-local MPI values (OMPI_COMM_WORLD_LOCAL_*,
+    MPI_LOCALRANKID/NRANKS) are set before the program starts only by such a launcher's daemons, on all its
+    ranks alike, never by srun's plugins: with them the launcher is `mpi`, whatever the ranks say."""
+    if mpi["local_rank"] is not None or mpi["local_world"] is not None:
+        return False
+    return mpi["rank"] == step["rank"] and mpi["world"] == step["world"]
 
 
 def _hand_set_local_rank(env: Mapping[str, str], rank: int, world: int, local_world: int | None, addr: str,

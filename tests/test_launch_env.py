@@ -1,0 +1,55 @@
+"""How the suite reads its launch environment where launchers nest: mpirun or torchrun inside SLURM, hand-set
+RANK under srun, typed GPU requests and output paths with spaces in the sbatch scripts. Pure functions with the
+variables set by hand; the scripts run outside SLURM with stub `srun`/`scontrol` on PATH."""
+
+from __future__ import annotations
+
+import pytest
+
+from astrom3_hpc.distributed.env import detect
+
+
+def d(env):
+    return detect(env, use_scontrol=False, use_mpi4py=False)
+
+
+# ------------------------------------------------------------------------------- mpirun inside a SLURM job
+# mpirun starts its per-node daemons as one srun step of one task per node: every rank on a node inherits that
+# daemon's SLURM_PROCID/SLURM_STEP_NUM_TASKS. Here both ranks of `mpirun -n 2` run on the first of two nodes.
+DAEMON_STEP = {"SLURM_JOB_ID": "888", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+               "SLURM_NODEID": "0", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2",
+               "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_STEP_NODELIST": "node[01-02]", "MASTER_PORT": "6000"}
+
+
+@pytest.mark.parametrize("flavour", ["hydra", "openmpi"])
+def test_mpirun_inside_a_multi_node_job_is_mpi_on_every_rank(flavour):
+    """Catches rank 0 (MPI rank/size equal to the daemon step's by chance) choosing `slurm` while rank 1 chose
+    `mpi` and waited for rank 0 in an mpi4py broadcast: the job hung."""
+    launchers = set()
+    for rank in (0, 1):
+        if flavour == "hydra":
+            mpi = {"PMI_RANK": str(rank), "PMI_SIZE": "2", "MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": "2"}
+        else:
+            mpi = {"OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2",
+                   "OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+        e = d({**DAEMON_STEP, **mpi})
+        assert (e.rank, e.world_size, e.local_rank, e.local_world_size) == (rank, 2, rank, 2)
+        launchers.add(e.launcher)
+    assert launchers == {"mpi"}
+
+
+def test_mpirun_with_one_rank_per_node_is_mpi_even_where_every_value_agrees():
+    # Rank 0 on node 0 and rank 1 on node 1: rank, size, local rank and local size all equal the daemons'.
+    for rank in (0, 1):
+        env = {**DAEMON_STEP, "SLURM_PROCID": str(rank), "SLURM_NODEID": str(rank), "PMI_RANK": str(rank),
+               "PMI_SIZE": "2", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "1"}
+        assert d(env).launcher == "mpi"
+
+
+def test_srun_with_a_pmi_plugin_stays_slurm():
+    # srun --mpi=pmi2 sets PMI_RANK/PMI_SIZE (equal to the step's) but no node-local MPI values.
+    for rank, node in ((0, 0), (1, 1)):
+        env = {**DAEMON_STEP, "SLURM_PROCID": str(rank), "SLURM_NODEID": str(node), "PMI_RANK": str(rank),
+               "PMI_SIZE": "2", "PMI_FD": "5"}
+        e = d(env)
+        assert (e.launcher, e.rank, e.local_world_size) == ("slurm", rank, 1)
