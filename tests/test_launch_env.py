@@ -53,3 +53,34 @@ def test_srun_with_a_pmi_plugin_stays_slurm():
                "PMI_SIZE": "2", "PMI_FD": "5"}
         e = d(env)
         assert (e.launcher, e.rank, e.local_world_size) == ("slurm", rank, 1)
+
+
+# ------------------------------------------------------------------------ hand-set RANK/WORLD_SIZE under srun
+STEP_2X2 = {"SLURM_JOB_ID": "5151", "SLURM_STEP_ID": "0", "SLURM_STEP_NODELIST": "node[01-02]",
+            "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_STEP_NUM_TASKS": "4", "SLURM_NTASKS": "4",
+            "SLURM_STEP_NUM_NODES": "2"}
+
+
+@pytest.mark.parametrize("procid, node, local", [(0, 0, 0), (1, 0, 1), (3, 1, 1)])
+def test_hand_set_rank_under_srun_takes_the_local_world_from_the_step(procid, node, local):
+    """Catches `srun -N2 -n4 bash -c 'RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS python ...'` getting a local world
+    of 4: init() saw one host and bound gloo to loopback on the master, and thread counts halved."""
+    srun = dict(STEP_2X2, SLURM_PROCID=str(procid), SLURM_NODEID=str(node), SLURM_LOCALID=str(local))
+    e = d(dict(srun, RANK=str(procid), WORLD_SIZE="4"))
+    assert (e.launcher, e.local_rank, e.local_world_size) == ("env", local, 2)
+    assert e.local_world_size < e.world_size  # what init() passes to gloo_socket_ifname as multi_host
+
+
+def test_hand_set_rank_under_mpiexec_takes_the_local_world_from_mpi():
+    env = {"RANK": "3", "WORLD_SIZE": "4", "MASTER_ADDR": "node01", "MASTER_PORT": "6000", "PMI_RANK": "3",
+           "PMI_SIZE": "4", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}
+    e = d(env)
+    assert (e.local_rank, e.local_world_size) == (1, 2)
+
+
+def test_hand_set_rank_that_is_not_the_steps_keeps_the_world_as_local_world():
+    # Two processes started by hand inside one srun task: the step says nothing about them.
+    env = dict(STEP_2X2, SLURM_PROCID="0", SLURM_NODEID="0", SLURM_LOCALID="0", SLURM_STEP_NUM_TASKS="1",
+               SLURM_NTASKS="1", SLURM_STEP_TASKS_PER_NODE="1", SLURM_STEP_NUM_NODES="1", RANK="1",
+               WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="6000")
+    assert d(env).local_world_size == 2

@@ -13,7 +13,7 @@ Launcher precedence (first match wins):
    inside an ``srun`` step also carries SLURM variables that describe the srun task, not the torchrun worker:
    RANK must win over them. The launcher reads ``torchrun`` when ``TORCHELASTIC_RUN_ID`` is present.
    If MASTER_ADDR/PORT are missing (hand-set RANK/WORLD_SIZE) they are taken from the SLURM step when there
-   is one, else 127.0.0.1 and 29500.
+   is one, else 127.0.0.1 and 29500; missing LOCAL_RANK/LOCAL_WORLD_SIZE from the MPI launcher or the step.
 2. ``slurm`` (srun direct launch): ``SLURM_PROCID`` plus a step id (``SLURM_STEP_ID``/``SLURM_STEPID``).
    The step id is required because an ``sbatch`` batch script also carries ``SLURM_PROCID=0`` and the job's
    ``SLURM_NTASKS``: a plain ``python train.py`` in a batch script is a single process, not rank 0 of N.
@@ -180,7 +180,7 @@ def detect(environ: Mapping[str, str] | None = None, *, use_scontrol: bool = Tru
         if local_rank is None:
             local_rank = _hand_set_local_rank(env, rank, world, local_world, addr, step)
         if local_world is None:
-            local_world = world
+            local_world = _hand_set_local_world(env, world, step)
         return _checked(DistEnv(rank, world, local_rank, local_world, addr, port, launcher))
 
     step = _slurm_step(env)
@@ -215,6 +215,19 @@ def _from_srun_pmi(mpi: dict[str, Any], step: dict[str, Any]) -> bool:
     if mpi["local_rank"] is not None or mpi["local_world"] is not None:
         return False
     return mpi["rank"] == step["rank"] and mpi["world"] == step["world"]
+
+
+def _hand_set_local_world(env: Mapping[str, str], world: int, step: dict[str, Any] | None) -> int:
+    """RANK/WORLD_SIZE without LOCAL_WORLD_SIZE: the MPI launcher's node-local size, else the SLURM step's tasks on
+    this node (as for the local rank), where that launcher's world is the hand-set one; else every rank is taken
+    to be on this host. Taking the world under a multi-node srun made init() see one host (gloo on loopback at
+    the master) and halved the thread counts."""
+    mpi = _mpi_vars(env)
+    if mpi is not None and mpi["local_world"] is not None and mpi["world"] == world:
+        return mpi["local_world"]
+    if step is not None and step["world"] == world:
+        return step["local_world"]
+    return world
 
 
 def _hand_set_local_rank(env: Mapping[str, str], rank: int, world: int, local_world: int | None, addr: str,
