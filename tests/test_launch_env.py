@@ -4,9 +4,12 @@ variables set by hand; the scripts run outside SLURM with stub `srun`/`scontrol`
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from astrom3_hpc.distributed.env import detect
+from astrom3_hpc.train.engine import cpu_threads
 
 
 def d(env):
@@ -84,3 +87,41 @@ def test_hand_set_rank_that_is_not_the_steps_keeps_the_world_as_local_world():
                SLURM_NTASKS="1", SLURM_STEP_TASKS_PER_NODE="1", SLURM_STEP_NUM_NODES="1", RANK="1",
                WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="6000")
     assert d(env).local_world_size == 2
+
+
+# ------------------------------------------------------------------- threads of ranks sharing one SLURM task
+_SLURM_CPU_VARS = ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+                   "SLURM_NODEID")
+
+
+def _slurm_cpus(monkeypatch, affinity: int, **env: str) -> None:
+    for k in _SLURM_CPU_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_torchrun_in_one_srun_task_divides_its_cpus_among_the_ranks(monkeypatch):
+    """Catches `srun -n1 -c2 torchrun --nproc_per_node 2` giving each rank both CPUs of the task (4 threads on 2
+    cores): SLURM_CPUS_PER_TASK describes the task that holds all the workers."""
+    _slurm_cpus(monkeypatch, 2, SLURM_CPUS_PER_TASK="2", SLURM_CPUS_ON_NODE="2", SLURM_STEP_TASKS_PER_NODE="1",
+                SLURM_TASKS_PER_NODE="1", SLURM_NODEID="0")
+    assert cpu_threads(0, 2) == 1
+    assert cpu_threads(3, 2) == 3  # a number given is kept
+
+
+def test_torchrun_or_mpiexec_in_a_one_task_batch_script_divides_its_cpus(monkeypatch):
+    # sbatch -n1 -c8, then torchrun/mpiexec with 2 ranks in the batch script (no step: the job's tasks per node).
+    _slurm_cpus(monkeypatch, 8, SLURM_CPUS_PER_TASK="8", SLURM_CPUS_ON_NODE="8", SLURM_TASKS_PER_NODE="1",
+                SLURM_NODEID="0")
+    assert cpu_threads(0, 2) == 4
+    assert cpu_threads(0, 3) == 2  # 8 CPUs, 3 ranks: no more threads than cores
+
+
+def test_srun_ranks_keep_their_own_tasks_cpus(monkeypatch):
+    # srun -N2 --ntasks-per-node 2 -c4 (bound): each rank is its own task, on its second node here.
+    _slurm_cpus(monkeypatch, 4, SLURM_CPUS_PER_TASK="4", SLURM_CPUS_ON_NODE="8", SLURM_STEP_TASKS_PER_NODE="2(x2)",
+                SLURM_TASKS_PER_NODE="2(x2)", SLURM_NODEID="1")
+    assert cpu_threads(0, 2) == 4
+    assert cpu_threads(0, 1) == 4  # a sweep's one-rank task, or store_cache's workers

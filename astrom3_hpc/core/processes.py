@@ -27,17 +27,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def allotted_cores(local_tasks: int = 1) -> int:
+def allotted_cores(local_tasks: int = 1, slurm_tasks: int | None = None) -> int:
     """The cores each of `local_tasks` processes of a job on this node should use: under SLURM, what it allotted
     (--cpus-per-task, else the job's CPUs on this node shared by the tasks), never more than the CPU affinity;
     elsewhere the affinity shared by the tasks. A cluster that does not bind tasks to cores (TaskPlugin=task/none)
     leaves every task the whole node's affinity: a 1-CPU array task then ran two OpenMP threads beside another
-    task's two on two cores, and a 4 s fit took 40 s."""
+    task's two on two cores, and a 4 s fit took 40 s.
+
+    `slurm_tasks`: SLURM's tasks on this node (of the step, else of the job). More processes than that share
+    SLURM's tasks (torchrun or mpiexec started in one task, `srun -n1 -c2 torchrun --nproc_per_node 2`), and
+    --cpus-per-task is then split among them: each took all of the task's CPUs, two threads per core."""
     cores, tasks = usable_cores(), max(1, local_tasks)
     per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
     on_node = os.environ.get("SLURM_CPUS_ON_NODE", "")
     if per_task.isdigit() and int(per_task) > 0:
-        return max(1, min(cores, int(per_task)))
+        sharing = -(-tasks // slurm_tasks) if slurm_tasks and slurm_tasks > 0 else 1
+        return max(1, min(cores, int(per_task)) // sharing)
     if on_node.isdigit() and int(on_node) > 0:
         return max(1, min(cores, int(on_node) // tasks))
     return max(1, cores // tasks)

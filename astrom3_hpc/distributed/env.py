@@ -113,21 +113,28 @@ def _slurm_step(env: Mapping[str, str]) -> dict[str, Any] | None:
     rank = int(env["SLURM_PROCID"])
     world = _int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS") or 1
     local_rank = _int(env, "SLURM_LOCALID") or 0
-    local_world = None
-    tpn = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
-    node_id = _int(env, "SLURM_NODEID")
-    if tpn:
-        try:
-            counts = expand_tasks_per_node(tpn)
-            local_world = counts[node_id or 0] if (node_id or 0) < len(counts) else None
-        except ValueError:
-            local_world = None
+    local_world = slurm_tasks_on_node(env)
     if local_world is None:
         nnodes = _int(env, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES") or 1
         local_world = world if nnodes == 1 else max(1, world // nnodes)
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     return dict(rank=rank, world=world, local_rank=local_rank, local_world=local_world, nodelist=nodelist,
                 job_id=env.get("SLURM_JOB_ID", env.get("SLURM_JOBID", "0")), step_id=step_id)
+
+
+def slurm_tasks_on_node(environ: Mapping[str, str] | None = None) -> int | None:
+    """Tasks of the SLURM step on this node (the job's, in the batch script): ``SLURM_STEP_TASKS_PER_NODE``, else
+    ``SLURM_TASKS_PER_NODE``, at ``SLURM_NODEID``; None outside SLURM or when unreadable."""
+    env = os.environ if environ is None else environ
+    tpn = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    if not tpn:
+        return None
+    node_id = _int(env, "SLURM_NODEID") or 0
+    try:
+        counts = expand_tasks_per_node(tpn)
+    except ValueError:
+        return None
+    return counts[node_id] if node_id < len(counts) else None
 
 
 def _mpi_vars(env: Mapping[str, str]) -> dict[str, Any] | None:
@@ -457,7 +464,7 @@ def cleanup() -> None:
 __all__ = [
     "DistEnv", "detect", "init", "cleanup", "is_initialized", "get_rank", "get_world_size", "is_main",
     "barrier", "all_reduce_mean", "broadcast_object", "device_index_from_env", "expand_nodelist", "first_host",
-    "expand_tasks_per_node",
+    "expand_tasks_per_node", "slurm_tasks_on_node",
     "slurm_port", "find_free_port", "port_is_free", "gloo_socket_ifname", "interface_addresses",
     "route_source_address",
 ]

@@ -29,6 +29,7 @@ import torch
 from ..core.config import ConfigError, RunConfig
 from ..core.interpreter import interpreter_first
 from ..core.processes import allotted_cores
+from ..distributed.env import slurm_tasks_on_node
 from ..model.members import each_member
 
 def deepspeed_environment() -> None:
@@ -152,7 +153,7 @@ def cpu_threads(requested: int, local_world_size: int) -> int:
     """Intra-op threads per rank: `requested`, or (0) the cores allotted to each of the node's ranks."""
     if requested > 0:
         return requested
-    return allotted_cores(local_world_size)
+    return allotted_cores(local_world_size, slurm_tasks_on_node())
 
 
 def apply_execution(model: torch.nn.Module, cfg: RunConfig, local_world_size: int = 1) -> bool:
