@@ -85,7 +85,9 @@ trap 'log "SIGTERM received: waiting for the task to checkpoint"' TERM
 
 log "array task $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: sweep $SWEEP, task $INDEX"
 SRUN=(srun --unbuffered)
-GPUS=${GPUS:-${SLURM_GPUS_PER_TASK:-}}
+# SLURM exports a typed request (--gpus-per-task=a100:1) as SLURM_GPUS_PER_TASK=a100:1: its count is what
+# srun needs (the allocation already fixes the type); a GPUS= given by hand is checked as typed.
+[ -n "${GPUS:-}" ] || { GPUS=${SLURM_GPUS_PER_TASK:-}; GPUS=${GPUS##*:}; }
 if [ -n "$GPUS" ] && [ "$GPUS" != 0 ]; then
   case "$GPUS" in *[!0-9]*) die "GPUS=$GPUS: expected a number of GPUs per task" ;; esac
   if [ -z "${SLURM_GPUS_PER_TASK:-}${SLURM_GPUS_ON_NODE:-}${SLURM_JOB_GPUS:-}${SLURM_STEP_GPUS:-}" ]; then

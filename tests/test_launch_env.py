@@ -5,11 +5,15 @@ variables set by hand; the scripts run outside SLURM with stub `srun`/`scontrol`
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from astrom3_hpc.distributed.env import detect
 from astrom3_hpc.train.engine import cpu_threads
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def d(env):
@@ -125,3 +129,58 @@ def test_srun_ranks_keep_their_own_tasks_cpus(monkeypatch):
                 SLURM_TASKS_PER_NODE="2(x2)", SLURM_NODEID="1")
     assert cpu_threads(0, 2) == 4
     assert cpu_threads(0, 1) == 4  # a sweep's one-rank task, or store_cache's workers
+
+
+# ----------------------------------------------------------------------------------------- the sbatch scripts
+def _run_script(tmp_path: Path, script: str, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "SRUN ARGV:"; printf " [%s]" "$@"; echo\n')
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/bash\n'
+        'case "$1 $2" in\n'
+        '  "show job") printf "JobId=%s JobName=x\\n   StdErr=%s\\n   StdIn=/dev/null\\n   StdOut=%s\\n   Power=\\n"'
+        ' "$3" "$FAKE_STDOUT" "$FAKE_STDOUT" ;;\n'
+        'esac\n')
+    for stub in ("srun", "scontrol"):
+        (bin_dir / stub).chmod(0o755)
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("SLURM_") and k not in ("GPUS", "MASTER_PORT", "MASTER_ADDR")}
+    full = {**base, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "ASTROM3_ROOT": str(REPO),
+            "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "FAKE_STDOUT": str(tmp_path / "no such file"), **env}
+    if script == "finetune_array.sh":
+        full.update(SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID="0")
+    return subprocess.run(["bash", str(REPO / "slurm" / script), *args], env=full, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+
+
+def _script_args(tmp_path: Path, script: str) -> list[str]:
+    if script == "finetune_array.sh":
+        sweep = tmp_path / "sw"
+        sweep.mkdir(exist_ok=True)
+        (sweep / "manifest.json").write_text("{}")  # the script only checks that it exists
+        return [f"SWEEP={sweep}"]
+    return ["CONFIG=", "STORE=", f"RUN_DIR={tmp_path / 'run'}"]
+
+
+def _srun_argv(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, r.stdout + r.stderr
+    (line,) = [ln for ln in r.stdout.splitlines() if ln.startswith("SRUN ARGV:")]
+    return line
+
+
+@pytest.mark.parametrize("script", ["finetune_array.sh", "pretrain.sh"])
+def test_a_typed_gpu_request_gives_its_count_to_srun(tmp_path, script):
+    """Catches `sbatch --gpus-per-task=a100:1` (SLURM_GPUS_PER_TASK=a100:1) stopping the script with `expected a
+    number of GPUs per task` before the run."""
+    r = _run_script(tmp_path, script, _script_args(tmp_path, script), SLURM_GPUS_PER_TASK="a100:1",
+                    SLURM_GPUS_ON_NODE="1", SLURM_JOB_GPUS="0")
+    assert "[--gpus-per-task] [1]" in _srun_argv(r)
+
+
+@pytest.mark.parametrize("script", ["finetune_array.sh", "pretrain.sh"])
+def test_a_gpus_setting_given_by_hand_must_still_be_a_number(tmp_path, script):
+    r = _run_script(tmp_path, script, [*_script_args(tmp_path, script), "GPUS=a100:1"],
+                    SLURM_GPUS_PER_TASK="a100:1", SLURM_GPUS_ON_NODE="1")
+    assert r.returncode == 2 and "GPUS=a100:1: expected a number" in r.stderr, r.stderr
+    assert "SRUN ARGV" not in r.stdout
