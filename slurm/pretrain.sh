@@ -163,7 +163,9 @@ fi
 trap 'log "SIGTERM received: waiting for the ranks to checkpoint"' TERM
 
 mkdir -p "$RUN_DIR"
-STDOUT=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | tr ' ' '\n' | sed -n 's/^StdOut=//p' | head -n 1)
+# StdOut is alone on its line of scontrol's output and may hold spaces (a submission directory "my runs"): read
+# the rest of that line, not space-separated fields.
+STDOUT=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^[[:space:]]*StdOut=//p' | head -n 1)
 echo "$(date +%Y-%m-%dT%H:%M:%S) job=$JOB_KEY restart=$RESTART nodes=${SLURM_JOB_NODELIST:-?} \
 ntasks=${SLURM_NTASKS:-?} log=${STDOUT:-?}" >> "$RUN_DIR/slurm_job.log"
 case "$STDOUT" in

@@ -184,3 +184,16 @@ def test_a_gpus_setting_given_by_hand_must_still_be_a_number(tmp_path, script):
                     SLURM_GPUS_PER_TASK="a100:1", SLURM_GPUS_ON_NODE="1")
     assert r.returncode == 2 and "GPUS=a100:1: expected a number" in r.stderr, r.stderr
     assert "SRUN ARGV" not in r.stdout
+
+
+def test_pretrain_links_a_job_output_whose_path_holds_spaces(tmp_path):
+    """Catches StdOut split at its spaces: no slurm-<job>.out link and a truncated log= in slurm_job.log."""
+    out = tmp_path / "my root" / "job out.txt"
+    out.parent.mkdir()
+    out.write_text("batch output\n")
+    run_dir = tmp_path / "run a"
+    r = _run_script(tmp_path, "pretrain.sh", ["CONFIG=", "STORE=", f"RUN_DIR={run_dir}"], FAKE_STDOUT=str(out))
+    _srun_argv(r)
+    link = run_dir / "slurm-4242.out"
+    assert link.is_symlink() and Path(os.readlink(link)) == out
+    assert f"log={out}\n" in (run_dir / "slurm_job.log").read_text()
