@@ -181,8 +181,12 @@ def test_fast_path_training_steps_match_the_plain_path():
 
 
 # -- execution settings ------------------------------------------------------------------------------------------
+# Where pytest itself runs inside a SLURM allocation, its tasks on the node would divide the CPUs too.
+_SLURM_TASKS = ("SLURM_TASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID")
+
+
 def test_thread_count_splits_the_usable_cores_over_the_node_ranks(monkeypatch):
-    for k in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+    for k in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", *_SLURM_TASKS):
         monkeypatch.delenv(k, raising=False)
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads(3, 2) == 3
@@ -195,6 +199,8 @@ def test_thread_count_follows_what_slurm_allotted_within_the_affinity(monkeypatc
     """A cluster without task binding gives each task the node's whole affinity (here 8 cores): the allotment
     decides. Where SLURM binds tasks, the affinity is already the task's own and is not split again."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    for k in ("SLURM_CPUS_PER_TASK", *_SLURM_TASKS):
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SLURM_CPUS_ON_NODE", "4")
     assert cpu_threads(0, 1) == 4 and cpu_threads(0, 2) == 2  # the job's 4 CPUs over its tasks on the node
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
