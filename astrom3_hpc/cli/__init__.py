@@ -312,7 +312,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(build_parser(), argv)
+    from ..core.errors import EXIT_INTERRUPTED
+    from ..core.signals import Stopped, stopped_by
+
+    # Building the parser imports every command's module (a quarter of a second): a Ctrl-C there printed a
+    # traceback and a job signal ended the process with 143 or 138 instead of the 75 the job scripts requeue.
+    try:
+        with stopped_by("astrom3"):
+            parser = build_parser()
+    except KeyboardInterrupt as e:
+        print(f"astrom3: {e if isinstance(e, Stopped) else 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", EXIT_INTERRUPTED)
+    code = dispatch(parser, argv)
+    if argv is None:  # the program itself (a caller in Python keeps its own handlers)
+        _ignore_late_signals()
+    return code
+
+
+def _ignore_late_signals() -> None:
+    """The command has finished and its results are written: a job signal or Ctrl-C while the interpreter shuts
+    down (over half a second after a science tool's last line) turned its exit code into 143, which a job script
+    counts as neither done nor to requeue."""
+    import signal
+
+    from ..core.signals import JOB_SIGNALS
+
+    for s in (*JOB_SIGNALS, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

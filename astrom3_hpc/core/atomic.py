@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,8 +17,9 @@ from typing import Any, Iterator
 from .errors import naming_full_disk
 from .signals import JOB_SIGNALS, handling
 
-# What a user or a batch system sends to stop a process: held across replace_dir's two renames.
+# What a user or a batch system sends to stop a process: held across the last writes (finishing).
 SIGNALS_HELD = (*JOB_SIGNALS, signal.SIGINT)
+log = logging.getLogger("astrom3")
 
 
 def _umask() -> int:
@@ -123,8 +125,8 @@ def replace_dir(src: Path, dst: Path, overwrite: bool = True) -> None:
 
     The gap (old moved aside, new not yet in) is closed to signals: a job signal or Ctrl-C there used to end the
     process with no directory at `dst`, and the interrupted build's cleanup then deleted the new one. A signal
-    that arrives meanwhile is answered after the second rename. Only SIGKILL or a lost node can leave the gap
-    open; `clean-store-temp` then puts the old directory back (data/tempdirs.py)."""
+    that arrives meanwhile is logged once the new directory is in (`finishing`). Only SIGKILL or a lost node can
+    leave the gap open; `clean-store-temp` then puts the old directory back (data/tempdirs.py)."""
     if not overwrite:
         _rename_no_replace(src, dst)
         return
@@ -134,21 +136,33 @@ def replace_dir(src: Path, dst: Path, overwrite: bool = True) -> None:
     # Unique, not per process: an earlier trash that rmtree could not empty (NFS silly-renames) under a reused
     # pid would make the rename fail and throw away the finished directory.
     trash = dst.parent / f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    held: list[int] = []
     try:
-        # Recorded by Python-level handlers, not blocked: a blocked signal still reaches another thread (zarr's,
-        # torch's), and the main thread's handler then ran at any point, in the gap included.
-        with handling(SIGNALS_HELD, lambda signum, frame: held.append(signum)):
+        with finishing(f"the new {dst}"):
             os.replace(dst, trash)
             try:
                 os.replace(src, dst)
             except BaseException:
                 os.replace(trash, dst)
                 raise
-        for signum in held:
-            signal.raise_signal(signum)
-    finally:  # also when a held signal's handler raised: the new directory is in place
+    finally:
         remove_tree(trash)
+
+
+@contextmanager
+def finishing(what: str) -> Iterator[None]:
+    """Around the last writes of a command's results (several files, or a directory swapped in): a signal that
+    arrives meanwhile is held until they are all written, then logged and not acted on. Raised where it came, it
+    left some files new and some old, and the command said its results were not written; raised after them, it
+    said so of results that were complete (an --overwrite ingest exited 130 "interrupted" with the new store in).
+    Recorded by Python-level handlers, not blocked: a blocked signal still reaches another thread (zarr's,
+    torch's), and the main thread's handler then ran at any point."""
+    held: list[int] = []
+    with handling(SIGNALS_HELD, lambda signum, frame: held.append(signum)):
+        yield
+    if held:
+        names = ", ".join(sorted({signal.Signals(s).name for s in held}))
+        log.warning("%s arrived while %s was being written; it is complete, so the signal was not acted on",
+                    names, what)
 
 
 def remove_tree(path: Path) -> None:

@@ -34,5 +34,13 @@ PER_OBJECT_ARRAYS: dict[str, tuple[tuple[int, ...], str, str]] = {
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     path = Path(path)
     if not (path / "zarr.json").exists():
+        from .tempdirs import leftovers
+
+        # A build killed between its two renames leaves the previous store as .NAME.old-*, its only copy:
+        # "build one" sent users to hours of ingest that clean-store-temp undoes at once.
+        old = [p for p in leftovers(path) if ".old-" in p.name] if not path.exists() else []
+        if old:
+            raise StoreError(f"{path} does not exist, but {old[-1]} holds the store an interrupted `astrom3 "
+                             f"ingest --overwrite` moved aside: `astrom3 clean-store-temp {path}` puts it back")
         raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); build one with `astrom3 ingest`")
     return zarr.open_group(str(path), mode=mode)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import write_json, write_text
+from ..core.atomic import finishing, write_json, write_text
 from . import require
 from .common import AVERAGE, Embeddings, check_counts, detection_metrics, normalise, science_dir
 from .embed import embeddings_for
@@ -298,6 +298,8 @@ def outliers_run(run_dir: str | Path, *, top_k: int = 50, min_modalities: int = 
     score = np.where(np.isfinite(cols[ukey]), cols[ukey], -np.inf)
     top_un = np.argsort(-score, kind="stable")[:n_list]
     summary["anomalies"] = _rows(emb, cols, top_un, [ukey, f"nearest_centroid_{AVERAGE}"], extra)
-    write_text(sci / "outliers.csv", _table_csv(emb, cols, extra))
-    write_json(sci / "outliers.json", summary)
+    table = _table_csv(emb, cols, extra)
+    with finishing(f"the outliers in {sci}"):  # table and summary of one run, never mixed
+        write_text(sci / "outliers.csv", table)
+        write_json(sci / "outliers.json", summary)
     return summary

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import write_json, write_text
+from ..core.atomic import finishing, write_json, write_text
 from . import require
 from .common import AVERAGE, normalise, science_dir
 from .embed import embeddings_for
@@ -120,16 +120,17 @@ def umap_run(run_dir: str | Path, *, view: str = AVERAGE, n_neighbors: int = 45,
     png = sci / f"umap_{view}.png"
     title = (f"UMAP of the {view} embeddings ({len(sel)} objects; n_neighbors {n_neighbors}, "
              f"min_dist {min_dist}, cosine)")
-    plot_umap(coords, labels, emb.class_names, png, title, unseen_names)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["row", "object_id", "label", "class", "x", "y"])
     for j, i in enumerate(sel):
         w.writerow([int(emb.row[i]), emb.object_name(i), int(emb.label[i]), emb.class_name(int(emb.label[i])),
                     f"{coords[j, 0]:.5f}", f"{coords[j, 1]:.5f}"])
-    write_text(sci / f"umap_{view}.csv", buf.getvalue())
     summary = {"png": str(png), "csv": str(sci / f"umap_{view}.csv"), "view": view, "n_points": int(len(sel)),
                "n_left_out": n_left_out, "n_unseen": int((labels < 0).sum()), "n_neighbors": n_neighbors,
                "min_dist": min_dist, "metric": "cosine", "seed": seed, "seconds": round(seconds, 2)}
-    write_json(sci / f"umap_{view}.json", summary)
+    with finishing(f"the UMAP of {view} in {sci}"):  # figure, table and summary of one run, never mixed
+        plot_umap(coords, labels, emb.class_names, png, title, unseen_names)
+        write_text(sci / f"umap_{view}.csv", buf.getvalue())
+        write_json(sci / f"umap_{view}.json", summary)
     return summary

@@ -270,7 +270,7 @@ def predict(run_dir: str | Path, store_path: str | Path, out_dir: str | Path, tr
 
 
 def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, progress) -> dict[str, Any]:
-    from ..core.atomic import write_json
+    from ..core.atomic import finishing, write_json
     from ..core.errors import require_scikit_learn
     from .evaluate import (classification_report, predicted_classes, predictions_file, unlabelled_summary,
                            write_predictions)
@@ -313,8 +313,9 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
         out["scored"] = classification_report(y_true, y_pred[known], names)
     out["n_labelled_unknown_class"] = int(((labels >= 0) & ~known).sum())
     target.mkdir(parents=True, exist_ok=True)
-    write_predictions(target / predictions_file("test"), store, rows, labels, y_pred, probs, class_names=names)
-    write_json(target / "metrics.json", out)
+    with finishing(f"the predictions in {target}"):  # both files new, or both old
+        write_predictions(target / predictions_file("test"), store, rows, labels, y_pred, probs, class_names=names)
+        write_json(target / "metrics.json", out)
     log.info("classified %d objects of %s with %s%s", len(rows), store_path, run,
              f"; macro-F1 over the {int(known.sum())} with a known class: {out['scored']['macro_f1']:.3f}"
              if known.any() else "")
