@@ -144,6 +144,22 @@ lc_alive() {
     [ "$state" != Z ] && [ "$state" != X ]
 }
 
+# lc_gone NAME COMM: the daemon recorded as NAME has exited. Right after lc_launch its PID may still be the forked
+# shell or setsid on their way to exec COMM (on a loaded machine for a while): a COMM check there read a starting
+# slurmctld as exited and failed the cluster's start. A PID that lives under another name counts once it has
+# lived a few seconds (a reused PID), not before.
+lc_gone() {
+    local f pid state age
+    lc_alive "$1" "$2" && return 1
+    f="$(lc_pidfile "$1")"
+    [ -s "$f" ] || return 0
+    pid="$(cat "$f")"
+    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 0
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] || return 0
+    age="$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')"
+    [ -n "$age" ] && [ "$age" -gt 10 ]
+}
+
 # lc_launch NAME LOGFILE CMD...: own session (setsid, no fork: $! is the daemon), stdio to the log,
 # the lock fd closed, so pytest timeouts, process-group kills and pipes do not reach the daemon.
 lc_launch() {
@@ -165,7 +181,7 @@ lc_wait() {
         if [ $SECONDS -ge $deadline ]; then
             lc_die "timed out after ${LC_TIMEOUT}s waiting for $desc"
         fi
-        if ! lc_alive "$name" "$comm"; then
+        if lc_gone "$name" "$comm"; then
             lc_die "$name exited while waiting for $desc"
         fi
         sleep "$delay"
