@@ -18,7 +18,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.atomic import write_json
 from ..core.config import store_overrides
@@ -51,6 +51,20 @@ class Task:
     def name(self) -> str:
         return Path(self.run_dir).name
 
+
+def _recorded_differences(run: Path, config: Callable[[], Any], ours: str) -> list[str]:
+    """How `config()` differs from the settings the finished run in `run` recorded; [] where it cannot be told:
+    not finished, older than identity.json, or a config file moved or edited since (the run stands)."""
+    if not (run / "metrics.json").exists() or not (run / IDENTITY).exists():
+        return []
+    try:
+        cfg = config()
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    try:
+        return settings_differences(run, cfg, ours=ours) or []
+    except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the one asked for
+        return [str(e)]
 
 @dataclass
 class Sweep:
@@ -100,47 +114,35 @@ class Sweep:
 
     def other_settings(self, task: Task) -> list[str]:
         """How the finished run in the task's directory differs from the task ([] where it is the task's run, or
-        where that cannot be told: a baseline task, a run dir older than identity.json, a task config that no
-        longer loads). A sweep created
-        again with other --set values over the same runs counted them as done, and collect averaged them in."""
-        d = self.run_dir(task)
-        if task.init == BASELINE or not (d / "metrics.json").exists() or not (d / IDENTITY).exists():
+        where that cannot be told: a baseline task, see _recorded_differences). A sweep created again with other
+        --set values over the same runs counted them as done, and collect averaged them in."""
+        if task.init == BASELINE:
             return []
-        try:
+
+        def config():
             cfg = self.task_config(task)
             if task.init == "clip":  # it trained its pretraining's architecture
                 from ..train.finetune import pretrained_architecture
                 from ..train.rundir import read_run_config
 
                 cfg.model = pretrained_architecture(read_run_config(self.pretrain_dir(task.seed))["model"], cfg.model)
-        except (OSError, ValueError, KeyError, TypeError):  # a config file moved or edited since: the runs stand
-            return []
-        try:
-            diff = settings_differences(d, cfg, ours="in the sweep's task") or []
-        except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the task's
-            return [str(e)]
+            return cfg
+
+        diff = _recorded_differences(self.run_dir(task), config, "in the sweep's task")
         # Which pretraining a CLIP task starts from is the task's seed (metrics.json's init and seed are checked);
         # the path the job was given may be relative to wherever it ran.
         return [x for x in diff if not x.startswith("finetune.init:")]
 
     def pretrain_other_settings(self, seed: int) -> list[str]:
         """How the finished pretraining in pretrain/s<seed> differs from the one the manifest asks for
-        (pretrain_overrides); [] where it does not, or where that cannot be told (not finished, older than
-        identity.json, a pretraining config that no longer loads). A manifest created again with other
-        --pretrain-set values over finished runs counted that pretraining, and the CLIP runs made from it, as done."""
+        (pretrain_overrides); [] where it does not, or where that cannot be told (_recorded_differences). A
+        manifest created again with other --pretrain-set values over finished runs counted that pretraining, and
+        the CLIP runs made from it, as done."""
         from ..train.jobs import pretrain_config
 
-        d = self.pretrain_dir(seed)
-        if not (d / "metrics.json").exists() or not (d / IDENTITY).exists():
-            return []
-        try:
-            cfg = pretrain_config(self.pretrain_config, self.pretrain_overrides(seed))
-        except (OSError, ValueError, KeyError, TypeError):  # a config file moved or edited since: the run stands
-            return []
-        try:
-            diff = settings_differences(d, cfg, ours="in the sweep's manifest") or []
-        except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the sweep's
-            return [str(e)]
+        diff = _recorded_differences(
+            self.pretrain_dir(seed), lambda: pretrain_config(self.pretrain_config, self.pretrain_overrides(seed)),
+            "in the sweep's manifest")
         # How it ran is not which pretraining it is: one made by hand on a GPU (device, bf16, compile) or with
         # --set train.threads=16 is the manifest's, and hours of it were refused with every CLIP run made from it.
         return [x for x in diff if x.split(":", 1)[0] not in HOW_IT_RAN]
