@@ -70,13 +70,18 @@ FULL_BELOW = 1 << 20
 _FULL_ERRNOS = tuple(c for c in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if c is not None)
 
 
+def _full_errno(e: BaseException) -> int | None:
+    """ENOSPC or EDQUOT where one is in `e`'s chain (writers wrap the OSError: zarr, numpy, torch)."""
+    return next((x.errno for x in causes(e) if isinstance(x, OSError) and x.errno in _FULL_ERRNOS), None)
+
+
 def no_space(e: BaseException, directory: str | os.PathLike) -> tuple[int, str] | None:
     """(errno, why) where the write that raised `e` into `directory` ran out of space (why: "no space left on
     device (N bytes free)" or "disk quota exceeded"), or None where nothing says so: ENOSPC or EDQUOT in its
     chain, under FULL_BELOW bytes free there, or a probe write there failing with either (a quota, which the free
     space does not show). Writers hide the errno: torch's zip writer reports ENOSPC as `RuntimeError: ...
     unexpected pos`. Call it before the partial file is removed, which frees what it had taken."""
-    code = next((x.errno for x in causes(e) if isinstance(x, OSError) and x.errno in _FULL_ERRNOS), None)
+    code = _full_errno(e)
     free = _free_bytes(directory)
     if code is None and free is not None and free < FULL_BELOW:
         code = errno.ENOSPC
@@ -97,8 +102,10 @@ def disk_full(e: BaseException, path: str | os.PathLike, after: str = RERUN) -> 
     """`e` as a DiskFullError naming `path` (the file or directory being written) where ENOSPC or EDQUOT is in its
     chain, else None. Only the errno counts, unlike no_space: a write that failed otherwise keeps its own error,
     and a directory without space pays no probe write. The partial file is best still there (the bytes free
-    include it otherwise); `after` ends the message."""
-    code = next((x.errno for x in causes(e) if isinstance(x, OSError) and x.errno in _FULL_ERRNOS), None)
+    include it otherwise); `after` ends the message. A DiskFullError is itself: it named its file already."""
+    if isinstance(e, DiskFullError):
+        return e
+    code = _full_errno(e)
     if code is None:
         return None
     path = Path(path)

@@ -139,7 +139,7 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
                 published = source.published_splits()
             setup = _create(source, out, layout, opt, comm.size)
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
-            setup = e if isinstance(e, DiskFullError) else disk_full(e, out, NOTHING_WRITTEN) or e
+            setup = disk_full(e, out, NOTHING_WRITTEN) or e
     setup = comm.bcast(setup)
     if isinstance(setup, Exception):
         raise setup
