@@ -66,6 +66,7 @@ def _recorded_differences(run: Path, config: Callable[[], Any], ours: str) -> li
     except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the one asked for
         return [str(e)]
 
+
 @dataclass
 class Sweep:
     root: Path
