@@ -125,3 +125,28 @@ def test_query_file_refused_among_another_models_vectors(run, tmp_path):
     with pytest.raises(ValueError, match=r"other weights.*epoch 0 then, epoch 2 now.*searched among another"):
         search_run(run, query_file=q, aux=[0.5, 0.61, 0.1, 0.9], targets=["photo"], k=3, embeddings=given)
     assert not (run / "science" / "search").exists()
+
+
+def test_a_full_disk_at_embeds_last_write_is_one_line_and_keeps_the_old_vectors(run, monkeypatch, capsys):
+    """Catches the swap of the finished embeddings into place failing on a full disk as a traceback through
+    replace_dir (under several ranks, the others then waited at a barrier for ever): rank 0's last write is now
+    one DiskFullError line naming the output, on every rank, with the old vectors and no temporary store left."""
+    import errno
+
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.science import embed
+
+    path = run / "science" / "embeddings.zarr"
+    before = _zarr_attrs(path)
+    _write_best(run, seed=1, epoch=2)
+
+    def full(tmp, out):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(embed, "replace_dir", full)
+    capsys.readouterr()
+    assert main(["embed", str(run), "--no-progress"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and f"{path}: no space left on device" in err[0], err
+    assert _zarr_attrs(path) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["embeddings.zarr"]

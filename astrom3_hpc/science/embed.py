@@ -48,7 +48,7 @@ import numpy as np
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.atomic import replace_dir, write_json
 from ..core.digests import file_sha256
-from ..core.errors import DiskFullError, disk_full
+from ..core.errors import DiskFullError, disk_full, naming_full_disk
 from ..data.store import kept_object_names
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, OBJECT_NAMES, Embeddings, average_embedding,
                      check_counts, load_model, read_embeddings, run_config, science_dir)
@@ -265,13 +265,22 @@ def _finish(tmp: Path, out: Path, error, rank: int, world: int, n: int, dim: int
     summary = {"embeddings": str(out), "n_objects": n, "embed_dim": dim, "modalities": mods + [AVERAGE],
                "world_size": world, "seconds": round(elapsed, 2),
                "objects_per_second": round(n / max(elapsed, 1e-9), 1)}
+    failure: BaseException | None = None
     if rank == 0:
-        root = zarr.open_group(str(tmp), mode="r+")
-        root.attrs.update({"complete": True, "summary": summary})
-        replace_dir(tmp, out)
-        log.info("embedded %d objects (%s) into %s in %.1f s on %d rank(s)", n, ", ".join(mods), out, elapsed,
-                 world)
-    adist.barrier()
+        try:
+            with naming_full_disk(out, NOTHING_WRITTEN):
+                root = zarr.open_group(str(tmp), mode="r+")
+                root.attrs.update({"complete": True, "summary": summary})
+                replace_dir(tmp, out)
+        except Exception as e:  # noqa: BLE001 - forwarded to every rank
+            failure = e
+        else:
+            log.info("embedded %d objects (%s) into %s in %.1f s on %d rank(s)", n, ", ".join(mods), out, elapsed,
+                     world)
+    # Rank 0's last write decides for every rank: the others waited at a barrier for ever where it failed.
+    failure = adist.broadcast_object(failure)
+    if failure is not None:
+        raise failure
     return summary
 
 
