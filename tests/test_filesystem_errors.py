@@ -265,6 +265,7 @@ def test_an_output_under_a_file_or_on_a_read_only_file_system_is_one_line(tmp_pa
                       (ro / "x.zarr", "Read-only file system")):
         code, err = _cli(["ingest", "synthetic", "-n", "64", "--out", str(out), "--no-progress"], capsys)
         assert code == 2 and len(err) == 1 and says in err[0] and "Errno 17" not in err[0], (out, err)
+        assert ".tmp" not in err[0], err  # the temporary sibling's name is none the user gave
 
 
 def test_an_output_the_user_cannot_write_is_one_line(shared, capsys):
@@ -277,6 +278,7 @@ def test_an_output_the_user_cannot_write_is_one_line(shared, capsys):
     code, err = _as_nobody(argv, shared / "err")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Permission denied" in lines[0] and str(ro) in lines[0], err
+    assert f"cannot write {ro / 's.zarr'}: Permission denied" in lines[0] and ".tmp" not in lines[0], err
 
 
 # ---------------------------------------------------------------------------------- 6. an unreadable chunk

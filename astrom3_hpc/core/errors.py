@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -205,6 +206,15 @@ def read_only(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno == errno.EROFS and e.filename is not None
 
 
+# The temporary siblings of atomic writes: `.NAME.tmp-XXXX` (directories, stores), `.NAME.XXXX.tmp` (files).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.tmp-[0-9A-Za-z_]+|\.[0-9A-Za-z_]+\.tmp)$")
+
+
+def _temporary_of(path: Path) -> Path | None:
+    m = _TEMPORARY.match(path.name)
+    return path.parent / m.group("name") if m else None
+
+
 def plain(e: BaseException) -> BaseException | str:
     """What the one-line error says of `e`: `e` itself, but for the errors of a directory created where a file
     lies, whose own words mislead: mkdir's `[Errno 17] File exists: 'out'` for an --out that is a file (or a
@@ -212,6 +222,10 @@ def plain(e: BaseException) -> BaseException | str:
     if not isinstance(e, OSError) or e.filename2 is not None or not isinstance(e.filename, (str, os.PathLike)):
         return e
     name = Path(e.filename)
+    target = _temporary_of(name)
+    if target is not None and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        # The temporary sibling an atomic write creates first is no name the user gave or would look for.
+        return f"cannot write {target}: {e.strerror} ({name.parent})"
     if e.errno == errno.EEXIST and os.path.lexists(name) and not name.is_dir():
         return f"{name} is {'a link to a missing path' if name.is_symlink() else 'a file'}, not a directory"
     if e.errno == errno.ENOTDIR:
