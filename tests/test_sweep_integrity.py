@@ -1,6 +1,6 @@
 """A sweep counts as done only what `astrom3 collect` counts, and what it cannot count it runs again or names:
-a damaged metrics.json, a pretraining of other settings than the manifest's, a sweep moved while a CLIP task was
-half done, and the debug executor's (absent) task logs.
+a damaged metrics.json, a pretraining of other settings than the manifest's or made again since, a sweep moved while
+a CLIP task was half done, and the debug executor's (absent) task logs.
 
 One tiny pretraining for the module (configs/test.yaml, two steps); the fine-tunes train two steps each.
 """
@@ -137,6 +137,51 @@ def test_a_moved_sweeps_half_done_clip_task_resumes(pretrained, tmp_path):
     assert run_missing_task(sw, 0) == 0 and sw.done(task)
     m = json.loads((sw.run_dir(task) / "metrics.json").read_text())
     assert m["init_dir"] == str(sw.pretrain_dir(42))
+
+
+def _pretrain_again(sw: Sweep) -> None:
+    """What moving pretrain/s42 aside and running it again leaves: other weights under the same path (a rerun that
+    trains bit for bit the same weights is the same pretraining, and its hash says so)."""
+    import torch
+
+    best = sw.pretrain_dir(42) / "best_model.pt"
+    ckpt = torch.load(best, weights_only=False)
+    name = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][name] = ckpt["state_dict"][name] + 0.01
+    torch.save(ckpt, best)
+
+
+def test_a_clip_run_from_a_pretraining_made_again_is_neither_done_nor_resumed(finished, pretrained, tmp_path,
+                                                                                capsys):
+    """Catches a CLIP fine-tune counted done (status, --resume-missing, collect) after its seed's pretraining was
+    moved aside and run again: the path, the one thing fine-tunes recorded of it, was the same. A half-done one
+    resumed its checkpoint, made from the old weights, as a fine-tune of the new."""
+    from astrom3_hpc.core.errors import EXIT_PREEMPTED
+    from astrom3_hpc.results.read import gather
+    from astrom3_hpc.train.jobs import run_finetune
+
+    sw = _copy(finished, tmp_path / "done")
+    (task,) = sw.tasks
+    assert sw.done(task)
+    _pretrain_again(sw)
+    assert not sw.done(task) and sw.missing() == [task]
+    (line,) = sw.other_settings(task)
+    assert line.startswith("init_weights: started from pretrained weights of sha256") and "pretrained again" in line
+    assert sweep_status(sw.root)["seeds"][42]["other_settings"] == [0]
+    (rec,) = gather(sw.root).runs
+    assert rec.status == "failed" and "init_weights" in rec.reason
+    capsys.readouterr()
+    assert run_missing_task(sw, 0) == 6 and "init_weights: started from" in capsys.readouterr().err
+    # A fine-tune recorded before the hash was: nothing to tell its pretraining by, so it stands as before.
+    ident = sw.run_dir(task) / "identity.json"
+    ident.write_text(json.dumps({k: v for k, v in json.loads(ident.read_text()).items() if k != "init_weights"}))
+    assert sw.done(task)
+
+    sw = _copy(pretrained, tmp_path / "half")
+    assert run_finetune(sw.task_config(task), sw.run_dir(task), stop_after_steps=1) == EXIT_PREEMPTED
+    _pretrain_again(sw)
+    capsys.readouterr()
+    assert run_missing_task(sw, 0) == 6 and "init_weights: started from" in capsys.readouterr().err
 
 
 def test_only_a_sweeps_own_pretraining_of_the_seed_stands_for_a_moved_one(tmp_path):

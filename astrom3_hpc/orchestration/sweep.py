@@ -14,6 +14,7 @@ task and `astrom3 collect` all ask `Sweep.result`.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,8 @@ from typing import Any, Callable
 from ..core.atomic import write_json
 from ..core.config import store_overrides
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
-from ..train.fingerprint import IDENTITY, SWEEP_MANIFEST, RunMismatchError, settings_differences
+from ..train.fingerprint import (IDENTITY, INIT_WEIGHTS, SWEEP_MANIFEST, RunMismatchError, init_weights_changed,
+                                 read_identity, settings_differences)
 from ..train.metrics_file import MODES, BadMetrics, read_metrics
 
 INITS = ("clip", "scratch")
@@ -65,6 +67,14 @@ def _recorded_differences(run: Path, config: Callable[[], Any], ours: str) -> li
         return settings_differences(run, cfg, ours=ours) or []
     except RunMismatchError as e:  # a damaged identity.json: the run cannot be told to be the one asked for
         return [str(e)]
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """Once per pretraining's weights file as it is now: status and collect ask for every CLIP task."""
+    from ..core.digests import file_sha256
+
+    return file_sha256(path)
 
 
 @dataclass
@@ -132,7 +142,24 @@ class Sweep:
         diff = _recorded_differences(self.run_dir(task), config, "in the sweep's task")
         # Which pretraining a CLIP task starts from is the task's seed (metrics.json's init and seed are checked);
         # the path the job was given may be relative to wherever it ran.
-        return [x for x in diff if not x.startswith("finetune.init:")]
+        diff = [x for x in diff if not x.startswith("finetune.init:")]
+        return diff + self._other_init_weights(task) if task.init == "clip" else diff
+
+    def _other_init_weights(self, task: Task) -> list[str]:
+        """[the line] where the task's finished run started from other weights than its seed's pretraining now
+        holds: that pretraining was moved aside and run again (by hand or as the sweep's job) after it."""
+        from ..train.checkpoint import BEST_MODEL
+
+        run, best = self.run_dir(task), self.pretrain_dir(task.seed) / BEST_MODEL
+        try:
+            then = (read_identity(run) or {}).get(INIT_WEIGHTS) if (run / "metrics.json").exists() else None
+            stat = best.stat()
+        except (OSError, RunMismatchError):  # no pretraining to compare with; a damaged identity.json says itself
+            return []
+        if then is None:  # a fine-tune older than the record
+            return []
+        now = _weights_sha256(str(best), stat.st_mtime_ns, stat.st_size)
+        return [] if now == then else [init_weights_changed(then, now, f"in {self.pretrain_dir(task.seed)}")]
 
     def pretrain_other_settings(self, seed: int) -> list[str]:
         """How the finished pretraining in pretrain/s<seed> differs from the one the manifest asks for

@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from .. import distributed as adist
 from ..core.config import ModelConfig
 from ..core.constants import UNLABELLED
+from ..core.digests import file_sha256
 from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
                              member_seeds)
 from ..model.presets import resolve
+from .fingerprint import INIT_WEIGHTS
 from .evaluate import (classification_report, plot_confusion, predicted_classes, predictions_file,
                        unlabelled_summary, write_predictions)
 from .engine import to_device
@@ -136,6 +138,7 @@ class Finetuner(Trainer):
             pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store, f.pretrain_seed,
                                    f.allow_unknown_seed, warn=self.is_main)
             self.cfg.model = pretrained_architecture(pre["model"], self.cfg.model)
+            self.init_sha = file_sha256(Path(init) / BEST_MODEL)
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()
         held = self.store.attrs.get("modalities") or []
@@ -209,6 +212,9 @@ class Finetuner(Trainer):
         log.info("averaging with the classical baseline (features %.1f s, fit %.1f s)", seconds["features_train"],
                  seconds["fit"])
         return {key: baseline_probabilities(clf, self.store, r, threads=threads) for key, r in rows.items()}
+
+    def identity_extra(self) -> dict[str, Any]:
+        return {} if self.cfg.finetune.init == "scratch" else {INIT_WEIGHTS: self.init_sha}
 
     def build_model(self) -> torch.nn.Module:
         from ..model import load_pretrained_encoders

@@ -4,8 +4,10 @@
 how fast or how verbosely the same steps run), the store's identity (content fingerprint from its checksum table,
 object count; its path is recorded for people, not compared: a moved store is the same store, a store rebuilt in
 place is not), the split seed, the world size and the global batch size. A rerun into a directory that holds a run
-must match it field for field; otherwise it is refused with the differences listed (RunMismatchError). An
-identity.json written before the kind was recorded takes it from the run's run.json. The same record goes
+must match it field for field; otherwise it is refused with the differences listed (RunMismatchError). A fine-tune
+from a pretraining also records the sha256 of the best_model.pt it started from (`init_weights`): a pretraining
+moved aside and run again in the same directory is another pretraining under the same path. An identity.json
+written before the kind was recorded takes it from the run's run.json. The same record goes
 into the best weights' metadata, so that fine-tuning's leak check reads what the weights were trained on.
 """
 
@@ -32,6 +34,14 @@ MECHANICS = ("name", "data.store", "data.num_workers", "data.in_memory", "train.
 # What a directory that holds a run contains (any of these): a rerun must match it or be refused.
 RUN_FILES = (IDENTITY, "config.yaml", "steps.jsonl", "metrics.jsonl", "checkpoints/latest.json",
              "best_model.pt", "metrics.json")
+
+
+INIT_WEIGHTS = "init_weights"
+
+
+def init_weights_changed(then: Any, now: Any, ours: str = "now") -> str:
+    return (f"{INIT_WEIGHTS}: started from pretrained weights of sha256 {str(then)[:12]}, the pretraining's "
+            f"best_model.pt is {str(now)[:12]} {ours} (pretrained again since)")
 
 
 class RunMismatchError(RuntimeError):
@@ -129,6 +139,11 @@ def differences(old: dict[str, Any], new: dict[str, Any], ours: str = "now") -> 
             continue  # described by a later ingest, empty for this store (same_source)
         if k == "kind" and not (k in a and k in b):
             continue  # an identity.json written before the key, whose run says nowhere what it was
+        if k == INIT_WEIGHTS and k not in a:
+            continue  # a fine-tune started before the hash was recorded: its pretraining cannot be told apart
+        if k == INIT_WEIGHTS and a[k] != b.get(k):
+            out.append(init_weights_changed(a[k], b.get(k), ours))
+            continue
         if a.get(k, "<absent>") != b.get(k, "<absent>"):
             name = k.removeprefix("config.")
             out.append(f"{name}: {a.get(k, '<absent>')!r} in the run dir, {b.get(k, '<absent>')!r} {ours}")

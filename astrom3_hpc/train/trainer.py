@@ -350,6 +350,10 @@ class Trainer:
         raise NotImplementedError
 
     # -- the job -------------------------------------------------------------------------------------------
+    def identity_extra(self) -> dict[str, Any]:
+        """What identifies this kind of run beyond its config and store (fingerprint.run_identity)."""
+        return {}
+
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "world_size": self.world, "launcher": self.env.launcher,
                 "store": str(Path(self.cfg.data.store).resolve()),
@@ -378,7 +382,7 @@ class Trainer:
     def _set_up_and_train(self) -> int:
         self.setup_data()
         # Before any write (the engine's setup is collective, so no rank sees this run's own identity.json).
-        identity = run_identity(self.cfg, self.store, self.world, kind=self.kind)
+        identity = {**run_identity(self.cfg, self.store, self.world, kind=self.kind), **self.identity_extra()}
         check_run_dir(self.run.path, identity, self.resume_enabled)
         self.run.open_checkpoints()
         self.setup_engine()
