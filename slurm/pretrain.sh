@@ -61,7 +61,8 @@ die() { echo "[pretrain.sh] error: $*" >&2; exit 2; }
 PASS=()
 for arg in "$@"; do
   case "$arg" in
-    ASTROM3_ROOT=*|CONFIG=*|STORE=*|OUT_ROOT=*|RUN_DIR=*|PYTHON=*|EXTRA_SETS=*|SRUN_ARGS=*|MAX_REQUEUES=*|PRECHECK=*|GPUS=*)
+    ASTROM3_ROOT=*|CONFIG=*|STORE=*|OUT_ROOT=*|RUN_DIR=*|PYTHON=*|EXTRA_SETS=*|SRUN_ARGS=*|MAX_REQUEUES=*|\
+    PRECHECK=*|GPUS=*)
       export "${arg?}" ;;
     *) PASS+=("$arg") ;;
   esac
@@ -171,8 +172,8 @@ ntasks=${SLURM_NTASKS:-?} log=${STDOUT:-?}" >> "$RUN_DIR/slurm_job.log"
 case "$STDOUT" in
   /*) [ -e "$STDOUT" ] && ln -sfn "$STDOUT" "$RUN_DIR/slurm-$JOB_KEY.out" ;;
 esac
-log "job $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks x ${SLURM_CPUS_PER_TASK:-1} cpus\
-${GPUS:+ x $GPUS GPU(s)}"
+log "job $JOB_KEY (restart $RESTART) on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks x \
+${SLURM_CPUS_PER_TASK:-1} cpus${GPUS:+ x $GPUS GPU(s)}"
 log "run dir $RUN_DIR  config ${CONFIG:-<defaults>}  store ${STORE:-<from config>}  python $PYTHON"
 
 # ------------------------------------------------------------------------------------------ run
