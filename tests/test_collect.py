@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -476,6 +477,43 @@ def test_a_collect_stopped_while_plotting_leaves_the_previous_set_whole(tmp_path
     with pytest.raises(KeyboardInterrupt):
         collect(tmp_path, out=tmp_path / "o", plot=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before
+
+
+def test_a_signal_between_the_tables_waits_until_the_set_is_written(tmp_path, monkeypatch, caplog):
+    """Catches collect writing results.md, results.csv, cells.csv and results.json one by one with signals live: a
+    job signal after the first left a new results.md beside the previous collect's csv and json."""
+    import os
+    import signal
+
+    from astrom3_hpc.results import collect as collect_module
+
+    rng = np.random.default_rng(5)
+    write_run(tmp_path / "runs" / "photo-full-s42-scratch", fake_metrics("photo", "full", 42, "scratch", 0.9, rng))
+    collect(tmp_path, out=tmp_path / "o", plot=False)
+    write_run(tmp_path / "runs" / "photo-full-s0-scratch", fake_metrics("photo", "full", 0, "scratch", 0.8, rng),
+              seed=0)
+    write_text = collect_module.write_text
+
+    def signalled(path, text):
+        write_text(path, text)
+        if path.name == "results.md":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(signum, frame):  # as a job's handler acts on it: the command stops where it is
+        raise KeyboardInterrupt
+
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    monkeypatch.setattr(collect_module, "write_text", signalled)
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        with caplog.at_level(logging.WARNING, logger="astrom3"):
+            res = collect(tmp_path, out=tmp_path / "o", plot=False)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert res["summary"]["complete"] == 2
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["summary"]["complete"] == 2
+    assert all((tmp_path / "o" / n).read_bytes() != before[n] for n in ("results.md", "results.csv"))
+    assert any("SIGTERM arrived" in r.getMessage() for r in caplog.records)
 
 
 def test_a_folder_of_runs_mixing_settings_in_a_group_is_warned_about(tmp_path):

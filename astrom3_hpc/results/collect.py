@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..core.atomic import write_json, write_text
+from ..core.atomic import finishing, write_json, write_text
 from .bootstrap import against_baseline
 from .logs import _last_line, parse_log_name, read_job_ids  # noqa: F401 - _last_line: tests import it from here
 from .paper import PAPER_KNN1, PAPER_RESULTS
@@ -80,10 +80,11 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, std: str = "po
     if plot:  # first, the slow part: stopped there, a collect leaves the previous files as one set
         plot_accuracy_vs_fraction(res, out / "accuracy_vs_fraction.png", std)
         plot_per_class(res, out / "per_class_recall.png")
-    write_text(out / "results.md", md)
-    write_text(out / "results.csv", render_csv(res))
-    write_text(out / "cells.csv", render_cell_csv(res["cell_hparams"]))
-    write_json(out / "results.json", nan_to_none(stringify_keys(res)))
+    tables = {"results.md": md, "results.csv": render_csv(res), "cells.csv": render_cell_csv(res["cell_hparams"])}
+    with finishing(f"collect's tables in {out}"):  # one set: a signal between them left old tables beside new
+        for name, text in tables.items():
+            write_text(out / name, text)
+        write_json(out / "results.json", nan_to_none(stringify_keys(res)))
     if stream is not None:
         stream.write(md)
         stream.flush()
