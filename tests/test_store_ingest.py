@@ -353,7 +353,11 @@ def test_mpi_build_equals_serial_build(tmp_path, tiny_store):
 def test_cli_errors_are_clear_and_nonzero(tmp_path):
     r = subprocess.run([str(_venv_bin() / "astrom3"), "info", str(tmp_path / "nope.zarr")],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "nope.zarr is not a Zarr v3 store" in r.stderr
+    assert r.returncode == 2 and "nope.zarr does not exist (moved? give its new path" in r.stderr
+    (tmp_path / "empty.zarr").mkdir()
+    r = subprocess.run([str(_venv_bin() / "astrom3"), "info", str(tmp_path / "empty.zarr")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "empty.zarr is not a Zarr v3 store" in r.stderr
 
 
 def test_cli_builds_a_compressed_store_and_info_shows_its_layout(tmp_path):

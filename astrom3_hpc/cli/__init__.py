@@ -191,6 +191,8 @@ def _add_train(sub) -> None:
                    help="global batch of the embedding pass (default: the run's train.batch_size); lower it for a "
                         "store whose train split is smaller than the run's batch (e.g. imported weights recorded "
                         "with 512)")
+    e.add_argument("--store", help="the run's store where it has moved (default: the run's data.store); one "
+                                   "of other content than the weights were trained on is refused")
     e.add_argument("--pretrain-seed", type=int, metavar="S",
                    help="imported weights (import-weights): the split seed they were pretrained on, whose test "
                         "split is scored (their seed is unknown; without it or --allow-unknown-seed the command "
@@ -259,6 +261,8 @@ def cmd_evaluate_embeddings(args) -> int:
     cfg = config_from_dict(read_run_config(args.run_dir))
     if args.batch_size is not None:
         cfg.train.batch_size = args.batch_size
+    if args.store is not None:
+        cfg.data.store = str(Path(args.store).resolve())
     seed = scored_seed(Path(args.run_dir), cfg.data.seed, args.pretrain_seed, args.allow_unknown_seed)
     if seed is None:
         log.warning("%s: imported weights of unknown split seed (--allow-unknown-seed): seed %d's test split may "

@@ -42,5 +42,8 @@ def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
         if old:
             raise StoreError(f"{path} does not exist, but {old[-1]} holds the store an interrupted `astrom3 "
                              f"ingest --overwrite` moved aside: `astrom3 clean-store-temp {path}` puts it back")
+        if not path.exists():  # a moved store is not one to build again
+            raise StoreError(f"store {path} does not exist (moved? give its new path; else build one with "
+                             f"`astrom3 ingest`)")
         raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); build one with `astrom3 ingest`")
     return zarr.open_group(str(path), mode=mode)

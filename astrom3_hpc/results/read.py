@@ -278,6 +278,14 @@ def gather(root: str | Path, exclude: Path | None = None) -> Collection:
     return gather_sweep(root) if (root / MANIFEST).exists() else gather_dir(root, exclude)
 
 
+def _run_json(run_dir: Path) -> dict[str, Any]:
+    try:
+        d = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
 def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
     """Which fine-tuning values each (mode, subset) cell ran with, read from every run's resolved config.yaml.
     One row per distinct set of values in a cell (with the paper's cells file, one for CLIP-init and one for
@@ -294,6 +302,8 @@ def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
             hp = cell_hparams(yaml.safe_load(p.read_text(encoding="utf-8")))
         except (KeyError, TypeError, IndexError, yaml.YAMLError):
             continue  # a config of another version: the run's own failure report covers it
+        if hp["cells"] is None:  # config.yaml says `cells: null` (its values are in); run.json names the file
+            hp["cells"] = _run_json(d).get("cells_file")
         key = (r.mode, r.subset, json.dumps(hp, sort_keys=True))
         row = rows.setdefault(key, {"mode": r.mode, "subset": r.subset, **hp, "inits": set(), "n_runs": 0})
         row["inits"].add(r.init)

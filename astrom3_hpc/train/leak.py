@@ -57,7 +57,7 @@ def check_weights_store(weights: Path, store) -> None:
     why = same_store(pre, store) if pre is not None else None
     if why:
         raise ValueError(f"{weights} was trained on another store than {store.path} ({why}): pass the store it was "
-                         f"trained on as data.store in the run's config.yaml")
+                         f"trained on (--store, or data.store in the run's config.yaml)")
 
 
 def scored_seed(run_dir: Path, recorded: int, pretrain_seed: int | None, allow_unknown_seed: bool) -> int | None:

@@ -156,6 +156,29 @@ class RunDir:
             dump_config(cfg, self.path / "config.yaml")
             write_run_json(self.path, info)
 
+    def record_resumption(self, cfg: RunConfig, info: dict[str, Any]) -> None:
+        """A resumed run's config.yaml names the store it reads now (a moved store: the old path was gone, and
+        the tools that read config.yaml failed on it), and run.json lists each resumption (where, which job, how
+        many threads) after the first attempt's own record."""
+        if not self.is_main:
+            return
+        dump_config(cfg, self.path / "config.yaml")
+        try:
+            first = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            first = None
+        if not isinstance(first, dict):  # lost or damaged: this attempt's record stands for it
+            write_run_json(self.path, info)
+            return
+        was, now = first.get("threads"), info.get("threads")
+        if cfg.train.threads == 0 and was is not None and now is not None and was != now:
+            log.warning("resumed on %d threads (train.threads 0: this job's cores), the run started on %d: the "
+                        "CPU's rounding differs from here on; set train.threads=%d to resume bit for bit", now, was,
+                        was)
+        attempt = {k: v for k, v in info.items() if k not in ("kind", "store_provenance", "cells_file")}
+        attempt["resumed"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(self.path / "run.json", {**first, "resumptions": [*first.get("resumptions", []), attempt]})
+
     def log_epoch(self, row: dict[str, Any]) -> None:
         if self.is_main:
             append_jsonl(self.path / "metrics.jsonl", row)

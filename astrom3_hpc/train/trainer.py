@@ -355,9 +355,13 @@ class Trainer:
         return {}
 
     def info(self) -> dict[str, Any]:
+        # threads: what train.threads 0 (automatic) came to here, which sets the CPU's rounding; cells_file: which
+        # cells file chose the values (config.yaml holds them with `cells: null`, so a reload applies none again).
         return {"kind": self.kind, "world_size": self.world, "launcher": self.env.launcher,
                 "store": str(Path(self.cfg.data.store).resolve()),
-                "store_provenance": self.store.attrs.get("provenance"), **env_info()}
+                "store_provenance": self.store.attrs.get("provenance"),
+                "threads": None if self.device.type == "cuda" else torch.get_num_threads(),
+                "cells_file": self.cfg.cells, **env_info()}
 
     def run_job(self) -> int:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
@@ -404,6 +408,8 @@ class Trainer:
             if self.is_main:
                 write_identity(self.run.path, identity)
             self.run.write_config(self.cfg, self.info())
+        else:
+            self.run.record_resumption(self.cfg, self.info())
         st = self.state
         try:
             while not st.finished_training and st.epoch < self.cfg.train.epochs:
