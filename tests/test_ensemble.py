@@ -90,6 +90,20 @@ def test_ensemble_refuses_members_of_different_test_sets(members, tmp_path, caps
     assert main(["ensemble", str(a), "--out", str(tmp_path / "e1")]) == 2
 
 
+def test_ensemble_refuses_one_network_twice_under_two_paths(members, tmp_path, capsys):
+    """Catches `ensemble A A_copy` (a copied run dir, or a rerun of A's config.yaml) written as a two-member seed
+    ensemble that scored exactly as A alone."""
+    import shutil
+
+    _, (a, b) = members
+    copy = Path(shutil.copytree(a, tmp_path / "copy"))
+    assert main(["ensemble", str(a), str(copy), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"{a} and {copy}: the same network twice" in err and "train.model_seed" in err
+    assert not (tmp_path / "e").exists()
+    assert main(["ensemble", str(a), str(b), "--out", str(tmp_path / "e")]) == 0  # other weight seeds
+
+
 def test_ensemble_of_runs_without_validation_predictions_has_no_val(members, tmp_path, caplog):
     import shutil
 

@@ -138,6 +138,28 @@ def check_out(out: Path, runs: list[Path]) -> None:
                          "it would delete (move it or choose another --out)")
 
 
+def _refuse_copies(runs: list[Path]) -> None:
+    """Two networks trained alike (same identity: settings, store, split; same weight seeds) are one network: a
+    copied run dir, or a run and a rerun of its config.yaml, made a two-member "seed ensemble" that scored exactly
+    as the run alone."""
+    seen: dict[tuple, Path] = {}
+    for run in runs:
+        m = _metrics_of(run)
+        if m.get("init") not in ("scratch", "clip"):
+            continue  # baselines are counted apart below; an ensemble member is its members
+        try:
+            digest = json.loads((run / "identity.json").read_text(encoding="utf-8")).get("digest")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if digest is None or m.get("weight_seeds") is None:
+            continue
+        key = (digest, json.dumps(m["weight_seeds"]))
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {run}: the same network twice (same settings, store, split and "
+                             f"weight seeds {m['weight_seeds']}): train members with other train.model_seed values")
+        seen[key] = run
+
+
 def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
@@ -151,6 +173,7 @@ def ensemble(runs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
         if kind not in (None, "finetune"):
             raise ValueError(f"{run}: a {kind!r} output, not a fine-tune, baseline or ensemble run (to classify a "
                              "new store with an ensemble, ensemble the runs and `astrom3 predict` that)")
+    _refuse_copies(runs)
     rep, text = _average(runs, "test")
     first = runs[0] / "metrics.json"
     ref = json.loads(first.read_text(encoding="utf-8")) if first.exists() else {}
