@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.argtypes import positive_int
 from ..core.errors import EXIT_FAILED
 from ..core.interpreter import interpreter_first
 from ..orchestration.submission import abs_path, repo_root
@@ -35,9 +36,9 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="sweep directory (default runs/demo)")
     p.add_argument("--store", default="data/synthetic.zarr", help="store to build or reuse")
-    p.add_argument("-n", "--n-objects", type=int, default=6000, help="synthetic objects (default 6000)")
+    p.add_argument("-n", "--n-objects", type=positive_int, default=6000, help="synthetic objects (default 6000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 0], help="split seeds (default 42 0)")
-    p.add_argument("--ranks", type=int, default=2, help="processes for ingestion and pretraining (default 2)")
+    p.add_argument("--ranks", type=positive_int, default=2, help="processes for ingestion and pretraining (default 2)")
     p.add_argument("--pretrain-config", help="default: configs/demo.yaml of the checkout")
     p.add_argument("--finetune-config", help="default: configs/demo_finetune.yaml of the checkout")
     p.add_argument("--modes", nargs="+", default=["photo"])

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from .argtypes import positive_int
+from ..core.argtypes import positive_int
 from .runner import dispatch
 
 log = logging.getLogger("astrom3")
@@ -254,11 +254,13 @@ def cmd_import_weights(args) -> int:
 
 def cmd_evaluate_embeddings(args) -> int:
     from ..core.config import config_from_dict
+    from ..train.fingerprint import require_pretraining
     from ..train.leak import check_weights_store, scored_seed
     from ..train.pretrain import Pretrainer, evaluate_embeddings
     from ..train.rundir import read_run_config
 
     cfg = config_from_dict(read_run_config(args.run_dir))
+    require_pretraining(args.run_dir, "run dir")
     if args.batch_size is not None:
         cfg.train.batch_size = args.batch_size
     if args.store is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .argtypes import positive_int
+from ..core.argtypes import positive_int
 
 
 def add_parsers(sub) -> None:

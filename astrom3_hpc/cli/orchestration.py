@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
-from .argtypes import positive_int
+from ..core.argtypes import non_negative_int, positive_int
 from ..distributed.rendezvous_check import check_rendezvous
 from ..orchestration.sbatch import submit_sweep_sbatch
 from ..orchestration.status import format_status, sweep_status
@@ -149,7 +149,7 @@ def _add_resource_args(p: argparse.ArgumentParser, backend_choice: bool) -> None
     g.add_argument("--pretrain-nodes", type=positive_int, default=1)
     g.add_argument("--pretrain-tasks-per-node", type=positive_int, default=2, help="ranks per node (default 2)")
     g.add_argument("--cpus-per-task", type=positive_int, default=1)
-    g.add_argument("--gpus-per-node", type=int, default=None, help="Submitit: GPUs per node")
+    g.add_argument("--gpus-per-node", type=non_negative_int, default=None, help="Submitit: GPUs per node")
     g.add_argument("--pretrain-time", type=positive_int, default=240, metavar="MIN", help="time limit, minutes (240)")
     g.add_argument("--finetune-time", type=positive_int, default=120, metavar="MIN", help="time limit per task (120)")
     g.add_argument("--partition")
@@ -211,6 +211,13 @@ def _wait_entry(entry: dict[str, Any]) -> int:
 
 @_errors_to_exit_code
 def cmd_sweep_submit(a) -> int:
+    if getattr(a, "backend", "submitit") == "sbatch":
+        # Submitit's own options: under sbatch they were dropped without a word (CPU jobs for --gpus-per-node 2).
+        given = [flag for flag, v in (("--gpus-per-node", a.gpus_per_node), ("--cluster", a.cluster),
+                                      ("--wait", a.wait or None)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: options of --backend submitit; the sbatch back end takes GPUs as "
+                             f"--sbatch-arg=--gpus-per-task=N (or --gres) and submits to SLURM without waiting")
     sw = _create_from_args(a, exist_ok=True)
     kw = dict(resume_missing=a.resume_missing, parallel=a.parallel, pretrain_nodes=a.pretrain_nodes,
               pretrain_tasks_per_node=a.pretrain_tasks_per_node, cpus_per_task=a.cpus_per_task,
@@ -302,7 +309,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--nodes", type=positive_int, default=1)
     p.add_argument("--tasks-per-node", type=positive_int, default=2)
     p.add_argument("--cpus-per-task", type=positive_int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=None)
+    p.add_argument("--gpus-per-node", type=non_negative_int, default=None)
     p.add_argument("--cluster", choices=["slurm", "local", "debug"], default=None)
     p.add_argument("--folder", help="Submitit folder (default: <run dir>/../submitit)")
     p.add_argument("--time", type=positive_int, default=240, metavar="MIN")

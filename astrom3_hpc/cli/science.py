@@ -9,7 +9,7 @@ import json
 import sys
 
 from ..science import MissingExtraError
-from .argtypes import positive_int
+from ..core.argtypes import non_negative_int, positive_int
 
 _OUT_HELP = "directory for the outputs (default: RUN_DIR/science)"
 _EMB_HELP = "embeddings store to read (default: OUT_DIR/embeddings.zarr, created by `astrom3 embed` if missing)"
@@ -27,6 +27,14 @@ def _friendly(fn):
             print(f"astrom3 {getattr(args, 'command', '')}: error: {e}", file=sys.stderr)
             return 2
     return wrapper
+
+
+def _two_or_more(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (UMAP's neighbourhood includes the point), "
+                                         f"got {value}")
+    return value
 
 
 def _print(obj) -> None:
@@ -131,6 +139,10 @@ def _add_search(sub) -> None:
 def cmd_search(args) -> int:
     from ..science.search import search_run
 
+    for flag, value in (("--aux", args.aux), ("--store", args.store)):
+        if value is not None and args.query_file is None:  # else ignored without a word
+            print(f"astrom3 search: error: {flag} preprocesses a --query-file; none was given", file=sys.stderr)
+            return 2
     rep = search_run(args.run_dir, object_ids=args.query, rows=args.query_row, query_file=args.query_file,
                      aux=args.aux, modality=args.modality, targets=args.target, k=args.k, index=args.index,
                      recall=args.recall, recall_split=args.recall_split, out_dir=args.out_dir,
@@ -170,7 +182,7 @@ def _add_outliers(sub) -> None:
     p.add_argument("--rank-by", default="class_z", choices=["class_z", "distance"],
                    help="per-modality ranking: class_z (distance as a robust z-score within its class; default) "
                         "or distance (the raw cosine distance, the paper's rule)")
-    p.add_argument("--list", type=int, default=50, dest="n_list", help="candidates / anomalies listed in the JSON")
+    p.add_argument("--list", type=non_negative_int, default=50, dest="n_list", help="candidates / anomalies listed in the JSON")
     p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw", "ivf"], help=_INDEX_HELP)
     p.add_argument("--embeddings", help=_EMB_HELP)
     p.add_argument("--out-dir", help=_OUT_HELP)
@@ -207,10 +219,11 @@ def _add_umap(sub) -> None:
     p.add_argument("run_dir", help="a pretraining or fine-tune run directory")
     p.add_argument("--view", default="average",
                    help="embedding view to project: a modality, a fine-tune run's mode or average (default average)")
-    p.add_argument("--n-neighbors", type=int, default=45, help="default 45 (the paper's)")
+    p.add_argument("--n-neighbors", type=_two_or_more, default=45,
+                   help="default 45 (the paper's); at most the objects projected less one")
     p.add_argument("--min-dist", type=float, default=0.7, help="default 0.7 (the paper's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-points", type=int, help="random subsample for very large stores")
+    p.add_argument("--max-points", type=positive_int, help="random subsample for very large stores")
     p.add_argument("--n-epochs", type=int, help="UMAP optimisation epochs (default: UMAP's choice)")
     p.add_argument("--embeddings", help=_EMB_HELP)
     p.add_argument("--out-dir", help=_OUT_HELP)

@@ -59,6 +59,8 @@ class Layout:
         for name in ("chunk_objects", "table_chunk", "lc_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"store layout: {name} must be >= 1")
+        if self.shard_chunks < 0:
+            raise ValueError(f"store layout: shard_chunks must be >= 0 (0: no sharding), got {self.shard_chunks}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"store layout: compression must be one of {COMPRESSIONS}, got {self.compression!r}")
 

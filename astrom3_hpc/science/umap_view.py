@@ -107,6 +107,9 @@ def umap_run(run_dir: str | Path, *, view: str = AVERAGE, n_neighbors: int = 45,
         raise ValueError(f"umap --view {view}: no object of {emb.path} has {view}; nothing to project")
     if max_points and len(sel) > max_points:
         sel = np.sort(np.random.default_rng(seed).choice(sel, max_points, replace=False))
+    if 3 <= len(sel) <= n_neighbors:  # what umap_embedding takes: recorded and drawn as used, not as asked
+        log.info("umap: n_neighbors %d for %d objects: %d used", n_neighbors, len(sel), len(sel) - 1)
+        n_neighbors = max(2, len(sel) - 1)
     t0 = time.perf_counter()
     coords = umap_embedding(x[sel], n_neighbors, min_dist, seed, n_epochs)
     seconds = time.perf_counter() - t0

@@ -19,7 +19,7 @@ from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
                              member_seeds)
 from ..model.presets import resolve
-from .fingerprint import INIT_WEIGHTS
+from .fingerprint import INIT_WEIGHTS, require_pretraining
 from .evaluate import (classification_report, plot_confusion, predicted_classes, predictions_file,
                        unlabelled_summary, write_predictions)
 from .engine import to_device
@@ -55,6 +55,7 @@ def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int |
     from ..data.store import Store
 
     pre = read_run_config(init_dir)
+    require_pretraining(init_dir, "finetune.init")
     if not (init_dir / BEST_MODEL).exists():
         raise FileNotFoundError(f"pretraining run {init_dir} has no {BEST_MODEL} (did it finish?)")
     imported = import_record(init_dir)
@@ -137,7 +138,13 @@ class Finetuner(Trainer):
         if init != "scratch":
             pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store, f.pretrain_seed,
                                    f.allow_unknown_seed, warn=self.is_main)
-            self.cfg.model = pretrained_architecture(pre["model"], self.cfg.model)
+            arch = pretrained_architecture(pre["model"], self.cfg.model)
+            dropped = [f"model.{k} {getattr(self.cfg.model, k)!r} (pretraining: {getattr(arch, k)!r})"
+                       for k in vars(arch) if getattr(arch, k) != getattr(self.cfg.model, k)]
+            if dropped and self.is_main:  # a --set model.* value would otherwise vanish without a word
+                log.warning("finetune.init %s: the pretraining's architecture is trained, not the fine-tuning "
+                            "config's: %s", init, "; ".join(dropped))
+            self.cfg.model = arch
             self.init_sha = file_sha256(Path(init) / BEST_MODEL)
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()

@@ -271,3 +271,13 @@ def _recorded_kind(run_dir: Path) -> dict[str, Any]:
         if isinstance(kind, str):
             return {"kind": kind}
     return {}
+
+
+def require_pretraining(run_dir: str | Path, what: str) -> None:
+    """Refuse (ValueError) a run dir whose run.json or metrics.json names another kind than a pretraining's (an
+    imported one's says "pretrain" too). A fine-tune's weights loaded as a pretraining's made a "clip" result of
+    a fine-tune of a fine-tune; evaluate-embeddings on one crashed inside the model."""
+    kind = _recorded_kind(Path(run_dir)).get("kind")
+    if kind not in (None, "pretrain"):
+        raise ValueError(f"{what} {run_dir} is a {kind} run, not a pretraining run (`astrom3 pretrain` or "
+                         f"`astrom3 import-weights` makes one)")
