@@ -222,7 +222,7 @@ def _science_tools_read_a_fine_tune_run(run, store, tmp_path, capsys):
     assert hits[0][2] == pytest.approx(1.0, abs=1e-5) and len(hits) == 3
     assert main(["outliers", str(run), "--top-k", "5"]) == 0
     out = json.loads((run / "science" / "outliers.json").read_text())
-    assert len(out["candidates"]) == 5
+    assert len(out["candidates"]) == 5 and out["params"]["min_modalities"] == 1  # as applied, not the asked 2
     # Another store holding some of the same objects (one class left out, so its train split's quantiles differ):
     # scaled by the training store, as predict scales, each object gets the same vector there as here.
     from lightcurve_tables import ingest_args

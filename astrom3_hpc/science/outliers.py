@@ -272,7 +272,9 @@ def outliers_run(run_dir: str | Path, *, top_k: int = 50, min_modalities: int = 
     extra: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {
         "embeddings": str(emb.path), "n_objects": len(emb), "n_labelled": int((emb.label >= 0).sum()),
-        "params": {"top_k": top_k, "min_modalities": min_modalities, "knn_k": knn_k, "unsupervised": unsupervised,
+        # as applied: a fine-tune run's single view needs its one (the asked-for value would say otherwise)
+        "params": {"top_k": top_k, "min_modalities": min(min_modalities, len(emb.modalities)), "knn_k": knn_k,
+                   "unsupervised": unsupervised,
                    "rank_by": rank_by, "centroids_from": "train split", "index": index},
     }
     if truth is not None:
