@@ -151,6 +151,18 @@ def _pretrain_again(sw: Sweep) -> None:
     torch.save(ckpt, best)
 
 
+def _save_again(sw: Sweep) -> None:
+    import os
+
+    import torch
+
+    best = sw.pretrain_dir(42) / "best_model.pt"
+    before = best.read_bytes()
+    torch.save(torch.load(best, weights_only=False), best.with_name("resaved.pt"))
+    os.replace(best.with_name("resaved.pt"), best)
+    assert best.read_bytes() != before
+
+
 def test_a_clip_run_from_a_pretraining_made_again_is_neither_done_nor_resumed(finished, pretrained, tmp_path,
                                                                                 capsys):
     """Catches a CLIP fine-tune counted done (status, --resume-missing, collect) after its seed's pretraining was
@@ -162,6 +174,8 @@ def test_a_clip_run_from_a_pretraining_made_again_is_neither_done_nor_resumed(fi
 
     sw = _copy(finished, tmp_path / "done")
     (task,) = sw.tasks
+    assert sw.done(task)
+    _save_again(sw)  # torch.save names its archive after the file: other bytes, the same tensors
     assert sw.done(task)
     _pretrain_again(sw)
     assert not sw.done(task) and sw.missing() == [task]

@@ -72,9 +72,9 @@ def _recorded_differences(run: Path, config: Callable[[], Any], ours: str) -> li
 @functools.lru_cache(maxsize=64)
 def _weights_sha256(path: str, mtime_ns: int, size: int) -> str:
     """Once per pretraining's weights file as it is now: status and collect ask for every CLIP task."""
-    from ..core.digests import file_sha256
+    from ..train.checkpoint import weights_digest
 
-    return file_sha256(path)
+    return weights_digest(path)
 
 
 @dataclass

@@ -276,6 +276,20 @@ def save_weights(model: torch.nn.Module, path: Path, meta: dict) -> None:
         torch.save({"state_dict": state, "meta": meta}, tmp)
 
 
+def weights_digest(path: str | Path) -> str:
+    """sha256 of a weights file's tensors (names, dtypes, shapes, bytes), not of the file: torch.save names its
+    archive after the temporary file it writes, so the same tensors saved twice differ byte for byte."""
+    import hashlib
+
+    h = hashlib.sha256()
+    state = load_weights(Path(path))["state_dict"]
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_weights(path: Path) -> dict:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} does not exist (did the run finish?)")

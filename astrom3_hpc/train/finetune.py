@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from .. import distributed as adist
 from ..core.config import ModelConfig
 from ..core.constants import UNLABELLED
-from ..core.digests import file_sha256
 from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
                              member_seeds)
@@ -23,7 +22,7 @@ from .fingerprint import INIT_WEIGHTS, require_pretraining
 from .evaluate import (classification_report, plot_confusion, predicted_classes, predictions_file,
                        unlabelled_summary, write_predictions)
 from .engine import to_device
-from .checkpoint import BEST_MODEL, load_weights
+from .checkpoint import BEST_MODEL, load_weights, weights_digest
 from .leak import PretrainLeakError, pretrained_provenance, same_store
 from .predict import evaluation_forward
 from .rundir import read_run_config
@@ -145,7 +144,7 @@ class Finetuner(Trainer):
                 log.warning("finetune.init %s: the pretraining's architecture is trained, not the fine-tuning "
                             "config's: %s", init, "; ".join(dropped))
             self.cfg.model = arch
-            self.init_sha = file_sha256(Path(init) / BEST_MODEL)
+            self.init_sha = weights_digest(Path(init) / BEST_MODEL)
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()
         held = self.store.attrs.get("modalities") or []

@@ -5,8 +5,9 @@ how fast or how verbosely the same steps run), the store's identity (content fin
 object count; its path is recorded for people, not compared: a moved store is the same store, a store rebuilt in
 place is not), the split seed, the world size and the global batch size. A rerun into a directory that holds a run
 must match it field for field; otherwise it is refused with the differences listed (RunMismatchError). A fine-tune
-from a pretraining also records the sha256 of the best_model.pt it started from (`init_weights`): a pretraining
-moved aside and run again in the same directory is another pretraining under the same path. An identity.json
+from a pretraining also records the sha256 of the tensors of the best_model.pt it started from (`init_weights`):
+a pretraining moved aside and run again in the same directory is another pretraining under the same path, unless
+it trained the same tensors. An identity.json
 written before the kind was recorded takes it from the run's run.json. The same record goes
 into the best weights' metadata, so that fine-tuning's leak check reads what the weights were trained on.
 """
