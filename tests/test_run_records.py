@@ -62,9 +62,15 @@ def test_run_json_names_the_cells_file_and_collect_tables_it(tiny_store, tmp_pat
     assert cfg.optim.lr != finetune_config(CFG, FAST, mode="photo", subset="sub50").optim.lr  # the cell applied
     assert run_finetune(cfg, run) == 0
     assert json.loads((run / "run.json").read_text())["cells_file"] == str(cells)
+    # A run of the same cell from before run.json named the file (a sweep finished after an upgrade): one row.
+    old = tmp_path / "runs" / "photo-sub50-s0-scratch"
+    cfg.data.seed = 0
+    assert run_finetune(cfg, old) == 0
+    rec = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({k: v for k, v in rec.items() if k != "cells_file"}))
     res = collect(tmp_path, out=tmp_path / "o", plot=False)
     (row,) = res["cell_hparams"]
-    assert row["cells"] == str(cells) and row["lr"] == cfg.optim.lr
+    assert row["cells"] == str(cells) and row["lr"] == cfg.optim.lr and row["n_runs"] == 2
     md = (tmp_path / "o" / "results.md").read_text()
     assert f"(cells file: {cells})" in md and "no cells file" not in md
 

@@ -302,14 +302,18 @@ def cell_table(runs: list[RunRecord], root: Path) -> list[dict[str, Any]]:
             hp = cell_hparams(yaml.safe_load(p.read_text(encoding="utf-8")))
         except (KeyError, TypeError, IndexError, yaml.YAMLError):
             continue  # a config of another version: the run's own failure report covers it
-        if hp["cells"] is None:  # config.yaml says `cells: null` (its values are in); run.json names the file
-            hp["cells"] = _run_json(d).get("cells_file")
+        # config.yaml says `cells: null` (its values are in it); run.json names the file, where the run recorded
+        # it. Rows are the values: a run from before the record is the same cell as one after it.
+        cells = hp.pop("cells") or _run_json(d).get("cells_file")
         key = (r.mode, r.subset, json.dumps(hp, sort_keys=True))
-        row = rows.setdefault(key, {"mode": r.mode, "subset": r.subset, **hp, "inits": set(), "n_runs": 0})
+        row = rows.setdefault(key, {"mode": r.mode, "subset": r.subset, **hp, "cells": set(), "inits": set(),
+                                    "n_runs": 0})
         row["inits"].add(r.init)
+        row["cells"] |= {cells} if cells else set()
         row["n_runs"] += 1
     order = {p: i for i, p in enumerate(grid_order({(m, s) for m, s, _ in rows}))}
     out = sorted(rows.values(), key=lambda x: order[(x["mode"], x["subset"])])
     for row in out:
         row["inits"] = sorted(row["inits"])
+        row["cells"] = ", ".join(sorted(row["cells"])) or None
     return out
