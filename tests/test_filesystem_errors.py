@@ -339,3 +339,15 @@ def test_embed_into_a_full_file_system_is_one_disk_full_error_leaving_nothing(un
         with pytest.raises(DiskFullError, match=f"^{out}: no space left on device .*nothing was written"):
             embed_run(untrained_run, out=out, batch_size=320)
         assert list(d.iterdir()) == []
+
+
+def test_only_a_temporary_sibling_that_could_not_be_made_is_named_as_its_output(tmp_path):
+    """The rewrite names the output where an atomic write could not create its sibling; a leftover sibling that
+    exists (one clean-store-temp could not delete) is named as it is, not as the healthy store beside it."""
+    from astrom3_hpc.core.errors import plain
+
+    sibling = tmp_path / ".s.zarr.tmp-ab12cd34"
+    e = PermissionError(errno.EACCES, "Permission denied", str(sibling))
+    assert plain(e) == f"cannot write {tmp_path / 's.zarr'}: Permission denied ({tmp_path})"
+    sibling.mkdir()
+    assert plain(e) is e

@@ -6,7 +6,7 @@ their help (a review of 2026-12-07).
 - A `--set model.*` value given to a fine-tune from a pretraining vanished without a word.
 - `demo --ranks 0` built the store and then crashed in torchrun; `sweep submit` (sbatch) dropped `--gpus-per-node`,
   `--cluster` and `--wait` silently; `outliers --list -1` listed all but one; `umap --n-neighbors 0` recorded 0
-  and ran with 2, `--max-points 0` meant no cap; `search --aux` / `--store` without `--query-file` were ignored;
+  and ran with 2, `--max-points -3` failed in numpy; `search --aux` / `--store` without `--query-file` were ignored;
   `ingest --shard-chunks -1` failed inside zarr.
 """
 
@@ -71,7 +71,7 @@ def test_an_architecture_value_the_pretraining_overrides_is_warned_about(runs, t
     (["demo", "-n", "0"], "--n-objects: must be an integer >= 1"),
     (["outliers", "RUN", "--list", "-1"], "--list: must be an integer >= 0"),
     (["umap", "RUN", "--n-neighbors", "1"], "--n-neighbors: must be an integer >= 2"),
-    (["umap", "RUN", "--max-points", "0"], "--max-points: must be an integer >= 1"),
+    (["umap", "RUN", "--max-points", "-3"], "--max-points: must be an integer >= 0"),
     (["ingest", "synthetic", "--out", "X", "--shard-chunks", "-1"], "--shard-chunks: must be an integer >= 0"),
     (["sweep", "submit", "SW", "--backend", "submitit", "--gpus-per-node", "-1"], "must be an integer >= 0"),
 ])

@@ -223,7 +223,8 @@ def _add_umap(sub) -> None:
                    help="default 45 (the paper's); at most the objects projected less one")
     p.add_argument("--min-dist", type=float, default=0.7, help="default 0.7 (the paper's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-points", type=positive_int, help="random subsample for very large stores")
+    p.add_argument("--max-points", type=non_negative_int,
+                   help="random subsample for very large stores (0: every object)")
     p.add_argument("--n-epochs", type=int, help="UMAP optimisation epochs (default: UMAP's choice)")
     p.add_argument("--embeddings", help=_EMB_HELP)
     p.add_argument("--out-dir", help=_OUT_HELP)

@@ -223,8 +223,9 @@ def plain(e: BaseException) -> BaseException | str:
         return e
     name = Path(e.filename)
     target = _temporary_of(name)
-    if target is not None and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        # The temporary sibling an atomic write creates first is no name the user gave or would look for.
+    if target is not None and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and not os.path.lexists(name):
+        # The temporary sibling an atomic write could not create is no name the user gave or would look for; one
+        # that exists (a leftover clean-store-temp could not delete) is named as it is.
         return f"cannot write {target}: {e.strerror} ({name.parent})"
     if e.errno == errno.EEXIST and os.path.lexists(name) and not name.is_dir():
         return f"{name} is {'a link to a missing path' if name.is_symlink() else 'a file'}, not a directory"
