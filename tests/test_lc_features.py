@@ -326,3 +326,15 @@ def test_an_object_too_short_for_a_period_search_gets_no_period_features_and_the
     assert np.isfinite(np.delete(f, short, axis=0)).all()
     assert np.isfinite(lcf.standardise(f, np.arange(len(f)))).all()
     assert main(["baseline", str(store), "--seed", "42", "--out", str(tmp_path / "bl")]) == 0
+
+
+def test_a_fourier_fit_of_seven_points_or_fewer_is_missing_not_an_exact_interpolation():
+    """Catches the 3-harmonic fit (7 parameters) of 5-7 points: it passed through every point, so its explained
+    variance was 1 and its amplitudes anything (A2 near 1 for a pure sinusoid, B2 1,620 for a range of 8.8)."""
+    rng = np.random.default_rng(1)
+    for n, missing in ((5, True), (6, True), (7, True), (8, False), (40, False)):
+        t = np.sort(rng.uniform(0, 100, n))
+        y = np.sin(2 * np.pi * t / 0.7) + rng.normal(0, 0.05, n)
+        f = lcf.fourier_features(t, y, 0.7)
+        assert len(f) == lcf.N_HARMONICS + 5 and np.isnan(f).all() == missing, (n, f)
+    assert f[-1] > 0.98 and abs(f[0] - 1) < 0.05 and f[1] < 0.05  # 40 points: A1 1, A2 0, explained 0.99

@@ -34,7 +34,9 @@ FEATURE_NAMES = (
     "beyond1std", "noise", "log_span", "log_n",
 )
 # Bump when a feature's definition changes: cached matrices of older code are then ignored.
-FEATURES_VERSION = 2  # 2: the Lafler-Kinman features closed around the cycle (independent of the time origin)
+# 2: the Lafler-Kinman features closed around the cycle (independent of the time origin); 3: no Fourier fit of
+# 7 points or fewer
+FEATURES_VERSION = 3
 # Bump when point_subsets draws different subsets: cached resampled folds and features are then ignored.
 SUBSETS_VERSION = 1
 MIN_SUBSET_POINTS = 8  # a subset with fewer points folds into mostly empty bins: keep every point instead
@@ -43,8 +45,9 @@ CACHE_DIR = store_cache.CACHE_DIR
 
 def fourier_features(t: np.ndarray, y: np.ndarray, period: float) -> list[float]:
     """Least-squares 3-harmonic fit at `period`: A1..A3, R21, R31, phi21, phi31 (in [0, 2 pi)), explained
-    variance. NaN without a period (an object too short to search)."""
-    if not np.isfinite(period):
+    variance. NaN without a period (an object too short to search), and for 7 points or fewer: the fit's 7
+    parameters then pass through every point (explained variance 1, amplitudes of any size)."""
+    if not np.isfinite(period) or len(t) <= 2 * N_HARMONICS + 1:
         return [np.nan] * (N_HARMONICS + 5)
     ph = 2 * np.pi * t / period
     cols = [np.ones_like(t)]
