@@ -314,6 +314,13 @@ def test_a_baseline_writes_only_over_the_same_baseline(pre, store, tmp_path, cap
     assert main(["baseline", str(store), "--out", str(out)]) == 0  # the same baseline again: rewritten alike
     again = json.loads((out / "metrics.json").read_text())
     assert again["test_accuracy"] == first["test_accuracy"] and again["seed"] == 42
+    # A baseline stopped before its results (no checkpoint to resume) holds nothing another one would mix with.
+    for name in list(out.iterdir()):
+        if name.name not in ("identity.json", "run.json", "train.log"):
+            name.unlink() if name.is_file() else shutil.rmtree(name)
+    assert main(["baseline", str(store), "--out", str(out), "--seed", "0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 0
+    assert json.loads((out / "identity.json").read_text())["seed"] == 0
     # A fine-tune into a baseline's directory is refused by the kind alone, not by every setting it lacks.
     from astrom3_hpc.train.fingerprint import RunMismatchError, check_run_dir
 

@@ -79,6 +79,8 @@ def refuse_other_run(run: Path, identity: dict[str, Any]) -> None:
         raise OtherRunError(f"--out {run} holds a {old.get('kind', 'training')} run: a baseline there would mix "
                             f"two runs' files; give another --out")
     diff = differences(old, identity)
+    if diff and not (run / "metrics.json").exists() and not any(run.glob("predictions*.csv")):
+        return  # a baseline stopped before its results (it has no checkpoint): nothing of it to mix with
     if diff:
         raise OtherRunError(f"--out {run} holds another baseline run:\n  " + "\n  ".join(diff)
                             + "\nRerun with the same settings, or give another --out.")
