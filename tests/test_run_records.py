@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = str(REPO / "configs" / "test.yaml")
@@ -39,7 +42,11 @@ def test_a_resumed_run_names_the_store_it_reads_and_evaluate_embeddings_takes_a_
     assert rec["started"] == first["started"] and rec["store"] == str(old)  # the first attempt's record stays
     (again,) = rec["resumptions"]
     assert again["store"] == str(new) and again["threads"] == first["threads"] and "resumed" in again
+    exported = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     assert main(["evaluate-embeddings", str(run)]) == 0
+    # Its process group and exports end with it: a job started next from this process (a sweep task's subprocess)
+    # took the exported MASTER_PORT, which the leftover group still listened on (EADDRINUSE).
+    assert {k: os.environ.get(k) for k in exported} == exported and not torch.distributed.is_initialized()
 
     moved = tmp_path / "moved.zarr"
     new.rename(moved)

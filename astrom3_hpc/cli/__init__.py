@@ -253,7 +253,9 @@ def cmd_import_weights(args) -> int:
 
 
 def cmd_evaluate_embeddings(args) -> int:
+    from .. import distributed as adist
     from ..core.config import config_from_dict
+    from ..distributed.env import exports_restored
     from ..train.fingerprint import require_pretraining
     from ..train.leak import check_weights_store, scored_seed
     from ..train.pretrain import Pretrainer, evaluate_embeddings
@@ -271,15 +273,22 @@ def cmd_evaluate_embeddings(args) -> int:
                     "hold objects they were pretrained on", args.run_dir, cfg.data.seed)
     cfg.data.seed = cfg.data.seed if seed is None else seed
     t = Pretrainer(cfg, args.run_dir)
-    t.setup_distributed()
-    with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
-        t.setup_data()
-        check_weights_store(t.run.path / "best_model.pt", t.store)
-        t.setup_engine()
-        t.load_best()
-        unknown = {"split_seed_unknown": True} if seed is None else {}
-        out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None,
-                                  extra={"split_seed": cfg.data.seed, **unknown})
+    # As a training job: the process group and its exported variables end with the command, so that a caller
+    # that goes on (a notebook, a test) does not hand them to the next job or subprocess it starts.
+    with exports_restored():
+        t.setup_distributed()
+        try:
+            with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
+                t.setup_data()
+                check_weights_store(t.run.path / "best_model.pt", t.store)
+                t.setup_engine()
+                t.load_best()
+                unknown = {"split_seed_unknown": True} if seed is None else {}
+                out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None,
+                                          extra={"split_seed": cfg.data.seed, **unknown})
+        finally:
+            t.run.close()
+            adist.cleanup()
     if t.is_main:
         print(json.dumps(out, indent=2))
     return 0
