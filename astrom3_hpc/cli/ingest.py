@@ -87,7 +87,8 @@ def _add_common(p: argparse.ArgumentParser, source: str) -> None:
     g.add_argument("--chunk-objects", type=int, default=64, help="objects per spectra chunk (default 64, ~2 MB)")
     g.add_argument("--table-chunk", type=int, default=8192, help="objects per chunk of the small tables")
     g.add_argument("--lc-chunk", type=int, default=32768, help="light-curve points per chunk")
-    g.add_argument("--shard-chunks", type=non_negative_int, default=0, help="spectra chunks per shard file (0: no sharding)")
+    g.add_argument("--shard-chunks", type=non_negative_int, default=0,
+                   help="spectra chunks per shard file (0: no sharding)")
     # store.COMPRESSIONS and Layout's default, spelled out so `--help` need not import zarr (a test ties them).
     g.add_argument("--compression", choices=["none", "lz4hc", "lz4"], default="none",
                    help="spectra and light-curve points: none (default: the loader copies rows straight from "

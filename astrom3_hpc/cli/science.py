@@ -182,7 +182,8 @@ def _add_outliers(sub) -> None:
     p.add_argument("--rank-by", default="class_z", choices=["class_z", "distance"],
                    help="per-modality ranking: class_z (distance as a robust z-score within its class; default) "
                         "or distance (the raw cosine distance, the paper's rule)")
-    p.add_argument("--list", type=non_negative_int, default=50, dest="n_list", help="candidates / anomalies listed in the JSON")
+    p.add_argument("--list", type=non_negative_int, default=50, dest="n_list",
+                   help="candidates / anomalies listed in the JSON")
     p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw", "ivf"], help=_INDEX_HELP)
     p.add_argument("--embeddings", help=_EMB_HELP)
     p.add_argument("--out-dir", help=_OUT_HELP)
