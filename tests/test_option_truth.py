@@ -12,7 +12,6 @@ their help (a review of 2026-12-07).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -101,17 +100,3 @@ def test_layout_refuses_a_negative_shard_count():
 
     with pytest.raises(ValueError, match="shard_chunks must be >= 0"):
         Layout(n_objects=10, shard_chunks=-1).validate()
-
-
-def test_umap_records_the_neighbours_it_used(runs, tmp_path):
-    pytest.importorskip("umap")
-    from astrom3_hpc.science.embed import embed_run
-    from astrom3_hpc.science.umap_view import umap_run
-
-    pre, _ = runs
-    emb = embed_run(pre, out=tmp_path / "emb.zarr", batch_size=200)
-    n = emb["n_objects"]
-    out = umap_run(pre, n_neighbors=n + 10, embeddings=tmp_path / "emb.zarr", out_dir=tmp_path / "sci",
-                   n_epochs=20)
-    assert out["n_neighbors"] == out["n_points"] - 1
-    assert json.loads((tmp_path / "sci" / "umap_average.json").read_text())["n_neighbors"] == out["n_points"] - 1

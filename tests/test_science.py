@@ -444,6 +444,11 @@ def test_umap_png(embedded, capsys):
     assert summary["n_neighbors"] == 45 and summary["min_dist"] == 0.7
     coords = np.loadtxt(run / "science" / "umap_average.csv", delimiter=",", skiprows=1, usecols=(4, 5))
     assert coords.shape == (len(emb), 2) and np.isfinite(coords).all()
+    # Fewer objects than neighbours asked for: the number used is recorded (it was the asked-for 45).
+    assert science_main(["umap", str(run), "--max-points", "20", "--n-epochs", "20", "--out-dir",
+                         str(run / "few")]) == 0
+    few = json.loads(capsys.readouterr().out)
+    assert few["n_points"] == 20 and few["n_neighbors"] == 19
 
 
 def test_subtypes_ari_for_embeddings_and_baselines(embedded, capsys):
