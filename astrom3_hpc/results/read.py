@@ -188,11 +188,7 @@ def _parse_dir_name(name: str) -> dict[str, Any]:
 
 def _describe_incomplete(d: Path) -> tuple[str, dict[str, Any]]:
     """(kind, {mode, subset, seed, init}) of a run dir without metrics.json, from run.json / config.yaml / name."""
-    kind = None
-    try:
-        kind = json.loads((d / "run.json").read_text(encoding="utf-8")).get("kind")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        pass
+    kind = _run_json(d).get("kind")
     info = _parse_dir_name(d.name)
     try:
         import yaml
