@@ -55,6 +55,32 @@ def test_non_finite_weights_are_never_written(tmp_path):
         FiniteGuard(torch.device("cpu")).check(model)
 
 
+class _Payload:
+    """Unpickling this would touch a file: what a full torch.load of someone else's best_model.pt could do."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(_Payload.marker),))
+
+
+def test_best_weights_load_as_tensors_only_and_a_damaged_file_is_one_line(tmp_path):
+    good = tmp_path / "good.pt"
+    checkpoint.save_weights(torch.nn.Linear(2, 2), good, {"epoch": 3, "val": {"loss": 1.5}})
+    assert checkpoint.load_weights(good)["meta"]["epoch"] == 3
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cut\.pt could not be read as a run's weights \(.*\): damaged"):
+        checkpoint.load_weights(cut)
+    _Payload.marker = str(tmp_path / "ran")
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "meta": _Payload()}, evil)
+    with pytest.raises(ValueError, match=r"evil\.pt could not be read"):
+        checkpoint.load_weights(evil)
+    assert not (tmp_path / "ran").exists()
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="holds no state_dict"):
+        checkpoint.load_weights(tmp_path / "list.pt")
+
+
 @pytest.mark.timeout(600)
 def test_nan_light_curves_stop_pretraining_without_a_checkpoint(tiny_store, tmp_path):
     store = tmp_path / "nan.zarr"

@@ -291,6 +291,15 @@ def weights_digest(path: str | Path) -> str:
 
 
 def load_weights(path: Path) -> dict:
+    """A best_model.pt as save_weights wrote it. weights_only: a run dir is often someone else's (--init, predict,
+    ensemble), and a full unpickle would run whatever code the file names."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} does not exist (did the run finish?)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and OS errors alike: one line naming the file
+        raise ValueError(f"{path} could not be read as a run's weights ({first_line(e)}): damaged, or not written "
+                         f"by astrom3 (a foreign checkpoint goes through `astrom3 import-weights`)") from e
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(f"{path} holds no state_dict: not a best_model.pt written by astrom3")
+    return blob
