@@ -48,7 +48,9 @@ def run(tiny_store, tmp_path):
 
 
 def _sha256(run: Path) -> str:
-    return hashlib.sha256((run / "best_model.pt").read_bytes()).hexdigest()
+    from astrom3_hpc.train.checkpoint import weights_digest
+
+    return weights_digest(run / "best_model.pt")
 
 
 def _zarr_attrs(path: Path) -> dict:
@@ -71,7 +73,7 @@ def test_search_embeds_again_after_best_model_was_replaced(run, caplog):
     new = read_embeddings(path)
     assert new.attrs["model_meta"]["epoch"] == 2
     assert not np.allclose(new.vectors["photo"], old.vectors["photo"])
-    assert (old.attrs["weights_sha256"], new.attrs["weights_sha256"]) == (first, _sha256(run))
+    assert (old.attrs["weights_digest"], new.attrs["weights_digest"]) == (first, _sha256(run))
     said = [r.getMessage() for r in caplog.records if "other weights" in r.getMessage()]
     assert said and "epoch 0 then" in said[0] and "epoch 2 now" in said[0], said
 
@@ -91,20 +93,20 @@ def test_store_without_weights_hash_is_compared_by_epoch(run, caplog):
 
     path = run / "science" / "embeddings.zarr"
     meta = json.loads((path / "zarr.json").read_text())
-    del meta["attributes"]["weights_sha256"]
+    del meta["attributes"]["weights_digest"]
     (path / "zarr.json").write_text(json.dumps(meta))
     before = read_embeddings(path)
 
     with caplog.at_level(logging.INFO, logger="astrom3"):
         same = embeddings_for(run)
     np.testing.assert_array_equal(same.vectors["photo"], before.vectors["photo"])
-    assert "weights_sha256" not in _zarr_attrs(path)
+    assert "weights_digest" not in _zarr_attrs(path)
     assert any("records no weights hash" in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)
 
     _write_best(run, seed=1, epoch=1)
     again = embeddings_for(run)
-    assert again.attrs["model_meta"]["epoch"] == 1 and "weights_sha256" in again.attrs
+    assert again.attrs["model_meta"]["epoch"] == 1 and "weights_digest" in again.attrs
     assert not np.allclose(again.vectors["photo"], before.vectors["photo"])
 
 
@@ -150,3 +152,38 @@ def test_a_full_disk_at_embeds_last_write_is_one_line_and_keeps_the_old_vectors(
     assert len(err) == 1 and f"{path}: no space left on device" in err[0], err
     assert _zarr_attrs(path) == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["embeddings.zarr"]
+
+
+def test_the_same_tensors_saved_again_keep_their_embeddings_and_old_stores_compare_by_file(run, caplog):
+    """Catches a deterministic rerun's best_model.pt (the same tensors, another archive name inside the file)
+    being embedded again; a store of an earlier version, recording only the file's sha256, is still reused while
+    that file is unchanged and embedded again once it is replaced."""
+    import torch
+
+    from astrom3_hpc.science.embed import embeddings_for
+    from astrom3_hpc.train.checkpoint import save_weights
+
+    path, best = run / "science" / "embeddings.zarr", run / "best_model.pt"
+    before_bytes = best.read_bytes()
+    blob = torch.load(best, weights_only=True)
+    model = torch.nn.Module()
+    model.state_dict = lambda: blob["state_dict"]
+    save_weights(model, best, blob["meta"])
+    assert best.read_bytes() != before_bytes  # torch.save names the archive after its temporary file
+    with caplog.at_level(logging.INFO, logger="astrom3"):
+        embeddings_for(run)
+    assert not [r for r in caplog.records if "other weights" in r.getMessage()]
+
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["weights_sha256"] = hashlib.sha256(best.read_bytes()).hexdigest()
+    del meta["attributes"]["weights_digest"]
+    (path / "zarr.json").write_text(json.dumps(meta))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="astrom3"):
+        embeddings_for(run)
+    assert not [r for r in caplog.records if "other weights" in r.getMessage() or "records no" in r.getMessage()]
+    assert "weights_digest" not in _zarr_attrs(path)
+
+    _write_best(run, seed=1, epoch=1)
+    again = embeddings_for(run)
+    assert again.attrs["model_meta"]["epoch"] == 1 and again.attrs["weights_digest"] == _sha256(run)

@@ -18,10 +18,11 @@ Layout of RUN_DIR/science/embeddings.zarr (one row per embedded object, in store
     present          (N, 3) bool      modalities the object has (photo, spectra, meta)
     split/{train,val,test} (N,) bool  membership in the full subset of the run's split seed
     attrs: schema, complete, modalities, embed_dim, class_names, run_dir, model_kind, store, store_provenance,
-           split_seed, sample_seed, model_meta, weights_sha256, splits, train_store, n_objects, world_size
+           split_seed, sample_seed, model_meta, weights_digest, splits, train_store, n_objects, world_size
 
 Reuse: the science tools take an existing store only where it was made by the run's current best_model.pt
-(`weights_sha256`); one made by other weights (the run resumed and improved since) is embedded again with the
+(`weights_digest`, the sha256 of its tensors; stores made before it record the file's bytes, `weights_sha256`,
+and are compared by those); one made by other weights (the run resumed and improved since) is embedded again with the
 options recorded with it (store, splits, sample seed, training store), as `astrom3 embed` made it.
 
 Distributed: under torchrun / srun / mpiexec every rank embeds a contiguous, chunk-aligned range of the output
@@ -173,7 +174,7 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     # Hashed before the weights are read: were best_model.pt replaced in between, the store records the older
     # file and is embedded again on its next use, never taken for the newer model's.
-    weights = weights_sha256(run_dir) if rank == 0 else None
+    weights = weights_id(run_dir) if rank == 0 else None
     model, cfg, meta = load_model(run_dir, device)
     store_path = Path(store) if store is not None else Path(cfg.data.store)
     if not store_path.exists():
@@ -375,25 +376,31 @@ def embeddings_for(run_dir: str | Path, out_dir: str | Path | None = None, embed
     return read_embeddings(path)
 
 
-WEIGHTS = "weights_sha256"
+WEIGHTS = "weights_digest"
+FILE_HASH = "weights_sha256"  # what stores made before WEIGHTS recorded: the sha256 of best_model.pt's bytes
 
 
-def weights_sha256(run_dir: str | Path) -> str | None:
-    """sha256 of the run's best_model.pt (None where there is none): the content, so a copied or moved run dir
-    keeps its embeddings, and weights saved again with the same epoch and metrics still differ."""
-    from ..train.checkpoint import BEST_MODEL
+def weights_id(run_dir: str | Path) -> str | None:
+    """sha256 of the tensors of the run's best_model.pt (None where there is none): the content, so a copied or
+    moved run dir keeps its embeddings, and weights saved again with the same epoch and metrics still differ. Not
+    of the file's bytes: torch.save names its archive after the temporary file, so a deterministic rerun's same
+    tensors would be embedded again."""
+    from ..train.checkpoint import BEST_MODEL, weights_digest
 
     path = Path(run_dir) / BEST_MODEL
-    return file_sha256(path) if path.is_file() else None
+    return weights_digest(path) if path.is_file() else None
 
 
 def weights_mismatch(attrs: dict, where: str | Path, sha: str | None, meta: dict | None,
-                     warn: bool = True) -> str | None:
-    """Why embeddings (their attrs) were not made by the weights of hash `sha` and meta `meta`, or None. A store
-    written before the hash was recorded is compared by epoch and validation metrics; where those agree it is
-    taken, with a warning (`warn`): weights without an epoch (imported) or saved again alike cannot be told apart."""
+                     warn: bool = True, best: Path | None = None) -> str | None:
+    """Why embeddings (their attrs) were not made by the weights of tensor hash `sha` and meta `meta`, or None. A
+    store that records only its file's hash is compared with `best`'s bytes; one written before any hash was
+    recorded, by epoch and validation metrics: where those agree it is taken, with a warning (`warn`), as weights
+    without an epoch (imported) or saved again alike cannot be told apart."""
     then = attrs.get("model_meta") or {}
     recorded = attrs.get(WEIGHTS)
+    if recorded is None and attrs.get(FILE_HASH) is not None and best is not None and best.is_file():
+        recorded, sha = attrs[FILE_HASH], file_sha256(best)
     if recorded is not None and sha is not None:
         same = recorded == sha
     elif meta is not None:
@@ -414,13 +421,14 @@ def weights_mismatch(attrs: dict, where: str | Path, sha: str | None, meta: dict
 def _stale(attrs: dict, path: Path, run_dir: str | Path) -> str | None:
     from ..train.checkpoint import BEST_MODEL, load_weights
 
-    sha = weights_sha256(run_dir)
+    sha = weights_id(run_dir)
     if sha is None:
         log.warning("%s has no %s: %s cannot be checked against the run's model", run_dir, BEST_MODEL, path)
         return None
     if attrs.get(WEIGHTS) == sha:  # the common case: no need to read the weights
         return None
-    return weights_mismatch(attrs, path, sha, load_weights(Path(run_dir) / BEST_MODEL).get("meta") or {})
+    best = Path(run_dir) / BEST_MODEL
+    return weights_mismatch(attrs, path, sha, load_weights(best).get("meta") or {}, best=best)
 
 
 def _attrs(path: Path) -> dict:

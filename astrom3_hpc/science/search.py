@@ -27,7 +27,7 @@ import numpy as np
 from ..core.atomic import write_json
 from . import require
 from .common import Embeddings, check_counts, load_model, normalise, science_dir
-from .embed import embeddings_for, weights_mismatch, weights_sha256
+from .embed import embeddings_for, weights_id, weights_mismatch
 
 log = logging.getLogger("astrom3")
 
@@ -349,6 +349,7 @@ def search_run(run_dir: str | Path, *, object_ids: list[str | int] | None = None
         queries.append((f"row-{row}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
     if query_file is not None:
         from ..data.store import Store
+        from ..train.checkpoint import BEST_MODEL
 
         model, cfg, meta = load_model(run_dir)
         if meta.get("kind") == "finetune":
@@ -358,7 +359,8 @@ def search_run(run_dir: str | Path, *, object_ids: list[str | int] | None = None
                              "--store), or query by --query / --query-row")
         # Hashed after the weights were read: a best_model.pt replaced in between is refused, never searched
         # with. The embeddings themselves are the run's current ones unless --embeddings named others.
-        mixed = weights_mismatch(emb.attrs, emb.path, weights_sha256(run_dir), meta, warn=False)
+        mixed = weights_mismatch(emb.attrs, emb.path, weights_id(run_dir), meta, warn=False,
+                                 best=Path(run_dir) / BEST_MODEL)
         if mixed:
             raise ValueError(f"{mixed}: the query would be embedded by one model and searched among another's "
                              f"vectors; rerun `astrom3 embed {run_dir}`, or search without --embeddings")
