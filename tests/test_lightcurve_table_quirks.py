@@ -5,12 +5,17 @@ word, its objects mislabelled or in no split."""
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from lightcurve_tables import ingest_args, no_leftovers, write_splits, write_tables
 
 from astrom3_hpc.cli import main
+from astrom3_hpc.data.sources.tables import TableError, open_table, read_header
 from astrom3_hpc.data.store import Store
 
 
@@ -106,3 +111,55 @@ def test_split_files_must_place_every_labelled_object(tmp_path, capsys):
     s = Store(out)
     assert s.class_names == ("LPV", "RRAB") and s.n_objects == 28
     assert sum(len(s.split(42, "full", k)) for k in ("train", "val", "test")) == 28
+
+
+def test_an_unbalanced_quote_is_an_error_naming_the_line_it_opens(tmp_path, capsys):
+    """A quote opened and never closed took every line up to the next quote into one cell: the objects there
+    vanished into one object's label, exit 0."""
+    write_tables(tmp_path, n_per_class=3)
+    good = (tmp_path / "objects.csv").read_text()
+    lines = good.splitlines()
+    lines[2] = lines[2].replace(",", ',"', 1)
+    (tmp_path / "objects.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out, "--drop-unlabelled")) == 2
+    assert f"objects.csv:3: a quoted cell runs on to line {len(lines)}: an unbalanced quote" in capsys.readouterr().err
+    no_leftovers(tmp_path, out)
+    (tmp_path / "objects.csv").write_text(good)
+    with gzip.open(tmp_path / "points.csv.gz", "rt") as fh:
+        points = fh.read().splitlines()
+    points[9] = points[9].replace(",", ',"', 1)
+    with gzip.open(tmp_path / "points.csv.gz", "wt") as fh:
+        fh.write("\n".join(points) + "\n")
+    assert main(ingest_args(tmp_path, out, "--on-error", "skip")) == 2  # the whole file, not one object's rows
+    assert "points.csv.gz:10: a quoted cell runs on to line" in capsys.readouterr().err
+    no_leftovers(tmp_path, out)
+    # Past csv's field limit the quote is csv's error, named at the line it opens; a TSV header may hold a comma.
+    big = tmp_path / "big.csv"
+    big.write_text('id,class\nA,EW\nB,"RRAB\n' + "".join(f"C{i},EW{'x' * 40}\n" for i in range(4000)))
+    with pytest.raises(TableError, match=r"big\.csv:3: field larger than field limit .*an unbalanced quote"):
+        with open_table(big) as t:
+            list(t.rows)
+    tsv = tmp_path / "o.tsv"
+    tsv.write_text("id\tclass\tnotes, free\nA\tEW\tx, y\n")
+    assert read_header(tsv) == ["id", "class", "notes, free"]
+
+
+def test_class_maps_name_the_labels_they_miss_and_labels_compare_composed(tmp_path, capsys, caplog):
+    """A class map with a typo ("m_or_sr" for "M_or_SR") under --drop-unlabelled or --keep-unlabelled took a whole
+    class out of training without a word; a map saved as .JSON was read as a CSV table (an empty map); an accent
+    typed as a combining mark made a class of its own."""
+    write_tables(tmp_path, n_per_class=3)
+    _relabel(tmp_path, {"OGLE-00000": "Ce\u0301P", "OGLE-00001": "C\u00e9P"})
+    cmap = tmp_path / "map.JSON"
+    cmap.write_text('{"HADS_or_DSCT": "DSCT", "m_or_sr": "LPV", "RRab-like": "RRAB", "C\u00e9P": "CEP"}')
+    out = tmp_path / "s.zarr"
+    assert main(ingest_args(tmp_path, out, "--class-map", str(cmap))) == 2
+    assert "label 'M_or_SR' is not in the class map " + str(cmap) + " (it names 'm_or_sr')" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="astrom3"):
+        assert main(ingest_args(tmp_path, out, "--class-map", str(cmap), "--drop-unlabelled")) == 0
+    assert "the class map does not name label 'M_or_SR' (1 object; the map names 'm_or_sr'): left out " \
+           "(--drop-unlabelled)" in caplog.text
+    s = Store(out)
+    assert s.class_names == ("CEP", "DSCT", "RRAB") and s.n_objects == 8  # the two spellings of CéP: one class
+    assert s.attrs["provenance"]["source"]["unmapped_by_class_map"] == {"M_or_SR": 1}

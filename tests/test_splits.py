@@ -117,7 +117,11 @@ def test_ingest_warns_of_thin_and_near_duplicate_classes(tmp_path, caplog):
 
 
 def test_near_duplicate_class_names():
-    from astrom3_hpc.data.ingest import _near_duplicates
+    from astrom3_hpc.data.class_notes import near_duplicates
 
-    assert _near_duplicates(["EA", "EW", "RR_ab", "RRAB", "rr-ab", "M"]) == [["RR_ab", "RRAB", "rr-ab"]]
-    assert _near_duplicates(["EA", "EB", "EW"]) == []
+    assert near_duplicates(["EA", "EW", "RR_ab", "RRAB", "rr-ab", "M"]) == [["RR_ab", "RRAB", "rr-ab"]]
+    assert near_duplicates(["EA", "EB", "EW"]) == []
+    # What a PDF or a web page pastes in: a no-break space, an en dash, a Unicode hyphen, fullwidth letters, and an
+    # accent as a combining mark (Ce + U+0301) beside the composed one.
+    pasted = ["RRab", "RR\u00a0ab", "RR\u2013ab", "RR\u2010ab", "\uff32\uff32ab", "C\u00e9P", "Ce\u0301P", "EW"]
+    assert near_duplicates(pasted) == [pasted[:5], pasted[5:7]]

@@ -32,7 +32,7 @@ from ..core.constants import META_COLUMNS
 from ..core.errors import DiskFullError, disk_full, naming_full_disk
 from ..core.progress import Progress
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
-from . import ingest_notes
+from . import class_notes, ingest_notes
 from .checksums import side_file_records, write_table
 from .raw import BadInputError, InputFileError, RawSource
 from .split_files import PublishedSplits, read_split_dir, resolve_splits
@@ -434,14 +434,11 @@ def _finish(tmp: Path, out: Path, layout: Layout, skipped: list[dict], opt: Inge
     if names is not None:
         write_json(tmp / OBJECT_NAMES, names, indent=None)
     counts = np.bincount(labels[valid], minlength=len(root.attrs["class_names"]))
-    hint = _merge_hint(root.attrs["provenance"]["source"].get("kind"))
-    for group in _near_duplicates(root.attrs["class_names"]):
-        log.warning("classes %s differ only in case or punctuation: if they are one class, %s",
-                    " and ".join(map(repr, group)), hint)
-    left_out = getattr(source, "left_out_by_class_map", None)
-    if left_out:  # asked for, but a class dropped by a map typo would otherwise show only in the provenance
-        log.warning("the class map left out %s (labels it maps to no class)",
-                    ", ".join(f"label {k!r} ({n} object{'s' * (n != 1)})" for k, n in left_out.items()))
+    kind = root.attrs["provenance"]["source"].get("kind")
+    hint = class_notes.merge_hint(kind)
+    class_notes.warn(root.attrs["class_names"], kind, getattr(source, "left_out_by_class_map", None),
+                     getattr(source, "unmapped_by_class_map", None), getattr(source, "map_keys", ()),
+                     bool(getattr(source, "keeps_unlabelled", False)))
     thin = {root.attrs["class_names"][c]: n for c, n in classes_missing_from_splits(all_sets, labels).items()}
     if thin:
         log.warning("%s missing from the validation or test split of some seeds: nothing measures their recall "
@@ -477,21 +474,3 @@ def _nothing_written(n_objects: int, skipped: list[dict]) -> str:
     first = skipped[0]
     return (f"all {n_objects} objects were skipped (the first, {first['object_id']} in {first['source']}: "
             f"{first['reason']}); skipped.json would be the whole store")
-
-
-def _merge_hint(kind: str | None) -> str:
-    """Only `ingest lightcurves` has --class-map: naming it after another source's ingest sends the user to an
-    option that command rejects."""
-    if kind == "lightcurves":
-        return "merge them with --class-map or leave them out"
-    return ("merge them or leave them out by reading the tables with `astrom3 ingest lightcurves --class-map` "
-            "(this source has no class map)")
-
-
-def _near_duplicates(names: list[str]) -> list[list[str]]:
-    """Class names that are one name but for case, spaces, '_' or '-' ("RRab", "RRAB", "RR ab"): a catalogue
-    typed by hand, each spelling a class of its own."""
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault("".join(ch for ch in n.casefold() if ch not in " _-"), []).append(n)
-    return [g for g in groups.values() if len(g) > 1]

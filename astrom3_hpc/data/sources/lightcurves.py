@@ -26,6 +26,7 @@ import numpy as np
 
 from ...core.constants import AUX_COLUMNS, META_COLUMNS
 from .. import periods
+from ..class_notes import nfc, spelling_key
 from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
@@ -81,7 +82,7 @@ def read_class_map(path: str) -> tuple[dict[str, str], str | None]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(path)
-    if p.suffix == ".json":
+    if p.suffix.lower() == ".json":
         try:
             pairs = json.loads(p.read_text(encoding="utf-8-sig"), object_pairs_hook=_Pairs)
         except (ValueError, UnicodeDecodeError) as e:
@@ -105,11 +106,16 @@ def _one_class_each(path: str, pairs) -> dict[str, str]:
     every object of that label would silently take it)."""
     out: dict[str, str] = {}
     for label, cls in pairs:
-        label = label.strip()
+        label, cls = nfc(label.strip()), nfc(cls)
         if out.get(label, cls) != cls:
             raise TableError(f"{path}: label {label!r} is mapped twice, to {out[label]!r} and to {cls!r}")
         out[label] = cls
     return out
+
+
+def _alike(label: str, cmap: dict[str, str]) -> str:
+    like = [k for k in cmap if spelling_key(k) == spelling_key(label)]
+    return f" (it names {like[0]!r})" if like else ""
 
 
 def _map_class(path: str, label: str, v: Any) -> str:
@@ -183,6 +189,7 @@ class LightCurveTableSource:
         cmap, map_header = read_class_map(o.class_map) if o.class_map else (None, None)
         keys, raw_ids, labels, periods_, splits, dropped = [], [], [], [], [], []
         left_out: dict[str, int] = {}  # per label the class map sends to "": objects left out by request
+        unmapped: dict[str, int] = {}  # per label the map does not name: objects kept or dropped unlabelled
         self._left_out_keys: set[str] = set()  # those objects, which split files may still list
         seen: set[str] = set()
         for pos, r in t.rows:
@@ -192,7 +199,7 @@ class LightCurveTableSource:
             if key in seen:
                 raise TableError(f"{t.at(pos)}: object {key!r} appears twice")
             seen.add(key)
-            raw = r[k_lab].strip() if k_lab < len(r) else ""
+            raw = nfc(r[k_lab].strip()) if k_lab < len(r) else ""
             if raw and raw == map_header:
                 raise TableError(f"{t.at(pos)}: object {key}: label {raw!r} is the header of the class map "
                                  f"{o.class_map}: a class-map table's first line names its columns (label,class), "
@@ -206,10 +213,12 @@ class LightCurveTableSource:
                 left_out[raw] = left_out.get(raw, 0) + 1
                 self._left_out_keys.add(key)
                 continue
+            if not cls and raw and cmap is not None and raw not in cmap and not is_missing(raw):
+                unmapped[raw] = unmapped.get(raw, 0) + 1
             if not cls and not o.keep_unlabelled:
                 if not o.drop_unlabelled:
-                    why = (f"label {raw!r} is not in the class map {o.class_map}" if cmap is not None and raw
-                           not in cmap else f"no class (label {raw!r})")
+                    why = (f"label {raw!r} is not in the class map {o.class_map}{_alike(raw, cmap)}"
+                           if cmap is not None and raw not in cmap else f"no class (label {raw!r})")
                     raise TableError(f"{t.at(pos)}: object {key}: {why}; pass --drop-unlabelled to leave "
                                      f"such objects out, --keep-unlabelled to have runs classify them, or "
                                      f"--class-map to name their class")
@@ -240,6 +249,8 @@ class LightCurveTableSource:
         self.keys = keys
         self.dropped = dropped
         self.left_out_by_class_map = dict(sorted(left_out.items()))
+        self.unmapped_by_class_map = dict(sorted(unmapped.items()))
+        self.map_keys, self.keeps_unlabelled = list(cmap or ()), o.keep_unlabelled
         self._names = tuple(sorted(set(c for c in labels if c)))
         self.labels = np.array([self._names.index(c) if c else -1 for c in labels], np.int64)
         self.periods = np.array(periods_, np.float64)
@@ -366,6 +377,7 @@ class LightCurveTableSource:
                 "n_objects": len(self), "n_dropped_unlabelled": len(self.dropped),
                 "n_left_out_by_class_map": sum(self.left_out_by_class_map.values()),
                 "left_out_by_class_map": self.left_out_by_class_map,
+                "unmapped_by_class_map": self.unmapped_by_class_map,
                 "n_unlabelled": int((self.labels < 0).sum()),
                 "ignored_split_ids": self.ignored_split_ids[:100], "n_ignored_split_ids": len(self.ignored_split_ids),
                 "unsplit_ids": self.unsplit_ids[:100], "n_unsplit_ids": len(self.unsplit_ids),

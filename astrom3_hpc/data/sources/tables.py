@@ -1,7 +1,8 @@
 """The user's tables as rows of text cells: CSV, gzip CSV (``.gz``) or Parquet (``.parquet``/``.pq``).
 
 A text table is UTF-8 (a byte-order mark is allowed) and separated by commas, tabs or semicolons, whichever the
-header line holds (in that order of preference): TSV is what VizieR and many survey archives hand out.
+header line holds most often (ties in that order of preference): TSV is what VizieR and many survey archives hand
+out. A cell may be quoted, but may not hold a line break: that is how an unbalanced quote shows.
 
 Parquet needs pyarrow, a 55 MB wheel, so it is the optional ``parquet`` extra (``pip install
 'astrom3-hpc[parquet]'``) rather than a dependency: most surveys hand out CSV. Parquet cells are turned into the
@@ -93,15 +94,28 @@ def _parquet_rows(pf: Any) -> Iterator[tuple[int, list[str]]]:
 
 
 def _csv_rows(rd: Any, path: str, header: list[str]) -> Iterator[tuple[int, list[str]]]:
-    n = len(header)
-    for r in rd:
+    n, end = len(header), rd.line_num
+    while True:
+        start = end + 1
+        try:
+            r = next(rd, None)
+        except csv.Error as e:  # a quoted cell past csv's field limit: the same unbalanced quote, many lines on
+            raise TableError(f"{path}:{start}: {e}: an unbalanced quote (\") there?") from None
+        if r is None:
+            return
+        end = rd.line_num
+        if end > start and any("\n" in c or "\r" in c for c in r):
+            # A quote opened and never closed ("RRAB) takes every line up to the next quote into one cell: the
+            # objects there vanish into a label or id without a word. Survey tables hold no line breaks in cells.
+            raise TableError(f"{path}:{start}: a quoted cell runs on to line {end}: an unbalanced quote (\") at "
+                             f"line {start}? (cells holding line breaks are not read)")
         # A cell with an unquoted separator in it ("V1 Her, in M13") shifts every cell after it: the label column
         # then reads the next cell's text. Empty cells past the header (a trailing separator) are harmless.
         if len(r) > n and any(c.strip() for c in r[n:]):
-            raise TableError(f"{path}:{rd.line_num}: {len(r)} cells, but the header has {n}: a cell holding the "
+            raise TableError(f"{path}:{end}: {len(r)} cells, but the header has {n}: a cell holding the "
                              f"separator must be quoted")
         if r:
-            yield rd.line_num, r
+            yield end, r
 
 
 @contextmanager
@@ -131,7 +145,11 @@ def open_table(path: str | Path) -> Iterator[Table]:
 
 
 def _delimiter(header_line: str) -> str:
-    return next((d for d in (",", "\t", ";") if d in header_line), ",")
+    """The separator the header line holds most often (ties: comma, tab, semicolon): a TSV header may hold a
+    comma inside a column name ("notes, free")."""
+    counts = {d: header_line.count(d) for d in (",", "\t", ";")}
+    best = max(counts.values())
+    return next(d for d, c in counts.items() if c == best) if best else ","
 
 
 def read_header(path: str | Path) -> list[str]:
