@@ -341,3 +341,17 @@ def test_recall_over_a_split_without_objects_is_null_and_said(impute_run, tmp_pa
     assert all(r["n"] == 0 and r["recall@1"] is None and r["recall@10"] is None for r in rep["pairs"].values())
     assert "retrieval photo->spectra: no object of split train has both: recall undefined (null)" in caplog.text
     assert json.loads(capsys.readouterr().out)["retrieval"]["photo->spectra"]["recall@5"] is None
+
+
+def test_object_queries_write_one_file_each_whatever_their_ids():
+    """Catches `search --query "a/b" "a_b" "a b"` writing one file (all three made safe as "a_b") and an id past a
+    file name's length being an OSError traceback."""
+    from types import SimpleNamespace
+
+    from astrom3_hpc.science.search import _query_name
+
+    ids = ["a/b", "a_b", "a b", "OGLE-00012", "\u03b4 Sct" * 40]
+    emb = SimpleNamespace(object_name=lambda i: ids[i], row=np.arange(10, 15))
+    names = [_query_name(emb, i) for i in range(len(ids))]
+    assert names[:4] == ["object-a_b-row10", "object-a_b", "object-a_b-row12", "object-OGLE-00012"]
+    assert names[4].endswith("-row14") and len(names[4].encode()) < 200

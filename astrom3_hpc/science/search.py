@@ -341,9 +341,7 @@ def search_run(run_dir: str | Path, *, object_ids: list[str | int] | None = None
     queries: list[tuple[str, dict[str, Any], str, np.ndarray]] = []
     for oid in object_ids or []:
         i = emb.position_of_object(oid)
-        # The id names the output file: a kept id may hold '/', spaces or anything else a table cell can.
-        safe = re.sub(r"[^\w.+-]", "_", str(emb.object_name(i)))
-        queries.append((f"object-{safe}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
+        queries.append((_query_name(emb, i), _describe(emb, i), modality, _stored_query(emb, i, modality)))
     for row in rows or []:
         i = emb.position_of_row(row)
         queries.append((f"row-{row}", _describe(emb, i), modality, _stored_query(emb, i, modality)))
@@ -403,6 +401,17 @@ def _stored_query(emb: Embeddings, i: int, modality: str) -> np.ndarray:
                          f"`present` False in {emb.path}); it has: {', '.join(have) or 'no modality'}; query "
                          "one of those with --modality")
     return emb.view(modality)[i]
+
+
+def _query_name(emb: Embeddings, i: int) -> str:
+    """The output file's name for an object query: `object-<id>`. A kept id may hold '/', spaces or anything
+    else a table cell can, and be longer than a file name may: such an id is made safe, cut, and followed by
+    its row, or "a/b" and "a b" (both "a_b") would write one file."""
+    name = str(emb.object_name(i))
+    safe = re.sub(r"[^\w.+-]", "_", name)
+    if safe == name and len(name.encode()) <= 100:
+        return f"object-{name}"
+    return f"object-{safe[:80]}-row{int(emb.row[i])}"
 
 
 def _describe(emb: Embeddings, i: int) -> dict[str, Any]:
