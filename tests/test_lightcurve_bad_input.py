@@ -166,8 +166,17 @@ def test_split_column_is_blank_for_kept_unlabelled_objects_only(tmp_path, capsys
     _with_split_column(tmp_path, blank_labelled=True)  # a labelled object without a split stays an error
     assert main(ingest_args(tmp_path, tmp_path / "t.zarr", "--split-column", "split", "--keep-unlabelled")) == 2
     err = capsys.readouterr().err
-    assert "objects.csv: object OGLE-00000: no split in column 'split'" in err
+    assert "objects.csv:2: object OGLE-00000: no split in column 'split'" in err
     no_leftovers(tmp_path, tmp_path / "t.zarr")
+    # A misspelt split is named at its line, as written.
+    rows = list(csv.reader(open(tmp_path / "objects.csv", newline="")))
+    labelled = [i for i, r in enumerate(rows) if i and r[1]]
+    rows[labelled[0]][-1], rows[labelled[1]][-1], rows[labelled[2]][-1] = "train", "Train ", "Tset"
+    with open(tmp_path / "objects.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert main(ingest_args(tmp_path, tmp_path / "t.zarr", "--split-column", "split", "--drop-unlabelled")) == 2
+    assert (f"objects.csv:{labelled[2] + 1}: object {rows[labelled[2]][0]}: split 'Tset' in column 'split' is not "
+            f"train, val or test") in capsys.readouterr().err
 
 
 def test_split_file_with_unknown_id(tmp_path, capsys):

@@ -182,7 +182,7 @@ class LightCurveTableSource:
 
     def _read_object_rows(self, t: Table) -> None:
         o, header = self.opt, t.header
-        k_id = _col(header, o.id_column, o.objects, "id")
+        k_id = self._k_id = _col(header, o.id_column, o.objects, "id")
         k_lab = _col(header, o.label_column, o.objects, "label")
         k_per = _col(header, o.period_column, o.objects, "period") if o.period_column else None
         self._k_split = _col(header, o.split_column, o.objects, "split") if o.split_column else None
@@ -237,7 +237,7 @@ class LightCurveTableSource:
                                      f"{o.period_column!r} is not a number") from None
             periods_.append(p if p > 0 else math.nan)
             if self._k_split is not None:
-                splits.append(r[self._k_split].strip().lower() if self._k_split < len(r) else "")
+                splits.append(self._split_cell(t, pos, r, cls))
         if not keys:
             # --keep-unlabelled keeps a table whose labels are all blank (new objects for `astrom3 predict`: a store
             # without classes or splits); otherwise say what left every object out.
@@ -306,20 +306,24 @@ class LightCurveTableSource:
         key: what messages and provenance lists name it by."""
         return self.keys[index] if self.object_names is None else self.object_names[index]
 
+    def _split_cell(self, t: Table, pos: int, r: list[str], cls: str) -> str:
+        """An object's split-column cell as train, val or test ("" for a kept unlabelled object's blank cell)."""
+        k, column, shown = self._k_split, self.opt.split_column, r[self._k_id].strip()
+        v = r[k].strip().lower() if k < len(r) else ""
+        v = {"validation": "val", "valid": "val"}.get(v, v)
+        if not v and cls:
+            raise TableError(f"{t.at(pos)}: object {shown}: no split in column {column!r}; a labelled object "
+                             f"needs train, val or test (only unlabelled objects, in no split, may leave it blank)")
+        if v and v not in ("train", "val", "test"):
+            raise TableError(f"{t.at(pos)}: object {shown}: split {r[k].strip()!r} in column {column!r} is not "
+                             f"train, val or test")
+        return v
+
     def _column_split(self) -> dict[str, np.ndarray]:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         for i, v in enumerate(self._split_values):
-            v = {"validation": "val", "valid": "val"}.get(v, v)
-            if not v and self.labels[i] < 0:
-                continue  # a kept unlabelled object is in no split: nothing to say in its cell
-            if not v:
-                raise TableError(f"{self.opt.objects}: object {self.keys[i]}: no split in column "
-                                 f"{self.opt.split_column!r}; a labelled object needs train, val or test (only "
-                                 f"unlabelled objects, in no split, may leave it blank)")
-            if v not in out:
-                raise TableError(f"{self.opt.objects}: object {self.keys[i]}: split {v!r} in column "
-                                 f"{self.opt.split_column!r} is not train, val or test")
-            out[v].append(i)
+            if v:  # blank: a kept unlabelled object, in no split
+                out[v].append(i)
         return {k: np.asarray(v, np.int64) for k, v in out.items()}
 
     # -- points --------------------------------------------------------------------------------------------
