@@ -231,3 +231,18 @@ def test_a_count_option_below_one_is_refused_naming_it(argv, value, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"argument {option}: must be an integer >= 1, got {value}" in err, err
     assert build_parser().parse_args([*argv[:-1], "3"]).__dict__[option.lstrip("-").replace("-", "_")] == 3
+
+
+def test_json_on_stdout_writes_class_names_as_written_where_stdout_can_hold_them(monkeypatch, capsys):
+    import io
+    import sys
+
+    from astrom3_hpc.cli.runner import print_json
+
+    print_json({"class_counts": {"\u03b4 Sct": 3}}, None, "summary")
+    assert capsys.readouterr().out == 'summary: {"class_counts": {"\u03b4 Sct": 3}}\n'
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", ascii_out)
+    print_json({"class": "\u03b4 Sct"}, None)  # a job whose locale is not UTF-8: escapes, no UnicodeEncodeError
+    ascii_out.seek(0)
+    assert ascii_out.read() == '{"class": "\\u03b4 Sct"}\n'

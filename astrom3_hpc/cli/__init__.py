@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from .. import __version__
 from ..core.argtypes import positive_int
-from .runner import dispatch
+from .runner import dispatch, print_json
 
 log = logging.getLogger("astrom3")
 
@@ -46,10 +45,10 @@ def cmd_info(args) -> int:
 
     s = Store(args.store)
     print(f"store {s.path}  schema v{s.attrs['schema_version']}  objects {s.n_objects}")
-    print("layout:", json.dumps({"compression": "lz4", **s.attrs["layout"]}))  # stores before the option: lz4
-    print("provenance:", json.dumps(s.attrs["provenance"]))
-    print("preprocessing:", json.dumps(s.attrs.get("preprocessing", {})))
-    print("summary:", json.dumps(s.attrs.get("summary", {})))
+    print_json({"compression": "lz4", **s.attrs["layout"]}, None, "layout")  # stores before the option: lz4
+    print_json(s.attrs["provenance"], None, "provenance")
+    print_json(s.attrs.get("preprocessing", {}), None, "preprocessing")
+    print_json(s.attrs.get("summary", {}), None, "summary")
     origins = s.attrs.get("splits", {})  # stores before published splits were kept: all generated
     print(f"{'seed':>5} {'subset':>6} {'train':>7} {'val':>6} {'test':>6}  origin")
     for seed in SPLIT_SEEDS:
@@ -248,7 +247,7 @@ def cmd_import_weights(args) -> int:
     from ..train.import_weights import import_weights
 
     rec = import_weights(args.file, args.out, n_heads=args.heads, store=args.store, overwrite=args.overwrite)
-    print(json.dumps({"run_dir": str(args.out), **rec}, indent=2))
+    print_json({"run_dir": str(args.out), **rec})
     return 0
 
 
@@ -290,7 +289,7 @@ def cmd_evaluate_embeddings(args) -> int:
             t.run.close()
             adist.cleanup()
     if t.is_main:
-        print(json.dumps(out, indent=2))
+        print_json(out)
     return 0
 
 

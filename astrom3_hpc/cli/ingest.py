@@ -5,11 +5,11 @@ every source shares (output, bad input, store layout)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..core.argtypes import non_negative_int
 from ..data import periods
+from .runner import print_json
 
 SOURCES = {
     "synthetic": "the embedded generator (the default dataset; no files needed)",
@@ -220,7 +220,7 @@ def cmd_ingest(args) -> int:
                                         compression=args.compression))
     summary = ingest(source, args.out, opts)
     if summary and _is_rank0():
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     return 0
 
 

@@ -4,9 +4,9 @@ imported only when the command runs, so `astrom3 --help` loads neither scikit-le
 
 from __future__ import annotations
 
-import json
 
 from ..core.argtypes import positive_int
+from .runner import print_json
 
 
 def add_parsers(sub) -> None:
@@ -36,9 +36,8 @@ def cmd_baseline(args) -> int:
     from ..train.baseline import run_baseline
 
     out = run_baseline(args.store, args.out, args.seed, args.subset, args.period, threads=args.threads)
-    print(json.dumps({k: out[k] for k in ("subset", "seed", "test_accuracy")} |
-                     {"test_macro_f1": out["test"]["macro_f1"], "per_class_recall": out["test"]["per_class_recall"]},
-                     indent=2))
+    print_json({k: out[k] for k in ("subset", "seed", "test_accuracy")} |
+               {"test_macro_f1": out["test"]["macro_f1"], "per_class_recall": out["test"]["per_class_recall"]})
     return 0
 
 
@@ -59,10 +58,9 @@ def cmd_ensemble(args) -> int:
     from ..train.ensemble import ensemble
 
     out = ensemble(args.runs, args.out)
-    print(json.dumps({"members": len(out["members"]), "test_accuracy": out["test_accuracy"],
-                      "test_macro_f1": out["test"]["macro_f1"],
-                      "val_macro_f1": out.get("val", {}).get("macro_f1"),
-                      "per_class_recall": out["test"]["per_class_recall"]}, indent=2))
+    print_json({"members": len(out["members"]), "test_accuracy": out["test_accuracy"],
+                "test_macro_f1": out["test"]["macro_f1"], "val_macro_f1": out.get("val", {}).get("macro_f1"),
+                "per_class_recall": out["test"]["per_class_recall"]})
     return 0
 
 
@@ -93,7 +91,7 @@ def cmd_predict(args) -> int:
 
     out = predict(args.run, args.store, args.out, args.train_store, args.threads, args.batch_size,
                   not args.no_progress)
-    print(json.dumps({"objects": out["all"]["n"], "predicted": out["all"]["predicted"]}
-                     | ({"scored_macro_f1": out["scored"]["macro_f1"], "scored_accuracy": out["scored"]["accuracy"]}
-                        if "scored" in out else {}), indent=2))
+    print_json({"objects": out["all"]["n"], "predicted": out["all"]["predicted"]}
+               | ({"scored_macro_f1": out["scored"]["macro_f1"], "scored_accuracy": out["scored"]["accuracy"]}
+                  if "scored" in out else {}))
     return 0

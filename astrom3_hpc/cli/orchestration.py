@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import re
 import sys
@@ -21,6 +20,7 @@ from ..orchestration.sbatch import submit_sweep_sbatch
 from ..orchestration.status import format_status, sweep_status
 from ..orchestration.submission import JOBS_FILE, array_spec, create_sweep
 from ..orchestration.sweep import BASELINE, INITS, MANIFEST, MODES, Sweep, run_missing_task
+from .runner import print_json
 
 
 def split_list(values: Sequence[str] | None) -> list[str]:
@@ -252,7 +252,10 @@ def _sbatch_args_to_params(args: Sequence[str]) -> dict[str, Any]:
 @_errors_to_exit_code
 def cmd_sweep_status(a) -> int:
     st = sweep_status(a.sweep_dir)
-    print(json.dumps(st, indent=2, default=str) if a.json else format_status(st))
+    if a.json:
+        print_json(st)
+    else:
+        print(format_status(st))
     return 0
 
 
@@ -268,7 +271,7 @@ def cmd_launch_pretrain(a) -> int:
           f"{job.paths.folder}")
     if a.wait:
         results = job.results()
-        print(json.dumps(results[0], indent=2))
+        print_json(results[0])
     return 0
 
 

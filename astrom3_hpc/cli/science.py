@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 
 from ..science import MissingExtraError
 from ..core.argtypes import non_negative_int, positive_int
+from .runner import print_json
 
 _OUT_HELP = "directory for the outputs (default: RUN_DIR/science)"
 _EMB_HELP = "embeddings store to read (default: OUT_DIR/embeddings.zarr, created by `astrom3 embed` if missing)"
@@ -38,7 +38,7 @@ def _two_or_more(text: str) -> int:
 
 
 def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print_json(obj)
 
 
 # ----------------------------------------------------------------------------------------------------------- embed
