@@ -408,6 +408,8 @@ def test_paper_columns_only_for_astrom3s_ten_classes(tmp_path):
 
     two = {"class_names": ["RRAB", "RRC"], "test": {"per_class_recall": {}}, "test_full": {"per_class_recall": {}}}
     assert not_comparable([two]) == "these runs classify 2 of AstroM3's ten classes (RRAB, RRC)"
+    odd = {**two, "class_names": ['Cep, "I"', "RR Lyr", "007"]}  # one class, not "Cep" and "I"
+    assert not_comparable([odd]) == """these runs classify 007, 'Cep, "I"', 'RR Lyr', not AstroM3's ten classes"""
 
 
 def test_a_class_only_some_seeds_test_sets_hold_is_marked_and_warned(tmp_path):

@@ -6,6 +6,8 @@ rendering and plotting.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Iterable
 
 from ..core.constants import CLASS_NAMES
@@ -53,6 +55,11 @@ def paper_value(mode: str, subset: str, init: str, test_set: str) -> tuple[float
     return p[init]
 
 
+def _shown(name: str) -> str:
+    """A class name in a comma-separated list: quoted where it holds a comma, a space or a quote ("Cep, I")."""
+    return name if re.fullmatch(r"[^,\s'\"]+", name) else repr(name)
+
+
 def not_comparable(groups: Iterable[dict[str, Any]]) -> str | None:
     """Why the paper's numbers, measured on ASAS-SN's ten classes, are no yardstick for these groups (a survey
     ingested with `ingest lightcurves`, or a subset of the classes), or None when they are."""
@@ -64,7 +71,7 @@ def not_comparable(groups: Iterable[dict[str, Any]]) -> str | None:
     foreign = sorted(names - set(CLASS_NAMES))
     if foreign:
         more = " ..." if len(foreign) > 6 else ""
-        return f"these runs classify {', '.join(foreign[:6])}{more}, not AstroM3's ten classes"
+        return f"these runs classify {', '.join(map(_shown, foreign[:6]))}{more}, not AstroM3's ten classes"
     return f"these runs classify {len(names)} of AstroM3's ten classes ({', '.join(sorted(names))})"
 
 
