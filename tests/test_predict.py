@@ -278,14 +278,23 @@ def test_a_fine_tune_gives_no_class_from_nan_probabilities(trained, tmp_path, mo
 
 
 def test_predict_warns_about_light_curves_made_otherwise(trained, tmp_path, caplog):
+    """... and about classes spelled otherwise ("m_or_sr" for the run's "M_or_SR"), left unscored."""
     d, store, new_store, runs, _ = trained
+    shutil.copytree(d / "new", tmp_path / "new")
+    with open(d / "new" / "objects.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    with open(tmp_path / "new" / "objects.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[r[0], r[1].lower(), r[2]] for r in rows[1:]])
     other = tmp_path / "other.zarr"  # the same objects, another period grid
-    assert main(ingest_args(d / "new", other, "--keep-unlabelled", "--min-period", "0.02")) == 0
+    assert main(ingest_args(tmp_path / "new", other, "--keep-unlabelled", "--min-period", "0.02")) == 0
     with caplog.at_level(logging.WARNING, logger="astrom3"):
         assert main(["predict", str(runs["baseline"]), "--store", str(other), "--out", str(tmp_path / "o")]) == 0
     assert "min_period_days 0.03 there, 0.02 here" in caplog.text
+    assert "class 'm_or_sr' is the run's 'M_or_SR' but for case or punctuation: its objects are classified, " \
+           "not scored" in caplog.text
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["ingest_differences"] == {str(store): {"min_period_days": [0.03, 0.02]}}
+    assert "scored" not in m and m["n_labelled_unknown_class"] == sum(1 for r in rows[1:] if r[1])
 
 
 @pytest.mark.timeout(600)
