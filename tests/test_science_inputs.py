@@ -355,3 +355,21 @@ def test_object_queries_write_one_file_each_whatever_their_ids():
     names = [_query_name(emb, i) for i in range(len(ids))]
     assert names[:4] == ["object-a_b-row10", "object-a_b", "object-a_b-row12", "object-OGLE-00012"]
     assert names[4].endswith("-row14") and len(names[4].encode()) < 200
+
+
+def test_object_ids_are_matched_as_ingestion_matches_them():
+    """Catches `search --query 132.0` refused where ingestion stored 132, `1_32` taken for 132 (ingestion reads it
+    as a name), and `123` not finding `00123` in a store that keeps its ids as written."""
+    from astrom3_hpc.science.common import Embeddings
+
+    def emb(ids, names=None):
+        n = len(ids)
+        return Embeddings("e.zarr", {}, np.asarray(ids), np.arange(n), np.zeros(n, int), np.ones((n, 1), bool), {},
+                          names=None if names is None else np.asarray(names))
+
+    ints = emb([132, 5])
+    assert [ints.position_of_object(q) for q in ("132", "132.0", "00132", " 5 ", 5)] == [0, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="object id '1_32' is not in e.zarr"):
+        ints.position_of_object("1_32")
+    kept = emb([0, 1, 2], names=["00123", "OGLE-1", "a b"])
+    assert [kept.position_of_object(q) for q in ("00123", "123", "123.0", "a b", "OGLE-1")] == [0, 0, 0, 2, 1]

@@ -128,14 +128,17 @@ class Embeddings:
         return str(self.names[i]) if self.names is not None else int(self.object_id[i])
 
     def position_of_object(self, object_id: str | int) -> int:
-        """Where the object of id `object_id` (as the tables write it) is; ids kept as text are matched as text."""
+        """Where the object of id `object_id` is, matched as ingestion matches ids (`00123` = `123` = `123.0`; `1_5`
+        is a name, not 15): as the tables write it, or as any of those spellings."""
+        from ..data.sources.points_table import is_integer_id, norm_id
+
+        key = norm_id(str(object_id))
         if self.names is not None:
-            hit = np.flatnonzero(self.names == str(object_id))
+            hit = np.flatnonzero(self.names == str(object_id).strip())
+            if len(hit) == 0:
+                hit = [i for i, n in enumerate(self.names.tolist()) if norm_id(str(n)) == key]
         else:
-            try:
-                hit = np.flatnonzero(self.object_id == int(object_id))
-            except ValueError:  # not an integer: the store's ids are
-                hit = []
+            hit = np.flatnonzero(self.object_id == int(key)) if is_integer_id(key) else []
         if len(hit) == 0:
             raise ValueError(f"object id {object_id!r} is not in {self.path} ({len(self)} objects)")
         return int(hit[0])
