@@ -181,3 +181,19 @@ def test_text_ids_own_id_column_and_unknown_ids_for_sources_that_name_objects(tm
     # Integer ids (the default parser) cannot read these files: the bad cell is named.
     with pytest.raises(SplitFileError, match=r"train\.csv:2: not an object id: 'OGLE-1'"):
         read_split_dir(tmp_path, id_column="name")
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_sub_x_split_outside_its_full_split_is_refused_in_every_split(tmp_path, split):
+    """Catches the nesting check looking at train alone: a sub-X test (or val) file listing an object of the full
+    split's train would score a model on objects it (or its pretraining) trained on."""
+    full = {"train": list(range(10)), "val": [10, 11], "test": [12, 13]}
+    sub = {"train": [0, 1], "val": [10], "test": [12]}
+    sub[split] = sub[split] + [5 if split != "train" else 11]
+    for subset, sets in (("full", full), ("sub50", sub)):
+        d = tmp_path / subset / "42"
+        d.mkdir(parents=True)
+        for s, ids in sets.items():
+            (d / f"{s}.csv").write_text("id\n" + "".join(f"{i}\n" for i in ids))
+    with pytest.raises(SplitFileError, match=rf"sub50/42/{split}\.csv: object (5|11) is not in the {split} split"):
+        read_split_dir(tmp_path)
