@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from astrom3_hpc.core.constants import CLASS_COUNTS, CLASS_NAMES
-from astrom3_hpc.data.splits import all_splits, split_indices, subset_indices, subset_threshold
+from astrom3_hpc.core.constants import CLASS_COUNTS, CLASS_NAMES, SUBSET_FACTORS
+from astrom3_hpc.data.split_files import resolve_splits
+from astrom3_hpc.data.splits import split_indices, subset_indices, subset_threshold
 
 PAPER_TRAIN = {"DSCT": 206, "M": 216, "HADS": 226, "RRC": 624, "ROT": 1454, "EB": 1571, "RRAB": 1886,
                "EA": 2343, "SR": 3647, "EW": 4890}
@@ -62,11 +63,19 @@ def test_seeds_give_different_splits_and_subsets_nest_in_their_split():
     """
     labels = _paper_labels()
     valid = np.ones(len(labels), bool)
-    a, b = all_splits(labels, valid, 42), all_splits(labels, valid, 0)
+    # What ingestion stores where no split file is given (split_files.resolve_splits), every seed at once.
+    made = resolve_splits(None, np.arange(len(labels)), valid, labels)[0]
+    a, b = made[42], made[0]
     assert not np.array_equal(a["full"]["test"], b["full"]["test"])
     for sub in ("sub50", "sub25", "sub10"):
         for k in ("train", "val", "test"):
             assert np.isin(a[sub][k], a["full"][k]).all()
+            # val and test are capped as train is (the reference's sub-X), not left at the full split's size
+            full_pc = np.bincount(labels[a["full"][k]], minlength=10)
+            per_class = np.bincount(labels[a[sub][k]], minlength=10)
+            assert np.array_equal(per_class, np.minimum(full_pc, per_class.max())), (sub, k)
+            goal = len(a["full"][k]) // SUBSET_FACTORS[sub]
+            assert 0.9 * goal < per_class.sum() <= goal, (sub, k)  # the spec's cap floors: at most the goal
         assert not np.array_equal(a[sub]["train"], b[sub]["train"])
     train = [OWN_TRAIN[c] for c in CLASS_NAMES]
     assert np.array_equal(np.bincount(labels[a["full"]["train"]], minlength=10), train)

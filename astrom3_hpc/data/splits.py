@@ -79,23 +79,12 @@ def subset_indices(idx: np.ndarray, labels: np.ndarray, factor: int, seed: int) 
     return np.sort(np.concatenate(keep))
 
 
-def all_splits(labels: np.ndarray, valid: np.ndarray, seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """{subset: {split: indices}} for one seed; sub-X caps val and test too, as the reference does."""
-    base = split_indices(labels, valid, seed)
-    out = {"full": base}
-    for name, f in SUBSET_FACTORS.items():
-        if f == 1:
-            continue
-        out[name] = {k: subset_indices(v, labels, f, seed) for k, v in base.items()}
-    return out
-
-
 def given_splits(given: dict[str, dict[str, np.ndarray]], labels: np.ndarray, valid: np.ndarray, seed: int
                  ) -> dict[str, dict[str, np.ndarray]]:
-    """A user's own splits of one seed ({subset: {split: rows}}, e.g. from split files) in all_splits' form.
+    """A user's own splits of one seed ({subset: {split: rows}}, e.g. from split files), every subset.
 
     Rows that ingestion skipped or left unlabelled are dropped; subsets the user did not give are derived
-    from their full split by the same capping as all_splits.
+    from their full split by the same capping as generated ones (split_files.resolve_splits).
     """
     if "full" not in given:
         raise ValueError(f"split seed {seed}: the given splits have subsets {sorted(given)} but no 'full'")
