@@ -9,6 +9,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from test_collect import embedding_eval, fake_metrics, write_run
 
@@ -55,6 +56,36 @@ def test_pretraining_runs_of_one_seed_keep_the_first_with_a_warning(tmp_path):
     assert [w for w in res["warnings"] if "duplicate" in w] == [
         "pre_b: duplicate pretraining result for s42 (already have pre_a); ignored"]
 
+
+
+def test_fine_tunes_of_one_cell_keep_the_first_with_a_warning(tmp_path):
+    """Catches a duplicate fine-tune result warned about as ignored but still averaged in: the group counted two
+    seeds 42 and its mean moved to the duplicate's."""
+    rng = np.random.default_rng(9)
+    for name, acc in (("a", 0.80), ("b", 0.40)):
+        write_run(tmp_path / name, fake_metrics("photo", "full", 42, "scratch", acc, rng), "photo", "full", 42)
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())["test"]["accuracy"]
+    res = collect(tmp_path, out=tmp_path / "o", stream=io.StringIO(), plot=False)
+    (g,) = res["groups"]
+    assert g["n_seeds"] == 1 and g["test"]["values"] == {42: 100.0 * first}
+    assert [w for w in res["warnings"] if "duplicate" in w] == [
+        "b: duplicate result for photo/full/s42/scratch (already have a); ignored"]
+
+
+def test_per_class_recall_is_the_mean_over_the_seeds(tmp_path):
+    """Catches a group's per-class recall (results.md's table, per_class_recall.png) taken from one seed alone."""
+    rng = np.random.default_rng(10)
+    recall = {42: {"A": 0.9, "B": 0.2}, 0: {"A": 0.5, "B": 0.6}, 66: {"A": 0.1, "B": 1.0}}
+    for seed, rec in recall.items():
+        m = fake_metrics("photo", "full", seed, "scratch", 0.9, rng)
+        for key in ("test", "test_full"):
+            m[key]["class_names"], m[key]["per_class_recall"] = list(rec), rec
+        write_run(tmp_path / "runs" / f"photo-full-s{seed}-scratch", m, seed=seed)
+    res = collect(tmp_path / "runs", out=tmp_path / "o", stream=io.StringIO(), plot=False)
+    (g,) = res["groups"]
+    for ts in ("test", "test_full"):
+        assert g[ts]["per_class_recall"] == pytest.approx({"A": 50.0, "B": 60.0})
+        assert g[ts]["per_class_recall_n"] == {"A": 3, "B": 3}
 
 def test_a_plain_directory_collected_into_itself_keeps_its_runs(tmp_path, capsys):
     """Catches `astrom3 collect DIR --out DIR` leaving out the root as if it were the output folder below it: every
