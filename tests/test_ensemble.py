@@ -143,6 +143,24 @@ def test_paired_bootstrap_compares_two_runs_on_the_same_test_set(members, tmp_pa
         pb.main(["--a", str(a), str(b), "--b", str(a)])
 
 
+
+def test_paired_bootstrap_interval_is_the_central_95_percent_of_the_resampled_differences():
+    """Catches a 90 % interval (5-95th percentiles) reported as the 95 % one: two rows looked apart that the
+    test set's noise does not tell apart. Every object is of class 0, A is always right and B says class 1 on 15
+    of 60: a draw holding K of those has macro-F1(A) - macro-F1(B) = 1 - 2(n - K)/(2n - K) = K/(2n - K)."""
+    from astrom3_hpc.results.bootstrap import paired_bootstrap
+
+    n, resamples, seed = 60, 1000, 3
+    y = np.zeros(n, dtype=int)
+    b = np.where(np.arange(n) < 15, 1, 0)
+    out = paired_bootstrap([(["x", "z"], y, y.copy(), b)], resamples=resamples, seed=seed)
+    rng = np.random.default_rng(seed)  # one pair: one draw of n indices per resample, in order
+    k = np.array([(b[rng.integers(0, n, n)] == 1).sum() for _ in range(resamples)])
+    diffs = k / (2 * n - k)
+    assert out["observed"] == pytest.approx(15 / (2 * n - 15))
+    assert (out["low"], out["high"]) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
+    assert out["share_ahead"] == 1.0 and out["resamples"] == resamples and out["objects"] == n
+
 @pytest.mark.timeout(600)
 def test_subset_averaging_reproduces_the_run_and_refuses_runs_without_subsets(members, tmp_path, capsys):
     import subset_averaging as sa
