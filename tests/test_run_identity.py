@@ -328,3 +328,17 @@ def test_a_baseline_writes_only_over_the_same_baseline(pre, store, tmp_path, cap
     with pytest.raises(RunMismatchError, match="would mix two runs:\n  kind: 'baseline' in the run dir, 'finetune' "
                                                "now\nRerun"):
         check_run_dir(out, finetune, resume=True)
+
+
+def test_a_store_rebuilt_in_place_with_other_content_is_not_the_pretraining_store(tiny_store):
+    """Catches the leak check comparing object counts and sources only: tables edited (or split files changed) and
+    ingested again into the same path keep both, and fine-tuning would score objects the pretraining trained on."""
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.train.fingerprint import store_identity
+    from astrom3_hpc.train.leak import same_store
+
+    store = Store(tiny_store)
+    pre = store_identity(store)
+    assert same_store(pre, store) is None
+    edited = {**pre, "fingerprint": "0" * len(pre["fingerprint"])}
+    assert same_store(edited, store) == f"content fingerprint {'0' * 12} at pretraining, {pre['fingerprint'][:12]} now"
