@@ -171,3 +171,21 @@ def test_a_skipped_object_is_named_as_the_tables_write_it(tmp_path):
     (skipped,) = json.loads((store / "skipped.json").read_text())
     assert skipped["object_id"] == "000123" and "(object 000123)" not in skipped["reason"], skipped
 
+
+
+def test_baseline_probabilities_keep_each_class_in_its_column_when_train_lacks_one(monkeypatch):
+    """A split file whose train split holds no object of one class (the middle one here): scikit-learn's columns are
+    the classes it saw, and each must land in that class's column, the missing one at 0, not shifted left."""
+    from types import SimpleNamespace
+
+    from astrom3_hpc.train import baseline
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(-3, 0.3, (30, 2)), rng.normal(3, 0.3, (30, 2))]
+    y = np.r_[np.zeros(30, int), np.full(30, 2)]
+    monkeypatch.setattr(baseline, "baseline_features", lambda store, rows, source="ls": x[rows])
+    clf = baseline.make_classifier(len(x)).fit(x, y)
+    store = SimpleNamespace(class_names=("A", "B", "C"))
+    probs = baseline.baseline_probabilities(clf, store, np.array([0, 59]))
+    assert probs.shape == (2, 3) and (probs[:, 1] == 0).all()
+    assert probs[0].argmax() == 0 and probs[1].argmax() == 2
