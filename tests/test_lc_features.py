@@ -338,3 +338,45 @@ def test_a_fourier_fit_of_seven_points_or_fewer_is_missing_not_an_exact_interpol
         f = lcf.fourier_features(t, y, 0.7)
         assert len(f) == lcf.N_HARMONICS + 5 and np.isnan(f).all() == missing, (n, f)
     assert f[-1] > 0.98 and abs(f[0] - 1) < 0.05 and f[1] < 0.05  # 40 points: A1 1, A2 0, explained 0.99
+
+
+def test_fourier_fit_recovers_known_amplitudes_and_phase_differences():
+    """Catches a phase difference formed as phi2 - phi1 (or phi3 - phi1) instead of phi2 - 2 phi1 (phi3 - 3 phi1):
+    only the latter are properties of the curve's shape. Convention of the code (arctan2(-b, a) of the a cos + b sin
+    fit): y = c + sum_k A_k cos(k w t + phi_k), so phi21 = phi2 - 2 phi1 and phi31 = phi3 - 3 phi1, mod 2 pi."""
+    period, amp, phi = 0.61, (1.3, 0.52, 0.26), (0.9, 3.5, -1.0)
+    t = np.sort(np.random.default_rng(0).uniform(0, 300, 400))
+    w = 2 * np.pi / period
+    y = 4.0 + sum(a * np.cos((k + 1) * w * t + p) for k, (a, p) in enumerate(zip(amp, phi)))
+    a1, a2, a3, r21, r31, phi21, phi31, expl = lcf.fourier_features(t, y, period)
+    np.testing.assert_allclose([a1, a2, a3, r21, r31], [1.3, 0.52, 0.26, 0.4, 0.2], rtol=1e-9)
+    # 3.5 - 1.8 = 1.7; -1.0 - 2.7 = -3.7, i.e. 2 pi - 3.7
+    np.testing.assert_allclose([phi21, phi31], [1.7, 2 * np.pi - 3.7], atol=1e-9)
+    assert expl == pytest.approx(1.0, abs=1e-12)
+
+
+def test_classical_features_do_not_depend_on_the_time_origin():
+    """Catches a feature that moves with t = 0 (MJD or JD input, times counted from the first epoch): a phase
+    difference phi2 - phi1 turns by 2 pi c / P under t -> t + c. Every feature, the fits at P and at 2P included,
+    must stay put for shifts that are no multiple of either period."""
+    rng = np.random.default_rng(1)
+    period = 0.6137
+    t = np.sort(rng.uniform(0, 900, 500))
+    w = 2 * np.pi / period
+    # harmonics of P and a subharmonic: the 2P fit's first harmonic (the B features' phi1) is signal, not noise
+    y = (np.cos(w * t + 0.4) + 0.45 * np.cos(2 * w * t + 2.2) + 0.2 * np.cos(3 * w * t - 0.7)
+         + 0.3 * np.cos(w * t / 2 + 1.1) + rng.normal(0, 0.05, len(t)))
+    err = np.full_like(t, 0.05)
+    search = np.array([period, 0.8, 2 * period, 0.3])
+    base = lcf.object_features(t, y, err, search, 0.1, 1.5)
+    names = list(lcf.FEATURE_NAMES)
+    angles = [names.index(f"{p}_{q}") for p in "AB" for q in ("phi21", "phi31")]
+    rest = [i for i in range(len(names)) if i not in angles]
+    assert np.isfinite(base).all()
+    for shift in (0.3 * period, 1000.123, 58000.5, 2400000.5):
+        cycles = np.array([shift / period, shift / period / 2]) % 1
+        assert np.all(np.minimum(cycles, 1 - cycles) > 0.1)  # a shift of whole cycles would prove nothing
+        moved = lcf.object_features(t + shift, y, err, search, 0.1, 1.5)
+        np.testing.assert_allclose(moved[rest], base[rest], rtol=1e-6, atol=1e-7, err_msg=str(shift))
+        turned = np.angle(np.exp(1j * (moved[angles] - base[angles])))  # phases compared on the circle
+        np.testing.assert_allclose(turned, 0.0, atol=1e-5, err_msg=str(shift))
