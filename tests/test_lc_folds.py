@@ -251,3 +251,45 @@ def test_feature_resampling_needs_fold_resamples():
     with pytest.raises(ConfigError, match=r"data\.lc_feature_resampling.*lc_fold_resamples"):
         load_config(None, ["data.lc_feature_resampling=true", "data.lc_fold_resamples=0"])
     assert load_config(None, ["data.lc_feature_resampling=true", "data.lc_fold_resamples=2"]).data.lc_feature_resampling
+
+
+def test_the_double_period_fold_separates_an_eclipsing_binarys_two_minima():
+    """An eclipsing binary whose catalogue period P is half its orbit: primary (depth 1) in orbital phase bin 0,
+    secondary (depth 0.5) half an orbit later. Channels 2-3 (the fold at 2P, one orbit) must show both minima half a
+    cycle apart with their own depths; channels 0-1 (the fold at P) superpose them. Expected bins: the analytic curve
+    averaged over each phase bin, rolled so its brightest bin comes first as fold_bins does (catches a fold at P/2)."""
+    bins, period, orbit = 32, 0.37, 0.74
+    peak = 17.5 / 64  # a bright spot: inside bin 8 at 2P, at bin 17's centre at P; the roll is never a tie
+
+    def flux(ph):  # orbital phase -> flux: eclipses at bin 0's centre and half an orbit on; a spot after each
+        def bump(centre, width):
+            d = (ph - centre + 0.5) % 1 - 0.5
+            return np.exp(-0.5 * (d / width) ** 2)
+        first = 0.5 / bins
+        return (0.3 * bump(peak, 0.01) + 0.15 * bump(peak + 0.5, 0.01)
+                - bump(first, 0.015) - 0.5 * bump(first + 0.5, 0.015))
+
+    within = (np.arange(400) + 0.5) / 400  # points across one bin
+    phases = (np.arange(bins)[:, None] + within) / bins
+    want_orbit = flux(phases).mean(1)
+    want_p = 0.5 * (flux(phases / 2) + flux(phases / 2 + 0.5)).mean(1)  # each P-phase is two orbital phases
+
+    def rolled(m):
+        return np.roll(m, -int(np.argmax(m)))
+
+    t = np.sort(np.random.default_rng(0).uniform(0, 2000, 40000))
+    tt = torch.from_numpy(t)[None]
+    fold = lc_folds.fold_at_period_and_double(tt, torch.from_numpy(flux(t / orbit % 1))[None], torch.ones_like(tt),
+                                              torch.tensor([period], dtype=torch.float64), bins)[0].numpy()
+    assert fold.shape == (4, bins) and np.all(fold[[1, 3]] == 1)
+    np.testing.assert_allclose(fold[2], rolled(want_orbit), atol=0.03)
+    np.testing.assert_allclose(fold[0], rolled(want_p), atol=0.03)
+    # The brightest orbital bin is bin 8 (the spot): the primary, bin 0, is 24 bins on; the secondary 8.
+    assert int(np.argmax(want_orbit)) == 8
+    primary, secondary = fold[2, 24], fold[2, 8]
+    assert primary == fold[2].min() and primary < -0.8 and -0.6 < secondary < -0.3
+    assert secondary == fold[2, 1:16].min()
+    # At P both eclipses fall on the same phases: one dip of the two depths' mean, no second one half a cycle on.
+    low = np.flatnonzero(fold[0] < -0.15)
+    assert 1 <= len(low) <= 5 and np.ptp(low) == len(low) - 1
+    assert -0.75 < fold[0].min() < secondary
