@@ -94,6 +94,33 @@ def test_metadata_transforms_and_nan_names_the_column():
         metadata(meta, 5, "cat.csv")
 
 
+# Spec section 1: "the 11 magnitudes (mean_vmag, G, BP, RP, J, H, K, W1-W4) become absolute magnitudes".
+SPEC_ABS_MAGS = ("mean_vmag", "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag", "j_mag", "h_mag", "k_mag",
+                 "w1_mag", "w2_mag", "w3_mag", "w4_mag")
+
+
+def test_every_magnitude_the_spec_names_becomes_absolute_and_nothing_else_does():
+    """Catches a magnitude left out of ABS_MAG_COLUMNS (w4_mag dropped passed a test of two columns) or a
+    colour or error transformed as if it were one: each column gets its own value, so a transform on the
+    wrong column shows."""
+    from astrom3_hpc.core.constants import ABS_MAG_COLUMNS
+
+    assert ABS_MAG_COLUMNS == SPEC_ABS_MAGS
+    meta = 11.0 + np.arange(len(META_COLUMNS)) / 10
+    i = META_COLUMNS.index
+    meta[i("parallax")], meta[i("l")], meta[i("b")] = 4.0, 60.0, -30.0
+    out = metadata(meta, 1, "cat.csv").astype(np.float64)
+    for j, name in enumerate(META_COLUMNS):
+        if name in SPEC_ABS_MAGS:  # M = m - 10 + 5 log10(4 mas) = m - 6.9897
+            assert out[j] == pytest.approx(meta[j] - 6.98970004, abs=1e-5), name
+        elif name == "l":
+            assert out[j] == pytest.approx(0.5, abs=1e-6)
+        elif name == "b":
+            assert out[j] == pytest.approx(-0.5, abs=1e-6)
+        else:
+            assert out[j] == pytest.approx(meta[j], abs=1e-5), name
+
+
 def test_lafler_kinman_does_not_depend_on_the_time_origin():
     """Catches the open string (the wrap-around pair left out): the pair it missed was the one the time origin cut,
     so a noiseless sawtooth at its true period gave 0.00027 or 0.041 by where t = 0 fell (MJD or JD input, or the
