@@ -177,6 +177,37 @@ def test_resume_after_stop_is_exact(pretrained_2rank, tiny_store, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.timeout(600)
+def test_resume_restores_the_schedule_and_early_stopping_and_drops_rows_past_the_checkpoint(tiny_store, tmp_path):
+    """With a learning rate too small to move fp32 weights, every epoch's validation loss equals epoch 0's: with
+    patience 1 the run stops after epoch 1, its plateau count at 1. A resume that forgot the early-stopping or
+    plateau state took epoch 1 for an improvement (best_model.pt replaced by a worse epoch, the run going on),
+    and one that kept the rows a killed attempt wrote past its checkpoint logged that epoch twice."""
+    run = tmp_path / "run"
+    sets = ["optim.lr=1e-12", "optim.warmup_epochs=0", "train.epochs=4", "train.early_stop_patience=1",
+            "train.max_steps_per_epoch=2"]
+    r = run_job("pretrain", run, tiny_store, sets=sets, extra=["--stop-after-steps", "3"], check=False)
+    assert r.returncode == 75, r.stderr[-3000:]
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["epoch"] == 1
+    first = epochs(run)
+    assert [e["epoch"] for e in first] == [0]
+    # What an attempt killed after that checkpoint leaves behind: its next step and epoch rows.
+    with open(run / "steps.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "epoch": 1, "loss": 1.0, "lr": 1e-12}) + "\n")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({**first[0], "epoch": 1, "step": 4, "val_loss": 0.5, "best": True, "seconds": 1}) + "\n")
+    run_job("pretrain", run, tiny_store, sets=sets)
+    rows = epochs(run)
+    assert [(e["epoch"], e["best"]) for e in rows] == [(0, True), (1, False)]
+    assert rows[1]["val_loss"] == rows[0]["val_loss"]
+    assert [s["step"] for s in steps(run)] == [1, 2, 3, 4]
+    assert json.loads((run / "metrics.json").read_text())["best_val"]["epoch"] == 0
+    tag = json.loads((run / "checkpoints" / "latest.json").read_text())["tag"]
+    client = torch.load(run / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)
+    assert (client["early"]["bad_epochs"], client["early"]["best_epoch"]) == (1, 0)
+    assert client["schedule"]["bad_epochs"] == 1 and client["schedule"]["best"] == rows[0]["val_loss"]
+
+
 @pytest.mark.timeout(900)
 def test_dataloader_workers_give_the_same_training_run(pretrained_2rank, tiny_store, tmp_path):
     """Persistent workers filling shared batch slots, on each of 2 ranks; every epoch stops after 4 steps, so
