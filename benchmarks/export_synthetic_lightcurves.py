@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import sys
 from pathlib import Path
 
-from astrom3_hpc.core.constants import CLASS_NAMES
-from astrom3_hpc.data.synthetic import SyntheticSource
+# The checkout this file sits in, not whatever astrom3_hpc the venv has installed (another branch's tree).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from astrom3_hpc.core.constants import CLASS_NAMES  # noqa: E402
+from astrom3_hpc.data.synthetic import SyntheticSource  # noqa: E402
 
 
 def main() -> None:

@@ -21,16 +21,20 @@ import time
 from pathlib import Path
 
 ASASSN_VARIABLES = 690_000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(n: int, ranks: int, out: Path, compression: str | None) -> dict:
-    astrom3 = str(Path(sys.executable).parent / "astrom3")
-    cmd = [astrom3, "ingest", "synthetic", "-n", str(n), "--out", str(out), "--on-error", "skip", "--no-progress"]
+    # The venv's `astrom3` entry point imports the tree the venv was installed from: a branch checkout sharing the
+    # venv would time another tree's ingest. `-m` with this checkout first on PYTHONPATH times this one.
+    cmd = [sys.executable, "-m", "astrom3_hpc.cli", "ingest", "synthetic", "-n", str(n), "--out", str(out),
+           "--on-error", "skip", "--no-progress"]
     if compression:
         cmd += ["--compression", compression]
     if ranks > 1:
         cmd = ["mpiexec", "-n", str(ranks), *cmd]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
     t0 = time.perf_counter()
     # GNU time reports the largest RSS of any process in the tree it waits for (per rank under mpiexec).
     r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)

@@ -9,13 +9,17 @@ meta (B, 34)); the loss is the plain single-process sum over pairs of symmetric 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from astrom3_hpc.core.config import ModelConfig
-from astrom3_hpc.model import build_clip, parameter_breakdown
+# The checkout this file sits in, not whatever astrom3_hpc the venv has installed (another branch's tree).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from astrom3_hpc.core.config import ModelConfig  # noqa: E402
+from astrom3_hpc.model import build_clip, parameter_breakdown  # noqa: E402
 
 
 def synthetic_batch(B: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The checkout this file sits in, not whatever astrom3_hpc the venv has installed (another branch's tree).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def write_table(root: Path, n_objects: int, n_points: int, n_bands: int, seed: int = 0) -> tuple[Path, Path]:
     """A survey-like long table: 19-digit ids (Gaia-style), Julian dates, fluxes and errors as a CSV export

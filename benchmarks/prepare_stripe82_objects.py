@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
+from pathlib import Path
 
-from astrom3_hpc.core.atomic import atomic_path
+# The checkout this file sits in, not whatever astrom3_hpc the venv has installed (another branch's tree).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from astrom3_hpc.core.atomic import atomic_path  # noqa: E402
 
 
 def main() -> None:

@@ -23,13 +23,17 @@ gives the same weights; with the same RNG draws (torch.manual_seed before the fo
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from astrom3_hpc.model.informer import sinusoidal_positions
-from astrom3_hpc.model.presets import resolve
+# The checkout this file sits in, not whatever astrom3_hpc the venv has installed (another branch's tree).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from astrom3_hpc.model.informer import sinusoidal_positions  # noqa: E402
+from astrom3_hpc.model.presets import resolve  # noqa: E402
 
 EMBED_DROPOUT = 0.1
 
