@@ -133,3 +133,22 @@ def test_rank0_keeps_its_own_info_and_every_library_warning(tmp_path, caplog):
     text = (tmp_path / "r" / "train.log").read_text()
     assert "rank 0 INFO astrom3: own progress" in text and "gcc probe" not in text
     assert "rank 0 WARNING DeepSpeed: a library warning" in text
+
+
+def test_a_train_log_that_cannot_be_created_is_one_line_and_the_job_goes_on(tmp_path, capsys):
+    """Catches logging opening the delayed file outside the guard that routes write errors to handleError: a
+    train.log a full disk or inode quota could not create (here: its directory is a file) was a traceback that
+    ended the job at its first line."""
+    from astrom3_hpc.train.rundir import RunLog
+
+    blocked = tmp_path / "run"
+    blocked.write_text("not a directory")
+    handler = RunLog(blocked).attach()
+    try:
+        for i in range(3):
+            logging.getLogger("astrom3").warning("line %d", i)
+    finally:
+        handler.detach()
+    err = capsys.readouterr().err
+    assert err.count(f"astrom3: cannot write {blocked / 'train.log'}") == 1 and "Traceback" not in err, err
+    assert "Logging error" not in err

@@ -75,6 +75,17 @@ class RunLog(logging.FileHandler):
             # job (a one-line DiskFullError became a bare `[Errno 28]` traceback). The lines stay on stderr.
             pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # logging opens a delayed file outside the guard that routes write errors to handleError: a train.log a
+        # full disk or inode quota could not create was a traceback that ended the job at its first line.
+        if self.stream is None:
+            try:
+                self.stream = self._open()
+            except OSError:
+                self.handleError(record)
+                return
+        super().emit(record)
+
     def handleError(self, record: logging.LogRecord) -> None:
         """A line the file did not take (full disk or quota, a file server gone) is said once, in one line,
         and the job goes on; logging's default printed a traceback block on stderr for every line."""
