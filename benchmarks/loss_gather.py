@@ -14,8 +14,10 @@ its step, the barrier's wait for the other ranks' encoders included), averaged o
 modalities x world x batch x 512 x 4 bytes (fp32 embeddings gathered per step); "gathered" is what the collective
 actually moved into each rank's output buffer (includes the presence-mask columns when --masked).
 
---model paper: the real AstroM3 CLIP (astrom3_hpc.model.build_clip, paper preset) on random inputs;
---model standin: one MLP per modality (input -> --hidden -> 512); --model auto: paper if importable.
+--model paper: the real AstroM3 CLIP (astrom3_hpc.model.build_clip, paper preset) on random inputs, with the
+kernels a training job runs (train.kernels, default fast, set as train/engine.py apply_execution sets them;
+--kernels plain for the stock torch ops); --model standin: one MLP per modality (input -> --hidden -> 512);
+--model auto: paper if importable.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--model", choices=("auto", "paper", "standin"), default="auto")
+    ap.add_argument("--kernels", choices=("fast", "plain"), default="fast",
+                    help="train.kernels of the paper model (fast: the training default)")
     ap.add_argument("--hidden", type=int, default=1024, help="stand-in encoder hidden width")
     ap.add_argument("--embed-dim", type=int, default=512)
     ap.add_argument("--masked", action="store_true", help="random presence masks (70%% present)")
@@ -85,7 +89,7 @@ class _CollectiveTimer:
         return out
 
 
-def build_model(kind: str, embed_dim: int, hidden: int):
+def build_model(kind: str, embed_dim: int, hidden: int, kernels: str = "fast", threads: int = 1):
     import torch
     from torch import nn
     import torch.nn.functional as F
@@ -99,7 +103,13 @@ def build_model(kind: str, embed_dim: int, hidden: int):
             if kind == "paper":
                 raise
         else:
+            from astrom3_hpc.core.config import load_config
+            from astrom3_hpc.train.engine import apply_execution
+
             model = build_clip(ModelConfig(preset="paper", embed_dim=embed_dim))
+            # What a training job's rank does to its model (kernels, malloc tuning, threads): without it this
+            # timed the stock kernels while training runs the fast ones by default.
+            apply_execution(model, load_config(None, [f"train.kernels={kernels}", f"train.threads={threads}"]))
 
             def make_batch(b, g):
                 return {"lc": torch.randn(b, SEQ_LEN, LC_CHANNELS, generator=g),
@@ -143,7 +153,8 @@ def worker(args) -> int:
     torch.set_num_threads(args.threads)
     e = denv.init(backend="gloo", timeout=args.timeout)
     torch.manual_seed(0)
-    kind, model, mods, make_batch, scales_fn = build_model(args.model, args.embed_dim, args.hidden)
+    kind, model, mods, make_batch, scales_fn = build_model(args.model, args.embed_dim, args.hidden, args.kernels,
+                                                           args.threads)
     model.train()
     loss_fn = ContrastiveLoss(mods)
     g = torch.Generator().manual_seed(1 + e.rank)
@@ -209,7 +220,8 @@ def report(args, kind, mods, world, gathered, model):
     calls = statistics.mean(r["gather_fwd_calls"] for r in rows0)
     model_bytes = len(mods) * world * args.batch * args.embed_dim * 4
     nparams = sum(p.numel() for p in model.parameters())
-    print(f"\nloss_gather: model={kind} ({nparams / 1e6:.2f} M params), modalities={mods}, world={world}, "
+    kernels = f" (train.kernels={args.kernels})" if kind == "paper" else ""
+    print(f"\nloss_gather: model={kind}{kernels} ({nparams / 1e6:.2f} M params), modalities={mods}, world={world}, "
           f"local batch={args.batch} (global {world * args.batch}), embed={args.embed_dim}, "
           f"masked={args.masked}, threads/rank={args.threads}, steps={args.steps} (+{args.warmup} warm-up)")
     print(f"{'phase':<34}{'ms/step (slowest rank)':>24}{'share':>8}")
@@ -228,7 +240,8 @@ def report(args, kind, mods, world, gathered, model):
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
-            "model": kind, "world": world, "batch": args.batch, "modalities": mods, "masked": args.masked,
+            "model": kind, "kernels": args.kernels if kind == "paper" else None, "world": world,
+            "batch": args.batch, "modalities": mods, "masked": args.masked,
             "ms_slowest_rank": {k: 1e3 * v for k, v in slowest.items()}, "slowest_rank_per_step": slow_ranks,
             "gathered_bytes": gathered_bytes,
             "cost_model_bytes": model_bytes, "bwd_comm_bytes": bwd_bytes, "per_rank": gathered,
