@@ -302,11 +302,43 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_leaves_no_partia
     assert code == EXIT_FAILED and err == [
         f"astrom3 finetune: error: {file}: no space left on device (0 bytes free) while writing checkpoint step6 "
         "(removed); free space and rerun the same command: it resumes from checkpoint step4"], err
-    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.json", "step2", "step4"]
+    # step2 made room before the write (two checkpoints at most on disk, not three); step4, which latest.json
+    # names, stays until a new one is complete.
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.json", "step4"]
     assert checkpoint.latest_tag(ckpt) == "step4"
     monkeypatch.undo()  # space freed: the same save goes through under the same tag
     checkpoint.save(_SavingEngine(), ckpt, "step6", {"state": {"step": 6}})
     assert checkpoint.latest_tag(ckpt) == "step6"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.json", "step4", "step6"]
+
+
+def test_no_inode_for_the_rng_file_removes_the_cut_short_checkpoint_and_kept_ones_are_complete(tmp_path, monkeypatch,
+                                                                                                capsys):
+    """Catches the RNG file's temporary file failing to be created (no inode left) outside the guard that removes
+    a cut-short checkpoint: step6 stayed with the model states alone, and a later save pruned the intact step4
+    in its favour, leaving a resume point that could not be resumed."""
+    import errno
+
+    from astrom3_hpc.core import atomic
+
+    ckpt = _fake_checkpoints(tmp_path)
+    real = atomic.tempfile.mkstemp
+
+    def mkstemp(*a, prefix="", **kw):
+        if prefix.startswith(".rng_rank0.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, prefix=prefix, **kw)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    code, err = _reported(lambda: checkpoint.save(_SavingEngine(), ckpt, "step6", {"state": {"step": 6}}), capsys)
+    assert code == 1 and len(err) == 1 and "while writing checkpoint step6 (removed)" in err[0], err
+    assert "it resumes from checkpoint step4" in err[0]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.json", "step4"]
+    monkeypatch.undo()
+    (ckpt / "step5").mkdir()  # what a job killed in the middle of a save leaves: model states, no RNG file
+    torch.save({"module": {}}, ckpt / "step5" / STATES)
+    checkpoint.save(_SavingEngine(), ckpt, "step8", {"state": {"step": 8}})
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.json", "step4", "step8"]
 
 
 def test_a_failed_write_on_a_disk_with_room_keeps_its_own_error(tmp_path, monkeypatch):
@@ -342,6 +374,27 @@ def test_a_full_quota_or_an_errno_says_so_whatever_the_free_space(tmp_path, monk
 
     _torch_save_fills_the_disk(monkeypatch)
     monkeypatch.setattr(errors, "tempfile", types.SimpleNamespace(mkstemp=quota_full))
-    with pytest.raises(errors.DiskFullError, match="best_model.pt: disk quota exceeded; free space") as e:
+    quota = r"best_model.pt: disk quota exceeded \(of bytes or of files: .*\); free space"
+    with pytest.raises(errors.DiskFullError, match=quota) as e:
         checkpoint.save_weights(torch.nn.Linear(2, 2), tmp_path / "best_model.pt", {})
     assert e.value.errno == errno.EDQUOT and isinstance(e.value.__cause__, RuntimeError)
+
+
+def test_a_file_system_out_of_inodes_says_so_rather_than_quoting_its_free_bytes(tmp_path, monkeypatch):
+    """Catches "no space left on device (118087680 bytes free)" for a file system with bytes to spare and no
+    file entries left: the user went looking for bytes."""
+    import errno
+    import types
+
+    from astrom3_hpc.core import errors
+
+    def statvfs(inodes: int):  # shutil.disk_usage reads the same call
+        return lambda d: types.SimpleNamespace(f_files=1000, f_favail=inodes, f_frsize=4096, f_blocks=1 << 20,
+                                               f_bfree=1 << 19, f_bavail=1 << 19)
+
+    monkeypatch.setattr(errors.os, "statvfs", statvfs(0))
+    code, why = errors.no_space(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert code == errno.ENOSPC and why.startswith("no free inodes (file entries) left on the file system, though ")
+    monkeypatch.setattr(errors.os, "statvfs", statvfs(5))
+    assert errors.no_space(OSError(errno.ENOSPC, "No space left on device"), tmp_path)[1].startswith(
+        "no space left on device (")

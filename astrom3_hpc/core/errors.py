@@ -78,9 +78,9 @@ def _full_errno(e: BaseException) -> int | None:
 
 def no_space(e: BaseException, directory: str | os.PathLike) -> tuple[int, str] | None:
     """(errno, why) where the write that raised `e` into `directory` ran out of space (why: "no space left on
-    device (N bytes free)" or "disk quota exceeded"), or None where nothing says so: ENOSPC or EDQUOT in its
-    chain, under FULL_BELOW bytes free there, or a probe write there failing with either (a quota, which the free
-    space does not show). Writers hide the errno: torch's zip writer reports ENOSPC as `RuntimeError: ...
+    device (N bytes free)", no free inodes, or "disk quota exceeded"), or None where nothing says so: ENOSPC or
+    EDQUOT in its chain, under FULL_BELOW bytes free there, or a probe write there failing with either (a quota,
+    which the free space does not show). Writers hide the errno: torch's zip writer reports ENOSPC as `RuntimeError: ...
     unexpected pos`. Call it before the partial file is removed, which frees what it had taken."""
     code = _full_errno(e)
     free = _free_bytes(directory)
@@ -91,8 +91,11 @@ def no_space(e: BaseException, directory: str | os.PathLike) -> tuple[int, str] 
     if code is None:
         return None
     if code == errno.ENOSPC:
+        if _no_free_inodes(directory):  # bytes free and no file entries: "N bytes free" sent users after bytes
+            return code, "no free inodes (file entries) left on the file system" + (
+                f", though {free} bytes are free" if free is not None else "")
         return code, "no space left on device" + (f" ({free} bytes free)" if free is not None else "")
-    return code, "disk quota exceeded"
+    return code, "disk quota exceeded (of bytes or of files: `quota -s`, or `lfs quota -u $USER` on Lustre, says which)"
 
 
 # What a write that ran out of space says next, where the caller has nothing more precise (a checkpoint's resume point).
@@ -146,6 +149,14 @@ def _free_bytes(directory: str | os.PathLike) -> int | None:
         return shutil.disk_usage(directory).free
     except OSError:
         return None
+
+
+def _no_free_inodes(directory: str | os.PathLike) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_files > 0 and st.f_favail == 0  # f_files 0: a file system that does not count inodes
 
 
 def _probe(directory: str | os.PathLike) -> int | None:

@@ -10,7 +10,7 @@ import os
 import random
 import shutil
 import zipfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -90,10 +90,14 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
     ckpt_dir = Path(ckpt_dir)
     tag = _unused_tag(ckpt_dir, tag)
     _refuse_non_finite(engine.module, f"checkpoint {ckpt_dir / tag}")
+    if _rank() == 0:
+        # Room for `keep` checkpoints, not keep + 1: the one latest.json names stays until the new one is
+        # complete, so a failed write still leaves it to resume from.
+        _prune(ckpt_dir, keep - 1, tag)
     with _writing(None, ckpt_dir, tag):  # DeepSpeed's files: which one failed is found out afterwards
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     rng_file = ckpt_dir / tag / f"rng_rank{_rank()}.pt"
-    with atomic_path(rng_file) as tmp, _writing(rng_file, ckpt_dir, tag):
+    with _atomic_writing(rng_file, ckpt_dir, tag) as tmp:
         torch.save(rng_state(), tmp)
     if _rank() == 0 and best is not None and Path(best).exists():
         with _writing(ckpt_dir / tag / BEST_MODEL, ckpt_dir, tag):
@@ -104,12 +108,26 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
         with _writing(ckpt_dir / LATEST, ckpt_dir, tag):
             write_json(ckpt_dir / LATEST, {"tag": tag, "step": pos.get("step"), "epoch": pos.get("epoch"),
                                            "batch_in_epoch": pos.get("batch_in_epoch")})
-        tags = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step")),
-                      key=lambda p: _tag_order(p.name))
-        for old in tags[:-keep]:
-            if old.name != tag:
-                shutil.rmtree(old, ignore_errors=True)
+        _prune(ckpt_dir, keep, tag)
     _barrier()
+
+
+def _prune(ckpt_dir: Path, keep: int, current: str) -> None:
+    """Keep the `keep` newest complete checkpoints; never the one latest.json names or `current` (being
+    written). A tag without its rank-0 RNG file was cut short by a killed job: it goes, never taking an intact
+    one's place among the kept."""
+    if not ckpt_dir.is_dir():
+        return
+    named = _resume_point(ckpt_dir)
+    complete = []
+    for t in _kept_tags(ckpt_dir):
+        if t in (named, current) or (ckpt_dir / t / "rng_rank0.pt").is_file():
+            complete.append(t)
+        else:
+            shutil.rmtree(ckpt_dir / t, ignore_errors=True)
+    for old in complete[:max(len(complete) - keep, 0)]:
+        if old not in (named, current):
+            shutil.rmtree(ckpt_dir / old, ignore_errors=True)
 
 
 @contextmanager
@@ -136,6 +154,17 @@ def _writing(file: Path | None, ckpt_dir: Path, tag: str | None = None) -> Itera
         rerun = f"it resumes from checkpoint {resumes}" if resumes else "it runs from the start (no checkpoint yet)"
         raise DiskFullError(f"{file}: {full[1]}{during}; free space and rerun the same command: {rerun}",
                             full[0]) from e
+
+
+@contextmanager
+def _atomic_writing(file: Path, ckpt_dir: Path, tag: str | None = None) -> Iterator[Path]:
+    """atomic_path(file) under _writing's guard, the temporary file's creation included: with no inode left that
+    creation is what fails, and the checkpoint cut short must go as after any other failed write."""
+    with ExitStack() as stack:
+        with _writing(file, ckpt_dir, tag):
+            tmp = stack.enter_context(atomic_path(file))
+        with _writing(file, ckpt_dir, tag):  # inside atomic_path: the space is measured before tmp goes
+            yield tmp
 
 
 def _newest_file(tag_dir: Path, e: BaseException) -> Path | None:
@@ -272,7 +301,7 @@ def save_weights(model: torch.nn.Module, path: Path, meta: dict) -> None:
     state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
              for k, v in model.state_dict().items()}
     path = Path(path)
-    with atomic_path(path) as tmp, _writing(path, path.parent / "checkpoints"):
+    with _atomic_writing(path, path.parent / "checkpoints") as tmp:
         torch.save({"state_dict": state, "meta": meta}, tmp)
 
 
