@@ -254,3 +254,33 @@ def test_the_debug_executor_links_no_logs_it_does_not_write(tiny_store, tmp_path
     arrays = [a for s in read_jobs(sw.root)["submissions"] for a in s["finetune"]]
     assert len({a["array_job_id"] for a in arrays}) == 2 and all("submitit" not in a["logs"] for a in arrays)
     assert first["finetune"][0]["array_job_id"] != second["finetune"][0]["array_job_id"]
+
+
+def test_prune_frees_finished_runs_checkpoints_and_leaves_them_done(finished, tmp_path, capsys):
+    """`sweep prune` deletes checkpoints/ of the finished pretraining and task (most of a sweep's bytes), passes
+    over a run a live job holds, and leaves status, collect and --init as they were."""
+    import json
+
+    from astrom3_hpc.cli import main
+    from astrom3_hpc.core.locks import held
+    from astrom3_hpc.results.read import gather
+
+    sw = _copy(finished, tmp_path / "sw")
+    (task,) = sw.tasks
+    pre, run = sw.pretrain_dir(42), sw.run_dir(task)
+    assert (pre / "checkpoints").is_dir() and (run / "checkpoints").is_dir()
+    capsys.readouterr()
+    assert main(["sweep", "prune", str(sw.root), "--dry-run"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["runs_pruned"] == 2 and dry["bytes_freed"] > 0 and (run / "checkpoints").is_dir()
+    with held(run / ".lock"):  # a job writing the task's run now
+        assert main(["sweep", "prune", str(sw.root)]) == 0
+    busy = json.loads(capsys.readouterr().out)
+    assert busy["busy"] == [str(run)] and not (pre / "checkpoints").exists() and (run / "checkpoints").is_dir()
+    (run / ".checkpoints.pruning-0000").mkdir()  # an earlier prune stopped halfway
+    assert main(["sweep", "prune", str(sw.root)]) == 0
+    assert json.loads(capsys.readouterr().out)["runs_pruned"] == 1
+    assert not [p for p in run.iterdir() if "checkpoints" in p.name]
+    assert (pre / "best_model.pt").is_file() and sw.done(task) and sw.pretrain_done(42) and not sw.missing()
+    col = gather(sw.root)
+    assert [r.status for r in col.runs] == ["complete"] and len(col.pretrain) == 1 and not col.warnings

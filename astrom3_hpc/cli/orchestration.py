@@ -260,6 +260,15 @@ def cmd_sweep_status(a) -> int:
 
 
 @_errors_to_exit_code
+def cmd_sweep_prune(a) -> int:
+    from ..orchestration.prune import prune_sweep
+
+    out = prune_sweep(a.sweep_dir, dry_run=a.dry_run)
+    print_json({k: v for k, v in out.items() if k != "runs"})
+    return 0
+
+
+@_errors_to_exit_code
 def cmd_launch_pretrain(a) -> int:
     from ..orchestration.submitit_launch import launch_pretrain
 
@@ -278,7 +287,8 @@ def cmd_launch_pretrain(a) -> int:
 def add_parsers(sub) -> None:
     """Register ``sweep`` (create|submit|status) and ``launch`` (pretrain|sweep|check-rendezvous) on an argparse
     subparsers object (cli/__init__.py's build_parser)."""
-    sp = sub.add_parser("sweep", help="fine-tuning sweeps: create a manifest, submit it to SLURM, show its status",
+    sp = sub.add_parser("sweep", help="fine-tuning sweeps: create a manifest, submit it to SLURM, show its status, "
+                                      "prune finished runs' checkpoints",
                         description="The paper's grid (5 split seeds x pretraining, then 4 modes x 4 label "
                                     "fractions x 2 inits per seed) as a manifest, submitted as one pretraining job "
                                     "and one dependent array per seed. See docs/slurm.md.")
@@ -299,6 +309,15 @@ def add_parsers(sub) -> None:
     t.add_argument("sweep_dir")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_sweep_status)
+    pr = ssub.add_parser("prune", help="delete the checkpoints of the sweep's finished runs (most of its bytes)",
+                         description="Deletes checkpoints/ of every pretraining and task `sweep status` counts as "
+                                     "done, keeping best_model.pt and every record status, collect, --init, "
+                                     "predict and the science tools read. A pruned run can no longer be extended "
+                                     "with more epochs or rewrite a damaged metrics.json from its last checkpoint "
+                                     "(it runs again from the start). Runs a live job holds are passed over.")
+    pr.add_argument("sweep_dir")
+    pr.add_argument("--dry-run", action="store_true", help="say what would be freed, delete nothing")
+    pr.set_defaults(func=cmd_sweep_prune)
     sp.set_defaults(func=lambda a: (sp.print_help(), 2)[1])
 
     lp = sub.add_parser("launch", help="submit jobs from Python with Submitit (SLURM, or local/debug executors)")
