@@ -8,7 +8,8 @@
 # Settings (environment):
 #   GPU_PYTHON       an interpreter that already has a CUDA torch and the project's requirements (a site or
 #                    module Python, a machine with no network): used as it is, no venv is made, nothing installed
-#   GPU_VENV         venv to use or create              default: <repo>/.venv-gpu (reused when it exists)
+#   GPU_VENV         venv to use or create              default: <repo>/.venv-gpu (reused when it exists and
+#                    imports torch; removed again when its install fails)
 #   TORCH_INDEX_URL  where the CUDA torch wheel comes from  default: https://download.pytorch.org/whl/cu128
 #   TORCH_VERSION    default: 2.13.0 (the version the project pins)
 #   PYTHON           interpreter for --dry-run          default: <repo>/.venv/bin/python, else python3
@@ -28,11 +29,19 @@ while [ $# -gt 0 ]; do
       if [ "$1" = --out ]; then OUT=${2:-}; [ $# -lt 2 ] || shift; else OUT=${1#--out=}; fi
       if [ -z "$OUT" ] || [ "${OUT#-}" != "$OUT" ]; then echo "gpu_check.sh: --out needs a directory" >&2; exit 2; fi
       ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+
+# One line naming what the interpreter cannot import, instead of gpu_check.py's traceback half-way through.
+missing() {
+  local out rc
+  out=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$1" -c 'import torch, deepspeed, astrom3_hpc.data.store' 2>&1)
+  rc=$?
+  [ "$rc" = 0 ] || { out=$(printf '%s\n' "$out" | grep -v '^ ' | tail -n 1); echo "${out:-exit $rc}"; }
+}
 
 if [ "$DRY" = 1 ]; then
   if [ -z "${PYTHON:-}" ]; then
@@ -41,23 +50,39 @@ if [ "$DRY" = 1 ]; then
   OUT=${OUT:-$(mktemp -d -t gpu-check-dry.XXXXXX)}
   export CUDA_VISIBLE_DEVICES="" DS_ACCELERATOR=cpu GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  why=$(missing "$PYTHON")
+  if [ -n "$why" ]; then
+    echo "FAIL python: $PYTHON cannot run the check ($why): make the project's .venv or set PYTHON"; exit 1
+  fi
   EXTRA=(--dry-run)
 elif [ -n "${GPU_PYTHON:-}" ]; then
   PYTHON=$(command -v "$GPU_PYTHON") || { echo "FAIL venv: GPU_PYTHON=$GPU_PYTHON is not an interpreter"; exit 1; }
+  why=$(missing "$PYTHON")
+  [ -z "$why" ] || { echo "FAIL venv: GPU_PYTHON=$GPU_PYTHON cannot run the check ($why)"; exit 1; }
   OUT=${OUT:-$ROOT/runs/gpu-check}
   export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$OUT/torch_extensions}
   EXTRA=()
 else
   VENV=${GPU_VENV:-$ROOT/.venv-gpu}
   if [ ! -x "$VENV/bin/python" ]; then
-    echo "[gpu_check] creating $VENV (torch ${TORCH_VERSION:-2.13.0} from ${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128})"
-    python3 -m venv "$VENV" || { echo "FAIL venv: python3 -m venv $VENV"; exit 1; }
+    # Only a venv this run made is removed again on failure: never a folder that was there before.
+    if [ -e "$VENV" ] && [ -n "$(ls -A "$VENV" 2>/dev/null)" ]; then
+      echo "FAIL venv: $VENV exists and is not a venv (no bin/python): remove it or set GPU_VENV"; exit 1
+    fi
+    echo "[gpu_check] creating $VENV (torch ${TORCH_VERSION:-2.13.0}" \
+         "from ${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128})"
+    python3 -m venv "$VENV" || { rm -rf "$VENV"; echo "FAIL venv: python3 -m venv $VENV"; exit 1; }
+    # A venv left behind by a failed install would be reused next time, without torch.
     "$VENV/bin/pip" install -q "torch==${TORCH_VERSION:-2.13.0}" \
         --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}" \
-      || { echo "FAIL venv: CUDA torch did not install"; exit 1; }
+      || { rm -rf "$VENV"; echo "FAIL venv: CUDA torch did not install (removed $VENV)"; exit 1; }
     # The project's other requirements (torch is already satisfied by the CUDA wheel).
     "$VENV/bin/pip" install -q "$ROOT" "torch==${TORCH_VERSION:-2.13.0}" \
-      || { echo "FAIL venv: project requirements did not install"; exit 1; }
+      || { rm -rf "$VENV"; echo "FAIL venv: project requirements did not install (removed $VENV)"; exit 1; }
+  fi
+  why=$(missing "$VENV/bin/python")
+  if [ -n "$why" ]; then
+    echo "FAIL venv: $VENV cannot run the check ($why): remove it (rm -rf $VENV) to have it made again"; exit 1
   fi
   PYTHON=$VENV/bin/python
   OUT=${OUT:-$ROOT/runs/gpu-check}

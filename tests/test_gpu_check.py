@@ -66,3 +66,19 @@ def test_gpu_step_runs_on_cpu(tmp_path):
     res = {x["mode"]: x for x in json.loads(out.read_text())["results"]}
     assert set(res) == {"reference", "engine-bf16"} and all(x["step_s"] > 0 for x in res.values()), res
     assert "FAILED" not in r.stdout and "x ref" in r.stdout.splitlines()[-1], r.stdout
+
+
+def test_gpu_check_dry_run_without_torch_is_one_line(tmp_path):
+    """An interpreter that cannot import torch (a checkout without .venv falls back to python3) stops with one FAIL
+    line naming the missing module, not with gpu_check.py's traceback."""
+    shim = tmp_path / "python"
+    shim.write_text('#!/bin/sh\nexec python3 -S "$@"\n')  # -S: no site-packages, so no torch
+    shim.chmod(0o755)
+    env = child_env()
+    env["PYTHON"] = str(shim)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path / "o")],
+                       env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr, (r.stdout, r.stderr)
+    assert r.stdout.splitlines() == [f"FAIL python: {shim} cannot run the check (ModuleNotFoundError: No module named "
+                                     f"'torch'): make the project's .venv or set PYTHON"], r.stdout
+    assert not (tmp_path / "o").exists()
