@@ -16,6 +16,7 @@ flatter it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import statistics
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from astrom3_hpc.core.constants import SEQ_LEN  # noqa: E402
+from astrom3_hpc.core.constants import SEQ_LEN, SPLIT_FRACTIONS  # noqa: E402
 from astrom3_hpc.data.ingest import IngestOptions, ingest  # noqa: E402
 from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches, epoch_loader  # noqa: E402
 from astrom3_hpc.data.preprocess import preprocess  # noqa: E402
@@ -105,6 +106,27 @@ def rate(make_iterable, n_max) -> tuple[float, float]:
     return n / (time.perf_counter() - t0), n / (cpu_seconds() - c0)
 
 
+def check_sizes(ap: argparse.ArgumentParser, args) -> None:
+    """Refuse, before any store is built, sizes whose train split holds no whole timed batch: the run used to
+    time empty epochs for half a minute and end in a ZeroDivisionError. The train split is about
+    SPLIT_FRACTIONS[0] of the objects (stratified, so a few fewer); the exact counts are checked again once known."""
+    if args.batch < 1 or args.epochs < 1:
+        ap.error("--batch and --epochs must be at least 1")
+    frac = SPLIT_FRACTIONS[0]
+    # Ours times whole batches of the train split; the raw-file baseline one batch untimed, then at least one.
+    for opt, n, batches in (("--n", args.n, 1), ("--raw-objects", args.raw_objects, 2)):
+        if frac * n < batches * args.batch:
+            ap.error(f"{opt} {n}: its train split (about {frac:.0%}, {int(frac * n)} objects) holds fewer than "
+                     f"{batches} batch(es) of --batch {args.batch}; give at least "
+                     f"{math.ceil(batches * args.batch / frac)} objects or a smaller --batch")
+
+
+def check_split(what: str, n_train: int, batches: int, batch: int) -> None:
+    if n_train < batches * batch:
+        raise SystemExit(f"loader.py: {what}: its train split holds {n_train} objects, fewer than {batches} "
+                         f"batch(es) of {batch}: more objects or a smaller --batch")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000)
@@ -113,6 +135,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (the median is shown)")
     ap.add_argument("--raw-objects", type=int, default=2000, help="objects in the raw-file layout baseline")
     args = ap.parse_args()
+    check_sizes(ap, args)
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory()
     root = Path(args.dir or tmp.name)
@@ -129,7 +152,16 @@ def main() -> None:
     src = SyntheticSource(s.n_objects, seed=0)
     objs = [src.get(int(i)) for i in train]
     stats = s.stats(42)
+    check_split(f"the {args.n}-object store", len(train), 1, args.batch)
     n_epoch = (len(train) // args.batch) * args.batch
+    # The reference's dataset also parses each object's files on every access (light curve from the
+    # photometry zip, LAMOST FITS): the same preprocessing behind our own readers, on raw files in the
+    # published layout (light curves of 100-1600 points, like the synthetic store's). Written before any timing,
+    # so a train split too small for its batches stops the run here.
+    raw = write_astrom3_raw_layout(Path(tmp.name) / "raw", n_objects=args.raw_objects, lc_points=(100, 1600),
+                                   with_nan_meta=False)
+    raw_src = AstroM3RawSource(raw["root"], splits=("train",))
+    check_split(f"--raw-objects {args.raw_objects}", len(raw_src), 2, args.batch)
 
     # Steady state is what a training job sees: every loader first runs untimed (a few batches for the
     # baseline, whose cost does not change; a whole epoch for ours, whose first pass also grows the heap and
@@ -142,12 +174,6 @@ def main() -> None:
         return rate(make, timed)
 
     base_rate = per_item(objs.__getitem__, len(objs), n_epoch)
-    # The reference's dataset also parses each object's files on every access (light curve from the
-    # photometry zip, LAMOST FITS): the same preprocessing behind our own readers, on raw files in the
-    # published layout (light curves of 100-1600 points, like the synthetic store's).
-    raw = write_astrom3_raw_layout(Path(tmp.name) / "raw", n_objects=args.raw_objects, lc_points=(100, 1600),
-                                   with_nan_meta=False)
-    raw_src = AstroM3RawSource(raw["root"], splits=("train",))
     raw_rate = per_item(raw_src.get, len(raw_src), (len(raw_src) // args.batch - 1) * args.batch)
 
     def ours(workers: int = 0, compression: str = COMPRESSIONS[0], **kw):
