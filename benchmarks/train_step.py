@@ -185,6 +185,16 @@ def main() -> None:
     if args.worker:
         return worker(args)
     names = args.only or list(EXECUTIONS)
+    # What an execution would refuse deep inside torchrun, after the others had run for minutes: refuse it here.
+    if args.steps < 1 or args.rounds < 1 or args.warmup < 0:
+        ap.error("--steps and --rounds must be at least 1, --warmup at least 0")
+    if args.batch < 2:
+        ap.error(f"--batch {args.batch}: the contrastive loss needs a global batch of at least 2 (train.batch_size)")
+    for n in names:
+        ranks = EXECUTIONS[n][1]
+        if args.batch % ranks:
+            ap.error(f"--batch {args.batch}: {n} runs {ranks} ranks and splits the global batch evenly between them: "
+                     f"give a multiple of {ranks} (or leave {n} out with --only)")
     n_cores = usable_cores()
     torch.set_num_threads(n_cores)
     flops = step_flops(args.batch)  # the model's FLOPs, as the reference computes them: MFU's numerator
