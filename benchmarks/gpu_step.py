@@ -194,8 +194,10 @@ def main() -> None:
 
     rate = matmul_rate(device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"gpu_step: {name}, torch {torch.__version__}; dense {'bf16' if device.type == 'cuda' else 'fp32'} "
-          f"matmul {rate / 1e12:.1f} TFLOP/s (measured now)", flush=True)
+    # A CPU's rate in TFLOP/s rounds to 0.0: GFLOP/s there.
+    rate_text = f"bf16 matmul {rate / 1e12:.1f} TFLOP/s" if device.type == "cuda" else \
+        f"fp32 matmul {rate / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)"
+    print(f"gpu_step: {name}, torch {torch.__version__}; dense {rate_text} (measured now)", flush=True)
     names = args.only or list(EXECUTIONS)
     results = []
     with tempfile.TemporaryDirectory() as d:

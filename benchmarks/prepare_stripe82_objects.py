@@ -1,4 +1,4 @@
-"""Write the objects table `astrom3 ingest lightcurves` needs for the Stripe 82 RR Lyrae sample (Sesar et al.
+r"""Write the objects table `astrom3 ingest lightcurves` needs for the Stripe 82 RR Lyrae sample (Sesar et al.
 2010, /work/shared/realdata/sesar2010_rrlyrae): its periods.csv names the id `Num` where the light-curve table
 says `num`, and carries the catalogue period, which a photometry-only run must not see. The output keeps only
 the id and the type (ab/c), so the store's periods are Lomb-Scargle ones (docs/lightcurves_results.md).
@@ -22,7 +22,7 @@ from astrom3_hpc.core.atomic import atomic_path  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("periods_csv", help="periods.csv of the sample (columns Num, Type, Per)")
     ap.add_argument("out_csv")
     args = ap.parse_args()

@@ -185,3 +185,20 @@ def reference_loss(logits: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = torch.arange(lg.shape[0], device=lg.device)
         total = total + F.cross_entropy(lg, labels) + F.cross_entropy(lg.T, labels)
     return total
+
+
+def main() -> None:
+    """A module, not a benchmark: --help says so and where it runs, instead of printing nothing."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Nothing runs from here. The baseline is timed by benchmarks/train_step.py (execution `reference`), "
+               "benchmarks/gpu_step.py (execution `reference`) and profiled by benchmarks/profile_step.py "
+               "--reference; tests/test_fast_path.py checks it against the project's model.")
+    ap.parse_args()
+    ap.print_help()
+
+
+if __name__ == "__main__":
+    main()

@@ -35,8 +35,7 @@ CACHES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("store")
     ap.add_argument("--rows", type=int, default=0, help="objects to compute (default: every one with a light curve)")
     ap.add_argument("--workers", type=int, default=0, help="processes of the shared-out run (default: allotted cores)")
