@@ -1,4 +1,4 @@
-"""Reading a long points table: the batched parser (astrom3_hpc/data/sources/points_table.py) against the
+r"""Reading a long points table: the batched parser (astrom3_hpc/data/sources/points_table.py) against the
 row-by-row parser it replaced, on the same generated file, each in its own process so peak RSS is its own.
 
 Every MPI rank of `astrom3 ingest lightcurves` reads the whole points file, so this cost is paid per rank and does
@@ -9,7 +9,10 @@ not shrink with more ranks; the period searches, which do, are not part of it.
 
 With --ranks R it also times what one rank of R does, in a plain child process (no mpiexec): the batched parser
 keeping only the first 1/R of the objects' rows. With --parquet both parsers read the table written to Parquet
-(pyarrow, float64 columns) instead.
+(pyarrow, float64 columns) instead. A --file with other column names names them, e.g. the ZTF DR3 sample's r band:
+
+    python benchmarks/points_table.py --file ztf_vsx_lightcurves_long.csv.gz --objects-file ztf_vsx_objects.csv \
+        --columns vsx_oid,mjd,mag,magerr,filter --band 2 --objects-id-column vsx_oid [--parquet --parquet-defaults]
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def write_table(root: Path, n_objects: int, n_points: int, n_bands: int, seed: i
     return points, objects
 
 
-def rowwise(path: str, keys: list[str], band: str | None) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+def rowwise(path: str, keys: list[str], band: str | None, cols: list[str]
+            ) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
     """The row-by-row parser points_table.py replaced (lists of Python floats, ids sorted as strings), kept
     here as the baseline."""
     from astrom3_hpc.data.sources.points_table import norm_id
@@ -59,8 +63,8 @@ def rowwise(path: str, keys: list[str], band: str | None) -> tuple[np.ndarray, d
 
     wanted = set(keys)
     with open_table(path) as t:
-        k_id, k_t, k_v, k_e = (t.header.index(c) for c in ("id", "time", "flux", "err"))
-        k_b = t.header.index("band") if band else None
+        k_id, k_t, k_v, k_e = (t.header.index(c) for c in cols[:4])
+        k_b = t.header.index(cols[4]) if band else None
         ids, vals = [], []
         for _, r in t.rows:
             key = norm_id(r[k_id])
@@ -82,19 +86,21 @@ def rowwise(path: str, keys: list[str], band: str | None) -> tuple[np.ndarray, d
     return a, {ids_sorted[s]: (int(s), int(e)) for s, e in zip(starts, stops)}
 
 
-def child(mode: str, points: str, objects: str, band: str | None, ranks: int) -> None:
-    from astrom3_hpc.data.sources.points_table import read_points
+def child(mode: str, points: str, objects: str, band: str | None, ranks: int, cols: list[str],
+          objects_id: str | None) -> None:
+    from astrom3_hpc.data.sources.points_table import norm_id, read_points
     from astrom3_hpc.data.sources.tables import open_table
 
     with open_table(objects) as t:
-        keys = [r[0].strip() for _, r in t.rows]
+        k = t.header.index(objects_id) if objects_id else 0
+        keys = list(dict.fromkeys(norm_id(r[k]) for _, r in t.rows))  # an object listed twice is read once
     t0 = time.perf_counter()
     only = (0, -(-len(keys) // ranks)) if mode == "one-rank" else None
     if mode == "rowwise":
-        values, groups = rowwise(points, keys, band)
+        values, groups = rowwise(points, keys, band, cols)
     else:
-        p = read_points(points, id_column="id", numeric_columns=("time", "flux", "err"),
-                        band_column="band" if band else None, keys=keys, bands=(band,) if band else (), only=only)
+        p = read_points(points, id_column=cols[0], numeric_columns=tuple(cols[1:4]),
+                        band_column=cols[4] if band else None, keys=keys, bands=(band,) if band else (), only=only)
         values, groups = p.values, p.groups
     if only:
         keys = keys[only[0]:only[1]]
@@ -123,15 +129,27 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=2000, help="objects in the generated table")
     ap.add_argument("--points", type=int, default=500, help="points per object and band")
     ap.add_argument("--bands", type=int, default=1, help="bands in the table (only the first is read)")
-    ap.add_argument("--file", default=None, help="an existing points table (columns id,time,flux,err[,band])")
-    ap.add_argument("--objects-file", default=None, help="its objects table (first column: id)")
+    ap.add_argument("--file", default=None, help="an existing points table (columns: --columns)")
+    ap.add_argument("--objects-file", default=None, help="its objects table (ids: --objects-id-column)")
+    ap.add_argument("--columns", default="id,time,flux,err,band",
+                    help="the points table's id, time, value, error and (with --band or --bands > 1) band columns")
+    ap.add_argument("--band", default=None, help="the band value to read (default: b0 with --bands > 1, else all rows)")
+    ap.add_argument("--objects-id-column", default=None, help="the objects table's id column (default: the first)")
     ap.add_argument("--ranks", type=int, default=1, help="also time one rank's share of R ranks")
     ap.add_argument("--parquet", action="store_true", help="read the table as Parquet (needs pyarrow)")
+    ap.add_argument("--parquet-defaults", action="store_true",
+                    help="write that Parquet with pyarrow's inferred types (integer ids stay integers) instead of "
+                         "string ids")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    band = "b0" if args.bands > 1 else None
+    band = args.band or ("b0" if args.bands > 1 else None)
+    cols = args.columns.split(",")
+    if len(cols) < 4 + bool(band):
+        ap.error(f"--columns {args.columns}: needs id, time, value, error" + (" and band" if band else ""))
+    if bool(args.file) != bool(args.objects_file):
+        ap.error("--file and --objects-file go together")
     if args.child:
-        child(args.child, args.file, args.objects_file, band, args.ranks)
+        child(args.child, args.file, args.objects_file, band, args.ranks, cols, args.objects_id_column)
         return
     with tempfile.TemporaryDirectory(prefix="points-bench-") as tmp:
         if args.file:
@@ -145,19 +163,22 @@ def main() -> None:
             import pyarrow.csv as pa_csv
             import pyarrow.parquet as pq
 
-            table = pa_csv.read_csv(points, convert_options=pa_csv.ConvertOptions(column_types={"id": pa.string()}))
+            types = {} if args.parquet_defaults else {cols[0]: pa.string()}
+            table = pa_csv.read_csv(points, convert_options=pa_csv.ConvertOptions(column_types=types))
             points = Path(tmp) / "points.parquet"
             pq.write_table(table, points)
             print(f"as Parquet: {points.stat().st_size / 2**20:.0f} MB")
         res = {}
         for mode in ("rowwise", "batched") + (("one-rank",) if args.ranks > 1 else ()):
+            extra = ["--band", band] if band else []
+            extra += ["--objects-id-column", args.objects_id_column] if args.objects_id_column else []
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--file", str(points),
                                   "--objects-file", str(objects), "--bands", str(args.bands), "--ranks",
-                                  str(args.ranks)],
+                                  str(args.ranks), "--columns", args.columns, *extra],
                                  capture_output=True, text=True, check=True)
             res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             r = res[mode]
-            print(f"{mode:8s} {r['rows']:>10,d} rows  {r['wall_s']:6.1f} s  {r['rows'] / r['wall_s'] / 1e6:5.2f} M "
+            print(f"{mode:8s} {r['rows']:>10,d} rows  {r['wall_s']:6.2f} s  {r['rows'] / r['wall_s'] / 1e6:5.2f} M "
                   f"rows/s  peak RSS {r['peak_rss_mb']:6.0f} MB")
     a, b = res["rowwise"], res["batched"]
     if a["digest"] != b["digest"] or a["rows"] != b["rows"]:
