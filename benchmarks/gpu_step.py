@@ -9,6 +9,8 @@ memory, cuDNN autotuning and compile caches cannot leak from one into the next):
   engine-fp32           the project's DeepSpeed engine, fp32 with TF32 matmuls
   engine-bf16           the same under bf16 autocast (fp32 weights, loss and communication)
   engine-bf16-compiled  the same with train.compile (torch.compile per encoder)
+  engine-fp32-compiled  fp32 with train.compile; only when named in --only (on the CPU: train.compile against the
+                        fast kernels, `--cpu --only engine-fp32 engine-fp32-compiled`)
 
 Each batch runs the reference first, whatever the order of `--only`, and every row's "x ref" is against it.
 
@@ -21,6 +23,7 @@ the source lines where a step makes the host wait for the GPU (torch.cuda.set_sy
 
     python benchmarks/gpu_step.py [--batch 512 2048] [--steps 30] [--warmup 10] [--profile] [--json FILE]
     python benchmarks/gpu_step.py --cpu --batch 8 --steps 2 --warmup 1    # smoke run without a GPU
+    python benchmarks/gpu_step.py --cpu --batch 32 --steps 4 --warmup 2 --only engine-fp32 engine-fp32-compiled
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ EXECUTIONS = {  # name: (kind, precision, compiled)
     "engine-fp32": ("engine", "fp32", False),
     "engine-bf16": ("engine", "bf16", False),
     "engine-bf16-compiled": ("engine", "bf16", True),
+    "engine-fp32-compiled": ("engine", "fp32", True),
 }
+DEFAULT = ["reference", "engine-fp32", "engine-bf16", "engine-bf16-compiled"]  # a GPU run's rows, as before
 
 
 def sync(device: torch.device) -> None:
@@ -198,7 +203,7 @@ def main() -> None:
     rate_text = f"bf16 matmul {rate / 1e12:.1f} TFLOP/s" if device.type == "cuda" else \
         f"fp32 matmul {rate / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)"
     print(f"gpu_step: {name}, torch {torch.__version__}; dense {rate_text} (measured now)", flush=True)
-    names = args.only or list(EXECUTIONS)
+    names = args.only or DEFAULT
     results = []
     with tempfile.TemporaryDirectory() as d:
         for batch in args.batch:
