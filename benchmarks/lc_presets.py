@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             print(f"{n:20s} {'-':>8s} {'-':>12s} {'-':>11s}  ({'failed, below' if n == current else 'not run'})")
             continue
         s = statistics.median(per_epoch[n])
-        ratio = f"{base / s:11.2f}x" if base else f"{'-':>12s}"
+        ratio = f"{base / s:11.1f}x" if base else f"{'-':>12s}"
         rounds = " / ".join(f"{x:.2f}" for x in per_epoch[n])
         print(f"{n:20s} {s:8.3f} {ratio} {statistics.median(walls[n]):11.1f}  {rounds}")
     if len(per_epoch["preset"]) > 1:
