@@ -71,9 +71,9 @@ COMPRESSIONS = ("none", "lz4hc", "lz4")
 def compressor(compression: str = "lz4") -> list | None:
     """Codecs for an array; the small per-object tables always use "lz4" (read once per job, fast to write).
 
-    Measured on synthetic spectra chunks, single-threaded (benchmarks/RESULTS.md): Blosc lz4hc (level 5, byte
-    shuffle) compresses 1.95x and decodes at ~8.5 GB/s; lz4 compresses 1.86x and decodes at ~5.1 GB/s but
-    encodes ~20x faster (2 GB/s against 110 MB/s); zstd level 1 gives 1.91x at 1.9 GB/s. Decoding is what a
+    Measured on synthetic store chunks, one core (benchmarks/codecs.py, RESULTS.md): Blosc lz4hc (level 5, byte
+    shuffle) compresses 1.96x and decodes at 7-8 GB/s; lz4 compresses 1.87x and decodes at 3-4 GB/s but encodes
+    ~20x faster (1.4-2 GB/s against 80-90 MB/s); zstd level 1 gives 1.92x at 1.7-2 GB/s. Decoding is what a
     compressed store's loader spends most of its time on, and every rank decodes its own copy, so the bulk
     arrays default to "none": ranks on a node then share one page-cache copy and only copy rows.
     """
