@@ -1,4 +1,8 @@
-"""`train.compile`: encoders compiled in place (inductor) compute what the eager ones compute."""
+"""`train.compile`: encoders compiled in place compute what the eager ones compute.
+
+Compiled with aot_eager: the graphs are traced forward and backward as inductor traces them, without inductor's
+CPU C++ build (about 30 s of CI on 2 cores), which the GPU runs that use train.compile do not go through (Triton);
+benchmarks/gpu_check.sh compiles with inductor on the GPU."""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ from astrom3_hpc.core.config import ConfigError, load_config
 from astrom3_hpc.model.informer import InformerEncoder
 
 
-@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
-def test_compiled_encoder_matches_eager_and_keeps_its_state_dict_keys(backend):
+def test_compiled_encoder_matches_eager_and_keeps_its_state_dict_keys(backend="aot_eager"):
     """Deterministic settings (eval, every key scored, no dropout): outputs and gradients within fp32 tolerance."""
     torch.manual_seed(0)
     enc = InformerEncoder(d_model=16, n_layers=1, n_heads=2, d_ff=32, deterministic_eval=True,

@@ -258,8 +258,7 @@ def test_a_relative_init_is_recorded_absolute_and_the_run_resumes_from_another_d
     assert json.loads((ft / "identity.json").read_text())["config"]["finetune.init"] == init
     assert yaml.safe_load((ft / "config.yaml").read_text())["finetune"]["init"] == init
     steps = (ft / "steps.jsonl").read_text()
-    _finetune_from(elsewhere, "../proj/runs/ft", store, "../proj/runs/pre42")
-    _finetune_from(elsewhere, ft, store, proj / "runs" / "pre42")
+    _finetune_from(elsewhere, "../proj/runs/ft", store, "../proj/runs/pre42")  # absolute paths: below
     assert (ft / "steps.jsonl").read_text() == steps  # resumed the finished run: nothing trained again
     # A run dir an older astrom3 wrote, its init as typed: its metrics.json's init_dir says which run it named.
     ident = json.loads((ft / "identity.json").read_text())

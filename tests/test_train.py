@@ -112,7 +112,7 @@ def test_evaluate_embeddings_takes_a_batch_size(pretrained_2rank, tmp_path):
     r = subprocess.run([exe, "evaluate-embeddings", str(run)], env=child_env(), capture_output=True, text=True,
                        timeout=300, cwd=ROOT)
     assert r.returncode != 0 and "fewer objects than one global batch (4096)" in r.stderr, r.stderr[-3000:]
-    r = subprocess.run([exe, "evaluate-embeddings", str(run), "--batch-size", "3"], env=child_env(),
+    r = subprocess.run([exe, "evaluate-embeddings", str(run), "--batch-size", "16"], env=child_env(),
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     want = json.loads((pretrained_2rank / "metrics.json").read_text())["embedding_eval"]
