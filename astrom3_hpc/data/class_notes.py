@@ -29,6 +29,12 @@ def spelling_key(name: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) not in _IGNORED)
 
 
+def spelled_alike(label: str, keys: Iterable[str]) -> str | None:
+    """The first of `keys` (a class map's labels) that is `label` but for case or punctuation, or None."""
+    want = spelling_key(label)
+    return next((k for k in keys if spelling_key(k) == want), None)
+
+
 def near_duplicates(names: Iterable[str]) -> list[list[str]]:
     """Class names that are one name but for case, spaces, '_' or '-' ("RRab", "RRAB", "RR ab"): a catalogue
     typed by hand, each spelling a class of its own."""
@@ -64,9 +70,8 @@ def warn(class_names: list[str], kind: str | None, left_out: Mapping[str, int] |
         log.warning("the class map left out %s (labels it maps to no class)",
                     ", ".join(f"label {k!r} ({_objects(n)})" for k, n in left_out.items()))
     if unmapped:  # a key misspelled in the map ("Sr" for "SR") takes a whole class out of training
-        like = {spelling_key(k): k for k in map_keys}
-        named = ", ".join(f"label {k!r} ({_objects(n)}{_named(like.get(spelling_key(k)))})"
-                          for k, n in unmapped.items())
+        keys = list(map_keys)
+        named = ", ".join(f"label {k!r} ({_objects(n)}{_named(spelled_alike(k, keys))})" for k, n in unmapped.items())
         log.warning("the class map does not name %s: %s", named,
                     "kept without a class (--keep-unlabelled)" if kept else "left out (--drop-unlabelled)")
 

@@ -47,12 +47,12 @@ def prune_sweep(root: str | Path, dry_run: bool = False) -> dict[str, Any]:
     pruned: list[str] = []
     busy: list[str] = []
     for run in runs:
-        leftovers = sorted(run.glob(_PRUNING + "*"))
-        if not (run / CHECKPOINTS).is_dir() and not leftovers:
+        doomed = [d for d in (run / CHECKPOINTS,) if d.is_dir()] + sorted(run.glob(_PRUNING + "*"))
+        if not doomed:
             continue
         try:
             with held(run / LOCK_NAME):  # a job writing the run now (one extending it) keeps its checkpoints
-                for d in [run / CHECKPOINTS] * (run / CHECKPOINTS).is_dir() + leftovers:
+                for d in doomed:
                     size, n = _footprint(d)
                     freed, files = freed + size, files + n
                     if not dry_run:

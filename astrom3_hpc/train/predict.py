@@ -30,7 +30,7 @@ import numpy as np
 
 from ..core.constants import ALL_OBJECTS, SAMPLE_SEED
 from ..core.progress import Progress
-from ..data.class_notes import spelling_key
+from ..data.class_notes import spelled_alike
 from ..data.store import MODALITIES, Store
 
 log = logging.getLogger("astrom3")
@@ -313,12 +313,11 @@ def _predict(run_dir, store_path, out_dir, train_store, threads, batch_size, pro
         y_true = np.array([names.index(own[lab]) for lab in labels[known]])
         out["scored"] = classification_report(y_true, y_pred[known], names)
     out["n_labelled_unknown_class"] = int(((labels >= 0) & ~known).sum())
-    like = {spelling_key(n): n for n in names}
     for c in own:
-        if c not in names and spelling_key(c) in like:  # "sr" for the run's "SR": a class, left unscored
+        like = spelled_alike(c, names) if c not in names else None
+        if like is not None:  # "sr" for the run's "SR": a class, left unscored
             log.warning("%s: class %r is the run's %r but for case or punctuation: its objects are classified, not "
-                        "scored; ingest with --class-map to name it %r", store.path, c, like[spelling_key(c)],
-                        like[spelling_key(c)])
+                        "scored; ingest with --class-map to name it %r", store.path, c, like, like)
     target.mkdir(parents=True, exist_ok=True)
     with finishing(f"the predictions in {target}"):  # both files new, or both old
         write_predictions(target / predictions_file("test"), store, rows, labels, y_pred, probs, class_names=names)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ...core.constants import AUX_COLUMNS, META_COLUMNS
 from .. import periods
-from ..class_notes import nfc, spelling_key
+from ..class_notes import nfc, spelled_alike
 from ..preprocess import repeated_rows
 from ..raw import BadInputError, RawObject
 from ..split_files import lookup_rows, read_split_dir
@@ -114,8 +114,8 @@ def _one_class_each(path: str, pairs) -> dict[str, str]:
 
 
 def _alike(label: str, cmap: dict[str, str]) -> str:
-    like = [k for k in cmap if spelling_key(k) == spelling_key(label)]
-    return f" (it names {like[0]!r})" if like else ""
+    like = spelled_alike(label, cmap)
+    return f" (it names {like!r})" if like is not None else ""
 
 
 def _map_class(path: str, label: str, v: Any) -> str:
