@@ -21,6 +21,7 @@ from lightcurve_tables import private_copy
 from test_train import ROOT, _cmd, run_job
 
 from astrom3_hpc.cli import main
+from astrom3_hpc.core.atomic import atomic_path
 from astrom3_hpc.train import rundir
 from astrom3_hpc.train.rundir import LOCK_NAME, RunDirBusy, writing
 
@@ -165,3 +166,28 @@ def test_a_requeued_job_waits_for_the_lock_of_its_own_earlier_attempt(tmp_path, 
             pass
     assert not released.is_set()
     t.join()
+
+
+def test_temporary_files_a_killed_write_left_are_removed_once_the_lock_is_held(tmp_path, monkeypatch):
+    """A SIGKILL inside an atomic write leaves its temporary file (best_model.pt's is the model's size); the next
+    job to hold the run dir removes such files, and a job refused the lock leaves the holder's own alone."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    run = tmp_path / "run"
+    # Entered and never left (each kept referenced: a collected one would clean up): what a SIGKILL leaves.
+    writes = [atomic_path(run / "best_model.pt"), atomic_path(run / "checkpoints" / "latest.json")]
+    stale = [w.__enter__() for w in writes]
+    for p in stale:
+        p.write_bytes(b"\0" * 1000)
+    kept = [run / "notes.tmp", run / ".best_model.pt.tmp", run / "metrics.json", run / "checkpoints" / "x.tmp"]
+    for p in kept:
+        p.write_text("mine")
+    (run / ".embeddings.tmp-abcdefgh").mkdir()
+    with writing(run):
+        assert not any(p.exists() for p in stale)
+        writes.append(atomic_path(run / "metrics.json"))
+        live = writes[-1].__enter__()  # the holder's write in progress
+        with pytest.raises(RunDirBusy, match=BUSY):
+            with writing(run):
+                pass
+        assert live.exists()
+    assert all(p.read_text() == "mine" for p in kept) and (run / ".embeddings.tmp-abcdefgh").is_dir()

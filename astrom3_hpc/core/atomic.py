@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -59,6 +60,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# atomic_path's temporary names: "." + the file's name + "." + mkstemp's eight characters + ".tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Remove the temporary files that writes into `directory` killed mid-way (SIGKILL, a node failure) left
+    behind; return the bytes freed. Call it only while no other process writes there (a run dir's lock held):
+    a live writer's temporary file looks the same. A stale best_model.pt temporary is the size of the model."""
+    freed, names = 0, []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    size = entry.stat(follow_symlinks=False).st_size
+                    os.unlink(entry.path)
+                    freed += size
+                    names.append(entry.name)
+    if names:
+        log.info("%s: removed %d temporary file(s) an interrupted write left behind (%s; %.1f MB)", directory,
+                 len(names), ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else ""), freed / 1e6)
+    return freed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..core.atomic import append_jsonl, read_jsonl, write_json, write_text
+from ..core.atomic import append_jsonl, read_jsonl, remove_stale_temps, write_json, write_text
 from ..core.config import RunConfig, dump_config
 from ..core.errors import first_line
 from ..core.locks import LockHeld, held
@@ -31,6 +31,7 @@ log = logging.getLogger("astrom3")
 
 LOG_NAME = "train.log"
 LOCK_NAME = ".lock"
+CKPT_NAME = "checkpoints"
 # A requeued job waits this long for the lock of its own earlier attempt: after a node failure the file server
 # keeps the dead node's locks until its lease runs out (NFSv4: 90 s; Lustre: until it evicts the node).
 REQUEUE_WAIT_S = 300.0
@@ -156,7 +157,7 @@ class RunDir:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CKPT_NAME
 
     def open_checkpoints(self) -> None:
         if self.is_main:
@@ -263,6 +264,9 @@ def writing(run_dir: str | Path, take: bool = True, agree: Callable[[str | None]
             busy = agree(busy)
         if busy:
             raise RunDirBusy(busy)
+        if take:  # held: no other writer, so a temporary file here is one a killed write left (the model's size)
+            for d in (run_dir, run_dir / CKPT_NAME):
+                remove_stale_temps(d)
         yield
 
 
