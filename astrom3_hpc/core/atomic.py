@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import naming_full_disk
+from .errors import naming_full_disk, temporary_of
 from .signals import JOB_SIGNALS, handling
 
 # What a user or a batch system sends to stop a process: held across the last writes (finishing).
@@ -62,10 +61,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-# atomic_path's temporary names: "." + the file's name + "." + mkstemp's eight characters + ".tmp".
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
-
-
 def remove_stale_temps(directory: str | os.PathLike) -> int:
     """Remove the temporary files that writes into `directory` killed mid-way (SIGKILL, a node failure) left
     behind; return the bytes freed. Call it only while no other process writes there (a run dir's lock held):
@@ -73,7 +68,8 @@ def remove_stale_temps(directory: str | os.PathLike) -> int:
     freed, names = 0, []
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
-            if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            ours = entry.name.endswith(".tmp") and temporary_of(Path(entry.path))  # atomic_path's, not a .tmp-
+            if ours and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(OSError):
                     size = entry.stat(follow_symlinks=False).st_size
                     os.unlink(entry.path)

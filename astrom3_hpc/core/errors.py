@@ -217,11 +217,13 @@ def read_only(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno == errno.EROFS and e.filename is not None
 
 
-# The temporary siblings of atomic writes: `.NAME.tmp-XXXX` (directories, stores), `.NAME.XXXX.tmp` (files).
-_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.tmp-[0-9A-Za-z_]+|\.[0-9A-Za-z_]+\.tmp)$")
+# The temporary siblings of atomic writes: `.NAME.tmp-XXXX` (directories, stores), `.NAME.XXXXXXXX.tmp` (files:
+# mkstemp's eight characters, exactly, since core.atomic deletes what matches).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.tmp-[0-9A-Za-z_]+|\.[0-9A-Za-z_]{8}\.tmp)$")
 
 
-def _temporary_of(path: Path) -> Path | None:
+def temporary_of(path: Path) -> Path | None:
+    """The file or directory whose atomic write's temporary sibling `path` is, or None for any other name."""
     m = _TEMPORARY.match(path.name)
     return path.parent / m.group("name") if m else None
 
@@ -233,7 +235,7 @@ def plain(e: BaseException) -> BaseException | str:
     if not isinstance(e, OSError) or e.filename2 is not None or not isinstance(e.filename, (str, os.PathLike)):
         return e
     name = Path(e.filename)
-    target = _temporary_of(name)
+    target = temporary_of(name)
     if target is not None and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and not os.path.lexists(name):
         # The temporary sibling an atomic write could not create is no name the user gave or would look for; one
         # that exists (a leftover clean-store-temp could not delete) is named as it is.
