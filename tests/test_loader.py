@@ -316,6 +316,49 @@ def test_mapped_chunks_are_bounded_so_big_stores_do_not_exhaust_file_descriptors
     assert len(os.listdir("/proc/self/fd")) <= fds + 3
 
 
+def test_mapped_chunks_take_an_eighth_of_the_descriptors_left_free():
+    """A site's low `ulimit -n` (64) failed a fine-tune with EMFILE: the floor of 16 mapped chunks per array and
+    process was over what the limit left once torch and the store were open."""
+    import os
+    import resource
+
+    from astrom3_hpc.data import chunks
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = len(os.listdir("/proc/self/fd"))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used + 41, hard))
+        few = chunks.max_mapped()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used + 4, hard))
+        fewest = chunks.max_mapped()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (few, fewest) == (5, 2)
+
+
+class _Failing(torch.utils.data.IterableDataset):
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __iter__(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("error, line", [
+    (OSError(24, "Too many open files"), "[Errno 24] Too many open files (this process may open"),
+    (ValueError("s.zarr: chunk spec/c/1/0/0 is damaged"), "s.zarr: chunk spec/c/1/0/0 is damaged (in DataLoader "
+                                                          "worker process 0)")])
+def test_an_error_in_a_loader_worker_is_one_line_without_the_workers_traceback(error, line, capsys):
+    from astrom3_hpc.core.errors import EXIT_BAD_INPUT, run_reporting_errors
+
+    def epoch():
+        next(iter(torch.utils.data.DataLoader(_Failing(error), batch_size=None, num_workers=1)))
+
+    assert run_reporting_errors("finetune", epoch, (ValueError,)) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("astrom3 finetune: error: " + line) and "\n" not in err, err
+
+
 @pytest.mark.parametrize("compression", ["lz4hc", "none"])
 def test_a_corrupt_chunk_file_is_a_clear_error_naming_it(tmp_path, compression):
     from astrom3_hpc.data.ingest import IngestOptions, ingest

@@ -201,7 +201,7 @@ def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: E
     except Exception as e:  # noqa: BLE001
         code = getattr(e, "exit_code", None)
         known = isinstance(code, int) or isinstance(e, expected() if callable(expected) else expected) \
-            or read_only(e)
+            or read_only(e) or out_of_descriptors(e)
         code = code if isinstance(code, int) else EXIT_BAD_INPUT if known else EXIT_FAILED
         if on_error is not None:
             on_error(command, e, code, known)
@@ -209,6 +209,38 @@ def run_reporting_errors(command: str, fn: Callable[[], int | None], expected: E
             raise
         print(f"astrom3 {command}: error: {plain(e)}", file=sys.stderr)
         return code
+
+
+def out_of_descriptors(e: BaseException) -> bool:
+    """EMFILE: the process reached `ulimit -n` (a site's low default, loader workers each mapping chunks); in a
+    DataLoader worker, where torch re-raises the error from its text alone (no errno)."""
+    if not isinstance(e, OSError):
+        return False
+    worker = _in_worker(e)
+    return e.errno == errno.EMFILE or (worker is not None and f"[Errno {errno.EMFILE}]" in worker[0])
+
+
+# torch re-raises a DataLoader worker's error in the main process as the same type holding this text.
+_WORKER_ERROR = re.compile(r"^Caught \w+ in (DataLoader worker process \d+)\.\nOriginal Traceback")
+
+
+def _in_worker(e: BaseException) -> tuple[str, str] | None:
+    """(the worker's own one-line error, which worker) for an error torch re-raised from a DataLoader worker."""
+    text = str(e)
+    m = _WORKER_ERROR.match(text)
+    if m is None:
+        return None
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    return last.split(": ", 1)[-1] if ": " in last else last, m.group(1)
+
+
+def _descriptor_hint(e: OSError | str) -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = "unlimited" if soft == resource.RLIM_INFINITY else soft
+    return (f"{e} (this process may open {limit} files, `ulimit -n`): raise the limit in the job script "
+            f"(`ulimit -n 4096`, up to `ulimit -Hn`) or lower data.num_workers")
 
 
 def read_only(e: BaseException) -> bool:
@@ -231,7 +263,13 @@ def temporary_of(path: Path) -> Path | None:
 def plain(e: BaseException) -> BaseException | str:
     """What the one-line error says of `e`: `e` itself, but for the errors of a directory created where a file
     lies, whose own words mislead: mkdir's `[Errno 17] File exists: 'out'` for an --out that is a file (or a
-    link to nothing), `[Errno 20] Not a directory: 'file/out'` not saying which part is the file."""
+    link to nothing), `[Errno 20] Not a directory: 'file/out'` not saying which part is the file. Too many open
+    files says what to change."""
+    worker = _in_worker(e)
+    if out_of_descriptors(e):
+        return _descriptor_hint(worker[0] if worker else e)
+    if worker is not None:  # its traceback says nothing the user can act on
+        return f"{worker[0]} (in {worker[1]})"
     if not isinstance(e, OSError) or e.filename2 is not None or not isinstance(e.filename, (str, os.PathLike)):
         return e
     name = Path(e.filename)

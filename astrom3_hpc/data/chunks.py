@@ -32,10 +32,17 @@ from .store import Store, StoreError
 
 
 def max_mapped() -> int:
-    """Uncompressed chunks kept mapped per array and process: an eighth of `ulimit -n` (two arrays, DataLoader
-    workers and everything else need descriptors too), between 16 and 4096."""
+    """Uncompressed chunks kept mapped per array and process, each holding a descriptor (Python's mmap keeps a
+    duplicate of the file's): an eighth of those `ulimit -n` leaves free now (two arrays, DataLoader workers
+    forked with this process's descriptors, and everything else need them too), between 2 and 4096."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 4096 if soft == resource.RLIM_INFINITY else max(16, min(4096, soft // 8))
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 0
+    return max(2, min(4096, (soft - used) // 8))
 
 
 def _direct_dir(arr: zarr.Array) -> Path | None:
