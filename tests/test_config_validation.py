@@ -160,6 +160,22 @@ PAPER_FT = str(ROOT / "configs/paper_finetune.yaml")  # has a `cells:` table
     ({}, PAPER_FT, ["finetune=3"], f"{PAPER_FT}: finetune: expected a mapping, got 3"),
     ({}, PAPER_FT, ["finetune.mode=[a]"], f"{PAPER_FT}: config key 'finetune.mode' must be a string, got ['a']"),
     ({}, PAPER_FT, ["data.subset=10"], f"{PAPER_FT}: config key 'data.subset' must be a string, got 10"),
+    # YAML 1.1 read these as 40 and 60 without a word; an empty value as null (an unset shell variable).
+    ({"c.yaml": "train:\n  epochs: 050\n"}, "c.yaml", [],
+     "{d}/c.yaml: '050' (line 2) reads as 40 in YAML 1.1 (octal): write 50 without leading zeros, or quote it"),
+    ({}, TEST_CFG, ["train.max_steps_per_epoch=1:00"], "override 'train.max_steps_per_epoch=1:00': '1:00' (line 1) "
+                                                        "reads as 60 in YAML 1.1 (base 60): write it as one number"),
+    ({}, PAPER_FT, ["cells="], "override 'cells=' gives no value; write cells=null to unset it"),
+    ({"c.yaml": "trian: {}\n"}, "c.yaml", [], "{d}/c.yaml: unknown key(s) ['trian']; allowed:"),
+    ({"c.yaml": "train:\n#  epochs: 3\n"}, "c.yaml", [], "{d}/c.yaml: train: the section is empty"),
+    # A misspelt table or mode was never read: CLIP fine-tunes ran the from-scratch values.
+    ({"t.yaml": "cells: {photo: {full: {}}}\nclip_cell: {photo: {full: {optim: {lr: 0.5}}}}\n",
+      "c.yaml": "cells: t.yaml\n"}, "c.yaml", [], "{d}/t.yaml: top-level key 'clip_cell' is not read: did you mean "
+                                                   "'clip_cells'?"),
+    ({"t.yaml": "cells: {photo: {full: {}}, phot: {full: {}}}\n", "c.yaml": "cells: t.yaml\n"}, "c.yaml", [],
+     "{d}/t.yaml: cells: unknown mode 'phot' (modes: photo, spectra, meta, all)"),
+    ({"t.yaml": "cells: {photo: {full: {}, sub20: {}}}\n", "c.yaml": "cells: t.yaml\n"}, "c.yaml", [],
+     "{d}/t.yaml: cells: photo: unknown subset(s) ['sub20']"),
 ])
 def test_a_malformed_config_structure_is_one_line(files, config, overrides, message, tmp_path, capsys):
     """Catches TypeError / AttributeError tracebacks (exit 1) where an override indexes into a scalar, unknown keys
@@ -174,3 +190,12 @@ def test_a_malformed_config_structure_is_one_line(files, config, overrides, mess
         load_config(config, overrides)
     assert str(e.value).startswith(message), str(e.value)
     refused(tmp_path, capsys, ["--config", config, "--set", *overrides], f"error: {message}", command="finetune")
+
+
+def test_a_whole_section_override_merges_with_earlier_keys_of_it_and_a_non_utf8_file_is_named(tmp_path):
+    cfg = load_config(TEST_CFG, ["train.epochs=3", "train={batch_size: 64}"])
+    assert (cfg.train.epochs, cfg.train.batch_size) == (3, 64)  # the earlier train.epochs=3 was dropped
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"^{latin}: not UTF-8 text \\(byte 0xe9 at offset 9\\)"):
+        load_config(latin)

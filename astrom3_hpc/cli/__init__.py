@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.argtypes import positive_int
+from ..core.constants import MODES, SUBSET_FACTORS
 from .runner import dispatch, print_json
 
 log = logging.getLogger("astrom3")
@@ -172,8 +173,8 @@ def _add_train(sub) -> None:
                                    "sub-X test set and on the full test set (accuracy, macro-F1, per-class "
                                    "recall, confusion matrix). Refuses a pretraining run of another split seed.")
     _add_train_common(q)
-    q.add_argument("--mode", choices=["photo", "spectra", "meta", "all"], help="overrides finetune.mode")
-    q.add_argument("--subset", choices=["full", "sub50", "sub25", "sub10"], help="overrides data.subset")
+    q.add_argument("--mode", choices=MODES, help="overrides finetune.mode")
+    q.add_argument("--subset", choices=list(SUBSET_FACTORS), help="overrides data.subset")
     q.add_argument("--seed", type=int, help="split seed; overrides data.seed")
     q.add_argument("--init", help="'scratch' or a pretraining run directory; overrides finetune.init")
     q.add_argument("--pretrain-seed", type=int,

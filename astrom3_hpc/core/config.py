@@ -19,7 +19,7 @@ import yaml
 
 # The YAML side (files, `base:`, cells tables, --set), re-exported: `from astrom3_hpc.core.config import ConfigError`.
 from .config_yaml import ConfigError, cell_values, load_yaml_tree, merge, parse_overrides
-from .constants import MODALITIES, SPLIT_SEEDS, SUBSET_FACTORS
+from .constants import MODALITIES, MODES, SPLIT_SEEDS, SUBSET_FACTORS
 
 
 CUDA_DEFAULT_WORKERS = 4  # divides the default data.streams (8)
@@ -260,8 +260,7 @@ class FinetuneConfig:
     allow_unknown_seed: bool = False
 
     def validate(self) -> None:
-        _check(self.mode in ("photo", "spectra", "meta", "all"), "finetune.mode",
-               "must be photo, spectra, meta or all")
+        _check(self.mode in MODES, "finetune.mode", f"must be one of {', '.join(MODES)}")
         _check(self.fusion in ("avg", "concat"), "finetune.fusion", "must be avg or concat")
         _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be none or balanced")
         _check(self.distill in ("none", "baseline"), "finetune.distill", "must be none or baseline")
@@ -314,13 +313,15 @@ def _check(ok: bool, key: str, msg: str) -> None:
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if values is None and where:  # a section whose keys are all commented out
+        raise ConfigError(f"{where}: the section is empty; give it keys or remove it")
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names, key=str)  # a YAML key may be a number
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise ConfigError(f"{where + ': ' if where else ''}unknown key(s) {unknown}; allowed: {sorted(names)}")
     kwargs = {}
     for name, raw in values.items():
         hint = hints[name]

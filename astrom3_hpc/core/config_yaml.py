@@ -7,10 +7,13 @@ without a word, so a second `train:` section silently dropped the first one's va
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .constants import MODES, SUBSET_FACTORS
 
 
 class ConfigError(ValueError):
@@ -19,6 +22,21 @@ class ConfigError(ValueError):
 
 class RepeatedKeyError(ConfigError):
     """A mapping of a YAML text holds one key twice."""
+
+
+class AmbiguousNumberError(ConfigError):
+    """A number YAML 1.1 reads other than as written: `050` as octal 40, `1:00` as base-60 60."""
+
+
+def _number(loader: yaml.SafeLoader, node: yaml.ScalarNode, build: Any) -> Any:
+    digits = node.value.replace("_", "").lstrip("+-")
+    octal = len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()
+    if ":" in digits or (octal and build is yaml.SafeLoader.construct_yaml_int):
+        reads = build(loader, node)
+        fix = f"write {digits.lstrip('0') or '0'} without leading zeros" if octal else "write it as one number"
+        raise AmbiguousNumberError(f"{node.value!r} (line {node.start_mark.line + 1}) reads as {reads} in YAML 1.1 "
+                                   f"({'octal' if octal else 'base 60'}): {fix}, or quote it for a string")
+    return build(loader, node)
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -32,6 +50,12 @@ class UniqueKeyLoader(yaml.SafeLoader):
         if node is not None:
             _refuse_repeated_keys(node)
         return node
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int",
+                                lambda ld, n: _number(ld, n, yaml.SafeLoader.construct_yaml_int))
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float",
+                                lambda ld, n: _number(ld, n, yaml.SafeLoader.construct_yaml_float))
 
 
 def _refuse_repeated_keys(root: yaml.Node) -> None:
@@ -61,7 +85,7 @@ def load_yaml(text: str, where: str) -> Any:
     """``text`` parsed by UniqueKeyLoader; a repeated key is a ConfigError naming ``where`` and the key."""
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except RepeatedKeyError as e:
+    except (RepeatedKeyError, AmbiguousNumberError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -70,6 +94,9 @@ def load_yaml_file(path: Path) -> Any:
         return load_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as "
+                          f"UTF-8") from None
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -89,6 +116,9 @@ def parse_overrides(overrides: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, raw = item.split("=", 1)
+        if not raw.strip():
+            # YAML reads nothing as null: an unset shell variable (`cells=$CELLS`) switched the setting off.
+            raise ConfigError(f"override '{item}' gives no value; write {key.strip()}=null to unset it")
         node = tree
         parts = key.strip().split(".")
         for i, p in enumerate(parts[:-1]):
@@ -97,7 +127,12 @@ def parse_overrides(overrides: list[str] | None) -> dict:
                 raise ConfigError(f"override '{item}': {'.'.join(parts[:i + 1])} was set to {node!r} by an earlier "
                                   f"override, not a mapping of keys")
         try:
-            node[parts[-1]] = load_yaml(raw, f"override '{item}'")
+            value = load_yaml(raw, f"override '{item}'")
+            # A whole section after dotted keys of it (`train.epochs=3 'train={batch_size: 64}'`) merges, as
+            # over the file, instead of dropping the earlier keys.
+            earlier = node.get(parts[-1])
+            node[parts[-1]] = merge(earlier, value) if isinstance(earlier, dict) and isinstance(value, dict) \
+                else value
         except yaml.YAMLError as e:  # not a ValueError: a traceback and exit 1 before
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ConfigError(f"override '{item}': not a valid YAML value ({problem}); quote it "
@@ -136,6 +171,7 @@ def cell_values(cells_file: str | Path, mode: str, subset: str, pretrained: bool
     data = load_yaml_file(path) or {}
     if not isinstance(data, dict):
         data = {}
+    _refuse_unknown_cells(path, data)
     key = "clip_cells" if pretrained and "clip_cells" in data else "cells"
     table = data.get(key)
     if not isinstance(table, dict):
@@ -147,3 +183,22 @@ def cell_values(cells_file: str | Path, mode: str, subset: str, pretrained: bool
     if bad:
         raise ConfigError(f"{path}: {key} {mode}/{subset} may set model, optim and train only, not {bad}")
     return cell
+
+
+def _refuse_unknown_cells(path: Path, data: dict) -> None:
+    """A misspelt table (`clip_cell:`), mode or subset was never read: CLIP fine-tunes then ran the from-scratch
+    values, or a cell fell back to the config's, without a word."""
+    tables = ("cells", "clip_cells")
+    for key in map(str, set(data) - set(tables)):  # other keys may hold YAML anchors the tables merge
+        near = difflib.get_close_matches(key, tables, n=1, cutoff=0.75)
+        if near:
+            raise ConfigError(f"{path}: top-level key {key!r} is not read: did you mean {near[0]!r}?")
+    for table in tables:
+        modes = data.get(table)
+        for mode, subsets in (modes or {}).items() if isinstance(modes, dict) else ():
+            if mode not in MODES:
+                raise ConfigError(f"{path}: {table}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
+            unknown = sorted(map(str, set(subsets or {}) - set(SUBSET_FACTORS))) if isinstance(subsets, dict) else []
+            if unknown:
+                raise ConfigError(f"{path}: {table}: {mode}: unknown subset(s) {unknown} (subsets: "
+                                  f"{', '.join(SUBSET_FACTORS)})")

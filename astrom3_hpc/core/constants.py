@@ -25,6 +25,8 @@ ALL_OBJECTS = "all"
 # computed (a run's own evaluation, evaluate-embeddings, embed, search): an object's vector is then its own.
 SAMPLE_SEED = 0
 SUBSET_FACTORS: dict[str, int] = {"full": 1, "sub50": 2, "sub25": 4, "sub10": 10}
+# What a fine-tune classifies from: one modality, or all three fused.
+MODES: tuple[str, ...] = ("photo", "spectra", "meta", "all")
 
 # Metadata columns in the order the metadata encoder sees them.
 META_COLUMNS: tuple[str, ...] = (

@@ -12,9 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..core.constants import SUBSET_FACTORS
+from ..core.constants import MODES, SUBSET_FACTORS
 
-MODES = ("photo", "spectra", "meta", "all")
 # Every init a result may carry: fine-tuned from a pretraining or from scratch, the classical baseline
 # (train/baseline.py) and an averaged ensemble of runs (train/ensemble.py).
 RUN_INITS = ("clip", "scratch", "baseline", "ensemble")
