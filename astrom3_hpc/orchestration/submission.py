@@ -322,9 +322,16 @@ def create_sweep(root: str | Path, *, seeds: Sequence[int] = SPLIT_SEEDS, modes:
 # Keys a sweep sets itself, per job: the launch paths apply --set before them (`astrom3 pretrain`, the demo's
 # fine-tunes) or after them (array tasks, Submitit pretraining, the create-time check), so one given in --set would
 # pretrain on one store and fine-tune on another, or override the grid's seeds in some jobs only.
+# The grid's own keys were silently overruled in every task (`--set finetune.mode=spectra` ran photo), and
+# `--pretrain-set data.subset=sub10` failed every pretraining job at run time.
 DEDICATED_KEYS = {"data.store": "--store (create_sweep's store=), which every job of the sweep reads",
                   "data.seed": "--seeds (create_sweep's seeds=): each task and its pretraining take the seed of its "
-                               "grid cell"}
+                               "grid cell",
+                  "finetune.mode": "--modes (create_sweep's modes=): each task takes the mode of its grid cell",
+                  "data.subset": "--subsets (create_sweep's subsets=): each task takes the subset of its grid cell, "
+                                 "and pretraining always uses the full train split",
+                  "finetune.init": "--inits (create_sweep's inits=): each task starts from its seed's pretraining "
+                                   "(clip) or from scratch"}
 
 
 def refuse_dedicated_keys(sets: Sequence[str], pretrain_sets: Sequence[str]) -> None:
@@ -336,11 +343,12 @@ def refuse_dedicated_keys(sets: Sequence[str], pretrain_sets: Sequence[str]) -> 
     for flag, values in (("--set", sets), ("--pretrain-set", pretrain_sets)):
         for v in values:
             try:  # parsed as the config will be: `data={store: x}` names data.store too
-                data = parse_overrides([str(v)]).get("data")
+                tree = parse_overrides([str(v)])
             except (ValueError, yaml.YAMLError):  # malformed: resolving the config reports it
                 continue
             for key in DEDICATED_KEYS:
-                if isinstance(data, dict) and key.split(".")[1] in data:
+                section, name = key.split(".")
+                if isinstance(tree.get(section), dict) and name in tree[section]:
                     raise ValueError(f"{flag} {v}: a sweep sets {key} itself; use {DEDICATED_KEYS[key]}")
 
 
