@@ -199,3 +199,24 @@ def test_a_whole_section_override_merges_with_earlier_keys_of_it_and_a_non_utf8_
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=f"^{latin}: not UTF-8 text \\(byte 0xe9 at offset 9\\)"):
         load_config(latin)
+
+
+def test_a_pretraining_runs_model_section_is_typed_and_named_when_wrong(tmp_path):
+    """Catches `ModelConfig(**config.yaml's model)`: a key another version wrote, or a value of the wrong type,
+    was a TypeError traceback (exit 1) in every fine-tune from that run, and in `sweep status`."""
+    import dataclasses
+
+    from astrom3_hpc.core.config import ModelConfig
+    from astrom3_hpc.train.finetune import pretrained_architecture
+
+    source = tmp_path / "pre" / "config.yaml"
+    recorded = dataclasses.asdict(ModelConfig(embed_dim=64, lc_dropout=0.5))
+    own = ModelConfig(lc_dropout=0.1)
+    arch = pretrained_architecture(recorded, own, source)
+    assert (arch.embed_dim, arch.lc_dropout) == (64, 0.1)  # the run's architecture, the fine-tune's dropouts
+    for model, message in [({**recorded, "old_key": 1}, "model: unknown key(s) ['old_key']"),
+                           ({**recorded, "embed_dim": "64"}, "config key 'model.embed_dim' must be an integer"),
+                           (None, "model: expected a mapping, got None")]:
+        with pytest.raises(ConfigError) as e:
+            pretrained_architecture(model, own, source)
+        assert str(e.value).startswith(f"{source}: {message}"), str(e.value)

@@ -423,6 +423,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def model_config(values: Any, source: str | Path) -> ModelConfig:
+    """A `model` section read from a file (a pretraining run's config.yaml), typed and validated like a config
+    file's: a key another version wrote, or a mistyped value, is one line naming `source`, not a TypeError."""
+    try:
+        model = _build(ModelConfig, values, "model")
+        model.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return model
+
+
 def config_from_dict(values: dict) -> RunConfig:
     cfg = _build(RunConfig, values, "")
     cfg.validate()

@@ -136,7 +136,8 @@ class Sweep:
                 from ..train.finetune import pretrained_architecture
                 from ..train.rundir import read_run_config
 
-                cfg.model = pretrained_architecture(read_run_config(self.pretrain_dir(task.seed))["model"], cfg.model)
+                pre = self.pretrain_dir(task.seed)
+                cfg.model = pretrained_architecture(read_run_config(pre).get("model"), cfg.model, pre / "config.yaml")
             return cfg
 
         diff = _recorded_differences(self.run_dir(task), config, "in the sweep's task")

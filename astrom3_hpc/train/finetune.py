@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as adist
-from ..core.config import ModelConfig
+from ..core.config import ConfigError, ModelConfig, model_config
 from ..core.constants import UNLABELLED
 from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
@@ -35,10 +35,12 @@ log = logging.getLogger("astrom3")
 _TUNABLE = {"lc_dropout", "spec_dropout", "meta_dropout"}
 
 
-def pretrained_architecture(pretrain_model: dict, own: ModelConfig) -> ModelConfig:
-    """The model a fine-tune from a pretraining run trains: that run's architecture (its config.yaml's `model`),
-    with the fine-tuning config's dropouts."""
-    return ModelConfig(**{**pretrain_model, **{k: getattr(own, k) for k in _TUNABLE}})
+def pretrained_architecture(pretrain_model: dict, own: ModelConfig, source: str | Path) -> ModelConfig:
+    """The model a fine-tune from a pretraining run trains: that run's architecture (`source`, its config.yaml's
+    `model`), with the fine-tuning config's dropouts."""
+    if not isinstance(pretrain_model, dict):
+        raise ConfigError(f"{source}: model: expected a mapping, got {pretrain_model!r}")
+    return model_config({**pretrain_model, **{k: getattr(own, k) for k in _TUNABLE}}, source)
 
 
 def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int | None = None,
@@ -137,7 +139,7 @@ class Finetuner(Trainer):
         if init != "scratch":
             pre = check_pretrained(Path(init), self.cfg.data.seed, self.cfg.data.store, f.pretrain_seed,
                                    f.allow_unknown_seed, warn=self.is_main)
-            arch = pretrained_architecture(pre["model"], self.cfg.model)
+            arch = pretrained_architecture(pre.get("model"), self.cfg.model, Path(init) / "config.yaml")
             dropped = [f"model.{k} {getattr(self.cfg.model, k)!r} (pretraining: {getattr(arch, k)!r})"
                        for k in vars(arch) if getattr(arch, k) != getattr(self.cfg.model, k)]
             if dropped and self.is_main:  # a --set model.* value would otherwise vanish without a word
