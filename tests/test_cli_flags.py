@@ -246,3 +246,17 @@ def test_json_on_stdout_writes_class_names_as_written_where_stdout_can_hold_them
     print_json({"class": "\u03b4 Sct"}, None)  # a job whose locale is not UTF-8: escapes, no UnicodeEncodeError
     ascii_out.seek(0)
     assert ascii_out.read() == '{"class": "\\u03b4 Sct"}\n'
+
+
+@pytest.mark.parametrize("sets, message", [(["train.epoch=3"], "train: unknown key(s) ['epoch']"),
+                                           (["data.subset=sub10"], "data.subset=sub10: pretraining always uses")])
+def test_launch_pretrain_refuses_a_bad_config_before_submitting(sets, message, tmp_path, capsys):
+    """Catches `launch pretrain --set train.epoch=3` printing "submitted" and exit 0: on SLURM the job waited in
+    the queue to fail with exit 2."""
+    from astrom3_hpc.cli import main
+
+    folder = tmp_path / "jobs"
+    assert main(["launch", "pretrain", "--run-dir", str(tmp_path / "r"), "--config", TEST_CFG, "--cluster", "local",
+                 "--folder", str(folder), "--set", *sets]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not folder.exists(), err

@@ -423,6 +423,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def check_pretraining(cfg: RunConfig) -> RunConfig:
+    """`cfg` as a pretraining may run it. Only fine-tuning labels shrink (spec, section 1): a sub-X pretraining
+    trained on a fraction of the objects, validated on a fraction of the validation split, and fine-tunes took it
+    as the seed's encoder. Checked where a pretraining config is resolved, so a submission is refused at once."""
+    if cfg.data.subset != "full":
+        raise ConfigError(f"data.subset={cfg.data.subset}: pretraining always uses the full train split of its "
+                          f"seed (only fine-tuning takes a label-fraction subset); leave data.subset out")
+    return cfg
+
+
 def model_config(values: Any, source: str | Path) -> ModelConfig:
     """A `model` section read from a file (a pretraining run's config.yaml), typed and validated like a config
     file's: a key another version wrote, or a mistyped value, is one line naming `source`, not a TypeError."""

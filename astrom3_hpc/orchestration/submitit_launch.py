@@ -86,6 +86,9 @@ def launch_pretrain(run_dir: str | Path, config: str | None = None, sets: Sequen
     """Submit ``astrom3 pretrain`` as one Submitit job of ``nodes`` x ``tasks_per_node`` tasks (one rank per task).
     Returns the Submitit job (``job.results()`` waits: one dict per rank - host, ranks, MASTER_ADDR/PORT, the gloo
     interface - and rank 0's also holds run_dir, steps, world_size)."""
+    from ..train.jobs import pretrain_config
+
+    pretrain_config(config, sets)  # a bad key or value is refused now, not after the job waited in the queue
     run_dir = Path(run_dir).resolve()
     return _submit_pretrain(str(run_dir), abs_path(config), list(sets), folder or run_dir.parent / SUBMITIT_DIR,
                             cluster, stop_after_steps=stop_after_steps, nodes=nodes, tasks_per_node=tasks_per_node,

@@ -98,9 +98,9 @@ def finetune_config(config: str | None, sets: Sequence[str] = (), **flags) -> Ru
 
 def pretrain_config(config: str | None, sets: Sequence[str] = ()) -> RunConfig:
     """The RunConfig of ``astrom3 pretrain --config CONFIG --set SETS``."""
-    from ..core.config import load_config
+    from ..core.config import check_pretraining, load_config
 
-    return load_config(config, list(sets))
+    return check_pretraining(load_config(config, list(sets)))
 
 
 def run_finetune(cfg: RunConfig, run_dir: str | Path, *, stop_after_steps: int | None = None,

@@ -64,14 +64,9 @@ class Pretrainer(Trainer):
     kind = "pretrain"
 
     def __init__(self, cfg, run_dir, **kw):
-        # Only fine-tuning labels shrink (spec, section 1): a sub-X pretraining trained on a fraction of the objects,
-        # validated on a fraction of the validation split, and fine-tunes took it as the seed's encoder.
-        if cfg.data.subset != "full":
-            from ..core.config import ConfigError
+        from ..core.config import check_pretraining
 
-            raise ConfigError(f"data.subset={cfg.data.subset}: pretraining always uses the full train split of its "
-                              f"seed (only fine-tuning takes a label-fraction subset); leave data.subset out")
-        super().__init__(cfg, run_dir, **kw)
+        super().__init__(check_pretraining(cfg), run_dir, **kw)
 
     def build_model(self) -> torch.nn.Module:
         from ..model import build_clip
