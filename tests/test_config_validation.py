@@ -3,6 +3,8 @@ before a run directory exists."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import ROOT
@@ -220,3 +222,15 @@ def test_a_pretraining_runs_model_section_is_typed_and_named_when_wrong(tmp_path
         with pytest.raises(ConfigError) as e:
             pretrained_architecture(model, own, source)
         assert str(e.value).startswith(f"{source}: {message}"), str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.threads=5000", "config key 'train.threads' must be in 0..1024"),  # torch: SIGSEGV, no message
+    ("train.model_seed=99999999999999999999", "config key 'train.model_seed' must be in 0..4294967279 or null"),
+    ("train.model_seed=-1", "config key 'train.model_seed' must be in 0..4294967279 or null"),
+    ("data.store=''", "config key 'data.store' must name a store"),  # read the working directory
+    ("model.periodic_views=[fold_full, fold_full]", "config key 'model.periodic_views' must name each view once"),
+    ("model.periodic_views=[]", "config key 'model.periodic_views' must name each view once, at least one")])
+def test_values_out_of_what_runs_are_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=f"^{TEST_CFG}: {re.escape(message)}"):
+        load_config(TEST_CFG, [override])

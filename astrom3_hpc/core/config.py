@@ -49,6 +49,7 @@ class DataConfig:
 
     def validate(self) -> None:
         _check(self.seed in SPLIT_SEEDS, "data.seed", f"must be one of {SPLIT_SEEDS}, got {self.seed}")
+        _check(bool(self.store.strip()), "data.store", "must name a store (an empty one read the working directory)")
         _check(self.subset in SUBSET_FACTORS, "data.subset", f"must be one of {list(SUBSET_FACTORS)}")
         _check(self.num_workers is None or self.num_workers >= 0, "data.num_workers", "must be >= 0 or null")
         _check(self.buffer_chunks >= 1, "data.buffer_chunks", "must be >= 1")
@@ -118,6 +119,9 @@ class ModelConfig:
         _check(self.lc_encoder in (None, "informer", "periodic"), "model.lc_encoder", "must be informer or periodic")
         _check(set(self.periodic_views) <= {"time", "phase", "fold", "fold_full"}, "model.periodic_views",
                "must be a list drawn from time, phase, fold, fold_full")
+        # A view named twice is the same model, yet another run to resume and to the sweep's records.
+        _check(0 < len(self.periodic_views) == len(set(self.periodic_views)), "model.periodic_views",
+               f"must name each view once, at least one, got {self.periodic_views}")
         _check(isinstance(self.periodic_fold_period, bool), "model.periodic_fold_period", "must be true or false")
         _check(isinstance(self.periodic_tokens, bool), "model.periodic_tokens", "must be true or false")
         _check(self.periodic_tokens or not {"time", "phase"} & set(self.periodic_views), "model.periodic_views",
@@ -214,7 +218,12 @@ class TrainConfig:
             _check(getattr(self, k) is None or getattr(self, k) >= 1, f"train.{k}", "must be >= 1 or null (no cap)")
         _check(self.ema_epochs >= 0, "train.ema_epochs", "must be >= 0 (0 = off)")
         _check(self.kernels in ("fast", "plain"), "train.kernels", "must be fast or plain")
-        _check(self.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
+        # torch crashed (SIGSEGV, no message) asked for 5,000 threads.
+        _check(0 <= self.threads <= MAX_THREADS, "train.threads", f"must be in 0..{MAX_THREADS} (0 = automatic)")
+        # Seeds derived from it (members: + 15 at most; dropout: x 1000 + rank) must fit torch's 64 bits; past them
+        # the error was "Overflow when unpacking long long", naming no key.
+        _check(self.model_seed is None or 0 <= self.model_seed < 2**32 - 16, "train.model_seed",
+               "must be in 0..4294967279 or null")
         _check(isinstance(self.compile, bool), "train.compile", "must be true or false")
         _check(self.compile_backend in COMPILE_BACKENDS, "train.compile_backend",
                f"must be one of {', '.join(COMPILE_BACKENDS)}")
@@ -223,6 +232,9 @@ class TrainConfig:
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16")
         _check(self.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
         _check(self.device in ("auto", "cuda"), "train.device", "must be auto or cuda")
+
+
+MAX_THREADS = 1024
 
 
 @dataclass
