@@ -56,13 +56,32 @@ def test_an_architecture_value_the_pretraining_overrides_is_warned_about(runs, t
     from astrom3_hpc.train.jobs import finetune_config, run_finetune
 
     pre, _ = runs
-    cfg = finetune_config(CFG, [*FAST, f"data.store={tiny_store}", "model.n_layers=4", "model.lc_dropout=0.3"],
-                          mode="photo", init=str(pre))
+    cfg = finetune_config(CFG, [*FAST, f"data.store={tiny_store}", "model.n_layers=4", "model.lc_dropout=0.3",
+                                "finetune.fusion=concat"], mode="photo", init=str(pre))
     with caplog.at_level(logging.WARNING, logger="astrom3"):
         assert run_finetune(cfg, tmp_path / "clip") == 0
     (said,) = [r.getMessage() for r in caplog.records if "architecture is trained" in r.getMessage()]
     assert "model.n_layers 4 (pretraining: " in said
     assert "lc_dropout" not in said  # the fine-tuning config's own: it is used
+    (inert,) = [r.getMessage() for r in caplog.records if "settings this run does not use" in r.getMessage()]
+    assert inert.endswith(": finetune.fusion=concat (only mode all fuses modalities)"), inert
+
+
+def test_settings_a_fine_tune_never_reads_are_named():
+    """Catches values accepted without a word that left the run exactly as without them (identical weights)."""
+    from astrom3_hpc.core.config import load_config
+    from astrom3_hpc.train.finetune import inert_settings
+
+    sets = ["finetune.distill_weight=0.9", "finetune.pretrain_seed=0", "finetune.freeze_encoders=true",
+            "model.periodic_views=[fold]", "finetune.fusion=concat"]
+    assert [s.split(" (")[0] for s in inert_settings(load_config(CFG, sets))] == [
+        "finetune.fusion=concat", "finetune.distill_weight=0.9", "finetune.pretrain_seed=0",
+        "finetune.freeze_encoders=true", "model.periodic_views=['fold']"]
+    assert inert_settings(load_config(CFG, ["finetune.mode=all", "finetune.fusion=concat"])) == []
+    periodic = ["model.preset=periodic", "model.periodic_views=[fold]", "finetune.mode=photo"]
+    assert inert_settings(load_config(CFG, periodic)) == []
+    assert inert_settings(load_config(CFG, [*periodic[:2], "finetune.mode=meta"])) == [
+        "model.periodic_views=['fold'] (no periodic light-curve encoder in this run)"]
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as adist
-from ..core.config import ConfigError, ModelConfig, model_config
+from ..core.config import ConfigError, FinetuneConfig, ModelConfig, model_config
 from ..core.constants import UNLABELLED
 from ..core.errors import require_scikit_learn
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
@@ -41,6 +41,27 @@ def pretrained_architecture(pretrain_model: dict, own: ModelConfig, source: str 
     if not isinstance(pretrain_model, dict):
         raise ConfigError(f"{source}: model: expected a mapping, got {pretrain_model!r}")
     return model_config({**pretrain_model, **{k: getattr(own, k) for k in _TUNABLE}}, source)
+
+
+def inert_settings(cfg) -> list[str]:
+    """Values a user set that this fine-tune never reads: accepted without a word, such a run trained exactly as
+    without them (best_model.pt identical) while its config and metrics.json recorded them."""
+    f, default, out = cfg.finetune, FinetuneConfig(), []
+    if f.mode != "all" and f.fusion != default.fusion:
+        out.append(f"finetune.fusion={f.fusion} (only mode all fuses modalities)")
+    if f.distill == "none" and f.distill_weight != default.distill_weight:
+        out.append(f"finetune.distill_weight={f.distill_weight} (finetune.distill none)")
+    if f.init == "scratch":
+        out += [f"finetune.{k}={getattr(f, k)} (init scratch)" for k in ("pretrain_seed", "allow_unknown_seed")
+                if getattr(f, k) != getattr(default, k)]
+        if f.freeze_encoders:
+            out.append("finetune.freeze_encoders=true (init scratch: only the head trains, on random encoders)")
+    reads_periodic = resolve(cfg.model).lc_encoder == "periodic" and f.mode in ("photo", "all")
+    if not reads_periodic:
+        model = ModelConfig()
+        out += [f"model.{k}={getattr(cfg.model, k)} (no periodic light-curve encoder in this run)"
+                for k in vars(model) if k.startswith("periodic_") and getattr(cfg.model, k) != getattr(model, k)]
+    return out
 
 
 def check_pretrained(init_dir: Path, seed: int, store: str, pretrain_seed: int | None = None,
@@ -147,6 +168,9 @@ class Finetuner(Trainer):
                             "config's: %s", init, "; ".join(dropped))
             self.cfg.model = arch
             self.init_sha = weights_digest(Path(init) / BEST_MODEL)
+        inert = inert_settings(self.cfg)
+        if inert and self.is_main:  # not refused: a sweep's --set serves every mode, each reading its own keys
+            log.warning("settings this run does not use (recorded in its config, no effect): %s", "; ".join(inert))
         self.read_spectra = f.mode in ("spectra", "all")
         super().setup_data()
         held = self.store.attrs.get("modalities") or []
