@@ -151,7 +151,7 @@ def test_bf16_autocast_keeps_the_light_curve_embedding_and_temperatures_fp32():
 
 def _collectives_under_checker() -> dict:
     from astrom3_hpc.train.preempt import Preemption
-    from astrom3_hpc.train.trainer import mean_over_ranks
+    from astrom3_hpc.distributed.collectives import mean_over_ranks
 
     with StrictDevice() as chk:
         import torch.distributed as dist

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 
+from .collectives import active
 from .device import comm_device
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8,
@@ -38,13 +39,9 @@ def _reduce_scatter_single(out, x, group=None):
     return fn(out, x, op=tdist.ReduceOp.SUM, group=group)
 
 
-def _active(group=None) -> bool:
-    return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size(group) > 1
-
-
 def gather_shapes(x: torch.Tensor, group=None) -> list[tuple[int, ...]]:
     """Every rank's x.shape (one tiny all_gather). Checks ndim/trailing dims/dtype agree; ValueError if not."""
-    if not _active(group):
+    if not active(group):
         return [tuple(x.shape)]
     if x.dim() > 8:
         raise ValueError("all_gather_with_grad supports at most 8 dimensions")
@@ -108,7 +105,7 @@ def all_gather_with_grad(x: torch.Tensor, sizes: Sequence[int] | None = None, gr
     extra tiny collective). Unequal sizes are handled by padding (see module docstring) unless
     `allow_unequal=False`, which raises ValueError.
     """
-    if not _active(group):
+    if not active(group):
         return x
     if sizes is None:
         sizes = gather_sizes(x, group)

@@ -156,7 +156,6 @@ def _is_embeddings(path: Path) -> bool:
 def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows, progress,
                train_store) -> dict[str, Any]:
     import torch
-    import torch.distributed as tdist
     import zarr
 
     from .. import distributed as adist
@@ -242,19 +241,20 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        return _finish(tmp, out, error, rank, world, n, dim, mods, t0, tdist)
+        return _finish(tmp, out, error, rank, world, n, dim, mods, t0)
     finally:  # replace_dir moved it into place unless something failed
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish(tmp: Path, out: Path, error, rank: int, world: int, n: int, dim: int, mods: list[str], t0: float,
-            tdist) -> dict[str, Any]:
+def _finish(tmp: Path, out: Path, error, rank: int, world: int, n: int, dim: int, mods: list[str],
+            t0: float) -> dict[str, Any]:
     import zarr
 
     from .. import distributed as adist
+    from ..distributed.collectives import gather_objects
 
-    errors = [e for e in _all_gather(error, tdist) if e]
+    errors = [e for e in gather_objects(error) if e]
     if errors:
         adist.barrier()
         full = next((e for e in errors if isinstance(e, DiskFullError)), None)
@@ -293,14 +293,6 @@ def _presence(st, rows: np.ndarray, mods: list[str]) -> np.ndarray:
     p = st.root["present"].oindex[rows] if len(rows) else np.zeros((0, len(MODALITIES)), bool)
     return np.stack([p[:, MODALITIES.index(m)] if m in MODALITIES else np.ones(len(rows), bool) for m in mods],
                     axis=1)
-
-
-def _all_gather(obj, tdist) -> list:
-    if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
-        parts = [None] * tdist.get_world_size()
-        tdist.all_gather_object(parts, obj)
-        return parts
-    return [obj]
 
 
 def _create(out: Path, st, cfg, meta, run_dir, store_path, rows, flags, mods, dim, chunk_rows, sample_seed,

@@ -16,19 +16,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..core.atomic import atomic_path, write_json
 from ..core.errors import DiskFullError, causes, first_line, no_space
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+from ..distributed.env import barrier, get_rank
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,7 +66,7 @@ def _unused_tag(ckpt_dir: Path, tag: str) -> str:
     from ..distributed.env import broadcast_object
 
     fresh, n = tag, 0
-    while _rank() == 0 and (ckpt_dir / fresh).exists():
+    while get_rank() == 0 and (ckpt_dir / fresh).exists():
         n += 1
         fresh = f"{tag}.{n}"
     return broadcast_object(fresh)
@@ -90,26 +81,26 @@ def save(engine, ckpt_dir: Path, tag: str, client_state: dict[str, Any], keep: i
     ckpt_dir = Path(ckpt_dir)
     tag = _unused_tag(ckpt_dir, tag)
     _refuse_non_finite(engine.module, f"checkpoint {ckpt_dir / tag}")
-    if _rank() == 0:
+    if get_rank() == 0:
         # Room for `keep` checkpoints, not keep + 1: the one latest.json names stays until the new one is
         # complete, so a failed write still leaves it to resume from.
         _prune(ckpt_dir, keep - 1, tag)
     with _writing(None, ckpt_dir, tag):  # DeepSpeed's files: which one failed is found out afterwards
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-    rng_file = ckpt_dir / tag / f"rng_rank{_rank()}.pt"
+    rng_file = ckpt_dir / tag / f"rng_rank{get_rank()}.pt"
     with _atomic_writing(rng_file, ckpt_dir, tag) as tmp:
         torch.save(rng_state(), tmp)
-    if _rank() == 0 and best is not None and Path(best).exists():
+    if get_rank() == 0 and best is not None and Path(best).exists():
         with _writing(ckpt_dir / tag / BEST_MODEL, ckpt_dir, tag):
             _link_or_copy(Path(best), ckpt_dir / tag / BEST_MODEL)
-    _barrier()
-    if _rank() == 0:
+    barrier()
+    if get_rank() == 0:
         pos = client_state.get("state", {})
         with _writing(ckpt_dir / LATEST, ckpt_dir, tag):
             write_json(ckpt_dir / LATEST, {"tag": tag, "step": pos.get("step"), "epoch": pos.get("epoch"),
                                            "batch_in_epoch": pos.get("batch_in_epoch")})
         _prune(ckpt_dir, keep, tag)
-    _barrier()
+    barrier()
 
 
 def _prune(ckpt_dir: Path, keep: int, current: str) -> None:
@@ -244,10 +235,10 @@ def load(engine, ckpt_dir: Path, tag: str) -> dict[str, Any]:
     tag_dir = ckpt_dir / tag
     if not tag_dir.is_dir():
         raise _damaged(ckpt_dir, f"{ckpt_dir / LATEST} names checkpoint {tag}, but {tag_dir} does not exist", tag)
-    rng_file = tag_dir / f"rng_rank{_rank()}.pt"
+    rng_file = tag_dir / f"rng_rank{get_rank()}.pt"
     needed = [tag_dir / MODEL_STATES, rng_file]
     if int(getattr(engine, "zero_optimization_stage", lambda: 0)() or 0) > 0:
-        needed.append(tag_dir / f"zero_pp_rank_{_rank()}_mp_rank_00_optim_states.pt")
+        needed.append(tag_dir / f"zero_pp_rank_{get_rank()}_mp_rank_00_optim_states.pt")
     for f in needed:
         why = _unreadable(f)
         if why is not None:

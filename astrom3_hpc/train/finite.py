@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
+
+from ..distributed.collectives import gather_objects
 
 
 class NonFiniteError(RuntimeError):
@@ -63,10 +64,7 @@ class FiniteGuard:
         non-finite weights). Collective: every rank must call it at the same point."""
         bad = int(self._bad)
         weights_ok = all_finite(model) if model is not None else True
-        reports = [(bad, self._where.get(bad), weights_ok)]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            reports = [None] * dist.get_world_size()
-            dist.all_gather_object(reports, (bad, self._where.get(bad), weights_ok))
+        reports = gather_objects((bad, self._where.get(bad), weights_ok))
         self._where = {s: w for s, w in self._where.items() if s == bad}
         lines = []
         for rank, (b, where, ok) in enumerate(reports):

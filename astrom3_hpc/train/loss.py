@@ -33,7 +33,8 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
-from astrom3_hpc.distributed.gather import _active, all_gather_with_grad, gather_sizes
+from astrom3_hpc.distributed.collectives import active
+from astrom3_hpc.distributed.gather import all_gather_with_grad, gather_sizes
 
 Pair = tuple[str, str]
 
@@ -114,7 +115,7 @@ class ContrastiveLoss(nn.Module):
 
         # ---- one packed gather for all modalities (+ masks as extra 0/1 columns, no gradient through them)
         dims = [e.shape[1] for e in embs]
-        if self.gather and _active(self.group):
+        if self.gather and active(self.group):
             world = tdist.get_world_size(self.group)
             rank = tdist.get_rank(self.group)
             parts = list(embs)

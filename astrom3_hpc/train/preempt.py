@@ -17,10 +17,8 @@ import logging
 import signal
 from contextlib import ExitStack
 
-import torch
-import torch.distributed as dist
-
 from ..core.signals import handling, job_signals
+from ..distributed.collectives import any_rank
 
 log = logging.getLogger("astrom3")
 
@@ -44,12 +42,7 @@ class Preemption:
 
     def agreed(self) -> bool:
         """True on every rank if any rank was signalled."""
-        from ..distributed import device as ddev
-
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=ddev.comm_device())
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        return any_rank(self.requested)
 
     def restore(self) -> None:
         self._handlers.close()

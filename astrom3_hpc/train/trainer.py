@@ -31,7 +31,9 @@ import torch.distributed as dist
 
 from .. import distributed as adist
 from ..distributed import device as ddev
-from ..distributed.env import exports_restored, find_free_port
+# pretrain and finetune take these two from here, beside `joined`.
+from ..distributed.collectives import gather_objects, mean_over_ranks
+from ..distributed.env import exports_restored
 from ..core.config import ConfigError, RunConfig
 from ..core.errors import EXIT_PREEMPTED
 from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
@@ -86,9 +88,6 @@ class Trainer:
                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, CUDA build "
                              f"{torch.version.cuda}): not training on the CPU instead")
 
-        if adist.detect(use_scontrol=False, use_mpi4py=False).launcher == "single" and "MASTER_PORT" not in os.environ:
-            # Without a group DeepSpeed creates one on port 29500: two one-process jobs on a node would collide.
-            os.environ["MASTER_PORT"] = str(find_free_port())
         self.env = adist.init(force_group=True)
         self.rank, self.world = self.env.rank, self.env.world_size
         self.is_main = self.rank == 0
@@ -444,15 +443,6 @@ class Trainer:
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's `obj`, in rank order (a list of one without a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
-
-
 def joined(parts: list, key) -> np.ndarray:
     """gather_objects' parts (each a rank's list of per-batch arrays under `key`) as one array in rank order. A
     rank with no rows (a split of fewer objects than ranks) holds an empty list: its shape is taken from the others'."""
@@ -460,14 +450,9 @@ def joined(parts: list, key) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.zeros(0)
 
 
-def mean_over_ranks(value: float, weight: float = 1.0) -> float:
-    """Weighted mean of `value` over ranks (float64, on the backend's device: NCCL takes CUDA tensors only)."""
-    t = torch.tensor([value * weight, weight], dtype=torch.float64, device=ddev.comm_device())
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return float(t[0] / t[1]) if t[1] > 0 else math.nan
-
-
 def exit_code_from(fn) -> None:
     """Run a job function and exit with its code (used by the thin job entry points)."""
     sys.exit(fn())
+
+
+__all__ = ["Trainer", "TrainState", "joined", "gather_objects", "mean_over_ranks"]
