@@ -178,6 +178,8 @@ PAPER_FT = str(ROOT / "configs/paper_finetune.yaml")  # has a `cells:` table
      "{d}/t.yaml: cells: unknown mode 'phot' (modes: photo, spectra, meta, all)"),
     ({"t.yaml": "cells: {photo: {full: {}, sub20: {}}}\n", "c.yaml": "cells: t.yaml\n"}, "c.yaml", [],
      "{d}/t.yaml: cells: photo: unknown subset(s) ['sub20']"),
+    ({"t.yaml": "cells: {photo: {full: {optim: {lrr: 1}}}}\n", "c.yaml": "cells: t.yaml\n"}, "c.yaml", [],
+     "{d}/t.yaml: cell photo/full: optim: unknown key(s) ['lrr']"),
 ])
 def test_a_malformed_config_structure_is_one_line(files, config, overrides, message, tmp_path, capsys):
     """Catches TypeError / AttributeError tracebacks (exit 1) where an override indexes into a scalar, unknown keys

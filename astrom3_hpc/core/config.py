@@ -425,7 +425,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"{where}: config key '{section}.{key}' must be a string, got {picked[-1]!r}")
         init = merged.get("finetune", {}).get("init", FinetuneConfig.init)
         pretrained = init is not None and init != "scratch"  # a wrong type is validation's to name
-        merged = merge(merge(values, cell_values(merged["cells"], *picked, pretrained=pretrained)), over)
+        cell = cell_values(merged["cells"], *picked, pretrained=pretrained)
+        try:  # the cell's own keys and types, named in its file: merged, an error named the config
+            _build(RunConfig, cell, "")
+        except ConfigError as e:
+            raise ConfigError(f"{cells}: cell {picked[0]}/{picked[1]}: {e}") from None
+        merged = merge(merge(values, cell), over)
     values = merged
     try:
         cfg = _build(RunConfig, values, "")
