@@ -11,6 +11,7 @@ Moving files: update LAYER_OF (module prefix -> layer; the longest matching pref
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,14 @@ NEVER = [
 ]
 
 MAX_LINES = 500
-# Modules allowed above MAX_LINES, each with the reason it is one cohesive thing. Empty on purpose for now:
-# the modules above the limit today are due to be split (issue 15).
+# Modules allowed above MAX_LINES, each with the reason it is one cohesive thing. Empty: none is above it, and a
+# module that grows past it is split unless it earns an entry here.
 LARGE_OK: dict[str, str] = {}
+
+# What "model code knows nothing about ranks" means beyond our own distributed layer: the libraries that
+# communicate, and the launcher variables that say which rank a process is.
+RANK_LIBRARIES = ("torch.distributed", "mpi4py", "deepspeed")
+RANK_VARIABLES = re.compile(r"RANK|WORLD_SIZE|LOCAL_RANK|SLURM_PROCID|PMI_\w*|OMPI_\w*")
 
 
 # ---------------------------------------------------------------------------------------------- the graph
@@ -194,6 +200,36 @@ def test_modules_fit_in_one_sitting():
 
 
 
+def rank_awareness(path: Path) -> list[str]:
+    """Imports of a communication library and launcher variables named in `path` (a name as a whole string
+    constant: os.environ["RANK"], os.getenv("PMI_RANK") and a tuple of names to look up alike)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and RANK_VARIABLES.fullmatch(node.value):
+            found.append(f"line {node.lineno}: launcher variable {node.value!r}")
+            continue
+        else:
+            continue
+        for name in names:
+            lib = next((lib for lib in RANK_LIBRARIES if name == lib or name.startswith(lib + ".")), None)
+            if lib is not None:
+                found.append(f"line {node.lineno}: imports {name}")
+                break
+    return found
+
+
+def test_models_know_nothing_about_ranks():
+    """Catches a model module that communicates (torch.distributed, mpi4py, deepspeed) or reads which rank it is
+    from the launcher's variables: the layer rule only sees imports of astrom3_hpc.distributed."""
+    bad = {str(p.relative_to(ROOT)): found for p in sorted((ROOT / PACKAGE / "model").rglob("*.py"))
+           if (found := rank_awareness(p))}
+    assert bad == {}, f"model code asking about ranks: {bad}"
+
+
 def test_argument_parsing_lives_in_cli_and_app():
     """Catches a library module (train, data, ...) growing its own subcommand: the library is usable without the
     command line, and every option is found in cli/ (the demo, a whole workflow, is the one app)."""
@@ -258,6 +294,25 @@ def test_layer_rank_rules(tmp_path, mapping, expect):
     """Catches a rank check that lets a layer import its sibling or a layer above it."""
     pkg = _write(tmp_path, {"__init__.py": "", "x.py": "from . import y\n", "y.py": ""})
     assert len(layer_breaches(import_graph(pkg, "pkg"), mapping, RANK, [])) == expect
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("import torch.distributed as dist\n", 1),
+    ("from torch import distributed\n", 1),
+    ("from torch.distributed import all_reduce\n", 1),
+    ("def f():\n    from mpi4py import MPI\n", 1),
+    ("import deepspeed.comm\n", 1),
+    ("import os\nr = os.environ.get('LOCAL_RANK')\n", 1),
+    ("import os\nr = int(os.environ['OMPI_COMM_WORLD_RANK'])\n", 1),
+    ("import os\nr = os.getenv('SLURM_PROCID', '0')\n", 1),
+    ('"""RANK is the rank."""\nimport torch\nfrom torch import nn\nfrom . import distributed\n', 0),
+])
+def test_rank_awareness_checker(tmp_path, text, expect):
+    """Catches a checker that misses a spelling of a communication import or a launcher variable, or that
+    flags ordinary torch imports, our own relative imports or prose mentioning a variable."""
+    f = tmp_path / "m.py"
+    f.write_text(text)
+    assert len(rank_awareness(f)) == expect
 
 
 def test_docs_the_repository_names_exist():

@@ -1,10 +1,21 @@
-"""Everything about ranks lives here; model code never asks who it is.
+"""Who a process is in the job, and the collectives the package shares; model code never asks who it is.
 
 - `env`: `detect()` (which launcher started us, rank/world/master), `init()`, `cleanup()`, `is_main()`,
   `barrier()`, `all_reduce_mean()`, `broadcast_object()`, GLOO_SOCKET_IFNAME selection.
+- `collectives`: `active()`, `gather_objects()`, `mean_over_ranks()`, `any_rank()`, `barrier()` (each the
+  process's own value without a group), for training and the science commands alike.
 - `gather`: `all_gather_with_grad()` (differentiable batch gather, unequal sizes handled).
+- `device`: which GPU a rank computes on, and where tensors to communicate must live.
+- `abort`: a fatal error on one rank ends the whole job. `slurm_hosts`, `network`, `rendezvous_check`: host
+  lists, ports and interfaces, and `astrom3 launch check-rendezvous`'s check.
 
-`import astrom3_hpc.distributed` does not import torch; `gather` (which does) is loaded on first use.
+Ranks come from here: `env.detect()`, the variables `env.init()` exports, or the group it creates. Code elsewhere
+calls torch.distributed itself only for collectives particular to it (the trainer's packed log-boundary
+all-reduce, the loss's column offsets). The exception is ingestion (`astrom3_hpc.data.ingest`): it runs under
+mpiexec with no torch process group and keeps its own small mpi4py communicator.
+
+`import astrom3_hpc.distributed` does not import torch; `gather` (which does) is loaded on first use of its names,
+`collectives` (which does too) where it is imported.
 """
 
 from astrom3_hpc.distributed.env import (  # noqa: F401

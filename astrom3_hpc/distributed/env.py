@@ -2,7 +2,9 @@
 
 `detect()` reads the environment and returns a `DistEnv`; `init()` exports the standard torch variables
 (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and initialises
-`torch.distributed`. Everything else in the package asks this module (or `torch.distributed`) for ranks.
+`torch.distributed`. Everything else in the package asks this module (or `torch.distributed`, once `init()` made
+the group) for ranks, except ingestion under mpiexec (`astrom3_hpc.data.ingest`), which has no torch process group
+and asks its own mpi4py communicator.
 
 Launcher precedence (first match wins):
 

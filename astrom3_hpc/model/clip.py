@@ -1,5 +1,6 @@
 """AstroM3 CLIP model: one encoder + linear projection per modality, L2-normalised embeddings, and one
-learnable temperature per unordered modality pair. The contrastive loss lives elsewhere (astrom3_hpc.distributed).
+learnable temperature per unordered modality pair. The contrastive loss lives in astrom3_hpc.train.loss (it
+gathers across ranks; the model does not know about them).
 
 Attribute names are part of the checkpoint format (classifiers load encoders by these names):
 
