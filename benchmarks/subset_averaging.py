@@ -72,7 +72,7 @@ def probabilities(model, batches: TrimodalBatches, folds: np.ndarray, feats: np.
 
 
 def evaluate(run: Path) -> dict[str, tuple[float, float]]:
-    cfg = config_from_dict(read_run_config(run))
+    cfg = config_from_dict(read_run_config(run), Path(run) / "config.yaml")
     if cfg.data.lc_fold_resamples <= 0 or "fold_full" not in resolve(cfg.model).periodic_views:
         raise SystemExit(f"{run}: not trained with fold resampling (data.lc_fold_resamples and a fold_full view)")
     store = Store(cfg.data.store)

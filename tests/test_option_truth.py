@@ -119,3 +119,25 @@ def test_layout_refuses_a_negative_shard_count():
 
     with pytest.raises(ValueError, match="shard_chunks must be >= 0"):
         Layout(n_objects=10, shard_chunks=-1).validate()
+
+
+def test_a_run_whose_recorded_config_this_version_cannot_read_is_named(runs, tiny_store, tmp_path, capsys):
+    """Catches `model: unknown key(s) ['old_key']` from predict and evaluate-embeddings naming no file: the key
+    is in the run's config.yaml, which another version wrote."""
+    import shutil
+
+    import yaml
+
+    pre, ft = runs
+    for run, argv in ((ft, ["predict", "{run}", "--store", str(tiny_store), "--out", str(tmp_path / "p")]),
+                      (pre, ["evaluate-embeddings", "{run}"])):
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        recorded = yaml.safe_load((copy / "config.yaml").read_text())
+        recorded["model"]["old_key"] = 1
+        (copy / "config.yaml").write_text(yaml.safe_dump(recorded))
+        capsys.readouterr()
+        assert main([a.format(run=copy) for a in argv]) == 2
+        err = _err(capsys).strip()
+        assert f"error: {copy / 'config.yaml'}: model: unknown key(s) ['old_key']" in err, err
+        assert len(err.splitlines()) == 1, err

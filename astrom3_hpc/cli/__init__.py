@@ -261,7 +261,7 @@ def cmd_evaluate_embeddings(args) -> int:
     from ..train.pretrain import Pretrainer, evaluate_embeddings
     from ..train.rundir import read_run_config
 
-    cfg = config_from_dict(read_run_config(args.run_dir))
+    cfg = config_from_dict(read_run_config(args.run_dir), Path(args.run_dir) / "config.yaml")
     require_pretraining(args.run_dir, "run dir")
     if args.batch_size is not None:
         cfg.train.batch_size = args.batch_size

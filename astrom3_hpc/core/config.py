@@ -461,9 +461,13 @@ def model_config(values: Any, source: str | Path) -> ModelConfig:
     return model
 
 
-def config_from_dict(values: dict) -> RunConfig:
-    cfg = _build(RunConfig, values, "")
-    cfg.validate()
+def config_from_dict(values: dict, source: str | Path) -> RunConfig:
+    """A run's recorded config (`source`: its config.yaml), typed and validated; an error names the file."""
+    try:
+        cfg = _build(RunConfig, values, "")
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     return cfg
 
 

@@ -24,7 +24,7 @@ def run_config(run_dir: str | Path):
     from ..core.config import config_from_dict
     from ..train.rundir import read_run_config
 
-    return config_from_dict(read_run_config(run_dir))
+    return config_from_dict(read_run_config(run_dir), Path(run_dir) / "config.yaml")
 
 
 def load_model(run_dir: str | Path, device=None):

@@ -129,7 +129,7 @@ def _network(run: Path, m: dict, store: Store, rows: np.ndarray, train_store: st
     from .engine import to_device
     from .rundir import read_run_config
 
-    cfg = config_from_dict(read_run_config(run))
+    cfg = config_from_dict(read_run_config(run), Path(run) / "config.yaml")
     train = network_training_store(run, cfg, train_store)
     names = list(train.class_names)
     f, d = cfg.finetune, cfg.data
