@@ -7,7 +7,7 @@ produce `RawObject`s; ingestion turns them into store rows. Units are the survey
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -59,9 +59,3 @@ class RawSource(Protocol):
 
     # Optional: `select(lo, hi)`, called by ingest before a process reads objects lo..hi-1 and no others, so a
     # source that parses one shared file per process can keep only those objects' data (lightcurves.py).
-
-
-def iterate(source: RawSource, start: int = 0, stop: int | None = None) -> Iterator[RawObject]:
-    stop = len(source) if stop is None else stop
-    for i in range(start, stop):
-        yield source.get(i)

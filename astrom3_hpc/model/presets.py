@@ -49,7 +49,3 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
     out = dataclasses.replace(cfg, modalities=list(cfg.modalities), spec_channels=list(cfg.spec_channels), **fill)
     out.validate()
     return out
-
-
-def is_resolved(cfg: ModelConfig) -> bool:
-    return all(getattr(cfg, k) is not None for k in PRESET_OPTIONS["paper"])

@@ -47,7 +47,6 @@ class Modality:
 
 
 _REGISTRY: dict[str, Modality] = {}
-BUILTIN_MODALITIES = ("photo", "spectra", "meta")
 
 
 def register_modality(name: str, factory: EncoderFactory, keys: tuple[str, ...] | list[str], *,

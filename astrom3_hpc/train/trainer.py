@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -448,11 +447,6 @@ def joined(parts: list, key) -> np.ndarray:
     rank with no rows (a split of fewer objects than ranks) holds an empty list: its shape is taken from the others'."""
     arrays = [a for p in parts for a in p[key]]
     return np.concatenate(arrays) if arrays else np.zeros(0)
-
-
-def exit_code_from(fn) -> None:
-    """Run a job function and exit with its code (used by the thin job entry points)."""
-    sys.exit(fn())
 
 
 __all__ = ["Trainer", "TrainState", "joined", "gather_objects", "mean_over_ranks"]
