@@ -15,6 +15,7 @@ from .. import distributed as adist
 from ..core.config import ConfigError, FinetuneConfig, ModelConfig, model_config
 from ..core.constants import UNLABELLED
 from ..core.errors import require_scikit_learn
+from ..distributed.collectives import gather_objects
 from ..model.members import (class_probabilities, each_member, finetune_classifier, log_probabilities,
                              member_seeds)
 from ..model.presets import resolve
@@ -27,7 +28,7 @@ from .leak import PretrainLeakError, pretrained_provenance, same_store
 from .predict import evaluation_forward
 from .rundir import read_run_config
 from .import_weights import import_record
-from .trainer import Trainer, gather_objects, joined
+from .trainer import Trainer, joined
 
 log = logging.getLogger("astrom3")
 

@@ -12,11 +12,12 @@ import torch
 from ..core.atomic import write_json
 from ..core.constants import SAMPLE_SEED
 from ..data.store import MODALITIES
+from ..distributed.collectives import gather_objects, mean_over_ranks
 from .evaluate import averaged_embedding, centroid_accuracy, knn1_accuracy, retrieval_top1
 from .loss import ContrastiveLoss
 from .engine import to_device
 from .predict import evaluation_forward
-from .trainer import Trainer, gather_objects, joined, mean_over_ranks
+from .trainer import Trainer, joined
 
 log = logging.getLogger("astrom3")
 
