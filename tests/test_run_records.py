@@ -35,6 +35,10 @@ def test_a_resumed_run_names_the_store_it_reads_and_evaluate_embeddings_takes_a_
     assert run_pretrain(pretrain_config(CFG, [*FAST, f"data.store={old}"]), run, stop_after_steps=1) == EXIT_PREEMPTED
     first = json.loads((run / "run.json").read_text())
     assert first["store"] == str(old) and isinstance(first["threads"], int) and "resumptions" not in first
+    # What config.yaml's nulls came to: the paper preset's reference quirks.
+    assert first["model_preset_values"] == {"deterministic_eval": False, "attn_padding_mask": False,
+                                            "lc_pooling": "flatten", "attn_head_layout": "reference",
+                                            "lc_encoder": None, "periodic_features": None}
     old.rename(new)
     assert run_pretrain(pretrain_config(CFG, [*FAST, f"data.store={new}"]), run) == 0
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["store"] == str(new)

@@ -41,6 +41,13 @@ PRESET_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
+def preset_values(cfg: ModelConfig) -> dict[str, object]:
+    """The fields a preset controls, as `cfg` resolves them: config.yaml records them as null (the preset
+    decides), so run.json records what the preset decided: a later version's preset may decide otherwise."""
+    resolved = resolve(cfg)
+    return {k: getattr(resolved, k) for k in dict.fromkeys(k for opts in PRESET_OPTIONS.values() for k in opts)}
+
+
 def resolve(cfg: ModelConfig) -> ModelConfig:
     """Return a copy of `cfg` with every preset-controlled None filled from `cfg.preset`; validates it."""
     if cfg.preset not in PRESET_OPTIONS:

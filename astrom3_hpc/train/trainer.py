@@ -31,7 +31,6 @@ import torch.distributed as dist
 from .. import distributed as adist
 from ..distributed import device as ddev
 # pretrain and finetune take these two from here, beside `joined`.
-from ..distributed.collectives import gather_objects, mean_over_ranks
 from ..distributed.env import exports_restored
 from ..core.config import ConfigError, RunConfig
 from ..core.errors import EXIT_PREEMPTED
@@ -39,7 +38,7 @@ from ..data.loader import LoaderSpec, TrimodalBatches, epoch_loader
 from ..data.store import MODALITIES, Store, StoreError, modalities_held
 from ..core.progress import Progress
 from ..model.members import each_member
-from ..model.presets import resolve
+from ..model.presets import preset_values, resolve
 from ..model.registry import cached_inputs
 from . import checkpoint
 from .engine import (autocast, build_engine, clip_gradients, configure_cuda, seed_everything, set_deterministic, set_lr,
@@ -359,7 +358,7 @@ class Trainer:
                 "store": str(Path(self.cfg.data.store).resolve()),
                 "store_provenance": self.store.attrs.get("provenance"),
                 "threads": None if self.device.type == "cuda" else torch.get_num_threads(),
-                "cells_file": self.cfg.cells, **env_info()}
+                "cells_file": self.cfg.cells, "model_preset_values": preset_values(self.cfg.model), **env_info()}
 
     def run_job(self) -> int:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
@@ -447,6 +446,3 @@ def joined(parts: list, key) -> np.ndarray:
     rank with no rows (a split of fewer objects than ranks) holds an empty list: its shape is taken from the others'."""
     arrays = [a for p in parts for a in p[key]]
     return np.concatenate(arrays) if arrays else np.zeros(0)
-
-
-__all__ = ["Trainer", "TrainState", "joined", "gather_objects", "mean_over_ranks"]
