@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import __version__
 from ..core.argtypes import positive_int
 from ..core.constants import MODES, SUBSET_FACTORS
+from ..core.errors import EXIT_DAMAGED, EXIT_UNVERIFIABLE
 from .runner import dispatch, print_json
 
 log = logging.getLogger("astrom3")
@@ -18,7 +19,6 @@ log = logging.getLogger("astrom3")
 # Exit codes (README, "Exit codes"): 2 bad input, 75 preempted (requeue), 130 interrupted (Ctrl-C); errors
 # that carry an `exit_code` attribute end with it (3 damaged store, 5 non-finite loss, 6 run dir of another
 # run, 7 pretrained weights that do not fit); `verify` returns 4 for a store without checksums.
-EXIT_DAMAGED, EXIT_UNVERIFIABLE = 3, 4
 
 
 # ---------------------------------------------------------------------------------------------------------------

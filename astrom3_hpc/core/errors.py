@@ -18,9 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+# Every exit code the suite's commands give, in one table (docs: the README's "Exit codes").
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_DAMAGED = 3  # a store's bytes differ from its checksums (verify, or a chunk read in training)
+EXIT_UNVERIFIABLE = 4  # verify: a store built before checksums, nothing to compare with
+EXIT_NON_FINITE = 5  # the loss or a gradient became NaN or infinite
+EXIT_OTHER_RUN = 6  # the run dir holds another run, or another job writes it now
+EXIT_WEIGHTS_MISMATCH = 7  # pretrained weights do not fit the classifier
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a job signal (core/signals.py), checkpoint written if any: requeue me
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away

@@ -21,6 +21,7 @@ import google_crc32c  # zarr's own crc32c codec uses it: hardware CRC-32C where 
 import numpy as np
 
 from ..core.atomic import write_json
+from ..core.errors import EXIT_DAMAGED
 from .store_schema import StoreError
 
 TABLE = "checksums.json"
@@ -31,7 +32,7 @@ _BLOCK = 8 << 20
 class ChecksumError(StoreError):
     """A chunk file whose bytes differ from the digest recorded at ingestion; the message names file and array."""
 
-    exit_code = 3
+    exit_code = EXIT_DAMAGED
 
 
 def buffer_crc(buf) -> int:

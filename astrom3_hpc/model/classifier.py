@@ -19,6 +19,7 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from ..core.constants import MODALITIES as STORE_MODALITIES, N_CLASSES
+from ..core.errors import EXIT_WEIGHTS_MISMATCH
 from .clip import _batch_args
 from .presets import resolve
 from .registry import get_modality
@@ -27,7 +28,7 @@ from .registry import get_modality
 class PretrainedLoadError(RuntimeError):
     """CLIP weights do not fit the classifier; the message names the offending keys."""
 
-    exit_code = 7  # an expected error of the CLI (message, no traceback)
+    exit_code = EXIT_WEIGHTS_MISMATCH  # an expected error of the CLI (message, no traceback)
 
 
 class AstroM3Classifier(nn.Module):

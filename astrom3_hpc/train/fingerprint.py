@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.atomic import write_json
 from ..core.config import RunConfig
-from ..core.errors import first_line
+from ..core.errors import EXIT_OTHER_RUN, first_line
 
 IDENTITY = "identity.json"
 # What makes a directory a sweep (orchestration.sweep): a run dir below one may be a sweep task's.
@@ -48,7 +48,7 @@ def init_weights_changed(then: Any, now: Any, ours: str = "now") -> str:
 class RunMismatchError(RuntimeError):
     """A run directory holds another run (other kind, config, store, seed, world size or batch size)."""
 
-    exit_code = 6
+    exit_code = EXIT_OTHER_RUN
     same_on_every_rank = True  # every rank reads the same files: the CLI prints it once
 
 

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
+from ..core.errors import EXIT_NON_FINITE
 from ..distributed.collectives import gather_objects
 
 
 class NonFiniteError(RuntimeError):
     """The loss or a gradient became NaN or infinite; the message names step, epoch, batch and object ids."""
 
-    exit_code = 5
+    exit_code = EXIT_NON_FINITE
     # Raised where every rank holds the same verdict (a gathered report, a reduced loss, identical weights):
     # rank 0 prints it for all, instead of N copies of an N-line report.
     same_on_every_rank = True
