@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from astrom3_hpc.cli import main
 
@@ -50,6 +51,8 @@ def test_a_fine_tune_run_is_no_pretraining(runs, tiny_store, tmp_path, capsys):
                  str(tmp_path / "x"), "--store", str(tiny_store), "--set", *FAST]) == 2
     assert f"finetune.init {ft} is a finetune run, not a pretraining run" in _err(capsys)
     assert not (tmp_path / "x" / "metrics.json").exists()
+    # Refused in its set-up, it left its process group for the next job in this process to join unseen.
+    assert not torch.distributed.is_initialized()
 
 
 def test_an_architecture_value_the_pretraining_overrides_is_warned_about(runs, tiny_store, tmp_path, caplog):

@@ -152,3 +152,18 @@ def test_demo_prints_one_margin_line_per_test_set(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert sorted(ln.split(" (")[0] for ln in lines) == ["photo full, full test set", "photo sub10, full test set",
                                                          "photo sub10, sub10 test set"]
+
+
+def test_deterministic_kernels_are_switched_off_again_by_a_job_without_them():
+    """Catches set_deterministic acting only to switch on: after one train.deterministic job, every later job in
+    the process (a notebook, the debug executor's sweep) ran deterministic kernels it had not asked for."""
+    from astrom3_hpc.train.engine import set_deterministic
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        set_deterministic(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)

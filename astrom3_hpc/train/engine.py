@@ -82,8 +82,10 @@ def seed_everything(seed: int) -> None:
 
 
 def set_deterministic(on: bool) -> None:
+    # Off as well as on: a process-wide switch, and a job with train.deterministic false after one with it true
+    # (a notebook, the debug executor's sweep, the test suite) ran deterministic kernels it had not asked for.
+    torch.use_deterministic_algorithms(on, warn_only=False)
     if on:
-        torch.use_deterministic_algorithms(True, warn_only=False)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
 

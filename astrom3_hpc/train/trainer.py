@@ -364,10 +364,15 @@ class Trainer:
         """Returns the process exit code: 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
         with exports_restored():
             self.setup_distributed()
-            # Held to the end, from before the run-dir check: another job in this run dir is refused at once.
-            with self.run.log.recording(f"{self.kind} on rank {self.rank}"), \
-                    writing(self.run.path, take=self.is_main, agree=adist.broadcast_object):
-                return self._run_job()
+            try:
+                # Held to the end, from before the run-dir check: another job in this run dir is refused at once.
+                with self.run.log.recording(f"{self.kind} on rank {self.rank}"), \
+                        writing(self.run.path, take=self.is_main, agree=adist.broadcast_object):
+                    return self._run_job()
+            finally:
+                # On every path: a job refused in its set-up (another run's dir, a bad --init) left its group, and
+                # the next job in this process (a sweep's, a notebook's) silently joined it.
+                adist.cleanup()
 
     def _run_job(self) -> int:
         # Listening before the data set-up: a signal that arrives while the store's caches or distillation's
@@ -408,35 +413,32 @@ class Trainer:
         else:
             self.run.record_resumption(self.cfg, self.info())
         st = self.state
-        try:
-            while not st.finished_training and st.epoch < self.cfg.train.epochs:
-                if self.train_epoch() == "preempted":
-                    self.save_checkpoint()
-                    if self.is_main:
-                        log.warning("stopped at step %d (%s); checkpoint written, exit %d for requeue",
-                                    st.step, self.preempt.signal_name or "stop_after_steps", EXIT_PREEMPTED)
-                    return EXIT_PREEMPTED
-                with self.evaluated_weights():
-                    self.end_epoch(self.validate())
-                if self.early.should_stop:
-                    st.finished_training = True
-                    if self.is_main:
-                        log.info("early stopping after epoch %d (best epoch %d)", st.epoch - 1, self.early.best_epoch)
-                if st.finished_training or st.epoch % self.cfg.train.checkpoint_every_epochs == 0 \
-                        or st.epoch == self.cfg.train.epochs:
-                    self.save_checkpoint()
-            st.finished_training = True
-            metrics = self.finish()
-            self.run.finish(metrics)
-            if self.is_main:
-                log.info("finished: %s (%s)", self.summary(metrics), self.run.path / "metrics.json")
-            # Leave together: rank 0 still writes the run's files while the others reach the teardown, and a rank
-            # destroying its group (or exiting) beside one still in it once aborted the other (gpu_check's 2-rank
-            # gloo job, SIGABRT after "finished"). Only on success: after a failure a barrier would wait.
-            adist.barrier()
-            return 0
-        finally:
-            adist.cleanup()
+        while not st.finished_training and st.epoch < self.cfg.train.epochs:
+            if self.train_epoch() == "preempted":
+                self.save_checkpoint()
+                if self.is_main:
+                    log.warning("stopped at step %d (%s); checkpoint written, exit %d for requeue",
+                                st.step, self.preempt.signal_name or "stop_after_steps", EXIT_PREEMPTED)
+                return EXIT_PREEMPTED
+            with self.evaluated_weights():
+                self.end_epoch(self.validate())
+            if self.early.should_stop:
+                st.finished_training = True
+                if self.is_main:
+                    log.info("early stopping after epoch %d (best epoch %d)", st.epoch - 1, self.early.best_epoch)
+            if st.finished_training or st.epoch % self.cfg.train.checkpoint_every_epochs == 0 \
+                    or st.epoch == self.cfg.train.epochs:
+                self.save_checkpoint()
+        st.finished_training = True
+        metrics = self.finish()
+        self.run.finish(metrics)
+        if self.is_main:
+            log.info("finished: %s (%s)", self.summary(metrics), self.run.path / "metrics.json")
+        # Leave together: rank 0 still writes the run's files while the others reach the teardown, and a rank
+        # destroying its group (or exiting) beside one still in it once aborted the other (gpu_check's 2-rank
+        # gloo job, SIGABRT after "finished"). Only on success: after a failure a barrier would wait.
+        adist.barrier()
+        return 0
 
 
 # ------------------------------------------------------------------------------------------------ helpers
