@@ -110,10 +110,19 @@ def test_galspecnet_pool_before_relu_matches_the_reference_order_exactly():
     assert torch.equal(out, ref) and torch.equal(gx, gref)
 
 
-def test_project_model_matches_the_reference_baseline_loss_and_gradients():
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, the caller's count after it (left at 1, every later in-process test in
+    the session ran on one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_project_model_matches_the_reference_baseline_loss_and_gradients(one_thread):
     """Same weights, same RNG draws (seed before the forward), eval mode: the baseline the benchmark times
     computes what the project computes."""
-    torch.set_num_threads(1)
     cfg = load_config(None, SMALL)
     torch.manual_seed(0)
     model = build_clip(cfg.model).eval()

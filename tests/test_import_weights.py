@@ -56,8 +56,15 @@ def test_science_tools_load_the_imported_model_and_reproduce_the_reference(impor
 
 def test_embed_accepts_the_imported_run(imported, tiny_store, tmp_path):
     out = tmp_path / "sci"
+    import numpy as np
+
+    from astrom3_hpc.data.store import Store
+    from astrom3_hpc.science.common import read_embeddings
+
     assert main(["embed", str(imported), "--store", str(tiny_store), "--out-dir", str(out), "--no-progress"]) == 0
-    assert (out / "embeddings.zarr").is_dir()
+    emb, valid = read_embeddings(out / "embeddings.zarr"), np.flatnonzero(Store(tiny_store).root["valid"][:])
+    assert np.array_equal(emb.row, valid)  # every valid object embedded by the imported weights
+    assert all(np.isfinite(v).all() and v.shape[0] == len(valid) for v in emb.vectors.values())
 
 
 def test_safetensors_import_gives_the_same_weights(imported, golden, tmp_path):

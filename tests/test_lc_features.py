@@ -125,9 +125,10 @@ def test_standardise_maps_train_rows_onto_a_normal_and_uses_them_only():
     assert np.all(spike == spike[0]) and -1.0 < spike[0] < 0.0  # 150 of 300 tied: centre of their range
 
 
-def test_loader_batches_carry_standardised_features_only_when_asked(feat_store):
+def test_loader_batches_carry_standardised_features_only_when_asked(feat_store, tmp_path):
     from astrom3_hpc.data.loader import LoaderSpec, TrimodalBatches
 
+    feat_store, _ = private_copy(feat_store, tmp_path)  # it writes the features cache: the module's store stays bare
     plain = TrimodalBatches(LoaderSpec(str(feat_store), batch_size=8, use_rfr_score=False))
     rows = plain.batch_rows(0)[0]
     assert "lc_features" not in plain.make_batch(rows, 0, 0)

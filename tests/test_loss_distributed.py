@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 try:
+    from conftest import IN_CI
     from dist_helpers import run_distributed
 except ImportError:  # tests/ imported as a package
+    from tests.conftest import IN_CI
     from tests.dist_helpers import run_distributed
 
 from astrom3_hpc.distributed.gather import all_gather_with_grad
@@ -255,7 +257,7 @@ def test_unequal_batches_rejected_when_disallowed():
 
 @pytest.mark.mpi
 @pytest.mark.timeout(180)
-@pytest.mark.skipif(not _have_mpiexec(), reason="mpiexec not installed")
+@pytest.mark.skipif(not _have_mpiexec() and not IN_CI, reason="mpiexec not installed (under CI: a failure)")
 def test_mpiexec_two_ranks_detects_pmi_and_matches():
     # The children get no RANK/MASTER_* variables: init() -> detect() must find PMI_RANK/PMI_SIZE.
     records = run_distributed(mpi_child, 2, launcher="mpiexec", timeout=120, return_records=True)

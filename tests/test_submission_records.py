@@ -66,7 +66,6 @@ def test_sbatch_failing_after_a_pretraining_records_the_submitted_job(tmp_path, 
 def test_submitit_failing_after_the_first_seed_records_its_jobs(tmp_path, monkeypatch):
     """The same for the Submitit back end: seed 0's pretraining and array were submitted, seed 42's pretraining
     was refused; jobs.json names the two jobs that will run."""
-    pytest.importorskip("submitit")
     from astrom3_hpc.orchestration.submitit_launch import launch_sweep
 
     sw = _sweep(tmp_path / "sw", seeds=(0, 42))
@@ -86,7 +85,6 @@ def test_submitit_failing_after_the_first_seed_records_its_jobs(tmp_path, monkey
 def test_submitit_dry_run_prints_the_plan_and_submits_nothing(tmp_path, monkeypatch, capsys, cluster):
     """Catches `launch sweep --dry-run` submitting for real: the flag never reached launch_sweep, and under
     `--cluster local` the "dry run" started the pretraining and the fine-tuning tasks."""
-    pytest.importorskip("submitit")
     from astrom3_hpc.cli import build_parser
     from astrom3_hpc.orchestration import submitit_launch
 
@@ -140,7 +138,6 @@ def test_sbatch_interrupted_by_ctrl_c_records_the_submitted_job(tmp_path, monkey
 def test_submitit_local_interrupted_while_waiting_for_pretraining_records_it(tmp_path, monkeypatch):
     """The same for the Submitit back end with the local executor: Ctrl-C in the wait for seed 42's pretraining
     (before its array is submitted) left jobs.json without the running pretraining process."""
-    pytest.importorskip("submitit")
     from types import SimpleNamespace
 
     from astrom3_hpc.orchestration import submitit_launch
@@ -225,7 +222,6 @@ def test_sbatch_user_dependency_joins_the_arrays_afterok(tmp_path, monkeypatch):
 def test_submitit_user_dependency_joins_the_arrays_afterok(tmp_path, monkeypatch):
     """The same through Submitit: `slurm_parameters` (from --sbatch-arg) replaced the afterok the array was given,
     so CLIP tasks could start before their pretraining had written its weights."""
-    pytest.importorskip("submitit")
     from astrom3_hpc.orchestration.submitit_launch import launch_sweep
 
     sw = _sweep(tmp_path / "sw")
@@ -246,7 +242,6 @@ def test_an_or_dependency_is_refused_before_anything_is_submitted(tmp_path, monk
         if backend == "sbatch":
             submit_sweep_sbatch(sw, sbatch_args=["--dependency=afterany:1?afterany:2"])
         else:
-            pytest.importorskip("submitit")
             from astrom3_hpc.orchestration.submitit_launch import launch_sweep
 
             launch_sweep(sw, cluster="slurm", slurm_parameters={"dependency": "afterany:1?afterany:2"})
@@ -257,7 +252,6 @@ def test_local_executor_runs_parallel_tasks_at_a_time(tmp_path, monkeypatch):
     """Catches --parallel being ignored by the local executor (Submitit's LocalExecutor starts every job of a
     map_array at once): 6 tasks with --parallel 4 now go as chunks [0-3], [4, 5], the second submitted only once
     the first has ended, both recorded in jobs.json."""
-    pytest.importorskip("submitit")
     from types import SimpleNamespace
 
     from astrom3_hpc.orchestration import submitit_launch

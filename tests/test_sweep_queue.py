@@ -122,7 +122,6 @@ def test_local_jobs_recorded_on_another_host_are_unknown(tmp_path):
 
 def test_local_launch_records_every_task_process(tmp_path, monkeypatch):
     """Each task of a local array is its own process: jobs.json must list them all, not only the first one's."""
-    pytest.importorskip("submitit")
     from types import SimpleNamespace
 
     from astrom3_hpc.orchestration import submitit_launch
@@ -192,7 +191,6 @@ def test_a_submission_overlapping_another_is_refused_and_the_guard_runs_under_th
     def submit():
         if backend == "sbatch":
             return sbatch.submit_sweep_sbatch(sw)
-        pytest.importorskip("submitit")
         return submitit_launch.launch_sweep(sw, cluster="slurm")
 
     with held(lock):  # another submission, between its guard and its record
@@ -224,7 +222,6 @@ def test_a_local_launch_records_each_job_while_it_runs(tiny_store, tmp_path):
     """Catches `launch sweep --cluster local` writing jobs.json only once every chunk had run: meanwhile `sweep
     status` said "nothing queued: resubmit" and a second launch was accepted, training each task twice in one run
     directory. Two tasks, --parallel 1: jobs.json must name the first task's process while it still trains."""
-    pytest.importorskip("submitit")
     import json
     import subprocess
     import sys

@@ -95,20 +95,16 @@ def test_job_script_exit_codes(tmp_path):
     assert r.returncode == 0 and "nothing to do" in r.stderr
 
 
-def test_a_bad_array_index_or_a_damaged_manifest_is_one_line(tmp_path, capsys):
+def test_a_bad_array_index_or_a_damaged_manifest_is_one_line(tmp_path, capsys, monkeypatch):
     """Catches SLURM_ARRAY_TASK_ID=x and a truncated or reshaped manifest.json ending in tracebacks (exit 1, which
     the array's bookkeeping cannot tell from a crash); `sweep status` on such a manifest did the same."""
-    import os
-
     from astrom3_hpc.cli import main
     from astrom3_hpc.cli.orchestration import sweep_task_main
 
     sw = _sweep(tmp_path)
-    os.environ["SLURM_ARRAY_TASK_ID"] = "x"
-    try:
+    with monkeypatch.context() as m:  # a test run inside an array job keeps its own index
+        m.setenv("SLURM_ARRAY_TASK_ID", "x")
         assert sweep_task_main([str(sw.root)]) == 2
-    finally:
-        del os.environ["SLURM_ARRAY_TASK_ID"]
     assert "SLURM_ARRAY_TASK_ID='x' is not a task index" in capsys.readouterr().err
     manifest = sw.root / "manifest.json"
     for damaged in (manifest.read_text()[:50], "[]", '{"tasks": [{"mode": "photo"}]}'):

@@ -238,6 +238,10 @@ def test_zero2_bf16_two_ranks(tiny_store, tmp_path):
                   "train.deterministic=false"])
     losses = [s["loss"] for s in steps(run)]
     assert len(losses) == 3 and all(0 < x < 1e4 for x in losses)
+    # ZeRO-2 itself, not a stage silently dropped (stage 0 passes the lines above): Adam moments sharded per rank.
+    tag = json.loads((run / "checkpoints" / "latest.json").read_text())["tag"]
+    assert sorted(p.name for p in (run / "checkpoints" / tag).glob("zero_pp_rank_*_optim_states.pt")) == [
+        f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(2)]
 
 
 def zero2_bf16_probe(store: str, run_dir: str) -> dict:
