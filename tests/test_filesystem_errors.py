@@ -111,7 +111,7 @@ def store(tiny_store, tmp_path) -> Path:
 def test_a_run_dir_that_is_or_lies_in_a_store_is_refused_before_anything_is_written(store, capsys):
     """Catches `pretrain --run-dir some.zarr` writing the run into the store (verify still found it intact) and a
     later `ingest --overwrite` of it deleting the run; `baseline --out` likewise."""
-    from astrom3_hpc.train.jobs import run_command
+    from astrom3_hpc.train.command import run_command
     from astrom3_hpc.train.rundir import RunDir, writing
 
     before = sorted(p.name for p in store.iterdir())

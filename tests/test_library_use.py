@@ -32,7 +32,7 @@ def test_importing_the_training_modules_leaves_the_environment_alone():
 def test_verbose_is_the_suites_debug_lines_on_rank_0_only():
     """Catches -v setting the root logger to DEBUG on every rank: a hundred lines of zarr's and numcodecs'
     internals per epoch from each rank, none saying which."""
-    code = ("import logging; from astrom3_hpc.train.jobs import run_command; "
+    code = ("import logging; from astrom3_hpc.train.command import run_command; "
             "run_command('x', lambda: print(logging.getLogger().level, "
             "logging.getLogger('astrom3').getEffectiveLevel()), verbose=True)")
     seen = {}

@@ -147,7 +147,7 @@ def test_a_job_signal_before_any_handler_of_the_command_still_requeues(signame, 
     import os
     import signal
 
-    from astrom3_hpc.train.jobs import run_command
+    from astrom3_hpc.train.command import run_command
 
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     before = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
@@ -166,16 +166,16 @@ def test_a_job_signal_before_any_handler_of_the_command_still_requeues(signame, 
 def test_the_command_starts_before_the_error_classes_are_imported(monkeypatch, capsys):
     """Catches run_command importing the data layer (for its error classes: a second or two) before the command's
     own code and its signal handler: Ctrl-C there was a traceback and a job signal killed the job."""
-    from astrom3_hpc.train import jobs
+    from astrom3_hpc.train import command
 
     calls = []
-    monkeypatch.setattr(jobs, "expected_errors", lambda: calls.append("imported") or (ValueError,))
+    monkeypatch.setattr(command, "expected_errors", lambda: calls.append("imported") or (ValueError,))
 
-    def command():
+    def finetune():
         assert calls == []
         raise ValueError("bad input, named")
 
-    assert jobs.run_command("finetune", command) == 2 and calls == ["imported"]
+    assert command.run_command("finetune", finetune) == 2 and calls == ["imported"]
     assert "astrom3 finetune: error: bad input, named" in capsys.readouterr().err
 
 

@@ -1,7 +1,7 @@
 """A sweep task runs `astrom3 finetune` through the library, not through the CLI: same config, same exit codes.
 
 The array task (jobs/sweep_task.py -> orchestration.sweep.run_missing_task) used to call `cli.main` with the task's
-argv; it now builds the config with train.jobs.finetune_config and maps errors with train.jobs.run_command. These
+argv; it now builds the config with train.jobs.finetune_config and maps errors with train.command.run_command. These
 tests pin what must not have changed.
 """
 

@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 
-from ..train.jobs import run_command
+from ..train.command import run_command
 
 
 def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None,
              expected_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Parse, set up logging and run the chosen subcommand. Bad input (a config key, a store, a file, an object)
-    ends with one clear line naming it and exit code 2, not a traceback (train.jobs.run_command)."""
+    ends with one clear line naming it and exit code 2, not a traceback (train.command.run_command)."""
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

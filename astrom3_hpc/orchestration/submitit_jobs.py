@@ -94,14 +94,15 @@ def _rank_info(env) -> dict[str, Any]:
 
 class PretrainJob(_base_checkpointable()):  # type: ignore[misc]
     """Submitit job function: ``astrom3 pretrain --run-dir RUN_DIR [--config CONFIG] [--set SETS]`` on every
-    task of the job (one rank per task), through the library calls the command makes (train.jobs).
+    task of the job (one rank per task), through the library calls the command makes (train.jobs, train.command).
 
     Checkpointable: when preempted it resubmits itself with the same arguments; the rerun resumes from the run
     directory's checkpoint."""
 
     def __call__(self, run_dir: str, config: str | None = None, sets: Sequence[str] = (),
                  stop_after_steps: int | None = None) -> dict[str, Any] | None:
-        from ..train.jobs import pretrain_config, run_command, run_pretrain
+        from ..train.command import run_command
+        from ..train.jobs import pretrain_config, run_pretrain
 
         env = _job_environment()
         _export_torch_env(env)

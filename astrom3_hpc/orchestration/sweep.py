@@ -318,7 +318,8 @@ def run_task(sweep_dir: str | Path, index: int) -> int:
     """Run task `index` of a sweep in this process (what each array task does): `astrom3 finetune` (or
     `astrom3 baseline`) with the task's flags, through the same library calls, so the same config, log format and
     exit codes (0 done, 75 preempted after a checkpoint, 2 bad input)."""
-    from ..train.jobs import run_command, run_finetune
+    from ..train.command import run_command
+    from ..train.jobs import run_finetune
 
     sw = Sweep.load(sweep_dir)
     if not 0 <= index < len(sw.tasks):
