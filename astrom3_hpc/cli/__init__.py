@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -13,12 +12,6 @@ from ..core.argtypes import positive_int
 from ..core.constants import MODES, SUBSET_FACTORS
 from ..core.errors import EXIT_DAMAGED, EXIT_UNVERIFIABLE
 from .runner import dispatch, print_json
-
-log = logging.getLogger("astrom3")
-
-# Exit codes (README, "Exit codes"): 2 bad input, 75 preempted (requeue), 130 interrupted (Ctrl-C); errors
-# that carry an `exit_code` attribute end with it (3 damaged store, 5 non-finite loss, 6 run dir of another
-# run, 7 pretrained weights that do not fit); `verify` returns 4 for a store without checksums.
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -38,8 +31,6 @@ def _add_info(sub) -> None:
 
 
 def cmd_info(args) -> int:
-    from pathlib import Path
-
     from ..core.constants import SPLIT_SEEDS, SUBSET_FACTORS
     from ..data.store import Store
     from ..data.store_cache import CACHE_DIR, cache_contents
@@ -253,43 +244,11 @@ def cmd_import_weights(args) -> int:
 
 
 def cmd_evaluate_embeddings(args) -> int:
-    from .. import distributed as adist
-    from ..core.config import config_from_dict
-    from ..distributed.env import exports_restored
-    from ..train.fingerprint import require_pretraining
-    from ..train.leak import check_weights_store, scored_seed
-    from ..train.pretrain import Pretrainer, evaluate_embeddings
-    from ..train.rundir import read_run_config
+    from ..train.pretrain import evaluate_run
 
-    cfg = config_from_dict(read_run_config(args.run_dir), Path(args.run_dir) / "config.yaml")
-    require_pretraining(args.run_dir, "run dir")
-    if args.batch_size is not None:
-        cfg.train.batch_size = args.batch_size
-    if args.store is not None:
-        cfg.data.store = str(Path(args.store).resolve())
-    seed = scored_seed(Path(args.run_dir), cfg.data.seed, args.pretrain_seed, args.allow_unknown_seed)
-    if seed is None:
-        log.warning("%s: imported weights of unknown split seed (--allow-unknown-seed): seed %d's test split may "
-                    "hold objects they were pretrained on", args.run_dir, cfg.data.seed)
-    cfg.data.seed = cfg.data.seed if seed is None else seed
-    t = Pretrainer(cfg, args.run_dir)
-    # As a training job: the process group and its exported variables end with the command, so that a caller
-    # that goes on (a notebook, a test) does not hand them to the next job or subprocess it starts.
-    with exports_restored():
-        t.setup_distributed()
-        try:
-            with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
-                t.setup_data()
-                check_weights_store(t.run.path / "best_model.pt", t.store)
-                t.setup_engine()
-                t.load_best()
-                unknown = {"split_seed_unknown": True} if seed is None else {}
-                out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None,
-                                          extra={"split_seed": cfg.data.seed, **unknown})
-        finally:
-            t.run.close()
-            adist.cleanup()
-    if t.is_main:
+    out = evaluate_run(args.run_dir, store=args.store, batch_size=args.batch_size, pretrain_seed=args.pretrain_seed,
+                       allow_unknown_seed=args.allow_unknown_seed)
+    if out is not None:
         print_json(out)
     return 0
 

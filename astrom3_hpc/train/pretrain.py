@@ -161,3 +161,46 @@ def evaluate_embeddings(model, trainer: Trainer, write_to: Path | None = None,
     if write_to is not None:
         write_json(Path(write_to) / "embedding_eval.json", out)
     return out
+
+
+def evaluate_run(run_dir: str | Path, *, store: str | Path | None = None, batch_size: int | None = None,
+                 pretrain_seed: int | None = None, allow_unknown_seed: bool = False) -> dict[str, Any] | None:
+    """`astrom3 evaluate-embeddings RUN`: a pretraining run's best weights scored by evaluate_embeddings on its
+    seed's test split (another `store` by content checks, e.g. the same one moved), written to the run's
+    embedding_eval.json. The scores on rank 0, None on the other ranks."""
+    from .. import distributed as adist
+    from ..core.config import config_from_dict
+    from ..distributed.env import exports_restored
+    from .fingerprint import require_pretraining
+    from .leak import check_weights_store, scored_seed
+    from .rundir import read_run_config
+
+    cfg = config_from_dict(read_run_config(run_dir), Path(run_dir) / "config.yaml")
+    require_pretraining(run_dir, "run dir")
+    if batch_size is not None:
+        cfg.train.batch_size = batch_size
+    if store is not None:
+        cfg.data.store = str(Path(store).resolve())
+    seed = scored_seed(Path(run_dir), cfg.data.seed, pretrain_seed, allow_unknown_seed)
+    if seed is None:
+        log.warning("%s: imported weights of unknown split seed (--allow-unknown-seed): seed %d's test split may "
+                    "hold objects they were pretrained on", run_dir, cfg.data.seed)
+    cfg.data.seed = cfg.data.seed if seed is None else seed
+    t = Pretrainer(cfg, run_dir)
+    # As a training job: the process group and its exported variables end with the command, so that a caller
+    # that goes on (a notebook, a test) does not hand them to the next job or subprocess it starts.
+    with exports_restored():
+        t.setup_distributed()
+        try:
+            with t.run.log.recording(f"evaluate-embeddings on rank {t.rank}"):  # into the run's train.log
+                t.setup_data()
+                check_weights_store(t.run.path / "best_model.pt", t.store)
+                t.setup_engine()
+                t.load_best()
+                unknown = {"split_seed_unknown": True} if seed is None else {}
+                out = evaluate_embeddings(t.model, t, write_to=t.run.path if t.is_main else None,
+                                          extra={"split_seed": cfg.data.seed, **unknown})
+        finally:
+            t.run.close()
+            adist.cleanup()
+    return out if t.is_main else None
