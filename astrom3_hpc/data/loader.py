@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core.constants import ALL_OBJECTS, AUX_COLUMNS, SEQ_LEN, UNLABELLED
+from . import batch_order
 from .arena import BatchArena
 from .chunks import ChunkReader
 from .store import Store, StoreError
@@ -165,55 +166,17 @@ class TrimodalBatches:
         self._pts: np.ndarray | None = None
         self._workers: dict[int, tuple[int, BatchArena, torch.utils.data.DataLoader]] = {}
 
-    # -- order -------------------------------------------------------------------------------------------
-    def _shuffled(self, epoch: int) -> np.ndarray:
-        s = self.spec
-        rng = np.random.default_rng([s.seed, epoch])
-        chunk_ids = self.rows // self.chunk
-        groups = np.split(self.rows, np.flatnonzero(np.diff(chunk_ids)) + 1)
-        order = rng.permutation(len(groups))
-        pieces = []
-        for g0 in range(0, len(order), s.buffer_chunks):
-            buf = np.concatenate([groups[j] for j in order[g0:g0 + s.buffer_chunks]])
-            pieces.append(buf[rng.permutation(len(buf))])
-        return np.concatenate(pieces)
-
+    # -- order (data/batch_order.py) ---------------------------------------------------------------------
     def batch_rows(self, epoch: int) -> list[np.ndarray]:
-        """This rank's batches for `epoch`; every rank gets the same number of batches.
-
-        Training: shuffled, each rank one contiguous slice of the order, incomplete batches dropped.
-        Evaluation: store order, every row used: each global batch is split across ranks (sizes differ by at
-        most one), so metrics cover the whole split. The global batches do not depend on the world size (a
-        contrastive loss depends on which objects share a batch): a rank may get an empty share of the last one.
-        """
-        s = self.spec
-        b = s.batch_size
-        if s.train:
-            rows = self._shuffled(epoch)
-            per_rank = len(rows) // s.world_size
-            mine = rows[s.rank * per_rank:(s.rank + 1) * per_rank]
-            # Sorted within a batch (membership stays random): rows of one chunk are then contiguous, so
-            # make_batch copies each chunk's rows straight into place once instead of gathering then scattering.
-            batches = [np.sort(mine[i * b:(i + 1) * b]) for i in range(per_rank // b)]
-            run = -(-len(batches) // max(s.streams, 1))
-            return [batches[j * run + i] for i in range(run) for j in range(s.streams) if j * run + i < len(batches)]
-        g = b * s.world_size
-        starts = list(range(0, len(self.rows), g))
-        if len(starts) > 1 and len(self.rows) - starts[-1] < 2:
-            # A one-object tail joins the previous batch: alone it has no negatives, a contrastive loss of 0
-            # whatever the weights. (Folding tails shorter than the world size instead made the validation loss
-            # of the same weights differ between 1 and 2 ranks.)
-            starts.pop()
-        bounds = starts[1:] + [len(self.rows)]
-        return [np.array_split(self.rows[a:z], s.world_size)[s.rank] for a, z in zip(starts, bounds)]
+        """This rank's batches for `epoch` (batch_order.batch_rows)."""
+        return batch_order.batch_rows(self.rows, self.chunk, self.spec, epoch)
 
     def rank_rows(self, epoch: int) -> np.ndarray:
         return np.concatenate(self.batch_rows(epoch)) if self.num_batches() else np.zeros(0, np.int64)
 
     def num_batches(self, epoch: int = 0) -> int:
-        s = self.spec
-        if s.train:
-            return (len(self.rows) // s.world_size) // s.batch_size
+        if self.spec.train:
+            return batch_order.num_train_batches(len(self.rows), self.spec)
         return len(self.batch_rows(epoch))
 
     # -- reading -----------------------------------------------------------------------------------------
