@@ -23,7 +23,7 @@ PACKAGE = "astrom3_hpc"
 
 # Lowest first. A module may import from its own layer and from layers of a lower rank, never upwards.
 # Layers sharing a rank are siblings and must not import each other (results and science both sit on train).
-RANK = {"core": 0, "data": 1, "model": 2, "distributed": 3, "train": 4, "orchestration": 5,
+RANK = {"core": 0, "distributed": 1, "data": 2, "model": 3, "train": 4, "orchestration": 5,
         "results": 6, "science": 6, "app": 7, "cli": 8}
 
 # Module prefix -> layer, written against the CURRENT module paths.

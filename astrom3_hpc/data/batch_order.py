@@ -7,12 +7,21 @@ store order and uses every row.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .loader import LoaderSpec
+
+class OrderSpec(Protocol):
+    """What the order depends on (data/loader.py's LoaderSpec holds it among the reading options)."""
+
+    train: bool
+    batch_size: int  # per rank
+    world_size: int
+    rank: int
+    streams: int
+    seed: int
+    buffer_chunks: int
 
 
 def shuffled(rows: np.ndarray, chunk: int, seed: int, epoch: int, buffer_chunks: int) -> np.ndarray:
@@ -29,11 +38,11 @@ def shuffled(rows: np.ndarray, chunk: int, seed: int, epoch: int, buffer_chunks:
     return np.concatenate(pieces)
 
 
-def num_train_batches(n_rows: int, spec: LoaderSpec) -> int:
+def num_train_batches(n_rows: int, spec: OrderSpec) -> int:
     return (n_rows // spec.world_size) // spec.batch_size
 
 
-def batch_rows(rows: np.ndarray, chunk: int, spec: LoaderSpec, epoch: int) -> list[np.ndarray]:
+def batch_rows(rows: np.ndarray, chunk: int, spec: OrderSpec, epoch: int) -> list[np.ndarray]:
     """This rank's batches for `epoch`; every rank gets the same number of batches.
 
     Training: shuffled, each rank one contiguous slice of the order, incomplete batches dropped.

@@ -13,7 +13,6 @@ under a `.tmp-` name.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import traceback
@@ -31,6 +30,8 @@ from ..core.atomic import replace_dir, write_json
 from ..core.constants import META_COLUMNS
 from ..core.errors import DiskFullError, disk_full, naming_full_disk
 from ..core.progress import Progress
+from ..distributed.env import rank_share
+from ..distributed.mpi_comm import MpiComm
 from .preprocess import META_NAN_POLICIES, MissingMetadataError, preprocess
 from . import class_notes, ingest_notes
 from .checksums import side_file_records, write_table
@@ -69,41 +70,6 @@ class IngestOptions:
     layout_kw: dict[str, Any] = field(default_factory=dict)  # store.Layout fields: chunk sizes, shards, compression
 
 
-class _Comm:
-    """The few collectives ingestion needs, over mpi4py when launched by mpiexec, trivial otherwise."""
-
-    def __init__(self):
-        self.mpi = None
-        if any(k in os.environ for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")):
-            from mpi4py import MPI
-
-            if MPI.COMM_WORLD.Get_size() > 1:
-                self.mpi = MPI.COMM_WORLD
-        self.rank = self.mpi.Get_rank() if self.mpi else 0
-        self.size = self.mpi.Get_size() if self.mpi else 1
-
-    def bcast(self, obj):
-        return self.mpi.bcast(obj, root=0) if self.mpi else obj
-
-    def allgather(self, obj) -> list:
-        return self.mpi.allgather(obj) if self.mpi else [obj]
-
-    def gather(self, obj) -> list | None:
-        """Every rank's obj on rank 0 (None elsewhere)."""
-        return self.mpi.gather(obj, root=0) if self.mpi else [obj]
-
-    def barrier(self) -> None:
-        if self.mpi:
-            self.mpi.Barrier()
-
-
-def _rank_range(n_objects: int, block: int, rank: int, size: int) -> tuple[int, int]:
-    n_blocks = -(-n_objects // block)
-    b0 = n_blocks * rank // size
-    b1 = n_blocks * (rank + 1) // size
-    return min(b0 * block, n_objects), min(b1 * block, n_objects)
-
-
 def ingest(source: RawSource, out: str | Path, options: IngestOptions | None = None) -> dict[str, Any]:
     """Build the store at `out` from `source`. Every rank of an MPI job calls this with the same arguments.
     Interrupted (Ctrl-C, SIGTERM) or failed, it removes its temporary directory (data/tempdirs.py)."""
@@ -118,7 +84,7 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
         raise ValueError(f"on_error must be 'fail' or 'skip', got {opt.on_error!r}")
     if opt.meta_nan not in META_NAN_POLICIES:
         raise ValueError(f"meta_nan must be one of {META_NAN_POLICIES}, got {opt.meta_nan!r}")
-    comm = _Comm()
+    comm = MpiComm()
     out = Path(out).resolve()
     layout = Layout(n_objects=len(source), **opt.layout_kw)
     try:
@@ -147,7 +113,7 @@ def _ingest(source: RawSource, out: str | Path, options: IngestOptions | None, p
     if comm.rank == 0:
         pending.append(tmp)  # the creator removes it
 
-    lo, hi = _rank_range(layout.n_objects, layout.block, comm.rank, comm.size)
+    lo, hi = rank_share(layout.n_objects, layout.block, comm.rank, comm.size)
     status: dict[str, Any] = {"skipped": [], "error": None, "lc_points": 0, "objects": hi - lo,
                               "notes": ingest_notes.empty()}
     table = _TableRows()
@@ -297,7 +263,7 @@ def _write_tables(root: zarr.Group, per_rank: list[list[dict[str, np.ndarray]]])
         root[k][:] = data
 
 
-def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, comm: _Comm,
+def _phase1(source: RawSource, tmp: Path, layout: Layout, opt: IngestOptions, comm: MpiComm,
             lo: int, hi: int, status: dict, table: _TableRows) -> None:
     if hasattr(source, "select"):  # optional (raw.RawSource): a source over one shared file keeps only these rows
         source.select(lo, hi)
@@ -367,14 +333,14 @@ def _as_id(object_id: Any) -> int:
         return -1
 
 
-def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: _Comm) -> None:
+def _phase2_lc(tmp: Path, layout: Layout, part_sizes: list[int], comm: MpiComm) -> None:
     """Copy light-curve points from the rank parts into the final array; each rank owns whole chunks."""
     root = zarr.open_group(str(tmp), mode="r+")
     dst = root["lc/values"]
     total = dst.shape[0]
     starts = np.concatenate([[0], np.cumsum(part_sizes)])
     n_chunks = -(-total // layout.lc_chunk)
-    k0, k1 = n_chunks * comm.rank // comm.size, n_chunks * (comm.rank + 1) // comm.size
+    k0, k1 = rank_share(n_chunks, 1, comm.rank, comm.size)
     for k in range(k0, k1):
         g0, g1 = k * layout.lc_chunk, min((k + 1) * layout.lc_chunk, total)
         pieces = []

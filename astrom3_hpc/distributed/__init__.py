@@ -11,8 +11,8 @@
 
 Ranks come from here: `env.detect()`, the variables `env.init()` exports, or the group it creates. Code elsewhere
 calls torch.distributed itself only for collectives particular to it (the trainer's packed log-boundary
-all-reduce, the loss's column offsets). The exception is ingestion (`astrom3_hpc.data.ingest`): it runs under
-mpiexec with no torch process group and keeps its own small mpi4py communicator.
+all-reduce, the loss's column offsets). Ingestion runs under mpiexec with no torch process group: its mpi4py
+communicator is `mpi_comm`, and `env.rank_share` splits work among ranks for ingestion and `embed` alike.
 
 `import astrom3_hpc.distributed` does not import torch; `gather` (which does) is loaded on first use of its names,
 `collectives` (which does too) where it is imported.

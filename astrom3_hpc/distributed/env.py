@@ -139,6 +139,14 @@ def slurm_tasks_on_node(environ: Mapping[str, str] | None = None) -> int | None:
     return counts[node_id] if node_id < len(counts) else None
 
 
+def rank_share(n: int, block: int, rank: int, size: int) -> tuple[int, int]:
+    """Rank `rank`'s share [lo, hi) of `n` items split among `size` ranks in whole blocks of `block` (a store's
+    chunk: no two ranks write one chunk file), as even as whole blocks allow."""
+    n_blocks = -(-n // block)
+    b0, b1 = n_blocks * rank // size, n_blocks * (rank + 1) // size
+    return min(b0 * block, n), min(b1 * block, n)
+
+
 def _mpi_vars(env: Mapping[str, str]) -> dict[str, Any] | None:
     if env.get("OMPI_COMM_WORLD_RANK") not in (None, "") and env.get("OMPI_COMM_WORLD_SIZE") not in (None, ""):
         return dict(rank=int(env["OMPI_COMM_WORLD_RANK"]), world=int(env["OMPI_COMM_WORLD_SIZE"]),

@@ -51,6 +51,7 @@ from ..core.atomic import replace_dir, write_json
 from ..core.digests import file_sha256
 from ..core.errors import DiskFullError, disk_full, naming_full_disk
 from ..data.store import kept_object_names
+from ..distributed.env import rank_share
 from .common import (AVERAGE, EMBEDDINGS, EMBEDDINGS_SCHEMA, OBJECT_NAMES, Embeddings, average_embedding,
                      check_counts, load_model, read_embeddings, run_config, science_dir)
 
@@ -93,12 +94,6 @@ def encode_rows(model, batches, rows: np.ndarray, batch_size: int = 256, sample_
             for m in mods:
                 out[m].append(encode_seeded(model, m, batch, sample_seed).float().cpu().numpy())
     return {m: np.concatenate(v) if v else np.zeros((0, model.embed_dim), np.float32) for m, v in out.items()}
-
-
-def _rank_range(n: int, chunk: int, rank: int, world: int) -> tuple[int, int]:
-    n_chunks = -(-n // chunk)
-    c0, c1 = n_chunks * rank // world, n_chunks * (rank + 1) // world
-    return min(c0 * chunk, n), min(c1 * chunk, n)
 
 
 def embed_run(run_dir: str | Path, store: str | Path | None = None, splits: list[str] | None = None,
@@ -218,7 +213,7 @@ def _embed_run(run_dir, store, splits, out, batch_size, sample_seed, chunk_rows,
 
     error = None
     try:  # everything from here on inside: a failure on any rank removes the temporary store
-        lo, hi = _rank_range(n, chunk_rows, rank, world)
+        lo, hi = rank_share(n, chunk_rows, rank, world)
         root = zarr.open_group(str(tmp), mode="r+")
         with Progress(hi - lo, f"embed rank {rank}", enabled=progress and rank == 0) as bar:
             for a in range(lo, hi, chunk_rows):
