@@ -66,6 +66,17 @@ def tiny_store(tmp_path_factory) -> Path:
     return build_synthetic_store(tmp_path_factory.mktemp("store") / "tiny.zarr")
 
 
+@pytest.fixture(scope="session")
+def pretrained_2rank(tiny_store, tmp_path_factory) -> Path:
+    """A finished 2-rank torchrun pretraining of the tiny store (configs/test.yaml), shared by every module that
+    needs a pretraining run: tests copy it before writing into it (each such run costs about 15 s of CI)."""
+    from test_train import run_job
+
+    run = tmp_path_factory.mktemp("pre") / "run"
+    run_job("pretrain", run, tiny_store, world=2, launcher="torchrun")
+    return run
+
+
 @pytest.fixture(scope="module")
 def feat_store(tmp_path_factory) -> Path:
     """A light-curve store of three arbitrary classes with its split files, one per test module; tests that write

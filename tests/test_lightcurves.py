@@ -422,19 +422,17 @@ def test_periodic_encoder_sees_the_fold_and_paper_is_unchanged():
         ModelConfig(preset="periodic", periodic_fold_period="yes").validate()
 
 
-def test_embed_a_photometry_only_store(lc_store, tiny_store, tmp_path):
+def test_embed_a_photometry_only_store(lc_store, pretrained_2rank, tmp_path):
     """A CLIP model pretrained elsewhere embeds a lightcurves store: photometry vectors for every object."""
     import subprocess
     import sys
 
     from dist_helpers import child_env
-    from test_train import run_job
 
     from astrom3_hpc.science.common import read_embeddings
 
     _, out, _ = lc_store
-    run = tmp_path / "pre"
-    run_job("pretrain", run, tiny_store, sets=("train.epochs=1",))
+    run = pretrained_2rank  # read only: the vectors go to --out-dir
     r = subprocess.run([sys.executable, "-m", "astrom3_hpc.cli", "embed", str(run), "--store", str(out),
                         "--out-dir", str(tmp_path / "sci"), "--no-progress"], env=child_env(), capture_output=True,
                        text=True, timeout=300, cwd=ROOT)

@@ -26,15 +26,14 @@ FAST = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=16"]
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_store, tmp_path_factory) -> tuple[Path, Path]:
-    """A finished pretraining and a finished scratch fine-tune of the tiny store."""
-    from astrom3_hpc.train.jobs import finetune_config, pretrain_config, run_finetune, run_pretrain
+def runs(tiny_store, pretrained_2rank, tmp_path_factory) -> tuple[Path, Path]:
+    """A finished pretraining (the session's, read only) and a finished scratch fine-tune of the tiny store."""
+    from astrom3_hpc.train.jobs import finetune_config, run_finetune
 
     d = tmp_path_factory.mktemp("truth")
     sets = [*FAST, f"data.store={tiny_store}"]
-    assert run_pretrain(pretrain_config(CFG, sets), d / "pre") == 0
     assert run_finetune(finetune_config(CFG, sets, mode="photo", init="scratch"), d / "ft") == 0
-    return d / "pre", d / "ft"
+    return pretrained_2rank, d / "ft"
 
 
 def _err(capsys) -> str:

@@ -68,13 +68,6 @@ def final_module(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
 
 
-@pytest.fixture(scope="module")
-def pretrained_2rank(tiny_store, tmp_path_factory):
-    run = tmp_path_factory.mktemp("pre") / "run"
-    run_job("pretrain", run, tiny_store, world=2, launcher="torchrun")
-    return run
-
-
 @pytest.mark.timeout(900)
 def test_two_rank_pretraining_writes_a_complete_run_dir(pretrained_2rank):
     run = pretrained_2rank
