@@ -12,7 +12,9 @@ their help (a review of 2026-12-07).
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,14 @@ def test_an_architecture_value_the_pretraining_overrides_is_warned_about(runs, t
     pre, _ = runs
     cfg = finetune_config(CFG, [*FAST, f"data.store={tiny_store}", "model.n_layers=4", "model.lc_dropout=0.3",
                                 "finetune.fusion=concat"], mode="photo", init=str(pre))
+    hook = sys.excepthook
     with caplog.at_level(logging.WARNING, logger="astrom3"):
         assert run_finetune(cfg, tmp_path / "clip") == 0
+    # Nothing of the job outlives it in this process: torch wrapped the excepthook once per group ("[rank0]: "
+    # ten times per traceback line after ten jobs), and DeepSpeed's reference cycles kept each engine, its
+    # optimizer state and gloo threads until a full collection.
+    assert sys.excepthook is hook
+    assert not [o for o in gc.get_objects() if type(o).__name__ == "DeepSpeedEngine"]
     (said,) = [r.getMessage() for r in caplog.records if "architecture is trained" in r.getMessage()]
     assert "model.n_layers 4 (pretraining: " in said
     assert "lc_dropout" not in said  # the fine-tuning config's own: it is used

@@ -378,9 +378,16 @@ def init(backend: str | None = None, timeout: float | _dt.timedelta = 1800.0, *,
                         os.environ[n] = ifname
         if not isinstance(timeout, _dt.timedelta):
             timeout = _dt.timedelta(seconds=float(timeout))
+        global _HOOK_BEFORE_GROUP
+        _HOOK_BEFORE_GROUP = sys.excepthook
         tdist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
                                  world_size=env.world_size, timeout=timeout)
     return env
+
+
+# torch wraps sys.excepthook at every group's creation (a "[rank0]: " prefix per line) and never unwraps it: ten jobs
+# in one process printed "[rank0]: " ten times on each line of a traceback. cleanup() puts the hook back.
+_HOOK_BEFORE_GROUP = None
 
 
 # The rendezvous init() exports into this process's environment (the socket interfaces it chooses stay: they
@@ -461,9 +468,12 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 def cleanup() -> None:
     """Destroy the process group if one exists (safe to call always)."""
+    global _HOOK_BEFORE_GROUP
     if is_initialized():
         import torch.distributed as tdist
         tdist.destroy_process_group()
+    if _HOOK_BEFORE_GROUP is not None:
+        sys.excepthook, _HOOK_BEFORE_GROUP = _HOOK_BEFORE_GROUP, None
     # DeepSpeed keeps a clone of the world group, made once per process: a second job in this process (the debug
     # executor's sweep, a notebook) built its engine on the destroyed one ("Group ... is not registered").
     groups = sys.modules.get("deepspeed.utils.groups")

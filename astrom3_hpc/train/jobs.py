@@ -7,8 +7,10 @@ train.command.run_command, as the CLI does).
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
     from ..core.config import RunConfig
@@ -56,7 +58,8 @@ def run_finetune(cfg: RunConfig, run_dir: str | Path, *, stop_after_steps: int |
     """Fine-tune into ``run_dir``; 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
     from .finetune import Finetuner
 
-    return Finetuner(cfg, run_dir, stop_after_steps=stop_after_steps, resume=resume).run_job()
+    with collected():
+        return Finetuner(cfg, run_dir, stop_after_steps=stop_after_steps, resume=resume).run_job()
 
 
 def run_pretrain(cfg: RunConfig, run_dir: str | Path, *, stop_after_steps: int | None = None,
@@ -64,4 +67,17 @@ def run_pretrain(cfg: RunConfig, run_dir: str | Path, *, stop_after_steps: int |
     """Pretrain into ``run_dir``; 0 done, EXIT_PREEMPTED after a preemption checkpoint."""
     from .pretrain import Pretrainer
 
-    return Pretrainer(cfg, run_dir, stop_after_steps=stop_after_steps, resume=resume).run_job()
+    with collected():
+        return Pretrainer(cfg, run_dir, stop_after_steps=stop_after_steps, resume=resume).run_job()
+
+
+@contextmanager
+def collected() -> Iterator[None]:
+    """A job's memory, threads and descriptors freed when it ends, not at Python's next full collection: DeepSpeed's
+    hooks hold its engine in reference cycles, so jobs run one after another in a process (the debug executor's
+    sweep, a notebook) each kept its engine, model, optimizer state and gloo threads (16 tasks: 15 -> 56 threads,
+    78 -> 223 descriptors). Collected outside the trainer, whose frame still held it."""
+    try:
+        yield
+    finally:
+        gc.collect()

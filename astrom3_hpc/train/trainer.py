@@ -371,7 +371,11 @@ class Trainer:
                     return self._run_job()
             finally:
                 # On every path: a job refused in its set-up (another run's dir, a bad --init) left its group, and
-                # the next job in this process (a sweep's, a notebook's) silently joined it.
+                # the next job in this process (a sweep's, a notebook's) silently joined it; a failed job's loader
+                # workers lived on while anything held its traceback (a notebook's last error).
+                for batches in (getattr(self, "train_batches", None), getattr(self, "val_batches", None)):
+                    if batches is not None:
+                        batches.close()
                 adist.cleanup()
 
     def _run_job(self) -> int:
