@@ -453,22 +453,21 @@ def check_pretraining(cfg: RunConfig) -> RunConfig:
 def model_config(values: Any, source: str | Path) -> ModelConfig:
     """A `model` section read from a file (a pretraining run's config.yaml), typed and validated like a config
     file's: a key another version wrote, or a mistyped value, is one line naming `source`, not a TypeError."""
-    try:
-        model = _build(ModelConfig, values, "model")
-        model.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return model
+    return _recorded(ModelConfig, values, "model", source)
 
 
 def config_from_dict(values: dict, source: str | Path) -> RunConfig:
     """A run's recorded config (`source`: its config.yaml), typed and validated; an error names the file."""
+    return _recorded(RunConfig, values, "", source)
+
+
+def _recorded(cls: type, values: Any, where: str, source: str | Path) -> Any:
     try:
-        cfg = _build(RunConfig, values, "")
-        cfg.validate()
+        built = _build(cls, values, where)
+        built.validate()
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
-    return cfg
+    return built
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
