@@ -291,7 +291,7 @@ def test_embed_refuses_counts_below_one_and_a_failure_leaves_no_temporary_store(
     def broken(*a, **k):
         raise ZeroDivisionError("integer division or modulo by zero")
 
-    monkeypatch.setattr(embed, "_rank_range", broken)  # a failure right after the temporary store's creation
+    monkeypatch.setattr(embed, "rank_share", broken)  # a failure right after the temporary store's creation
     with pytest.raises(RuntimeError, match="embedding failed, nothing was written"):
         embed.embed_run(run, out=out, chunk_rows=64)
     assert list((tmp_path / "e").iterdir()) == []
